@@ -1,0 +1,80 @@
+import { ConfigError, configFromEnv } from "./config.js";
+import { loadMigrations, migrate } from "./db/migrate.js";
+import { openDatabase } from "./db/pool.js";
+import { createLogger } from "./log.js";
+
+const usage = `Usage: keygate <command>
+
+Commands:
+  serve     Start the service (embedded PostgreSQL when DATABASE_URL is unset)
+  migrate   Apply pending database migrations and exit
+
+Configuration comes from KEYGATE_* environment variables and DATABASE_URL (see README).`;
+
+async function main(argv: string[]): Promise<number> {
+  const command = argv[0];
+  if (command === undefined || command === "help" || command === "--help" || command === "-h") {
+    console.log(usage);
+    return command === undefined ? 2 : 0;
+  }
+  let config: ReturnType<typeof configFromEnv>;
+  try {
+    config = configFromEnv(process.env);
+  } catch (error) {
+    if (error instanceof ConfigError) {
+      console.error(error.message);
+      return 78; // EX_CONFIG
+    }
+    throw error;
+  }
+  const logger = createLogger(config.logLevel);
+
+  if (command === "migrate") {
+    const database = await openDatabase(config);
+    try {
+      const applied = await migrate(database.url, await loadMigrations());
+      logger.info(
+        { migrations: applied.map((m) => m.name) },
+        applied.length ? "migrations applied" : "database is up to date",
+      );
+      return 0;
+    } finally {
+      await database.close();
+    }
+  }
+
+  if (command === "serve") {
+    const { startKeygate } = await import("./app.js");
+    const keygate = await startKeygate(config, logger);
+    if (keygate.bootstrapped) {
+      const b = keygate.bootstrapped;
+      // Printed once, to the terminal rather than the log stream: it is a credential.
+      process.stdout.write(
+        `\nFirst start: created workspace "${b.workspaceSlug}" (${b.workspaceId}) and a deployment admin key.\n` +
+          `Store it now, it is not shown again:\n\n  ${b.adminKey}\n\n`,
+      );
+    }
+    await new Promise<void>((resolve) => {
+      const stop = (signal: string) => {
+        logger.info({ signal }, "shutting down");
+        resolve();
+      };
+      process.once("SIGTERM", () => stop("SIGTERM"));
+      process.once("SIGINT", () => stop("SIGINT"));
+    });
+    await keygate.close();
+    logger.info("stopped");
+    return 0;
+  }
+
+  console.error(`Unknown command: ${command}\n\n${usage}`);
+  return 2;
+}
+
+main(process.argv.slice(2)).then(
+  (code) => process.exit(code),
+  (error: unknown) => {
+    console.error(error instanceof Error ? (error.stack ?? error.message) : error);
+    process.exit(1);
+  },
+);

@@ -1,0 +1,176 @@
+import { z } from "zod";
+
+/**
+ * Every setting Keygate reads, from KEYGATE_* variables (and DATABASE_URL). Parsed once at
+ * start; every problem is reported by name in one message. Tests build a Config directly
+ * with `configFromEnv({...})` or by spreading `defaultConfig()`.
+ */
+
+const bool = z
+  .enum(["true", "false", "1", "0", "yes", "no"], { error: "expected true or false" })
+  .transform((v) => v === "true" || v === "1" || v === "yes");
+
+const port = z.coerce
+  .number({ error: "expected a port number" })
+  .int()
+  .min(0, "expected a port number (0-65535)")
+  .max(65535, "expected a port number (0-65535)");
+
+const positiveInt = (max: number) =>
+  z.coerce
+    .number({ error: "expected a whole number" })
+    .int("expected a whole number")
+    .min(1, "expected at least 1")
+    .max(max, `expected at most ${max}`);
+
+const list = z.string().transform((v) =>
+  v
+    .split(",")
+    .map((s) => s.trim())
+    .filter((s) => s.length > 0),
+);
+
+const url = z.url({ error: "expected a URL" });
+
+const logLevel = z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]);
+
+const envSchema = z.object({
+  KEYGATE_HOST: z.string().min(1).default("127.0.0.1"),
+  KEYGATE_PORT: port.default(8080),
+  KEYGATE_TLS_CERT_FILE: z.string().min(1).optional(),
+  KEYGATE_TLS_KEY_FILE: z.string().min(1).optional(),
+  KEYGATE_CORS_ORIGINS: list.default([]),
+  KEYGATE_MAX_REQUEST_BYTES: positiveInt(16 * 1024 * 1024).default(64 * 1024),
+  KEYGATE_MAX_TIMEOUT_MS: positiveInt(3_600_000).default(30_000),
+  KEYGATE_SHUTDOWN_TIMEOUT_MS: positiveInt(600_000).default(10_000),
+  KEYGATE_LOG_LEVEL: logLevel.default("info"),
+  DATABASE_URL: z
+    .string()
+    .regex(/^postgres(ql)?:\/\//, "expected a postgres:// or postgresql:// URL")
+    .optional(),
+  KEYGATE_DB_POOL_SIZE: positiveInt(500).default(10),
+  KEYGATE_DATA_DIR: z.string().min(1).default(".keygate"),
+  KEYGATE_MIGRATE_ON_START: bool.optional(),
+  KEYGATE_BOOTSTRAP: bool.default(true),
+  KEYGATE_SMTP_URL: z
+    .string()
+    .regex(/^smtps?:\/\//, "expected an smtp:// or smtps:// URL")
+    .optional(),
+  KEYGATE_SMTP_HOST: z.string().min(1).optional(),
+  KEYGATE_SMTP_PORT: port.optional(),
+  KEYGATE_SMTP_USER: z.string().min(1).optional(),
+  KEYGATE_SMTP_PASSWORD: z.string().min(1).optional(),
+  KEYGATE_SMTP_SECURE: bool.default(false),
+  KEYGATE_MAIL_FROM: z.string().min(3).default("Keygate <no-reply@keygate.localhost>"),
+  KEYGATE_PUBLIC_URL: url.optional(),
+  KEYGATE_ISSUER: url.optional(),
+});
+
+export type Env = z.input<typeof envSchema>;
+
+export interface Config {
+  readonly host: string;
+  readonly port: number;
+  readonly tls: { readonly certFile: string; readonly keyFile: string } | undefined;
+  readonly corsOrigins: readonly string[];
+  readonly maxRequestBytes: number;
+  readonly maxTimeoutMs: number;
+  readonly shutdownTimeoutMs: number;
+  readonly logLevel: z.infer<typeof logLevel>;
+  /** External PostgreSQL; undefined selects the embedded database under dataDir. */
+  readonly databaseUrl: string | undefined;
+  readonly dbPoolSize: number;
+  readonly dataDir: string;
+  readonly migrateOnStart: boolean;
+  readonly bootstrap: boolean;
+  readonly smtp: SmtpConfig | undefined;
+  readonly mailFrom: string;
+  /** Base URL of the app that users open; links in emails are built from it. */
+  readonly publicUrl: string;
+  /** The `iss` of every token, and Keygate's own public URL. */
+  readonly issuer: string;
+}
+
+export type SmtpConfig =
+  | { readonly url: string }
+  | {
+      readonly host: string;
+      readonly port: number;
+      readonly secure: boolean;
+      readonly user: string | undefined;
+      readonly password: string | undefined;
+    };
+
+export class ConfigError extends Error {
+  readonly problems: readonly string[];
+  constructor(problems: readonly string[]) {
+    super(`Invalid configuration:\n${problems.map((p) => `  - ${p}`).join("\n")}`);
+    this.name = "ConfigError";
+    this.problems = problems;
+  }
+}
+
+/** Parses the environment; throws ConfigError listing every invalid variable. */
+export function configFromEnv(env: Record<string, string | undefined>): Config {
+  // Empty strings mean "unset", as shells and compose files tend to produce them.
+  const present = Object.fromEntries(
+    Object.entries(env).filter(([k, v]) => v !== undefined && v !== "" && k in envSchema.shape),
+  );
+  const parsed = envSchema.safeParse(present);
+  if (!parsed.success) {
+    // Issues name the variable and why; the value itself is never echoed (it may be secret).
+    throw new ConfigError(
+      parsed.error.issues.map((i) => `${i.path.join(".") || "(environment)"}: ${i.message}`),
+    );
+  }
+  const e = parsed.data;
+  const problems: string[] = [];
+  if ((e.KEYGATE_TLS_CERT_FILE === undefined) !== (e.KEYGATE_TLS_KEY_FILE === undefined)) {
+    problems.push("KEYGATE_TLS_CERT_FILE and KEYGATE_TLS_KEY_FILE: set both or neither");
+  }
+  if (e.KEYGATE_SMTP_URL !== undefined && e.KEYGATE_SMTP_HOST !== undefined) {
+    problems.push("KEYGATE_SMTP_URL and KEYGATE_SMTP_HOST: set one or the other");
+  }
+  if (problems.length > 0) throw new ConfigError(problems);
+
+  const scheme = e.KEYGATE_TLS_CERT_FILE ? "https" : "http";
+  const ownUrl = `${scheme}://${e.KEYGATE_HOST.includes(":") ? `[${e.KEYGATE_HOST}]` : e.KEYGATE_HOST}:${e.KEYGATE_PORT}`;
+  let smtp: SmtpConfig | undefined;
+  if (e.KEYGATE_SMTP_URL) smtp = { url: e.KEYGATE_SMTP_URL };
+  else if (e.KEYGATE_SMTP_HOST)
+    smtp = {
+      host: e.KEYGATE_SMTP_HOST,
+      port: e.KEYGATE_SMTP_PORT ?? (e.KEYGATE_SMTP_SECURE ? 465 : 587),
+      secure: e.KEYGATE_SMTP_SECURE,
+      user: e.KEYGATE_SMTP_USER,
+      password: e.KEYGATE_SMTP_PASSWORD,
+    };
+
+  return Object.freeze({
+    host: e.KEYGATE_HOST,
+    port: e.KEYGATE_PORT,
+    tls:
+      e.KEYGATE_TLS_CERT_FILE && e.KEYGATE_TLS_KEY_FILE
+        ? { certFile: e.KEYGATE_TLS_CERT_FILE, keyFile: e.KEYGATE_TLS_KEY_FILE }
+        : undefined,
+    corsOrigins: Object.freeze([...e.KEYGATE_CORS_ORIGINS]),
+    maxRequestBytes: e.KEYGATE_MAX_REQUEST_BYTES,
+    maxTimeoutMs: e.KEYGATE_MAX_TIMEOUT_MS,
+    shutdownTimeoutMs: e.KEYGATE_SHUTDOWN_TIMEOUT_MS,
+    logLevel: e.KEYGATE_LOG_LEVEL,
+    databaseUrl: e.DATABASE_URL,
+    dbPoolSize: e.KEYGATE_DB_POOL_SIZE,
+    dataDir: e.KEYGATE_DATA_DIR,
+    // The embedded database belongs to this process, so it is always migrated on start; an
+    // external one is migrated by `keygate migrate` unless asked for here.
+    migrateOnStart: e.KEYGATE_MIGRATE_ON_START ?? e.DATABASE_URL === undefined,
+    bootstrap: e.KEYGATE_BOOTSTRAP,
+    smtp,
+    mailFrom: e.KEYGATE_MAIL_FROM,
+    publicUrl: e.KEYGATE_PUBLIC_URL ?? ownUrl,
+    issuer: e.KEYGATE_ISSUER ?? ownUrl,
+  });
+}
+
+/** The names of every variable read, for the README table check. */
+export const settingNames: readonly string[] = Object.keys(envSchema.shape);

@@ -1,0 +1,197 @@
+import { readFileSync } from "node:fs";
+import http, { type IncomingMessage, type ServerResponse } from "node:http";
+import http2, { type Http2ServerRequest, type Http2Session } from "node:http2";
+import net, { type AddressInfo } from "node:net";
+import { Duplex } from "node:stream";
+
+import type { NodeHandlerFn } from "./types.js";
+
+export type RequestHandler = NodeHandlerFn;
+
+const preface = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", "latin1");
+
+/** How long a new connection may stay silent before its first bytes decide its protocol. */
+const sniffTimeoutMs = 10_000;
+
+/**
+ * A socket that first replays the bytes already read from it. Node's HTTP servers read
+ * from a net.Socket's native handle, so bytes that were read and unshifted would be lost;
+ * given any other Duplex they read through the stream interface, which sees the replay.
+ */
+class ReplaySocket extends Duplex {
+  readonly remoteAddress: string | undefined;
+  readonly remotePort: number | undefined;
+  constructor(
+    private readonly socket: net.Socket,
+    head: Buffer,
+  ) {
+    super({ allowHalfOpen: false });
+    this.remoteAddress = socket.remoteAddress;
+    this.remotePort = socket.remotePort;
+    this.push(head);
+    socket.on("data", (chunk: Buffer) => {
+      if (!this.push(chunk)) socket.pause();
+    });
+    socket.on("end", () => this.push(null));
+    socket.on("error", (error) => this.destroy(error));
+    socket.on("close", () => this.destroy());
+  }
+  override _read(): void {
+    this.socket.resume();
+  }
+  override _write(
+    chunk: Buffer,
+    encoding: BufferEncoding,
+    callback: (error?: Error | null) => void,
+  ): void {
+    this.socket.write(chunk, encoding, callback);
+  }
+  override _writev(chunks: { chunk: Buffer }[], callback: (error?: Error | null) => void): void {
+    this.socket.write(Buffer.concat(chunks.map((c) => c.chunk)), callback);
+  }
+  override _final(callback: (error?: Error | null) => void): void {
+    this.socket.end(callback);
+  }
+  override _destroy(error: Error | null, callback: (error?: Error | null) => void): void {
+    this.socket.destroy(error ?? undefined);
+    callback(error);
+  }
+  setNoDelay(noDelay?: boolean): this {
+    this.socket.setNoDelay(noDelay);
+    return this;
+  }
+  setKeepAlive(enable?: boolean, delay?: number): this {
+    this.socket.setKeepAlive(enable, delay);
+    return this;
+  }
+  setTimeout(ms: number, callback?: () => void): this {
+    this.socket.setTimeout(ms, callback);
+    return this;
+  }
+}
+
+export interface Listener {
+  /** Starts listening; resolves with the bound address. */
+  listen(port: number, host: string): Promise<AddressInfo>;
+  /** The TCP peer of a request, including HTTP/2 requests on replayed sockets. */
+  peerAddress(req: IncomingMessage | Http2ServerRequest): string | undefined;
+  /**
+   * Stops accepting connections, asks open ones to finish (GOAWAY for HTTP/2, Connection:
+   * close for HTTP/1.1) and destroys what is still open after the deadline.
+   */
+  close(deadlineMs: number): Promise<void>;
+}
+
+/**
+ * One port for every protocol. Cleartext: the first bytes of a connection decide; the HTTP/2
+ * preface goes to the HTTP/2 server (gRPC, Connect and gRPC-Web over h2c), anything else to
+ * the HTTP/1.1 server (Connect, gRPC-Web, plain HTTP). TLS: ALPN decides between h2 and
+ * http/1.1.
+ */
+export function createListener(
+  handler: RequestHandler,
+  options: { tls?: { certFile: string; keyFile: string } | undefined },
+): Listener {
+  const sockets = new Set<net.Socket>();
+  const sessions = new Set<Http2Session>();
+  const sessionPeers = new WeakMap<Http2Session, string | undefined>();
+  let tcp: net.Server;
+  let h1: http.Server | undefined;
+
+  const trackSession = (session: Http2Session, peer: string | undefined) => {
+    sessions.add(session);
+    sessionPeers.set(session, peer);
+    session.once("close", () => sessions.delete(session));
+  };
+
+  if (options.tls) {
+    const secure = http2.createSecureServer(
+      {
+        cert: readFileSync(options.tls.certFile),
+        key: readFileSync(options.tls.keyFile),
+        allowHTTP1: true,
+      },
+      handler,
+    );
+    secure.on("session", (session) => trackSession(session, session.socket?.remoteAddress));
+    secure.on("connection", (socket: net.Socket) => {
+      sockets.add(socket);
+      socket.once("close", () => sockets.delete(socket));
+    });
+    tcp = secure;
+  } else {
+    h1 = http.createServer(handler as http.RequestListener);
+    const h2 = http2.createServer({}, handler);
+    let pendingPeer: string | undefined;
+    // Emitted synchronously from the "connection" event below.
+    h2.on("session", (session) => trackSession(session, pendingPeer));
+    const plain = h1;
+    tcp = net.createServer({ noDelay: true }, (socket) => {
+      sockets.add(socket);
+      socket.once("close", () => sockets.delete(socket));
+      socket.on("error", () => socket.destroy());
+      socket.setTimeout(sniffTimeoutMs, () => socket.destroy());
+      let head: Buffer = Buffer.alloc(0);
+      const onData = (chunk: Buffer) => {
+        head = head.length === 0 ? chunk : Buffer.concat([head, chunk]);
+        const n = Math.min(head.length, preface.length);
+        const h2c = head.subarray(0, n).equals(preface.subarray(0, n));
+        if (h2c && head.length < preface.length) return;
+        socket.off("data", onData);
+        socket.pause();
+        socket.setTimeout(0);
+        // Both servers read a real net.Socket through its native handle, where unshifted
+        // bytes are lost, so each gets a stream that replays what the sniffing read.
+        const replay = new ReplaySocket(socket, head);
+        if (h2c) {
+          pendingPeer = socket.remoteAddress;
+          h2.emit("connection", replay);
+          pendingPeer = undefined;
+        } else {
+          plain.emit("connection", replay);
+        }
+      };
+      socket.on("data", onData);
+    });
+  }
+
+  return {
+    listen(port, host) {
+      return new Promise((resolve, reject) => {
+        tcp.once("error", reject);
+        tcp.listen(port, host, () => {
+          tcp.off("error", reject);
+          resolve(tcp.address() as AddressInfo);
+        });
+      });
+    },
+    peerAddress(req) {
+      if ("stream" in req && req.stream)
+        return sessionPeers.get(req.stream.session as Http2Session);
+      return req.socket?.remoteAddress;
+    },
+    async close(deadlineMs) {
+      const closed = new Promise<void>((resolve) => tcp.close(() => resolve()));
+      for (const session of sessions) session.close();
+      h1?.closeIdleConnections();
+      if (h1) {
+        // Answer the requests in flight with Connection: close, then the sockets end.
+        h1.on("request", (_req: IncomingMessage, res: ServerResponse) =>
+          res.setHeader("connection", "close"),
+        );
+      }
+      const timer = setTimeout(() => {
+        for (const session of sessions) session.destroy();
+        for (const socket of sockets) socket.destroy();
+      }, deadlineMs);
+      timer.unref();
+      const idle = setInterval(() => h1?.closeIdleConnections(), 100);
+      try {
+        await closed;
+      } finally {
+        clearTimeout(timer);
+        clearInterval(idle);
+      }
+    },
+  };
+}

@@ -1,0 +1,135 @@
+import { create, type DescMessage, type MessageShape } from "@bufbuild/protobuf";
+import { durationFromMs } from "@bufbuild/protobuf/wkt";
+import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
+import { BackendTerminatedError, ConnectionError, StatementTimeoutError } from "slonik";
+import {
+  BadRequest_FieldViolationSchema,
+  BadRequestSchema,
+  ErrorInfoSchema,
+  RetryInfoSchema,
+} from "../../gen/google/rpc/error_details_pb.js";
+import { peerAddressKey, requestIdKey } from "../context-keys.js";
+import { DomainError, type Reason } from "../domain/errors.js";
+import type { Logger } from "../log.js";
+
+export const errorDomain = "keygate.dev";
+
+type OutgoingDetail = { desc: DescMessage; value: MessageShape<DescMessage> };
+
+const codeOfKind: Record<DomainError["kind"], Code> = {
+  invalid_argument: Code.InvalidArgument,
+  unauthenticated: Code.Unauthenticated,
+  permission_denied: Code.PermissionDenied,
+  not_found: Code.NotFound,
+  already_exists: Code.AlreadyExists,
+  failed_precondition: Code.FailedPrecondition,
+  resource_exhausted: Code.ResourceExhausted,
+  unavailable: Code.Unavailable,
+};
+
+/** The reason given to errors that did not come from a domain error. */
+const reasonOfCode: Partial<Record<Code, Reason>> = {
+  [Code.InvalidArgument]: "INVALID_ARGUMENT",
+  [Code.Unauthenticated]: "UNAUTHENTICATED",
+  [Code.PermissionDenied]: "PERMISSION_DENIED",
+  [Code.NotFound]: "NOT_FOUND",
+  [Code.AlreadyExists]: "ALREADY_EXISTS",
+  [Code.ResourceExhausted]: "RATE_LIMITED",
+  [Code.Unavailable]: "UNAVAILABLE",
+  [Code.Unimplemented]: "UNIMPLEMENTED",
+};
+
+function errorInfo(reason: Reason, metadata: Record<string, string> = {}) {
+  return {
+    desc: ErrorInfoSchema,
+    value: create(ErrorInfoSchema, { reason, domain: errorDomain, metadata }),
+  };
+}
+
+function fromDomainError(error: DomainError): ConnectError {
+  const details: OutgoingDetail[] = [errorInfo(error.reason)];
+  if ("violations" in error && Array.isArray(error.violations)) {
+    details.push({
+      desc: BadRequestSchema,
+      value: create(BadRequestSchema, {
+        fieldViolations: error.violations.map((v) =>
+          create(BadRequest_FieldViolationSchema, {
+            field: v.field,
+            description: v.description,
+            reason: v.reason ?? "",
+          }),
+        ),
+      }),
+    });
+  }
+  if ("retryAfterMs" in error && typeof error.retryAfterMs === "number") {
+    details.push({
+      desc: RetryInfoSchema,
+      value: create(RetryInfoSchema, { retryDelay: durationFromMs(Math.ceil(error.retryAfterMs)) }),
+    });
+  }
+  return new ConnectError(error.message, codeOfKind[error.kind], undefined, details);
+}
+
+function isDatabaseUnavailable(error: unknown): boolean {
+  return (
+    error instanceof ConnectionError ||
+    error instanceof BackendTerminatedError ||
+    error instanceof StatementTimeoutError
+  );
+}
+
+/**
+ * The one place errors become Connect errors. Domain errors keep their code and reason;
+ * Connect's own errors (unimplemented, deadline exceeded, undecodable input) get a reason;
+ * a lost database is UNAVAILABLE; anything else is logged with its stack and answered as a
+ * bare INTERNAL that leaks nothing. Also writes the one log line per call.
+ */
+export function errorInterceptor(logger: Logger): Interceptor {
+  return (next) => async (req) => {
+    const started = performance.now();
+    const requestId = req.contextValues.get(requestIdKey);
+    const method = `${req.service.typeName}/${req.method.name}`;
+    const line = () => ({
+      requestId,
+      method,
+      protocol: req.requestMethod === "GET" ? "connect-get" : req.header.get("content-type"),
+      peer: req.contextValues.get(peerAddressKey),
+      workspace: req.header.get("x-workspace-id") ?? undefined,
+      durationMs: Math.round((performance.now() - started) * 100) / 100,
+    });
+    try {
+      const res = await next(req);
+      logger.info({ ...line(), code: "ok" }, "call");
+      return res;
+    } catch (error) {
+      let ce: ConnectError;
+      if (error instanceof DomainError) {
+        ce = fromDomainError(error);
+      } else if (error instanceof ConnectError) {
+        ce = error;
+        if (ce.findDetails(ErrorInfoSchema).length === 0) {
+          ce = new ConnectError(ce.rawMessage, ce.code, ce.metadata, [
+            ...ce.details.filter((d) => "desc" in d),
+            errorInfo(reasonOfCode[ce.code] ?? "UNAVAILABLE"),
+          ]);
+        }
+      } else if (isDatabaseUnavailable(error)) {
+        ce = new ConnectError("service unavailable, retry later", Code.Unavailable, undefined, [
+          errorInfo("UNAVAILABLE"),
+        ]);
+        logger.warn({ ...line(), err: error }, "database unavailable");
+      } else {
+        logger.error({ ...line(), err: error }, "unexpected error");
+        ce = new ConnectError("internal error", Code.Internal);
+      }
+      const codeName = Code[ce.code].replace(/[A-Z]/g, (c, i) => (i ? "_" : "") + c.toLowerCase());
+      const level = ce.code === Code.Internal || ce.code === Code.Unknown ? "error" : "warn";
+      logger[level](
+        { ...line(), code: codeName, reason: ce.findDetails(ErrorInfoSchema)[0]?.reason },
+        "call",
+      );
+      throw ce;
+    }
+  };
+}

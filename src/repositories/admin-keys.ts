@@ -1,0 +1,43 @@
+import type { CommonQueryMethods } from "slonik";
+import { z } from "zod";
+import { sql } from "../db/sql.js";
+
+export const adminKeyRow = z.object({
+  id: z.string(),
+  workspace_id: z.string().nullable(),
+  name: z.string(),
+  prefix: z.string(),
+  role: z.enum(["read_only", "admin"]),
+  introspect: z.boolean(),
+  created_by: z.string(),
+  created_at: z.number(),
+  last_used_at: z.number().nullable(),
+  expires_at: z.number().nullable(),
+  revoked_at: z.number().nullable(),
+});
+export type AdminKeyRow = z.infer<typeof adminKeyRow>;
+
+export async function insertAdminKey(
+  db: CommonQueryMethods,
+  input: {
+    workspaceId: string | null;
+    name: string;
+    prefix: string;
+    hash: Buffer;
+    role: "read_only" | "admin";
+    introspect: boolean;
+    createdBy: string;
+  },
+): Promise<AdminKeyRow> {
+  return db.one(sql.type(adminKeyRow)`
+    INSERT INTO admin_keys (workspace_id, name, prefix, secret_hash, role, introspect, created_by)
+    VALUES (${input.workspaceId}, ${input.name}, ${input.prefix}, ${sql.binary(input.hash)},
+            ${input.role}, ${input.introspect}, ${input.createdBy})
+    RETURNING id, workspace_id, name, prefix, role, introspect, created_by, created_at,
+              last_used_at, expires_at, revoked_at`);
+}
+
+export async function countAdminKeys(db: CommonQueryMethods): Promise<number> {
+  return db.oneFirst(sql.type(z.object({ count: z.number() }))`
+    SELECT count(*)::int AS count FROM admin_keys`);
+}

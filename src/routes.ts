@@ -1,0 +1,27 @@
+import type { ConnectRouter, ServiceImpl } from "@connectrpc/connect";
+import { Health } from "../gen/grpc/health/v1/health_pb.js";
+import { AdminService } from "../gen/keygate/v1/admin_service_pb.js";
+import { AuthService } from "../gen/keygate/v1/auth_service_pb.js";
+import { OtpService } from "../gen/keygate/v1/otp_service_pb.js";
+import { TokenIntrospectionService } from "../gen/keygate/v1/token_introspection_service_pb.js";
+
+export interface Handlers {
+  readonly health: ServiceImpl<typeof Health>;
+  // Methods a handler does not implement yet answer UNIMPLEMENTED.
+  readonly auth: Partial<ServiceImpl<typeof AuthService>>;
+  readonly otp: Partial<ServiceImpl<typeof OtpService>>;
+  readonly admin: Partial<ServiceImpl<typeof AdminService>>;
+  readonly introspection: Partial<ServiceImpl<typeof TokenIntrospectionService>>;
+}
+
+export const keygateServices = [AuthService, OtpService, AdminService, TokenIntrospectionService];
+
+export function routes(handlers: Handlers) {
+  return (router: ConnectRouter) => {
+    router.service(Health, handlers.health);
+    router.service(AuthService, handlers.auth);
+    router.service(OtpService, handlers.otp);
+    router.service(AdminService, handlers.admin);
+    router.service(TokenIntrospectionService, handlers.introspection);
+  };
+}

@@ -1,0 +1,104 @@
+import { randomUUID } from "node:crypto";
+import type { IncomingMessage, ServerResponse } from "node:http";
+import type { AddressInfo } from "node:net";
+import { createContextValues } from "@connectrpc/connect";
+import { connectNodeAdapter } from "@connectrpc/connect-node";
+import type { Config } from "./config.js";
+import { peerAddressKey, requestIdKey } from "./context-keys.js";
+import { corsMiddleware } from "./http/cors.js";
+import { httpEndpoints, type JwksSource, json } from "./http/endpoints.js";
+import { createListener } from "./http/listener.js";
+import type { NodeServerRequest, NodeServerResponse } from "./http/types.js";
+import { errorInterceptor } from "./interceptors/errors.js";
+import type { Logger } from "./log.js";
+import type { Readiness } from "./readiness.js";
+import { type Handlers, routes } from "./routes.js";
+
+export interface ServerDeps {
+  readonly config: Pick<Config, "tls" | "corsOrigins" | "maxRequestBytes" | "maxTimeoutMs">;
+  readonly logger: Logger;
+  readonly readiness: Readiness;
+  readonly jwks: JwksSource;
+  readonly handlers: Handlers;
+}
+
+export interface Server {
+  listen(port: number, host: string): Promise<AddressInfo>;
+  /** Readiness turns 503 and new calls are refused; in-flight calls get until the deadline. */
+  close(deadlineMs: number): Promise<void>;
+}
+
+const requestIdPattern = /^[\w.:-]{1,128}$/;
+const requestIds = new WeakMap<object, string>();
+
+/** Builds the server without listening, so tests and the CLI share it. */
+export function buildServer(deps: ServerDeps): Server {
+  const shutdown = new AbortController();
+  let draining = false;
+  const endpoints = httpEndpoints(deps);
+  const rpc = connectNodeAdapter({
+    routes: routes(deps.handlers),
+    interceptors: [errorInterceptor(deps.logger)],
+    readMaxBytes: deps.config.maxRequestBytes,
+    maxTimeoutMs: deps.config.maxTimeoutMs,
+    shutdownSignal: shutdown.signal,
+    contextValues: (req) =>
+      createContextValues()
+        .set(requestIdKey, requestIds.get(req) ?? randomUUID())
+        .set(peerAddressKey, listener.peerAddress(req) ?? ""),
+    fallback: (req, res) => {
+      endpoints(req, res).catch((error: unknown) => {
+        deps.logger.error({ err: error }, "http endpoint failed");
+        if (!res.headersSent) json(res, 500, { error: "internal error" });
+        else res.end();
+      });
+    },
+  });
+  const cors = corsMiddleware(deps.config.corsOrigins);
+
+  const handle = (req: NodeServerRequest, res: NodeServerResponse) => {
+    const given = req.headers["x-request-id"];
+    const requestId =
+      typeof given === "string" && requestIdPattern.test(given) ? given : randomUUID();
+    requestIds.set(req, requestId);
+    res.setHeader("x-request-id", requestId);
+    if (draining && !(req.url ?? "").startsWith("/healthz")) {
+      // Connect and gRPC clients read UNAVAILABLE from these; plain HTTP sees 503.
+      json(
+        res,
+        503,
+        { code: "unavailable", message: "shutting down" },
+        { "grpc-status": "14", "grpc-message": "shutting down" },
+      );
+      return;
+    }
+    if (cors) {
+      cors(req as IncomingMessage, res as ServerResponse, (err) => {
+        if (err) {
+          json(res, 500, { error: "internal error" });
+          return;
+        }
+        rpc(req, res);
+      });
+    } else {
+      rpc(req, res);
+    }
+  };
+  const listener = createListener(handle, { tls: deps.config.tls });
+
+  return {
+    listen: (port, host) => listener.listen(port, host),
+    async close(deadlineMs) {
+      draining = true;
+      deps.readiness.startDraining();
+      // Calls still running at the deadline see their signal aborted, then lose their socket.
+      const abortTimer = setTimeout(() => shutdown.abort(), Math.max(0, deadlineMs - 100));
+      try {
+        await listener.close(deadlineMs);
+      } finally {
+        clearTimeout(abortTimer);
+        shutdown.abort();
+      }
+    },
+  };
+}

@@ -1,0 +1,100 @@
+import { readFile } from "node:fs/promises";
+import path from "node:path";
+import { describe, expect, it } from "vitest";
+import { ConfigError, configFromEnv, settingNames } from "../src/config.js";
+
+describe("configFromEnv", () => {
+  it("starts with no variables at all: loopback 8080, embedded database, dev outbox", () => {
+    const config = configFromEnv({});
+    expect(config.host).toBe("127.0.0.1");
+    expect(config.port).toBe(8080);
+    expect(config.databaseUrl).toBeUndefined();
+    expect(config.migrateOnStart).toBe(true);
+    expect(config.smtp).toBeUndefined();
+    expect(config.issuer).toBe("http://127.0.0.1:8080");
+    expect(Object.isFrozen(config)).toBe(true);
+  });
+
+  it("migrates an external database only when asked", () => {
+    expect(configFromEnv({ DATABASE_URL: "postgres://db/keygate" }).migrateOnStart).toBe(false);
+    expect(
+      configFromEnv({ DATABASE_URL: "postgres://db/keygate", KEYGATE_MIGRATE_ON_START: "true" })
+        .migrateOnStart,
+    ).toBe(true);
+  });
+
+  it("treats empty strings as unset", () => {
+    expect(configFromEnv({ KEYGATE_PORT: "", DATABASE_URL: "" }).port).toBe(8080);
+  });
+
+  it("reports every invalid variable by name in one error", () => {
+    let error: unknown;
+    try {
+      configFromEnv({
+        KEYGATE_PORT: "eighty",
+        KEYGATE_DB_POOL_SIZE: "0",
+        DATABASE_URL: "mysql://x",
+        KEYGATE_LOG_LEVEL: "loud",
+      });
+    } catch (e) {
+      error = e;
+    }
+    expect(error).toBeInstanceOf(ConfigError);
+    const problems = (error as ConfigError).problems.join("\n");
+    for (const name of [
+      "KEYGATE_PORT",
+      "KEYGATE_DB_POOL_SIZE",
+      "DATABASE_URL",
+      "KEYGATE_LOG_LEVEL",
+    ]) {
+      expect(problems).toContain(name);
+    }
+  });
+
+  it("never echoes a value, which may be a secret", () => {
+    const secret = "hunter2-very-secret";
+    let message = "";
+    try {
+      configFromEnv({
+        DATABASE_URL: `mysql://admin:${secret}@db/x`,
+        KEYGATE_SMTP_URL: `ftp://u:${secret}@mail`,
+      });
+    } catch (e) {
+      message = (e as Error).message;
+    }
+    expect(message).toContain("DATABASE_URL");
+    expect(message).toContain("KEYGATE_SMTP_URL");
+    expect(message).not.toContain(secret);
+  });
+
+  it("needs both TLS files or neither", () => {
+    expect(() => configFromEnv({ KEYGATE_TLS_CERT_FILE: "/tmp/cert.pem" })).toThrow(
+      /KEYGATE_TLS_KEY_FILE/,
+    );
+    const tls = configFromEnv({ KEYGATE_TLS_CERT_FILE: "/c.pem", KEYGATE_TLS_KEY_FILE: "/k.pem" });
+    expect(tls.issuer).toBe("https://127.0.0.1:8080");
+  });
+
+  it("takes SMTP as a URL or as host and port", () => {
+    expect(configFromEnv({ KEYGATE_SMTP_URL: "smtp://mail:2525" }).smtp).toEqual({
+      url: "smtp://mail:2525",
+    });
+    expect(
+      configFromEnv({ KEYGATE_SMTP_HOST: "mail", KEYGATE_SMTP_SECURE: "true" }).smtp,
+    ).toMatchObject({
+      host: "mail",
+      port: 465,
+      secure: true,
+    });
+  });
+});
+
+describe("README", () => {
+  it("documents every setting in its configuration table", async () => {
+    const readme = await readFile(path.resolve(import.meta.dirname, "../README.md"), "utf8");
+    const missing = settingNames.filter(
+      (name) => !new RegExp(`^\\| \`${name}\` +\\|`, "m").test(readme),
+    );
+    expect(missing).toEqual([]);
+  });
+});

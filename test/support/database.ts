@@ -1,0 +1,39 @@
+import { randomBytes } from "node:crypto";
+import pg from "pg";
+
+/**
+ * A database for one test file. With TEST_DATABASE_URL set: a fresh database on that server,
+ * dropped afterwards. Without: undefined, and the service starts its embedded PGlite in a
+ * temporary data directory.
+ */
+export async function freshDatabaseUrl(): Promise<{
+  url: string | undefined;
+  drop(): Promise<void>;
+}> {
+  const admin = process.env.TEST_DATABASE_URL;
+  if (!admin) return { url: undefined, drop: async () => {} };
+  const name = `keygate_test_${randomBytes(6).toString("hex")}`;
+  const client = new pg.Client({ connectionString: admin });
+  await client.connect();
+  try {
+    await client.query(`CREATE DATABASE ${name}`);
+  } finally {
+    await client.end();
+  }
+  const url = new URL(admin);
+  url.pathname = `/${name}`;
+  return {
+    url: url.toString(),
+    async drop() {
+      const c = new pg.Client({ connectionString: admin });
+      await c.connect();
+      try {
+        await c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+      } finally {
+        await c.end();
+      }
+    },
+  };
+}
+
+export const usingExternalPostgres = Boolean(process.env.TEST_DATABASE_URL);
