@@ -44,6 +44,12 @@ async function main(argv: string[]): Promise<number> {
   }
 
   if (command === "serve") {
+    // Listen for stop signals before starting, so one that arrives during start-up still
+    // ends in a graceful stop rather than the default kill.
+    const stopSignal = new Promise<string>((resolve) => {
+      process.once("SIGTERM", () => resolve("SIGTERM"));
+      process.once("SIGINT", () => resolve("SIGINT"));
+    });
     const { startKeygate } = await import("./app.js");
     const keygate = await startKeygate(config, logger);
     if (keygate.bootstrapped) {
@@ -54,14 +60,7 @@ async function main(argv: string[]): Promise<number> {
           `Store it now, it is not shown again:\n\n  ${b.adminKey}\n\n`,
       );
     }
-    await new Promise<void>((resolve) => {
-      const stop = (signal: string) => {
-        logger.info({ signal }, "shutting down");
-        resolve();
-      };
-      process.once("SIGTERM", () => stop("SIGTERM"));
-      process.once("SIGINT", () => stop("SIGINT"));
-    });
+    logger.info({ signal: await stopSignal }, "shutting down");
     await keygate.close();
     logger.info("stopped");
     return 0;
