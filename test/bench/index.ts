@@ -10,6 +10,7 @@ const benches: Record<
   () => Promise<{ run(args: string[]): Promise<Record<string, unknown>> }>
 > = {
   "one-port": () => import("./one-port.js"),
+  "jwt-alg": () => import("./jwt-alg.js"),
 };
 
 const [name, ...args] = process.argv.slice(2);

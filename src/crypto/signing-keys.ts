@@ -1,0 +1,430 @@
+import { randomUUID } from "node:crypto";
+import {
+  type CryptoKey,
+  calculateJwkThumbprint,
+  decodeProtectedHeader,
+  errors,
+  exportJWK,
+  generateKeyPair,
+  importJWK,
+  type JWK,
+  jwtVerify,
+  SignJWT,
+} from "jose";
+import type { DatabasePool } from "slonik";
+import { z } from "zod";
+import { type Clock, systemClock } from "../clock.js";
+import { UnauthenticatedError, UnavailableError } from "../domain/errors.js";
+import type { Logger } from "../log.js";
+import {
+  hasActiveSigningKey,
+  insertSigningKey,
+  listPublishedSigningKeys,
+  lockSigningKeys,
+  type SigningKeyRow,
+} from "../repositories/signing-keys.js";
+import { decryptPrivateKey, encryptPrivateKey } from "./key-encryption.js";
+
+/**
+ * Access tokens (SECURITY.md 5) and the keys that sign them (SECURITY.md 27).
+ *
+ * Every instance keeps the published keys in memory, imported once per kid, so verification
+ * never touches the database. A token whose kid is not known triggers one reload, at most once
+ * per second per instance, which is how a key created by another instance is picked up without
+ * letting garbage tokens drive database load.
+ */
+
+export type JwtAlgorithm = "ES256" | "EdDSA" | "RS256";
+export type Role = "owner" | "admin" | "member";
+
+export interface VerifiedAccessToken {
+  userId: string;
+  workspaceId: string;
+  sessionId: string;
+  role: Role;
+  jti: string;
+  issuedAt: Date;
+  expiresAt: Date;
+  kid: string;
+}
+
+export type TokenInvalidCode =
+  | "ERR_JWT_EXPIRED"
+  | "ERR_JWT_INVALID"
+  | "ERR_JWT_UNKNOWN_KEY"
+  | "ERR_JWT_CLAIM_INVALID";
+
+/** Every reason an access token is refused. The message never contains the token. */
+export class TokenInvalidError extends UnauthenticatedError {
+  readonly code: TokenInvalidCode;
+  constructor(code: TokenInvalidCode, message: string) {
+    super("UNAUTHENTICATED", message);
+    this.code = code;
+  }
+}
+
+const algorithms: readonly JwtAlgorithm[] = ["ES256", "EdDSA", "RS256"];
+const tokenType = "at+jwt";
+/** The only header members Keygate writes. Anything else (jku, x5u, jwk, x5c, crit, b64…) is refused. */
+const headerMembers = new Set(["alg", "kid", "typ"]);
+const maxTokenLength = 8192;
+const maxTtlSeconds = 86_400;
+/** Unknown kids reload the key set at most this often. */
+const unknownKidReloadMs = 1_000;
+/**
+ * Signing reloads a key set older than this, so an instance stops signing with a key that
+ * another instance retired. Rotation must keep a retired key published for at least this long
+ * plus the longest access token lifetime.
+ */
+export const signingKeySetMaxAgeMs = 60_000;
+
+const publicMembers: Record<string, readonly string[]> = {
+  EC: ["kty", "crv", "x", "y"],
+  OKP: ["kty", "crv", "x"],
+  RSA: ["kty", "n", "e"],
+};
+
+/** Only the public members of a JWK, whatever the input carries. */
+function publicJwkOf(jwk: Record<string, unknown>): Record<string, string> {
+  const members = publicMembers[String(jwk.kty)];
+  if (!members) throw new Error(`unsupported key type ${String(jwk.kty)}`);
+  const out: Record<string, string> = {};
+  for (const m of members) {
+    const value = jwk[m];
+    if (typeof value !== "string") throw new Error(`public key lacks "${m}"`);
+    out[m] = value;
+  }
+  return out;
+}
+
+const id = z.string().min(1).max(200);
+const claims = z.object({
+  sub: id,
+  workspace_id: id,
+  sid: id,
+  role: z.enum(["owner", "admin", "member"]),
+  jti: id,
+  iat: z.number().int(),
+  exp: z.number().int(),
+});
+const requiredClaims = ["iss", "aud", "sub", "workspace_id", "sid", "role", "jti", "iat", "exp"];
+
+interface PublishedKey {
+  readonly kid: string;
+  readonly algorithm: JwtAlgorithm;
+  readonly publicJwk: Readonly<Record<string, string>>;
+  readonly verifyKey: CryptoKey;
+  /** Epoch ms after which a retired key is no longer published; null while next or active. */
+  readonly unpublishAfter: number | null;
+}
+
+interface Signer {
+  readonly kid: string;
+  readonly algorithm: JwtAlgorithm;
+  readonly key: CryptoKey;
+}
+
+interface Options {
+  pool: DatabasePool;
+  keyEncryptionKey: Buffer;
+  algorithm: JwtAlgorithm;
+  issuer: string;
+  audience: string;
+  clock?: Clock;
+  logger: Logger;
+}
+
+export class SigningKeys {
+  private readonly pool: DatabasePool;
+  private readonly kek: Buffer;
+  private readonly algorithm: JwtAlgorithm;
+  private readonly issuer: string;
+  private readonly audience: string;
+  private readonly clock: Clock;
+  private readonly logger: Logger;
+  private published = new Map<string, PublishedKey>();
+  private signer: Signer | undefined;
+  /** Clock time of the last load attempt, successful or not. */
+  private lastLoadAt = Number.NEGATIVE_INFINITY;
+  private loading: Promise<void> | undefined;
+
+  private constructor(opts: Options) {
+    if (opts.keyEncryptionKey.length !== 32) {
+      throw new RangeError(
+        `the key-encryption key must be 32 bytes, got ${opts.keyEncryptionKey.length}`,
+      );
+    }
+    if (!algorithms.includes(opts.algorithm)) {
+      throw new RangeError(`unsupported signing algorithm ${String(opts.algorithm)}`);
+    }
+    this.pool = opts.pool;
+    this.kek = opts.keyEncryptionKey;
+    this.algorithm = opts.algorithm;
+    this.issuer = opts.issuer;
+    this.audience = opts.audience;
+    this.clock = opts.clock ?? systemClock;
+    this.logger = opts.logger;
+  }
+
+  /**
+   * Loads the published keys; on a database without an active key, creates one first. Fails
+   * when the active key does not decrypt with the configured key-encryption key.
+   */
+  static async open(opts: Options): Promise<SigningKeys> {
+    const keys = new SigningKeys(opts);
+    if (!(await hasActiveSigningKey(opts.pool))) await keys.createFirstKey();
+    await keys.reload();
+    if (keys.signer === undefined) throw new Error("no active signing key after creating one");
+    if (keys.signer.algorithm !== keys.algorithm) {
+      keys.logger.warn(
+        { kid: keys.signer.kid, algorithm: keys.signer.algorithm, configured: keys.algorithm },
+        "the active signing key's algorithm differs from the configured one; it applies to the next key",
+      );
+    }
+    return keys;
+  }
+
+  /**
+   * The first key of a deployment goes straight to active: no token exists yet, so no
+   * verifier needs to learn it first. The advisory lock makes instances that start together
+   * create exactly one.
+   */
+  private async createFirstKey(): Promise<void> {
+    await this.pool.transaction(async (tx) => {
+      await lockSigningKeys(tx);
+      if (await hasActiveSigningKey(tx)) return;
+      const key = await generateSigningKey(this.algorithm);
+      await insertSigningKey(tx, {
+        kid: key.kid,
+        algorithm: this.algorithm,
+        publicJwk: key.publicJwk,
+        privateKeyEncrypted: encryptPrivateKey(key.privateJwk, this.kek, key.kid),
+        status: "active",
+        now: this.clock.now(),
+      });
+      this.logger.info(
+        { kid: key.kid, algorithm: this.algorithm },
+        "created the first signing key, active",
+      );
+    });
+  }
+
+  /** Reads the published keys from the database (after any load already under way). */
+  reload(): Promise<void> {
+    const run = (this.loading ?? Promise.resolve()).then(() => this.load());
+    // What later callers wait for; it never rejects, the caller of this load gets the error.
+    const settled: Promise<void> = run
+      .catch(() => {})
+      .finally(() => {
+        if (this.loading === settled) this.loading = undefined;
+      });
+    this.loading = settled;
+    return run;
+  }
+
+  private async load(): Promise<void> {
+    const now = this.clock.now();
+    this.lastLoadAt = now.getTime();
+    const rows = await listPublishedSigningKeys(this.pool, now);
+    const published = new Map<string, PublishedKey>();
+    let signer: Signer | undefined;
+    for (const row of rows) {
+      published.set(row.kid, await this.publishedKey(row));
+      if (row.status === "active") {
+        signer = this.signer?.kid === row.kid ? this.signer : await this.importSigner(row);
+      }
+    }
+    this.published = published;
+    this.signer = signer;
+  }
+
+  private async publishedKey(row: SigningKeyRow): Promise<PublishedKey> {
+    const unpublishAfter = row.status === "retired" ? row.unpublish_after : null;
+    const cached = this.published.get(row.kid);
+    // A kid is the thumbprint of its public key, so a cached import stays right for it.
+    if (cached && cached.algorithm === row.algorithm) return { ...cached, unpublishAfter };
+    const publicJwk = publicJwkOf(row.public_jwk);
+    const verifyKey = (await importJWK(publicJwk, row.algorithm)) as CryptoKey;
+    return { kid: row.kid, algorithm: row.algorithm, publicJwk, verifyKey, unpublishAfter };
+  }
+
+  private async importSigner(row: SigningKeyRow): Promise<Signer> {
+    const plaintext = decryptPrivateKey(row.private_key_encrypted, this.kek, row.kid);
+    const jwk = JSON.parse(plaintext.toString("utf8")) as JWK;
+    const key = (await importJWK(jwk, row.algorithm, { extractable: false })) as CryptoKey;
+    return { kid: row.kid, algorithm: row.algorithm, key };
+  }
+
+  async signAccessToken(input: {
+    userId: string;
+    workspaceId: string;
+    sessionId: string;
+    role: Role;
+    ttlSeconds: number;
+  }): Promise<{ token: string; jti: string; issuedAt: Date; expiresAt: Date }> {
+    if (!Number.isInteger(input.ttlSeconds) || input.ttlSeconds < 1) {
+      throw new RangeError("ttlSeconds must be a positive integer");
+    }
+    if (input.ttlSeconds > maxTtlSeconds) {
+      throw new RangeError(`ttlSeconds must be at most ${maxTtlSeconds}`);
+    }
+    const now = this.clock.now();
+    if (now.getTime() - this.lastLoadAt > signingKeySetMaxAgeMs) await this.reload();
+    const signer = this.signer;
+    if (signer === undefined) throw new UnavailableError("no active signing key");
+    const iat = Math.floor(now.getTime() / 1000);
+    const exp = iat + input.ttlSeconds;
+    const jti = randomUUID();
+    const token = await new SignJWT({
+      workspace_id: input.workspaceId,
+      sid: input.sessionId,
+      role: input.role,
+    })
+      .setProtectedHeader({ alg: signer.algorithm, kid: signer.kid, typ: tokenType })
+      .setIssuer(this.issuer)
+      .setAudience(this.audience)
+      .setSubject(input.userId)
+      .setJti(jti)
+      .setIssuedAt(iat)
+      .setExpirationTime(exp)
+      .sign(signer.key);
+    return { token, jti, issuedAt: new Date(iat * 1000), expiresAt: new Date(exp * 1000) };
+  }
+
+  /**
+   * Checks an access token against the published keys. Every refusal is a TokenInvalidError;
+   * only a failed reload for an unknown kid (database down) is an UnavailableError instead,
+   * since the token could not be checked.
+   */
+  async verifyAccessToken(token: string): Promise<VerifiedAccessToken> {
+    if (typeof token !== "string" || token.length === 0 || token.length > maxTokenLength) {
+      throw new TokenInvalidError("ERR_JWT_INVALID", "malformed access token");
+    }
+    let header: ReturnType<typeof decodeProtectedHeader>;
+    try {
+      header = decodeProtectedHeader(token);
+    } catch {
+      throw new TokenInvalidError("ERR_JWT_INVALID", "malformed access token");
+    }
+    // Checked before any key lookup, so garbage never causes a reload.
+    for (const member of Object.keys(header)) {
+      if (!headerMembers.has(member)) {
+        throw new TokenInvalidError("ERR_JWT_INVALID", `header member "${member}" is not accepted`);
+      }
+    }
+    const alg = header.alg;
+    if (typeof alg !== "string" || !algorithms.includes(alg as JwtAlgorithm)) {
+      throw new TokenInvalidError("ERR_JWT_INVALID", "algorithm not accepted");
+    }
+    if (header.typ !== tokenType) {
+      throw new TokenInvalidError("ERR_JWT_INVALID", "not an access token");
+    }
+    const kid = header.kid;
+    if (typeof kid !== "string" || kid.length === 0 || kid.length > 100) {
+      throw new TokenInvalidError("ERR_JWT_INVALID", "missing or malformed kid");
+    }
+    const key = await this.keyFor(kid);
+    if (key === undefined) {
+      throw new TokenInvalidError("ERR_JWT_UNKNOWN_KEY", "unknown signing key");
+    }
+    if (alg !== key.algorithm) {
+      throw new TokenInvalidError("ERR_JWT_INVALID", "algorithm does not match the key");
+    }
+    const now = this.clock.now();
+    let payload: unknown;
+    try {
+      ({ payload } = await jwtVerify(token, key.verifyKey, {
+        algorithms: [key.algorithm],
+        issuer: this.issuer,
+        audience: this.audience,
+        typ: tokenType,
+        currentDate: now,
+        requiredClaims,
+      }));
+    } catch (error) {
+      throw fromJose(error);
+    }
+    const parsed = claims.safeParse(payload);
+    if (!parsed.success) {
+      const claim = parsed.error.issues[0]?.path[0];
+      throw new TokenInvalidError("ERR_JWT_CLAIM_INVALID", `claim "${String(claim)}" is invalid`);
+    }
+    const c = parsed.data;
+    return {
+      userId: c.sub,
+      workspaceId: c.workspace_id,
+      sessionId: c.sid,
+      role: c.role,
+      jti: c.jti,
+      issuedAt: new Date(c.iat * 1000),
+      expiresAt: new Date(c.exp * 1000),
+      kid,
+    };
+  }
+
+  /** The published key for a kid, reloading once (rate-limited) when it is not known. */
+  private async keyFor(kid: string): Promise<PublishedKey | undefined> {
+    let key = this.usable(this.published.get(kid));
+    if (key !== undefined) return key;
+    if (this.loading) {
+      await this.loading;
+    } else if (this.clock.now().getTime() - this.lastLoadAt >= unknownKidReloadMs) {
+      try {
+        await this.reload();
+      } catch (error) {
+        this.logger.warn({ err: error }, "could not reload signing keys for an unknown kid");
+        throw new UnavailableError("signing keys could not be loaded, retry later");
+      }
+    } else {
+      return undefined;
+    }
+    key = this.usable(this.published.get(kid));
+    return key;
+  }
+
+  private usable(key: PublishedKey | undefined): PublishedKey | undefined {
+    if (key?.unpublishAfter != null && this.clock.now().getTime() >= key.unpublishAfter) {
+      return undefined;
+    }
+    return key;
+  }
+
+  /** The published public keys (next, active, and retired ones until unpublish_after). */
+  async jwks(): Promise<{ keys: object[] }> {
+    if (this.clock.now().getTime() - this.lastLoadAt >= unknownKidReloadMs) await this.reload();
+    const keys: object[] = [];
+    for (const key of this.published.values()) {
+      if (this.usable(key) === undefined) continue;
+      keys.push({ ...key.publicJwk, kid: key.kid, alg: key.algorithm, use: "sig" });
+    }
+    return { keys };
+  }
+}
+
+function fromJose(error: unknown): TokenInvalidError {
+  if (error instanceof errors.JWTExpired) {
+    return new TokenInvalidError("ERR_JWT_EXPIRED", "access token expired");
+  }
+  if (error instanceof errors.JWTClaimValidationFailed) {
+    return new TokenInvalidError("ERR_JWT_CLAIM_INVALID", `claim "${error.claim}" is invalid`);
+  }
+  if (error instanceof errors.JWSSignatureVerificationFailed) {
+    return new TokenInvalidError("ERR_JWT_INVALID", "signature verification failed");
+  }
+  return new TokenInvalidError("ERR_JWT_INVALID", "malformed access token");
+}
+
+async function generateSigningKey(algorithm: JwtAlgorithm): Promise<{
+  kid: string;
+  publicJwk: Record<string, string>;
+  privateJwk: Buffer;
+}> {
+  const { publicKey, privateKey } = await generateKeyPair(algorithm, {
+    extractable: true,
+    ...(algorithm === "RS256" ? { modulusLength: 2048 } : {}),
+  });
+  const publicJwk = publicJwkOf(await exportJWK(publicKey));
+  const kid = await calculateJwkThumbprint(publicJwk, "sha256");
+  const privateJwk = Buffer.from(JSON.stringify(await exportJWK(privateKey)), "utf8");
+  return { kid, publicJwk, privateJwk };
+}
