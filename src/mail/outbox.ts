@@ -1,0 +1,316 @@
+import type { CommonQueryMethods, DatabasePool } from "slonik";
+import { z } from "zod";
+import { sql, voidRow } from "../db/sql.js";
+import type { Logger } from "../log.js";
+import type { Mailer } from "./mailer.js";
+import type { MailTemplate, MailTemplates } from "./templates.js";
+
+/**
+ * One address, nothing that the transport would read as a list or a header: a value with a
+ * comma would otherwise reach several mailboxes.
+ */
+const singleAddress = /^[^\s@,;:<>()[\]"\\]+@[^\s@,;:<>()[\]"\\]+$/;
+
+/**
+ * Renders a message and stores it in the outbox inside the caller's transaction, so the mail
+ * exists if and only if the state change that asked for it commits. Call `OutboxSender.wake()`
+ * after the commit to have it sent at once. Throws on an invalid recipient or a missing
+ * template variable, which fails the caller's transaction.
+ */
+export async function enqueueMail(
+  db: CommonQueryMethods,
+  templates: MailTemplates,
+  input: {
+    workspaceId: string | null;
+    to: string;
+    template: MailTemplate;
+    vars: Record<string, string>;
+  },
+): Promise<void> {
+  if (input.to.length > 320 || !singleAddress.test(input.to)) {
+    throw new Error(`enqueueMail: the recipient of ${input.template} is not one email address`);
+  }
+  const mail = templates.render(input.template, input.vars);
+  await db.query(sql.type(voidRow)`
+    INSERT INTO mail_outbox (workspace_id, template, recipient, subject, body_text, body_html)
+    VALUES (${input.workspaceId}, ${input.template}, ${input.to}, ${mail.subject}, ${mail.text},
+            ${mail.html})`);
+}
+
+const claimedRow = z.object({
+  id: z.bigint(),
+  template: z.string(),
+  recipient: z.string(),
+  subject: z.string(),
+  body_text: z.string(),
+  body_html: z.string().nullable(),
+  attempts: z.number(),
+});
+type ClaimedRow = z.infer<typeof claimedRow>;
+
+export interface OutboxSenderOptions {
+  readonly pool: DatabasePool;
+  readonly mailer: Mailer;
+  readonly logger: Logger;
+  /** Sleep between looks at the outbox when nothing is due and nobody called wake(). */
+  readonly pollIntervalMs?: number;
+  /**
+   * How long a claimed message is reserved for this sender. A sender that dies loses its
+   * messages to the others when the lease runs out; a send that takes longer than half of it
+   * counts as failed, so the outcome is recorded while the lease still holds.
+   */
+  readonly leaseMs?: number;
+  /** Attempts after which a message is left in the outbox with its error, unsent. */
+  readonly maxAttempts?: number;
+  /** Delay before the first retry; doubled for each further one, with jitter. */
+  readonly baseBackoffMs?: number;
+  /** Upper bound of the retry delay. */
+  readonly maxBackoffMs?: number;
+}
+
+const defaults = {
+  pollIntervalMs: 1_000,
+  leaseMs: 60_000,
+  // With the defaults below, about two hours of retries before giving up.
+  maxAttempts: 20,
+  baseBackoffMs: 2_000,
+  maxBackoffMs: 10 * 60_000,
+};
+
+/**
+ * Delivers the outbox: claims one due message at a time under a lease, hands it to the mailer,
+ * and records the outcome. Any number of senders, in this process or others, can work on the
+ * same database; each message goes to one of them at a time.
+ *
+ * Delivery is at least once, as over SMTP it can only be: a message is sent again when its
+ * sender dies (or loses the database) after the SMTP server accepted it and before sent_at was
+ * stored, or when a send outlives its timeout and completes anyway.
+ */
+export class OutboxSender {
+  private readonly pool: DatabasePool;
+  private readonly mailer: Mailer;
+  private readonly logger: Logger;
+  private readonly pollIntervalMs: number;
+  private readonly leaseMs: number;
+  private readonly sendTimeoutMs: number;
+  private readonly maxAttempts: number;
+  private readonly baseBackoffMs: number;
+  private readonly maxBackoffMs: number;
+
+  private loop: Promise<void> | undefined;
+  private stopping = false;
+  // Set by wake(): the next sleep returns at once, so a wake that arrives while a claim query
+  // is running (and may have missed the new row) is not lost.
+  private woken = false;
+  private interruptSleep: (() => void) | undefined;
+  private readonly counters = { sent: 0, failed: 0 };
+
+  constructor(opts: OutboxSenderOptions) {
+    this.pool = opts.pool;
+    this.mailer = opts.mailer;
+    this.logger = opts.logger;
+    this.pollIntervalMs = positive(opts.pollIntervalMs, defaults.pollIntervalMs, "pollIntervalMs");
+    this.leaseMs = positive(opts.leaseMs, defaults.leaseMs, "leaseMs");
+    this.sendTimeoutMs = Math.max(1, Math.floor(this.leaseMs / 2));
+    this.maxAttempts = positive(opts.maxAttempts, defaults.maxAttempts, "maxAttempts");
+    if (!Number.isInteger(this.maxAttempts)) {
+      throw new RangeError("OutboxSender: maxAttempts must be a whole number");
+    }
+    this.baseBackoffMs = positive(opts.baseBackoffMs, defaults.baseBackoffMs, "baseBackoffMs");
+    this.maxBackoffMs = positive(opts.maxBackoffMs, defaults.maxBackoffMs, "maxBackoffMs");
+  }
+
+  /** Starts the background loop; calling it again while it runs does nothing. */
+  start(): void {
+    if (this.loop) return;
+    this.stopping = false;
+    this.loop = this.run();
+  }
+
+  /** Looks at the outbox now instead of at the next poll; call it after a commit that enqueued. */
+  wake(): void {
+    this.woken = true;
+    this.interruptSleep?.();
+  }
+
+  /** Lets the message being sent finish and its outcome be stored, then resolves. */
+  async stop(): Promise<void> {
+    this.stopping = true;
+    this.interruptSleep?.();
+    const loop = this.loop;
+    this.loop = undefined;
+    await loop;
+  }
+
+  /** Messages delivered, and delivery attempts that failed, by this sender since it was built. */
+  get stats(): { sent: number; failed: number } {
+    return { ...this.counters };
+  }
+
+  private async run(): Promise<void> {
+    while (!this.stopping) {
+      let sentOne = false;
+      try {
+        sentOne = await this.sendNext();
+      } catch (error) {
+        // Most likely the database; the next tick tries again.
+        this.logger.error(
+          { err: { message: (error as Error).message } },
+          "mail outbox: could not process the outbox, retrying",
+        );
+      }
+      // Keep going while messages are due; otherwise wait for the poll or a wake().
+      if (!sentOne && !this.stopping) await this.sleep(this.pollIntervalMs);
+    }
+  }
+
+  private sleep(ms: number): Promise<void> {
+    if (this.woken) {
+      this.woken = false;
+      return Promise.resolve();
+    }
+    return new Promise((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        this.interruptSleep = undefined;
+        this.woken = false;
+        resolve();
+      };
+      const timer = setTimeout(done, ms);
+      this.interruptSleep = done;
+    });
+  }
+
+  /** Claims and sends one due message; false when none was due. */
+  private async sendNext(): Promise<boolean> {
+    const row = await this.claim();
+    if (!row) return false;
+    const context = {
+      outboxId: row.id.toString(),
+      template: row.template,
+      recipientDomain: row.recipient.slice(row.recipient.lastIndexOf("@") + 1),
+      attempt: row.attempts,
+    };
+    try {
+      await withTimeout(
+        this.mailer.send({
+          to: row.recipient,
+          subject: row.subject,
+          text: row.body_text,
+          ...(row.body_html === null ? {} : { html: row.body_html }),
+        }),
+        this.sendTimeoutMs,
+      );
+    } catch (error) {
+      await this.recordFailure(row, context, errorMessage(error));
+      return true;
+    }
+    await this.recordSent(row, context);
+    return true;
+  }
+
+  private claim(): Promise<ClaimedRow | null> {
+    // A statement of its own: the row lock lasts only for the claim; the lease (locked_until)
+    // is what keeps other senders away while the message is sent. SKIP LOCKED lets concurrent
+    // claims pass each other instead of queueing on the same row.
+    return this.pool.maybeOne(sql.type(claimedRow)`
+      UPDATE mail_outbox
+      SET locked_until = now() + ${sql.interval({ seconds: this.leaseMs / 1000 })},
+          attempts = attempts + 1
+      WHERE id = (
+        SELECT id FROM mail_outbox
+        WHERE sent_at IS NULL
+          AND next_attempt_at <= now()
+          AND (locked_until IS NULL OR locked_until < now())
+          AND attempts < ${this.maxAttempts}
+        ORDER BY id
+        FOR UPDATE SKIP LOCKED
+        LIMIT 1
+      )
+      RETURNING id, template, recipient, subject, body_text, body_html, attempts`);
+  }
+
+  private async recordSent(row: ClaimedRow, context: object): Promise<void> {
+    this.counters.sent += 1;
+    try {
+      // Recorded even if the lease ran out meanwhile: the message did go out, and marking it
+      // spares the recipient a copy. The bodies go: they may hold codes and links.
+      await this.pool.query(sql.type(voidRow)`
+        UPDATE mail_outbox
+        SET sent_at = now(), locked_until = NULL, body_text = NULL, body_html = NULL
+        WHERE id = ${row.id} AND sent_at IS NULL`);
+    } catch (error) {
+      this.logger.error(
+        { ...context, err: { message: errorMessage(error) } },
+        "mail outbox: mail was sent but could not be marked; it will be sent again after its lease",
+      );
+      return;
+    }
+    this.logger.info(context, "mail outbox: mail sent");
+  }
+
+  private async recordFailure(row: ClaimedRow, context: object, message: string): Promise<void> {
+    this.counters.failed += 1;
+    const givingUp = row.attempts >= this.maxAttempts;
+    const delayMs = this.backoffMs(row.attempts);
+    // Only while this sender still holds the claim: after its lease ran out, another sender
+    // may have claimed the row (attempts moved on) and owns its state now.
+    await this.pool.query(sql.type(voidRow)`
+      UPDATE mail_outbox
+      SET locked_until = NULL,
+          last_error = ${message},
+          next_attempt_at = now() + ${sql.interval({ seconds: delayMs / 1000 })}
+      WHERE id = ${row.id} AND attempts = ${row.attempts} AND sent_at IS NULL`);
+    if (givingUp) {
+      this.logger.error(
+        { ...context, err: { message } },
+        "mail outbox: delivery failed for the last time; the message stays in the outbox unsent",
+      );
+    } else {
+      this.logger.warn(
+        { ...context, retryInMs: delayMs, err: { message } },
+        "mail outbox: delivery failed, will retry",
+      );
+    }
+  }
+
+  /** Exponential in the attempt number, capped, with the upper half randomised ("equal jitter"). */
+  private backoffMs(attempt: number): number {
+    const exponential = this.baseBackoffMs * 2 ** Math.min(attempt - 1, 30);
+    const capped = Math.min(this.maxBackoffMs, exponential);
+    return Math.round(capped / 2 + Math.random() * (capped / 2));
+  }
+}
+
+function positive(value: number | undefined, fallback: number, name: string): number {
+  if (value === undefined) return fallback;
+  if (!Number.isFinite(value) || value <= 0) {
+    throw new RangeError(`OutboxSender: ${name} must be a positive number`);
+  }
+  return value;
+}
+
+/**
+ * The transport's message only, shortened: it is stored and logged, and must stay a
+ * diagnosis, never a copy of the mail.
+ */
+function errorMessage(error: unknown): string {
+  const message = error instanceof Error ? error.message : String(error);
+  return message.length > 500 ? `${message.slice(0, 500)}…` : message;
+}
+
+function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`mail send timed out after ${ms} ms`)), ms);
+    promise.then(
+      (value) => {
+        clearTimeout(timer);
+        resolve(value);
+      },
+      (error: unknown) => {
+        clearTimeout(timer);
+        reject(error);
+      },
+    );
+  });
+}
