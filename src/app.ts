@@ -1,12 +1,21 @@
 import type { AddressInfo } from "node:net";
+import { type Clock, systemClock } from "./clock.js";
 import type { Config } from "./config.js";
+import { PasswordHasher, PasswordPolicy } from "./crypto/password.js";
+import { loadSecrets } from "./crypto/secrets.js";
+import { SigningKeys } from "./crypto/signing-keys.js";
 import { defaultMigrationsDir, loadMigrations, migrate } from "./db/migrate.js";
 import { type Database, openDatabase } from "./db/pool.js";
 import { type BootstrapResult, bootstrap } from "./domain/bootstrap.js";
+import type { AuthDeps } from "./domain/deps.js";
+import { authenticate } from "./domain/sessions.js";
+import { AuthServiceHandler, authSignedIn, authSignedInOptional } from "./handlers/auth-service.js";
 import { HealthService } from "./handlers/health.js";
-import type { JwksSource } from "./http/endpoints.js";
+import { authnInterceptor } from "./interceptors/authn.js";
 import type { Logger } from "./log.js";
 import { createMailer, type Mailer } from "./mail/mailer.js";
+import { enqueueMail, OutboxSender } from "./mail/outbox.js";
+import { MailTemplates } from "./mail/templates.js";
 import { Readiness } from "./readiness.js";
 import { keygateServices } from "./routes.js";
 import { buildServer } from "./server.js";
@@ -27,7 +36,7 @@ export interface Keygate {
 export async function startKeygate(
   config: Config,
   logger: Logger,
-  options: { migrationsDir?: string; mailer?: Mailer } = {},
+  options: { migrationsDir?: string; mailer?: Mailer; clock?: Clock } = {},
 ): Promise<Keygate> {
   const migrations = await loadMigrations(options.migrationsDir ?? defaultMigrationsDir);
   const database = await openDatabase(config);
@@ -39,21 +48,64 @@ export async function startKeygate(
     }
     const bootstrapped = config.bootstrap ? await bootstrap(database.pool) : undefined;
     const readiness = new Readiness(database.pool, migrations, logger);
+    const clock = options.clock ?? systemClock;
+    const secrets = await loadSecrets(config);
+    const signingKeys = await SigningKeys.open({
+      pool: database.pool,
+      keyEncryptionKey: secrets.keyEncryptionKey,
+      algorithm: config.jwtAlgorithm,
+      issuer: config.issuer,
+      audience: config.audience,
+      clock,
+      logger,
+    });
+    const hasher = new PasswordHasher({ cost: config.bcryptCost, workers: config.hashWorkers });
+    const policy = await PasswordPolicy.load();
+    const templates = await MailTemplates.load(config.mailTemplatesDir);
     const mailer = options.mailer ?? createMailer(config, logger);
-    // Signing keys arrive with AuthService; until then the set is empty.
-    const jwks: JwksSource = { jwks: async () => ({ keys: [] }) };
+    const productName = "Keygate";
+    const sender = new OutboxSender({ pool: database.pool, mailer, logger });
+    sender.start();
+    const authDeps: AuthDeps = {
+      pool: database.pool,
+      clock,
+      logger,
+      tokenSecret: secrets.tokenSecret,
+      hasher,
+      policy,
+      tokens: signingKeys,
+      mail: {
+        enqueue: (tx, input) =>
+          enqueueMail(tx, templates, { ...input, vars: { product: productName, ...input.vars } }),
+        wake: () => sender.wake(),
+      },
+      settings: {
+        workspaceDefaults: config.workspaceDefaults,
+        allowWorkspaceCreation: config.allowWorkspaceCreation,
+        refreshGraceSeconds: config.refreshGraceSeconds,
+        publicUrl: config.publicUrl,
+        productName,
+      },
+    };
     const server = buildServer({
       config,
       logger,
       readiness,
-      jwks,
+      jwks: signingKeys,
       handlers: {
         health: new HealthService(readiness, new Set(keygateServices.map((s) => s.typeName))),
-        auth: {},
+        auth: new AuthServiceHandler(authDeps),
         otp: {},
         admin: {},
         introspection: {},
       },
+      interceptors: [
+        authnInterceptor({
+          authenticate: (token, header) => authenticate(authDeps, token, header),
+          required: authSignedIn,
+          optional: authSignedInOptional,
+        }),
+      ],
     });
     const address = await server.listen(config.port, config.host);
     const host = address.family === "IPv6" ? `[${address.address}]` : address.address;
@@ -67,7 +119,9 @@ export async function startKeygate(
       bootstrapped,
       async close() {
         await server.close(config.shutdownTimeoutMs);
+        await sender.stop();
         mailer.close();
+        await hasher.close();
         await database.close();
       },
     };

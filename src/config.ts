@@ -1,3 +1,4 @@
+import { availableParallelism } from "node:os";
 import { z } from "zod";
 
 /**
@@ -32,6 +33,48 @@ const list = z.string().transform((v) =>
 
 const url = z.url({ error: "expected a URL" });
 
+/** 32 or more random bytes, base64 or base64url encoded. */
+const base64Key = z
+  .string()
+  .regex(/^[A-Za-z0-9+/_-]+={0,2}$/, "expected base64")
+  .transform((v) => Buffer.from(v, "base64"))
+  .refine((b) => b.length >= 32, "expected at least 32 bytes (base64 of `openssl rand 32`)");
+
+/**
+ * A workspace's capability flags, as stored (snake_case, as in the API). Every key is
+ * optional in storage; the server defaults fill the gaps.
+ */
+export const workspaceSettingsSchema = z.object({
+  signup: z.boolean(),
+  reset_password: z.boolean(),
+  password_reset: z.enum(["link", "code"]),
+  magic_link: z.boolean(),
+  email_verification: z.enum(["off", "code", "link"]),
+  require_email_verification: z.boolean(),
+  password_min_length: z.number().int().min(8).max(256),
+  otp_login: z.enum(["off", "optional", "required"]),
+  passwordless_otp: z.boolean(),
+  access_token_ttl_seconds: z.number().int().min(60).max(86_400),
+  refresh_idle_timeout_seconds: z.number().int().min(300).max(31_536_000),
+  session_lifetime_seconds: z.number().int().min(300).max(31_536_000),
+});
+export type WorkspaceSettings = z.infer<typeof workspaceSettingsSchema>;
+
+export const builtInWorkspaceDefaults: WorkspaceSettings = Object.freeze({
+  signup: true,
+  reset_password: true,
+  password_reset: "link",
+  magic_link: true,
+  email_verification: "code",
+  require_email_verification: false,
+  password_min_length: 8,
+  otp_login: "off",
+  passwordless_otp: false,
+  access_token_ttl_seconds: 900,
+  refresh_idle_timeout_seconds: 14 * 86_400,
+  session_lifetime_seconds: 30 * 86_400,
+});
+
 const logLevel = z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]);
 
 const envSchema = z.object({
@@ -64,6 +107,32 @@ const envSchema = z.object({
   KEYGATE_MAIL_FROM: z.string().min(3).default("Keygate <no-reply@keygate.localhost>"),
   KEYGATE_PUBLIC_URL: url.optional(),
   KEYGATE_ISSUER: url.optional(),
+  KEYGATE_AUDIENCE: z.string().min(1).default("keygate"),
+  KEYGATE_JWT_ALGORITHM: z.enum(["ES256", "EdDSA", "RS256"]).default("RS256"),
+  KEYGATE_KEY_ENCRYPTION_KEY: base64Key.optional(),
+  KEYGATE_TOKEN_SECRET: base64Key.optional(),
+  KEYGATE_BCRYPT_COST: z.coerce
+    .number()
+    .int()
+    .min(10, "expected at least 10")
+    .max(16, "expected at most 16")
+    .default(10),
+  KEYGATE_HASH_WORKERS: positiveInt(64).optional(),
+  KEYGATE_REFRESH_GRACE_SECONDS: z.coerce.number().int().min(0).max(120).default(10),
+  KEYGATE_ALLOW_WORKSPACE_CREATION: bool.default(false),
+  KEYGATE_WORKSPACE_DEFAULTS: z
+    .string()
+    .transform((text, ctx) => {
+      try {
+        return JSON.parse(text) as unknown;
+      } catch {
+        ctx.addIssue({ code: "custom", message: "expected a JSON object" });
+        return z.NEVER;
+      }
+    })
+    .pipe(workspaceSettingsSchema.partial().strict())
+    .optional(),
+  KEYGATE_MAIL_TEMPLATES_DIR: z.string().min(1).optional(),
 });
 
 export type Env = z.input<typeof envSchema>;
@@ -89,6 +158,19 @@ export interface Config {
   readonly publicUrl: string;
   /** The `iss` of every token, and Keygate's own public URL. */
   readonly issuer: string;
+  /** The `aud` of every access token. */
+  readonly audience: string;
+  readonly jwtAlgorithm: "ES256" | "EdDSA" | "RS256";
+  /** Encrypts signing keys at rest; generated into dataDir in embedded mode when unset. */
+  readonly keyEncryptionKey: Buffer | undefined;
+  /** Keys the HMACs of refresh tokens and codes; generated like keyEncryptionKey. */
+  readonly tokenSecret: Buffer | undefined;
+  readonly bcryptCost: number;
+  readonly hashWorkers: number;
+  readonly refreshGraceSeconds: number;
+  readonly allowWorkspaceCreation: boolean;
+  readonly workspaceDefaults: WorkspaceSettings;
+  readonly mailTemplatesDir: string | undefined;
 }
 
 export type SmtpConfig =
@@ -131,6 +213,11 @@ export function configFromEnv(env: Record<string, string | undefined>): Config {
   if (e.KEYGATE_SMTP_URL !== undefined && e.KEYGATE_SMTP_HOST !== undefined) {
     problems.push("KEYGATE_SMTP_URL and KEYGATE_SMTP_HOST: set one or the other");
   }
+  if (e.DATABASE_URL !== undefined && (!e.KEYGATE_KEY_ENCRYPTION_KEY || !e.KEYGATE_TOKEN_SECRET)) {
+    problems.push(
+      "KEYGATE_KEY_ENCRYPTION_KEY and KEYGATE_TOKEN_SECRET: required with DATABASE_URL, the same on every instance",
+    );
+  }
   if (problems.length > 0) throw new ConfigError(problems);
 
   const scheme = e.KEYGATE_TLS_CERT_FILE ? "https" : "http";
@@ -169,6 +256,19 @@ export function configFromEnv(env: Record<string, string | undefined>): Config {
     mailFrom: e.KEYGATE_MAIL_FROM,
     publicUrl: e.KEYGATE_PUBLIC_URL ?? ownUrl,
     issuer: e.KEYGATE_ISSUER ?? ownUrl,
+    audience: e.KEYGATE_AUDIENCE,
+    jwtAlgorithm: e.KEYGATE_JWT_ALGORITHM,
+    keyEncryptionKey: e.KEYGATE_KEY_ENCRYPTION_KEY,
+    tokenSecret: e.KEYGATE_TOKEN_SECRET,
+    bcryptCost: e.KEYGATE_BCRYPT_COST,
+    hashWorkers: e.KEYGATE_HASH_WORKERS ?? Math.max(1, availableParallelism()),
+    refreshGraceSeconds: e.KEYGATE_REFRESH_GRACE_SECONDS,
+    allowWorkspaceCreation: e.KEYGATE_ALLOW_WORKSPACE_CREATION,
+    workspaceDefaults: Object.freeze({
+      ...builtInWorkspaceDefaults,
+      ...e.KEYGATE_WORKSPACE_DEFAULTS,
+    }),
+    mailTemplatesDir: e.KEYGATE_MAIL_TEMPLATES_DIR,
   });
 }
 

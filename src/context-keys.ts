@@ -1,4 +1,5 @@
 import { createContextKey } from "@connectrpc/connect";
+import type { Principal, RequestMeta } from "./domain/deps.js";
 
 /** Per-call values set by the transport and interceptors, read by handlers. */
 
@@ -8,3 +9,14 @@ export const requestIdKey = createContextKey<string>("", {
 
 /** The TCP peer of the connection (not X-Forwarded-For). */
 export const peerAddressKey = createContextKey<string>("", { description: "peer address" });
+
+/** Request id, peer, user agent and x-workspace-id of the call. */
+export const requestMetaKey = createContextKey<RequestMeta>(
+  { requestId: "", ipAddress: null, userAgent: null, workspaceHeader: null },
+  { description: "request metadata" },
+);
+
+/** The signed-in caller, set by the authn interceptor. */
+export const principalKey = createContextKey<Principal | undefined>(undefined, {
+  description: "signed-in caller",
+});

@@ -1,10 +1,10 @@
 import { randomUUID } from "node:crypto";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
-import { createContextValues } from "@connectrpc/connect";
+import { createContextValues, type Interceptor } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import type { Config } from "./config.js";
-import { peerAddressKey, requestIdKey } from "./context-keys.js";
+import { peerAddressKey, requestIdKey, requestMetaKey } from "./context-keys.js";
 import { corsMiddleware } from "./http/cors.js";
 import { httpEndpoints, type JwksSource, json } from "./http/endpoints.js";
 import { createListener } from "./http/listener.js";
@@ -20,6 +20,8 @@ export interface ServerDeps {
   readonly readiness: Readiness;
   readonly jwks: JwksSource;
   readonly handlers: Handlers;
+  /** Interceptors that run after the error mapping (authentication, ...). */
+  readonly interceptors?: readonly Interceptor[];
 }
 
 export interface Server {
@@ -38,14 +40,25 @@ export function buildServer(deps: ServerDeps): Server {
   const endpoints = httpEndpoints(deps);
   const rpc = connectNodeAdapter({
     routes: routes(deps.handlers),
-    interceptors: [errorInterceptor(deps.logger)],
+    interceptors: [errorInterceptor(deps.logger), ...(deps.interceptors ?? [])],
     readMaxBytes: deps.config.maxRequestBytes,
     maxTimeoutMs: deps.config.maxTimeoutMs,
     shutdownSignal: shutdown.signal,
-    contextValues: (req) =>
-      createContextValues()
-        .set(requestIdKey, requestIds.get(req) ?? randomUUID())
-        .set(peerAddressKey, listener.peerAddress(req) ?? ""),
+    contextValues: (req) => {
+      const requestId = requestIds.get(req) ?? randomUUID();
+      const peer = listener.peerAddress(req) ?? "";
+      const userAgent = req.headers["user-agent"];
+      const workspace = req.headers["x-workspace-id"];
+      return createContextValues()
+        .set(requestIdKey, requestId)
+        .set(peerAddressKey, peer)
+        .set(requestMetaKey, {
+          requestId,
+          ipAddress: peer || null,
+          userAgent: typeof userAgent === "string" ? userAgent.slice(0, 512) : null,
+          workspaceHeader: typeof workspace === "string" && workspace !== "" ? workspace : null,
+        });
+    },
     fallback: (req, res) => {
       endpoints(req, res).catch((error: unknown) => {
         deps.logger.error({ err: error }, "http endpoint failed");

@@ -11,7 +11,7 @@ import { Health, HealthCheckResponse_ServingStatus } from "../gen/grpc/health/v1
 import { configFromEnv } from "../src/config.js";
 import { openDatabase } from "../src/db/pool.js";
 import { sql } from "../src/db/sql.js";
-import { freshDatabaseUrl } from "./support/database.js";
+import { externalDatabaseEnv, freshDatabaseUrl } from "./support/database.js";
 
 const root = path.resolve(import.meta.dirname, "..");
 const bin = path.join(root, "bin/keygate.mjs");
@@ -35,8 +35,8 @@ function serve(env: Record<string, string>): Promise<Running> {
   const exit = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
   return new Promise((resolve, reject) => {
     const timer = setTimeout(
-      () => reject(new Error(`no listening line in 20 s:\n${out}\n${err}`)),
-      20_000,
+      () => reject(new Error(`no listening line in 45 s:\n${out}\n${err}`)),
+      45_000,
     );
     child.stderr?.on("data", (c: Buffer) => {
       err += c.toString();
@@ -56,7 +56,7 @@ function serve(env: Record<string, string>): Promise<Running> {
   });
 }
 
-describe("keygate serve", () => {
+describe("keygate serve", { timeout: 90_000 }, () => {
   let dataDir: string;
   let db: Awaited<ReturnType<typeof freshDatabaseUrl>>;
   let env: Record<string, string>;
@@ -66,7 +66,7 @@ describe("keygate serve", () => {
     env = {
       KEYGATE_DATA_DIR: dataDir,
       KEYGATE_MIGRATE_ON_START: "true",
-      ...(db.url ? { DATABASE_URL: db.url } : {}),
+      ...externalDatabaseEnv(db.url),
     };
   });
   afterAll(async () => {
@@ -88,9 +88,7 @@ describe("keygate serve", () => {
   });
 
   it("stores the admin key only as a hash", async () => {
-    const database = await openDatabase(
-      configFromEnv({ KEYGATE_DATA_DIR: dataDir, DATABASE_URL: db.url }),
-    );
+    const database = await openDatabase(configFromEnv(env));
     try {
       const row = await database.pool.one(
         sql.type(z.object({ prefix: z.string(), hash: z.string(), whole: z.string() }))`

@@ -15,12 +15,39 @@ describe("configFromEnv", () => {
     expect(Object.isFrozen(config)).toBe(true);
   });
 
+  const secrets = {
+    KEYGATE_KEY_ENCRYPTION_KEY: Buffer.alloc(32, 1).toString("base64"),
+    KEYGATE_TOKEN_SECRET: Buffer.alloc(32, 2).toString("base64"),
+  };
+
   it("migrates an external database only when asked", () => {
-    expect(configFromEnv({ DATABASE_URL: "postgres://db/keygate" }).migrateOnStart).toBe(false);
-    expect(
-      configFromEnv({ DATABASE_URL: "postgres://db/keygate", KEYGATE_MIGRATE_ON_START: "true" })
-        .migrateOnStart,
-    ).toBe(true);
+    const external = { DATABASE_URL: "postgres://db/keygate", ...secrets };
+    expect(configFromEnv(external).migrateOnStart).toBe(false);
+    expect(configFromEnv({ ...external, KEYGATE_MIGRATE_ON_START: "true" }).migrateOnStart).toBe(
+      true,
+    );
+  });
+
+  it("needs the shared secrets with an external database", () => {
+    expect(() => configFromEnv({ DATABASE_URL: "postgres://db/keygate" })).toThrow(
+      /KEYGATE_KEY_ENCRYPTION_KEY/,
+    );
+    const short = {
+      DATABASE_URL: "postgres://db/keygate",
+      ...secrets,
+      KEYGATE_TOKEN_SECRET: "c2hvcnQ=",
+    };
+    expect(() => configFromEnv(short)).toThrow(/KEYGATE_TOKEN_SECRET: expected at least 32 bytes/);
+  });
+
+  it("validates workspace defaults as JSON with known, in-range keys", () => {
+    const defaults = (json: string) =>
+      configFromEnv({ KEYGATE_WORKSPACE_DEFAULTS: json }).workspaceDefaults;
+    expect(defaults('{"magic_link": false}').magic_link).toBe(false);
+    expect(defaults("{}").magic_link).toBe(true);
+    for (const bad of ["{nope", '{"password_min_length": 3}', '{"unknown_flag": true}']) {
+      expect(() => defaults(bad)).toThrow(/KEYGATE_WORKSPACE_DEFAULTS/);
+    }
   });
 
   it("treats empty strings as unset", () => {

@@ -7,7 +7,11 @@ import { z } from "zod";
 import { configFromEnv } from "../src/config.js";
 import { type Database, openDatabase } from "../src/db/pool.js";
 import { sql } from "../src/db/sql.js";
-import { freshDatabaseUrl, usingExternalPostgres } from "./support/database.js";
+import {
+  externalDatabaseEnv,
+  freshDatabaseUrl,
+  usingExternalPostgres,
+} from "./support/database.js";
 
 // Runs on the embedded PGlite by default, where several pool connections share one backend
 // through pglite-socket, and on PostgreSQL with TEST_DATABASE_URL.
@@ -20,7 +24,11 @@ beforeAll(async () => {
   const db = await freshDatabaseUrl();
   drop = db.drop;
   database = await openDatabase(
-    configFromEnv({ KEYGATE_DATA_DIR: dataDir, DATABASE_URL: db.url, KEYGATE_DB_POOL_SIZE: "6" }),
+    configFromEnv({
+      KEYGATE_DATA_DIR: dataDir,
+      ...externalDatabaseEnv(db.url),
+      KEYGATE_DB_POOL_SIZE: "6",
+    }),
   );
   await database.pool.query(sql.unsafe`CREATE TABLE counters (id int PRIMARY KEY, n int NOT NULL)`);
 });

@@ -13,7 +13,7 @@ import {
 } from "../src/db/migrate.js";
 import { type Database, openDatabase } from "../src/db/pool.js";
 import { sql } from "../src/db/sql.js";
-import { freshDatabaseUrl } from "./support/database.js";
+import { externalDatabaseEnv, freshDatabaseUrl } from "./support/database.js";
 
 let database: Database;
 let dataDir: string;
@@ -23,7 +23,9 @@ beforeAll(async () => {
   dataDir = await mkdtemp(path.join(tmpdir(), "keygate-migrate-"));
   const db = await freshDatabaseUrl();
   drop = db.drop;
-  database = await openDatabase(configFromEnv({ KEYGATE_DATA_DIR: dataDir, DATABASE_URL: db.url }));
+  database = await openDatabase(
+    configFromEnv({ KEYGATE_DATA_DIR: dataDir, ...externalDatabaseEnv(db.url) }),
+  );
 });
 afterAll(async () => {
   await database?.close();

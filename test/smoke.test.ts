@@ -11,7 +11,7 @@ import * as protoLoader from "@grpc/proto-loader";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ErrorInfoSchema } from "../gen/google/rpc/error_details_pb.js";
 import { Health, HealthCheckResponse_ServingStatus } from "../gen/grpc/health/v1/health_pb.js";
-import { AuthService } from "../gen/keygate/v1/auth_service_pb.js";
+import { AdminService } from "../gen/keygate/v1/admin_service_pb.js";
 import { startTestKeygate, type TestKeygate } from "./support/server.js";
 
 let keygate: TestKeygate;
@@ -44,8 +44,10 @@ describe.each(Object.entries(transports))("%s", (_name, transport) => {
   });
 
   it("answers a not yet implemented RPC with UNIMPLEMENTED and a reason", async () => {
-    const auth = createClient(AuthService, transport());
-    const error = await auth.login({ email: "a@example.test", password: "x" }).catch((e) => e);
+    const admin = createClient(AdminService, transport());
+    const error = await admin
+      .getUser({ userId: "00000000-0000-0000-0000-000000000000" })
+      .catch((e) => e);
     expect(error).toBeInstanceOf(ConnectError);
     const ce = error as ConnectError;
     expect(ce.code).toBe(Code.Unimplemented);
@@ -56,7 +58,7 @@ describe.each(Object.entries(transports))("%s", (_name, transport) => {
 describe("stock @grpc/grpc-js with proto-loader", () => {
   const protoRoot = path.resolve(import.meta.dirname, "../proto");
   const definition = protoLoader.loadSync(
-    ["grpc/health/v1/health.proto", "keygate/v1/auth_service.proto"],
+    ["grpc/health/v1/health.proto", "keygate/v1/admin_service.proto"],
     { includeDirs: [protoRoot], keepCase: false, defaults: true, enums: String },
   );
   // biome-ignore lint/suspicious/noExplicitAny: proto-loader builds the client classes at run time.
@@ -69,7 +71,7 @@ describe("stock @grpc/grpc-js with proto-loader", () => {
   beforeAll(() => {
     const target = new URL(keygate.url).host;
     health = new loaded.grpc.health.v1.Health(target, grpc.credentials.createInsecure());
-    auth = new loaded.keygate.v1.AuthService(target, grpc.credentials.createInsecure());
+    auth = new loaded.keygate.v1.AdminService(target, grpc.credentials.createInsecure());
   });
   afterAll(() => {
     health?.close();
@@ -104,14 +106,14 @@ describe("stock @grpc/grpc-js with proto-loader", () => {
     expect(first.status).toBe("SERVING");
   });
 
-  it("AuthService/Login answers UNIMPLEMENTED with the request id in the metadata", async () => {
+  it("AdminService/GetUser answers UNIMPLEMENTED with the request id in the metadata", async () => {
     const metadata = new grpc.Metadata();
     metadata.set("x-request-id", "smoke-grpc-1");
     const { err, headers } = await new Promise<{ err: grpc.ServiceError; headers: grpc.Metadata }>(
       (resolve) => {
         let headers = new grpc.Metadata();
-        const call = auth.Login(
-          { email: "a@example.test", password: "x" },
+        const call = auth.GetUser(
+          { userId: "00000000-0000-0000-0000-000000000000" },
           metadata,
           (e: grpc.ServiceError) => resolve({ err: e, headers }),
         ) as grpc.ClientUnaryCall;
@@ -145,10 +147,10 @@ describe("plain HTTP/1.1, as curl sends it", () => {
   });
 
   it("unimplemented RPC answers 501 with code and reason in JSON", async () => {
-    const res = await fetch(`${keygate.url}/keygate.v1.AuthService/Login`, {
+    const res = await fetch(`${keygate.url}/keygate.v1.AdminService/GetUser`, {
       method: "POST",
       headers: { "content-type": "application/json" },
-      body: JSON.stringify({ email: "a@example.test", password: "x" }),
+      body: JSON.stringify({ userId: "00000000-0000-0000-0000-000000000000" }),
     });
     expect(res.status).toBe(501);
     const body = (await res.json()) as {

@@ -1,4 +1,4 @@
-import { createPool, type DatabasePool } from "slonik";
+import { createPool, type DatabasePool, type Interceptor, SchemaValidationError } from "slonik";
 import type { Config } from "../config.js";
 import { startEmbeddedPostgres } from "./embedded.js";
 
@@ -9,6 +9,22 @@ export interface Database {
   readonly embedded: boolean;
   close(): Promise<void>;
 }
+
+/**
+ * Validates every row of a `sql.type(schema)` query against its schema (Slonik leaves this to
+ * an interceptor), so a mismatch between SQL and code fails loudly instead of passing wrong
+ * data along.
+ */
+const resultParser: Interceptor = {
+  name: "keygate-result-parser",
+  transformRowAsync: async (context, query, row) => {
+    const parser = context.resultParser;
+    if (!parser) return row;
+    const result = await parser["~standard"].validate(row);
+    if (result.issues) throw new SchemaValidationError(query, row, result.issues);
+    return result.value as typeof row;
+  },
+};
 
 /** Opens the configured PostgreSQL, or starts the embedded one when DATABASE_URL is unset. */
 export async function openDatabase(config: Config): Promise<Database> {
@@ -31,6 +47,7 @@ export async function openDatabase(config: Config): Promise<Database> {
       queryRetryLimit: 0,
       transactionRetryLimit: 0,
       captureStackTrace: false,
+      interceptors: [resultParser],
     });
     return {
       pool,

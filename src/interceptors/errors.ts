@@ -1,7 +1,12 @@
 import { create, type DescMessage, type MessageShape } from "@bufbuild/protobuf";
 import { durationFromMs } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
-import { BackendTerminatedError, ConnectionError, StatementTimeoutError } from "slonik";
+import {
+  BackendTerminatedError,
+  ConnectionError,
+  StatementTimeoutError,
+  UniqueIntegrityConstraintViolationError,
+} from "slonik";
 import {
   BadRequest_FieldViolationSchema,
   BadRequestSchema,
@@ -114,6 +119,11 @@ export function errorInterceptor(logger: Logger): Interceptor {
             errorInfo(reasonOfCode[ce.code] ?? "UNAVAILABLE"),
           ]);
         }
+      } else if (error instanceof UniqueIntegrityConstraintViolationError) {
+        // The one place a unique violation becomes ALREADY_EXISTS; the constraint names the key.
+        ce = new ConnectError("already exists", Code.AlreadyExists, undefined, [
+          errorInfo("ALREADY_EXISTS", { constraint: error.constraint ?? "" }),
+        ]);
       } else if (isDatabaseUnavailable(error)) {
         ce = new ConnectError("service unavailable, retry later", Code.Unavailable, undefined, [
           errorInfo("UNAVAILABLE"),

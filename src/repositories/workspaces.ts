@@ -6,10 +6,13 @@ export const workspaceRow = z.object({
   id: z.string(),
   name: z.string(),
   slug: z.string(),
+  settings: z.record(z.string(), z.unknown()),
   created_at: z.number(),
   updated_at: z.number(),
 });
 export type WorkspaceRow = z.infer<typeof workspaceRow>;
+
+const columns = sql.fragment`id, name, slug, settings, created_at, updated_at`;
 
 export async function insertWorkspace(
   db: CommonQueryMethods,
@@ -17,7 +20,23 @@ export async function insertWorkspace(
 ): Promise<WorkspaceRow> {
   return db.one(sql.type(workspaceRow)`
     INSERT INTO workspaces (name, slug) VALUES (${input.name}, ${input.slug})
-    RETURNING id, name, slug, created_at, updated_at`);
+    RETURNING ${columns}`);
+}
+
+export async function findWorkspaceById(
+  db: CommonQueryMethods,
+  id: string,
+): Promise<WorkspaceRow | null> {
+  return db.maybeOne(sql.type(workspaceRow)`SELECT ${columns} FROM workspaces WHERE id = ${id}`);
+}
+
+export async function findWorkspaceBySlug(
+  db: CommonQueryMethods,
+  slug: string,
+): Promise<WorkspaceRow | null> {
+  return db.maybeOne(
+    sql.type(workspaceRow)`SELECT ${columns} FROM workspaces WHERE slug = ${slug}`,
+  );
 }
 
 export async function countWorkspaces(db: CommonQueryMethods): Promise<number> {

@@ -37,3 +37,13 @@ export async function freshDatabaseUrl(): Promise<{
 }
 
 export const usingExternalPostgres = Boolean(process.env.TEST_DATABASE_URL);
+
+/** Settings an external database needs besides its URL: the shared server secrets. */
+export function externalDatabaseEnv(url: string | undefined): Record<string, string> {
+  if (!url) return {};
+  return {
+    DATABASE_URL: url,
+    KEYGATE_KEY_ENCRYPTION_KEY: randomBytes(32).toString("base64"),
+    KEYGATE_TOKEN_SECRET: randomBytes(32).toString("base64"),
+  };
+}

@@ -2,9 +2,10 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { type Keygate, startKeygate } from "../../src/app.js";
+import type { Clock } from "../../src/clock.js";
 import { type Config, configFromEnv } from "../../src/config.js";
 import { createLogger } from "../../src/log.js";
-import { freshDatabaseUrl } from "./database.js";
+import { externalDatabaseEnv, freshDatabaseUrl } from "./database.js";
 
 export interface TestKeygate extends Keygate {
   readonly config: Config;
@@ -13,7 +14,10 @@ export interface TestKeygate extends Keygate {
 }
 
 /** A real Keygate on an ephemeral loopback port, with its own database and data directory. */
-export async function startTestKeygate(env: Record<string, string> = {}): Promise<TestKeygate> {
+export async function startTestKeygate(
+  env: Record<string, string> = {},
+  options: { clock?: Clock } = {},
+): Promise<TestKeygate> {
   const dataDir = await mkdtemp(path.join(tmpdir(), "keygate-test-"));
   const db = await freshDatabaseUrl();
   const config = configFromEnv({
@@ -22,10 +26,10 @@ export async function startTestKeygate(env: Record<string, string> = {}): Promis
     KEYGATE_LOG_LEVEL: process.env.KEYGATE_TEST_LOG_LEVEL ?? "silent",
     KEYGATE_MIGRATE_ON_START: "true",
     KEYGATE_SHUTDOWN_TIMEOUT_MS: "2000",
-    DATABASE_URL: db.url,
+    ...externalDatabaseEnv(db.url),
     ...env,
   });
-  const keygate = await startKeygate(config, createLogger(config.logLevel));
+  const keygate = await startKeygate(config, createLogger(config.logLevel), options);
   let stopped = false;
   return Object.assign(Object.create(keygate) as Keygate, keygate, {
     config,

@@ -66,3 +66,25 @@ export async function startSmtpServer(): Promise<{
     stop: () => new Promise<void>((resolve) => server.close(() => resolve())),
   };
 }
+
+/** The decoded text of a received message (quoted-printable soft breaks and escapes undone). */
+export function mailText(mail: ReceivedMail): string {
+  return mail.raw
+    .replace(/=\r?\n/g, "")
+    .replace(/=([0-9A-F]{2})/g, (_m, hex: string) => String.fromCharCode(Number.parseInt(hex, 16)));
+}
+
+/** The first 6-digit code in a message. */
+export function codeIn(mail: ReceivedMail): string {
+  // The templates put a code alone on its line, indented.
+  const match = /^ {4}(\d{6})\r?$/m.exec(mailText(mail));
+  if (!match?.[1]) throw new Error("no code in the message");
+  return match[1];
+}
+
+/** The first link with a token in a message, and the token. */
+export function linkIn(mail: ReceivedMail): { url: string; token: string } {
+  const match = /(https?:\/\/[^\s"<>]+[?&]token=([A-Za-z0-9_-]+))/.exec(mailText(mail));
+  if (!match?.[1] || !match[2]) throw new Error("no link in the message");
+  return { url: match[1], token: match[2] };
+}

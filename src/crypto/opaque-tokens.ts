@@ -1,0 +1,51 @@
+import { createHmac, randomBytes, randomInt, timingSafeEqual } from "node:crypto";
+
+/**
+ * Opaque secrets handed to clients: refresh tokens ("kgr_"), link tokens ("kgl_") and 6-digit
+ * codes. Each kind has its own prefix and its own HMAC domain, so one kind is never accepted
+ * where another is expected (SECURITY.md 6). Only HMAC-SHA-256 values keyed with the server's
+ * token secret are stored (SECURITY.md 7).
+ */
+
+export type OpaqueKind = "refresh" | "link" | "code";
+
+const prefixes = { refresh: "kgr_", link: "kgl_" } as const;
+const tokenBody = /^[A-Za-z0-9_-]{43}$/;
+
+export function newOpaqueToken(kind: "refresh" | "link"): string {
+  return prefixes[kind] + randomBytes(32).toString("base64url");
+}
+
+/** True when `token` is well-formed for its kind (checked before any database work). */
+export function isOpaqueToken(kind: "refresh" | "link", token: string): boolean {
+  return token.startsWith(prefixes[kind]) && tokenBody.test(token.slice(prefixes[kind].length));
+}
+
+export function opaqueHash(secret: Buffer, kind: OpaqueKind, value: string): Buffer {
+  return createHmac("sha256", secret).update(`keygate/${kind}/v1\0${value}`).digest();
+}
+
+/**
+ * The successor of a refresh token, derived from it with the server secret. A client that
+ * lost the answer to a refresh and retries with the same parent inside the grace window gets
+ * the same successor again (SECURITY.md 9) without the service ever storing a token in a
+ * recoverable form: the output of HMAC-SHA-256 keyed with a random secret is as unpredictable
+ * as fresh random bytes to anyone without the secret.
+ */
+export function successorRefreshToken(secret: Buffer, parent: string): string {
+  return (
+    prefixes.refresh +
+    createHmac("sha256", secret)
+      .update(`keygate/refresh-successor/v1\0${parent}`)
+      .digest("base64url")
+  );
+}
+
+/** Six digits from the CSPRNG, leading zeros included. */
+export function newNumericCode(): string {
+  return randomInt(0, 1_000_000).toString().padStart(6, "0");
+}
+
+export function hashesEqual(a: Uint8Array, b: Uint8Array): boolean {
+  return a.length === b.length && timingSafeEqual(a, b);
+}

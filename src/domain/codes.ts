@@ -1,0 +1,126 @@
+import { randomUUID } from "node:crypto";
+import type { DatabaseTransactionConnection } from "slonik";
+import { z } from "zod";
+import {
+  hashesEqual,
+  newNumericCode,
+  newOpaqueToken,
+  opaqueHash,
+} from "../crypto/opaque-tokens.js";
+import { sql } from "../db/sql.js";
+
+/** What a code or link is for; one never works for another (SECURITY.md 14). */
+export type CodePurpose = "email_verification" | "password_reset" | "magic_link";
+
+export const maxCodeAttempts = 5;
+
+const codeRow = z.object({
+  id: z.string(),
+  workspace_id: z.string(),
+  user_id: z.string(),
+  purpose: z.string(),
+  kind: z.enum(["code", "link"]),
+  secret_hash: z.instanceof(Buffer),
+  attempts: z.number(),
+  expires_at: z.number(),
+});
+
+/**
+ * Issues a 6-digit code or a 256-bit link token for (workspace, user, purpose), invalidating
+ * the earlier live ones of the same purpose (SECURITY.md 13). Answers the secret to email.
+ */
+export async function issueCode(
+  tx: DatabaseTransactionConnection,
+  input: {
+    tokenSecret: Buffer;
+    workspaceId: string;
+    userId: string;
+    purpose: CodePurpose;
+    kind: "code" | "link";
+    now: Date;
+    ttlSeconds: number;
+  },
+): Promise<{ secret: string; expiresAt: Date }> {
+  const id = randomUUID();
+  const secret = input.kind === "code" ? newNumericCode() : newOpaqueToken("link");
+  const hash =
+    input.kind === "code"
+      ? opaqueHash(input.tokenSecret, "code", `${id}\0${secret}`)
+      : opaqueHash(input.tokenSecret, "link", secret);
+  const expiresAt = new Date(input.now.getTime() + input.ttlSeconds * 1000);
+  await tx.query(sql.unsafe`
+    UPDATE one_time_codes SET invalidated_at = ${sql.timestamp(input.now)}
+    WHERE workspace_id = ${input.workspaceId} AND user_id = ${input.userId} AND purpose = ${input.purpose}
+      AND consumed_at IS NULL AND invalidated_at IS NULL`);
+  await tx.query(sql.unsafe`
+    INSERT INTO one_time_codes (id, workspace_id, user_id, purpose, kind, secret_hash, created_at, expires_at)
+    VALUES (${id}, ${input.workspaceId}, ${input.userId}, ${input.purpose}, ${input.kind},
+            ${sql.binary(hash)}, ${sql.timestamp(input.now)}, ${sql.timestamp(expiresAt)})`);
+  return { secret, expiresAt };
+}
+
+export type ConsumeResult =
+  | { ok: true; workspaceId: string; userId: string }
+  | { ok: false; attemptRecorded: boolean };
+
+/**
+ * Consumes a link token of the given purpose: single use (the row is locked, so of two
+ * concurrent uses exactly one succeeds), unexpired, not replaced by a newer one.
+ */
+export async function consumeLink(
+  tx: DatabaseTransactionConnection,
+  input: { tokenSecret: Buffer; purpose: CodePurpose; token: string; now: Date },
+): Promise<ConsumeResult> {
+  const hash = opaqueHash(input.tokenSecret, "link", input.token);
+  const row = await tx.maybeOne(sql.type(codeRow)`
+    SELECT id, workspace_id, user_id, purpose, kind, secret_hash, attempts, expires_at FROM one_time_codes
+    WHERE secret_hash = ${sql.binary(hash)} AND kind = 'link'
+      AND consumed_at IS NULL AND invalidated_at IS NULL
+    FOR UPDATE`);
+  if (!row || row.purpose !== input.purpose || row.expires_at <= input.now.getTime()) {
+    return { ok: false, attemptRecorded: false };
+  }
+  await tx.query(sql.unsafe`
+    UPDATE one_time_codes SET consumed_at = ${sql.timestamp(input.now)} WHERE id = ${row.id}`);
+  return { ok: true, workspaceId: row.workspace_id, userId: row.user_id };
+}
+
+/**
+ * Checks a 6-digit code against the live code of (workspace, user, purpose). A wrong value
+ * counts an attempt; the fifth wrong attempt kills the code, even for the right value
+ * afterwards (SECURITY.md 15). The caller must commit even when this answers not ok, so that
+ * the attempt is recorded.
+ */
+export async function consumeCode(
+  tx: DatabaseTransactionConnection,
+  input: {
+    tokenSecret: Buffer;
+    workspaceId: string;
+    userId: string;
+    purpose: CodePurpose;
+    code: string;
+    now: Date;
+  },
+): Promise<ConsumeResult> {
+  const row = await tx.maybeOne(sql.type(codeRow)`
+    SELECT id, workspace_id, user_id, purpose, kind, secret_hash, attempts, expires_at FROM one_time_codes
+    WHERE workspace_id = ${input.workspaceId} AND user_id = ${input.userId} AND purpose = ${input.purpose}
+      AND kind = 'code' AND consumed_at IS NULL AND invalidated_at IS NULL
+    ORDER BY created_at DESC
+    LIMIT 1
+    FOR UPDATE`);
+  if (!row || row.expires_at <= input.now.getTime() || row.attempts >= maxCodeAttempts) {
+    return { ok: false, attemptRecorded: false };
+  }
+  const given = opaqueHash(input.tokenSecret, "code", `${row.id}\0${input.code}`);
+  if (!/^\d{6}$/.test(input.code) || !hashesEqual(given, row.secret_hash)) {
+    await tx.query(sql.unsafe`
+      UPDATE one_time_codes SET attempts = attempts + 1,
+        invalidated_at = CASE WHEN attempts + 1 >= ${maxCodeAttempts} THEN ${sql.timestamp(input.now)} END
+      WHERE id = ${row.id}`);
+    return { ok: false, attemptRecorded: true };
+  }
+  await tx.query(sql.unsafe`
+    UPDATE one_time_codes SET consumed_at = ${sql.timestamp(input.now)} WHERE id = ${row.id}`);
+  return { ok: true, workspaceId: row.workspace_id, userId: row.user_id };
+}

@@ -1,0 +1,85 @@
+import type { DatabasePool, DatabaseTransactionConnection } from "slonik";
+import type { Clock } from "../clock.js";
+import type { WorkspaceSettings } from "../config.js";
+import type { Logger } from "../log.js";
+import type { Role } from "../repositories/memberships.js";
+
+/** What the auth flows need from the outside, as narrow ports. */
+export interface AuthDeps {
+  readonly pool: DatabasePool;
+  readonly clock: Clock;
+  readonly logger: Logger;
+  readonly tokenSecret: Buffer;
+  readonly hasher: {
+    hash(password: string): Promise<string>;
+    verify(password: string, stored: string | null): Promise<{ ok: boolean; needsRehash: boolean }>;
+  };
+  readonly policy: { check(password: string, opts: { minLength: number; field?: string }): void };
+  readonly tokens: {
+    signAccessToken(input: {
+      userId: string;
+      workspaceId: string;
+      sessionId: string;
+      role: Role;
+      ttlSeconds: number;
+    }): Promise<{ token: string; jti: string; issuedAt: Date; expiresAt: Date }>;
+    verifyAccessToken(token: string): Promise<{
+      userId: string;
+      workspaceId: string;
+      sessionId: string;
+      role: Role;
+      jti: string;
+      issuedAt: Date;
+      expiresAt: Date;
+    }>;
+  };
+  readonly mail: {
+    enqueue(
+      tx: DatabaseTransactionConnection,
+      input: {
+        workspaceId: string | null;
+        to: string;
+        template: MailTemplateName;
+        vars: Record<string, string>;
+      },
+    ): Promise<void>;
+    /** After a commit that enqueued mail: send without waiting for the next poll. */
+    wake(): void;
+  };
+  readonly settings: {
+    readonly workspaceDefaults: WorkspaceSettings;
+    readonly allowWorkspaceCreation: boolean;
+    readonly refreshGraceSeconds: number;
+    /** Base URL of the app; links in emails are built from it, never from request headers. */
+    readonly publicUrl: string;
+    readonly productName: string;
+  };
+}
+
+export type MailTemplateName =
+  | "verify_email_code"
+  | "verify_email_link"
+  | "password_reset_code"
+  | "password_reset_link"
+  | "magic_link"
+  | "login_code"
+  | "action_code"
+  | "password_changed"
+  | "signup_existing_account";
+
+/** Who made the call and from where, for sessions and the audit log. */
+export interface RequestMeta {
+  readonly requestId: string;
+  readonly ipAddress: string | null;
+  readonly userAgent: string | null;
+  /** The x-workspace-id header, when sent. */
+  readonly workspaceHeader: string | null;
+}
+
+/** The signed-in caller, after the access token and its session checked out. */
+export interface Principal {
+  readonly userId: string;
+  readonly workspaceId: string;
+  readonly sessionId: string;
+  readonly role: Role;
+}

@@ -1,0 +1,112 @@
+import { withTenant } from "../db/with-tenant.js";
+import { findMembership } from "../repositories/memberships.js";
+import { findUserByEmail, findUserById, markEmailVerified } from "../repositories/users.js";
+import { findWorkspaceById, type WorkspaceRow } from "../repositories/workspaces.js";
+import { audit } from "./audit.js";
+import { consumeLink, issueCode } from "./codes.js";
+import type { AuthDeps, RequestMeta } from "./deps.js";
+import { NotFoundError, UnauthenticatedError } from "./errors.js";
+import { appLink } from "./links.js";
+import { type IssuedTokens, openSession, signTokens } from "./sessions.js";
+import { effectiveSettings } from "./settings.js";
+import { Violations } from "./validate.js";
+import { lookUpWorkspace } from "./workspace-lookup.js";
+
+const magicLinkTtlSeconds = 15 * 60;
+
+/** RequestMagicLink: the same answer whether or not the address has an account there. */
+export async function requestMagicLink(
+  deps: AuthDeps,
+  meta: RequestMeta,
+  input: { email: string; workspaceId: string; workspaceSlug: string },
+): Promise<void> {
+  new Violations().email("email", input.email).throwIfAny();
+  const workspace = await lookUpWorkspace(deps.pool, { ...input, header: meta.workspaceHeader });
+  const settings = effectiveSettings(workspace, deps.settings.workspaceDefaults);
+  if (!settings.magic_link) throw new NotFoundError("magic links are disabled");
+  const sent = await withTenant(deps.pool, workspace.id, async (tx) => {
+    const user = await findUserByEmail(tx, input.email);
+    const membership = user ? await findMembership(tx, workspace.id, user.id) : null;
+    if (!user || user.blocked || !membership || membership.status !== "active") return false;
+    const { secret } = await issueCode(tx, {
+      tokenSecret: deps.tokenSecret,
+      workspaceId: workspace.id,
+      userId: user.id,
+      purpose: "magic_link",
+      kind: "link",
+      now: deps.clock.now(),
+      ttlSeconds: magicLinkTtlSeconds,
+    });
+    await deps.mail.enqueue(tx, {
+      workspaceId: workspace.id,
+      to: user.email,
+      template: "magic_link",
+      vars: {
+        email: user.email,
+        workspace: workspace.name,
+        minutes: String(magicLinkTtlSeconds / 60),
+        link: appLink(deps.settings.publicUrl, "magic-link", secret),
+      },
+    });
+    await audit(tx, deps, meta, {
+      type: "magic_link_sent",
+      workspaceId: workspace.id,
+      userId: user.id,
+      outcome: "success",
+    });
+    return true;
+  });
+  if (sent) deps.mail.wake();
+}
+
+/** ConsumeMagicLink: once, for tokens; clicking the link also proves the address. */
+export async function consumeMagicLink(
+  deps: AuthDeps,
+  meta: RequestMeta,
+  token: string,
+): Promise<IssuedTokens> {
+  new Violations().required("token", token, 100).throwIfAny();
+  const invalid = () =>
+    new UnauthenticatedError("CODE_INVALID", "the link is invalid or has expired");
+  const now = deps.clock.now();
+  const draft = await deps.pool.transaction(async (tx) => {
+    const r = await consumeLink(tx, {
+      tokenSecret: deps.tokenSecret,
+      purpose: "magic_link",
+      token,
+      now,
+    });
+    if (!r.ok) return undefined;
+    const workspace = (await findWorkspaceById(tx, r.workspaceId)) as WorkspaceRow;
+    const settings = effectiveSettings(workspace, deps.settings.workspaceDefaults);
+    const user = await findUserById(tx, r.userId);
+    const membership = await findMembership(tx, r.workspaceId, r.userId);
+    // A link issued before the flow was switched off, or before a block, no longer works.
+    if (
+      !settings.magic_link ||
+      !user ||
+      user.blocked ||
+      !membership ||
+      membership.status !== "active"
+    ) {
+      return undefined;
+    }
+    if (!user.email_verified) await markEmailVerified(tx, user.id);
+    const issued = await openSession(tx, deps, meta, {
+      workspaceId: r.workspaceId,
+      userId: r.userId,
+      role: membership.role,
+      settings,
+    });
+    await audit(tx, deps, meta, {
+      type: "magic_link_used",
+      workspaceId: r.workspaceId,
+      userId: r.userId,
+      sessionId: issued.sessionId,
+      outcome: "success",
+    });
+    return issued;
+  });
+  if (!draft) throw invalid();
+  return signTokens(deps, draft);
+}

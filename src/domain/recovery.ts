@@ -1,0 +1,252 @@
+import type { DatabaseTransactionConnection } from "slonik";
+import { withTenant } from "../db/with-tenant.js";
+import { findMembership } from "../repositories/memberships.js";
+import { revokeUserSessions } from "../repositories/sessions.js";
+import {
+  findUserByEmail,
+  findUserById,
+  setPasswordHash,
+  type UserRow,
+} from "../repositories/users.js";
+import { findWorkspaceById, type WorkspaceRow } from "../repositories/workspaces.js";
+import { audit } from "./audit.js";
+import { type ConsumeResult, consumeCode, consumeLink, issueCode } from "./codes.js";
+import type { AuthDeps, Principal, RequestMeta } from "./deps.js";
+import { NotFoundError, PermissionDeniedError, UnauthenticatedError } from "./errors.js";
+import { appLink } from "./links.js";
+import { effectiveSettings } from "./settings.js";
+import { Violations } from "./validate.js";
+import { lookUpWorkspace } from "./workspace-lookup.js";
+
+const resetTtlSeconds = { code: 10 * 60, link: 60 * 60 } as const;
+
+async function queuePasswordChangedNotice(
+  tx: DatabaseTransactionConnection,
+  deps: AuthDeps,
+  workspace: Pick<WorkspaceRow, "id" | "name">,
+  user: Pick<UserRow, "email">,
+): Promise<void> {
+  await deps.mail.enqueue(tx, {
+    workspaceId: workspace.id,
+    to: user.email,
+    template: "password_changed",
+    vars: { email: user.email, workspace: workspace.name, time: deps.clock.now().toISOString() },
+  });
+}
+
+/**
+ * ChangePassword: the current password is required; the user's other sessions end (in every
+ * workspace) and a notice is emailed (SECURITY.md 4).
+ */
+export async function changePassword(
+  deps: AuthDeps,
+  meta: RequestMeta,
+  principal: Principal,
+  input: { currentPassword: string; newPassword: string },
+): Promise<void> {
+  new Violations()
+    .required("current_password", input.currentPassword, 4096)
+    .required("new_password", input.newPassword, 4096)
+    .throwIfAny();
+  const workspace = await findWorkspaceById(deps.pool, principal.workspaceId);
+  const user = await findUserById(deps.pool, principal.userId);
+  if (!workspace || !user)
+    throw new UnauthenticatedError("UNAUTHENTICATED", "the session has ended");
+  const settings = effectiveSettings(workspace, deps.settings.workspaceDefaults);
+  const check = await deps.hasher.verify(input.currentPassword, user.password_hash);
+  if (!check.ok) {
+    await withTenant(deps.pool, workspace.id, (tx) =>
+      audit(tx, deps, meta, {
+        type: "password_change_failed",
+        workspaceId: workspace.id,
+        userId: user.id,
+        outcome: "failure",
+      }),
+    );
+    throw new PermissionDeniedError("CURRENT_PASSWORD_INVALID", "the current password is wrong");
+  }
+  deps.policy.check(input.newPassword, {
+    minLength: settings.password_min_length,
+    field: "new_password",
+  });
+  const hash = await deps.hasher.hash(input.newPassword);
+  await withTenant(deps.pool, workspace.id, async (tx) => {
+    const now = deps.clock.now();
+    await setPasswordHash(tx, user.id, hash, null);
+    const ended = await revokeUserSessions(tx, {
+      userId: user.id,
+      reason: "password_changed",
+      now,
+      exceptSessionId: principal.sessionId,
+    });
+    await queuePasswordChangedNotice(tx, deps, workspace, user);
+    await audit(tx, deps, meta, {
+      type: "password_changed",
+      workspaceId: workspace.id,
+      userId: user.id,
+      sessionId: principal.sessionId,
+      outcome: "success",
+      details: { sessions_ended: ended.length },
+    });
+  });
+  deps.mail.wake();
+}
+
+/** RequestPasswordReset: the same answer whether or not the address has an account there. */
+export async function requestPasswordReset(
+  deps: AuthDeps,
+  meta: RequestMeta,
+  input: { email: string; workspaceId: string; workspaceSlug: string },
+): Promise<void> {
+  new Violations().email("email", input.email).throwIfAny();
+  const workspace = await lookUpWorkspace(deps.pool, { ...input, header: meta.workspaceHeader });
+  const settings = effectiveSettings(workspace, deps.settings.workspaceDefaults);
+  if (!settings.reset_password) throw new NotFoundError("password reset is disabled");
+  const mode = settings.password_reset;
+  const sent = await withTenant(deps.pool, workspace.id, async (tx) => {
+    const user = await findUserByEmail(tx, input.email);
+    const membership = user ? await findMembership(tx, workspace.id, user.id) : null;
+    if (!user || !membership || membership.status !== "active" || user.blocked) return false;
+    const ttl = resetTtlSeconds[mode];
+    const { secret } = await issueCode(tx, {
+      tokenSecret: deps.tokenSecret,
+      workspaceId: workspace.id,
+      userId: user.id,
+      purpose: "password_reset",
+      kind: mode,
+      now: deps.clock.now(),
+      ttlSeconds: ttl,
+    });
+    const common = {
+      email: user.email,
+      workspace: workspace.name,
+      minutes: String(Math.round(ttl / 60)),
+    };
+    await deps.mail.enqueue(tx, {
+      workspaceId: workspace.id,
+      to: user.email,
+      template: mode === "code" ? "password_reset_code" : "password_reset_link",
+      vars:
+        mode === "code"
+          ? { ...common, code: secret }
+          : { ...common, link: appLink(deps.settings.publicUrl, "reset-password", secret) },
+    });
+    await audit(tx, deps, meta, {
+      type: "password_reset_requested",
+      workspaceId: workspace.id,
+      userId: user.id,
+      outcome: "success",
+      details: { mode },
+    });
+    return true;
+  });
+  if (sent) deps.mail.wake();
+}
+
+/**
+ * ResetPassword: with the link token or the emailed code. Ends every session of the user and
+ * does not log in (SECURITY.md 4).
+ */
+export async function resetPassword(
+  deps: AuthDeps,
+  meta: RequestMeta,
+  input:
+    | { token: string; newPassword: string }
+    | {
+        email: string;
+        code: string;
+        workspaceId: string;
+        workspaceSlug: string;
+        newPassword: string;
+      },
+): Promise<void> {
+  const v = new Violations().required("new_password", input.newPassword, 4096);
+  if ("token" in input) v.required("token", input.token, 100);
+  else v.email("code.email", input.email).required("code.code", input.code, 16);
+  v.throwIfAny();
+  const now = deps.clock.now();
+
+  // Find the workspace first: it is flagged on or off there, and sets the password policy.
+  let workspace: WorkspaceRow;
+  if ("token" in input) {
+    const peek = await deps.pool
+      .transaction(async (tx) => {
+        // Look without consuming: the policy check below may still refuse the new password.
+        const r = await consumeLink(tx, {
+          tokenSecret: deps.tokenSecret,
+          purpose: "password_reset",
+          token: input.token,
+          now,
+        });
+        throw new Peeked(r);
+      })
+      .catch((e: unknown) => {
+        if (e instanceof Peeked) return e.result;
+        throw e;
+      });
+    if (!peek.ok) throw codeInvalid();
+    workspace = (await findWorkspaceById(deps.pool, peek.workspaceId)) as WorkspaceRow;
+  } else {
+    workspace = await lookUpWorkspace(deps.pool, {
+      workspaceId: input.workspaceId,
+      workspaceSlug: input.workspaceSlug,
+      header: meta.workspaceHeader,
+      field: "code.workspace_id",
+    });
+  }
+  const settings = effectiveSettings(workspace, deps.settings.workspaceDefaults);
+  if (!settings.reset_password) throw new NotFoundError("password reset is disabled");
+  deps.policy.check(input.newPassword, {
+    minLength: settings.password_min_length,
+    field: "new_password",
+  });
+  const hash = await deps.hasher.hash(input.newPassword);
+
+  const result = await withTenant(deps.pool, workspace.id, async (tx): Promise<ConsumeResult> => {
+    let r: ConsumeResult;
+    if ("token" in input) {
+      r = await consumeLink(tx, {
+        tokenSecret: deps.tokenSecret,
+        purpose: "password_reset",
+        token: input.token,
+        now,
+      });
+    } else {
+      const user = await findUserByEmail(tx, input.email);
+      r = user
+        ? await consumeCode(tx, {
+            tokenSecret: deps.tokenSecret,
+            workspaceId: workspace.id,
+            userId: user.id,
+            purpose: "password_reset",
+            code: input.code,
+            now,
+          })
+        : { ok: false, attemptRecorded: false };
+    }
+    if (!r.ok || r.workspaceId !== workspace.id) return { ok: false, attemptRecorded: false };
+    const user = (await findUserById(tx, r.userId)) as UserRow;
+    await setPasswordHash(tx, user.id, hash, now);
+    const ended = await revokeUserSessions(tx, { userId: user.id, reason: "password_reset", now });
+    await queuePasswordChangedNotice(tx, deps, workspace, user);
+    await audit(tx, deps, meta, {
+      type: "password_reset_completed",
+      workspaceId: workspace.id,
+      userId: user.id,
+      outcome: "success",
+      details: { sessions_ended: ended.length },
+    });
+    return r;
+  });
+  if (!result.ok) throw codeInvalid();
+  deps.mail.wake();
+}
+
+class Peeked extends Error {
+  constructor(readonly result: ConsumeResult) {
+    super("peeked");
+  }
+}
+
+const codeInvalid = () =>
+  new UnauthenticatedError("CODE_INVALID", "the code or link is invalid or has expired");

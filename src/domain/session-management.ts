@@ -1,0 +1,190 @@
+import { z } from "zod";
+import { isOpaqueToken, opaqueHash } from "../crypto/opaque-tokens.js";
+import { sql } from "../db/sql.js";
+import { withTenant } from "../db/with-tenant.js";
+import { findMembership, listActiveMembershipsOfUser } from "../repositories/memberships.js";
+import {
+  findSession,
+  listLiveSessions,
+  revokeSession,
+  type SessionRow,
+} from "../repositories/sessions.js";
+import { findUserById, type UserRow } from "../repositories/users.js";
+import { findWorkspaceById, type WorkspaceRow } from "../repositories/workspaces.js";
+import { audit } from "./audit.js";
+import type { AuthDeps, Principal, RequestMeta } from "./deps.js";
+import { NotFoundError, PermissionDeniedError, UnauthenticatedError } from "./errors.js";
+import { decodePageToken, encodePageToken, pageSize } from "./pagination.js";
+import { type IssuedTokens, openSession, signTokens } from "./sessions.js";
+import { effectiveSettings } from "./settings.js";
+import { isUuid, Violations } from "./validate.js";
+
+/** Logout: ends the caller's session, named by the access token or by a refresh token. */
+export async function logout(
+  deps: AuthDeps,
+  meta: RequestMeta,
+  input: { principal: Principal | undefined; refreshToken: string },
+): Promise<void> {
+  let target: { workspaceId: string; sessionId: string } | undefined;
+  if (input.principal) {
+    target = { workspaceId: input.principal.workspaceId, sessionId: input.principal.sessionId };
+  } else if (isOpaqueToken("refresh", input.refreshToken)) {
+    const row = await deps.pool.maybeOne(sql.type(
+      z.object({ workspace_id: z.string(), session_id: z.string() }),
+    )`
+      SELECT workspace_id, session_id FROM refresh_tokens
+      WHERE token_hash = ${sql.binary(opaqueHash(deps.tokenSecret, "refresh", input.refreshToken))}`);
+    if (row) target = { workspaceId: row.workspace_id, sessionId: row.session_id };
+  } else if (input.refreshToken === "") {
+    throw new UnauthenticatedError("UNAUTHENTICATED", "send an access token or the refresh token");
+  }
+  // An unknown or already ended session answers the same: nothing is left to end.
+  if (!target) return;
+  const t = target;
+  await withTenant(deps.pool, t.workspaceId, async (tx) => {
+    const session = await findSession(tx, t.workspaceId, t.sessionId);
+    if (!session) return;
+    if (await revokeSession(tx, { ...t, reason: "logout", now: deps.clock.now() })) {
+      await audit(tx, deps, meta, {
+        type: "logout",
+        workspaceId: t.workspaceId,
+        userId: session.user_id,
+        sessionId: t.sessionId,
+        outcome: "success",
+      });
+    }
+  });
+}
+
+export async function getSession(
+  deps: AuthDeps,
+  principal: Principal,
+): Promise<{ user: UserRow; workspace: WorkspaceRow; session: SessionRow }> {
+  return withTenant(deps.pool, principal.workspaceId, async (tx) => {
+    const user = await findUserById(tx, principal.userId);
+    const workspace = await findWorkspaceById(tx, principal.workspaceId);
+    const session = await findSession(tx, principal.workspaceId, principal.sessionId);
+    if (!user || !workspace || !session)
+      throw new UnauthenticatedError("UNAUTHENTICATED", "the session has ended");
+    return { user, workspace, session };
+  });
+}
+
+const sessionCursor = z.object({ c: z.number(), i: z.uuid() });
+
+export async function listSessions(
+  deps: AuthDeps,
+  principal: Principal,
+  input: { pageSize: number; pageToken: string },
+): Promise<{ sessions: readonly SessionRow[]; nextPageToken: string }> {
+  const limit = pageSize(input.pageSize);
+  const cursor = decodePageToken(input.pageToken, "sessions", sessionCursor);
+  const rows = await withTenant(deps.pool, principal.workspaceId, (tx) =>
+    listLiveSessions(tx, {
+      workspaceId: principal.workspaceId,
+      userId: principal.userId,
+      now: deps.clock.now(),
+      before: cursor ? { createdAt: cursor.c, id: cursor.i } : null,
+      limit: limit + 1,
+    }),
+  );
+  const page = rows.slice(0, limit);
+  const last = page[page.length - 1];
+  return {
+    sessions: page,
+    nextPageToken:
+      rows.length > limit && last
+        ? encodePageToken("sessions", { c: last.created_at, i: last.id })
+        : "",
+  };
+}
+
+export async function revokeOwnSession(
+  deps: AuthDeps,
+  meta: RequestMeta,
+  principal: Principal,
+  sessionId: string,
+): Promise<void> {
+  new Violations().required("session_id", sessionId).uuid("session_id", sessionId).throwIfAny();
+  await withTenant(deps.pool, principal.workspaceId, async (tx) => {
+    const ok = await revokeSession(tx, {
+      workspaceId: principal.workspaceId,
+      sessionId,
+      userId: principal.userId,
+      reason: "revoked_by_user",
+      now: deps.clock.now(),
+    });
+    if (!ok) throw new NotFoundError("session not found");
+    await audit(tx, deps, meta, {
+      type: "session_revoked",
+      workspaceId: principal.workspaceId,
+      userId: principal.userId,
+      sessionId,
+      actor: `user:${principal.userId}`,
+      outcome: "success",
+    });
+  });
+}
+
+const workspaceCursor = z.object({ w: z.uuid() });
+
+export async function listMyWorkspaces(
+  deps: AuthDeps,
+  principal: Principal,
+  input: { pageSize: number; pageToken: string },
+) {
+  const limit = pageSize(input.pageSize);
+  const cursor = decodePageToken(input.pageToken, "workspaces", workspaceCursor);
+  const rows = await listActiveMembershipsOfUser(
+    deps.pool,
+    principal.userId,
+    cursor?.w ?? null,
+    limit + 1,
+  );
+  const page = rows.slice(0, limit);
+  const last = page[page.length - 1];
+  return {
+    memberships: page,
+    nextPageToken:
+      rows.length > limit && last ? encodePageToken("workspaces", { w: last.workspace_id }) : "",
+  };
+}
+
+/** Opens a session in another workspace of the same user, without the password again. */
+export async function switchWorkspace(
+  deps: AuthDeps,
+  meta: RequestMeta,
+  principal: Principal,
+  workspaceId: string,
+): Promise<IssuedTokens> {
+  new Violations().required("workspace_id", workspaceId).throwIfAny();
+  if (!isUuid(workspaceId)) throw new NotFoundError("workspace not found");
+  const draft = await withTenant(deps.pool, workspaceId, async (tx) => {
+    const workspace = await findWorkspaceById(tx, workspaceId);
+    if (!workspace) throw new NotFoundError("workspace not found");
+    const membership = await findMembership(tx, workspaceId, principal.userId);
+    if (!membership || membership.status !== "active") {
+      throw new PermissionDeniedError(
+        "MEMBERSHIP_INACTIVE",
+        "no active membership in that workspace",
+      );
+    }
+    const settings = effectiveSettings(workspace, deps.settings.workspaceDefaults);
+    const draft = await openSession(tx, deps, meta, {
+      workspaceId,
+      userId: principal.userId,
+      role: membership.role,
+      settings,
+    });
+    await audit(tx, deps, meta, {
+      type: "workspace_switched",
+      workspaceId,
+      userId: principal.userId,
+      sessionId: draft.sessionId,
+      outcome: "success",
+      details: { from_workspace_id: principal.workspaceId },
+    });
+    return draft;
+  });
+  return signTokens(deps, draft);
+}

@@ -1,0 +1,281 @@
+import type { DatabaseTransactionConnection } from "slonik";
+import { z } from "zod";
+import type { WorkspaceSettings } from "../config.js";
+import {
+  isOpaqueToken,
+  newOpaqueToken,
+  opaqueHash,
+  successorRefreshToken,
+} from "../crypto/opaque-tokens.js";
+import { sql } from "../db/sql.js";
+import { withTenant } from "../db/with-tenant.js";
+import { findMembership, type Role } from "../repositories/memberships.js";
+import {
+  findRefreshTokenChild,
+  findSession,
+  insertRefreshToken,
+  insertSession,
+  lockRefreshTokenByHash,
+  markRefreshTokenRotated,
+  type SessionRow,
+  touchSession,
+} from "../repositories/sessions.js";
+import { findUserById } from "../repositories/users.js";
+import { findWorkspaceById } from "../repositories/workspaces.js";
+import { audit } from "./audit.js";
+import type { AuthDeps, Principal, RequestMeta } from "./deps.js";
+import { PermissionDeniedError, UnauthenticatedError } from "./errors.js";
+import { effectiveSettings } from "./settings.js";
+
+export interface IssuedTokens {
+  readonly accessToken: string;
+  readonly accessTokenExpiresAt: Date;
+  readonly refreshToken: string;
+  readonly refreshTokenExpiresAt: Date;
+  readonly sessionId: string;
+  readonly userId: string;
+  readonly workspaceId: string;
+  readonly role: Role;
+}
+
+const addSeconds = (d: Date, s: number) => new Date(d.getTime() + s * 1000);
+
+/** The refresh chain's end: the idle timeout from now, capped by the absolute lifetime. */
+function refreshExpiry(session: Pick<SessionRow, "expires_at">, idleExpiresAt: Date): Date {
+  return new Date(Math.min(session.expires_at, idleExpiresAt.getTime()));
+}
+
+/**
+ * A session's tokens before the access token is signed. Signing happens after the
+ * transaction commits: a transaction holds a connection, and the signer may need the pool
+ * to pick up keys (and a token must not exist for a session that rolled back).
+ */
+export interface TokenDraft extends Omit<IssuedTokens, "accessToken" | "accessTokenExpiresAt"> {
+  readonly accessTokenTtlSeconds: number;
+}
+
+export async function signTokens(deps: AuthDeps, draft: TokenDraft): Promise<IssuedTokens> {
+  const { accessTokenTtlSeconds, ...rest } = draft;
+  const access = await deps.tokens.signAccessToken({
+    userId: draft.userId,
+    workspaceId: draft.workspaceId,
+    sessionId: draft.sessionId,
+    role: draft.role,
+    ttlSeconds: accessTokenTtlSeconds,
+  });
+  return { ...rest, accessToken: access.token, accessTokenExpiresAt: access.expiresAt };
+}
+
+/** Opens a session with its first refresh token, inside the caller's tenant transaction. */
+export async function openSession(
+  tx: DatabaseTransactionConnection,
+  deps: AuthDeps,
+  meta: RequestMeta,
+  input: { workspaceId: string; userId: string; role: Role; settings: WorkspaceSettings },
+): Promise<TokenDraft> {
+  const now = deps.clock.now();
+  const idleExpiresAt = addSeconds(now, input.settings.refresh_idle_timeout_seconds);
+  const session = await insertSession(tx, {
+    workspaceId: input.workspaceId,
+    userId: input.userId,
+    ipAddress: meta.ipAddress,
+    userAgent: meta.userAgent?.slice(0, 512) ?? null,
+    now,
+    idleExpiresAt,
+    expiresAt: addSeconds(now, input.settings.session_lifetime_seconds),
+  });
+  const refreshToken = newOpaqueToken("refresh");
+  await insertRefreshToken(tx, {
+    workspaceId: input.workspaceId,
+    sessionId: session.id,
+    hash: opaqueHash(deps.tokenSecret, "refresh", refreshToken),
+    parentId: null,
+    now,
+  });
+  return {
+    refreshToken,
+    refreshTokenExpiresAt: refreshExpiry(session, idleExpiresAt),
+    sessionId: session.id,
+    userId: input.userId,
+    workspaceId: input.workspaceId,
+    role: input.role,
+    accessTokenTtlSeconds: input.settings.access_token_ttl_seconds,
+  };
+}
+
+type RefreshOutcome =
+  | { kind: "ok"; draft: TokenDraft }
+  | { kind: "reused"; workspaceId: string }
+  | { kind: "invalid"; reason: "REFRESH_TOKEN_INVALID" | "SESSION_EXPIRED" };
+
+const invalidRefresh = () =>
+  new UnauthenticatedError("REFRESH_TOKEN_INVALID", "refresh token is invalid or expired");
+
+/**
+ * Rotates a refresh token (SECURITY.md 8-10, 12). The presented token's row is locked, then
+ * its session's, so concurrent refreshes of one session run one after another:
+ * - a live token gets exactly one successor (a unique parent_id backs this up);
+ * - the immediate parent of the live token, within the grace window, gets that same
+ *   successor again (a client that lost the answer);
+ * - any other rotated token is reuse: the session is revoked, the event audited, and the
+ *   revocation commits although the call fails.
+ */
+export async function refresh(
+  deps: AuthDeps,
+  meta: RequestMeta,
+  presented: string,
+): Promise<IssuedTokens> {
+  if (!isOpaqueToken("refresh", presented)) throw invalidRefresh();
+  const hash = opaqueHash(deps.tokenSecret, "refresh", presented);
+  const outcome = await deps.pool.transaction(async (tx): Promise<RefreshOutcome> => {
+    const token = await lockRefreshTokenByHash(tx, hash);
+    if (!token) return { kind: "invalid", reason: "REFRESH_TOKEN_INVALID" };
+    await tx.query(
+      sql.unsafe`SELECT set_config('keygate.workspace_id', ${token.workspace_id}, true)`,
+    );
+    const session = await tx.maybeOne(sql.type(z.object({ id: z.string() }))`
+      SELECT id FROM sessions WHERE workspace_id = ${token.workspace_id} AND id = ${token.session_id} FOR UPDATE`);
+    const row = session ? await findSession(tx, token.workspace_id, token.session_id) : null;
+    const now = deps.clock.now();
+    if (!row || row.revoked_at !== null)
+      return { kind: "invalid", reason: "REFRESH_TOKEN_INVALID" };
+    if (row.expires_at <= now.getTime() || row.idle_expires_at <= now.getTime()) {
+      return { kind: "invalid", reason: "SESSION_EXPIRED" };
+    }
+    // Sequential on purpose: one transaction is one connection.
+    const user = await findUserById(tx, row.user_id);
+    const membership = await findMembership(tx, row.workspace_id, row.user_id);
+    const workspace = await findWorkspaceById(tx, row.workspace_id);
+    if (!user || user.blocked || !membership || membership.status !== "active" || !workspace) {
+      return { kind: "invalid", reason: "REFRESH_TOKEN_INVALID" };
+    }
+
+    let successor: string;
+    if (token.rotated_at === null) {
+      successor = successorRefreshToken(deps.tokenSecret, presented);
+      await insertRefreshToken(tx, {
+        workspaceId: token.workspace_id,
+        sessionId: token.session_id,
+        hash: opaqueHash(deps.tokenSecret, "refresh", successor),
+        parentId: token.id,
+        now,
+      });
+      await markRefreshTokenRotated(tx, { workspaceId: token.workspace_id, id: token.id, now });
+    } else {
+      const child = await findRefreshTokenChild(tx, token.workspace_id, token.id);
+      const inGrace = now.getTime() - token.rotated_at <= deps.settings.refreshGraceSeconds * 1000;
+      if (!child || child.rotated_at !== null || !inGrace) {
+        await tx.query(sql.unsafe`
+          UPDATE sessions SET revoked_at = ${sql.timestamp(now)}, revoke_reason = 'refresh_token_reuse'
+          WHERE workspace_id = ${token.workspace_id} AND id = ${token.session_id} AND revoked_at IS NULL`);
+        await audit(tx, deps, meta, {
+          type: "refresh_reuse_detected",
+          workspaceId: token.workspace_id,
+          userId: row.user_id,
+          sessionId: row.id,
+          outcome: "failure",
+        });
+        return { kind: "reused", workspaceId: token.workspace_id };
+      }
+      successor = successorRefreshToken(deps.tokenSecret, presented);
+    }
+
+    const settings = effectiveSettings(workspace, deps.settings.workspaceDefaults);
+    const idleExpiresAt = new Date(
+      Math.min(row.expires_at, now.getTime() + settings.refresh_idle_timeout_seconds * 1000),
+    );
+    await touchSession(tx, {
+      workspaceId: row.workspace_id,
+      sessionId: row.id,
+      now,
+      idleExpiresAt,
+    });
+    await audit(tx, deps, meta, {
+      type: "refresh",
+      workspaceId: row.workspace_id,
+      userId: row.user_id,
+      sessionId: row.id,
+      outcome: "success",
+    });
+    return {
+      kind: "ok",
+      draft: {
+        refreshToken: successor,
+        refreshTokenExpiresAt: idleExpiresAt,
+        sessionId: row.id,
+        userId: row.user_id,
+        workspaceId: row.workspace_id,
+        role: membership.role,
+        accessTokenTtlSeconds: settings.access_token_ttl_seconds,
+      },
+    };
+  });
+  switch (outcome.kind) {
+    case "ok":
+      return signTokens(deps, outcome.draft);
+    case "reused":
+      throw new UnauthenticatedError(
+        "REFRESH_TOKEN_REUSED",
+        "refresh token was already used; the session has been revoked",
+      );
+    case "invalid":
+      throw outcome.reason === "SESSION_EXPIRED"
+        ? new UnauthenticatedError("SESSION_EXPIRED", "the session has expired; log in again")
+        : invalidRefresh();
+  }
+}
+
+const liveRow = z.object({
+  revoked_at: z.number().nullable(),
+  expires_at: z.number(),
+  blocked: z.boolean(),
+  status: z.string().nullable(),
+  role: z.string().nullable(),
+});
+
+/**
+ * The caller behind an access token: signature, issuer, audience and expiry (the signer's
+ * checks), the x-workspace-id header against the token's workspace, then in one query that
+ * the session is live, the user not blocked and the membership active.
+ */
+export async function authenticate(
+  deps: AuthDeps,
+  token: string,
+  workspaceHeader: string | null,
+): Promise<Principal> {
+  const claims = await deps.tokens.verifyAccessToken(token);
+  if (workspaceHeader !== null && workspaceHeader !== claims.workspaceId) {
+    throw new PermissionDeniedError(
+      "WORKSPACE_MISMATCH",
+      "x-workspace-id does not match the token's workspace",
+    );
+  }
+  const row = await withTenant(deps.pool, claims.workspaceId, (tx) =>
+    tx.maybeOne(sql.type(liveRow)`
+      SELECT s.revoked_at, s.expires_at, u.blocked, m.status, m.role
+      FROM sessions s
+      JOIN users u ON u.id = s.user_id
+      LEFT JOIN workspace_members m ON m.workspace_id = s.workspace_id AND m.user_id = s.user_id
+      WHERE s.workspace_id = ${claims.workspaceId} AND s.id = ${claims.sessionId} AND s.user_id = ${claims.userId}`),
+  );
+  if (
+    !row ||
+    row.revoked_at !== null ||
+    row.expires_at <= deps.clock.now().getTime() ||
+    row.blocked
+  ) {
+    throw new UnauthenticatedError("UNAUTHENTICATED", "the session has ended; log in again");
+  }
+  if (row.status !== "active") {
+    throw new PermissionDeniedError(
+      "MEMBERSHIP_INACTIVE",
+      "no active membership in this workspace",
+    );
+  }
+  return {
+    userId: claims.userId,
+    workspaceId: claims.workspaceId,
+    sessionId: claims.sessionId,
+    role: (row.role ?? claims.role) as Role,
+  };
+}

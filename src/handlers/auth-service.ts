@@ -1,0 +1,179 @@
+import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
+import type { AuthService } from "../../gen/keygate/v1/auth_service_pb.js";
+import { principalKey, requestMetaKey } from "../context-keys.js";
+import type { AuthDeps, Principal } from "../domain/deps.js";
+import { InvalidArgumentError, UnauthenticatedError } from "../domain/errors.js";
+import { login } from "../domain/login.js";
+import { consumeMagicLink, requestMagicLink } from "../domain/magic-link.js";
+import { changePassword, requestPasswordReset, resetPassword } from "../domain/recovery.js";
+import {
+  getSession,
+  listMyWorkspaces,
+  listSessions,
+  logout,
+  revokeOwnSession,
+  switchWorkspace,
+} from "../domain/session-management.js";
+import { refresh } from "../domain/sessions.js";
+import { signUp } from "../domain/signup.js";
+import { requestEmailVerification, verifyEmail } from "../domain/verification.js";
+import { membershipOf, roleOf, sessionOf, tokensOf, userOf, workspaceOf } from "./convert.js";
+
+/** Methods that need an access token; the authn interceptor enforces it. */
+export const authSignedIn = new Set(
+  [
+    "GetSession",
+    "ListSessions",
+    "RevokeSession",
+    "ChangePassword",
+    "ListMyWorkspaces",
+    "SwitchWorkspace",
+  ].map((m) => `keygate.v1.AuthService/${m}`),
+);
+/** Methods that use an access token when one is sent. */
+export const authSignedInOptional = new Set(
+  ["Logout", "SendEmailVerification"].map((m) => `keygate.v1.AuthService/${m}`),
+);
+
+function principal(ctx: HandlerContext): Principal {
+  const p = ctx.values.get(principalKey);
+  if (!p)
+    throw new UnauthenticatedError(
+      "UNAUTHENTICATED",
+      "send `authorization: Bearer <access token>`",
+    );
+  return p;
+}
+
+const meta = (ctx: HandlerContext) => ctx.values.get(requestMetaKey);
+
+function oneofMissing(field: string): never {
+  throw new InvalidArgumentError([{ field, description: "is required: set token or code" }]);
+}
+
+/** AuthService: translates between the API and the flows in src/domain. */
+export class AuthServiceHandler implements ServiceImpl<typeof AuthService> {
+  constructor(private readonly deps: AuthDeps) {}
+
+  async signUp(req: Parameters<ServiceImpl<typeof AuthService>["signUp"]>[0], ctx: HandlerContext) {
+    return signUp(this.deps, meta(ctx), req);
+  }
+
+  async login(req: Parameters<ServiceImpl<typeof AuthService>["login"]>[0], ctx: HandlerContext) {
+    const tokens = await login(this.deps, meta(ctx), req);
+    return { result: { case: "tokens" as const, value: tokensOf(tokens) } };
+  }
+
+  async refresh(req: { refreshToken: string }, ctx: HandlerContext) {
+    return { tokens: tokensOf(await refresh(this.deps, meta(ctx), req.refreshToken)) };
+  }
+
+  async logout(req: { refreshToken: string }, ctx: HandlerContext) {
+    await logout(this.deps, meta(ctx), {
+      principal: ctx.values.get(principalKey),
+      refreshToken: req.refreshToken,
+    });
+    return {};
+  }
+
+  async getSession(_req: unknown, ctx: HandlerContext) {
+    const p = principal(ctx);
+    const { user, workspace, session } = await getSession(this.deps, p);
+    return {
+      user: userOf(user),
+      workspace: workspaceOf(workspace),
+      role: roleOf(p.role),
+      session: sessionOf(session, p.sessionId),
+    };
+  }
+
+  async listSessions(req: { pageSize: number; pageToken: string }, ctx: HandlerContext) {
+    const p = principal(ctx);
+    const page = await listSessions(this.deps, p, req);
+    return {
+      sessions: page.sessions.map((s) => sessionOf(s, p.sessionId)),
+      nextPageToken: page.nextPageToken,
+    };
+  }
+
+  async revokeSession(req: { sessionId: string }, ctx: HandlerContext) {
+    await revokeOwnSession(this.deps, meta(ctx), principal(ctx), req.sessionId);
+    return {};
+  }
+
+  async changePassword(req: { currentPassword: string; newPassword: string }, ctx: HandlerContext) {
+    await changePassword(this.deps, meta(ctx), principal(ctx), req);
+    return {};
+  }
+
+  async requestPasswordReset(
+    req: { email: string; workspaceId: string; workspaceSlug: string },
+    ctx: HandlerContext,
+  ) {
+    await requestPasswordReset(this.deps, meta(ctx), req);
+    return {};
+  }
+
+  async resetPassword(
+    req: Parameters<ServiceImpl<typeof AuthService>["resetPassword"]>[0],
+    ctx: HandlerContext,
+  ) {
+    const proof = req.proof;
+    if (proof.case === "token") {
+      await resetPassword(this.deps, meta(ctx), {
+        token: proof.value,
+        newPassword: req.newPassword,
+      });
+    } else if (proof.case === "code") {
+      await resetPassword(this.deps, meta(ctx), { ...proof.value, newPassword: req.newPassword });
+    } else oneofMissing("proof");
+    return {};
+  }
+
+  async sendEmailVerification(
+    req: { email: string; workspaceId: string; workspaceSlug: string },
+    ctx: HandlerContext,
+  ) {
+    await requestEmailVerification(this.deps, meta(ctx), {
+      ...req,
+      principal: ctx.values.get(principalKey),
+    });
+    return {};
+  }
+
+  async verifyEmail(
+    req: Parameters<ServiceImpl<typeof AuthService>["verifyEmail"]>[0],
+    ctx: HandlerContext,
+  ) {
+    const proof = req.proof;
+    if (proof.case === "token") await verifyEmail(this.deps, meta(ctx), { token: proof.value });
+    else if (proof.case === "code") await verifyEmail(this.deps, meta(ctx), proof.value);
+    else oneofMissing("proof");
+    return {};
+  }
+
+  async requestMagicLink(
+    req: { email: string; workspaceId: string; workspaceSlug: string },
+    ctx: HandlerContext,
+  ) {
+    await requestMagicLink(this.deps, meta(ctx), req);
+    return {};
+  }
+
+  async consumeMagicLink(req: { token: string }, ctx: HandlerContext) {
+    return { tokens: tokensOf(await consumeMagicLink(this.deps, meta(ctx), req.token)) };
+  }
+
+  async listMyWorkspaces(req: { pageSize: number; pageToken: string }, ctx: HandlerContext) {
+    const page = await listMyWorkspaces(this.deps, principal(ctx), req);
+    return { memberships: page.memberships.map(membershipOf), nextPageToken: page.nextPageToken };
+  }
+
+  async switchWorkspace(req: { workspaceId: string }, ctx: HandlerContext) {
+    return {
+      tokens: tokensOf(
+        await switchWorkspace(this.deps, meta(ctx), principal(ctx), req.workspaceId),
+      ),
+    };
+  }
+}

@@ -1,0 +1,93 @@
+import type { JsonObject } from "@bufbuild/protobuf";
+import { create } from "@bufbuild/protobuf";
+import { timestampFromMs } from "@bufbuild/protobuf/wkt";
+import {
+  MembershipSchema,
+  MembershipStatus,
+  Role,
+  SessionSchema,
+  TokensSchema,
+  UserSchema,
+  WorkspaceSchema,
+} from "../../gen/keygate/v1/types_pb.js";
+import type { IssuedTokens } from "../domain/sessions.js";
+import type { Role as DomainRole, MembershipRow } from "../repositories/memberships.js";
+import type { SessionRow } from "../repositories/sessions.js";
+import type { UserRow } from "../repositories/users.js";
+import type { WorkspaceRow } from "../repositories/workspaces.js";
+
+/** Proto ⇄ domain mapping shared by the handlers. */
+
+const roleToProto: Record<DomainRole, Role> = {
+  owner: Role.OWNER,
+  admin: Role.ADMIN,
+  member: Role.MEMBER,
+};
+
+export function roleOf(role: DomainRole): Role {
+  return roleToProto[role];
+}
+
+export function tokensOf(t: IssuedTokens) {
+  return create(TokensSchema, {
+    accessToken: t.accessToken,
+    accessTokenExpireTime: timestampFromMs(Math.floor(t.accessTokenExpiresAt.getTime())),
+    refreshToken: t.refreshToken,
+    refreshTokenExpireTime: timestampFromMs(Math.floor(t.refreshTokenExpiresAt.getTime())),
+    tokenType: "Bearer",
+    sessionId: t.sessionId,
+    userId: t.userId,
+    workspaceId: t.workspaceId,
+    role: roleOf(t.role),
+  });
+}
+
+export function userOf(u: UserRow) {
+  return create(UserSchema, {
+    id: u.id,
+    email: u.email,
+    emailVerified: u.email_verified,
+    blocked: u.blocked,
+    metadata: u.metadata as JsonObject,
+    createTime: timestampFromMs(Math.floor(u.created_at)),
+    updateTime: timestampFromMs(Math.floor(u.updated_at)),
+  });
+}
+
+export function workspaceOf(
+  w: Pick<WorkspaceRow, "id" | "name" | "slug" | "created_at" | "updated_at">,
+) {
+  return create(WorkspaceSchema, {
+    id: w.id,
+    name: w.name,
+    slug: w.slug,
+    createTime: timestampFromMs(Math.floor(w.created_at)),
+    updateTime: timestampFromMs(Math.floor(w.updated_at)),
+  });
+}
+
+export function sessionOf(s: SessionRow, currentSessionId: string) {
+  return create(SessionSchema, {
+    id: s.id,
+    workspaceId: s.workspace_id,
+    userId: s.user_id,
+    ipAddress: s.ip_address ?? "",
+    userAgent: s.user_agent ?? "",
+    createTime: timestampFromMs(Math.floor(s.created_at)),
+    lastUseTime: timestampFromMs(Math.floor(s.last_used_at)),
+    expireTime: timestampFromMs(Math.floor(s.expires_at)),
+    current: s.id === currentSessionId,
+  });
+}
+
+export function membershipOf(m: MembershipRow & { workspace?: Parameters<typeof workspaceOf>[0] }) {
+  return create(MembershipSchema, {
+    workspaceId: m.workspace_id,
+    userId: m.user_id,
+    role: roleOf(m.role),
+    status: m.status === "active" ? MembershipStatus.ACTIVE : MembershipStatus.DISABLED,
+    createTime: timestampFromMs(Math.floor(m.created_at)),
+    updateTime: timestampFromMs(Math.floor(m.updated_at)),
+    ...(m.workspace ? { workspace: workspaceOf(m.workspace) } : {}),
+  });
+}

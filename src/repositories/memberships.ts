@@ -1,0 +1,70 @@
+import type { CommonQueryMethods } from "slonik";
+import { z } from "zod";
+import { sql } from "../db/sql.js";
+import { workspaceRow } from "./workspaces.js";
+
+export const roles = ["owner", "admin", "member"] as const;
+export type Role = (typeof roles)[number];
+
+export const membershipRow = z.object({
+  workspace_id: z.string(),
+  user_id: z.string(),
+  role: z.enum(roles),
+  status: z.enum(["active", "disabled"]),
+  tokens_valid_after: z.number().nullable(),
+  created_at: z.number(),
+  updated_at: z.number(),
+});
+export type MembershipRow = z.infer<typeof membershipRow>;
+
+const columns = sql.fragment`workspace_id, user_id, role, status, tokens_valid_after, created_at, updated_at`;
+
+export async function findMembership(
+  db: CommonQueryMethods,
+  workspaceId: string,
+  userId: string,
+): Promise<MembershipRow | null> {
+  return db.maybeOne(sql.type(membershipRow)`
+    SELECT ${columns} FROM workspace_members
+    WHERE workspace_id = ${workspaceId} AND user_id = ${userId}`);
+}
+
+/** Adds the membership unless one exists; answers the row either way. */
+export async function ensureMembership(
+  db: CommonQueryMethods,
+  input: { workspaceId: string; userId: string; role: Role },
+): Promise<MembershipRow> {
+  const inserted = await db.maybeOne(sql.type(membershipRow)`
+    INSERT INTO workspace_members (workspace_id, user_id, role)
+    VALUES (${input.workspaceId}, ${input.userId}, ${input.role})
+    ON CONFLICT (workspace_id, user_id) DO NOTHING
+    RETURNING ${columns}`);
+  return inserted ?? ((await findMembership(db, input.workspaceId, input.userId)) as MembershipRow);
+}
+
+export const membershipWithWorkspaceRow = membershipRow.extend({
+  workspace: workspaceRow,
+});
+
+/**
+ * The user's active memberships across workspaces, with their workspaces, in a stable order
+ * (workspace id), from the one after `afterWorkspaceId`. Not tenant-scoped: it is the user's
+ * own list.
+ */
+export async function listActiveMembershipsOfUser(
+  db: CommonQueryMethods,
+  userId: string,
+  afterWorkspaceId: string | null,
+  limit: number,
+) {
+  return db.any(sql.type(membershipWithWorkspaceRow)`
+    SELECT m.workspace_id, m.user_id, m.role, m.status, m.tokens_valid_after, m.created_at, m.updated_at,
+           json_build_object('id', w.id, 'name', w.name, 'slug', w.slug, 'settings', w.settings,
+             'created_at', (extract(epoch FROM w.created_at) * 1000)::float8,
+             'updated_at', (extract(epoch FROM w.updated_at) * 1000)::float8) AS workspace
+    FROM workspace_members m JOIN workspaces w ON w.id = m.workspace_id
+    WHERE m.user_id = ${userId} AND m.status = 'active'
+      AND (${afterWorkspaceId}::uuid IS NULL OR m.workspace_id > ${afterWorkspaceId}::uuid)
+    ORDER BY m.workspace_id
+    LIMIT ${limit}`);
+}

@@ -1,0 +1,171 @@
+import type { CommonQueryMethods } from "slonik";
+import { z } from "zod";
+import { sql } from "../db/sql.js";
+
+export const sessionRow = z.object({
+  id: z.string(),
+  workspace_id: z.string(),
+  user_id: z.string(),
+  ip_address: z.string().nullable(),
+  user_agent: z.string().nullable(),
+  created_at: z.number(),
+  last_used_at: z.number(),
+  idle_expires_at: z.number(),
+  expires_at: z.number(),
+  revoked_at: z.number().nullable(),
+  revoke_reason: z.string().nullable(),
+});
+export type SessionRow = z.infer<typeof sessionRow>;
+
+const sessionColumns = sql.fragment`id, workspace_id, user_id, ip_address, user_agent, created_at,
+  last_used_at, idle_expires_at, expires_at, revoked_at, revoke_reason`;
+
+export async function insertSession(
+  db: CommonQueryMethods,
+  input: {
+    workspaceId: string;
+    userId: string;
+    ipAddress: string | null;
+    userAgent: string | null;
+    now: Date;
+    idleExpiresAt: Date;
+    expiresAt: Date;
+  },
+): Promise<SessionRow> {
+  return db.one(sql.type(sessionRow)`
+    INSERT INTO sessions (workspace_id, user_id, ip_address, user_agent, created_at, last_used_at,
+                          idle_expires_at, expires_at)
+    VALUES (${input.workspaceId}, ${input.userId}, ${input.ipAddress}, ${input.userAgent},
+            ${sql.timestamp(input.now)}, ${sql.timestamp(input.now)},
+            ${sql.timestamp(input.idleExpiresAt)}, ${sql.timestamp(input.expiresAt)})
+    RETURNING ${sessionColumns}`);
+}
+
+export async function findSession(
+  db: CommonQueryMethods,
+  workspaceId: string,
+  sessionId: string,
+): Promise<SessionRow | null> {
+  return db.maybeOne(sql.type(sessionRow)`
+    SELECT ${sessionColumns} FROM sessions WHERE workspace_id = ${workspaceId} AND id = ${sessionId}`);
+}
+
+/** The user's sessions in the workspace that are neither revoked nor expired, newest first. */
+export async function listLiveSessions(
+  db: CommonQueryMethods,
+  input: {
+    workspaceId: string;
+    userId: string;
+    now: Date;
+    before: { createdAt: number; id: string } | null;
+    limit: number;
+  },
+): Promise<readonly SessionRow[]> {
+  const now = sql.timestamp(input.now);
+  return db.any(sql.type(sessionRow)`
+    SELECT ${sessionColumns} FROM sessions
+    WHERE workspace_id = ${input.workspaceId} AND user_id = ${input.userId}
+      AND revoked_at IS NULL AND expires_at > ${now} AND idle_expires_at > ${now}
+      AND (${input.before === null}
+           OR (created_at, id) < (${input.before ? sql.timestamp(new Date(input.before.createdAt)) : null}::timestamptz,
+                                  ${input.before?.id ?? null}::uuid))
+    ORDER BY created_at DESC, id DESC
+    LIMIT ${input.limit}`);
+}
+
+export async function touchSession(
+  db: CommonQueryMethods,
+  input: { workspaceId: string; sessionId: string; now: Date; idleExpiresAt: Date },
+): Promise<void> {
+  await db.query(sql.unsafe`
+    UPDATE sessions SET last_used_at = ${sql.timestamp(input.now)},
+      idle_expires_at = ${sql.timestamp(input.idleExpiresAt)}
+    WHERE workspace_id = ${input.workspaceId} AND id = ${input.sessionId}`);
+}
+
+/** Revokes one live session; answers whether it was live. */
+export async function revokeSession(
+  db: CommonQueryMethods,
+  input: { workspaceId: string; sessionId: string; userId?: string; reason: string; now: Date },
+): Promise<boolean> {
+  const result = await db.query(sql.unsafe`
+    UPDATE sessions SET revoked_at = ${sql.timestamp(input.now)}, revoke_reason = ${input.reason}
+    WHERE workspace_id = ${input.workspaceId} AND id = ${input.sessionId} AND revoked_at IS NULL
+      AND (${input.userId ?? null}::uuid IS NULL OR user_id = ${input.userId ?? null}::uuid)`);
+  return result.rowCount > 0;
+}
+
+/**
+ * Revokes every live session of the user, in every workspace (password change and reset
+ * concern the identity), except `exceptSessionId`. Answers the revoked sessions' ids.
+ */
+export async function revokeUserSessions(
+  db: CommonQueryMethods,
+  input: { userId: string; reason: string; now: Date; exceptSessionId?: string },
+): Promise<readonly string[]> {
+  return db.anyFirst(sql.type(z.object({ id: z.string() }))`
+    UPDATE sessions SET revoked_at = ${sql.timestamp(input.now)}, revoke_reason = ${input.reason}
+    WHERE user_id = ${input.userId} AND revoked_at IS NULL
+      AND (${input.exceptSessionId ?? null}::uuid IS NULL OR id <> ${input.exceptSessionId ?? null}::uuid)
+    RETURNING id`);
+}
+
+export const refreshTokenRow = z.object({
+  id: z.string(),
+  workspace_id: z.string(),
+  session_id: z.string(),
+  parent_id: z.string().nullable(),
+  created_at: z.number(),
+  rotated_at: z.number().nullable(),
+});
+export type RefreshTokenRow = z.infer<typeof refreshTokenRow>;
+
+const tokenColumns = sql.fragment`id, workspace_id, session_id, parent_id, created_at, rotated_at`;
+
+export async function insertRefreshToken(
+  db: CommonQueryMethods,
+  input: {
+    workspaceId: string;
+    sessionId: string;
+    hash: Buffer;
+    parentId: string | null;
+    now: Date;
+  },
+): Promise<RefreshTokenRow> {
+  return db.one(sql.type(refreshTokenRow)`
+    INSERT INTO refresh_tokens (workspace_id, session_id, token_hash, parent_id, created_at)
+    VALUES (${input.workspaceId}, ${input.sessionId}, ${sql.binary(input.hash)}, ${input.parentId},
+            ${sql.timestamp(input.now)})
+    RETURNING ${tokenColumns}`);
+}
+
+/**
+ * The token with this hash, locked for the rest of the transaction so that concurrent
+ * refreshes with one token run one after the other. Not tenant-scoped: the token itself says
+ * which workspace it belongs to, and callers scope everything after this by that workspace.
+ */
+export async function lockRefreshTokenByHash(
+  db: CommonQueryMethods,
+  hash: Buffer,
+): Promise<RefreshTokenRow | null> {
+  return db.maybeOne(sql.type(refreshTokenRow)`
+    SELECT ${tokenColumns} FROM refresh_tokens WHERE token_hash = ${sql.binary(hash)} FOR UPDATE`);
+}
+
+export async function findRefreshTokenChild(
+  db: CommonQueryMethods,
+  workspaceId: string,
+  parentId: string,
+): Promise<RefreshTokenRow | null> {
+  return db.maybeOne(sql.type(refreshTokenRow)`
+    SELECT ${tokenColumns} FROM refresh_tokens WHERE workspace_id = ${workspaceId} AND parent_id = ${parentId}`);
+}
+
+export async function markRefreshTokenRotated(
+  db: CommonQueryMethods,
+  input: { workspaceId: string; id: string; now: Date },
+): Promise<void> {
+  await db.query(sql.unsafe`
+    UPDATE refresh_tokens SET rotated_at = ${sql.timestamp(input.now)}
+    WHERE workspace_id = ${input.workspaceId} AND id = ${input.id}`);
+}

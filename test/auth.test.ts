@@ -1,0 +1,508 @@
+import { Code, ConnectError, createClient } from "@connectrpc/connect";
+import { createConnectTransport } from "@connectrpc/connect-node";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { z } from "zod";
+import { BadRequestSchema, ErrorInfoSchema } from "../gen/google/rpc/error_details_pb.js";
+import { AuthService } from "../gen/keygate/v1/auth_service_pb.js";
+import { Role } from "../gen/keygate/v1/types_pb.js";
+import { sql } from "../src/db/sql.js";
+import { startTestKeygate, type TestKeygate } from "./support/server.js";
+import { codeIn, linkIn, startSmtpServer } from "./support/smtp.js";
+
+let keygate: TestKeygate;
+let smtp: Awaited<ReturnType<typeof startSmtpServer>>;
+let auth: ReturnType<typeof createClient<typeof AuthService>>;
+let defaultWorkspaceId: string;
+
+const publicUrl = "https://app.example.test";
+let counter = 0;
+const uniqueEmail = (tag: string) => `${tag}-${Date.now()}-${++counter}@example.test`;
+const password = "correct horse battery staple";
+
+beforeAll(async () => {
+  smtp = await startSmtpServer();
+  keygate = await startTestKeygate({
+    KEYGATE_SMTP_URL: smtp.url,
+    KEYGATE_ALLOW_WORKSPACE_CREATION: "true",
+    KEYGATE_PUBLIC_URL: publicUrl,
+  });
+  defaultWorkspaceId = keygate.bootstrapped?.workspaceId as string;
+  auth = createClient(
+    AuthService,
+    createConnectTransport({ baseUrl: keygate.url, httpVersion: "2" }),
+  );
+});
+afterAll(async () => {
+  await keygate?.stop();
+  await smtp?.stop();
+});
+
+const inWorkspace = (workspaceId: string) => ({ headers: { "x-workspace-id": workspaceId } });
+const bearer = (token: string, workspaceId?: string) => ({
+  headers: {
+    authorization: `Bearer ${token}`,
+    ...(workspaceId ? { "x-workspace-id": workspaceId } : {}),
+  },
+});
+
+async function failure(
+  p: Promise<unknown>,
+): Promise<{ code: Code; reason: string | undefined; error: ConnectError }> {
+  const error = ConnectError.from(
+    await p.then(
+      () => new Error("expected the call to fail"),
+      (e) => e,
+    ),
+  );
+  return { code: error.code, reason: error.findDetails(ErrorInfoSchema)[0]?.reason, error };
+}
+
+/** Signs a user up in the default workspace and logs in. */
+async function member(tag: string, workspaceId = defaultWorkspaceId) {
+  const email = uniqueEmail(tag);
+  await auth.signUp({ email, password }, inWorkspace(workspaceId));
+  const res = await auth.login({ email, password, workspaceId });
+  if (res.result.case !== "tokens") throw new Error("no tokens");
+  return { email, tokens: res.result.value };
+}
+
+const countRow = z.object({ n: z.number() });
+
+describe("sign-up and login", () => {
+  it("creates a workspace owned by the new user, who can then log in and see who they are", async () => {
+    const email = uniqueEmail("owner");
+    const slug = `acme-${counter}`;
+    await auth.signUp({ email, password, workspaceName: "Acme", workspaceSlug: slug });
+    const res = await auth.login({ email, password, workspaceSlug: slug });
+    expect(res.result.case).toBe("tokens");
+    const tokens = res.result.value as Exclude<
+      typeof res.result.value,
+      undefined | { pendingLoginId: string }
+    >;
+    const me = await auth.getSession({}, bearer(tokens.accessToken, tokens.workspaceId));
+    expect(me.user?.email).toBe(email);
+    expect(me.workspace?.slug).toBe(slug);
+    expect(me.role).toBe(Role.OWNER);
+    expect(me.session?.current).toBe(true);
+  });
+
+  it("joins the workspace of x-workspace-id as a member and emails a verification code", async () => {
+    const email = uniqueEmail("joiner");
+    await auth.signUp({ email, password }, inWorkspace(defaultWorkspaceId));
+    const mail = await smtp.waitFor((m) => m.to.includes(email));
+    const code = codeIn(mail);
+    await auth.verifyEmail({
+      proof: { case: "code", value: { email, code, workspaceId: defaultWorkspaceId } },
+    });
+    const res = await auth.login({ email, password, workspaceId: defaultWorkspaceId });
+    const tokens = res.result.value as { accessToken: string; role: Role };
+    expect(tokens.role).toBe(Role.MEMBER);
+    const me = await auth.getSession({}, bearer(tokens.accessToken));
+    expect(me.user?.emailVerified).toBe(true);
+  });
+
+  it("SECURITY.md 17: sign-up answers byte for byte the same for a taken address, and mails its owner", async () => {
+    const { email } = await member("taken");
+    const send = (address: string) =>
+      fetch(`${keygate.url}/keygate.v1.AuthService/SignUp`, {
+        method: "POST",
+        headers: { "content-type": "application/json", "x-workspace-id": defaultWorkspaceId },
+        body: JSON.stringify({ email: address, password }),
+      });
+    const taken = await send(email);
+    const fresh = await send(uniqueEmail("fresh"));
+    expect(taken.status).toBe(fresh.status);
+    expect(await taken.text()).toBe(await fresh.text());
+    const notice = await smtp.waitFor(
+      (m) => m.to.includes(email) && /already have an account|already has an account/i.test(m.raw),
+    );
+    expect(notice).toBeDefined();
+  });
+
+  it("SECURITY.md 17: login answers the same for an unknown address and a wrong password", async () => {
+    const { email } = await member("enum");
+    const attempt = (address: string, pw: string) =>
+      fetch(`${keygate.url}/keygate.v1.AuthService/Login`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ email: address, password: pw, workspaceId: defaultWorkspaceId }),
+      });
+    const wrong = await attempt(email, "not the password at all");
+    const unknown = await attempt(uniqueEmail("nobody"), "not the password at all");
+    expect(wrong.status).toBe(401);
+    expect(unknown.status).toBe(wrong.status);
+    expect(await unknown.text()).toBe(await wrong.text());
+  });
+
+  it("SECURITY.md 1: refuses short and common passwords with the field named", async () => {
+    for (const [pw, reason] of [
+      ["short", "PASSWORD_TOO_SHORT"],
+      ["password1", "PASSWORD_TOO_COMMON"],
+    ] as const) {
+      const f = await failure(
+        auth.signUp({ email: uniqueEmail("weak"), password: pw }, inWorkspace(defaultWorkspaceId)),
+      );
+      expect(f.code).toBe(Code.InvalidArgument);
+      expect(f.reason).toBe(reason);
+      expect(f.error.findDetails(BadRequestSchema)[0]?.fieldViolations[0]?.field).toBe("password");
+    }
+  });
+
+  it("SECURITY.md 2: a password that differs only after byte 72 does not log in", async () => {
+    const email = uniqueEmail("long");
+    const long = `${"a1b2c3d4".repeat(10)}-tail-one`;
+    await auth.signUp({ email, password: long }, inWorkspace(defaultWorkspaceId));
+    const f = await failure(
+      auth.login({
+        email,
+        password: `${"a1b2c3d4".repeat(10)}-tail-two`,
+        workspaceId: defaultWorkspaceId,
+      }),
+    );
+    expect(f.reason).toBe("INVALID_CREDENTIALS");
+    expect(
+      (await auth.login({ email, password: long, workspaceId: defaultWorkspaceId })).result.case,
+    ).toBe("tokens");
+  });
+
+  it("answers bad input with INVALID_ARGUMENT naming each field", async () => {
+    const f = await failure(
+      auth.login({ email: "not-an-email", password: "", workspaceId: defaultWorkspaceId }),
+    );
+    expect(f.code).toBe(Code.InvalidArgument);
+    const fields = f.error.findDetails(BadRequestSchema)[0]?.fieldViolations.map((v) => v.field);
+    expect(fields).toEqual(["email", "password"]);
+  });
+});
+
+describe("refresh tokens", () => {
+  it("rotate: each refresh answers a new refresh token", async () => {
+    const { tokens } = await member("rotate");
+    const next = await auth.refresh({ refreshToken: tokens.refreshToken });
+    expect(next.tokens?.refreshToken).not.toBe(tokens.refreshToken);
+    expect(next.tokens?.sessionId).toBe(tokens.sessionId);
+  });
+
+  it("SECURITY.md 8: presenting a rotated token revokes the whole session, newest token included", async () => {
+    const { tokens } = await member("reuse");
+    const b = (await auth.refresh({ refreshToken: tokens.refreshToken })).tokens
+      ?.refreshToken as string;
+    const c = (await auth.refresh({ refreshToken: b })).tokens?.refreshToken as string;
+    const reuse = await failure(auth.refresh({ refreshToken: tokens.refreshToken }));
+    expect(reuse.code).toBe(Code.Unauthenticated);
+    expect(reuse.reason).toBe("REFRESH_TOKEN_REUSED");
+    expect((await failure(auth.refresh({ refreshToken: c }))).reason).toBe("REFRESH_TOKEN_INVALID");
+    expect((await failure(auth.getSession({}, bearer(tokens.accessToken)))).code).toBe(
+      Code.Unauthenticated,
+    );
+    const events = await keygate.database.pool.oneFirst(sql.type(countRow)`
+      SELECT count(*)::int AS n FROM audit_events WHERE type = 'refresh_reuse_detected' AND session_id = ${tokens.sessionId}`);
+    expect(events).toBe(1);
+  });
+
+  it("SECURITY.md 9: the immediate parent within the grace window gets the same successor; older ancestors do not", async () => {
+    const { tokens } = await member("grace");
+    const b = (await auth.refresh({ refreshToken: tokens.refreshToken })).tokens
+      ?.refreshToken as string;
+    const again = (await auth.refresh({ refreshToken: tokens.refreshToken })).tokens?.refreshToken;
+    expect(again).toBe(b);
+    await auth.refresh({ refreshToken: b });
+    expect((await failure(auth.refresh({ refreshToken: tokens.refreshToken }))).reason).toBe(
+      "REFRESH_TOKEN_REUSED",
+    );
+  });
+
+  it("SECURITY.md 10: of N concurrent refreshes with one token exactly one live successor exists", async () => {
+    const { tokens } = await member("race");
+    const results = await Promise.allSettled(
+      Array.from({ length: 8 }, () => auth.refresh({ refreshToken: tokens.refreshToken })),
+    );
+    const successors = new Set(
+      results.flatMap((r) => (r.status === "fulfilled" ? [r.value.tokens?.refreshToken] : [])),
+    );
+    expect(successors.size).toBe(1);
+    const rows = await keygate.database.pool.oneFirst(sql.type(countRow)`
+      SELECT count(*)::int AS n FROM refresh_tokens WHERE session_id = ${tokens.sessionId}`);
+    expect(rows).toBe(2);
+  });
+
+  it("SECURITY.md 6: an access token is not accepted as a refresh token, nor a refresh token as a bearer", async () => {
+    const { tokens } = await member("confuse");
+    expect((await failure(auth.refresh({ refreshToken: tokens.accessToken }))).reason).toBe(
+      "REFRESH_TOKEN_INVALID",
+    );
+    expect((await failure(auth.getSession({}, bearer(tokens.refreshToken)))).code).toBe(
+      Code.Unauthenticated,
+    );
+  });
+});
+
+describe("sessions", () => {
+  it("SECURITY.md 11: logout ends the session at once: refresh fails and the access token is refused", async () => {
+    const { tokens } = await member("logout");
+    await auth.logout({}, bearer(tokens.accessToken));
+    expect((await failure(auth.refresh({ refreshToken: tokens.refreshToken }))).code).toBe(
+      Code.Unauthenticated,
+    );
+    expect((await failure(auth.getSession({}, bearer(tokens.accessToken)))).code).toBe(
+      Code.Unauthenticated,
+    );
+  });
+
+  it("lists the caller's live sessions, pages through them, and revokes one", async () => {
+    const { email, tokens } = await member("list");
+    const second = (await auth.login({ email, password, workspaceId: defaultWorkspaceId })).result
+      .value as typeof tokens;
+    const third = (await auth.login({ email, password, workspaceId: defaultWorkspaceId })).result
+      .value as typeof tokens;
+    const page1 = await auth.listSessions({ pageSize: 2 }, bearer(tokens.accessToken));
+    expect(page1.sessions).toHaveLength(2);
+    expect(page1.nextPageToken).not.toBe("");
+    const page2 = await auth.listSessions(
+      { pageSize: 2, pageToken: page1.nextPageToken },
+      bearer(tokens.accessToken),
+    );
+    const ids = [...page1.sessions, ...page2.sessions].map((s) => s.id).sort();
+    expect(ids).toEqual([tokens.sessionId, second.sessionId, third.sessionId].sort());
+    expect(page2.nextPageToken).toBe("");
+    expect(
+      [...page1.sessions, ...page2.sessions].filter((s) => s.current).map((s) => s.id),
+    ).toEqual([tokens.sessionId]);
+
+    await auth.revokeSession({ sessionId: third.sessionId }, bearer(tokens.accessToken));
+    expect((await failure(auth.refresh({ refreshToken: third.refreshToken }))).code).toBe(
+      Code.Unauthenticated,
+    );
+    const after = await auth.listSessions({}, bearer(tokens.accessToken));
+    expect(after.sessions.map((s) => s.id)).not.toContain(third.sessionId);
+    const bad = await failure(
+      auth.listSessions({ pageToken: "garbage" }, bearer(tokens.accessToken)),
+    );
+    expect(bad.reason).toBe("INVALID_PAGE_TOKEN");
+  });
+
+  it("SECURITY.md 21: another user's session cannot be revoked (NOT_FOUND)", async () => {
+    const a = await member("ownera");
+    const b = await member("ownerb");
+    const f = await failure(
+      auth.revokeSession({ sessionId: b.tokens.sessionId }, bearer(a.tokens.accessToken)),
+    );
+    expect(f.code).toBe(Code.NotFound);
+    expect((await auth.refresh({ refreshToken: b.tokens.refreshToken })).tokens).toBeDefined();
+  });
+});
+
+describe("workspaces and tenant isolation", () => {
+  it("SECURITY.md 21: a workspace A token with x-workspace-id of workspace B is PERMISSION_DENIED", async () => {
+    const owner = uniqueEmail("tenant");
+    const slug = `tenant-${counter}`;
+    await auth.signUp({ email: owner, password, workspaceName: "Tenant", workspaceSlug: slug });
+    const res = await auth.login({ email: owner, password, workspaceSlug: slug });
+    const tokens = res.result.value as { accessToken: string; workspaceId: string };
+    const f = await failure(auth.getSession({}, bearer(tokens.accessToken, defaultWorkspaceId)));
+    expect(f.code).toBe(Code.PermissionDenied);
+    expect(f.reason).toBe("WORKSPACE_MISMATCH");
+    const sw = await failure(
+      auth.switchWorkspace({ workspaceId: defaultWorkspaceId }, bearer(tokens.accessToken)),
+    );
+    expect(sw.code).toBe(Code.PermissionDenied);
+    expect(sw.reason).toBe("MEMBERSHIP_INACTIVE");
+  });
+
+  it("lists the user's workspaces and switches between them without the password", async () => {
+    const { email, tokens } = await member("switch");
+    const slug = `second-${counter}`;
+    await keygate.database.pool.transaction(async (tx) => {
+      const ws = await tx.one(sql.type(z.object({ id: z.string() }))`
+        INSERT INTO workspaces (name, slug) VALUES ('Second', ${slug}) RETURNING id`);
+      await tx.query(sql.unsafe`
+        INSERT INTO workspace_members (workspace_id, user_id, role)
+        SELECT ${ws.id}, id, 'admin' FROM users WHERE email = ${email}`);
+    });
+    const mine = await auth.listMyWorkspaces({}, bearer(tokens.accessToken));
+    expect(mine.memberships.map((m) => m.workspace?.slug).sort()).toEqual(["default", slug].sort());
+    const target = mine.memberships.find((m) => m.workspace?.slug === slug);
+    const switched = await auth.switchWorkspace(
+      { workspaceId: target?.workspaceId as string },
+      bearer(tokens.accessToken),
+    );
+    expect(switched.tokens?.workspaceId).toBe(target?.workspaceId);
+    expect(switched.tokens?.role).toBe(Role.ADMIN);
+    const me = await auth.getSession({}, bearer(switched.tokens?.accessToken as string));
+    expect(me.workspace?.slug).toBe(slug);
+  });
+});
+
+describe("passwords", () => {
+  it("SECURITY.md 4: changing the password needs the current one, ends the other sessions and sends a notice", async () => {
+    const { email, tokens } = await member("change");
+    const other = (await auth.login({ email, password, workspaceId: defaultWorkspaceId })).result
+      .value as typeof tokens;
+    const wrong = await failure(
+      auth.changePassword(
+        { currentPassword: "nope nope nope", newPassword: "a brand new passphrase" },
+        bearer(tokens.accessToken),
+      ),
+    );
+    expect(wrong.code).toBe(Code.PermissionDenied);
+    expect(wrong.reason).toBe("CURRENT_PASSWORD_INVALID");
+    await auth.changePassword(
+      { currentPassword: password, newPassword: "a brand new passphrase" },
+      bearer(tokens.accessToken),
+    );
+    expect((await failure(auth.refresh({ refreshToken: other.refreshToken }))).code).toBe(
+      Code.Unauthenticated,
+    );
+    expect((await auth.getSession({}, bearer(tokens.accessToken))).user?.email).toBe(email);
+    expect(
+      (await failure(auth.login({ email, password, workspaceId: defaultWorkspaceId }))).reason,
+    ).toBe("INVALID_CREDENTIALS");
+    const notice = await smtp.waitFor(
+      (m) =>
+        m.to.includes(email) &&
+        /password/i.test(m.raw) &&
+        !/verify/i.test(m.raw.split("\n").find((l) => l.startsWith("Subject:")) ?? ""),
+    );
+    expect(notice.raw).not.toContain("a brand new passphrase");
+  });
+
+  it("SECURITY.md 4, 16: reset by link from the public URL ends every session and does not log in", async () => {
+    const { email, tokens } = await member("reset");
+    await auth.requestPasswordReset({ email, workspaceId: defaultWorkspaceId });
+    const link = linkIn(
+      await smtp.waitFor((m) => m.to.includes(email) && m.raw.includes("reset-password")),
+    );
+    expect(link.url.startsWith(`${publicUrl}/reset-password?token=`)).toBe(true);
+    const res = await auth.resetPassword({
+      proof: { case: "token", value: link.token },
+      newPassword: "reset to this one",
+    });
+    expect(res).toBeDefined();
+    expect((await failure(auth.refresh({ refreshToken: tokens.refreshToken }))).code).toBe(
+      Code.Unauthenticated,
+    );
+    expect(
+      (await auth.login({ email, password: "reset to this one", workspaceId: defaultWorkspaceId }))
+        .result.case,
+    ).toBe("tokens");
+    const again = await failure(
+      auth.resetPassword({
+        proof: { case: "token", value: link.token },
+        newPassword: "and again this one",
+      }),
+    );
+    expect(again.reason).toBe("CODE_INVALID");
+  });
+
+  it("SECURITY.md 17: a reset request for an unknown address answers the same and sends nothing", async () => {
+    const before = smtp.received.length;
+    const nobody = uniqueEmail("ghost");
+    await auth.requestPasswordReset({ email: nobody, workspaceId: defaultWorkspaceId });
+    await new Promise((r) => setTimeout(r, 300));
+    expect(smtp.received.slice(before).some((m) => m.to.includes(nobody))).toBe(false);
+  });
+});
+
+describe("magic links and codes", () => {
+  it("a magic link signs in once", async () => {
+    const { email } = await member("magic");
+    await auth.requestMagicLink({ email, workspaceId: defaultWorkspaceId });
+    const link = linkIn(
+      await smtp.waitFor((m) => m.to.includes(email) && m.raw.includes("magic-link")),
+    );
+    expect(link.url.startsWith(`${publicUrl}/magic-link?token=`)).toBe(true);
+    const res = await auth.consumeMagicLink({ token: link.token });
+    expect(res.tokens?.accessToken).toBeTruthy();
+    expect((await failure(auth.consumeMagicLink({ token: link.token }))).reason).toBe(
+      "CODE_INVALID",
+    );
+  });
+
+  it("SECURITY.md 13: of two concurrent uses of one link exactly one succeeds", async () => {
+    const { email } = await member("twice");
+    await auth.requestMagicLink({ email, workspaceId: defaultWorkspaceId });
+    const link = linkIn(
+      await smtp.waitFor((m) => m.to.includes(email) && m.raw.includes("magic-link")),
+    );
+    const results = await Promise.allSettled([
+      auth.consumeMagicLink({ token: link.token }),
+      auth.consumeMagicLink({ token: link.token }),
+    ]);
+    expect(results.filter((r) => r.status === "fulfilled")).toHaveLength(1);
+  });
+
+  it("SECURITY.md 6, 14: a reset link is not accepted as a magic link", async () => {
+    const { email } = await member("purpose");
+    await auth.requestPasswordReset({ email, workspaceId: defaultWorkspaceId });
+    const link = linkIn(
+      await smtp.waitFor((m) => m.to.includes(email) && m.raw.includes("reset-password")),
+    );
+    expect((await failure(auth.consumeMagicLink({ token: link.token }))).reason).toBe(
+      "CODE_INVALID",
+    );
+  });
+
+  it("SECURITY.md 15: five wrong attempts kill the code, even for the right value afterwards", async () => {
+    const email = uniqueEmail("attempts");
+    await auth.signUp({ email, password }, inWorkspace(defaultWorkspaceId));
+    const code = codeIn(await smtp.waitFor((m) => m.to.includes(email)));
+    const wrongCode = code === "000000" ? "111111" : "000000";
+    for (let i = 0; i < 5; i++) {
+      const f = await failure(
+        auth.verifyEmail({
+          proof: {
+            case: "code",
+            value: { email, code: wrongCode, workspaceId: defaultWorkspaceId },
+          },
+        }),
+      );
+      expect(f.reason).toBe("CODE_INVALID");
+    }
+    const right = await failure(
+      auth.verifyEmail({
+        proof: { case: "code", value: { email, code, workspaceId: defaultWorkspaceId } },
+      }),
+    );
+    expect(right.reason).toBe("CODE_INVALID");
+  });
+
+  it("SECURITY.md 13: a new code replaces the previous one", async () => {
+    const email = uniqueEmail("replace");
+    await auth.signUp({ email, password }, inWorkspace(defaultWorkspaceId));
+    const first = codeIn(await smtp.waitFor((m) => m.to.includes(email)));
+    const count = smtp.received.filter((m) => m.to.includes(email)).length;
+    await auth.sendEmailVerification({ email, workspaceId: defaultWorkspaceId });
+    await smtp.waitFor(
+      (m) =>
+        m.to.includes(email) && smtp.received.filter((x) => x.to.includes(email)).length > count,
+    );
+    const f = await failure(
+      auth.verifyEmail({
+        proof: { case: "code", value: { email, code: first, workspaceId: defaultWorkspaceId } },
+      }),
+    );
+    // The first code is dead, unless the CSPRNG drew the same six digits twice.
+    const second = codeIn(
+      smtp.received.filter((m) => m.to.includes(email)).at(-1) as (typeof smtp.received)[number],
+    );
+    if (second !== first) expect(f.reason).toBe("CODE_INVALID");
+  });
+
+  it("a flow switched off for the workspace answers NOT_FOUND", async () => {
+    const { email } = await member("flags");
+    await keygate.database.pool.query(sql.unsafe`
+      UPDATE workspaces SET settings = settings || '{"magic_link": false, "reset_password": false}'::jsonb
+      WHERE id = ${defaultWorkspaceId}`);
+    try {
+      expect(
+        (await failure(auth.requestMagicLink({ email, workspaceId: defaultWorkspaceId }))).code,
+      ).toBe(Code.NotFound);
+      expect(
+        (await failure(auth.requestPasswordReset({ email, workspaceId: defaultWorkspaceId }))).code,
+      ).toBe(Code.NotFound);
+    } finally {
+      await keygate.database.pool.query(sql.unsafe`
+        UPDATE workspaces SET settings = settings - 'magic_link' - 'reset_password' WHERE id = ${defaultWorkspaceId}`);
+    }
+  });
+});
