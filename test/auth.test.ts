@@ -506,3 +506,153 @@ describe("magic links and codes", () => {
     }
   });
 });
+
+describe("settings-driven flows", () => {
+  async function withSettings<T>(settings: object, fn: () => Promise<T>): Promise<T> {
+    const keys = Object.keys(settings);
+    await keygate.database.pool.query(sql.unsafe`
+      UPDATE workspaces SET settings = settings || ${sql.jsonb(settings as Record<string, boolean>)}
+      WHERE id = ${defaultWorkspaceId}`);
+    try {
+      return await fn();
+    } finally {
+      await keygate.database.pool.query(sql.unsafe`
+        UPDATE workspaces SET settings = settings - ${sql.array(keys, "text")} WHERE id = ${defaultWorkspaceId}`);
+    }
+  }
+
+  it("verifies the address by link when the workspace says link", async () => {
+    await withSettings({ email_verification: "link" }, async () => {
+      const email = uniqueEmail("vlink");
+      await auth.signUp({ email, password }, inWorkspace(defaultWorkspaceId));
+      const link = linkIn(
+        await smtp.waitFor((m) => m.to.includes(email) && m.raw.includes("verify-email")),
+      );
+      expect(link.url.startsWith(`${publicUrl}/verify-email?token=`)).toBe(true);
+      await auth.verifyEmail({ proof: { case: "token", value: link.token } });
+      const res = await auth.login({ email, password, workspaceId: defaultWorkspaceId });
+      const me = await auth.getSession(
+        {},
+        bearer((res.result.value as { accessToken: string }).accessToken),
+      );
+      expect(me.user?.emailVerified).toBe(true);
+    });
+  });
+
+  it("resets by code when the workspace says code", async () => {
+    await withSettings({ password_reset: "code" }, async () => {
+      const { email } = await member("rcode");
+      await auth.requestPasswordReset({ email, workspaceId: defaultWorkspaceId });
+      const mail = await smtp.waitFor(
+        (m) => m.to.includes(email) && /reset/i.test(m.raw) && /^ {4}\d{6}\r?$/m.test(m.raw),
+      );
+      await auth.resetPassword({
+        proof: {
+          case: "code",
+          value: { email, code: codeIn(mail), workspaceId: defaultWorkspaceId },
+        },
+        newPassword: "fresh password by code",
+      });
+      expect(
+        (
+          await auth.login({
+            email,
+            password: "fresh password by code",
+            workspaceId: defaultWorkspaceId,
+          })
+        ).result.case,
+      ).toBe("tokens");
+    });
+  });
+
+  it("refuses an unverified address only after the password checked out", async () => {
+    await withSettings({ require_email_verification: true }, async () => {
+      const email = uniqueEmail("unverified");
+      const res = await auth.signUp({ email, password }, inWorkspace(defaultWorkspaceId));
+      expect(res.emailVerificationRequired).toBe(true);
+      const right = await failure(auth.login({ email, password, workspaceId: defaultWorkspaceId }));
+      expect(right.code).toBe(Code.FailedPrecondition);
+      expect(right.reason).toBe("EMAIL_NOT_VERIFIED");
+      const wrong = await failure(
+        auth.login({ email, password: "wrong password here", workspaceId: defaultWorkspaceId }),
+      );
+      expect(wrong.reason).toBe("INVALID_CREDENTIALS");
+    });
+  });
+});
+
+describe("accounts", () => {
+  it("SECURITY.md 17: a blocked account looks like a wrong password, and its sessions stop", async () => {
+    const { email, tokens } = await member("blocked");
+    await keygate.database.pool.query(
+      sql.unsafe`UPDATE users SET blocked = true WHERE email = ${email}`,
+    );
+    const blocked = await failure(auth.login({ email, password, workspaceId: defaultWorkspaceId }));
+    const wrong = await failure(
+      auth.login({ email: uniqueEmail("none"), password, workspaceId: defaultWorkspaceId }),
+    );
+    expect(blocked.reason).toBe("INVALID_CREDENTIALS");
+    expect(blocked.error.rawMessage).toBe(wrong.error.rawMessage);
+    expect((await failure(auth.getSession({}, bearer(tokens.accessToken)))).code).toBe(
+      Code.Unauthenticated,
+    );
+    expect((await failure(auth.refresh({ refreshToken: tokens.refreshToken }))).code).toBe(
+      Code.Unauthenticated,
+    );
+  });
+
+  it("SECURITY.md 2: a stored hash of another cost is upgraded at the next login", async () => {
+    const { email } = await member("rehash");
+    const { PasswordHasher } = await import("../src/crypto/password.js");
+    const old = new PasswordHasher({ cost: 11, workers: 1 });
+    try {
+      const hash = await old.hash(password);
+      await keygate.database.pool.query(
+        sql.unsafe`UPDATE users SET password_hash = ${hash} WHERE email = ${email}`,
+      );
+    } finally {
+      await old.close();
+    }
+    await auth.login({ email, password, workspaceId: defaultWorkspaceId });
+    const stored = await keygate.database.pool.oneFirst(
+      sql.type(
+        z.object({ h: z.string() }),
+      )`SELECT password_hash AS h FROM users WHERE email = ${email}`,
+    );
+    expect(stored.startsWith(`$2b$${String(keygate.config.bcryptCost).padStart(2, "0")}$`)).toBe(
+      true,
+    );
+    expect(
+      (await auth.login({ email, password, workspaceId: defaultWorkspaceId })).result.case,
+    ).toBe("tokens");
+  });
+
+  it("SECURITY.md 23: the audit log records the flows with ip and user agent, and never a secret", async () => {
+    const { email, tokens } = await member("audited");
+    await failure(
+      auth.login({ email, password: "a wrong password", workspaceId: defaultWorkspaceId }),
+    );
+    await auth.refresh({ refreshToken: tokens.refreshToken });
+    await auth.logout({}, bearer(tokens.accessToken));
+    const rows = await keygate.database.pool.any(sql.type(
+      z.object({
+        type: z.string(),
+        ip_address: z.string().nullable(),
+        user_agent: z.string().nullable(),
+        all: z.string(),
+      }),
+    )`
+      SELECT type, ip_address, user_agent, e::text AS all FROM audit_events e
+      WHERE user_id = (SELECT id FROM users WHERE email = ${email}) ORDER BY created_at`);
+    expect(rows.map((r) => r.type)).toEqual(
+      expect.arrayContaining(["signup", "login_succeeded", "login_failed", "refresh", "logout"]),
+    );
+    for (const row of rows) {
+      expect(row.ip_address).toBe("127.0.0.1");
+      expect(row.user_agent).toMatch(/connect-es/);
+      expect(row.all).not.toContain(password);
+      expect(row.all).not.toContain(tokens.refreshToken);
+      expect(row.all).not.toContain(tokens.accessToken);
+    }
+  });
+});
