@@ -656,3 +656,32 @@ describe("accounts", () => {
     }
   });
 });
+
+describe("identity across workspaces", () => {
+  it("SECURITY.md 4: a password change in one workspace ends the user's sessions in the others", async () => {
+    const { email, tokens } = await member("across");
+    const slug = `across-${counter}`;
+    await keygate.database.pool.transaction(async (tx) => {
+      const ws = await tx.oneFirst(sql.type(z.object({ id: z.string() }))`
+        INSERT INTO workspaces (name, slug) VALUES ('Across', ${slug}) RETURNING id`);
+      await tx.query(sql.unsafe`
+        INSERT INTO workspace_members (workspace_id, user_id, role)
+        SELECT ${ws}, id, 'member' FROM users WHERE email = ${email}`);
+    });
+    const mine = await auth.listMyWorkspaces({}, bearer(tokens.accessToken));
+    const other = mine.memberships.find((m) => m.workspace?.slug === slug)?.workspaceId as string;
+    const there = (await auth.switchWorkspace({ workspaceId: other }, bearer(tokens.accessToken)))
+      .tokens;
+    await auth.changePassword(
+      { currentPassword: password, newPassword: "another fine passphrase" },
+      bearer(tokens.accessToken),
+    );
+    expect(
+      (await failure(auth.refresh({ refreshToken: there?.refreshToken as string }))).code,
+    ).toBe(Code.Unauthenticated);
+    expect((await failure(auth.getSession({}, bearer(there?.accessToken as string)))).code).toBe(
+      Code.Unauthenticated,
+    );
+    expect((await auth.getSession({}, bearer(tokens.accessToken))).user?.email).toBe(email);
+  });
+});

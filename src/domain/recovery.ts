@@ -1,5 +1,5 @@
 import type { DatabaseTransactionConnection } from "slonik";
-import { withTenant } from "../db/with-tenant.js";
+import { asService, withTenant } from "../db/with-tenant.js";
 import { findMembership } from "../repositories/memberships.js";
 import { revokeUserSessions } from "../repositories/sessions.js";
 import {
@@ -73,12 +73,14 @@ export async function changePassword(
   await withTenant(deps.pool, workspace.id, async (tx) => {
     const now = deps.clock.now();
     await setPasswordHash(tx, user.id, hash, null);
-    const ended = await revokeUserSessions(tx, {
-      userId: user.id,
-      reason: "password_changed",
-      now,
-      exceptSessionId: principal.sessionId,
-    });
+    const ended = await asService(tx, () =>
+      revokeUserSessions(tx, {
+        userId: user.id,
+        reason: "password_changed",
+        now,
+        exceptSessionId: principal.sessionId,
+      }),
+    );
     await queuePasswordChangedNotice(tx, deps, workspace, user);
     await audit(tx, deps, meta, {
       type: "password_changed",
@@ -227,7 +229,10 @@ export async function resetPassword(
     if (!r.ok || r.workspaceId !== workspace.id) return { ok: false, attemptRecorded: false };
     const user = (await findUserById(tx, r.userId)) as UserRow;
     await setPasswordHash(tx, user.id, hash, now);
-    const ended = await revokeUserSessions(tx, { userId: user.id, reason: "password_reset", now });
+    // A reset concerns the identity: its sessions end in every workspace.
+    const ended = await asService(tx, () =>
+      revokeUserSessions(tx, { userId: user.id, reason: "password_reset", now }),
+    );
     await queuePasswordChangedNotice(tx, deps, workspace, user);
     await audit(tx, deps, meta, {
       type: "password_reset_completed",
