@@ -8,6 +8,8 @@ import { defaultMigrationsDir, loadMigrations, migrate } from "./db/migrate.js";
 import { type Database, openDatabase } from "./db/pool.js";
 import { type BootstrapResult, bootstrap } from "./domain/bootstrap.js";
 import type { AuthDeps } from "./domain/deps.js";
+import { Lockout } from "./domain/lockout.js";
+import { RateLimiter, sweepRateLimits } from "./domain/rate-limits.js";
 import { authenticate } from "./domain/sessions.js";
 import { AuthServiceHandler, authSignedIn, authSignedInOptional } from "./handlers/auth-service.js";
 import { HealthService } from "./handlers/health.js";
@@ -66,6 +68,13 @@ export async function startKeygate(
     const productName = "Keygate";
     const sender = new OutboxSender({ pool: database.pool, mailer, logger });
     sender.start();
+    // Expired rate-limit and lockout rows: every instance sweeps; deleting twice is harmless.
+    const sweeper = setInterval(() => {
+      sweepRateLimits(database.pool, clock.now()).catch((error: unknown) =>
+        logger.warn({ err: error }, "rate-limit sweep failed"),
+      );
+    }, 5 * 60_000);
+    sweeper.unref();
     const authDeps: AuthDeps = {
       pool: database.pool,
       clock,
@@ -79,6 +88,8 @@ export async function startKeygate(
           enqueueMail(tx, templates, { ...input, vars: { product: productName, ...input.vars } }),
         wake: () => sender.wake(),
       },
+      limiter: new RateLimiter(database.pool, clock, config.rateLimits),
+      lockout: new Lockout(database.pool, clock, config.lockout),
       settings: {
         workspaceDefaults: config.workspaceDefaults,
         allowWorkspaceCreation: config.allowWorkspaceCreation,
@@ -118,6 +129,7 @@ export async function startKeygate(
       mailer,
       bootstrapped,
       async close() {
+        clearInterval(sweeper);
         await server.close(config.shutdownTimeoutMs);
         await sender.stop();
         mailer.close();

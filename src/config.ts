@@ -1,3 +1,4 @@
+import { isIP } from "node:net";
 import { availableParallelism } from "node:os";
 import { z } from "zod";
 
@@ -40,6 +41,53 @@ const base64Key = z
   .transform((v) => Buffer.from(v, "base64"))
   .refine((b) => b.length >= 32, "expected at least 32 bytes (base64 of `openssl rand 32`)");
 
+/** The rate limits every public flow goes through; each holds per workspace and subject. */
+export const rateLimitNames = [
+  "login_ip",
+  "login_account",
+  "signup_ip",
+  "signup_address",
+  "password_reset_ip",
+  "password_reset_address",
+  "magic_link_ip",
+  "magic_link_address",
+  "verification_address",
+  "otp_send_address",
+  "code_verify_ip",
+] as const;
+export type RateLimitName = (typeof rateLimitNames)[number];
+
+const rateLimitRule = z.object({
+  limit: z.number().int().min(1).max(100_000),
+  window_seconds: z
+    .number()
+    .int()
+    .min(1)
+    .max(7 * 86_400),
+});
+export type RateLimitRule = z.infer<typeof rateLimitRule>;
+const rateLimitsSchema = z.object(
+  Object.fromEntries(rateLimitNames.map((n) => [n, rateLimitRule])) as Record<
+    RateLimitName,
+    typeof rateLimitRule
+  >,
+);
+export type RateLimits = z.infer<typeof rateLimitsSchema>;
+
+export const builtInRateLimits: RateLimits = Object.freeze({
+  login_ip: { limit: 10, window_seconds: 900 },
+  login_account: { limit: 10, window_seconds: 900 },
+  signup_ip: { limit: 10, window_seconds: 3600 },
+  signup_address: { limit: 3, window_seconds: 3600 },
+  password_reset_ip: { limit: 10, window_seconds: 3600 },
+  password_reset_address: { limit: 3, window_seconds: 3600 },
+  magic_link_ip: { limit: 10, window_seconds: 3600 },
+  magic_link_address: { limit: 5, window_seconds: 3600 },
+  verification_address: { limit: 3, window_seconds: 600 },
+  otp_send_address: { limit: 3, window_seconds: 600 },
+  code_verify_ip: { limit: 30, window_seconds: 600 },
+});
+
 /**
  * A workspace's capability flags, as stored (snake_case, as in the API). Every key is
  * optional in storage; the server defaults fill the gaps.
@@ -57,6 +105,8 @@ export const workspaceSettingsSchema = z.object({
   access_token_ttl_seconds: z.number().int().min(60).max(86_400),
   refresh_idle_timeout_seconds: z.number().int().min(300).max(31_536_000),
   session_lifetime_seconds: z.number().int().min(300).max(31_536_000),
+  /** Per-workspace overrides of single rate limits; the rest come from KEYGATE_RATE_LIMITS. */
+  rate_limits: rateLimitsSchema.partial().strict().optional(),
 });
 export type WorkspaceSettings = z.infer<typeof workspaceSettingsSchema>;
 
@@ -133,7 +183,44 @@ const envSchema = z.object({
     .pipe(workspaceSettingsSchema.partial().strict())
     .optional(),
   KEYGATE_MAIL_TEMPLATES_DIR: z.string().min(1).optional(),
+  KEYGATE_RATE_LIMITS: z
+    .string()
+    .transform((text, ctx) => {
+      try {
+        return JSON.parse(text) as unknown;
+      } catch {
+        ctx.addIssue({ code: "custom", message: "expected a JSON object" });
+        return z.NEVER;
+      }
+    })
+    .pipe(rateLimitsSchema.partial().strict())
+    .optional(),
+  KEYGATE_TRUSTED_PROXIES: list
+    .refine(
+      (items) => items.every((i) => parseCidr(i) !== undefined),
+      "expected IP addresses or CIDR ranges",
+    )
+    .default([]),
+  KEYGATE_LOCKOUT_THRESHOLD: z.coerce.number().int().min(1).max(1000).default(5),
+  KEYGATE_LOCKOUT_BASE_SECONDS: z.coerce.number().int().min(1).max(86_400).default(60),
+  KEYGATE_LOCKOUT_MAX_SECONDS: z.coerce
+    .number()
+    .int()
+    .min(1)
+    .max(7 * 86_400)
+    .default(3600),
 });
+
+/** An IP address or CIDR range, as [address, prefix length, family]. */
+export function parseCidr(text: string): [string, number, "ipv4" | "ipv6"] | undefined {
+  const [address = "", prefix] = text.split("/");
+  const family = isIP(address);
+  if (family === 0) return undefined;
+  const max = family === 4 ? 32 : 128;
+  const bits = prefix === undefined ? max : Number(prefix);
+  if (!Number.isInteger(bits) || bits < 0 || bits > max) return undefined;
+  return [address, bits, family === 4 ? "ipv4" : "ipv6"];
+}
 
 export type Env = z.input<typeof envSchema>;
 
@@ -171,6 +258,14 @@ export interface Config {
   readonly allowWorkspaceCreation: boolean;
   readonly workspaceDefaults: WorkspaceSettings;
   readonly mailTemplatesDir: string | undefined;
+  readonly rateLimits: RateLimits;
+  /** Peers whose X-Forwarded-For is believed (IP addresses or CIDR ranges). */
+  readonly trustedProxies: readonly string[];
+  readonly lockout: {
+    readonly threshold: number;
+    readonly baseSeconds: number;
+    readonly maxSeconds: number;
+  };
 }
 
 export type SmtpConfig =
@@ -269,6 +364,13 @@ export function configFromEnv(env: Record<string, string | undefined>): Config {
       ...e.KEYGATE_WORKSPACE_DEFAULTS,
     }),
     mailTemplatesDir: e.KEYGATE_MAIL_TEMPLATES_DIR,
+    rateLimits: Object.freeze({ ...builtInRateLimits, ...e.KEYGATE_RATE_LIMITS }),
+    trustedProxies: Object.freeze([...e.KEYGATE_TRUSTED_PROXIES]),
+    lockout: Object.freeze({
+      threshold: e.KEYGATE_LOCKOUT_THRESHOLD,
+      baseSeconds: e.KEYGATE_LOCKOUT_BASE_SECONDS,
+      maxSeconds: e.KEYGATE_LOCKOUT_MAX_SECONDS,
+    }),
   });
 }
 

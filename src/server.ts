@@ -5,6 +5,7 @@ import { createContextValues, type Interceptor } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import type { Config } from "./config.js";
 import { peerAddressKey, requestIdKey, requestMetaKey } from "./context-keys.js";
+import { clientIpResolver } from "./http/client-ip.js";
 import { corsMiddleware } from "./http/cors.js";
 import { httpEndpoints, type JwksSource, json } from "./http/endpoints.js";
 import { createListener } from "./http/listener.js";
@@ -15,7 +16,10 @@ import type { Readiness } from "./readiness.js";
 import { type Handlers, routes } from "./routes.js";
 
 export interface ServerDeps {
-  readonly config: Pick<Config, "tls" | "corsOrigins" | "maxRequestBytes" | "maxTimeoutMs">;
+  readonly config: Pick<
+    Config,
+    "tls" | "corsOrigins" | "maxRequestBytes" | "maxTimeoutMs" | "trustedProxies"
+  >;
   readonly logger: Logger;
   readonly readiness: Readiness;
   readonly jwks: JwksSource;
@@ -38,6 +42,7 @@ export function buildServer(deps: ServerDeps): Server {
   const shutdown = new AbortController();
   let draining = false;
   const endpoints = httpEndpoints(deps);
+  const clientIp = clientIpResolver(deps.config.trustedProxies);
   const rpc = connectNodeAdapter({
     routes: routes(deps.handlers),
     interceptors: [errorInterceptor(deps.logger), ...(deps.interceptors ?? [])],
@@ -54,7 +59,7 @@ export function buildServer(deps: ServerDeps): Server {
         .set(peerAddressKey, peer)
         .set(requestMetaKey, {
           requestId,
-          ipAddress: peer || null,
+          ipAddress: peer ? clientIp(peer, req.headers["x-forwarded-for"]) : null,
           userAgent: typeof userAgent === "string" ? userAgent.slice(0, 512) : null,
           workspaceHeader: typeof workspace === "string" && workspace !== "" ? workspace : null,
         });

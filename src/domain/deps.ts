@@ -1,6 +1,6 @@
 import type { DatabasePool, DatabaseTransactionConnection } from "slonik";
 import type { Clock } from "../clock.js";
-import type { WorkspaceSettings } from "../config.js";
+import type { RateLimitName, WorkspaceSettings } from "../config.js";
 import type { Logger } from "../log.js";
 import type { Role } from "../repositories/memberships.js";
 
@@ -45,6 +45,19 @@ export interface AuthDeps {
     ): Promise<void>;
     /** After a commit that enqueued mail: send without waiting for the next poll. */
     wake(): void;
+  };
+  /** Rate limits (RESOURCE_EXHAUSTED with the retry delay when one is full). */
+  readonly limiter: {
+    hit(
+      workspace: { id: string; settings: Pick<WorkspaceSettings, "rate_limits"> } | null,
+      checks: readonly (readonly [RateLimitName, string])[],
+    ): Promise<void>;
+  };
+  /** Failed-login lockout per address. */
+  readonly lockout: {
+    assertNotLocked(email: string): Promise<void>;
+    recordFailure(email: string): Promise<void>;
+    clear(email: string): Promise<void>;
   };
   readonly settings: {
     readonly workspaceDefaults: WorkspaceSettings;

@@ -1,6 +1,6 @@
 import { withTenant } from "../db/with-tenant.js";
 import { findMembership } from "../repositories/memberships.js";
-import { findUserByEmail, setPasswordHash } from "../repositories/users.js";
+import { findUserByEmail, normalizeEmail, setPasswordHash } from "../repositories/users.js";
 import { audit } from "./audit.js";
 import type { AuthDeps, RequestMeta } from "./deps.js";
 import { FailedPreconditionError, PermissionDeniedError, UnauthenticatedError } from "./errors.js";
@@ -32,9 +32,16 @@ export async function login(
     header: meta.workspaceHeader,
   });
   const settings = effectiveSettings(workspace, deps.settings.workspaceDefaults);
+  await deps.limiter.hit({ id: workspace.id, settings }, [
+    ["login_ip", meta.ipAddress ?? "unknown"],
+    ["login_account", normalizeEmail(input.email)],
+  ]);
+  // Before any password work: a locked address costs nothing and says nothing more.
+  await deps.lockout.assertNotLocked(input.email);
   const user = await findUserByEmail(deps.pool, input.email);
   const check = await deps.hasher.verify(input.password, user?.password_hash ?? null);
   if (!user || !check.ok || user.blocked) {
+    await deps.lockout.recordFailure(input.email);
     await withTenant(deps.pool, workspace.id, (tx) =>
       audit(tx, deps, meta, {
         type: "login_failed",
@@ -48,6 +55,7 @@ export async function login(
     );
     throw invalidCredentials();
   }
+  await deps.lockout.clear(input.email);
   const draft = await withTenant(deps.pool, workspace.id, async (tx) => {
     const membership = await findMembership(tx, workspace.id, user.id);
     if (!membership || membership.status !== "active") {

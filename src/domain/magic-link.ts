@@ -1,6 +1,11 @@
 import { withTenant } from "../db/with-tenant.js";
 import { findMembership } from "../repositories/memberships.js";
-import { findUserByEmail, findUserById, markEmailVerified } from "../repositories/users.js";
+import {
+  findUserByEmail,
+  findUserById,
+  markEmailVerified,
+  normalizeEmail,
+} from "../repositories/users.js";
 import { findWorkspaceById, type WorkspaceRow } from "../repositories/workspaces.js";
 import { audit } from "./audit.js";
 import { consumeLink, issueCode } from "./codes.js";
@@ -24,6 +29,10 @@ export async function requestMagicLink(
   const workspace = await lookUpWorkspace(deps.pool, { ...input, header: meta.workspaceHeader });
   const settings = effectiveSettings(workspace, deps.settings.workspaceDefaults);
   if (!settings.magic_link) throw new NotFoundError("magic links are disabled");
+  await deps.limiter.hit({ id: workspace.id, settings }, [
+    ["magic_link_ip", meta.ipAddress ?? "unknown"],
+    ["magic_link_address", normalizeEmail(input.email)],
+  ]);
   const sent = await withTenant(deps.pool, workspace.id, async (tx) => {
     const user = await findUserByEmail(tx, input.email);
     const membership = user ? await findMembership(tx, workspace.id, user.id) : null;
@@ -66,6 +75,7 @@ export async function consumeMagicLink(
   token: string,
 ): Promise<IssuedTokens> {
   new Violations().required("token", token, 100).throwIfAny();
+  await deps.limiter.hit(null, [["code_verify_ip", meta.ipAddress ?? "unknown"]]);
   const invalid = () =>
     new UnauthenticatedError("CODE_INVALID", "the link is invalid or has expired");
   const now = deps.clock.now();

@@ -5,6 +5,7 @@ import { revokeUserSessions } from "../repositories/sessions.js";
 import {
   findUserByEmail,
   findUserById,
+  normalizeEmail,
   setPasswordHash,
   type UserRow,
 } from "../repositories/users.js";
@@ -104,6 +105,10 @@ export async function requestPasswordReset(
   const workspace = await lookUpWorkspace(deps.pool, { ...input, header: meta.workspaceHeader });
   const settings = effectiveSettings(workspace, deps.settings.workspaceDefaults);
   if (!settings.reset_password) throw new NotFoundError("password reset is disabled");
+  await deps.limiter.hit({ id: workspace.id, settings }, [
+    ["password_reset_ip", meta.ipAddress ?? "unknown"],
+    ["password_reset_address", normalizeEmail(input.email)],
+  ]);
   const mode = settings.password_reset;
   const sent = await withTenant(deps.pool, workspace.id, async (tx) => {
     const user = await findUserByEmail(tx, input.email);
@@ -166,6 +171,7 @@ export async function resetPassword(
   if ("token" in input) v.required("token", input.token, 100);
   else v.email("code.email", input.email).required("code.code", input.code, 16);
   v.throwIfAny();
+  await deps.limiter.hit(null, [["code_verify_ip", meta.ipAddress ?? "unknown"]]);
   const now = deps.clock.now();
 
   // Find the workspace first: it is flagged on or off there, and sets the password policy.

@@ -1,6 +1,6 @@
 import { sql } from "../db/sql.js";
 import { ensureMembership } from "../repositories/memberships.js";
-import { findUserByEmail, insertUser } from "../repositories/users.js";
+import { findUserByEmail, insertUser, normalizeEmail } from "../repositories/users.js";
 import {
   findWorkspaceBySlug,
   insertWorkspace,
@@ -64,6 +64,10 @@ export async function signUp(
   );
   if (!creating && !settings.signup)
     throw new NotFoundError("sign-up is disabled for this workspace");
+  await deps.limiter.hit(workspace ? { id: workspace.id, settings } : null, [
+    ["signup_ip", meta.ipAddress ?? "unknown"],
+    ["signup_address", normalizeEmail(input.email)],
+  ]);
   deps.policy.check(input.password, { minLength: settings.password_min_length, field: "password" });
 
   // Hash before looking: new and existing addresses cost the same.

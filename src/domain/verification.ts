@@ -5,6 +5,7 @@ import {
   findUserByEmail,
   findUserById,
   markEmailVerified,
+  normalizeEmail,
   type UserRow,
 } from "../repositories/users.js";
 import type { WorkspaceRow } from "../repositories/workspaces.js";
@@ -88,6 +89,12 @@ export async function requestEmailVerification(
   const settings = effectiveSettings(workspace, deps.settings.workspaceDefaults);
   if (settings.email_verification === "off")
     throw new NotFoundError("email verification is disabled");
+  await deps.limiter.hit({ id: workspace.id, settings }, [
+    [
+      "verification_address",
+      input.principal ? `user:${input.principal.userId}` : normalizeEmail(input.email),
+    ],
+  ]);
   const mode = settings.email_verification;
   const sent = await withTenant(deps.pool, workspace.id, async (tx) => {
     const user = input.principal
@@ -111,6 +118,7 @@ export async function verifyEmail(
     | { email: string; code: string; workspaceId: string; workspaceSlug: string },
 ): Promise<void> {
   const now = deps.clock.now();
+  await deps.limiter.hit(null, [["code_verify_ip", meta.ipAddress ?? "unknown"]]);
   if ("token" in input) {
     new Violations().required("token", input.token, 100).throwIfAny();
     const result = await deps.pool.transaction(async (tx) => {

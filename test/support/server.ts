@@ -3,36 +3,79 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { type Keygate, startKeygate } from "../../src/app.js";
 import type { Clock } from "../../src/clock.js";
-import { type Config, configFromEnv } from "../../src/config.js";
+import { type Config, configFromEnv, rateLimitNames } from "../../src/config.js";
+import { loadSecrets } from "../../src/crypto/secrets.js";
 import { createLogger } from "../../src/log.js";
 import { externalDatabaseEnv, freshDatabaseUrl } from "./database.js";
 
 export interface TestKeygate extends Keygate {
   readonly config: Config;
+  /** The environment the configuration was parsed from. */
+  readonly env: Record<string, string | undefined>;
   readonly dataDir: string;
   stop(): Promise<void>;
 }
 
 /** A real Keygate on an ephemeral loopback port, with its own database and data directory. */
+/**
+ * A second instance on the first one's database (its embedded server's URL, or the same
+ * PostgreSQL) with the same secrets, as a second replica would run.
+ */
+export async function startPeerKeygate(
+  first: TestKeygate,
+  env: Record<string, string> = {},
+  options: { clock?: Clock } = {},
+): Promise<TestKeygate> {
+  const secrets = await loadSecrets(first.config);
+  const dataDir = await mkdtemp(path.join(tmpdir(), "keygate-peer-"));
+  const config = configFromEnv({
+    ...first.env,
+    KEYGATE_DATA_DIR: dataDir,
+    DATABASE_URL: first.database.url,
+    KEYGATE_KEY_ENCRYPTION_KEY: secrets.keyEncryptionKey.toString("base64"),
+    KEYGATE_TOKEN_SECRET: secrets.tokenSecret.toString("base64"),
+    KEYGATE_MIGRATE_ON_START: "false",
+    ...env,
+  });
+  const keygate = await startKeygate(config, createLogger(config.logLevel), options);
+  return Object.assign(Object.create(keygate) as Keygate, keygate, {
+    config,
+    env: first.env,
+    dataDir,
+    async stop() {
+      await keygate.close();
+      await rm(dataDir, { recursive: true, force: true });
+    },
+  });
+}
+
 export async function startTestKeygate(
   env: Record<string, string> = {},
   options: { clock?: Clock } = {},
 ): Promise<TestKeygate> {
   const dataDir = await mkdtemp(path.join(tmpdir(), "keygate-test-"));
   const db = await freshDatabaseUrl();
-  const config = configFromEnv({
+  const fullEnv: Record<string, string | undefined> = {
     KEYGATE_PORT: "0",
     KEYGATE_DATA_DIR: dataDir,
     KEYGATE_LOG_LEVEL: process.env.KEYGATE_TEST_LOG_LEVEL ?? "silent",
     KEYGATE_MIGRATE_ON_START: "true",
     KEYGATE_SHUTDOWN_TIMEOUT_MS: "2000",
+    // Suites that are not about rate limits log in far more often than a person would;
+    // test/rate-limits.test.ts runs with the real defaults.
+    KEYGATE_RATE_LIMITS: JSON.stringify(
+      Object.fromEntries(rateLimitNames.map((n) => [n, { limit: 100_000, window_seconds: 60 }])),
+    ),
+    KEYGATE_LOCKOUT_THRESHOLD: "1000",
     ...externalDatabaseEnv(db.url),
     ...env,
-  });
+  };
+  const config = configFromEnv(fullEnv);
   const keygate = await startKeygate(config, createLogger(config.logLevel), options);
   let stopped = false;
   return Object.assign(Object.create(keygate) as Keygate, keygate, {
     config,
+    env: fullEnv,
     dataDir,
     async stop() {
       if (stopped) return;
