@@ -13,6 +13,7 @@ import { RateLimiter, sweepRateLimits } from "./domain/rate-limits.js";
 import { authenticate } from "./domain/sessions.js";
 import { AuthServiceHandler, authSignedIn, authSignedInOptional } from "./handlers/auth-service.js";
 import { HealthService } from "./handlers/health.js";
+import { OtpServiceHandler, otpSignedInOptional } from "./handlers/otp-service.js";
 import { authnInterceptor } from "./interceptors/authn.js";
 import type { Logger } from "./log.js";
 import { createMailer, type Mailer } from "./mail/mailer.js";
@@ -106,7 +107,7 @@ export async function startKeygate(
       handlers: {
         health: new HealthService(readiness, new Set(keygateServices.map((s) => s.typeName))),
         auth: new AuthServiceHandler(authDeps),
-        otp: {},
+        otp: new OtpServiceHandler(authDeps),
         admin: {},
         introspection: {},
       },
@@ -114,7 +115,7 @@ export async function startKeygate(
         authnInterceptor({
           authenticate: (token, header) => authenticate(authDeps, token, header),
           required: authSignedIn,
-          optional: authSignedInOptional,
+          optional: new Set([...authSignedInOptional, ...otpSignedInOptional]),
         }),
       ],
     });

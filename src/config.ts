@@ -102,6 +102,10 @@ export const workspaceSettingsSchema = z.object({
   password_min_length: z.number().int().min(8).max(256),
   otp_login: z.enum(["off", "optional", "required"]),
   passwordless_otp: z.boolean(),
+  /** Lifetime of emailed one-time codes (OtpService), at most 10 minutes. */
+  otp_ttl_seconds: z.number().int().min(60).max(600),
+  /** ChangePassword needs a fresh action proof from OtpService (purpose SENSITIVE_ACTION). */
+  action_proof_required: z.boolean(),
   access_token_ttl_seconds: z.number().int().min(60).max(86_400),
   refresh_idle_timeout_seconds: z.number().int().min(300).max(31_536_000),
   session_lifetime_seconds: z.number().int().min(300).max(31_536_000),
@@ -120,6 +124,8 @@ export const builtInWorkspaceDefaults: WorkspaceSettings = Object.freeze({
   password_min_length: 8,
   otp_login: "off",
   passwordless_otp: false,
+  otp_ttl_seconds: 300,
+  action_proof_required: false,
   access_token_ttl_seconds: 900,
   refresh_idle_timeout_seconds: 14 * 86_400,
   session_lifetime_seconds: 30 * 86_400,

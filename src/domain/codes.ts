@@ -10,7 +10,14 @@ import {
 import { sql } from "../db/sql.js";
 
 /** What a code or link is for; one never works for another (SECURITY.md 14). */
-export type CodePurpose = "email_verification" | "password_reset" | "magic_link";
+export type CodePurpose =
+  | "email_verification"
+  | "password_reset"
+  | "magic_link"
+  | "login_second_step"
+  | "passwordless_sign_in"
+  | "sensitive_action"
+  | "action_proof";
 
 export const maxCodeAttempts = 5;
 

@@ -4,10 +4,15 @@ import { findUserByEmail, normalizeEmail, setPasswordHash } from "../repositorie
 import { audit } from "./audit.js";
 import type { AuthDeps, RequestMeta } from "./deps.js";
 import { FailedPreconditionError, PermissionDeniedError, UnauthenticatedError } from "./errors.js";
+import { needsSecondStep, startSecondStep } from "./otp.js";
 import { type IssuedTokens, openSession, signTokens } from "./sessions.js";
 import { effectiveSettings } from "./settings.js";
 import { Violations } from "./validate.js";
 import { lookUpWorkspace } from "./workspace-lookup.js";
+
+export type LoginResult =
+  | { kind: "tokens"; tokens: IssuedTokens }
+  | { kind: "pending"; pending: { pendingLoginId: string; expiresAt: Date } };
 
 const invalidCredentials = () =>
   new UnauthenticatedError("INVALID_CREDENTIALS", "invalid email or password");
@@ -21,7 +26,7 @@ export async function login(
   deps: AuthDeps,
   meta: RequestMeta,
   input: { email: string; password: string; workspaceId: string; workspaceSlug: string },
-): Promise<IssuedTokens> {
+): Promise<LoginResult> {
   new Violations()
     .email("email", input.email)
     .required("password", input.password, 4096)
@@ -56,7 +61,7 @@ export async function login(
     throw invalidCredentials();
   }
   await deps.lockout.clear(input.email);
-  const draft = await withTenant(deps.pool, workspace.id, async (tx) => {
+  const outcome = await withTenant(deps.pool, workspace.id, async (tx) => {
     const membership = await findMembership(tx, workspace.id, user.id);
     if (!membership || membership.status !== "active") {
       throw new PermissionDeniedError(
@@ -70,16 +75,14 @@ export async function login(
         "verify your email address before logging in",
       );
     }
-    if (settings.otp_login === "required") {
-      // The second step arrives with OtpService; until then such workspaces cannot log in
-      // with a password alone rather than silently skipping the step.
-      throw new FailedPreconditionError(
-        "SECOND_STEP_REQUIRED",
-        "this workspace requires a second login step",
-      );
-    }
     if (check.needsRehash)
       await setPasswordHash(tx, user.id, await deps.hasher.hash(input.password), null);
+    if (needsSecondStep(settings, user)) {
+      return {
+        kind: "pending" as const,
+        pending: await startSecondStep(tx, deps, meta, { workspace, user, settings }),
+      };
+    }
     const draft = await openSession(tx, deps, meta, {
       workspaceId: workspace.id,
       userId: user.id,
@@ -93,7 +96,11 @@ export async function login(
       sessionId: draft.sessionId,
       outcome: "success",
     });
-    return draft;
+    return { kind: "draft" as const, draft };
   });
-  return signTokens(deps, draft);
+  if (outcome.kind === "pending") {
+    deps.mail.wake();
+    return outcome;
+  }
+  return { kind: "tokens", tokens: await signTokens(deps, outcome.draft) };
 }

@@ -15,6 +15,7 @@ import { type ConsumeResult, consumeCode, consumeLink, issueCode } from "./codes
 import type { AuthDeps, Principal, RequestMeta } from "./deps.js";
 import { NotFoundError, PermissionDeniedError, UnauthenticatedError } from "./errors.js";
 import { appLink } from "./links.js";
+import { consumeActionProof } from "./otp.js";
 import { effectiveSettings } from "./settings.js";
 import { Violations } from "./validate.js";
 import { lookUpWorkspace } from "./workspace-lookup.js";
@@ -43,7 +44,7 @@ export async function changePassword(
   deps: AuthDeps,
   meta: RequestMeta,
   principal: Principal,
-  input: { currentPassword: string; newPassword: string },
+  input: { currentPassword: string; newPassword: string; actionProof: string },
 ): Promise<void> {
   new Violations()
     .required("current_password", input.currentPassword, 4096)
@@ -66,6 +67,7 @@ export async function changePassword(
     );
     throw new PermissionDeniedError("CURRENT_PASSWORD_INVALID", "the current password is wrong");
   }
+  if (settings.action_proof_required) await consumeActionProof(deps, principal, input.actionProof);
   deps.policy.check(input.newPassword, {
     minLength: settings.password_min_length,
     field: "new_password",

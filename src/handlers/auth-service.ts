@@ -1,5 +1,8 @@
+import { create } from "@bufbuild/protobuf";
+import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
 import type { AuthService } from "../../gen/keygate/v1/auth_service_pb.js";
+import { OtpPurpose, PendingLoginSchema } from "../../gen/keygate/v1/types_pb.js";
 import { principalKey, requestMetaKey } from "../context-keys.js";
 import type { AuthDeps, Principal } from "../domain/deps.js";
 import { InvalidArgumentError, UnauthenticatedError } from "../domain/errors.js";
@@ -60,8 +63,19 @@ export class AuthServiceHandler implements ServiceImpl<typeof AuthService> {
   }
 
   async login(req: Parameters<ServiceImpl<typeof AuthService>["login"]>[0], ctx: HandlerContext) {
-    const tokens = await login(this.deps, meta(ctx), req);
-    return { result: { case: "tokens" as const, value: tokensOf(tokens) } };
+    const result = await login(this.deps, meta(ctx), req);
+    if (result.kind === "tokens")
+      return { result: { case: "tokens" as const, value: tokensOf(result.tokens) } };
+    return {
+      result: {
+        case: "pendingLogin" as const,
+        value: create(PendingLoginSchema, {
+          pendingLoginId: result.pending.pendingLoginId,
+          expireTime: timestampFromMs(result.pending.expiresAt.getTime()),
+          purpose: OtpPurpose.LOGIN_SECOND_STEP,
+        }),
+      },
+    };
   }
 
   async refresh(req: { refreshToken: string }, ctx: HandlerContext) {
@@ -101,7 +115,10 @@ export class AuthServiceHandler implements ServiceImpl<typeof AuthService> {
     return {};
   }
 
-  async changePassword(req: { currentPassword: string; newPassword: string }, ctx: HandlerContext) {
+  async changePassword(
+    req: { currentPassword: string; newPassword: string; actionProof: string },
+    ctx: HandlerContext,
+  ) {
     await changePassword(this.deps, meta(ctx), principal(ctx), req);
     return {};
   }

@@ -11,13 +11,14 @@ export const userRow = z.object({
   blocked: z.boolean(),
   metadata: z.record(z.string(), z.unknown()),
   tokens_valid_after: z.number().nullable(),
+  otp_login_opt_in: z.boolean(),
   created_at: z.number(),
   updated_at: z.number(),
 });
 export type UserRow = z.infer<typeof userRow>;
 
 const columns = sql.fragment`id, email, email_normalized, password_hash, email_verified, blocked,
-  metadata, tokens_valid_after, created_at, updated_at`;
+  metadata, tokens_valid_after, otp_login_opt_in, created_at, updated_at`;
 
 /** The form of an address that uniqueness and lookups use: trimmed, NFKC, lower case. */
 export function normalizeEmail(email: string): string {

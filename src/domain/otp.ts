@@ -1,0 +1,358 @@
+import type { DatabaseTransactionConnection } from "slonik";
+import { z } from "zod";
+import type { WorkspaceSettings } from "../config.js";
+import { isOpaqueToken, newOpaqueToken, opaqueHash } from "../crypto/opaque-tokens.js";
+import { sql } from "../db/sql.js";
+import { withTenant } from "../db/with-tenant.js";
+import { findMembership } from "../repositories/memberships.js";
+import {
+  findUserByEmail,
+  findUserById,
+  markEmailVerified,
+  normalizeEmail,
+  type UserRow,
+} from "../repositories/users.js";
+import { findWorkspaceById, type WorkspaceRow } from "../repositories/workspaces.js";
+import { audit } from "./audit.js";
+import { consumeCode, consumeLink, issueCode } from "./codes.js";
+import type { AuthDeps, MailTemplateName, Principal, RequestMeta } from "./deps.js";
+import { NotFoundError, PermissionDeniedError, UnauthenticatedError } from "./errors.js";
+import { type IssuedTokens, openSession, signTokens } from "./sessions.js";
+import { effectiveSettings } from "./settings.js";
+import { isUuid, Violations } from "./validate.js";
+import { lookUpWorkspace } from "./workspace-lookup.js";
+
+export type OtpPurpose =
+  | "login_second_step"
+  | "passwordless_sign_in"
+  | "email_verification"
+  | "sensitive_action";
+
+const templateOf: Record<OtpPurpose, MailTemplateName> = {
+  login_second_step: "login_code",
+  passwordless_sign_in: "login_code",
+  email_verification: "verify_email_code",
+  sensitive_action: "action_code",
+};
+
+const actionProofTtlSeconds = 5 * 60;
+const codeInvalid = () =>
+  new UnauthenticatedError("CODE_INVALID", "the code is invalid or has expired");
+
+const pendingRow = z.object({
+  id: z.string(),
+  workspace_id: z.string(),
+  user_id: z.string(),
+  expires_at: z.number(),
+  completed_at: z.number().nullable(),
+});
+
+async function sendCode(
+  tx: DatabaseTransactionConnection,
+  deps: AuthDeps,
+  input: {
+    workspace: Pick<WorkspaceRow, "id" | "name">;
+    user: Pick<UserRow, "id" | "email">;
+    purpose: OtpPurpose;
+    ttlSeconds: number;
+  },
+): Promise<void> {
+  const { secret } = await issueCode(tx, {
+    tokenSecret: deps.tokenSecret,
+    workspaceId: input.workspace.id,
+    userId: input.user.id,
+    purpose: input.purpose,
+    kind: "code",
+    now: deps.clock.now(),
+    ttlSeconds: input.ttlSeconds,
+  });
+  await deps.mail.enqueue(tx, {
+    workspaceId: input.workspace.id,
+    to: input.user.email,
+    template: templateOf[input.purpose],
+    vars: {
+      email: input.user.email,
+      workspace: input.workspace.name,
+      code: secret,
+      minutes: String(Math.round(input.ttlSeconds / 60)),
+    },
+  });
+}
+
+/** Whether a password login in this workspace needs the emailed second step. */
+export function needsSecondStep(
+  settings: WorkspaceSettings,
+  user: Pick<UserRow, "otp_login_opt_in">,
+): boolean {
+  return (
+    settings.otp_login === "required" ||
+    (settings.otp_login === "optional" && user.otp_login_opt_in)
+  );
+}
+
+/** Opens a pending login and emails its code, in the caller's tenant transaction. */
+export async function startSecondStep(
+  tx: DatabaseTransactionConnection,
+  deps: AuthDeps,
+  meta: RequestMeta,
+  input: { workspace: WorkspaceRow; user: UserRow; settings: WorkspaceSettings },
+): Promise<{ pendingLoginId: string; expiresAt: Date }> {
+  const now = deps.clock.now();
+  const expiresAt = new Date(now.getTime() + input.settings.otp_ttl_seconds * 1000);
+  const id = await tx.oneFirst(sql.type(z.object({ id: z.string() }))`
+    INSERT INTO pending_logins (workspace_id, user_id, ip_address, created_at, expires_at)
+    VALUES (${input.workspace.id}, ${input.user.id}, ${meta.ipAddress}, ${sql.timestamp(now)}, ${sql.timestamp(expiresAt)})
+    RETURNING id`);
+  await sendCode(tx, deps, {
+    ...input,
+    purpose: "login_second_step",
+    ttlSeconds: input.settings.otp_ttl_seconds,
+  });
+  await audit(tx, deps, meta, {
+    type: "login_second_step_sent",
+    workspaceId: input.workspace.id,
+    userId: input.user.id,
+    outcome: "success",
+  });
+  return { pendingLoginId: id, expiresAt };
+}
+
+async function pendingLogin(deps: AuthDeps, id: string) {
+  if (!isUuid(id)) throw new NotFoundError("pending login not found");
+  const row = await deps.pool.maybeOne(sql.type(pendingRow)`
+    SELECT id, workspace_id, user_id, expires_at, completed_at FROM pending_logins WHERE id = ${id}`);
+  if (!row || row.completed_at !== null || row.expires_at <= deps.clock.now().getTime()) {
+    throw new NotFoundError("pending login not found or expired");
+  }
+  return row;
+}
+
+export interface OtpInput {
+  readonly purpose: OtpPurpose | undefined;
+  readonly email: string;
+  readonly pendingLoginId: string;
+  readonly workspaceId: string;
+  readonly workspaceSlug: string;
+}
+
+function requirePurpose(purpose: OtpPurpose | undefined): OtpPurpose {
+  if (!purpose) new Violations().add("purpose", "is required").throwIfAny();
+  return purpose as OtpPurpose;
+}
+
+/** SendOtp: emails a code for the purpose; the answer says nothing about who has an account. */
+export async function sendOtp(
+  deps: AuthDeps,
+  meta: RequestMeta,
+  principal: Principal | undefined,
+  input: OtpInput,
+): Promise<{ expiresAt: Date }> {
+  const purpose = requirePurpose(input.purpose);
+  if (purpose === "login_second_step") {
+    const pending = await pendingLogin(deps, input.pendingLoginId);
+    const workspace = (await findWorkspaceById(deps.pool, pending.workspace_id)) as WorkspaceRow;
+    const settings = effectiveSettings(workspace, deps.settings.workspaceDefaults);
+    const user = (await findUserById(deps.pool, pending.user_id)) as UserRow;
+    await deps.limiter.hit({ id: workspace.id, settings }, [
+      ["otp_send_address", normalizeEmail(user.email)],
+    ]);
+    await withTenant(deps.pool, workspace.id, (tx) =>
+      sendCode(tx, deps, { workspace, user, purpose, ttlSeconds: settings.otp_ttl_seconds }),
+    );
+    deps.mail.wake();
+    return {
+      expiresAt: new Date(
+        Math.min(pending.expires_at, deps.clock.now().getTime() + settings.otp_ttl_seconds * 1000),
+      ),
+    };
+  }
+  if (purpose === "sensitive_action" && !principal) {
+    throw new UnauthenticatedError(
+      "UNAUTHENTICATED",
+      "send `authorization: Bearer <access token>`",
+    );
+  }
+  const signedIn =
+    principal &&
+    (purpose === "sensitive_action" || (purpose === "email_verification" && input.email === ""));
+  if (!signedIn) new Violations().email("email", input.email).throwIfAny();
+  const workspace = await lookUpWorkspace(deps.pool, {
+    workspaceId: signedIn ? principal.workspaceId : input.workspaceId,
+    workspaceSlug: signedIn ? "" : input.workspaceSlug,
+    header: meta.workspaceHeader,
+  });
+  const settings = effectiveSettings(workspace, deps.settings.workspaceDefaults);
+  if (purpose === "passwordless_sign_in" && !settings.passwordless_otp)
+    throw new NotFoundError("sign-in with a code is disabled");
+  if (purpose === "email_verification" && settings.email_verification === "off") {
+    throw new NotFoundError("email verification is disabled");
+  }
+  const subject = signedIn ? `user:${principal.userId}` : normalizeEmail(input.email);
+  await deps.limiter.hit({ id: workspace.id, settings }, [["otp_send_address", subject]]);
+  const sent = await withTenant(deps.pool, workspace.id, async (tx) => {
+    const user = signedIn
+      ? await findUserById(tx, principal.userId)
+      : await findUserByEmail(tx, input.email);
+    const membership = user ? await findMembership(tx, workspace.id, user.id) : null;
+    if (!user || user.blocked || membership?.status !== "active") return false;
+    if (purpose === "email_verification" && user.email_verified) return false;
+    await sendCode(tx, deps, { workspace, user, purpose, ttlSeconds: settings.otp_ttl_seconds });
+    await audit(tx, deps, meta, {
+      type: "otp_sent",
+      workspaceId: workspace.id,
+      userId: user.id,
+      outcome: "success",
+      details: { purpose },
+    });
+    return true;
+  });
+  if (sent) deps.mail.wake();
+  return { expiresAt: new Date(deps.clock.now().getTime() + settings.otp_ttl_seconds * 1000) };
+}
+
+export type VerifyOtpResult =
+  | { kind: "tokens"; tokens: IssuedTokens }
+  | { kind: "email_verified" }
+  | { kind: "action_proof"; proof: string; expiresAt: Date };
+
+/** VerifyOtp: checks a code and does what its purpose says. */
+export async function verifyOtp(
+  deps: AuthDeps,
+  meta: RequestMeta,
+  principal: Principal | undefined,
+  input: OtpInput & { code: string },
+): Promise<VerifyOtpResult> {
+  const purpose = requirePurpose(input.purpose);
+  new Violations().required("code", input.code, 16).throwIfAny();
+  await deps.limiter.hit(null, [["code_verify_ip", meta.ipAddress ?? "unknown"]]);
+  const now = deps.clock.now();
+
+  let workspace: WorkspaceRow;
+  let userId: string | undefined;
+  let pendingId: string | undefined;
+  if (purpose === "login_second_step") {
+    const pending = await pendingLogin(deps, input.pendingLoginId);
+    workspace = (await findWorkspaceById(deps.pool, pending.workspace_id)) as WorkspaceRow;
+    userId = pending.user_id;
+    pendingId = pending.id;
+  } else if (
+    purpose === "sensitive_action" ||
+    (purpose === "email_verification" && principal && input.email === "")
+  ) {
+    if (!principal)
+      throw new UnauthenticatedError(
+        "UNAUTHENTICATED",
+        "send `authorization: Bearer <access token>`",
+      );
+    workspace = (await findWorkspaceById(deps.pool, principal.workspaceId)) as WorkspaceRow;
+    userId = principal.userId;
+  } else {
+    new Violations().email("email", input.email).throwIfAny();
+    workspace = await lookUpWorkspace(deps.pool, {
+      workspaceId: input.workspaceId,
+      workspaceSlug: input.workspaceSlug,
+      header: meta.workspaceHeader,
+    });
+    userId = (await findUserByEmail(deps.pool, input.email))?.id;
+  }
+  const settings = effectiveSettings(workspace, deps.settings.workspaceDefaults);
+  if (purpose === "passwordless_sign_in" && !settings.passwordless_otp)
+    throw new NotFoundError("sign-in with a code is disabled");
+  if (purpose === "email_verification" && settings.email_verification === "off") {
+    throw new NotFoundError("email verification is disabled");
+  }
+  if (!userId) throw codeInvalid();
+  const uid = userId;
+
+  const outcome = await withTenant(deps.pool, workspace.id, async (tx) => {
+    const r = await consumeCode(tx, {
+      tokenSecret: deps.tokenSecret,
+      workspaceId: workspace.id,
+      userId: uid,
+      purpose,
+      code: input.code,
+      now,
+    });
+    await audit(tx, deps, meta, {
+      type: r.ok ? "otp_verified" : "otp_failed",
+      workspaceId: workspace.id,
+      userId: uid,
+      outcome: r.ok ? "success" : "failure",
+      details: { purpose },
+    });
+    if (!r.ok) return undefined;
+    if (purpose === "email_verification") {
+      await markEmailVerified(tx, uid);
+      await audit(tx, deps, meta, {
+        type: "email_verified",
+        workspaceId: workspace.id,
+        userId: uid,
+        outcome: "success",
+      });
+      return { kind: "email_verified" as const };
+    }
+    if (purpose === "sensitive_action") {
+      const proof = newOpaqueToken("link").replace(/^kgl_/, "kga_");
+      const expiresAt = new Date(now.getTime() + actionProofTtlSeconds * 1000);
+      await tx.query(sql.unsafe`
+        UPDATE one_time_codes SET invalidated_at = ${sql.timestamp(now)}
+        WHERE workspace_id = ${workspace.id} AND user_id = ${uid} AND purpose = 'action_proof'
+          AND consumed_at IS NULL AND invalidated_at IS NULL`);
+      await tx.query(sql.unsafe`
+        INSERT INTO one_time_codes (workspace_id, user_id, purpose, kind, secret_hash, created_at, expires_at)
+        VALUES (${workspace.id}, ${uid}, 'action_proof', 'link', ${sql.binary(opaqueHash(deps.tokenSecret, "link", proof))},
+                ${sql.timestamp(now)}, ${sql.timestamp(expiresAt)})`);
+      return { kind: "action_proof" as const, proof, expiresAt };
+    }
+    const user = await findUserById(tx, uid);
+    const membership = await findMembership(tx, workspace.id, uid);
+    if (!user || user.blocked || membership?.status !== "active") return undefined;
+    if (pendingId) {
+      await tx.query(
+        sql.unsafe`UPDATE pending_logins SET completed_at = ${sql.timestamp(now)} WHERE id = ${pendingId}`,
+      );
+    } else if (!user.email_verified) {
+      // A code that reached the address proves it.
+      await markEmailVerified(tx, uid);
+    }
+    const draft = await openSession(tx, deps, meta, {
+      workspaceId: workspace.id,
+      userId: uid,
+      role: membership.role,
+      settings,
+    });
+    await audit(tx, deps, meta, {
+      type: "login_succeeded",
+      workspaceId: workspace.id,
+      userId: uid,
+      sessionId: draft.sessionId,
+      outcome: "success",
+      details: { method: purpose },
+    });
+    return { kind: "draft" as const, draft };
+  });
+  if (!outcome) throw codeInvalid();
+  if (outcome.kind === "draft")
+    return { kind: "tokens", tokens: await signTokens(deps, outcome.draft) };
+  return outcome;
+}
+
+/** Consumes an action proof of the signed-in user; PERMISSION_DENIED when it is missing or spent. */
+export async function consumeActionProof(
+  deps: AuthDeps,
+  principal: Principal,
+  proof: string,
+): Promise<void> {
+  const denied = () =>
+    new PermissionDeniedError("ACTION_PROOF_REQUIRED", "confirm this action with a code first");
+  if (!proof.startsWith("kga_") || !isOpaqueToken("link", `kgl_${proof.slice(4)}`)) throw denied();
+  const r = await withTenant(deps.pool, principal.workspaceId, (tx) =>
+    consumeLink(tx, {
+      tokenSecret: deps.tokenSecret,
+      purpose: "action_proof",
+      token: proof,
+      now: deps.clock.now(),
+    }),
+  );
+  if (!r.ok || r.userId !== principal.userId) throw denied();
+}

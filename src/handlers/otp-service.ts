@@ -1,0 +1,72 @@
+import { create } from "@bufbuild/protobuf";
+import { timestampFromMs } from "@bufbuild/protobuf/wkt";
+import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
+import type {
+  OtpService,
+  SendOtpRequest,
+  VerifyOtpRequest,
+} from "../../gen/keygate/v1/otp_service_pb.js";
+import { ActionProofSchema } from "../../gen/keygate/v1/otp_service_pb.js";
+import { OtpPurpose } from "../../gen/keygate/v1/types_pb.js";
+import { principalKey, requestMetaKey } from "../context-keys.js";
+import type { AuthDeps } from "../domain/deps.js";
+import { type OtpPurpose as DomainPurpose, sendOtp, verifyOtp } from "../domain/otp.js";
+import { tokensOf } from "./convert.js";
+
+/** Methods that use an access token when one is sent (SENSITIVE_ACTION needs one). */
+export const otpSignedInOptional = new Set(
+  ["SendOtp", "VerifyOtp"].map((m) => `keygate.v1.OtpService/${m}`),
+);
+
+const purposes: Partial<Record<OtpPurpose, DomainPurpose>> = {
+  [OtpPurpose.LOGIN_SECOND_STEP]: "login_second_step",
+  [OtpPurpose.PASSWORDLESS_SIGN_IN]: "passwordless_sign_in",
+  [OtpPurpose.EMAIL_VERIFICATION]: "email_verification",
+  [OtpPurpose.SENSITIVE_ACTION]: "sensitive_action",
+};
+
+/** OtpService: translates between the API and src/domain/otp.ts. */
+export class OtpServiceHandler implements ServiceImpl<typeof OtpService> {
+  constructor(private readonly deps: AuthDeps) {}
+
+  async sendOtp(req: SendOtpRequest, ctx: HandlerContext) {
+    const res = await sendOtp(
+      this.deps,
+      ctx.values.get(requestMetaKey),
+      ctx.values.get(principalKey),
+      {
+        ...req,
+        purpose: purposes[req.purpose],
+      },
+    );
+    return { expireTime: timestampFromMs(res.expiresAt.getTime()) };
+  }
+
+  async verifyOtp(req: VerifyOtpRequest, ctx: HandlerContext) {
+    const res = await verifyOtp(
+      this.deps,
+      ctx.values.get(requestMetaKey),
+      ctx.values.get(principalKey),
+      {
+        ...req,
+        purpose: purposes[req.purpose],
+      },
+    );
+    switch (res.kind) {
+      case "tokens":
+        return { result: { case: "tokens" as const, value: tokensOf(res.tokens) } };
+      case "email_verified":
+        return { result: { case: "emailVerified" as const, value: true } };
+      case "action_proof":
+        return {
+          result: {
+            case: "actionProof" as const,
+            value: create(ActionProofSchema, {
+              proof: res.proof,
+              expireTime: timestampFromMs(res.expiresAt.getTime()),
+            }),
+          },
+        };
+    }
+  }
+}
