@@ -6,14 +6,19 @@ import { loadSecrets } from "./crypto/secrets.js";
 import { SigningKeys } from "./crypto/signing-keys.js";
 import { defaultMigrationsDir, loadMigrations, migrate } from "./db/migrate.js";
 import { type Database, openDatabase } from "./db/pool.js";
+import { authenticateAdminKey } from "./domain/admin-auth.js";
 import { type BootstrapResult, bootstrap } from "./domain/bootstrap.js";
-import type { AuthDeps } from "./domain/deps.js";
+import type { AdminDeps, AuthDeps } from "./domain/deps.js";
 import { Lockout } from "./domain/lockout.js";
 import { RateLimiter, sweepRateLimits } from "./domain/rate-limits.js";
 import { authenticate } from "./domain/sessions.js";
+import { adminKeysHandlers } from "./handlers/admin/keys.js";
+import { adminUsersHandlers } from "./handlers/admin/users.js";
+import { adminWorkspacesHandlers } from "./handlers/admin/workspaces.js";
 import { AuthServiceHandler, authSignedIn, authSignedInOptional } from "./handlers/auth-service.js";
 import { HealthService } from "./handlers/health.js";
 import { OtpServiceHandler, otpSignedInOptional } from "./handlers/otp-service.js";
+import { adminAuthnInterceptor } from "./interceptors/admin-authn.js";
 import { authnInterceptor } from "./interceptors/authn.js";
 import type { Logger } from "./log.js";
 import { createMailer, type Mailer } from "./mail/mailer.js";
@@ -99,6 +104,7 @@ export async function startKeygate(
         productName,
       },
     };
+    const adminDeps: AdminDeps = { ...authDeps, signingKeys };
     const server = buildServer({
       config,
       logger,
@@ -108,10 +114,20 @@ export async function startKeygate(
         health: new HealthService(readiness, new Set(keygateServices.map((s) => s.typeName))),
         auth: new AuthServiceHandler(authDeps),
         otp: new OtpServiceHandler(authDeps),
-        admin: {},
+        admin: {
+          ...adminUsersHandlers(adminDeps),
+          ...adminWorkspacesHandlers(adminDeps),
+          ...adminKeysHandlers(adminDeps),
+        },
         introspection: {},
       },
       interceptors: [
+        adminAuthnInterceptor({
+          services: new Set(["keygate.v1.AdminService", "keygate.v1.TokenIntrospectionService"]),
+          publicMethods: new Set(["keygate.v1.TokenIntrospectionService/GetJwks"]),
+          authenticateAdminKey: (secret) => authenticateAdminKey(database.pool, clock, secret),
+          authenticateUser: (token, header) => authenticate(authDeps, token, header),
+        }),
         authnInterceptor({
           authenticate: (token, header) => authenticate(authDeps, token, header),
           required: authSignedIn,

@@ -1,4 +1,5 @@
 import { createContextKey } from "@connectrpc/connect";
+import type { Caller } from "./domain/admin-auth.js";
 import type { Principal, RequestMeta } from "./domain/deps.js";
 
 /** Per-call values set by the transport and interceptors, read by handlers. */
@@ -19,4 +20,9 @@ export const requestMetaKey = createContextKey<RequestMeta>(
 /** The signed-in caller, set by the authn interceptor. */
 export const principalKey = createContextKey<Principal | undefined>(undefined, {
   description: "signed-in caller",
+});
+
+/** The admin key or signed-in owner/admin behind an AdminService or introspection call. */
+export const callerKey = createContextKey<Caller | undefined>(undefined, {
+  description: "admin caller",
 });

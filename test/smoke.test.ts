@@ -11,7 +11,7 @@ import * as protoLoader from "@grpc/proto-loader";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ErrorInfoSchema } from "../gen/google/rpc/error_details_pb.js";
 import { Health, HealthCheckResponse_ServingStatus } from "../gen/grpc/health/v1/health_pb.js";
-import { AdminService } from "../gen/keygate/v1/admin_service_pb.js";
+import { AuthService } from "../gen/keygate/v1/auth_service_pb.js";
 import { startTestKeygate, type TestKeygate } from "./support/server.js";
 
 let keygate: TestKeygate;
@@ -43,22 +43,26 @@ describe.each(Object.entries(transports))("%s", (_name, transport) => {
     expect(res.status).toBe(HealthCheckResponse_ServingStatus.SERVING);
   });
 
-  it("answers a not yet implemented RPC with UNIMPLEMENTED and a reason", async () => {
-    const admin = createClient(AdminService, transport());
-    const error = await admin
-      .getUser({ userId: "00000000-0000-0000-0000-000000000000" })
+  it("carries errors with their code and reason", async () => {
+    const auth = createClient(AuthService, transport());
+    const error = await auth
+      .login({
+        email: "nobody@example.test",
+        password: "not the password",
+        workspaceSlug: "default",
+      })
       .catch((e) => e);
     expect(error).toBeInstanceOf(ConnectError);
     const ce = error as ConnectError;
-    expect(ce.code).toBe(Code.Unimplemented);
-    expect(ce.findDetails(ErrorInfoSchema)[0]?.reason).toBe("UNIMPLEMENTED");
+    expect(ce.code).toBe(Code.Unauthenticated);
+    expect(ce.findDetails(ErrorInfoSchema)[0]?.reason).toBe("INVALID_CREDENTIALS");
   });
 });
 
 describe("stock @grpc/grpc-js with proto-loader", () => {
   const protoRoot = path.resolve(import.meta.dirname, "../proto");
   const definition = protoLoader.loadSync(
-    ["grpc/health/v1/health.proto", "keygate/v1/admin_service.proto"],
+    ["grpc/health/v1/health.proto", "keygate/v1/auth_service.proto"],
     { includeDirs: [protoRoot], keepCase: false, defaults: true, enums: String },
   );
   // biome-ignore lint/suspicious/noExplicitAny: proto-loader builds the client classes at run time.
@@ -71,7 +75,7 @@ describe("stock @grpc/grpc-js with proto-loader", () => {
   beforeAll(() => {
     const target = new URL(keygate.url).host;
     health = new loaded.grpc.health.v1.Health(target, grpc.credentials.createInsecure());
-    auth = new loaded.keygate.v1.AdminService(target, grpc.credentials.createInsecure());
+    auth = new loaded.keygate.v1.AuthService(target, grpc.credentials.createInsecure());
   });
   afterAll(() => {
     health?.close();
@@ -106,14 +110,14 @@ describe("stock @grpc/grpc-js with proto-loader", () => {
     expect(first.status).toBe("SERVING");
   });
 
-  it("AdminService/GetUser answers UNIMPLEMENTED with the request id in the metadata", async () => {
+  it("AuthService/Login answers UNAUTHENTICATED with the request id in the metadata", async () => {
     const metadata = new grpc.Metadata();
     metadata.set("x-request-id", "smoke-grpc-1");
     const { err, headers } = await new Promise<{ err: grpc.ServiceError; headers: grpc.Metadata }>(
       (resolve) => {
         let headers = new grpc.Metadata();
-        const call = auth.GetUser(
-          { userId: "00000000-0000-0000-0000-000000000000" },
+        const call = auth.Login(
+          { email: "nobody@example.test", password: "not the password", workspaceSlug: "default" },
           metadata,
           (e: grpc.ServiceError) => resolve({ err: e, headers }),
         ) as grpc.ClientUnaryCall;
@@ -122,7 +126,7 @@ describe("stock @grpc/grpc-js with proto-loader", () => {
         });
       },
     );
-    expect(err.code).toBe(grpc.status.UNIMPLEMENTED);
+    expect(err.code).toBe(grpc.status.UNAUTHENTICATED);
     expect(headers.get("x-request-id")).toEqual(["smoke-grpc-1"]);
   });
 });
@@ -146,20 +150,24 @@ describe("plain HTTP/1.1, as curl sends it", () => {
     expect(bad.headers.get("x-request-id")).not.toBe("a b c");
   });
 
-  it("unimplemented RPC answers 501 with code and reason in JSON", async () => {
-    const res = await fetch(`${keygate.url}/keygate.v1.AdminService/GetUser`, {
+  it("an error answers its HTTP status with code and reason in JSON", async () => {
+    const res = await fetch(`${keygate.url}/keygate.v1.AuthService/Login`, {
       method: "POST",
       headers: { "content-type": "application/json" },
-      body: JSON.stringify({ userId: "00000000-0000-0000-0000-000000000000" }),
+      body: JSON.stringify({
+        email: "nobody@example.test",
+        password: "not the password",
+        workspaceSlug: "default",
+      }),
     });
-    expect(res.status).toBe(501);
+    expect(res.status).toBe(401);
     const body = (await res.json()) as {
       code: string;
       details: { type: string; debug: { reason: string } }[];
     };
-    expect(body.code).toBe("unimplemented");
+    expect(body.code).toBe("unauthenticated");
     expect(body.details[0]?.type).toBe("google.rpc.ErrorInfo");
-    expect(body.details[0]?.debug.reason).toBe("UNIMPLEMENTED");
+    expect(body.details[0]?.debug.reason).toBe("INVALID_CREDENTIALS");
   });
 
   it("malformed JSON is INVALID_ARGUMENT, never INTERNAL", async () => {

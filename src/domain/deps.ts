@@ -1,6 +1,7 @@
 import type { DatabasePool, DatabaseTransactionConnection } from "slonik";
 import type { Clock } from "../clock.js";
 import type { RateLimitName, WorkspaceSettings } from "../config.js";
+import type { SigningKeys } from "../crypto/signing-keys.js";
 import type { Logger } from "../log.js";
 import type { Role } from "../repositories/memberships.js";
 
@@ -95,4 +96,9 @@ export interface Principal {
   readonly workspaceId: string;
   readonly sessionId: string;
   readonly role: Role;
+}
+
+/** AdminService needs the auth ports and the signing keys (rotation, listing). */
+export interface AdminDeps extends AuthDeps {
+  readonly signingKeys: SigningKeys;
 }

@@ -1,0 +1,148 @@
+import type { DatabasePool } from "slonik";
+import { z } from "zod";
+import type { Clock } from "../clock.js";
+import { adminKeyMatches, adminKeyPrefix } from "../crypto/admin-key.js";
+import { sql } from "../db/sql.js";
+import type { Role } from "../repositories/memberships.js";
+import type { Principal } from "./deps.js";
+import { PermissionDeniedError, UnauthenticatedError } from "./errors.js";
+
+/** Who calls AdminService or TokenIntrospectionService. */
+export type Caller =
+  | {
+      readonly kind: "admin_key";
+      readonly keyId: string;
+      /** null: deployment-wide. */
+      readonly workspaceId: string | null;
+      readonly role: "read_only" | "admin";
+      readonly introspect: boolean;
+    }
+  | {
+      readonly kind: "user";
+      readonly userId: string;
+      readonly workspaceId: string;
+      readonly role: Role;
+      readonly sessionId: string;
+    };
+
+/** How the audit log names the one who acted. */
+export function actorOf(caller: Caller): string {
+  return caller.kind === "admin_key" ? `admin_key:${caller.keyId}` : `user:${caller.userId}`;
+}
+
+const denied = (what: string) =>
+  new PermissionDeniedError("PERMISSION_DENIED", `this caller may not ${what}`);
+
+/**
+ * Scopes, as the AdminService comments define them:
+ * - workspace read: a key of that workspace or of the deployment (any role), or the
+ *   workspace's owner or admin;
+ * - workspace admin: an admin key of that workspace or of the deployment, or the workspace's
+ *   owner or admin;
+ * - deployment read / admin: a deployment-wide key (of any role / of role admin).
+ */
+export function requireWorkspaceRead(caller: Caller, workspaceId: string): void {
+  if (caller.kind === "admin_key") {
+    if (caller.workspaceId === null || caller.workspaceId === workspaceId) return;
+  } else if (
+    caller.workspaceId === workspaceId &&
+    (caller.role === "owner" || caller.role === "admin")
+  ) {
+    return;
+  }
+  throw denied("read this workspace");
+}
+
+export function requireWorkspaceAdmin(caller: Caller, workspaceId: string): void {
+  if (caller.kind === "admin_key") {
+    if (
+      caller.role === "admin" &&
+      (caller.workspaceId === null || caller.workspaceId === workspaceId)
+    )
+      return;
+  } else if (
+    caller.workspaceId === workspaceId &&
+    (caller.role === "owner" || caller.role === "admin")
+  ) {
+    return;
+  }
+  throw denied("administer this workspace");
+}
+
+export function requireDeploymentRead(caller: Caller): void {
+  if (caller.kind === "admin_key" && caller.workspaceId === null) return;
+  throw denied("read the whole deployment");
+}
+
+export function requireDeploymentAdmin(caller: Caller): void {
+  if (caller.kind === "admin_key" && caller.workspaceId === null && caller.role === "admin") return;
+  throw denied("administer the whole deployment");
+}
+
+export function requireIntrospect(caller: Caller): void {
+  if (caller.kind === "admin_key" && caller.introspect) return;
+  throw denied("introspect tokens");
+}
+
+/** The workspace a workspace-scoped caller is limited to, or null for deployment-wide keys. */
+export function callerWorkspace(caller: Caller): string | null {
+  return caller.kind === "admin_key" ? caller.workspaceId : caller.workspaceId;
+}
+
+const keyRow = z.object({
+  id: z.string(),
+  workspace_id: z.string().nullable(),
+  secret_hash: z.instanceof(Buffer),
+  role: z.enum(["read_only", "admin"]),
+  introspect: z.boolean(),
+  expires_at: z.number().nullable(),
+  revoked_at: z.number().nullable(),
+});
+
+/**
+ * Authenticates an admin key: found by its visible prefix, compared in constant time against
+ * its SHA-256, refused when revoked or expired. Checked against the database on every call,
+ * so a revocation holds at once on every instance.
+ */
+export async function authenticateAdminKey(
+  pool: DatabasePool,
+  clock: Clock,
+  secret: string,
+): Promise<Caller> {
+  const invalid = () => new UnauthenticatedError("UNAUTHENTICATED", "invalid or revoked admin key");
+  const prefix = adminKeyPrefix(secret);
+  if (!prefix) throw invalid();
+  const row = await pool.maybeOne(sql.type(keyRow)`
+    SELECT id, workspace_id, secret_hash, role, introspect, expires_at, revoked_at FROM admin_keys WHERE prefix = ${prefix}`);
+  const now = clock.now().getTime();
+  if (
+    !row ||
+    !adminKeyMatches(secret, row.secret_hash) ||
+    row.revoked_at !== null ||
+    (row.expires_at !== null && row.expires_at <= now)
+  ) {
+    throw invalid();
+  }
+  // At most one write a minute per key.
+  await pool.query(sql.unsafe`
+    UPDATE admin_keys SET last_used_at = ${sql.timestamp(new Date(now))}
+    WHERE id = ${row.id} AND (last_used_at IS NULL OR last_used_at < ${sql.timestamp(new Date(now - 60_000))})`);
+  return {
+    kind: "admin_key",
+    keyId: row.id,
+    workspaceId: row.workspace_id,
+    role: row.role,
+    introspect: row.introspect,
+  };
+}
+
+/** A signed-in user as an admin caller (their role decides what they may do). */
+export function callerFromPrincipal(p: Principal): Caller {
+  return {
+    kind: "user",
+    userId: p.userId,
+    workspaceId: p.workspaceId,
+    role: p.role,
+    sessionId: p.sessionId,
+  };
+}

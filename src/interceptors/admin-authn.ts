@@ -1,0 +1,40 @@
+import type { Interceptor } from "@connectrpc/connect";
+import { callerKey, requestMetaKey } from "../context-keys.js";
+import type { Caller } from "../domain/admin-auth.js";
+import { callerFromPrincipal } from "../domain/admin-auth.js";
+import type { Principal } from "../domain/deps.js";
+import { UnauthenticatedError } from "../domain/errors.js";
+
+/**
+ * Authenticates the callers of AdminService and TokenIntrospectionService (all methods of
+ * the listed services but the public ones): `authorization: Bearer <admin key>` or a user's
+ * access token (what a user may do is decided per RPC from their role). Puts the Caller in the
+ * call's context.
+ */
+export function adminAuthnInterceptor(options: {
+  services: ReadonlySet<string>;
+  publicMethods: ReadonlySet<string>;
+  authenticateAdminKey(secret: string): Promise<Caller>;
+  authenticateUser(token: string, workspaceHeader: string | null): Promise<Principal>;
+}): Interceptor {
+  return (next) => async (req) => {
+    if (!options.services.has(req.service.typeName)) return next(req);
+    if (options.publicMethods.has(`${req.service.typeName}/${req.method.name}`)) return next(req);
+    const token = req.header.get("authorization")?.match(/^Bearer\s+(\S+)\s*$/i)?.[1];
+    if (!token)
+      throw new UnauthenticatedError(
+        "UNAUTHENTICATED",
+        "send `authorization: Bearer <admin key or access token>`",
+      );
+    const caller = token.startsWith("kg_")
+      ? await options.authenticateAdminKey(token)
+      : callerFromPrincipal(
+          await options.authenticateUser(
+            token,
+            req.contextValues.get(requestMetaKey).workspaceHeader,
+          ),
+        );
+    req.contextValues.set(callerKey, caller);
+    return next(req);
+  };
+}
