@@ -34,6 +34,16 @@ const list = z.string().transform((v) =>
 
 const url = z.url({ error: "expected a URL" });
 
+/** A variable holding JSON, parsed before its schema checks it. */
+const json = z.string().transform((text, ctx) => {
+  try {
+    return JSON.parse(text) as unknown;
+  } catch {
+    ctx.addIssue({ code: "custom", message: "expected a JSON object" });
+    return z.NEVER;
+  }
+});
+
 /** 32 or more random bytes, base64 or base64url encoded. */
 const base64Key = z
   .string()
@@ -176,31 +186,9 @@ const envSchema = z.object({
   KEYGATE_HASH_WORKERS: positiveInt(64).optional(),
   KEYGATE_REFRESH_GRACE_SECONDS: z.coerce.number().int().min(0).max(120).default(10),
   KEYGATE_ALLOW_WORKSPACE_CREATION: bool.default(false),
-  KEYGATE_WORKSPACE_DEFAULTS: z
-    .string()
-    .transform((text, ctx) => {
-      try {
-        return JSON.parse(text) as unknown;
-      } catch {
-        ctx.addIssue({ code: "custom", message: "expected a JSON object" });
-        return z.NEVER;
-      }
-    })
-    .pipe(workspaceSettingsSchema.partial().strict())
-    .optional(),
+  KEYGATE_WORKSPACE_DEFAULTS: json.pipe(workspaceSettingsSchema.partial().strict()).optional(),
   KEYGATE_MAIL_TEMPLATES_DIR: z.string().min(1).optional(),
-  KEYGATE_RATE_LIMITS: z
-    .string()
-    .transform((text, ctx) => {
-      try {
-        return JSON.parse(text) as unknown;
-      } catch {
-        ctx.addIssue({ code: "custom", message: "expected a JSON object" });
-        return z.NEVER;
-      }
-    })
-    .pipe(rateLimitsSchema.partial().strict())
-    .optional(),
+  KEYGATE_RATE_LIMITS: json.pipe(rateLimitsSchema.partial().strict()).optional(),
   KEYGATE_TRUSTED_PROXIES: list
     .refine(
       (items) => items.every((i) => parseCidr(i) !== undefined),

@@ -1,21 +1,16 @@
 import { withTenant } from "../db/with-tenant.js";
 import { findMembership } from "../repositories/memberships.js";
-import {
-  findUserByEmail,
-  findUserById,
-  markEmailVerified,
-  normalizeEmail,
-} from "../repositories/users.js";
+import { findUserByEmail, findUserById, markEmailVerified } from "../repositories/users.js";
 import { findWorkspaceById, type WorkspaceRow } from "../repositories/workspaces.js";
 import { audit } from "./audit.js";
 import { consumeLink, issueCode } from "./codes.js";
 import type { AuthDeps, RequestMeta } from "./deps.js";
-import { NotFoundError, UnauthenticatedError } from "./errors.js";
+import { UnauthenticatedError } from "./errors.js";
 import { appLink } from "./links.js";
+import { startEmailFlow } from "./public-flow.js";
 import { type IssuedTokens, openSession, signTokens } from "./sessions.js";
 import { effectiveSettings } from "./settings.js";
 import { Violations } from "./validate.js";
-import { lookUpWorkspace } from "./workspace-lookup.js";
 
 const magicLinkTtlSeconds = 15 * 60;
 
@@ -25,14 +20,11 @@ export async function requestMagicLink(
   meta: RequestMeta,
   input: { email: string; workspaceId: string; workspaceSlug: string },
 ): Promise<void> {
-  new Violations().email("email", input.email).throwIfAny();
-  const workspace = await lookUpWorkspace(deps.pool, { ...input, header: meta.workspaceHeader });
-  const settings = effectiveSettings(workspace, deps.settings.workspaceDefaults);
-  if (!settings.magic_link) throw new NotFoundError("magic links are disabled");
-  await deps.limiter.hit({ id: workspace.id, settings }, [
-    ["magic_link_ip", meta.ipAddress ?? "unknown"],
-    ["magic_link_address", normalizeEmail(input.email)],
-  ]);
+  const { workspace } = await startEmailFlow(deps, meta, input, {
+    enabled: (s) => s.magic_link,
+    name: "sign-in by magic link",
+    limits: ["magic_link_ip", "magic_link_address"],
+  });
   const sent = await withTenant(deps.pool, workspace.id, async (tx) => {
     const user = await findUserByEmail(tx, input.email);
     const membership = user ? await findMembership(tx, workspace.id, user.id) : null;

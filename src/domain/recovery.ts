@@ -5,7 +5,6 @@ import { revokeUserSessions } from "../repositories/sessions.js";
 import {
   findUserByEmail,
   findUserById,
-  normalizeEmail,
   setPasswordHash,
   type UserRow,
 } from "../repositories/users.js";
@@ -16,6 +15,7 @@ import type { AuthDeps, Principal, RequestMeta } from "./deps.js";
 import { NotFoundError, PermissionDeniedError, UnauthenticatedError } from "./errors.js";
 import { appLink } from "./links.js";
 import { consumeActionProof } from "./otp.js";
+import { startEmailFlow } from "./public-flow.js";
 import { effectiveSettings } from "./settings.js";
 import { Violations } from "./validate.js";
 import { lookUpWorkspace } from "./workspace-lookup.js";
@@ -103,14 +103,11 @@ export async function requestPasswordReset(
   meta: RequestMeta,
   input: { email: string; workspaceId: string; workspaceSlug: string },
 ): Promise<void> {
-  new Violations().email("email", input.email).throwIfAny();
-  const workspace = await lookUpWorkspace(deps.pool, { ...input, header: meta.workspaceHeader });
-  const settings = effectiveSettings(workspace, deps.settings.workspaceDefaults);
-  if (!settings.reset_password) throw new NotFoundError("password reset is disabled");
-  await deps.limiter.hit({ id: workspace.id, settings }, [
-    ["password_reset_ip", meta.ipAddress ?? "unknown"],
-    ["password_reset_address", normalizeEmail(input.email)],
-  ]);
+  const { workspace, settings } = await startEmailFlow(deps, meta, input, {
+    enabled: (s) => s.reset_password,
+    name: "password reset",
+    limits: ["password_reset_ip", "password_reset_address"],
+  });
   const mode = settings.password_reset;
   const sent = await withTenant(deps.pool, workspace.id, async (tx) => {
     const user = await findUserByEmail(tx, input.email);
