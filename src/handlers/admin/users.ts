@@ -1,8 +1,163 @@
-import type { ServiceImpl } from "@connectrpc/connect";
-import type { AdminService } from "../../../gen/keygate/v1/admin_service_pb.js";
+import { timestampFromMs } from "@bufbuild/protobuf/wkt";
+import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
+import {
+  type AdminService,
+  type BlockUserRequest,
+  type DeleteUserRequest,
+  type GetUserRequest,
+  type ListUsersRequest,
+  type MarkEmailVerifiedRequest,
+  type ProvisionUserRequest,
+  type RevokeUserSessionsRequest,
+  type UnblockUserRequest,
+  type UpdateUserMetadataRequest,
+  UserStatusFilter,
+} from "../../../gen/keygate/v1/admin_service_pb.js";
+import { Role } from "../../../gen/keygate/v1/types_pb.js";
+import { requestMetaKey } from "../../context-keys.js";
+import {
+  blockUser,
+  deleteUser,
+  getUser,
+  listUsers,
+  markUserEmailVerified,
+  revokeUserSessions,
+  type UserStatus,
+  unblockUser,
+  updateUserMetadata,
+} from "../../domain/admin/users.js";
+import { provisionUser } from "../../domain/admin/users-provision.js";
 import type { AdminDeps } from "../../domain/deps.js";
+import { Violations } from "../../domain/validate.js";
+import type { AdminUserRow } from "../../repositories/admin-users.js";
+import type { Role as DomainRole } from "../../repositories/memberships.js";
+import { membershipOf, userOf } from "../convert.js";
+import { callerOf } from "./caller.js";
 
-/** AdminService RPCs about users. */
-export function adminUsersHandlers(_deps: AdminDeps): Partial<ServiceImpl<typeof AdminService>> {
-  return {};
+const meta = (ctx: HandlerContext) => ctx.values.get(requestMetaKey);
+
+/** A user with their lockout state, as admin answers carry it. */
+function adminUserOf(u: AdminUserRow, now: Date) {
+  const user = userOf(u);
+  // A lockout that has run out is no lockout: only a future end is answered.
+  if (u.locked_until !== null && u.locked_until > now.getTime())
+    user.lockedUntil = timestampFromMs(Math.floor(u.locked_until));
+  user.failedLoginCount = Math.max(0, u.failed_login_count);
+  return user;
+}
+
+function roleFrom(role: Role): DomainRole {
+  switch (role) {
+    case Role.UNSPECIFIED:
+    case Role.MEMBER:
+      return "member";
+    case Role.ADMIN:
+      return "admin";
+    case Role.OWNER:
+      return "owner";
+    default:
+      new Violations().add("role", "is not a known role").throwIfAny();
+      throw new Error("unreachable");
+  }
+}
+
+function statusFrom(status: UserStatusFilter): UserStatus {
+  switch (status) {
+    case UserStatusFilter.UNSPECIFIED:
+      return "any";
+    case UserStatusFilter.ACTIVE:
+      return "active";
+    case UserStatusFilter.BLOCKED:
+      return "blocked";
+    default:
+      new Violations().add("status", "is not a known status filter").throwIfAny();
+      throw new Error("unreachable");
+  }
+}
+
+/** AdminService RPCs about users: proto ⇄ domain only; the flows are in src/domain/admin. */
+export function adminUsersHandlers(deps: AdminDeps): Partial<ServiceImpl<typeof AdminService>> {
+  const now = () => deps.clock.now();
+  return {
+    async provisionUser(req: ProvisionUserRequest, ctx: HandlerContext) {
+      const create = req.createWorkspace;
+      if (create) {
+        // Settings and another owner are CreateWorkspace's business; this RPC takes the
+        // provisioned user's role instead.
+        const v = new Violations();
+        if (create.settings)
+          v.add("create_workspace.settings", "is not supported here; use UpdateWorkspaceSettings");
+        if (create.ownerUserId !== "")
+          v.add("create_workspace.owner_user_id", "is not supported here; use role");
+        v.throwIfAny();
+      }
+      const result = await provisionUser(deps, callerOf(ctx), meta(ctx), {
+        email: req.email,
+        password: req.password,
+        emailVerified: req.emailVerified,
+        metadata: req.metadata,
+        workspaceId: req.workspaceId,
+        createWorkspace: create ? { name: create.name, slug: create.slug } : undefined,
+        role: roleFrom(req.role),
+      });
+      return {
+        user: adminUserOf(result.user, now()),
+        membership: membershipOf(result.membership),
+        created: result.created,
+      };
+    },
+
+    async getUser(req: GetUserRequest, ctx: HandlerContext) {
+      return { user: adminUserOf(await getUser(deps, callerOf(ctx), req.userId), now()) };
+    },
+
+    async listUsers(req: ListUsersRequest, ctx: HandlerContext) {
+      const page = await listUsers(deps, callerOf(ctx), {
+        pageSize: req.pageSize,
+        pageToken: req.pageToken,
+        emailPrefix: req.emailPrefix,
+        status: statusFrom(req.status),
+        workspaceId: req.workspaceId,
+      });
+      const at = now();
+      return {
+        users: page.users.map((u) => adminUserOf(u, at)),
+        nextPageToken: page.nextPageToken,
+      };
+    },
+
+    async blockUser(req: BlockUserRequest, ctx: HandlerContext) {
+      const user = await blockUser(deps, callerOf(ctx), meta(ctx), req);
+      return { user: adminUserOf(user, now()) };
+    },
+
+    async unblockUser(req: UnblockUserRequest, ctx: HandlerContext) {
+      const user = await unblockUser(deps, callerOf(ctx), meta(ctx), req.userId);
+      return { user: adminUserOf(user, now()) };
+    },
+
+    async markEmailVerified(req: MarkEmailVerifiedRequest, ctx: HandlerContext) {
+      const user = await markUserEmailVerified(deps, callerOf(ctx), meta(ctx), req.userId);
+      return { user: adminUserOf(user, now()) };
+    },
+
+    async deleteUser(req: DeleteUserRequest, ctx: HandlerContext) {
+      await deleteUser(deps, callerOf(ctx), meta(ctx), req);
+      return {};
+    },
+
+    async revokeUserSessions(req: RevokeUserSessionsRequest, ctx: HandlerContext) {
+      const revokedCount = await revokeUserSessions(deps, callerOf(ctx), meta(ctx), req);
+      return { revokedCount };
+    },
+
+    async updateUserMetadata(req: UpdateUserMetadataRequest, ctx: HandlerContext) {
+      const user = await updateUserMetadata(deps, callerOf(ctx), meta(ctx), {
+        userId: req.userId,
+        metadata: req.metadata,
+        merge: req.merge,
+      });
+      return { user: adminUserOf(user, now()) };
+    },
+  };
 }

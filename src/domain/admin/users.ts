@@ -1,0 +1,377 @@
+import { createHash } from "node:crypto";
+import type { DatabaseTransactionConnection } from "slonik";
+import { z } from "zod";
+import { withTenant } from "../../db/with-tenant.js";
+import {
+  type AdminUserRow,
+  clearLoginFailures,
+  eraseUser,
+  findAdminUser,
+  isMemberOf,
+  listAdminUsers,
+  lockUser,
+  revokeSessionsOfUser,
+  setUserBlocked,
+  setUserMetadata,
+  workspacesWhereLastOwner,
+} from "../../repositories/admin-users.js";
+import { markEmailVerified, normalizeEmail } from "../../repositories/users.js";
+import {
+  actorOf,
+  type Caller,
+  callerWorkspace,
+  requireDeploymentAdmin,
+  requireDeploymentRead,
+  requireWorkspaceAdmin,
+  requireWorkspaceRead,
+} from "../admin-auth.js";
+import { audit } from "../audit.js";
+import type { AdminDeps, RequestMeta } from "../deps.js";
+import { FailedPreconditionError, InvalidArgumentError, NotFoundError } from "../errors.js";
+import { consumeActionProof } from "../otp.js";
+import { decodePageToken, encodePageToken, pageSize } from "../pagination.js";
+import { Violations } from "../validate.js";
+
+/**
+ * AdminService's user RPCs. A deployment-wide key sees every user; a workspace-scoped caller
+ * (a key of a workspace, or a workspace's owner or admin) sees only the members of its own
+ * workspace, and anyone else is NOT_FOUND to it, exactly like a user that does not exist
+ * (SECURITY.md 21).
+ */
+
+export const maxMetadataBytes = 16 * 1024;
+const maxBlockReasonLength = 1000;
+
+const notFound = () => new NotFoundError("user not found");
+
+/**
+ * Runs `fn` deployment-wide for deployment keys, or in the caller's workspace (row-level
+ * security on) for workspace-scoped callers.
+ */
+function inCallerScope<T>(
+  deps: AdminDeps,
+  workspaceId: string | null,
+  fn: (tx: DatabaseTransactionConnection) => Promise<T>,
+): Promise<T> {
+  return workspaceId === null ? deps.pool.transaction(fn) : withTenant(deps.pool, workspaceId, fn);
+}
+
+/**
+ * The user as the caller may see it: any user for deployment-wide callers, members of the
+ * caller's workspace (of any status) for the others. Optionally locks the row first.
+ */
+async function visibleUser(
+  tx: DatabaseTransactionConnection,
+  workspaceId: string | null,
+  userId: string,
+  lock = false,
+): Promise<AdminUserRow> {
+  if (lock && !(await lockUser(tx, userId))) throw notFound();
+  if (workspaceId !== null && !(await isMemberOf(tx, workspaceId, userId))) throw notFound();
+  const user = await findAdminUser(tx, userId);
+  if (!user) throw notFound();
+  return user;
+}
+
+function validUserId(userId: string): void {
+  new Violations().required("user_id", userId, 36).uuid("user_id", userId).throwIfAny();
+}
+
+/** Workspace admin of the caller's own workspace, or deployment admin. */
+function requireAdminOfOwnScope(caller: Caller): string | null {
+  const workspaceId = callerWorkspace(caller);
+  if (workspaceId === null) requireDeploymentAdmin(caller);
+  else requireWorkspaceAdmin(caller, workspaceId);
+  return workspaceId;
+}
+
+export async function getUser(
+  deps: AdminDeps,
+  caller: Caller,
+  userId: string,
+): Promise<AdminUserRow> {
+  const workspaceId = callerWorkspace(caller);
+  if (workspaceId === null) requireDeploymentRead(caller);
+  else requireWorkspaceRead(caller, workspaceId);
+  validUserId(userId);
+  return inCallerScope(deps, workspaceId, (tx) => visibleUser(tx, workspaceId, userId));
+}
+
+export type UserStatus = "any" | "active" | "blocked";
+
+const listName = "admin_users";
+const cursor = z.object({ e: z.string(), i: z.uuid(), q: z.string() });
+
+export async function listUsers(
+  deps: AdminDeps,
+  caller: Caller,
+  input: {
+    pageSize: number;
+    pageToken: string;
+    emailPrefix: string;
+    status: UserStatus;
+    workspaceId: string;
+  },
+): Promise<{ users: readonly AdminUserRow[]; nextPageToken: string }> {
+  const own = callerWorkspace(caller);
+  const v = new Violations().uuid("workspace_id", input.workspaceId);
+  if (input.emailPrefix.length > 320) v.add("email_prefix", "is longer than 320 characters");
+  if (own !== null && input.workspaceId === "")
+    v.add("workspace_id", "is required for workspace-scoped callers");
+  v.throwIfAny();
+  if (own === null) requireDeploymentRead(caller);
+  else requireWorkspaceRead(caller, input.workspaceId);
+
+  const emailPrefix = normalizeEmail(input.emailPrefix);
+  const workspaceId = input.workspaceId === "" ? null : input.workspaceId;
+  // A token only continues the query it came from: the filters are part of it.
+  const query = createHash("sha256")
+    .update(JSON.stringify([emailPrefix, input.status, workspaceId]))
+    .digest("base64url")
+    .slice(0, 16);
+  const after = decodePageToken(input.pageToken, listName, cursor);
+  if (after && after.q !== query) {
+    throw new InvalidArgumentError(
+      [{ field: "page_token", description: "is malformed or belongs to another list" }],
+      "INVALID_PAGE_TOKEN",
+    );
+  }
+  const limit = pageSize(input.pageSize);
+  const rows = await inCallerScope(deps, own, (tx) =>
+    listAdminUsers(tx, {
+      emailPrefix,
+      blocked: input.status === "any" ? null : input.status === "blocked",
+      workspaceId,
+      after: after ? { email: after.e, id: after.i } : null,
+      limit: limit + 1,
+    }),
+  );
+  const users = rows.slice(0, limit);
+  const last = users.at(-1);
+  return {
+    users,
+    nextPageToken:
+      rows.length > limit && last
+        ? encodePageToken(listName, { e: last.email_normalized, i: last.id, q: query })
+        : "",
+  };
+}
+
+/**
+ * Blocks a user everywhere (SECURITY.md 11): every session ends in the same transaction, so
+ * refresh fails at once; access tokens already fail at once because authentication checks
+ * the user's blocked flag, and login answers like a wrong password.
+ */
+export async function blockUser(
+  deps: AdminDeps,
+  caller: Caller,
+  meta: RequestMeta,
+  input: { userId: string; reason: string },
+): Promise<AdminUserRow> {
+  requireDeploymentAdmin(caller);
+  const v = new Violations().required("user_id", input.userId, 36).uuid("user_id", input.userId);
+  if (input.reason.length > maxBlockReasonLength)
+    v.add("reason", `is longer than ${maxBlockReasonLength} characters`);
+  v.throwIfAny();
+  return deps.pool.transaction(async (tx) => {
+    if (!(await lockUser(tx, input.userId))) throw notFound();
+    await setUserBlocked(tx, input.userId, true);
+    const revoked = await revokeSessionsOfUser(tx, {
+      userId: input.userId,
+      workspaceId: null,
+      reason: "user_blocked",
+      now: deps.clock.now(),
+    });
+    await audit(tx, deps, meta, {
+      type: "user_blocked",
+      workspaceId: null,
+      userId: input.userId,
+      actor: actorOf(caller),
+      outcome: "success",
+      details: { reason: input.reason, sessions_revoked: revoked },
+    });
+    return (await findAdminUser(tx, input.userId)) as AdminUserRow;
+  });
+}
+
+/**
+ * Lifts a block. It also clears the failed-login count and temporary lockout of the user's
+ * address: unblocking is how an admin ends a lockout early.
+ */
+export async function unblockUser(
+  deps: AdminDeps,
+  caller: Caller,
+  meta: RequestMeta,
+  userId: string,
+): Promise<AdminUserRow> {
+  requireDeploymentAdmin(caller);
+  validUserId(userId);
+  return deps.pool.transaction(async (tx) => {
+    if (!(await lockUser(tx, userId))) throw notFound();
+    const before = (await findAdminUser(tx, userId)) as AdminUserRow;
+    await setUserBlocked(tx, userId, false);
+    await clearLoginFailures(tx, before.email_normalized);
+    await audit(tx, deps, meta, {
+      type: "user_unblocked",
+      workspaceId: null,
+      userId,
+      actor: actorOf(caller),
+      outcome: "success",
+      details: {
+        was_blocked: before.blocked,
+        lockout_cleared: before.locked_until !== null || before.failed_login_count > 0,
+      },
+    });
+    return (await findAdminUser(tx, userId)) as AdminUserRow;
+  });
+}
+
+export async function markUserEmailVerified(
+  deps: AdminDeps,
+  caller: Caller,
+  meta: RequestMeta,
+  userId: string,
+): Promise<AdminUserRow> {
+  const workspaceId = requireAdminOfOwnScope(caller);
+  validUserId(userId);
+  return inCallerScope(deps, workspaceId, async (tx) => {
+    await visibleUser(tx, workspaceId, userId, true);
+    await markEmailVerified(tx, userId);
+    await audit(tx, deps, meta, {
+      type: "email_marked_verified",
+      workspaceId,
+      userId,
+      actor: actorOf(caller),
+      outcome: "success",
+    });
+    return (await findAdminUser(tx, userId)) as AdminUserRow;
+  });
+}
+
+/** Serialized size of a metadata object, as the limit counts it (compact JSON, UTF-8). */
+export function metadataBytes(metadata: Record<string, unknown>): number {
+  return Buffer.byteLength(JSON.stringify(metadata), "utf8");
+}
+
+export function checkMetadataSize(field: string, metadata: Record<string, unknown>): void {
+  if (metadataBytes(metadata) > maxMetadataBytes) {
+    new Violations()
+      .add(field, `is larger than ${maxMetadataBytes} bytes serialized as JSON`)
+      .throwIfAny();
+  }
+}
+
+export async function updateUserMetadata(
+  deps: AdminDeps,
+  caller: Caller,
+  meta: RequestMeta,
+  input: { userId: string; metadata: Record<string, unknown> | undefined; merge: boolean },
+): Promise<AdminUserRow> {
+  const workspaceId = requireAdminOfOwnScope(caller);
+  const v = new Violations().required("user_id", input.userId, 36).uuid("user_id", input.userId);
+  const metadata = input.metadata;
+  if (metadata === undefined) v.add("metadata", "is required (an empty object clears it)");
+  else if (typeof metadata !== "object" || metadata === null || Array.isArray(metadata))
+    v.add("metadata", "is not a JSON object");
+  v.throwIfAny();
+  const incoming = metadata as Record<string, unknown>;
+  // Checked before the merge too, so an oversized request is refused without a lookup.
+  checkMetadataSize("metadata", incoming);
+  return inCallerScope(deps, workspaceId, async (tx) => {
+    const user = await visibleUser(tx, workspaceId, input.userId, true);
+    const next = input.merge ? { ...user.metadata, ...incoming } : incoming;
+    checkMetadataSize("metadata", next);
+    await setUserMetadata(tx, input.userId, next);
+    await audit(tx, deps, meta, {
+      type: "user_metadata_updated",
+      workspaceId,
+      userId: input.userId,
+      actor: actorOf(caller),
+      outcome: "success",
+      details: { merge: input.merge, bytes: metadataBytes(next) },
+    });
+    return (await findAdminUser(tx, input.userId)) as AdminUserRow;
+  });
+}
+
+/**
+ * Ends the user's sessions in one workspace (workspace admin of it) or in every workspace
+ * (deployment admin). Answers how many were live.
+ */
+export async function revokeUserSessions(
+  deps: AdminDeps,
+  caller: Caller,
+  meta: RequestMeta,
+  input: { userId: string; workspaceId: string },
+): Promise<number> {
+  const scope = input.workspaceId === "" ? null : input.workspaceId;
+  if (scope === null) requireDeploymentAdmin(caller);
+  else requireWorkspaceAdmin(caller, scope);
+  new Violations()
+    .required("user_id", input.userId, 36)
+    .uuid("user_id", input.userId)
+    .uuid("workspace_id", input.workspaceId)
+    .throwIfAny();
+  // A deployment-wide caller may name any user; a workspace's own callers only its members.
+  const visibleIn = callerWorkspace(caller) === null ? null : scope;
+  return inCallerScope(deps, scope, async (tx) => {
+    await visibleUser(tx, visibleIn, input.userId);
+    const revoked = await revokeSessionsOfUser(tx, {
+      userId: input.userId,
+      workspaceId: scope,
+      reason: "admin_revoked",
+      now: deps.clock.now(),
+    });
+    await audit(tx, deps, meta, {
+      type: "user_sessions_revoked",
+      workspaceId: scope,
+      userId: input.userId,
+      actor: actorOf(caller),
+      outcome: "success",
+      details: { sessions_revoked: revoked },
+    });
+    return revoked;
+  });
+}
+
+/**
+ * Erases a user (deployment admin, or the user themself with an action proof from
+ * OtpService). Refused while they are the last active owner of a workspace that has other
+ * members: that workspace would be left without anyone able to run it.
+ */
+export async function deleteUser(
+  deps: AdminDeps,
+  caller: Caller,
+  meta: RequestMeta,
+  input: { userId: string; actionProof: string },
+): Promise<void> {
+  validUserId(input.userId);
+  const self = caller.kind === "user" && caller.userId === input.userId;
+  if (caller.kind === "user" && self) {
+    // Spent before the deletion is tried: a proof confirms one attempt.
+    await consumeActionProof(deps, caller, input.actionProof);
+  } else {
+    requireDeploymentAdmin(caller);
+  }
+  await deps.pool.transaction(async (tx) => {
+    if (!(await lockUser(tx, input.userId))) throw notFound();
+    const user = (await findAdminUser(tx, input.userId)) as AdminUserRow;
+    const stranded = await workspacesWhereLastOwner(tx, input.userId);
+    if (stranded.length > 0) {
+      throw new FailedPreconditionError(
+        "LAST_OWNER",
+        `the user is the last owner of ${stranded.length} workspace(s) with other members; make someone else owner first`,
+      );
+    }
+    await eraseUser(tx, { id: user.id, emailNormalized: user.email_normalized });
+    // No address or name in the event: the id alone stays, as a tombstone.
+    await audit(tx, deps, meta, {
+      type: "user_deleted",
+      workspaceId: self ? callerWorkspace(caller) : null,
+      userId: input.userId,
+      actor: actorOf(caller),
+      outcome: "success",
+      details: { self },
+    });
+  });
+}

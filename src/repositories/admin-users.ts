@@ -1,0 +1,222 @@
+import type { CommonQueryMethods } from "slonik";
+import { z } from "zod";
+import { sql } from "../db/sql.js";
+import { type MembershipRow, membershipRow, type Role } from "./memberships.js";
+import { normalizeEmail, userRow } from "./users.js";
+import { type WorkspaceRow, workspaceRow } from "./workspaces.js";
+
+/**
+ * Queries of AdminService's user RPCs. Users are not tenant-owned (one identity across
+ * workspaces); every query that touches workspace_members or sessions filters by workspace
+ * where the caller is workspace-scoped.
+ */
+
+/** A user with the lockout state of their address (login_failures, keyed by case-folded email). */
+export const adminUserRow = userRow.extend({
+  locked_until: z.number().nullable(),
+  failed_login_count: z.number(),
+});
+export type AdminUserRow = z.infer<typeof adminUserRow>;
+
+const adminUserColumns = sql.fragment`u.id, u.email, u.email_normalized, u.password_hash,
+  u.email_verified, u.blocked, u.metadata, u.tokens_valid_after, u.otp_login_opt_in, u.created_at,
+  u.updated_at, f.locked_until, COALESCE(f.failed_count, 0)::int AS failed_login_count`;
+
+export async function findAdminUser(
+  db: CommonQueryMethods,
+  userId: string,
+): Promise<AdminUserRow | null> {
+  return db.maybeOne(sql.type(adminUserRow)`
+    SELECT ${adminUserColumns}
+    FROM users u LEFT JOIN login_failures f ON f.email_normalized = u.email_normalized
+    WHERE u.id = ${userId}`);
+}
+
+/** Locks the user's row for the rest of the transaction; answers whether it exists. */
+export async function lockUser(db: CommonQueryMethods, userId: string): Promise<boolean> {
+  const row = await db.maybeOne(sql.type(z.object({ id: z.string() }))`
+    SELECT id FROM users WHERE id = ${userId} FOR UPDATE`);
+  return row !== null;
+}
+
+/** Whether the user has a membership (of any status) in the workspace. */
+export async function isMemberOf(
+  db: CommonQueryMethods,
+  workspaceId: string,
+  userId: string,
+): Promise<boolean> {
+  const row = await db.maybeOne(sql.type(z.object({ user_id: z.string() }))`
+    SELECT user_id FROM workspace_members WHERE workspace_id = ${workspaceId} AND user_id = ${userId}`);
+  return row !== null;
+}
+
+/**
+ * Inserts a provisioned user, or answers null when the address is taken. A concurrent insert
+ * of the same address makes this wait for the other transaction and then do nothing, so the
+ * caller can read the winner's row afterwards.
+ */
+export async function insertProvisionedUser(
+  db: CommonQueryMethods,
+  input: {
+    email: string;
+    passwordHash: string | null;
+    emailVerified: boolean;
+    metadata: Record<string, unknown>;
+  },
+): Promise<string | null> {
+  return db.maybeOneFirst(sql.type(z.object({ id: z.string() }))`
+    INSERT INTO users (email, email_normalized, password_hash, email_verified, metadata)
+    VALUES (${input.email.trim()}, ${normalizeEmail(input.email)}, ${input.passwordHash},
+            ${input.emailVerified}, ${sql.jsonb(input.metadata as never)})
+    ON CONFLICT (email_normalized) DO NOTHING
+    RETURNING id`);
+}
+
+export async function findUserIdByEmail(
+  db: CommonQueryMethods,
+  email: string,
+): Promise<string | null> {
+  return db.maybeOneFirst(sql.type(z.object({ id: z.string() }))`
+    SELECT id FROM users WHERE email_normalized = ${normalizeEmail(email)}`);
+}
+
+/** Inserts the membership, or answers null when one exists (waiting for a concurrent insert). */
+export async function insertMembershipIfAbsent(
+  db: CommonQueryMethods,
+  input: { workspaceId: string; userId: string; role: Role },
+): Promise<MembershipRow | null> {
+  return db.maybeOne(sql.type(membershipRow)`
+    INSERT INTO workspace_members (workspace_id, user_id, role)
+    VALUES (${input.workspaceId}, ${input.userId}, ${input.role})
+    ON CONFLICT (workspace_id, user_id) DO NOTHING
+    RETURNING workspace_id, user_id, role, status, tokens_valid_after, created_at, updated_at`);
+}
+
+/** Inserts the workspace, or answers null when the slug is taken. */
+export async function insertWorkspaceIfAbsent(
+  db: CommonQueryMethods,
+  input: { name: string; slug: string; settings: Record<string, unknown> },
+): Promise<WorkspaceRow | null> {
+  return db.maybeOne(sql.type(workspaceRow)`
+    INSERT INTO workspaces (name, slug, settings)
+    VALUES (${input.name}, ${input.slug}, ${sql.jsonb(input.settings as never)})
+    ON CONFLICT (slug) DO NOTHING
+    RETURNING id, name, slug, settings, created_at, updated_at`);
+}
+
+export async function listAdminUsers(
+  db: CommonQueryMethods,
+  input: {
+    /** Case-folded. */
+    emailPrefix: string;
+    blocked: boolean | null;
+    workspaceId: string | null;
+    after: { email: string; id: string } | null;
+    limit: number;
+  },
+): Promise<readonly AdminUserRow[]> {
+  const filters = [sql.fragment`TRUE`];
+  if (input.emailPrefix !== "")
+    filters.push(
+      sql.fragment`left(u.email_normalized, ${input.emailPrefix.length}) = ${input.emailPrefix}`,
+    );
+  if (input.blocked !== null) filters.push(sql.fragment`u.blocked = ${input.blocked}`);
+  if (input.workspaceId !== null)
+    filters.push(sql.fragment`EXISTS (SELECT 1 FROM workspace_members m
+      WHERE m.workspace_id = ${input.workspaceId} AND m.user_id = u.id)`);
+  if (input.after !== null)
+    filters.push(
+      sql.fragment`(u.email_normalized, u.id) > (${input.after.email}, ${input.after.id}::uuid)`,
+    );
+  return db.any(sql.type(adminUserRow)`
+    SELECT ${adminUserColumns}
+    FROM users u LEFT JOIN login_failures f ON f.email_normalized = u.email_normalized
+    WHERE ${sql.join(filters, sql.fragment` AND `)}
+    ORDER BY u.email_normalized, u.id
+    LIMIT ${input.limit}`);
+}
+
+export async function setUserBlocked(
+  db: CommonQueryMethods,
+  userId: string,
+  blocked: boolean,
+): Promise<void> {
+  await db.query(sql.unsafe`
+    UPDATE users SET blocked = ${blocked}, updated_at = now() WHERE id = ${userId}`);
+}
+
+export async function setUserMetadata(
+  db: CommonQueryMethods,
+  userId: string,
+  metadata: Record<string, unknown>,
+): Promise<void> {
+  await db.query(sql.unsafe`
+    UPDATE users SET metadata = ${sql.jsonb(metadata as never)}, updated_at = now()
+    WHERE id = ${userId}`);
+}
+
+/** Forgets the failed-login count and lockout of an address. */
+export async function clearLoginFailures(
+  db: CommonQueryMethods,
+  emailNormalized: string,
+): Promise<void> {
+  await db.query(
+    sql.unsafe`DELETE FROM login_failures WHERE email_normalized = ${emailNormalized}`,
+  );
+}
+
+/**
+ * Revokes the user's live sessions, in one workspace or (workspaceId null) in every one.
+ * Answers how many were live.
+ */
+export async function revokeSessionsOfUser(
+  db: CommonQueryMethods,
+  input: { userId: string; workspaceId: string | null; reason: string; now: Date },
+): Promise<number> {
+  const ids = await db.anyFirst(sql.type(z.object({ id: z.string() }))`
+    UPDATE sessions SET revoked_at = ${sql.timestamp(input.now)}, revoke_reason = ${input.reason}
+    WHERE user_id = ${input.userId} AND revoked_at IS NULL
+      AND (${input.workspaceId}::uuid IS NULL OR workspace_id = ${input.workspaceId}::uuid)
+    RETURNING id`);
+  return ids.length;
+}
+
+/**
+ * Workspaces in which the user is the last active owner while others are members. Locks the
+ * owner rows of the user's workspaces first, so a concurrent demotion or removal of the other
+ * owner waits for this transaction.
+ */
+export async function workspacesWhereLastOwner(
+  db: CommonQueryMethods,
+  userId: string,
+): Promise<readonly string[]> {
+  await db.query(sql.unsafe`
+    SELECT o.user_id FROM workspace_members o
+    WHERE o.role = 'owner'
+      AND o.workspace_id IN (SELECT workspace_id FROM workspace_members WHERE user_id = ${userId})
+    FOR UPDATE`);
+  return db.anyFirst(sql.type(z.object({ workspace_id: z.string() }))`
+    SELECT m.workspace_id FROM workspace_members m
+    WHERE m.user_id = ${userId} AND m.role = 'owner' AND m.status = 'active'
+      AND NOT EXISTS (SELECT 1 FROM workspace_members o
+        WHERE o.workspace_id = m.workspace_id AND o.user_id <> ${userId}
+          AND o.role = 'owner' AND o.status = 'active')
+      AND EXISTS (SELECT 1 FROM workspace_members x
+        WHERE x.workspace_id = m.workspace_id AND x.user_id <> ${userId})
+    ORDER BY m.workspace_id`);
+}
+
+/**
+ * Erases a user: the users row (memberships, sessions, refresh tokens, codes and pending
+ * logins cascade), the lockout state of their address and the mail addressed to them.
+ * Audit events keep the id, as a tombstone.
+ */
+export async function eraseUser(
+  db: CommonQueryMethods,
+  user: { id: string; emailNormalized: string },
+): Promise<void> {
+  await db.query(sql.unsafe`DELETE FROM users WHERE id = ${user.id}`);
+  await clearLoginFailures(db, user.emailNormalized);
+  await db.query(sql.unsafe`
+    DELETE FROM mail_outbox WHERE lower(btrim(recipient)) = ${user.emailNormalized}`);
+}
