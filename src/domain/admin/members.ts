@@ -1,0 +1,250 @@
+import type { DatabaseTransactionConnection } from "slonik";
+import { z } from "zod";
+import { withTenant } from "../../db/with-tenant.js";
+import {
+  countOtherActiveOwners,
+  deleteMembership,
+  findUsersByIds,
+  insertMembership,
+  listMembersPage,
+  lockWorkspace,
+  revokeMemberSessions,
+  updateMembership,
+} from "../../repositories/admin-workspaces.js";
+import { findMembership, type MembershipRow, type Role } from "../../repositories/memberships.js";
+import { findUserById, type UserRow } from "../../repositories/users.js";
+import { findWorkspaceById } from "../../repositories/workspaces.js";
+import {
+  actorOf,
+  type Caller,
+  requireWorkspaceAdmin,
+  requireWorkspaceRead,
+} from "../admin-auth.js";
+import { audit } from "../audit.js";
+import type { AdminDeps, RequestMeta } from "../deps.js";
+import {
+  AlreadyExistsError,
+  FailedPreconditionError,
+  NotFoundError,
+  PermissionDeniedError,
+} from "../errors.js";
+import { decodePageToken, encodePageToken, pageSize } from "../pagination.js";
+import { Violations } from "../validate.js";
+
+export type MembershipStatusValue = "active" | "disabled";
+
+/** ALREADY_EXISTS with the field in the error's BadRequest detail. */
+class MemberExistsError extends AlreadyExistsError {
+  readonly violations = [{ field: "user_id", description: "is a member of the workspace already" }];
+  constructor() {
+    super("user_id: is a member of the workspace already", "user_id");
+  }
+}
+
+const memberNotFound = () => new NotFoundError("member not found");
+
+function validateIds(workspaceId: string, userId: string): void {
+  new Violations()
+    .required("workspace_id", workspaceId)
+    .uuid("workspace_id", workspaceId)
+    .required("user_id", userId)
+    .uuid("user_id", userId)
+    .throwIfAny();
+}
+
+/**
+ * Owners are managed by owners: a workspace admin signed in with an access token may not
+ * grant the owner role, nor change or remove an owner. Admin keys may (the contract lets an
+ * admin key add an owner).
+ */
+function requireOwnerPower(caller: Caller): void {
+  if (caller.kind === "user" && caller.role !== "owner")
+    throw new PermissionDeniedError("PERMISSION_DENIED", "only an owner may manage owners");
+}
+
+/** Locks the workspace, so that membership changes of one workspace run one at a time. */
+async function lockedWorkspace(tx: DatabaseTransactionConnection, workspaceId: string) {
+  const workspace = await lockWorkspace(tx, workspaceId);
+  if (!workspace) throw new NotFoundError("workspace not found");
+  return workspace;
+}
+
+/** The last active owner may not stop being one (FAILED_PRECONDITION, reason LAST_OWNER). */
+async function keepAnOwner(
+  tx: DatabaseTransactionConnection,
+  member: MembershipRow,
+  what: string,
+): Promise<void> {
+  if (member.role !== "owner" || member.status !== "active") return;
+  if ((await countOtherActiveOwners(tx, member.workspace_id, member.user_id)) === 0)
+    throw new FailedPreconditionError(
+      "LAST_OWNER",
+      `the workspace's last active owner cannot be ${what}; make another member owner first`,
+    );
+}
+
+/** AddMember: workspace admin; an existing user joins with a role (default member). */
+export async function addMember(
+  deps: AdminDeps,
+  meta: RequestMeta,
+  caller: Caller,
+  input: { workspaceId: string; userId: string; role: Role },
+): Promise<MembershipRow> {
+  validateIds(input.workspaceId, input.userId);
+  requireWorkspaceAdmin(caller, input.workspaceId);
+  if (input.role === "owner") requireOwnerPower(caller);
+  const { workspaceId, userId, role } = input;
+  return withTenant(deps.pool, workspaceId, async (tx) => {
+    await lockedWorkspace(tx, workspaceId);
+    if (!(await findUserById(tx, userId))) throw new NotFoundError("user not found");
+    const row = await insertMembership(tx, { workspaceId, userId, role });
+    if (!row) throw new MemberExistsError();
+    await audit(tx, deps, meta, {
+      type: "member_added",
+      workspaceId,
+      userId,
+      actor: actorOf(caller),
+      outcome: "success",
+      details: { role },
+    });
+    return row;
+  });
+}
+
+/**
+ * UpdateMember: workspace admin; changes the role and/or status (null: unchanged). Disabling
+ * ends the member's sessions in the workspace at once.
+ */
+export async function updateMember(
+  deps: AdminDeps,
+  meta: RequestMeta,
+  caller: Caller,
+  input: {
+    workspaceId: string;
+    userId: string;
+    role: Role | null;
+    status: MembershipStatusValue | null;
+  },
+): Promise<MembershipRow> {
+  validateIds(input.workspaceId, input.userId);
+  requireWorkspaceAdmin(caller, input.workspaceId);
+  if (input.role === "owner") requireOwnerPower(caller);
+  const { workspaceId, userId } = input;
+  return withTenant(deps.pool, workspaceId, async (tx) => {
+    await lockedWorkspace(tx, workspaceId);
+    const member = await findMembership(tx, workspaceId, userId);
+    if (!member) throw memberNotFound();
+    if (member.role === "owner") requireOwnerPower(caller);
+    if (input.role === null && input.status === null) return member;
+    const demoted = input.role !== null && input.role !== "owner";
+    if (demoted) await keepAnOwner(tx, member, "demoted");
+    if (input.status === "disabled") await keepAnOwner(tx, member, "disabled");
+    const row = await updateMembership(tx, {
+      workspaceId,
+      userId,
+      role: input.role,
+      status: input.status,
+    });
+    if (!row) throw memberNotFound();
+    const ended =
+      input.status === "disabled"
+        ? await revokeMemberSessions(tx, {
+            workspaceId,
+            userId,
+            reason: "membership_disabled",
+            now: deps.clock.now(),
+          })
+        : [];
+    await audit(tx, deps, meta, {
+      type: "member_updated",
+      workspaceId,
+      userId,
+      actor: actorOf(caller),
+      outcome: "success",
+      details: {
+        role: row.role,
+        status: row.status,
+        previous_role: member.role,
+        previous_status: member.status,
+        sessions_ended: ended.length,
+      },
+    });
+    return row;
+  });
+}
+
+/** RemoveMember: workspace admin; removes the membership and ends its sessions. */
+export async function removeMember(
+  deps: AdminDeps,
+  meta: RequestMeta,
+  caller: Caller,
+  input: { workspaceId: string; userId: string },
+): Promise<void> {
+  validateIds(input.workspaceId, input.userId);
+  requireWorkspaceAdmin(caller, input.workspaceId);
+  const { workspaceId, userId } = input;
+  await withTenant(deps.pool, workspaceId, async (tx) => {
+    await lockedWorkspace(tx, workspaceId);
+    const member = await findMembership(tx, workspaceId, userId);
+    if (!member) throw memberNotFound();
+    if (member.role === "owner") requireOwnerPower(caller);
+    await keepAnOwner(tx, member, "removed");
+    if (!(await deleteMembership(tx, workspaceId, userId))) throw memberNotFound();
+    const ended = await revokeMemberSessions(tx, {
+      workspaceId,
+      userId,
+      reason: "membership_removed",
+      now: deps.clock.now(),
+    });
+    await audit(tx, deps, meta, {
+      type: "member_removed",
+      workspaceId,
+      userId,
+      actor: actorOf(caller),
+      outcome: "success",
+      details: { role: member.role, sessions_ended: ended.length },
+    });
+  });
+}
+
+const membersCursor = z.object({ u: z.uuid() });
+
+/** ListMembers: workspace read; members with their users, in user id order. */
+export async function listMembers(
+  deps: AdminDeps,
+  caller: Caller,
+  input: { workspaceId: string; pageSize: number; pageToken: string },
+): Promise<{
+  members: readonly (MembershipRow & { user: UserRow | undefined })[];
+  nextPageToken: string;
+}> {
+  new Violations()
+    .required("workspace_id", input.workspaceId)
+    .uuid("workspace_id", input.workspaceId)
+    .throwIfAny();
+  requireWorkspaceRead(caller, input.workspaceId);
+  const limit = pageSize(input.pageSize);
+  const cursor = decodePageToken(input.pageToken, "members", membersCursor);
+  const { workspaceId } = input;
+  const { rows, users } = await withTenant(deps.pool, workspaceId, async (tx) => {
+    if (!(await findWorkspaceById(tx, workspaceId))) throw new NotFoundError("workspace not found");
+    const rows = await listMembersPage(tx, {
+      workspaceId,
+      afterUserId: cursor?.u ?? null,
+      limit: limit + 1,
+    });
+    const users = await findUsersByIds(
+      tx,
+      rows.map((r) => r.user_id),
+    );
+    return { rows, users };
+  });
+  const byId = new Map(users.map((u) => [u.id, u]));
+  const page = rows.slice(0, limit);
+  const last = page[page.length - 1];
+  return {
+    members: page.map((m) => ({ ...m, user: byId.get(m.user_id) })),
+    nextPageToken:
+      rows.length > limit && last ? encodePageToken("members", { u: last.user_id }) : "",
+  };
+}
