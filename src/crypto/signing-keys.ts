@@ -11,16 +11,19 @@ import {
   jwtVerify,
   SignJWT,
 } from "jose";
-import type { DatabasePool } from "slonik";
+import type { DatabasePool, DatabaseTransactionConnection } from "slonik";
 import { z } from "zod";
 import { type Clock, systemClock } from "../clock.js";
 import { UnauthenticatedError, UnavailableError } from "../domain/errors.js";
 import type { Logger } from "../log.js";
 import {
+  findSigningKeyInfo,
   hasActiveSigningKey,
   insertSigningKey,
   listPublishedSigningKeys,
   lockSigningKeys,
+  promoteNextSigningKey,
+  type SigningKeyInfoRow,
   type SigningKeyRow,
 } from "../repositories/signing-keys.js";
 import { decryptPrivateKey, encryptPrivateKey } from "./key-encryption.js";
@@ -32,6 +35,14 @@ import { decryptPrivateKey, encryptPrivateKey } from "./key-encryption.js";
  * never touches the database. A token whose kid is not known triggers one reload, at most once
  * per second per instance, which is how a key created by another instance is picked up without
  * letting garbage tokens drive database load.
+ *
+ * Rotation (SECURITY.md 27) needs no scheduler: rotate() only publishes a `next` key. Every
+ * load checks for a `next` key published at least signingKeyPromotionDelayMs ago and, under
+ * the signing-keys advisory lock, makes it active and retires the old one; whichever instance
+ * loads first after the delay does it, the others see the result on their next load. Signing
+ * reloads a key set older than signingKeySetMaxAgeMs, so every instance signing tokens takes
+ * part, and an instance still signing with the old key for up to that long is covered by the
+ * retired key's publication time (retiredKeyPublishMs).
  */
 
 export type JwtAlgorithm = "ES256" | "EdDSA" | "RS256";
@@ -64,6 +75,11 @@ export class TokenInvalidError extends UnauthenticatedError {
 }
 
 const algorithms: readonly JwtAlgorithm[] = ["ES256", "EdDSA", "RS256"];
+
+export function isJwtAlgorithm(value: string): value is JwtAlgorithm {
+  return (algorithms as readonly string[]).includes(value);
+}
+
 const tokenType = "at+jwt";
 /** The only header members Keygate writes. Anything else (jku, x5u, jwk, x5c, crit, b64…) is refused. */
 const headerMembers = new Set(["alg", "kid", "typ"]);
@@ -77,6 +93,21 @@ const unknownKidReloadMs = 1_000;
  * plus the longest access token lifetime.
  */
 export const signingKeySetMaxAgeMs = 60_000;
+
+/**
+ * How long a `next` key is published before it signs: one key-set age for every instance to
+ * have reloaded, one more for gateways, whose JWKS answers are cacheable for the same 60 s
+ * (src/http/endpoints.ts). A token signed by the new key then never meets a verifier that has
+ * not seen its kid (an instance that has not would reload on the unknown kid anyway).
+ */
+export const signingKeyPromotionDelayMs = 2 * signingKeySetMaxAgeMs;
+
+/**
+ * How long a retired key stays published: the longest access-token lifetime any workspace may
+ * use (the signer refuses more), plus the key-set age during which another instance may still
+ * sign with it before its next reload.
+ */
+export const retiredKeyPublishMs = maxTtlSeconds * 1000 + signingKeySetMaxAgeMs;
 
 const publicMembers: Record<string, readonly string[]> = {
   EC: ["kty", "crv", "x", "y"],
@@ -209,6 +240,75 @@ export class SigningKeys {
     });
   }
 
+  /** The algorithm new keys get when rotation names none. */
+  get configuredAlgorithm(): JwtAlgorithm {
+    return this.algorithm;
+  }
+
+  /**
+   * Publishes a new key as `next`: it appears in the JWKS now and signs once it has been
+   * published for signingKeyPromotionDelayMs (see the class comment). `inTransaction` runs in
+   * the transaction that inserts it (for the audit event). This instance reloads at once, so
+   * its JWKS carries the key as soon as the call answers.
+   */
+  async rotate(options: {
+    algorithm?: JwtAlgorithm;
+    inTransaction?: (tx: DatabaseTransactionConnection, key: SigningKeyInfoRow) => Promise<void>;
+  }): Promise<SigningKeyInfoRow> {
+    const algorithm = options.algorithm ?? this.algorithm;
+    if (!algorithms.includes(algorithm)) {
+      throw new RangeError(`unsupported signing algorithm ${String(algorithm)}`);
+    }
+    // Key generation (RSA especially) happens before the transaction opens.
+    const key = await generateSigningKey(algorithm);
+    const info = await this.pool.transaction(async (tx) => {
+      await lockSigningKeys(tx);
+      await insertSigningKey(tx, {
+        kid: key.kid,
+        algorithm,
+        publicJwk: key.publicJwk,
+        privateKeyEncrypted: encryptPrivateKey(key.privateJwk, this.kek, key.kid),
+        status: "next",
+        now: this.clock.now(),
+      });
+      const row = await findSigningKeyInfo(tx, key.kid);
+      if (row === null) throw new Error("the inserted signing key is not there");
+      await options.inTransaction?.(tx, row);
+      return row;
+    });
+    this.logger.info({ kid: info.kid, algorithm }, "published a next signing key");
+    try {
+      await this.reload();
+    } catch (error) {
+      // Committed all the same; the JWKS reloads within a second on its next request.
+      this.logger.warn({ err: error }, "could not reload signing keys after a rotation");
+    }
+    return info;
+  }
+
+  /**
+   * Promotes a `next` key published long enough ago, if any; another instance may have done
+   * it already. A failure leaves the old key signing, which is safe, and is retried at the
+   * next load.
+   */
+  private async promoteDueKey(now: Date): Promise<boolean> {
+    try {
+      const kid = await this.pool.transaction(async (tx) => {
+        await lockSigningKeys(tx);
+        return promoteNextSigningKey(tx, {
+          now,
+          publishedBefore: new Date(now.getTime() - signingKeyPromotionDelayMs),
+          unpublishAfter: new Date(now.getTime() + retiredKeyPublishMs),
+        });
+      });
+      if (kid !== null) this.logger.info({ kid }, "promoted the next signing key to active");
+      return true;
+    } catch (error) {
+      this.logger.warn({ err: error }, "could not promote the next signing key");
+      return false;
+    }
+  }
+
   /** Reads the published keys from the database (after any load already under way). */
   reload(): Promise<void> {
     const run = (this.loading ?? Promise.resolve()).then(() => this.load());
@@ -225,7 +325,11 @@ export class SigningKeys {
   private async load(): Promise<void> {
     const now = this.clock.now();
     this.lastLoadAt = now.getTime();
-    const rows = await listPublishedSigningKeys(this.pool, now);
+    let rows = await listPublishedSigningKeys(this.pool, now);
+    const due = now.getTime() - signingKeyPromotionDelayMs;
+    if (rows.some((r) => r.status === "next" && r.created_at <= due)) {
+      if (await this.promoteDueKey(now)) rows = await listPublishedSigningKeys(this.pool, now);
+    }
     const published = new Map<string, PublishedKey>();
     let signer: Signer | undefined;
     for (const row of rows) {

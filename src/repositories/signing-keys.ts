@@ -74,3 +74,59 @@ export async function insertSigningKey(
             ${sql.binary(input.privateKeyEncrypted)}, ${input.status},
             ${sql.timestamp(input.now)}, ${activatedAt})`);
 }
+
+/** What may leave the service about a key: everything but the private part. */
+export const signingKeyInfoRow = signingKeyRow.omit({
+  private_key_encrypted: true,
+  public_jwk: true,
+});
+export type SigningKeyInfoRow = z.infer<typeof signingKeyInfoRow>;
+
+/** Every key ever created, unpublished ones included, oldest first; never the private part. */
+export async function listAllSigningKeys(
+  db: CommonQueryMethods,
+): Promise<readonly SigningKeyInfoRow[]> {
+  return db.any(sql.type(signingKeyInfoRow)`
+    SELECT kid, algorithm, status, created_at, activated_at, retired_at, unpublish_after
+    FROM signing_keys
+    ORDER BY created_at, kid`);
+}
+
+export async function findSigningKeyInfo(
+  db: CommonQueryMethods,
+  kid: string,
+): Promise<SigningKeyInfoRow | null> {
+  return db.maybeOne(sql.type(signingKeyInfoRow)`
+    SELECT kid, algorithm, status, created_at, activated_at, retired_at, unpublish_after
+    FROM signing_keys WHERE kid = ${kid}`);
+}
+
+/**
+ * Makes the newest `next` key published at or before `publishedBefore` the active one: the
+ * active key retires (published until `unpublishAfter`), older `next` keys that were superseded
+ * before they ever signed leave the key set at once. Run under lockSigningKeys; answers the
+ * promoted kid, or null when there was nothing to promote (another instance already did).
+ */
+export async function promoteNextSigningKey(
+  tx: DatabaseTransactionConnection,
+  input: { now: Date; publishedBefore: Date; unpublishAfter: Date },
+): Promise<string | null> {
+  const kid = await tx.maybeOneFirst(sql.type(z.object({ kid: z.string() }))`
+    SELECT kid FROM signing_keys
+    WHERE status = 'next' AND created_at <= ${sql.timestamp(input.publishedBefore)}
+    ORDER BY created_at DESC, kid DESC
+    LIMIT 1`);
+  if (kid === null) return null;
+  const now = sql.timestamp(input.now);
+  await tx.query(sql.type(voidRow)`
+    UPDATE signing_keys
+    SET status = 'retired', retired_at = ${now}, unpublish_after = ${sql.timestamp(input.unpublishAfter)}
+    WHERE status = 'active'`);
+  await tx.query(sql.type(voidRow)`
+    UPDATE signing_keys
+    SET status = 'retired', retired_at = ${now}, unpublish_after = ${now}
+    WHERE status = 'next' AND kid <> ${kid} AND created_at <= ${sql.timestamp(input.publishedBefore)}`);
+  await tx.query(sql.type(voidRow)`
+    UPDATE signing_keys SET status = 'active', activated_at = ${now} WHERE kid = ${kid}`);
+  return kid;
+}
