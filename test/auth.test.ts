@@ -84,6 +84,18 @@ describe("sign-up and login", () => {
     expect(me.workspace?.slug).toBe(slug);
     expect(me.role).toBe(Role.OWNER);
     expect(me.session?.current).toBe(true);
+    const again = await failure(
+      auth.signUp({
+        email: uniqueEmail("other"),
+        password,
+        workspaceName: "Acme",
+        workspaceSlug: slug,
+      }),
+    );
+    expect(again.code).toBe(Code.AlreadyExists);
+    expect(again.error.findDetails(BadRequestSchema)[0]?.fieldViolations[0]?.field).toBe(
+      "workspace_slug",
+    );
   });
 
   it("joins the workspace of x-workspace-id as a member and emails a verification code", async () => {

@@ -109,3 +109,27 @@ describe("SECURITY.md 20: row-level security behind the workspace predicate", ()
     for (const t of tables) expect(t, t.relname).toMatchObject({ rls: true, forced: true });
   });
 });
+
+describe("the audit log", () => {
+  it("is append-only, for the tenant role and the service role alike", async () => {
+    await database.pool.query(sql.unsafe`
+      INSERT INTO audit_events (workspace_id, type, outcome) VALUES (${a}, 'probe', 'success')`);
+    await expect(
+      database.pool.query(
+        sql.unsafe`UPDATE audit_events SET type = 'changed' WHERE type = 'probe'`,
+      ),
+    ).rejects.toThrow(/append-only/);
+    await expect(
+      database.pool.query(sql.unsafe`DELETE FROM audit_events WHERE type = 'probe'`),
+    ).rejects.toThrow(/append-only/);
+    await expect(
+      withTenant(database.pool, a, (tx) =>
+        tx.query(sql.unsafe`DELETE FROM audit_events WHERE type = 'probe'`),
+      ),
+    ).rejects.toThrow(/permission denied|append-only/);
+    expect(
+      await database.pool.oneFirst(sql.type(z.object({ n: z.number() }))`
+        SELECT count(*)::int AS n FROM audit_events WHERE type = 'probe'`),
+    ).toBe(1);
+  });
+});

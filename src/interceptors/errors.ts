@@ -14,7 +14,12 @@ import {
   RetryInfoSchema,
 } from "../../gen/google/rpc/error_details_pb.js";
 import { peerAddressKey, requestIdKey } from "../context-keys.js";
-import { DomainError, type Reason } from "../domain/errors.js";
+import {
+  AlreadyExistsError,
+  DomainError,
+  type FieldViolation,
+  type Reason,
+} from "../domain/errors.js";
 import type { Logger } from "../log.js";
 
 export const errorDomain = "keygate.dev";
@@ -53,11 +58,17 @@ function errorInfo(reason: Reason, metadata: Record<string, string> = {}) {
 
 function fromDomainError(error: DomainError): ConnectError {
   const details: OutgoingDetail[] = [errorInfo(error.reason)];
-  if ("violations" in error && Array.isArray(error.violations)) {
+  const violations =
+    "violations" in error && Array.isArray(error.violations)
+      ? (error.violations as FieldViolation[])
+      : error instanceof AlreadyExistsError && error.field
+        ? [{ field: error.field, description: error.message, reason: "ALREADY_EXISTS" }]
+        : [];
+  if (violations.length > 0) {
     details.push({
       desc: BadRequestSchema,
       value: create(BadRequestSchema, {
-        fieldViolations: error.violations.map((v) =>
+        fieldViolations: violations.map((v) =>
           create(BadRequest_FieldViolationSchema, {
             field: v.field,
             description: v.description,

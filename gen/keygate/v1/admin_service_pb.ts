@@ -1279,7 +1279,7 @@ export const AdminService: GenService<{
   /**
    * Deployment admin, or the user themself with an action proof. Erases the user's personal
    * data, memberships and sessions; audit events keep a tombstone id.
-   * Codes: NOT_FOUND, PERMISSION_DENIED (ACTION_PROOF_REQUIRED, LAST_OWNER).
+   * Codes: NOT_FOUND, PERMISSION_DENIED (ACTION_PROOF_REQUIRED), FAILED_PRECONDITION (LAST_OWNER).
    *
    * @generated from rpc keygate.v1.AdminService.DeleteUser
    */
