@@ -1,3 +1,4 @@
+import { adminCommands, adminUsage, runAdminCommand } from "./cli-admin.js";
 import { ConfigError, configFromEnv } from "./config.js";
 import { loadMigrations, migrate } from "./db/migrate.js";
 import { openDatabase } from "./db/pool.js";
@@ -9,7 +10,9 @@ Commands:
   serve     Start the service (embedded PostgreSQL when DATABASE_URL is unset)
   migrate   Apply pending database migrations and exit
 
-Configuration comes from KEYGATE_* environment variables and DATABASE_URL (see README).`;
+Configuration comes from KEYGATE_* environment variables and DATABASE_URL (see README).
+
+${adminUsage}`;
 
 async function main(argv: string[]): Promise<number> {
   const command = argv[0];
@@ -17,6 +20,7 @@ async function main(argv: string[]): Promise<number> {
     console.log(usage);
     return command === undefined ? 2 : 0;
   }
+  if (adminCommands.has(command)) return runAdminCommand(argv, process.env);
   let config: ReturnType<typeof configFromEnv>;
   try {
     config = configFromEnv(process.env);
