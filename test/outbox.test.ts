@@ -415,6 +415,7 @@ describe("mail templates", () => {
     email: "ada@example.test",
     code: "028461",
     minutes: "10",
+    days: "7",
     link: "https://app.example.test/x?token=abc",
     login_link: "https://app.example.test/login",
     reset_link: "https://app.example.test/reset-password",

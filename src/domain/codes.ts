@@ -17,7 +17,8 @@ export type CodePurpose =
   | "login_second_step"
   | "passwordless_sign_in"
   | "sensitive_action"
-  | "action_proof";
+  | "action_proof"
+  | "invitation";
 
 export const maxCodeAttempts = 5;
 

@@ -79,7 +79,8 @@ export type MailTemplateName =
   | "login_code"
   | "action_code"
   | "password_changed"
-  | "signup_existing_account";
+  | "signup_existing_account"
+  | "invitation";
 
 /** Who made the call and from where, for sessions and the audit log. */
 export interface RequestMeta {

@@ -6,6 +6,7 @@ import { OtpPurpose, PendingLoginSchema } from "../../gen/keygate/v1/types_pb.js
 import { principalKey, requestMetaKey } from "../context-keys.js";
 import type { AuthDeps, Principal } from "../domain/deps.js";
 import { InvalidArgumentError, UnauthenticatedError } from "../domain/errors.js";
+import { acceptInvitation } from "../domain/invitation.js";
 import { login } from "../domain/login.js";
 import { consumeMagicLink, requestMagicLink } from "../domain/magic-link.js";
 import { changePassword, requestPasswordReset, resetPassword } from "../domain/recovery.js";
@@ -184,6 +185,10 @@ export class AuthServiceHandler implements ServiceImpl<typeof AuthService> {
   async listMyWorkspaces(req: { pageSize: number; pageToken: string }, ctx: HandlerContext) {
     const page = await listMyWorkspaces(this.deps, principal(ctx), req);
     return { memberships: page.memberships.map(membershipOf), nextPageToken: page.nextPageToken };
+  }
+
+  async acceptInvitation(req: { token: string; password: string }, ctx: HandlerContext) {
+    return { tokens: tokensOf(await acceptInvitation(this.deps, meta(ctx), req)) };
   }
 
   async switchWorkspace(req: { workspaceId: string }, ctx: HandlerContext) {

@@ -18,6 +18,7 @@ const templateVariables = {
   action_code: ["code", "minutes"],
   password_changed: ["time"],
   signup_existing_account: ["login_link", "reset_link"],
+  invitation: ["link", "days"],
 } as const satisfies Record<string, readonly string[]>;
 
 export type MailTemplate = keyof typeof templateVariables;

@@ -28,6 +28,7 @@ import {
   NotFoundError,
   PermissionDeniedError,
 } from "../errors.js";
+import { userForInvitation } from "../invitation.js";
 import { decodePageToken, encodePageToken, pageSize } from "../pagination.js";
 import { Violations } from "../validate.js";
 
@@ -88,27 +89,46 @@ export async function addMember(
   deps: AdminDeps,
   meta: RequestMeta,
   caller: Caller,
-  input: { workspaceId: string; userId: string; role: Role },
+  input: { workspaceId: string; userId: string; email: string; role: Role },
 ): Promise<MembershipRow> {
-  validateIds(input.workspaceId, input.userId);
+  const byEmail = input.userId === "" && input.email !== "";
+  if (byEmail) {
+    new Violations()
+      .required("workspace_id", input.workspaceId)
+      .uuid("workspace_id", input.workspaceId)
+      .email("email", input.email)
+      .throwIfAny();
+  } else {
+    validateIds(input.workspaceId, input.userId);
+  }
   requireWorkspaceAdmin(caller, input.workspaceId);
   if (input.role === "owner") requireOwnerPower(caller);
-  const { workspaceId, userId, role } = input;
-  return withTenant(deps.pool, workspaceId, async (tx) => {
-    await lockedWorkspace(tx, workspaceId);
-    if (!(await findUserById(tx, userId))) throw new NotFoundError("user not found");
+  const { workspaceId, role } = input;
+  const result = await withTenant(deps.pool, workspaceId, async (tx) => {
+    const workspace = await lockedWorkspace(tx, workspaceId);
+    let userId = input.userId;
+    let invited = false;
+    if (byEmail) {
+      const target = await userForInvitation(tx, deps, { workspace, email: input.email });
+      userId = target.user.id;
+      invited = target.invited;
+    } else if (!(await findUserById(tx, userId))) {
+      throw new NotFoundError("user not found");
+    }
     const row = await insertMembership(tx, { workspaceId, userId, role });
     if (!row) throw new MemberExistsError();
     await audit(tx, deps, meta, {
-      type: "member_added",
+      type: invited ? "member_invited" : "member_added",
       workspaceId,
       userId,
       actor: actorOf(caller),
       outcome: "success",
       details: { role },
     });
-    return row;
+    return { row, invited };
   });
+  if (result.invited) deps.mail.wake();
+  return result.row;
 }
 
 /**

@@ -212,6 +212,7 @@ export function adminWorkspacesHandlers(
       const row = await addMember(deps, meta(ctx), callerOf(ctx), {
         workspaceId: req.workspaceId,
         userId: req.userId,
+        email: req.email,
         role: roleIn(req.role) ?? "member",
       });
       return { membership: membershipOf(row) };
