@@ -1,5 +1,5 @@
 import { randomUUID } from "node:crypto";
-import type { DatabaseTransactionConnection } from "slonik";
+import type { CommonQueryMethods, DatabaseTransactionConnection } from "slonik";
 import { z } from "zod";
 import {
   hashesEqual,
@@ -71,6 +71,34 @@ export type ConsumeResult =
   | { ok: true; workspaceId: string; userId: string }
   | { ok: false; attemptRecorded: boolean };
 
+async function findLiveLink(
+  db: CommonQueryMethods,
+  input: { tokenSecret: Buffer; purpose: CodePurpose; token: string; now: Date },
+  lock: boolean,
+) {
+  const hash = opaqueHash(input.tokenSecret, "link", input.token);
+  const row = await db.maybeOne(sql.type(codeRow)`
+    SELECT id, workspace_id, user_id, purpose, kind, secret_hash, attempts, expires_at FROM one_time_codes
+    WHERE secret_hash = ${sql.binary(hash)} AND kind = 'link'
+      AND consumed_at IS NULL AND invalidated_at IS NULL
+    ${lock ? sql.fragment`FOR UPDATE` : sql.fragment``}`);
+  return row && row.purpose === input.purpose && row.expires_at > input.now.getTime() ? row : null;
+}
+
+/**
+ * Whether a link token of the given purpose is live, and whose it is, without using it: for
+ * flows that must check more (a new password's policy) before spending the link.
+ */
+export async function peekLink(
+  db: CommonQueryMethods,
+  input: { tokenSecret: Buffer; purpose: CodePurpose; token: string; now: Date },
+): Promise<ConsumeResult> {
+  const row = await findLiveLink(db, input, false);
+  return row
+    ? { ok: true, workspaceId: row.workspace_id, userId: row.user_id }
+    : { ok: false, attemptRecorded: false };
+}
+
 /**
  * Consumes a link token of the given purpose: single use (the row is locked, so of two
  * concurrent uses exactly one succeeds), unexpired, not replaced by a newer one.
@@ -79,15 +107,8 @@ export async function consumeLink(
   tx: DatabaseTransactionConnection,
   input: { tokenSecret: Buffer; purpose: CodePurpose; token: string; now: Date },
 ): Promise<ConsumeResult> {
-  const hash = opaqueHash(input.tokenSecret, "link", input.token);
-  const row = await tx.maybeOne(sql.type(codeRow)`
-    SELECT id, workspace_id, user_id, purpose, kind, secret_hash, attempts, expires_at FROM one_time_codes
-    WHERE secret_hash = ${sql.binary(hash)} AND kind = 'link'
-      AND consumed_at IS NULL AND invalidated_at IS NULL
-    FOR UPDATE`);
-  if (!row || row.purpose !== input.purpose || row.expires_at <= input.now.getTime()) {
-    return { ok: false, attemptRecorded: false };
-  }
+  const row = await findLiveLink(tx, input, true);
+  if (!row) return { ok: false, attemptRecorded: false };
   await tx.query(sql.unsafe`
     UPDATE one_time_codes SET consumed_at = ${sql.timestamp(input.now)} WHERE id = ${row.id}`);
   return { ok: true, workspaceId: row.workspace_id, userId: row.user_id };

@@ -11,7 +11,7 @@ import {
 } from "../repositories/users.js";
 import { findWorkspaceById, type WorkspaceRow } from "../repositories/workspaces.js";
 import { audit } from "./audit.js";
-import { consumeLink, issueCode } from "./codes.js";
+import { consumeLink, issueCode, peekLink } from "./codes.js";
 import type { AuthDeps, RequestMeta } from "./deps.js";
 import { UnauthenticatedError } from "./errors.js";
 import { appLink } from "./links.js";
@@ -74,23 +74,15 @@ export async function acceptInvitation(
   const invalid = () =>
     new UnauthenticatedError("CODE_INVALID", "the invitation is invalid, used or expired");
   const now = deps.clock.now();
-  // Look without consuming first: the password policy may still refuse the password.
-  const peek = await deps.pool
-    .transaction(async (tx) => {
-      const r = await consumeLink(tx, {
-        tokenSecret: deps.tokenSecret,
-        purpose: "invitation",
-        token: input.token,
-        now,
-      });
-      throw new Peek(r.ok ? r.workspaceId : undefined);
-    })
-    .catch((e: unknown) => {
-      if (e instanceof Peek) return e.workspaceId;
-      throw e;
-    });
-  if (!peek) throw invalid();
-  const workspace = (await findWorkspaceById(deps.pool, peek)) as WorkspaceRow;
+  // Look without using it: the password policy may still refuse the password.
+  const peek = await peekLink(deps.pool, {
+    tokenSecret: deps.tokenSecret,
+    purpose: "invitation",
+    token: input.token,
+    now,
+  });
+  if (!peek.ok) throw invalid();
+  const workspace = (await findWorkspaceById(deps.pool, peek.workspaceId)) as WorkspaceRow;
   const settings = effectiveSettings(workspace, deps.settings.workspaceDefaults);
   deps.policy.check(input.password, { minLength: settings.password_min_length, field: "password" });
   const hash = await deps.hasher.hash(input.password);
@@ -124,10 +116,4 @@ export async function acceptInvitation(
   });
   if (!draft) throw invalid();
   return signTokens(deps, draft);
-}
-
-class Peek extends Error {
-  constructor(readonly workspaceId: string | undefined) {
-    super("peek");
-  }
 }

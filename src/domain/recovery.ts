@@ -10,7 +10,7 @@ import {
 } from "../repositories/users.js";
 import { findWorkspaceById, type WorkspaceRow } from "../repositories/workspaces.js";
 import { audit } from "./audit.js";
-import { type ConsumeResult, consumeCode, consumeLink, issueCode } from "./codes.js";
+import { type ConsumeResult, consumeCode, consumeLink, issueCode, peekLink } from "./codes.js";
 import type { AuthDeps, Principal, RequestMeta } from "./deps.js";
 import { NotFoundError, PermissionDeniedError, UnauthenticatedError } from "./errors.js";
 import { appLink } from "./links.js";
@@ -176,21 +176,13 @@ export async function resetPassword(
   // Find the workspace first: it is flagged on or off there, and sets the password policy.
   let workspace: WorkspaceRow;
   if ("token" in input) {
-    const peek = await deps.pool
-      .transaction(async (tx) => {
-        // Look without consuming: the policy check below may still refuse the new password.
-        const r = await consumeLink(tx, {
-          tokenSecret: deps.tokenSecret,
-          purpose: "password_reset",
-          token: input.token,
-          now,
-        });
-        throw new Peeked(r);
-      })
-      .catch((e: unknown) => {
-        if (e instanceof Peeked) return e.result;
-        throw e;
-      });
+    // Look without using it: the policy check below may still refuse the new password.
+    const peek = await peekLink(deps.pool, {
+      tokenSecret: deps.tokenSecret,
+      purpose: "password_reset",
+      token: input.token,
+      now,
+    });
     if (!peek.ok) throw codeInvalid();
     workspace = (await findWorkspaceById(deps.pool, peek.workspaceId)) as WorkspaceRow;
   } else {
@@ -250,12 +242,6 @@ export async function resetPassword(
   });
   if (!result.ok) throw codeInvalid();
   deps.mail.wake();
-}
-
-class Peeked extends Error {
-  constructor(readonly result: ConsumeResult) {
-    super("peeked");
-  }
 }
 
 const codeInvalid = () =>

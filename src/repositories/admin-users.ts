@@ -80,18 +80,6 @@ export async function findUserIdByEmail(
     SELECT id FROM users WHERE email_normalized = ${normalizeEmail(email)}`);
 }
 
-/** Inserts the membership, or answers null when one exists (waiting for a concurrent insert). */
-export async function insertMembershipIfAbsent(
-  db: CommonQueryMethods,
-  input: { workspaceId: string; userId: string; role: Role },
-): Promise<MembershipRow | null> {
-  return db.maybeOne(sql.type(membershipRow)`
-    INSERT INTO workspace_members (workspace_id, user_id, role)
-    VALUES (${input.workspaceId}, ${input.userId}, ${input.role})
-    ON CONFLICT (workspace_id, user_id) DO NOTHING
-    RETURNING workspace_id, user_id, role, status, tokens_valid_after, created_at, updated_at`);
-}
-
 /** Inserts the workspace, or answers null when the slug is taken. */
 export async function insertWorkspaceIfAbsent(
   db: CommonQueryMethods,

@@ -86,18 +86,6 @@ export async function deleteWorkspaceById(
   return result.rowCount > 0;
 }
 
-/** Inserts the membership; answers null when the user is a member already. */
-export async function insertMembership(
-  db: CommonQueryMethods,
-  input: { workspaceId: string; userId: string; role: Role },
-): Promise<MembershipRow | null> {
-  return db.maybeOne(sql.type(membershipRow)`
-    INSERT INTO workspace_members (workspace_id, user_id, role)
-    VALUES (${input.workspaceId}, ${input.userId}, ${input.role})
-    ON CONFLICT (workspace_id, user_id) DO NOTHING
-    RETURNING ${memberColumns}`);
-}
-
 export async function updateMembership(
   db: CommonQueryMethods,
   input: {

@@ -29,17 +29,30 @@ export async function findMembership(
     WHERE workspace_id = ${workspaceId} AND user_id = ${userId}`);
 }
 
+/**
+ * Inserts the membership, or answers null when one exists (a concurrent insert of the same
+ * pair waits for the other to commit, then answers null).
+ */
+export async function insertMembershipIfAbsent(
+  db: CommonQueryMethods,
+  input: { workspaceId: string; userId: string; role: Role },
+): Promise<MembershipRow | null> {
+  return db.maybeOne(sql.type(membershipRow)`
+    INSERT INTO workspace_members (workspace_id, user_id, role)
+    VALUES (${input.workspaceId}, ${input.userId}, ${input.role})
+    ON CONFLICT (workspace_id, user_id) DO NOTHING
+    RETURNING ${columns}`);
+}
+
 /** Adds the membership unless one exists; answers the row either way. */
 export async function ensureMembership(
   db: CommonQueryMethods,
   input: { workspaceId: string; userId: string; role: Role },
 ): Promise<MembershipRow> {
-  const inserted = await db.maybeOne(sql.type(membershipRow)`
-    INSERT INTO workspace_members (workspace_id, user_id, role)
-    VALUES (${input.workspaceId}, ${input.userId}, ${input.role})
-    ON CONFLICT (workspace_id, user_id) DO NOTHING
-    RETURNING ${columns}`);
-  return inserted ?? ((await findMembership(db, input.workspaceId, input.userId)) as MembershipRow);
+  return (
+    (await insertMembershipIfAbsent(db, input)) ??
+    ((await findMembership(db, input.workspaceId, input.userId)) as MembershipRow)
+  );
 }
 
 export const membershipWithWorkspaceRow = membershipRow.extend({

@@ -5,13 +5,17 @@ import {
   countOtherActiveOwners,
   deleteMembership,
   findUsersByIds,
-  insertMembership,
   listMembersPage,
   lockWorkspace,
   revokeMemberSessions,
   updateMembership,
 } from "../../repositories/admin-workspaces.js";
-import { findMembership, type MembershipRow, type Role } from "../../repositories/memberships.js";
+import {
+  findMembership,
+  insertMembershipIfAbsent,
+  type MembershipRow,
+  type Role,
+} from "../../repositories/memberships.js";
 import { findUserById, type UserRow } from "../../repositories/users.js";
 import { findWorkspaceById } from "../../repositories/workspaces.js";
 import {
@@ -115,7 +119,7 @@ export async function addMember(
     } else if (!(await findUserById(tx, userId))) {
       throw new NotFoundError("user not found");
     }
-    const row = await insertMembership(tx, { workspaceId, userId, role });
+    const row = await insertMembershipIfAbsent(tx, { workspaceId, userId, role });
     if (!row) throw new MemberExistsError();
     await audit(tx, deps, meta, {
       type: invited ? "member_invited" : "member_added",

@@ -4,11 +4,15 @@ import {
   type AdminUserRow,
   findAdminUser,
   findUserIdByEmail,
-  insertMembershipIfAbsent,
   insertProvisionedUser,
   insertWorkspaceIfAbsent,
 } from "../../repositories/admin-users.js";
-import { findMembership, type MembershipRow, type Role } from "../../repositories/memberships.js";
+import {
+  findMembership,
+  insertMembershipIfAbsent,
+  type MembershipRow,
+  type Role,
+} from "../../repositories/memberships.js";
 import {
   findWorkspaceById,
   findWorkspaceBySlug,

@@ -4,12 +4,12 @@ import type { WorkspaceSettings } from "../../config.js";
 import { withTenant } from "../../db/with-tenant.js";
 import {
   deleteWorkspaceById,
-  insertMembership,
   insertWorkspaceWithSettings,
   listWorkspacesPage,
   mergeWorkspaceSettings,
   updateWorkspaceNameSlug,
 } from "../../repositories/admin-workspaces.js";
+import { insertMembershipIfAbsent } from "../../repositories/memberships.js";
 import { findUserById } from "../../repositories/users.js";
 import { findWorkspaceById, type WorkspaceRow } from "../../repositories/workspaces.js";
 import {
@@ -111,7 +111,11 @@ export async function createWorkspace(
         settings,
       });
       if (owner)
-        await insertMembership(tx, { workspaceId: row.id, userId: owner.id, role: "owner" });
+        await insertMembershipIfAbsent(tx, {
+          workspaceId: row.id,
+          userId: owner.id,
+          role: "owner",
+        });
       await audit(tx, deps, meta, {
         type: "workspace_created",
         workspaceId: row.id,
