@@ -18,6 +18,7 @@ import { adminWorkspacesHandlers } from "./handlers/admin/workspaces.js";
 import { AuthServiceHandler, authSignedIn, authSignedInOptional } from "./handlers/auth-service.js";
 import { HealthService } from "./handlers/health.js";
 import { OtpServiceHandler, otpSignedInOptional } from "./handlers/otp-service.js";
+import { tokenIntrospectionHandlers } from "./handlers/token-introspection.js";
 import { adminAuthnInterceptor } from "./interceptors/admin-authn.js";
 import { authnInterceptor } from "./interceptors/authn.js";
 import type { Logger } from "./log.js";
@@ -119,7 +120,7 @@ export async function startKeygate(
           ...adminWorkspacesHandlers(adminDeps),
           ...adminKeysHandlers(adminDeps),
         },
-        introspection: {},
+        introspection: tokenIntrospectionHandlers(signingKeys),
       },
       interceptors: [
         adminAuthnInterceptor({

@@ -12,6 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ErrorInfoSchema } from "../gen/google/rpc/error_details_pb.js";
 import { Health, HealthCheckResponse_ServingStatus } from "../gen/grpc/health/v1/health_pb.js";
 import { AuthService } from "../gen/keygate/v1/auth_service_pb.js";
+import { TokenIntrospectionService } from "../gen/keygate/v1/token_introspection_service_pb.js";
 import { startTestKeygate, type TestKeygate } from "./support/server.js";
 
 let keygate: TestKeygate;
@@ -41,6 +42,19 @@ describe.each(Object.entries(transports))("%s", (_name, transport) => {
     const health = createClient(Health, transport());
     const res = await health.check({ service: "" });
     expect(res.status).toBe(HealthCheckResponse_ServingStatus.SERVING);
+  });
+
+  it("serves the JWKS through GetJwks, as at /.well-known/jwks.json", async () => {
+    const introspection = createClient(TokenIntrospectionService, transport());
+    const res = await introspection.getJwks({});
+    const keys = (res.jwks as { keys: { kid: string; d?: string }[] }).keys;
+    expect(keys.length).toBeGreaterThan(0);
+    expect(keys[0]?.kid).toBeTruthy();
+    expect(keys.some((k) => "d" in k)).toBe(false);
+    const http = (await (await fetch(`${keygate.url}/.well-known/jwks.json`)).json()) as {
+      keys: { kid: string }[];
+    };
+    expect(http.keys.map((k) => k.kid)).toEqual(keys.map((k) => k.kid));
   });
 
   it("carries errors with their code and reason", async () => {
