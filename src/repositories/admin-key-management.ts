@@ -19,29 +19,6 @@ const columns = sql.fragment`
 const scopeCondition = (scope: AdminKeyScope) =>
   "workspaceId" in scope ? sql.fragment`workspace_id = ${scope.workspaceId}` : sql.fragment`TRUE`;
 
-export async function createAdminKey(
-  db: CommonQueryMethods,
-  input: {
-    workspaceId: string | null;
-    name: string;
-    prefix: string;
-    hash: Buffer;
-    role: "read_only" | "admin";
-    introspect: boolean;
-    createdBy: string;
-    expiresAt: Date | null;
-    now: Date;
-  },
-): Promise<AdminKeyRow> {
-  return db.one(sql.type(adminKeyRow)`
-    INSERT INTO admin_keys (workspace_id, name, prefix, secret_hash, role, introspect, created_by,
-                            created_at, expires_at)
-    VALUES (${input.workspaceId}, ${input.name}, ${input.prefix}, ${sql.binary(input.hash)},
-            ${input.role}, ${input.introspect}, ${input.createdBy}, ${sql.timestamp(input.now)},
-            ${input.expiresAt ? sql.timestamp(input.expiresAt) : null})
-    RETURNING ${columns}`);
-}
-
 /** A key by id, among the keys `scope` may see. */
 export async function findAdminKey(
   db: CommonQueryMethods,

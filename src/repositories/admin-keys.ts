@@ -27,12 +27,18 @@ export async function insertAdminKey(
     role: "read_only" | "admin";
     introspect: boolean;
     createdBy: string;
+    expiresAt?: Date | null;
+    /** Defaults to the database's clock. */
+    now?: Date;
   },
 ): Promise<AdminKeyRow> {
   return db.one(sql.type(adminKeyRow)`
-    INSERT INTO admin_keys (workspace_id, name, prefix, secret_hash, role, introspect, created_by)
+    INSERT INTO admin_keys (workspace_id, name, prefix, secret_hash, role, introspect, created_by,
+                            created_at, expires_at)
     VALUES (${input.workspaceId}, ${input.name}, ${input.prefix}, ${sql.binary(input.hash)},
-            ${input.role}, ${input.introspect}, ${input.createdBy})
+            ${input.role}, ${input.introspect}, ${input.createdBy},
+            ${input.now ? sql.timestamp(input.now) : sql.fragment`now()`},
+            ${input.expiresAt ? sql.timestamp(input.expiresAt) : null})
     RETURNING id, workspace_id, name, prefix, role, introspect, created_by, created_at,
               last_used_at, expires_at, revoked_at`);
 }

@@ -1,9 +1,6 @@
 import { generateAdminKey } from "../../crypto/admin-key.js";
-import {
-  adminKeyExpiry,
-  createAdminKey as insertKey,
-} from "../../repositories/admin-key-management.js";
-import type { AdminKeyRow } from "../../repositories/admin-keys.js";
+import { adminKeyExpiry } from "../../repositories/admin-key-management.js";
+import { type AdminKeyRow, insertAdminKey } from "../../repositories/admin-keys.js";
 import { findWorkspaceById } from "../../repositories/workspaces.js";
 import {
   actorOf,
@@ -92,7 +89,7 @@ export async function createAdminKey(
         { field: "workspace_id", description: "names no workspace" },
       ]);
     }
-    const row = await insertKey(tx, {
+    const row = await insertAdminKey(tx, {
       workspaceId,
       name: input.name,
       prefix: generated.prefix,
