@@ -6,16 +6,19 @@ import { loadSecrets } from "./crypto/secrets.js";
 import { SigningKeys } from "./crypto/signing-keys.js";
 import { defaultMigrationsDir, loadMigrations, migrate } from "./db/migrate.js";
 import { type Database, openDatabase } from "./db/pool.js";
-import { authenticateAdminKey } from "./domain/admin-auth.js";
+import { AdminKeyAuthenticator } from "./domain/admin-auth.js";
 import { type BootstrapResult, bootstrap } from "./domain/bootstrap.js";
 import type { AdminDeps, AuthDeps } from "./domain/deps.js";
+import { Introspector } from "./domain/introspection.js";
 import { Lockout } from "./domain/lockout.js";
 import { RateLimiter, sweepRateLimits } from "./domain/rate-limits.js";
+import { RevocationState } from "./domain/revocations.js";
 import { authenticate } from "./domain/sessions.js";
 import { adminKeysHandlers } from "./handlers/admin/keys.js";
 import { adminUsersHandlers } from "./handlers/admin/users.js";
 import { adminWorkspacesHandlers } from "./handlers/admin/workspaces.js";
 import { AuthServiceHandler, authSignedIn, authSignedInOptional } from "./handlers/auth-service.js";
+import { envoyAuthorizationHandlers } from "./handlers/envoy-authz.js";
 import { HealthService } from "./handlers/health.js";
 import { OtpServiceHandler, otpSignedInOptional } from "./handlers/otp-service.js";
 import { tokenIntrospectionHandlers } from "./handlers/token-introspection.js";
@@ -68,6 +71,17 @@ export async function startKeygate(
       clock,
       logger,
     });
+    const revocations = new RevocationState({
+      pool: database.pool,
+      // PGlite's wire server does not deliver notifications: the embedded (single-instance)
+      // database is read on this instance's own changes and by the periodic resync.
+      listenUrl: database.embedded ? undefined : database.url,
+      clock,
+      logger,
+      resyncMs: config.revocation.resyncMs,
+      maxStalenessMs: config.revocation.maxStalenessMs,
+    });
+    await revocations.start();
     const hasher = new PasswordHasher({ cost: config.bcryptCost, workers: config.hashWorkers });
     const policy = await PasswordPolicy.load();
     const templates = await MailTemplates.load(config.mailTemplatesDir);
@@ -90,6 +104,7 @@ export async function startKeygate(
       hasher,
       policy,
       tokens: signingKeys,
+      revocations,
       mail: {
         enqueue: (tx, input) =>
           enqueueMail(tx, templates, { ...input, vars: { product: productName, ...input.vars } }),
@@ -105,7 +120,18 @@ export async function startKeygate(
         productName,
       },
     };
-    const adminDeps: AdminDeps = { ...authDeps, signingKeys };
+    const adminKeys = new AdminKeyAuthenticator(database.pool, clock);
+    const adminDeps: AdminDeps = { ...authDeps, signingKeys, adminKeys };
+    const introspector = new Introspector({
+      pool: database.pool,
+      clock,
+      tokenSecret: secrets.tokenSecret,
+      issuer: config.issuer,
+      audience: config.audience,
+      cacheSize: config.introspectionCacheSize,
+      tokens: signingKeys,
+      revocations,
+    });
     const server = buildServer({
       config,
       logger,
@@ -120,13 +146,18 @@ export async function startKeygate(
           ...adminWorkspacesHandlers(adminDeps),
           ...adminKeysHandlers(adminDeps),
         },
-        introspection: tokenIntrospectionHandlers(signingKeys),
+        introspection: tokenIntrospectionHandlers(signingKeys, introspector),
+        envoy: envoyAuthorizationHandlers(introspector),
       },
       interceptors: [
         adminAuthnInterceptor({
-          services: new Set(["keygate.v1.AdminService", "keygate.v1.TokenIntrospectionService"]),
+          services: new Set([
+            "keygate.v1.AdminService",
+            "keygate.v1.TokenIntrospectionService",
+            "envoy.service.auth.v3.Authorization",
+          ]),
           publicMethods: new Set(["keygate.v1.TokenIntrospectionService/GetJwks"]),
-          authenticateAdminKey: (secret) => authenticateAdminKey(database.pool, clock, secret),
+          authenticateAdminKey: (secret) => adminKeys.authenticate(secret),
           authenticateUser: (token, header) => authenticate(authDeps, token, header),
         }),
         authnInterceptor({
@@ -152,6 +183,7 @@ export async function startKeygate(
         await sender.stop();
         mailer.close();
         await hasher.close();
+        await revocations.stop();
         await database.close();
       },
     };

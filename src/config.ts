@@ -203,6 +203,14 @@ const envSchema = z.object({
     .min(1)
     .max(7 * 86_400)
     .default(3600),
+  KEYGATE_REVOCATION_RESYNC_MS: z.coerce.number().int().min(50).max(600_000).default(5_000),
+  KEYGATE_REVOCATION_MAX_STALENESS_MS: z.coerce
+    .number()
+    .int()
+    .min(100)
+    .max(3_600_000)
+    .default(15_000),
+  KEYGATE_INTROSPECTION_CACHE_SIZE: z.coerce.number().int().min(0).max(10_000_000).default(100_000),
 });
 
 /** An IP address or CIDR range, as [address, prefix length, family]. */
@@ -260,6 +268,14 @@ export interface Config {
     readonly baseSeconds: number;
     readonly maxSeconds: number;
   };
+  readonly revocation: {
+    /** How often each instance re-reads the revocation feed besides LISTEN/NOTIFY. */
+    readonly resyncMs: number;
+    /** Without a successful read for this long, introspection answers UNAVAILABLE. */
+    readonly maxStalenessMs: number;
+  };
+  /** Verified access tokens kept for repeated introspection (0: none). */
+  readonly introspectionCacheSize: number;
 }
 
 export type SmtpConfig =
@@ -301,6 +317,11 @@ export function configFromEnv(env: Record<string, string | undefined>): Config {
   }
   if (e.KEYGATE_SMTP_URL !== undefined && e.KEYGATE_SMTP_HOST !== undefined) {
     problems.push("KEYGATE_SMTP_URL and KEYGATE_SMTP_HOST: set one or the other");
+  }
+  if (e.KEYGATE_REVOCATION_MAX_STALENESS_MS <= e.KEYGATE_REVOCATION_RESYNC_MS) {
+    problems.push(
+      "KEYGATE_REVOCATION_MAX_STALENESS_MS: must be longer than KEYGATE_REVOCATION_RESYNC_MS",
+    );
   }
   if (e.DATABASE_URL !== undefined && (!e.KEYGATE_KEY_ENCRYPTION_KEY || !e.KEYGATE_TOKEN_SECRET)) {
     problems.push(
@@ -365,6 +386,11 @@ export function configFromEnv(env: Record<string, string | undefined>): Config {
       baseSeconds: e.KEYGATE_LOCKOUT_BASE_SECONDS,
       maxSeconds: e.KEYGATE_LOCKOUT_MAX_SECONDS,
     }),
+    revocation: Object.freeze({
+      resyncMs: e.KEYGATE_REVOCATION_RESYNC_MS,
+      maxStalenessMs: e.KEYGATE_REVOCATION_MAX_STALENESS_MS,
+    }),
+    introspectionCacheSize: e.KEYGATE_INTROSPECTION_CACHE_SIZE,
   });
 }
 

@@ -1,4 +1,5 @@
 import type { ConnectRouter, ServiceImpl } from "@connectrpc/connect";
+import { Authorization } from "../gen/envoy/service/auth/v3/external_auth_pb.js";
 import { Health } from "../gen/grpc/health/v1/health_pb.js";
 import { AdminService } from "../gen/keygate/v1/admin_service_pb.js";
 import { AuthService } from "../gen/keygate/v1/auth_service_pb.js";
@@ -12,9 +13,17 @@ export interface Handlers {
   readonly otp: Partial<ServiceImpl<typeof OtpService>>;
   readonly admin: Partial<ServiceImpl<typeof AdminService>>;
   readonly introspection: Partial<ServiceImpl<typeof TokenIntrospectionService>>;
+  /** Envoy's external authorization protocol (ext_authz over gRPC). */
+  readonly envoy: ServiceImpl<typeof Authorization>;
 }
 
-export const keygateServices = [AuthService, OtpService, AdminService, TokenIntrospectionService];
+export const keygateServices = [
+  AuthService,
+  OtpService,
+  AdminService,
+  TokenIntrospectionService,
+  Authorization,
+];
 
 export function routes(handlers: Handlers) {
   return (router: ConnectRouter) => {
@@ -23,5 +32,6 @@ export function routes(handlers: Handlers) {
     router.service(OtpService, handlers.otp);
     router.service(AdminService, handlers.admin);
     router.service(TokenIntrospectionService, handlers.introspection);
+    router.service(Authorization, handlers.envoy);
   };
 }

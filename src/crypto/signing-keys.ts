@@ -365,6 +365,8 @@ export class SigningKeys {
     sessionId: string;
     role: Role;
     ttlSeconds: number;
+    /** iat is made later than this, in whole seconds (a revocation cut-off). */
+    issuedAfter?: Date;
   }): Promise<{ token: string; jti: string; issuedAt: Date; expiresAt: Date }> {
     if (!Number.isInteger(input.ttlSeconds) || input.ttlSeconds < 1) {
       throw new RangeError("ttlSeconds must be a positive integer");
@@ -376,7 +378,8 @@ export class SigningKeys {
     if (now.getTime() - this.lastLoadAt > signingKeySetMaxAgeMs) await this.reload();
     const signer = this.signer;
     if (signer === undefined) throw new UnavailableError("no active signing key");
-    const iat = Math.floor(now.getTime() / 1000);
+    let iat = Math.floor(now.getTime() / 1000);
+    if (input.issuedAfter) iat = Math.max(iat, Math.floor(input.issuedAfter.getTime() / 1000) + 1);
     const exp = iat + input.ttlSeconds;
     const jti = randomUUID();
     const token = await new SignJWT({

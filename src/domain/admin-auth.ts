@@ -1,3 +1,5 @@
+import { createHash } from "node:crypto";
+import { LRUCache } from "lru-cache";
 import type { DatabasePool } from "slonik";
 import { z } from "zod";
 import type { Clock } from "../clock.js";
@@ -101,14 +103,14 @@ const keyRow = z.object({
 
 /**
  * Authenticates an admin key: found by its visible prefix, compared in constant time against
- * its SHA-256, refused when revoked or expired. Checked against the database on every call,
- * so a revocation holds at once on every instance.
+ * its SHA-256, refused when revoked or expired. Checked against the database on every call;
+ * AdminKeyAuthenticator below keeps a success for a second.
  */
 export async function authenticateAdminKey(
   pool: DatabasePool,
   clock: Clock,
   secret: string,
-): Promise<Caller> {
+): Promise<Caller & { expiresAt: number | null }> {
   const invalid = () => new UnauthenticatedError("UNAUTHENTICATED", "invalid or revoked admin key");
   const prefix = adminKeyPrefix(secret);
   if (!prefix) throw invalid();
@@ -133,7 +135,45 @@ export async function authenticateAdminKey(
     workspaceId: row.workspace_id,
     role: row.role,
     introspect: row.introspect,
+    expiresAt: row.expires_at,
   };
+}
+
+/**
+ * Admin-key authentication with successes kept for `ttlMs` (one second by default), keyed by
+ * the SHA-256 of the whole key: a gateway that introspects thousands of tokens a second costs
+ * one query a second, and a revoked key stops working on every instance within that second.
+ */
+export class AdminKeyAuthenticator {
+  private readonly cache: LRUCache<string, Caller & { expiresAt: number | null }>;
+
+  constructor(
+    private readonly pool: DatabasePool,
+    private readonly clock: Clock,
+    ttlMs = 1_000,
+  ) {
+    this.cache = new LRUCache({ max: 10_000, ttl: ttlMs });
+  }
+
+  async authenticate(secret: string): Promise<Caller> {
+    const key = createHash("sha256").update(secret).digest("base64");
+    let found = this.cache.get(key);
+    if (!found) {
+      found = await authenticateAdminKey(this.pool, this.clock, secret);
+      this.cache.set(key, found);
+    }
+    if (found.expiresAt !== null && found.expiresAt <= this.clock.now().getTime()) {
+      this.cache.delete(key);
+      throw new UnauthenticatedError("UNAUTHENTICATED", "invalid or revoked admin key");
+    }
+    const { expiresAt: _, ...caller } = found;
+    return caller;
+  }
+
+  /** Forgets every cached key (after a revocation on this instance). */
+  clear(): void {
+    this.cache.clear();
+  }
 }
 
 /** A signed-in user as an admin caller (their role decides what they may do). */

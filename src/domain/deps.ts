@@ -23,6 +23,8 @@ export interface AuthDeps {
       sessionId: string;
       role: Role;
       ttlSeconds: number;
+      /** The token's iat must be later than this (in whole seconds). */
+      issuedAfter?: Date;
     }): Promise<{ token: string; jti: string; issuedAt: Date; expiresAt: Date }>;
     verifyAccessToken(token: string): Promise<{
       userId: string;
@@ -46,6 +48,12 @@ export interface AuthDeps {
     ): Promise<void>;
     /** After a commit that enqueued mail: send without waiting for the next poll. */
     wake(): void;
+  };
+  /** The in-memory revocation state (src/domain/revocations.ts). */
+  readonly revocations: {
+    /** After a commit that may have revoked something: apply it here before answering. */
+    changed(): Promise<void>;
+    cutOffFor(userId: string, workspaceId: string): number | null;
   };
   /** Rate limits (RESOURCE_EXHAUSTED with the retry delay when one is full). */
   readonly limiter: {
@@ -102,4 +110,6 @@ export interface Principal {
 /** AdminService needs the auth ports and the signing keys (rotation, listing). */
 export interface AdminDeps extends AuthDeps {
   readonly signingKeys: SigningKeys;
+  /** Admin-key authentication, whose short-lived cache a key revocation clears. */
+  readonly adminKeys: { clear(): void };
 }

@@ -94,6 +94,7 @@ export async function changePassword(
       details: { sessions_ended: ended.length },
     });
   });
+  await deps.revocations.changed();
   deps.mail.wake();
 }
 
@@ -241,6 +242,7 @@ export async function resetPassword(
     return r;
   });
   if (!result.ok) throw codeInvalid();
+  await deps.revocations.changed();
   deps.mail.wake();
 }
 

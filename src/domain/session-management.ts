@@ -54,6 +54,7 @@ export async function logout(
       });
     }
   });
+  await deps.revocations.changed();
 }
 
 export async function getSession(
@@ -124,6 +125,7 @@ export async function revokeOwnSession(
       outcome: "success",
     });
   });
+  await deps.revocations.changed();
 }
 
 const workspaceCursor = z.object({ w: z.uuid() });

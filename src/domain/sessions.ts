@@ -1,3 +1,4 @@
+import { setTimeout as sleep } from "node:timers/promises";
 import type { DatabaseTransactionConnection } from "slonik";
 import { z } from "zod";
 import type { WorkspaceSettings } from "../config.js";
@@ -56,14 +57,32 @@ export interface TokenDraft extends Omit<IssuedTokens, "accessToken" | "accessTo
 
 export async function signTokens(deps: AuthDeps, draft: TokenDraft): Promise<IssuedTokens> {
   const { accessTokenTtlSeconds, ...rest } = draft;
+  // A token issued in the same second as a cut-off for its user or membership (a role change,
+  // a reset) would count as issued before it: wait for the next second instead.
+  const cutOff = deps.revocations.cutOffFor(draft.userId, draft.workspaceId);
+  const now = deps.clock.now().getTime();
+  if (cutOff !== null && cutOff >= Math.floor(now / 1000) * 1000) {
+    await sleep(1_000 - (now % 1_000) + 1);
+  }
   const access = await deps.tokens.signAccessToken({
     userId: draft.userId,
     workspaceId: draft.workspaceId,
     sessionId: draft.sessionId,
     role: draft.role,
     ttlSeconds: accessTokenTtlSeconds,
+    ...(cutOff === null ? {} : { issuedAfter: new Date(cutOff) }),
   });
   return { ...rest, accessToken: access.token, accessTokenExpiresAt: access.expiresAt };
+}
+
+/**
+ * How long after its transaction an access token may be signed. Sessions record the latest
+ * expiry of their access tokens (for how long a revocation matters) with this allowance.
+ */
+const signingAllowanceSeconds = 60;
+
+function accessExpiry(now: Date, settings: Pick<WorkspaceSettings, "access_token_ttl_seconds">) {
+  return addSeconds(now, settings.access_token_ttl_seconds + signingAllowanceSeconds);
 }
 
 /** Opens a session with its first refresh token, inside the caller's tenant transaction. */
@@ -83,6 +102,7 @@ export async function openSession(
     now,
     idleExpiresAt,
     expiresAt: addSeconds(now, input.settings.session_lifetime_seconds),
+    accessExpiresAt: accessExpiry(now, input.settings),
   });
   const refreshToken = newOpaqueToken("refresh");
   await insertRefreshToken(tx, {
@@ -189,6 +209,7 @@ export async function refresh(
       sessionId: row.id,
       now,
       idleExpiresAt,
+      accessExpiresAt: accessExpiry(now, settings),
     });
     await audit(tx, deps, meta, {
       type: "refresh",
@@ -214,6 +235,7 @@ export async function refresh(
     case "ok":
       return signTokens(deps, outcome.draft);
     case "reused":
+      await deps.revocations.changed();
       throw new UnauthenticatedError(
         "REFRESH_TOKEN_REUSED",
         "refresh token was already used; the session has been revoked",

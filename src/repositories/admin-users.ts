@@ -124,13 +124,16 @@ export async function listAdminUsers(
     LIMIT ${input.limit}`);
 }
 
+/** Blocking also cuts off every token issued until `now` (a revocation, migrations/015). */
 export async function setUserBlocked(
   db: CommonQueryMethods,
-  userId: string,
-  blocked: boolean,
+  input: { userId: string; blocked: boolean; now: Date },
 ): Promise<void> {
   await db.query(sql.unsafe`
-    UPDATE users SET blocked = ${blocked}, updated_at = now() WHERE id = ${userId}`);
+    UPDATE users SET blocked = ${input.blocked}, updated_at = now(),
+      tokens_valid_after = CASE WHEN ${input.blocked} THEN ${sql.timestamp(input.now)}
+                                ELSE tokens_valid_after END
+    WHERE id = ${input.userId}`);
 }
 
 export async function setUserMetadata(

@@ -93,11 +93,15 @@ export async function updateMembership(
     userId: string;
     role: Role | null;
     status: "active" | "disabled" | null;
+    /** Cuts off the membership's tokens issued until then (a revocation, migrations/015). */
+    tokensValidAfter: Date | null;
   },
 ): Promise<MembershipRow | null> {
+  const cutOff = input.tokensValidAfter ? sql.timestamp(input.tokensValidAfter) : null;
   return db.maybeOne(sql.type(membershipRow)`
     UPDATE workspace_members
     SET role = coalesce(${input.role}::text, role), status = coalesce(${input.status}::text, status),
+        tokens_valid_after = coalesce(${cutOff}::timestamptz, tokens_valid_after),
         updated_at = now()
     WHERE workspace_id = ${input.workspaceId} AND user_id = ${input.userId}
     RETURNING ${memberColumns}`);

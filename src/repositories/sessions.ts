@@ -30,14 +30,16 @@ export async function insertSession(
     now: Date;
     idleExpiresAt: Date;
     expiresAt: Date;
+    accessExpiresAt: Date;
   },
 ): Promise<SessionRow> {
   return db.one(sql.type(sessionRow)`
     INSERT INTO sessions (workspace_id, user_id, ip_address, user_agent, created_at, last_used_at,
-                          idle_expires_at, expires_at)
+                          idle_expires_at, expires_at, access_expires_at)
     VALUES (${input.workspaceId}, ${input.userId}, ${input.ipAddress}, ${input.userAgent},
             ${sql.timestamp(input.now)}, ${sql.timestamp(input.now)},
-            ${sql.timestamp(input.idleExpiresAt)}, ${sql.timestamp(input.expiresAt)})
+            ${sql.timestamp(input.idleExpiresAt)}, ${sql.timestamp(input.expiresAt)},
+            ${sql.timestamp(input.accessExpiresAt)})
     RETURNING ${sessionColumns}`);
 }
 
@@ -73,13 +75,21 @@ export async function listLiveSessions(
     LIMIT ${input.limit}`);
 }
 
+/** Records a refresh: the session's new idle deadline and the latest access-token expiry. */
 export async function touchSession(
   db: CommonQueryMethods,
-  input: { workspaceId: string; sessionId: string; now: Date; idleExpiresAt: Date },
+  input: {
+    workspaceId: string;
+    sessionId: string;
+    now: Date;
+    idleExpiresAt: Date;
+    accessExpiresAt: Date;
+  },
 ): Promise<void> {
   await db.query(sql.unsafe`
     UPDATE sessions SET last_used_at = ${sql.timestamp(input.now)},
-      idle_expires_at = ${sql.timestamp(input.idleExpiresAt)}
+      idle_expires_at = ${sql.timestamp(input.idleExpiresAt)},
+      access_expires_at = greatest(access_expires_at, ${sql.timestamp(input.accessExpiresAt)})
     WHERE workspace_id = ${input.workspaceId} AND id = ${input.sessionId}`);
 }
 

@@ -12,7 +12,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file keygate/v1/token_introspection_service.proto.
  */
 export const file_keygate_v1_token_introspection_service: GenFile = /*@__PURE__*/
-  fileDesc("CixrZXlnYXRlL3YxL3Rva2VuX2ludHJvc3BlY3Rpb25fc2VydmljZS5wcm90bxIKa2V5Z2F0ZS52MSJWChFJbnRyb3NwZWN0UmVxdWVzdBINCgV0b2tlbhgBIAEoCRIyCg90b2tlbl90eXBlX2hpbnQYAiABKA4yGS5rZXlnYXRlLnYxLlRva2VuVHlwZUhpbnQitwEKEkludHJvc3BlY3RSZXNwb25zZRIOCgZhY3RpdmUYASABKAgSCwoDc3ViGAIgASgJEhQKDHdvcmtzcGFjZV9pZBgDIAEoCRILCgNzaWQYBCABKAkSDAoEcm9sZRgFIAEoCRILCgNleHAYBiABKAMSCwoDaWF0GAcgASgDEgsKA2lzcxgIIAEoCRILCgNhdWQYCSADKAkSCwoDanRpGAogASgJEhIKCnRva2VuX3R5cGUYCyABKAkiRwoWSW50cm9zcGVjdEJhdGNoUmVxdWVzdBItCgZ0b2tlbnMYASADKAsyHS5rZXlnYXRlLnYxLkludHJvc3BlY3RSZXF1ZXN0IkoKF0ludHJvc3BlY3RCYXRjaFJlc3BvbnNlEi8KB3Jlc3VsdHMYASADKAsyHi5rZXlnYXRlLnYxLkludHJvc3BlY3RSZXNwb25zZSIQCg5HZXRKd2tzUmVxdWVzdCI4Cg9HZXRKd2tzUmVzcG9uc2USJQoEandrcxgBIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QiKQoXV2F0Y2hSZXZvY2F0aW9uc1JlcXVlc3QSDgoGY3Vyc29yGAEgASgJIrgBChhXYXRjaFJldm9jYXRpb25zUmVzcG9uc2USLAoKcmV2b2NhdGlvbhgBIAEoCzIWLmtleWdhdGUudjEuUmV2b2NhdGlvbkgAEjkKEXNuYXBzaG90X2NvbXBsZXRlGAIgASgLMhwua2V5Z2F0ZS52MS5TbmFwc2hvdENvbXBsZXRlSAASKgoJaGVhcnRiZWF0GAMgASgLMhUua2V5Z2F0ZS52MS5IZWFydGJlYXRIAEIHCgVldmVudCLkAQoKUmV2b2NhdGlvbhIOCgZjdXJzb3IYASABKAkSKAoEa2luZBgCIAEoDjIaLmtleWdhdGUudjEuUmV2b2NhdGlvbktpbmQSFAoMd29ya3NwYWNlX2lkGAMgASgJEg8KB3VzZXJfaWQYBCABKAkSEgoKc2Vzc2lvbl9pZBgFIAEoCRIwCgxjdXRfb2ZmX3RpbWUYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC2V4cGlyZV90aW1lGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCIiChBTbmFwc2hvdENvbXBsZXRlEg4KBmN1cnNvchgBIAEoCSJFCglIZWFydGJlYXQSDgoGY3Vyc29yGAEgASgJEigKBHRpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wKnUKDVRva2VuVHlwZUhpbnQSHwobVE9LRU5fVFlQRV9ISU5UX1VOU1BFQ0lGSUVEEAASIAocVE9LRU5fVFlQRV9ISU5UX0FDQ0VTU19UT0tFThABEiEKHVRPS0VOX1RZUEVfSElOVF9SRUZSRVNIX1RPS0VOEAIqpwEKDlJldm9jYXRpb25LaW5kEh8KG1JFVk9DQVRJT05fS0lORF9VTlNQRUNJRklFRBAAEhsKF1JFVk9DQVRJT05fS0lORF9TRVNTSU9OEAESGAoUUkVWT0NBVElPTl9LSU5EX1VTRVIQAhIeChpSRVZPQ0FUSU9OX0tJTkRfTUVNQkVSU0hJUBADEh0KGVJFVk9DQVRJT05fS0lORF9XT1JLU1BBQ0UQBDLpAgoZVG9rZW5JbnRyb3NwZWN0aW9uU2VydmljZRJLCgpJbnRyb3NwZWN0Eh0ua2V5Z2F0ZS52MS5JbnRyb3NwZWN0UmVxdWVzdBoeLmtleWdhdGUudjEuSW50cm9zcGVjdFJlc3BvbnNlEloKD0ludHJvc3BlY3RCYXRjaBIiLmtleWdhdGUudjEuSW50cm9zcGVjdEJhdGNoUmVxdWVzdBojLmtleWdhdGUudjEuSW50cm9zcGVjdEJhdGNoUmVzcG9uc2USQgoHR2V0SndrcxIaLmtleWdhdGUudjEuR2V0Sndrc1JlcXVlc3QaGy5rZXlnYXRlLnYxLkdldEp3a3NSZXNwb25zZRJfChBXYXRjaFJldm9jYXRpb25zEiMua2V5Z2F0ZS52MS5XYXRjaFJldm9jYXRpb25zUmVxdWVzdBokLmtleWdhdGUudjEuV2F0Y2hSZXZvY2F0aW9uc1Jlc3BvbnNlMAFiBnByb3RvMw", [file_google_protobuf_struct, file_google_protobuf_timestamp]);
+  fileDesc("CixrZXlnYXRlL3YxL3Rva2VuX2ludHJvc3BlY3Rpb25fc2VydmljZS5wcm90bxIKa2V5Z2F0ZS52MSJWChFJbnRyb3NwZWN0UmVxdWVzdBINCgV0b2tlbhgBIAEoCRIyCg90b2tlbl90eXBlX2hpbnQYAiABKA4yGS5rZXlnYXRlLnYxLlRva2VuVHlwZUhpbnQitwEKEkludHJvc3BlY3RSZXNwb25zZRIOCgZhY3RpdmUYASABKAgSCwoDc3ViGAIgASgJEhQKDHdvcmtzcGFjZV9pZBgDIAEoCRILCgNzaWQYBCABKAkSDAoEcm9sZRgFIAEoCRILCgNleHAYBiABKAMSCwoDaWF0GAcgASgDEgsKA2lzcxgIIAEoCRILCgNhdWQYCSADKAkSCwoDanRpGAogASgJEhIKCnRva2VuX3R5cGUYCyABKAkiRwoWSW50cm9zcGVjdEJhdGNoUmVxdWVzdBItCgZ0b2tlbnMYASADKAsyHS5rZXlnYXRlLnYxLkludHJvc3BlY3RSZXF1ZXN0IkoKF0ludHJvc3BlY3RCYXRjaFJlc3BvbnNlEi8KB3Jlc3VsdHMYASADKAsyHi5rZXlnYXRlLnYxLkludHJvc3BlY3RSZXNwb25zZSJXChJSZXZva2VUb2tlblJlcXVlc3QSDQoFdG9rZW4YASABKAkSMgoPdG9rZW5fdHlwZV9oaW50GAIgASgOMhkua2V5Z2F0ZS52MS5Ub2tlblR5cGVIaW50IhUKE1Jldm9rZVRva2VuUmVzcG9uc2UiEAoOR2V0Sndrc1JlcXVlc3QiOAoPR2V0Sndrc1Jlc3BvbnNlEiUKBGp3a3MYASABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0IikKF1dhdGNoUmV2b2NhdGlvbnNSZXF1ZXN0Eg4KBmN1cnNvchgBIAEoCSK4AQoYV2F0Y2hSZXZvY2F0aW9uc1Jlc3BvbnNlEiwKCnJldm9jYXRpb24YASABKAsyFi5rZXlnYXRlLnYxLlJldm9jYXRpb25IABI5ChFzbmFwc2hvdF9jb21wbGV0ZRgCIAEoCzIcLmtleWdhdGUudjEuU25hcHNob3RDb21wbGV0ZUgAEioKCWhlYXJ0YmVhdBgDIAEoCzIVLmtleWdhdGUudjEuSGVhcnRiZWF0SABCBwoFZXZlbnQi5AEKClJldm9jYXRpb24SDgoGY3Vyc29yGAEgASgJEigKBGtpbmQYAiABKA4yGi5rZXlnYXRlLnYxLlJldm9jYXRpb25LaW5kEhQKDHdvcmtzcGFjZV9pZBgDIAEoCRIPCgd1c2VyX2lkGAQgASgJEhIKCnNlc3Npb25faWQYBSABKAkSMAoMY3V0X29mZl90aW1lGAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtleHBpcmVfdGltZRgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiIgoQU25hcHNob3RDb21wbGV0ZRIOCgZjdXJzb3IYASABKAkiRQoJSGVhcnRiZWF0Eg4KBmN1cnNvchgBIAEoCRIoCgR0aW1lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCp1Cg1Ub2tlblR5cGVIaW50Eh8KG1RPS0VOX1RZUEVfSElOVF9VTlNQRUNJRklFRBAAEiAKHFRPS0VOX1RZUEVfSElOVF9BQ0NFU1NfVE9LRU4QARIhCh1UT0tFTl9UWVBFX0hJTlRfUkVGUkVTSF9UT0tFThACKqcBCg5SZXZvY2F0aW9uS2luZBIfChtSRVZPQ0FUSU9OX0tJTkRfVU5TUEVDSUZJRUQQABIbChdSRVZPQ0FUSU9OX0tJTkRfU0VTU0lPThABEhgKFFJFVk9DQVRJT05fS0lORF9VU0VSEAISHgoaUkVWT0NBVElPTl9LSU5EX01FTUJFUlNISVAQAxIdChlSRVZPQ0FUSU9OX0tJTkRfV09SS1NQQUNFEAQyuQMKGVRva2VuSW50cm9zcGVjdGlvblNlcnZpY2USSwoKSW50cm9zcGVjdBIdLmtleWdhdGUudjEuSW50cm9zcGVjdFJlcXVlc3QaHi5rZXlnYXRlLnYxLkludHJvc3BlY3RSZXNwb25zZRJaCg9JbnRyb3NwZWN0QmF0Y2gSIi5rZXlnYXRlLnYxLkludHJvc3BlY3RCYXRjaFJlcXVlc3QaIy5rZXlnYXRlLnYxLkludHJvc3BlY3RCYXRjaFJlc3BvbnNlEk4KC1Jldm9rZVRva2VuEh4ua2V5Z2F0ZS52MS5SZXZva2VUb2tlblJlcXVlc3QaHy5rZXlnYXRlLnYxLlJldm9rZVRva2VuUmVzcG9uc2USQgoHR2V0SndrcxIaLmtleWdhdGUudjEuR2V0Sndrc1JlcXVlc3QaGy5rZXlnYXRlLnYxLkdldEp3a3NSZXNwb25zZRJfChBXYXRjaFJldm9jYXRpb25zEiMua2V5Z2F0ZS52MS5XYXRjaFJldm9jYXRpb25zUmVxdWVzdBokLmtleWdhdGUudjEuV2F0Y2hSZXZvY2F0aW9uc1Jlc3BvbnNlMAFiBnByb3RvMw", [file_google_protobuf_struct, file_google_protobuf_timestamp]);
 
 /**
  * @generated from message keygate.v1.IntrospectRequest
@@ -150,6 +150,41 @@ export const IntrospectBatchResponseSchema: GenMessage<IntrospectBatchResponse> 
   messageDesc(file_keygate_v1_token_introspection_service, 3);
 
 /**
+ * @generated from message keygate.v1.RevokeTokenRequest
+ */
+export type RevokeTokenRequest = Message<"keygate.v1.RevokeTokenRequest"> & {
+  /**
+   * @generated from field: string token = 1;
+   */
+  token: string;
+
+  /**
+   * @generated from field: keygate.v1.TokenTypeHint token_type_hint = 2;
+   */
+  tokenTypeHint: TokenTypeHint;
+};
+
+/**
+ * Describes the message keygate.v1.RevokeTokenRequest.
+ * Use `create(RevokeTokenRequestSchema)` to create a new message.
+ */
+export const RevokeTokenRequestSchema: GenMessage<RevokeTokenRequest> = /*@__PURE__*/
+  messageDesc(file_keygate_v1_token_introspection_service, 4);
+
+/**
+ * @generated from message keygate.v1.RevokeTokenResponse
+ */
+export type RevokeTokenResponse = Message<"keygate.v1.RevokeTokenResponse"> & {
+};
+
+/**
+ * Describes the message keygate.v1.RevokeTokenResponse.
+ * Use `create(RevokeTokenResponseSchema)` to create a new message.
+ */
+export const RevokeTokenResponseSchema: GenMessage<RevokeTokenResponse> = /*@__PURE__*/
+  messageDesc(file_keygate_v1_token_introspection_service, 5);
+
+/**
  * @generated from message keygate.v1.GetJwksRequest
  */
 export type GetJwksRequest = Message<"keygate.v1.GetJwksRequest"> & {
@@ -160,7 +195,7 @@ export type GetJwksRequest = Message<"keygate.v1.GetJwksRequest"> & {
  * Use `create(GetJwksRequestSchema)` to create a new message.
  */
 export const GetJwksRequestSchema: GenMessage<GetJwksRequest> = /*@__PURE__*/
-  messageDesc(file_keygate_v1_token_introspection_service, 4);
+  messageDesc(file_keygate_v1_token_introspection_service, 6);
 
 /**
  * @generated from message keygate.v1.GetJwksResponse
@@ -179,7 +214,7 @@ export type GetJwksResponse = Message<"keygate.v1.GetJwksResponse"> & {
  * Use `create(GetJwksResponseSchema)` to create a new message.
  */
 export const GetJwksResponseSchema: GenMessage<GetJwksResponse> = /*@__PURE__*/
-  messageDesc(file_keygate_v1_token_introspection_service, 5);
+  messageDesc(file_keygate_v1_token_introspection_service, 7);
 
 /**
  * @generated from message keygate.v1.WatchRevocationsRequest
@@ -198,7 +233,7 @@ export type WatchRevocationsRequest = Message<"keygate.v1.WatchRevocationsReques
  * Use `create(WatchRevocationsRequestSchema)` to create a new message.
  */
 export const WatchRevocationsRequestSchema: GenMessage<WatchRevocationsRequest> = /*@__PURE__*/
-  messageDesc(file_keygate_v1_token_introspection_service, 6);
+  messageDesc(file_keygate_v1_token_introspection_service, 8);
 
 /**
  * @generated from message keygate.v1.WatchRevocationsResponse
@@ -237,7 +272,7 @@ export type WatchRevocationsResponse = Message<"keygate.v1.WatchRevocationsRespo
  * Use `create(WatchRevocationsResponseSchema)` to create a new message.
  */
 export const WatchRevocationsResponseSchema: GenMessage<WatchRevocationsResponse> = /*@__PURE__*/
-  messageDesc(file_keygate_v1_token_introspection_service, 7);
+  messageDesc(file_keygate_v1_token_introspection_service, 9);
 
 /**
  * @generated from message keygate.v1.Revocation
@@ -286,7 +321,7 @@ export type Revocation = Message<"keygate.v1.Revocation"> & {
  * Use `create(RevocationSchema)` to create a new message.
  */
 export const RevocationSchema: GenMessage<Revocation> = /*@__PURE__*/
-  messageDesc(file_keygate_v1_token_introspection_service, 8);
+  messageDesc(file_keygate_v1_token_introspection_service, 10);
 
 /**
  * @generated from message keygate.v1.SnapshotComplete
@@ -303,7 +338,7 @@ export type SnapshotComplete = Message<"keygate.v1.SnapshotComplete"> & {
  * Use `create(SnapshotCompleteSchema)` to create a new message.
  */
 export const SnapshotCompleteSchema: GenMessage<SnapshotComplete> = /*@__PURE__*/
-  messageDesc(file_keygate_v1_token_introspection_service, 9);
+  messageDesc(file_keygate_v1_token_introspection_service, 11);
 
 /**
  * @generated from message keygate.v1.Heartbeat
@@ -325,7 +360,7 @@ export type Heartbeat = Message<"keygate.v1.Heartbeat"> & {
  * Use `create(HeartbeatSchema)` to create a new message.
  */
 export const HeartbeatSchema: GenMessage<Heartbeat> = /*@__PURE__*/
-  messageDesc(file_keygate_v1_token_introspection_service, 10);
+  messageDesc(file_keygate_v1_token_introspection_service, 12);
 
 /**
  * @generated from enum keygate.v1.TokenTypeHint
@@ -430,6 +465,20 @@ export const TokenIntrospectionService: GenService<{
     methodKind: "unary";
     input: typeof IntrospectBatchRequestSchema;
     output: typeof IntrospectBatchResponseSchema;
+  },
+  /**
+   * Admin key with the introspect permission. RFC 7009 meaning: ends the session of a refresh
+   * or access token, so that every instance refuses its tokens within a second. Unknown,
+   * expired or already revoked tokens, and tokens of another workspace than a
+   * workspace-scoped key's, succeed all the same.
+   * Codes: UNAUTHENTICATED, PERMISSION_DENIED, INVALID_ARGUMENT (empty or oversized token).
+   *
+   * @generated from rpc keygate.v1.TokenIntrospectionService.RevokeToken
+   */
+  revokeToken: {
+    methodKind: "unary";
+    input: typeof RevokeTokenRequestSchema;
+    output: typeof RevokeTokenResponseSchema;
   },
   /**
    * Public. The JSON Web Key Set of the token signing keys (also at /.well-known/jwks.json).

@@ -11,7 +11,7 @@ import {
   requireWorkspaceAdmin,
 } from "../admin-auth.js";
 import { audit } from "../audit.js";
-import type { AuthDeps, RequestMeta } from "../deps.js";
+import type { AdminDeps, RequestMeta } from "../deps.js";
 import { NotFoundError } from "../errors.js";
 import { Violations } from "../validate.js";
 import { inKeyScope, keyScopeOf } from "./keys-scope.js";
@@ -19,12 +19,12 @@ import { inKeyScope, keyScopeOf } from "./keys-scope.js";
 /**
  * RevokeAdminKey. A workspace-scoped caller only finds its workspace's keys (any other is
  * NOT_FOUND, deployment-wide ones included); finding a key is not yet leave to revoke it
- * (a read-only key is PERMISSION_DENIED). Admin keys are checked against the database on
- * every call, so the revocation holds at once on every instance. Revoking a revoked key
- * answers it unchanged.
+ * (a read-only key is PERMISSION_DENIED). Each instance checks a key against the database
+ * at least once a second, and this one forgets what it knew at once, so the revocation holds
+ * within a second everywhere. Revoking a revoked key answers it unchanged.
  */
 export async function revokeAdminKey(
-  deps: Pick<AuthDeps, "pool" | "clock">,
+  deps: Pick<AdminDeps, "pool" | "clock" | "adminKeys">,
   meta: RequestMeta,
   caller: Caller,
   input: { adminKeyId: string },
@@ -34,7 +34,7 @@ export async function revokeAdminKey(
     .uuid("admin_key_id", input.adminKeyId)
     .throwIfAny();
   const own = callerWorkspace(caller);
-  return inKeyScope(deps, own, async (tx) => {
+  const revoked = await inKeyScope(deps, own, async (tx) => {
     const key = await findAdminKey(tx, keyScopeOf(own), input.adminKeyId);
     if (key === null) throw new NotFoundError("admin key not found");
     if (key.workspace_id === null) requireDeploymentAdmin(caller);
@@ -57,4 +57,6 @@ export async function revokeAdminKey(
     }
     return result.key;
   });
+  deps.adminKeys.clear();
+  return revoked;
 }

@@ -154,7 +154,7 @@ export async function updateMember(
   requireWorkspaceAdmin(caller, input.workspaceId);
   if (input.role === "owner") requireOwnerPower(caller);
   const { workspaceId, userId } = input;
-  return withTenant(deps.pool, workspaceId, async (tx) => {
+  const updated = await withTenant(deps.pool, workspaceId, async (tx) => {
     await lockedWorkspace(tx, workspaceId);
     const member = await findMembership(tx, workspaceId, userId);
     if (!member) throw memberNotFound();
@@ -163,11 +163,16 @@ export async function updateMember(
     const demoted = input.role !== null && input.role !== "owner";
     if (demoted) await keepAnOwner(tx, member, "demoted");
     if (input.status === "disabled") await keepAnOwner(tx, member, "disabled");
+    // Tokens carry the role: a new role, or a disabled membership, ends the old tokens.
+    const changed =
+      (input.role !== null && input.role !== member.role) ||
+      (input.status === "disabled" && member.status !== "disabled");
     const row = await updateMembership(tx, {
       workspaceId,
       userId,
       role: input.role,
       status: input.status,
+      tokensValidAfter: changed ? deps.clock.now() : null,
     });
     if (!row) throw memberNotFound();
     const ended =
@@ -195,6 +200,8 @@ export async function updateMember(
     });
     return row;
   });
+  await deps.revocations.changed();
+  return updated;
 }
 
 /** RemoveMember: workspace admin; removes the membership and ends its sessions. */
@@ -229,6 +236,7 @@ export async function removeMember(
       details: { role: member.role, sessions_ended: ended.length },
     });
   });
+  await deps.revocations.changed();
 }
 
 const membersCursor = z.object({ u: z.uuid() });

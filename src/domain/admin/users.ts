@@ -173,14 +173,15 @@ export async function blockUser(
   if (input.reason.length > maxBlockReasonLength)
     v.add("reason", `is longer than ${maxBlockReasonLength} characters`);
   v.throwIfAny();
-  return deps.pool.transaction(async (tx) => {
+  const blocked = await deps.pool.transaction(async (tx) => {
     if (!(await lockUser(tx, input.userId))) throw notFound();
-    await setUserBlocked(tx, input.userId, true);
+    const now = deps.clock.now();
+    await setUserBlocked(tx, { userId: input.userId, blocked: true, now });
     const revoked = await revokeSessionsOfUser(tx, {
       userId: input.userId,
       workspaceId: null,
       reason: "user_blocked",
-      now: deps.clock.now(),
+      now,
     });
     await audit(tx, deps, meta, {
       type: "user_blocked",
@@ -192,6 +193,8 @@ export async function blockUser(
     });
     return (await findAdminUser(tx, input.userId)) as AdminUserRow;
   });
+  await deps.revocations.changed();
+  return blocked;
 }
 
 /**
@@ -209,7 +212,7 @@ export async function unblockUser(
   return deps.pool.transaction(async (tx) => {
     if (!(await lockUser(tx, userId))) throw notFound();
     const before = (await findAdminUser(tx, userId)) as AdminUserRow;
-    await setUserBlocked(tx, userId, false);
+    await setUserBlocked(tx, { userId, blocked: false, now: deps.clock.now() });
     await clearLoginFailures(tx, before.email_normalized);
     await audit(tx, deps, meta, {
       type: "user_unblocked",
@@ -314,7 +317,7 @@ export async function revokeUserSessions(
     .throwIfAny();
   // A deployment-wide caller may name any user; a workspace's own callers only its members.
   const visibleIn = callerWorkspace(caller) === null ? null : scope;
-  return inCallerScope(deps, scope, async (tx) => {
+  const revoked = await inCallerScope(deps, scope, async (tx) => {
     await visibleUser(tx, visibleIn, input.userId);
     const revoked = await revokeSessionsOfUser(tx, {
       userId: input.userId,
@@ -332,6 +335,8 @@ export async function revokeUserSessions(
     });
     return revoked;
   });
+  await deps.revocations.changed();
+  return revoked;
 }
 
 /**
@@ -374,4 +379,5 @@ export async function deleteUser(
       details: { self },
     });
   });
+  await deps.revocations.changed();
 }

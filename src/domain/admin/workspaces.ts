@@ -295,4 +295,5 @@ export async function deleteWorkspace(
       details: { slug: row.slug },
     });
   });
+  await deps.revocations.changed();
 }

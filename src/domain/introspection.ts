@@ -1,0 +1,272 @@
+import { createHash } from "node:crypto";
+import { LRUCache } from "lru-cache";
+import type { DatabasePool } from "slonik";
+import { z } from "zod";
+import type { Clock } from "../clock.js";
+import { isOpaqueToken, opaqueHash } from "../crypto/opaque-tokens.js";
+import { TokenInvalidError, type VerifiedAccessToken } from "../crypto/signing-keys.js";
+import { sql } from "../db/sql.js";
+import { withTenant } from "../db/with-tenant.js";
+import type { Role } from "../repositories/memberships.js";
+import { revokeSession } from "../repositories/sessions.js";
+import { actorOf, type Caller, requireIntrospect } from "./admin-auth.js";
+import { audit } from "./audit.js";
+import type { RequestMeta } from "./deps.js";
+import { Violations } from "./validate.js";
+
+export type TokenTypeHint = "access_token" | "refresh_token" | null;
+
+/** RFC 7662: an active token's claims, or only `active: false`. */
+export type Introspection =
+  | { readonly active: false }
+  | {
+      readonly active: true;
+      readonly tokenType: "access_token" | "refresh_token";
+      readonly sub: string;
+      readonly workspaceId: string;
+      readonly sid: string;
+      readonly role: Role;
+      /** Seconds since the epoch. */
+      readonly exp: number;
+      readonly iat: number;
+      readonly iss: string;
+      readonly aud: readonly string[];
+      readonly jti: string;
+    };
+
+const inactive: Introspection = Object.freeze({ active: false });
+export const maxBatchTokens = 100;
+const maxTokenLength = 8192;
+
+export interface IntrospectionDeps {
+  readonly pool: DatabasePool;
+  readonly clock: Clock;
+  readonly tokenSecret: Buffer;
+  readonly issuer: string;
+  readonly audience: string;
+  readonly cacheSize: number;
+  readonly tokens: { verifyAccessToken(token: string): Promise<VerifiedAccessToken> };
+  readonly revocations: {
+    assertTrusted(): void;
+    revokes(token: VerifiedAccessToken): boolean;
+    changed(): Promise<void>;
+  };
+}
+
+const refreshState = z.object({
+  id: z.string(),
+  created_at: z.number(),
+  rotated_at: z.number().nullable(),
+  session_id: z.string(),
+  workspace_id: z.string(),
+  user_id: z.string(),
+  revoked_at: z.number().nullable(),
+  expires_at: z.number(),
+  idle_expires_at: z.number(),
+  blocked: z.boolean(),
+  status: z.string().nullable(),
+  role: z.string().nullable(),
+});
+
+/**
+ * Token introspection (TokenIntrospectionService.Introspect, IntrospectBatch, RevokeToken).
+ *
+ * Access tokens: the signature, issuer, audience and expiry (SigningKeys), then the in-memory
+ * revocation state, then the caller's workspace; no database call. Verified tokens are kept
+ * in a bounded LRU keyed by the token's SHA-256 until their exp, so a token seen again skips
+ * the signature check; the revocation state and the expiry still apply to every answer.
+ * When the revocation state cannot be trusted the answer is UNAVAILABLE, never active.
+ *
+ * Refresh tokens: looked up by their HMAC with their session, user and membership (one query).
+ */
+export class Introspector {
+  private readonly cache: LRUCache<string, VerifiedAccessToken> | undefined;
+
+  constructor(private readonly deps: IntrospectionDeps) {
+    this.cache =
+      deps.cacheSize > 0
+        ? new LRUCache<string, VerifiedAccessToken>({ max: deps.cacheSize })
+        : undefined;
+  }
+
+  async introspect(
+    caller: Caller,
+    request: { token: string; hint: TokenTypeHint },
+  ): Promise<Introspection> {
+    requireIntrospect(caller);
+    validTokens([request.token], () => "token");
+    return this.check(caller, request.token);
+  }
+
+  /** Up to maxBatchTokens tokens, answered in order. */
+  async introspectBatch(
+    caller: Caller,
+    requests: readonly { token: string; hint: TokenTypeHint }[],
+  ): Promise<Introspection[]> {
+    requireIntrospect(caller);
+    if (requests.length > maxBatchTokens) {
+      new Violations().add("tokens", `holds more than ${maxBatchTokens} tokens`).throwIfAny();
+    }
+    validTokens(
+      requests.map((r) => r.token),
+      (i) => `tokens[${i}].token`,
+    );
+    return Promise.all(requests.map((r) => this.check(caller, r.token)));
+  }
+
+  /**
+   * RFC 7009: ends the session of a refresh or access token. Unknown, expired or already
+   * ended tokens, and tokens of another workspace than a workspace-scoped caller's, succeed
+   * without effect, so the answer says nothing about a token.
+   */
+  async revoke(
+    caller: Caller,
+    meta: RequestMeta,
+    request: { token: string; hint: TokenTypeHint },
+  ): Promise<void> {
+    requireIntrospect(caller);
+    validTokens([request.token], () => "token");
+    const target = await this.sessionOf(request.token);
+    if (!target) return;
+    if (caller.kind === "admin_key" && caller.workspaceId !== null) {
+      if (caller.workspaceId !== target.workspaceId) return;
+    }
+    const ended = await withTenant(this.deps.pool, target.workspaceId, async (tx) => {
+      const now = this.deps.clock.now();
+      if (!(await revokeSession(tx, { ...target, reason: "token_revoked", now }))) return false;
+      await audit(tx, this.deps, meta, {
+        type: "session_revoked",
+        workspaceId: target.workspaceId,
+        sessionId: target.sessionId,
+        actor: actorOf(caller),
+        outcome: "success",
+        details: { via: "token_revocation" },
+      });
+      return true;
+    });
+    if (ended) await this.deps.revocations.changed();
+  }
+
+  /** Entries in the token cache, for tests and metrics. */
+  get cachedTokens(): number {
+    return this.cache?.size ?? 0;
+  }
+
+  private async check(caller: Caller, token: string): Promise<Introspection> {
+    const found = isOpaqueToken("refresh", token)
+      ? await this.checkRefreshToken(token)
+      : await this.checkAccessToken(token);
+    if (!found.active) return inactive;
+    if (caller.kind === "admin_key" && caller.workspaceId !== null) {
+      if (caller.workspaceId !== found.workspaceId) return inactive;
+    }
+    return found;
+  }
+
+  private async checkAccessToken(token: string): Promise<Introspection> {
+    this.deps.revocations.assertTrusted();
+    const claims = await this.verified(token);
+    if (!claims) return inactive;
+    const now = this.deps.clock.now().getTime();
+    if (claims.expiresAt.getTime() <= now || this.deps.revocations.revokes(claims)) {
+      return inactive;
+    }
+    return {
+      active: true,
+      tokenType: "access_token",
+      sub: claims.userId,
+      workspaceId: claims.workspaceId,
+      sid: claims.sessionId,
+      role: claims.role,
+      exp: claims.expiresAt.getTime() / 1000,
+      iat: claims.issuedAt.getTime() / 1000,
+      iss: this.deps.issuer,
+      aud: [this.deps.audience],
+      jti: claims.jti,
+    };
+  }
+
+  /** The token's checked claims, from the cache or the signature check; null if invalid. */
+  private async verified(token: string): Promise<VerifiedAccessToken | null> {
+    const key = this.cache ? createHash("sha256").update(token).digest("base64") : "";
+    const cached = this.cache?.get(key);
+    if (cached) return cached;
+    let claims: VerifiedAccessToken;
+    try {
+      claims = await this.deps.tokens.verifyAccessToken(token);
+    } catch (error) {
+      if (error instanceof TokenInvalidError) return null;
+      throw error;
+    }
+    const ttl = claims.expiresAt.getTime() - this.deps.clock.now().getTime();
+    if (this.cache && ttl > 0) this.cache.set(key, claims, { ttl });
+    return claims;
+  }
+
+  private async checkRefreshToken(token: string): Promise<Introspection> {
+    const hash = opaqueHash(this.deps.tokenSecret, "refresh", token);
+    // Looked up by hash across workspaces, like Refresh; the token says which one it is in.
+    const row = await this.deps.pool.maybeOne(sql.type(refreshState)`
+      SELECT t.id, t.created_at, t.rotated_at, s.id AS session_id, s.workspace_id, s.user_id,
+             s.revoked_at, s.expires_at, s.idle_expires_at, u.blocked, m.status, m.role
+      FROM refresh_tokens t
+      JOIN sessions s ON s.workspace_id = t.workspace_id AND s.id = t.session_id
+      JOIN users u ON u.id = s.user_id
+      LEFT JOIN workspace_members m ON m.workspace_id = s.workspace_id AND m.user_id = s.user_id
+      WHERE t.token_hash = ${sql.binary(hash)}`);
+    const now = this.deps.clock.now().getTime();
+    const expiresAt = row ? Math.min(row.expires_at, row.idle_expires_at) : 0;
+    if (
+      !row ||
+      row.rotated_at !== null ||
+      row.revoked_at !== null ||
+      expiresAt <= now ||
+      row.blocked ||
+      row.status !== "active"
+    ) {
+      return inactive;
+    }
+    return {
+      active: true,
+      tokenType: "refresh_token",
+      sub: row.user_id,
+      workspaceId: row.workspace_id,
+      sid: row.session_id,
+      role: row.role as Role,
+      exp: Math.floor(expiresAt / 1000),
+      iat: Math.floor(row.created_at / 1000),
+      iss: this.deps.issuer,
+      aud: [this.deps.audience],
+      jti: row.id,
+    };
+  }
+
+  /** The session a token belongs to, if it is a well-formed token Keygate issued. */
+  private async sessionOf(
+    token: string,
+  ): Promise<{ workspaceId: string; sessionId: string } | null> {
+    if (isOpaqueToken("refresh", token)) {
+      const hash = opaqueHash(this.deps.tokenSecret, "refresh", token);
+      const row = await this.deps.pool.maybeOne(sql.type(
+        z.object({ workspace_id: z.string(), session_id: z.string() }),
+      )`
+        SELECT workspace_id, session_id FROM refresh_tokens WHERE token_hash = ${sql.binary(hash)}`);
+      return row ? { workspaceId: row.workspace_id, sessionId: row.session_id } : null;
+    }
+    try {
+      const claims = await this.deps.tokens.verifyAccessToken(token);
+      return { workspaceId: claims.workspaceId, sessionId: claims.sessionId };
+    } catch (error) {
+      if (error instanceof TokenInvalidError) return null;
+      throw error;
+    }
+  }
+}
+
+function validTokens(tokens: readonly string[], field: (i: number) => string): void {
+  const v = new Violations();
+  tokens.forEach((token, i) => {
+    v.required(field(i), token, maxTokenLength);
+  });
+  v.throwIfAny();
+}

@@ -1,0 +1,299 @@
+import { performance } from "node:perf_hooks";
+import pg from "pg";
+import type { DatabasePool } from "slonik";
+import type { Clock } from "../clock.js";
+import type { Logger } from "../log.js";
+import {
+  latestRevocationCursor,
+  liveRevocations,
+  type RevocationRow,
+  revocationsAfter,
+} from "../repositories/revocations.js";
+import { UnavailableError } from "./errors.js";
+
+/** The claims of an access token that revocations are matched against. */
+export interface RevocableToken {
+  readonly userId: string;
+  readonly workspaceId: string;
+  readonly sessionId: string;
+  readonly issuedAt: Date;
+}
+
+interface CutOff {
+  cutOffMs: number;
+  expireMs: number;
+}
+
+const channel = "keygate_revocations";
+const pageSize = 1_000;
+/** While the listener is down, the feed is polled this often at least. */
+const fallbackPollMs = 500;
+
+/**
+ * The revocations that can still matter (migrations/015), in memory on every instance, so an
+ * access token is checked against them without a database call:
+ * - loaded at start;
+ * - kept current through LISTEN/NOTIFY on a connection of its own (each commit that adds
+ *   revocations notifies), and after this instance's own revocations by `catchUp()`;
+ * - re-read every `resyncMs` (every 500 ms while the listener is down), which heals a missed
+ *   notification, since rows are read by cursor and cursors follow commit order;
+ * - trusted only while the last successful read started less than `maxStalenessMs` ago:
+ *   past that, `assertTrusted` throws UNAVAILABLE rather than let a revoked token pass.
+ * Trust is measured on the monotonic clock; expiry on the service clock, like the tokens.
+ */
+export class RevocationState {
+  private readonly sessions = new Map<string, number>();
+  private readonly users = new Map<string, CutOff>();
+  private readonly memberships = new Map<string, CutOff>();
+  private readonly workspaces = new Map<string, number>();
+  private cursor = 0;
+  private confirmedAt = Number.NEGATIVE_INFINITY;
+  private listener: pg.Client | undefined;
+  private listening = false;
+  private timer: NodeJS.Timeout | undefined;
+  private ticking = false;
+  private stopped = false;
+  private reading: Promise<void> | undefined;
+  private readAgain = false;
+  private failing = false;
+
+  constructor(
+    private readonly options: {
+      pool: DatabasePool;
+      /** Connection string for the listener; undefined: poll only (the embedded database). */
+      listenUrl: string | undefined;
+      clock: Clock;
+      logger: Logger;
+      resyncMs: number;
+      maxStalenessMs: number;
+    },
+  ) {}
+
+  /** Loads the live revocations and starts following the feed. Throws when the database fails. */
+  async start(): Promise<void> {
+    const startedAt = performance.now();
+    const { pool, clock } = this.options;
+    const upTo = await latestRevocationCursor(pool);
+    for (const row of await liveRevocations(pool, { upTo, now: clock.now() })) this.apply(row);
+    this.cursor = upTo;
+    this.confirmedAt = startedAt;
+    await this.listen();
+    this.schedule();
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    clearTimeout(this.timer);
+    const listener = this.listener;
+    this.listener = undefined;
+    this.listening = false;
+    await listener?.end().catch(() => {});
+    await this.reading?.catch(() => {});
+  }
+
+  /**
+   * Reads what was committed since the last read. Concurrent calls share a read; a call made
+   * while one is under way gets a second read that starts after it, so whoever committed a
+   * revocation before calling sees it applied when this resolves.
+   */
+  catchUp(): Promise<void> {
+    if (this.reading) {
+      this.readAgain = true;
+      return this.reading;
+    }
+    const reading = (async () => {
+      try {
+        do {
+          this.readAgain = false;
+          await this.readOnce();
+        } while (this.readAgain && !this.stopped);
+      } finally {
+        this.reading = undefined;
+      }
+    })();
+    this.reading = reading;
+    return reading;
+  }
+
+  /** After this instance committed revocations: apply them before answering. Never throws. */
+  async changed(): Promise<void> {
+    try {
+      await this.catchUp();
+    } catch (error) {
+      this.options.logger.warn({ err: error }, "could not read the revocation feed");
+    }
+  }
+
+  /** Throws UNAVAILABLE when the state may miss revocations. */
+  assertTrusted(): void {
+    if (performance.now() - this.confirmedAt > this.options.maxStalenessMs) {
+      throw new UnavailableError(
+        "revocations cannot be checked: the database has not answered recently, retry later",
+      );
+    }
+  }
+
+  /** Whether a revocation kills this token (its iat is in whole seconds). */
+  revokes(token: RevocableToken): boolean {
+    if (this.sessions.has(token.sessionId) || this.workspaces.has(token.workspaceId)) return true;
+    const iat = token.issuedAt.getTime();
+    const user = this.users.get(token.userId);
+    if (user && iat <= user.cutOffMs) return true;
+    const member = this.memberships.get(membershipKey(token.workspaceId, token.userId));
+    return member !== undefined && iat <= member.cutOffMs;
+  }
+
+  /**
+   * The latest cut-off for the user's tokens in the workspace, or null: a token issued now
+   * must carry a later iat (in whole seconds), or it would be born revoked.
+   */
+  cutOffFor(userId: string, workspaceId: string): number | null {
+    const user = this.users.get(userId)?.cutOffMs ?? null;
+    const member = this.memberships.get(membershipKey(workspaceId, userId))?.cutOffMs ?? null;
+    if (user === null) return member;
+    return member === null ? user : Math.max(user, member);
+  }
+
+  /** Entries held, for tests and metrics. */
+  get size(): number {
+    return this.sessions.size + this.users.size + this.memberships.size + this.workspaces.size;
+  }
+
+  private async readOnce(): Promise<void> {
+    const startedAt = performance.now();
+    for (;;) {
+      const rows = await revocationsAfter(this.options.pool, {
+        cursor: this.cursor,
+        limit: pageSize,
+      });
+      for (const row of rows) {
+        this.apply(row);
+        this.cursor = row.cursor;
+      }
+      if (rows.length < pageSize) break;
+    }
+    this.confirmedAt = Math.max(this.confirmedAt, startedAt);
+  }
+
+  private apply(row: RevocationRow): void {
+    const expireMs = row.expire_time;
+    switch (row.kind) {
+      case "session":
+        if (row.session_id) keepLatest(this.sessions, row.session_id, expireMs);
+        break;
+      case "workspace":
+        if (row.workspace_id) keepLatest(this.workspaces, row.workspace_id, expireMs);
+        break;
+      case "user":
+        if (row.user_id) mergeCutOff(this.users, row.user_id, row.cut_off_time, expireMs);
+        break;
+      case "membership":
+        if (row.workspace_id && row.user_id) {
+          const key = membershipKey(row.workspace_id, row.user_id);
+          mergeCutOff(this.memberships, key, row.cut_off_time, expireMs);
+        }
+        break;
+    }
+  }
+
+  /** Forgets what concerns only tokens that have expired. */
+  private prune(): void {
+    const now = this.options.clock.now().getTime();
+    for (const map of [this.sessions, this.workspaces]) {
+      for (const [key, expireMs] of map) if (expireMs <= now) map.delete(key);
+    }
+    for (const map of [this.users, this.memberships]) {
+      for (const [key, entry] of map) if (entry.expireMs <= now) map.delete(key);
+    }
+  }
+
+  private async listen(): Promise<void> {
+    const url = this.options.listenUrl;
+    if (url === undefined || this.stopped) return;
+    const client = new pg.Client({
+      connectionString: url,
+      keepAlive: true,
+      connectionTimeoutMillis: 5_000,
+    });
+    client.on("error", (error) => this.listenerLost(client, error));
+    client.on("end", () => this.listenerLost(client, undefined));
+    client.on("notification", () => {
+      this.catchUp().catch((error: unknown) => this.readFailed(error));
+    });
+    try {
+      await client.connect();
+      await client.query(`LISTEN ${channel}`);
+    } catch (error) {
+      this.options.logger.warn({ err: error }, "revocation listener could not connect");
+      await client.end().catch(() => {});
+      return;
+    }
+    this.listener = client;
+    this.listening = true;
+    // Whatever was committed while no one listened.
+    await this.catchUp().catch((error: unknown) => this.readFailed(error));
+  }
+
+  private listenerLost(client: pg.Client, error: unknown): void {
+    if (this.listener !== client) return;
+    this.listener = undefined;
+    this.listening = false;
+    if (this.stopped) return;
+    this.options.logger.warn({ err: error }, "revocation listener lost; polling until it is back");
+    client.end().catch(() => {});
+    // Poll from now on, not after the (long) resync interval already scheduled.
+    if (!this.ticking) {
+      clearTimeout(this.timer);
+      this.schedule();
+    }
+  }
+
+  private schedule(): void {
+    if (this.stopped) return;
+    const { resyncMs, listenUrl } = this.options;
+    const delay =
+      listenUrl !== undefined && !this.listening ? Math.min(resyncMs, fallbackPollMs) : resyncMs;
+    this.timer = setTimeout(() => {
+      this.ticking = true;
+      this.tick().finally(() => {
+        this.ticking = false;
+        this.schedule();
+      });
+    }, delay);
+    this.timer.unref();
+  }
+
+  private async tick(): Promise<void> {
+    if (this.options.listenUrl !== undefined && !this.listening) await this.listen();
+    try {
+      await this.catchUp();
+      if (this.failing) this.options.logger.info("revocation feed readable again");
+      this.failing = false;
+    } catch (error) {
+      this.readFailed(error);
+    }
+    this.prune();
+  }
+
+  private readFailed(error: unknown): void {
+    if (this.failing) return;
+    this.failing = true;
+    this.options.logger.warn({ err: error }, "could not read the revocation feed");
+  }
+}
+
+function membershipKey(workspaceId: string, userId: string): string {
+  return `${workspaceId}/${userId}`;
+}
+
+function keepLatest(map: Map<string, number>, key: string, expireMs: number): void {
+  map.set(key, Math.max(map.get(key) ?? 0, expireMs));
+}
+
+function mergeCutOff(map: Map<string, CutOff>, key: string, cutOffMs: number, expireMs: number) {
+  const entry = map.get(key);
+  map.set(key, {
+    cutOffMs: Math.max(entry?.cutOffMs ?? 0, cutOffMs),
+    expireMs: Math.max(entry?.expireMs ?? 0, expireMs),
+  });
+}
