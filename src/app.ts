@@ -146,7 +146,17 @@ export async function startKeygate(
           ...adminWorkspacesHandlers(adminDeps),
           ...adminKeysHandlers(adminDeps),
         },
-        introspection: tokenIntrospectionHandlers(signingKeys, introspector),
+        introspection: tokenIntrospectionHandlers({
+          jwks: signingKeys,
+          introspector,
+          feed: {
+            pool: database.pool,
+            clock,
+            revocations,
+            heartbeatMs: config.revocation.heartbeatMs,
+            draining: () => readiness.isDraining,
+          },
+        }),
         envoy: envoyAuthorizationHandlers(introspector),
       },
       interceptors: [

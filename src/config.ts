@@ -210,6 +210,7 @@ const envSchema = z.object({
     .min(100)
     .max(3_600_000)
     .default(15_000),
+  KEYGATE_REVOCATION_HEARTBEAT_MS: z.coerce.number().int().min(100).max(300_000).default(15_000),
   KEYGATE_INTROSPECTION_CACHE_SIZE: z.coerce.number().int().min(0).max(10_000_000).default(100_000),
 });
 
@@ -273,6 +274,8 @@ export interface Config {
     readonly resyncMs: number;
     /** Without a successful read for this long, introspection answers UNAVAILABLE. */
     readonly maxStalenessMs: number;
+    /** WatchRevocations sends a heartbeat after this long without an event. */
+    readonly heartbeatMs: number;
   };
   /** Verified access tokens kept for repeated introspection (0: none). */
   readonly introspectionCacheSize: number;
@@ -389,6 +392,7 @@ export function configFromEnv(env: Record<string, string | undefined>): Config {
     revocation: Object.freeze({
       resyncMs: e.KEYGATE_REVOCATION_RESYNC_MS,
       maxStalenessMs: e.KEYGATE_REVOCATION_MAX_STALENESS_MS,
+      heartbeatMs: e.KEYGATE_REVOCATION_HEARTBEAT_MS,
     }),
     introspectionCacheSize: e.KEYGATE_INTROSPECTION_CACHE_SIZE,
   });

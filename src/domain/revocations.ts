@@ -10,19 +10,9 @@ import {
   revocationsAfter,
 } from "../repositories/revocations.js";
 import { UnavailableError } from "./errors.js";
+import { type RevocableToken, type Revocation, RevocationSet } from "./revocation-set.js";
 
-/** The claims of an access token that revocations are matched against. */
-export interface RevocableToken {
-  readonly userId: string;
-  readonly workspaceId: string;
-  readonly sessionId: string;
-  readonly issuedAt: Date;
-}
-
-interface CutOff {
-  cutOffMs: number;
-  expireMs: number;
-}
+export type { RevocableToken } from "./revocation-set.js";
 
 const channel = "keygate_revocations";
 const pageSize = 1_000;
@@ -42,10 +32,8 @@ const fallbackPollMs = 500;
  * Trust is measured on the monotonic clock; expiry on the service clock, like the tokens.
  */
 export class RevocationState {
-  private readonly sessions = new Map<string, number>();
-  private readonly users = new Map<string, CutOff>();
-  private readonly memberships = new Map<string, CutOff>();
-  private readonly workspaces = new Map<string, number>();
+  private readonly set = new RevocationSet();
+  private readonly subscribers = new Set<(row: RevocationRow) => void>();
   private cursor = 0;
   private confirmedAt = Number.NEGATIVE_INFINITY;
   private listener: pg.Client | undefined;
@@ -133,14 +121,14 @@ export class RevocationState {
     }
   }
 
+  /** Whether the state can be relied on (see assertTrusted). */
+  get trusted(): boolean {
+    return performance.now() - this.confirmedAt <= this.options.maxStalenessMs;
+  }
+
   /** Whether a revocation kills this token (its iat is in whole seconds). */
   revokes(token: RevocableToken): boolean {
-    if (this.sessions.has(token.sessionId) || this.workspaces.has(token.workspaceId)) return true;
-    const iat = token.issuedAt.getTime();
-    const user = this.users.get(token.userId);
-    if (user && iat <= user.cutOffMs) return true;
-    const member = this.memberships.get(membershipKey(token.workspaceId, token.userId));
-    return member !== undefined && iat <= member.cutOffMs;
+    return this.set.revokes(token);
   }
 
   /**
@@ -148,15 +136,21 @@ export class RevocationState {
    * must carry a later iat (in whole seconds), or it would be born revoked.
    */
   cutOffFor(userId: string, workspaceId: string): number | null {
-    const user = this.users.get(userId)?.cutOffMs ?? null;
-    const member = this.memberships.get(membershipKey(workspaceId, userId))?.cutOffMs ?? null;
-    if (user === null) return member;
-    return member === null ? user : Math.max(user, member);
+    return this.set.cutOffFor(userId, workspaceId);
+  }
+
+  /**
+   * Calls `listener` with every row applied from now on, in cursor order; answers the cursor
+   * up to which the state is applied at this moment (rows after it reach the listener).
+   */
+  subscribe(listener: (row: RevocationRow) => void): { cursor: number; unsubscribe(): void } {
+    this.subscribers.add(listener);
+    return { cursor: this.cursor, unsubscribe: () => this.subscribers.delete(listener) };
   }
 
   /** Entries held, for tests and metrics. */
   get size(): number {
-    return this.sessions.size + this.users.size + this.memberships.size + this.workspaces.size;
+    return this.set.size;
   }
 
   private async readOnce(): Promise<void> {
@@ -169,6 +163,7 @@ export class RevocationState {
       for (const row of rows) {
         this.apply(row);
         this.cursor = row.cursor;
+        for (const subscriber of this.subscribers) subscriber(row);
       }
       if (rows.length < pageSize) break;
     }
@@ -176,35 +171,12 @@ export class RevocationState {
   }
 
   private apply(row: RevocationRow): void {
-    const expireMs = row.expire_time;
-    switch (row.kind) {
-      case "session":
-        if (row.session_id) keepLatest(this.sessions, row.session_id, expireMs);
-        break;
-      case "workspace":
-        if (row.workspace_id) keepLatest(this.workspaces, row.workspace_id, expireMs);
-        break;
-      case "user":
-        if (row.user_id) mergeCutOff(this.users, row.user_id, row.cut_off_time, expireMs);
-        break;
-      case "membership":
-        if (row.workspace_id && row.user_id) {
-          const key = membershipKey(row.workspace_id, row.user_id);
-          mergeCutOff(this.memberships, key, row.cut_off_time, expireMs);
-        }
-        break;
-    }
+    this.set.apply(revocationOf(row));
   }
 
   /** Forgets what concerns only tokens that have expired. */
   private prune(): void {
-    const now = this.options.clock.now().getTime();
-    for (const map of [this.sessions, this.workspaces]) {
-      for (const [key, expireMs] of map) if (expireMs <= now) map.delete(key);
-    }
-    for (const map of [this.users, this.memberships]) {
-      for (const [key, entry] of map) if (entry.expireMs <= now) map.delete(key);
-    }
+    this.set.prune(this.options.clock.now().getTime());
   }
 
   private async listen(): Promise<void> {
@@ -282,18 +254,13 @@ export class RevocationState {
   }
 }
 
-function membershipKey(workspaceId: string, userId: string): string {
-  return `${workspaceId}/${userId}`;
-}
-
-function keepLatest(map: Map<string, number>, key: string, expireMs: number): void {
-  map.set(key, Math.max(map.get(key) ?? 0, expireMs));
-}
-
-function mergeCutOff(map: Map<string, CutOff>, key: string, cutOffMs: number, expireMs: number) {
-  const entry = map.get(key);
-  map.set(key, {
-    cutOffMs: Math.max(entry?.cutOffMs ?? 0, cutOffMs),
-    expireMs: Math.max(entry?.expireMs ?? 0, expireMs),
-  });
+export function revocationOf(row: RevocationRow): Revocation {
+  return {
+    kind: row.kind,
+    workspaceId: row.workspace_id,
+    userId: row.user_id,
+    sessionId: row.session_id,
+    cutOffMs: row.cut_off_time,
+    expireMs: row.expire_time,
+  };
 }

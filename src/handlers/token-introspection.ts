@@ -1,11 +1,15 @@
 import { create, type JsonObject } from "@bufbuild/protobuf";
+import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
 import {
   type IntrospectRequest,
   type IntrospectResponse,
   IntrospectResponseSchema,
+  RevocationKind,
   type TokenIntrospectionService,
   TokenTypeHint,
+  type WatchRevocationsResponse,
+  WatchRevocationsResponseSchema,
 } from "../../gen/keygate/v1/token_introspection_service_pb.js";
 import { requestMetaKey } from "../context-keys.js";
 import type {
@@ -13,7 +17,9 @@ import type {
   Introspection,
   Introspector,
 } from "../domain/introspection.js";
+import { type FeedDeps, type FeedEvent, watchRevocations } from "../domain/revocation-feed.js";
 import type { JwksSource } from "../http/endpoints.js";
+import type { RevocationRow } from "../repositories/revocations.js";
 import { callerOf } from "./admin/caller.js";
 
 const hints: Record<TokenTypeHint, DomainHint> = {
@@ -45,11 +51,50 @@ export function introspectResponseOf(i: Introspection): IntrospectResponse {
   });
 }
 
-/** TokenIntrospectionService; WatchRevocations comes next. */
-export function tokenIntrospectionHandlers(
-  jwks: JwksSource,
-  introspector: Introspector,
-): Partial<ServiceImpl<typeof TokenIntrospectionService>> {
+const kinds: Record<RevocationRow["kind"], RevocationKind> = {
+  session: RevocationKind.SESSION,
+  user: RevocationKind.USER,
+  membership: RevocationKind.MEMBERSHIP,
+  workspace: RevocationKind.WORKSPACE,
+};
+
+function eventOf(e: FeedEvent): WatchRevocationsResponse {
+  switch (e.kind) {
+    case "revocation":
+      return create(WatchRevocationsResponseSchema, {
+        event: {
+          case: "revocation",
+          value: {
+            cursor: String(e.row.cursor),
+            kind: kinds[e.row.kind],
+            workspaceId: e.row.workspace_id ?? "",
+            userId: e.row.user_id ?? "",
+            sessionId: e.row.session_id ?? "",
+            cutOffTime: timestampFromMs(e.row.cut_off_time),
+            expireTime: timestampFromMs(e.row.expire_time),
+          },
+        },
+      });
+    case "snapshot_complete":
+      return create(WatchRevocationsResponseSchema, {
+        event: { case: "snapshotComplete", value: { cursor: String(e.cursor) } },
+      });
+    case "heartbeat":
+      return create(WatchRevocationsResponseSchema, {
+        event: {
+          case: "heartbeat",
+          value: { cursor: String(e.cursor), time: timestampFromMs(e.time.getTime()) },
+        },
+      });
+  }
+}
+
+export function tokenIntrospectionHandlers(deps: {
+  jwks: JwksSource;
+  introspector: Introspector;
+  feed: FeedDeps;
+}): ServiceImpl<typeof TokenIntrospectionService> {
+  const { jwks, introspector } = deps;
   return {
     async introspect(req, ctx: HandlerContext) {
       return introspectResponseOf(await introspector.introspect(callerOf(ctx), requestOf(req)));
@@ -64,6 +109,16 @@ export function tokenIntrospectionHandlers(
         hint: hints[req.tokenTypeHint] ?? null,
       });
       return {};
+    },
+    async *watchRevocations(req, ctx: HandlerContext) {
+      for await (const event of watchRevocations(
+        deps.feed,
+        callerOf(ctx),
+        req.cursor,
+        ctx.signal,
+      )) {
+        yield eventOf(event);
+      }
     },
     // Public, like /.well-known/jwks.json, and from the same source.
     async getJwks() {

@@ -114,11 +114,7 @@ export function errorInterceptor(logger: Logger): Interceptor {
       workspace: req.header.get("x-workspace-id") ?? undefined,
       durationMs: Math.round((performance.now() - started) * 100) / 100,
     });
-    try {
-      const res = await next(req);
-      logger.info({ ...line(), code: "ok" }, "call");
-      return res;
-    } catch (error) {
+    const fail = (error: unknown): ConnectError => {
       let ce: ConnectError;
       if (error instanceof DomainError) {
         ce = fromDomainError(error);
@@ -150,7 +146,25 @@ export function errorInterceptor(logger: Logger): Interceptor {
         { ...line(), code: codeName, reason: ce.findDetails(ErrorInfoSchema)[0]?.reason },
         "call",
       );
-      throw ce;
+      return ce;
+    };
+    // A server stream fails while it is read, after next() returned: guard its messages too,
+    // and log the call when the stream ends.
+    async function* guarded<T>(messages: AsyncIterable<T>): AsyncIterable<T> {
+      try {
+        yield* messages;
+      } catch (error) {
+        throw fail(error);
+      }
+      logger.info({ ...line(), code: "ok" }, "call");
+    }
+    try {
+      const res = await next(req);
+      if (res.stream) return { ...res, message: guarded(res.message) };
+      logger.info({ ...line(), code: "ok" }, "call");
+      return res;
+    } catch (error) {
+      throw fail(error);
     }
   };
 }
