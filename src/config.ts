@@ -210,7 +210,7 @@ const envSchema = z.object({
     .min(100)
     .max(3_600_000)
     .default(15_000),
-  KEYGATE_REVOCATION_HEARTBEAT_MS: z.coerce.number().int().min(100).max(300_000).default(15_000),
+  KEYGATE_REVOCATION_HEARTBEAT_MS: z.coerce.number().int().min(100).max(300_000).default(1_000),
   KEYGATE_INTROSPECTION_CACHE_SIZE: z.coerce.number().int().min(0).max(10_000_000).default(100_000),
 });
 

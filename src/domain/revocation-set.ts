@@ -56,14 +56,20 @@ export class RevocationSet {
     }
   }
 
-  /** Whether a revocation kills this token. */
-  revokes(token: RevocableToken): boolean {
-    if (this.sessions.has(token.sessionId) || this.workspaces.has(token.workspaceId)) return true;
+  /** The kind of revocation that kills this token, or null when none does. */
+  match(token: RevocableToken): RevocationKindName | null {
+    if (this.sessions.has(token.sessionId)) return "session";
+    if (this.workspaces.has(token.workspaceId)) return "workspace";
     const iat = token.issuedAt.getTime();
     const user = this.users.get(token.userId);
-    if (user && iat <= user.cutOffMs) return true;
+    if (user && iat <= user.cutOffMs) return "user";
     const member = this.memberships.get(key(token.workspaceId, token.userId));
-    return member !== undefined && iat <= member.cutOffMs;
+    return member !== undefined && iat <= member.cutOffMs ? "membership" : null;
+  }
+
+  /** Whether a revocation kills this token. */
+  revokes(token: RevocableToken): boolean {
+    return this.match(token) !== null;
   }
 
   /** The latest cut-off for the user's tokens in the workspace, or null. */

@@ -1,0 +1,14 @@
+/**
+ * keygate/verify: verify Keygate access tokens inside a Node service, locally, with
+ * revocations pushed by Keygate (WatchRevocations). See README "Protecting your service".
+ */
+export { keygateCallerKey, keygateInterceptor } from "./connect.js";
+export { type KeygateRequest, keygateMiddleware } from "./http.js";
+export {
+  createVerifier,
+  type VerifiedCaller,
+  Verifier,
+  type VerifierOptions,
+  VerifyError,
+  type VerifyErrorReason,
+} from "./verifier.js";

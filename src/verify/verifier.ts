@@ -1,0 +1,306 @@
+import { Code, ConnectError, createClient, type Transport } from "@connectrpc/connect";
+import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect-node";
+import { createRemoteJWKSet, errors, type JWTPayload, jwtVerify } from "jose";
+import {
+  RevocationKind,
+  TokenIntrospectionService,
+} from "../../gen/keygate/v1/token_introspection_service_pb.js";
+import {
+  type Revocation,
+  type RevocationKindName,
+  RevocationSet,
+} from "../domain/revocation-set.js";
+
+/** Why `verify` refused a token. */
+export type VerifyErrorReason =
+  | "invalid"
+  | "expired"
+  | "revoked"
+  | "workspace_mismatch"
+  | "membership_inactive"
+  | "stale";
+
+export class VerifyError extends Error {
+  constructor(
+    readonly reason: VerifyErrorReason,
+    message: string,
+  ) {
+    super(message);
+    this.name = "VerifyError";
+  }
+}
+
+/** The caller behind a verified access token. */
+export interface VerifiedCaller {
+  readonly userId: string;
+  readonly workspaceId: string;
+  readonly sessionId: string;
+  readonly role: "owner" | "admin" | "member";
+  readonly expiresAt: Date;
+}
+
+export interface VerifierOptions {
+  /** Keygate's URL (any instance, or the load balancer in front of them). */
+  readonly baseUrl: string;
+  /** An admin key with the introspect permission (a workspace-scoped one is enough). */
+  readonly adminKey: string;
+  /** KEYGATE_AUDIENCE of the deployment. */
+  readonly audience: string;
+  /** KEYGATE_ISSUER of the deployment; by default the origin of baseUrl. */
+  readonly issuer?: string;
+  /** How the verifier talks to Keygate; "grpc" by default. */
+  readonly transport?: "grpc" | "connect";
+  /** Accepted signing algorithms; by default the three Keygate signs with. */
+  readonly algorithms?: readonly ("RS256" | "ES256" | "EdDSA")[];
+  /** The feed counts as down after this long without a message (5 s by default). */
+  readonly staleAfterMs?: number;
+  /** While the feed is down: refuse with `stale` (default) or ask Introspect for each token. */
+  readonly whenStale?: "fail" | "introspect";
+  /** How long an Introspect answer is reused while the feed is down (1 s by default). */
+  readonly introspectCacheMs?: number;
+  /** Called on feed problems, for the service's logs. */
+  readonly onFeedError?: (error: unknown) => void;
+}
+
+const kindNames: Record<RevocationKind, RevocationKindName | null> = {
+  [RevocationKind.UNSPECIFIED]: null,
+  [RevocationKind.SESSION]: "session",
+  [RevocationKind.USER]: "user",
+  [RevocationKind.MEMBERSHIP]: "membership",
+  [RevocationKind.WORKSPACE]: "workspace",
+};
+const roles = new Set(["owner", "admin", "member"]);
+
+/**
+ * Verifies Keygate access tokens locally at signature cost and still refuses revoked ones
+ * within a second: jose against the JWKS (fetched once, refetched on an unknown kid at most
+ * every 5 s), algorithms, issuer, audience and `typ` pinned, then an in-memory revocation
+ * state fed by WatchRevocations (resumed by cursor after a reconnect, with backoff and jitter).
+ * No network call per request while the feed is up.
+ */
+export class Verifier {
+  private readonly set = new RevocationSet();
+  private readonly jwks: ReturnType<typeof createRemoteJWKSet>;
+  private readonly client;
+  private readonly abort = new AbortController();
+  private readonly options: Required<Omit<VerifierOptions, "onFeedError" | "issuer">> &
+    Pick<VerifierOptions, "onFeedError"> & { issuer: string };
+  private cursor = "";
+  private synced = false;
+  private lastHeardAt = Number.NEGATIVE_INFINITY;
+  private readonly introspected = new Map<string, { at: number; caller: VerifiedCaller | null }>();
+  private readonly feed: Promise<void>;
+  private readySignal: { promise: Promise<void>; resolve: () => void };
+  /** Calls made to Keygate, for tests and metrics. */
+  readonly calls = { watch: 0, introspect: 0 };
+
+  constructor(options: VerifierOptions) {
+    this.options = {
+      transport: "grpc",
+      algorithms: ["RS256", "ES256", "EdDSA"],
+      staleAfterMs: 5_000,
+      whenStale: "fail",
+      introspectCacheMs: 1_000,
+      ...options,
+      issuer: options.issuer ?? new URL(options.baseUrl).origin,
+    };
+    const base = options.baseUrl.replace(/\/+$/, "");
+    this.jwks = createRemoteJWKSet(new URL(`${base}/.well-known/jwks.json`), {
+      cacheMaxAge: 60_000,
+      cooldownDuration: 5_000,
+    });
+    const transport: Transport =
+      this.options.transport === "connect"
+        ? createConnectTransport({ baseUrl: base, httpVersion: "2" })
+        : createGrpcTransport({ baseUrl: base });
+    this.client = createClient(TokenIntrospectionService, transport);
+    let resolve = () => {};
+    const promise = new Promise<void>((r) => {
+      resolve = r;
+    });
+    this.readySignal = { promise, resolve };
+    this.feed = this.follow();
+  }
+
+  /** Resolves once the first snapshot of the revocation feed is in. */
+  ready(): Promise<void> {
+    return this.readySignal.promise;
+  }
+
+  /** Whether the revocation state is current (the feed was heard from recently). */
+  get current(): boolean {
+    return this.synced && performance.now() - this.lastHeardAt <= this.options.staleAfterMs;
+  }
+
+  async verify(token: string, options: { workspaceId?: string } = {}): Promise<VerifiedCaller> {
+    const claims = await this.checkSignature(token);
+    if (options.workspaceId !== undefined && options.workspaceId !== claims.workspaceId) {
+      throw new VerifyError("workspace_mismatch", "the token is for another workspace");
+    }
+    if (!this.current) return this.whenStale(token);
+    const kind = this.set.match(claims);
+    if (kind === "membership") {
+      throw new VerifyError("membership_inactive", "the membership changed or ended");
+    }
+    if (kind !== null) throw new VerifyError("revoked", "the token has been revoked");
+    const { issuedAt: _, ...caller } = claims;
+    return caller;
+  }
+
+  /** Stops following the feed. */
+  async close(): Promise<void> {
+    this.abort.abort();
+    await this.feed;
+  }
+
+  private async checkSignature(token: string): Promise<VerifiedCaller & { issuedAt: Date }> {
+    let payload: JWTPayload;
+    try {
+      ({ payload } = await jwtVerify(token, this.jwks, {
+        algorithms: [...this.options.algorithms],
+        issuer: this.options.issuer,
+        audience: this.options.audience,
+        typ: "at+jwt",
+        requiredClaims: ["sub", "workspace_id", "sid", "role", "iat", "exp", "jti"],
+      }));
+    } catch (error) {
+      if (error instanceof errors.JWTExpired) {
+        throw new VerifyError("expired", "the access token has expired");
+      }
+      throw new VerifyError("invalid", "the access token is invalid");
+    }
+    const { sub, workspace_id, sid, role, iat, exp } = payload;
+    if (
+      typeof sub !== "string" ||
+      typeof workspace_id !== "string" ||
+      typeof sid !== "string" ||
+      typeof role !== "string" ||
+      !roles.has(role) ||
+      typeof iat !== "number" ||
+      typeof exp !== "number"
+    ) {
+      throw new VerifyError("invalid", "the access token's claims are malformed");
+    }
+    return {
+      userId: sub,
+      workspaceId: workspace_id,
+      sessionId: sid,
+      role: role as VerifiedCaller["role"],
+      expiresAt: new Date(exp * 1000),
+      issuedAt: new Date(iat * 1000),
+    };
+  }
+
+  private async whenStale(token: string): Promise<VerifiedCaller> {
+    if (this.options.whenStale !== "introspect") {
+      throw new VerifyError("stale", "revocations cannot be checked: the feed is down");
+    }
+    const now = performance.now();
+    const cached = this.introspected.get(token);
+    let caller =
+      cached && now - cached.at <= this.options.introspectCacheMs ? cached.caller : undefined;
+    if (caller === undefined) {
+      this.calls.introspect++;
+      try {
+        const res = await this.client.introspect(
+          { token },
+          { headers: { authorization: `Bearer ${this.options.adminKey}` }, timeoutMs: 2_000 },
+        );
+        caller = res.active
+          ? {
+              userId: res.sub,
+              workspaceId: res.workspaceId,
+              sessionId: res.sid,
+              role: res.role as VerifiedCaller["role"],
+              expiresAt: new Date(Number(res.exp) * 1000),
+            }
+          : null;
+      } catch {
+        throw new VerifyError("stale", "revocations cannot be checked: Keygate is unreachable");
+      }
+      if (this.introspected.size > 10_000) this.introspected.clear();
+      this.introspected.set(token, { at: now, caller });
+    }
+    if (caller === null) throw new VerifyError("revoked", "the token is not active");
+    return caller;
+  }
+
+  /** Follows WatchRevocations for as long as the verifier lives, resuming by cursor. */
+  private async follow(): Promise<void> {
+    let backoffMs = 100;
+    let pruned = performance.now();
+    while (!this.abort.signal.aborted) {
+      this.calls.watch++;
+      try {
+        const stream = this.client.watchRevocations(
+          { cursor: this.cursor },
+          {
+            headers: { authorization: `Bearer ${this.options.adminKey}` },
+            signal: this.abort.signal,
+          },
+        );
+        for await (const res of stream) {
+          this.lastHeardAt = performance.now();
+          backoffMs = 100;
+          const event = res.event;
+          if (event.case === "revocation") {
+            const r = event.value;
+            const kind = kindNames[r.kind];
+            if (kind !== null) this.set.apply(revocationOf(kind, r));
+            this.cursor = r.cursor;
+          } else if (event.case === "snapshotComplete") {
+            this.cursor = event.value.cursor;
+            this.synced = true;
+            this.readySignal.resolve();
+          } else if (event.case === "heartbeat") {
+            this.cursor = event.value.cursor;
+          }
+          if (this.lastHeardAt - pruned > 10_000) {
+            this.set.prune(Date.now());
+            pruned = this.lastHeardAt;
+          }
+        }
+      } catch (error) {
+        if (this.abort.signal.aborted) break;
+        // A cursor the feed refuses (another database): start again from a snapshot.
+        if (ConnectError.from(error).code === Code.InvalidArgument) {
+          this.cursor = "";
+          this.set.clear();
+          this.synced = false;
+        }
+        this.options.onFeedError?.(error);
+      }
+      if (this.abort.signal.aborted) break;
+      const delay = backoffMs / 2 + Math.random() * backoffMs;
+      backoffMs = Math.min(backoffMs * 2, 5_000);
+      await new Promise((resolve) => setTimeout(resolve, delay));
+    }
+  }
+}
+
+function revocationOf(
+  kind: RevocationKindName,
+  r: {
+    workspaceId: string;
+    userId: string;
+    sessionId: string;
+    cutOffTime?: { seconds: bigint; nanos: number };
+    expireTime?: { seconds: bigint; nanos: number };
+  },
+): Revocation {
+  const ms = (t?: { seconds: bigint; nanos: number }) =>
+    t ? Number(t.seconds) * 1000 + Math.floor(t.nanos / 1e6) : 0;
+  return {
+    kind,
+    workspaceId: r.workspaceId || null,
+    userId: r.userId || null,
+    sessionId: r.sessionId || null,
+    cutOffMs: ms(r.cutOffTime),
+    expireMs: ms(r.expireTime),
+  };
+}
+
+/** Starts a verifier; it follows the revocation feed until `close()`. */
+export function createVerifier(options: VerifierOptions): Verifier {
+  return new Verifier(options);
+}
