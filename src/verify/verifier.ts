@@ -1,6 +1,14 @@
 import { Code, ConnectError, createClient, type Transport } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect-node";
-import { createRemoteJWKSet, errors, type JWTPayload, jwtVerify } from "jose";
+import {
+  type CryptoKey,
+  createRemoteJWKSet,
+  errors,
+  type FlattenedJWSInput,
+  type JWSHeaderParameters,
+  type JWTPayload,
+  jwtVerify,
+} from "jose";
 import {
   RevocationKind,
   TokenIntrospectionService,
@@ -81,6 +89,7 @@ const roles = new Set(["owner", "admin", "member"]);
 export class Verifier {
   private readonly set = new RevocationSet();
   private readonly jwks: ReturnType<typeof createRemoteJWKSet>;
+  private readonly keys = new Map<string, { key: CryptoKey; at: number }>();
   private readonly client;
   private readonly abort = new AbortController();
   private readonly options: Required<Omit<VerifierOptions, "onFeedError" | "issuer">> &
@@ -153,10 +162,29 @@ export class Verifier {
     await this.feed;
   }
 
+  /**
+   * The key for a token's header: imported keys are kept by kid and alg for a minute (the
+   * JWKS cache time), so the common case skips the key-set lookup; unknown kids go to the
+   * remote key set, which refetches (rate-limited).
+   */
+  private readonly keyFor = (
+    header: JWSHeaderParameters,
+    token: FlattenedJWSInput,
+  ): CryptoKey | Promise<CryptoKey> => {
+    const id = `${header.kid}\0${header.alg}`;
+    const known = this.keys.get(id);
+    if (known && performance.now() - known.at < 60_000) return known.key;
+    return this.jwks(header, token).then((key) => {
+      if (this.keys.size > 100) this.keys.clear();
+      this.keys.set(id, { key, at: performance.now() });
+      return key;
+    });
+  };
+
   private async checkSignature(token: string): Promise<VerifiedCaller & { issuedAt: Date }> {
     let payload: JWTPayload;
     try {
-      ({ payload } = await jwtVerify(token, this.jwks, {
+      ({ payload } = await jwtVerify(token, this.keyFor, {
         algorithms: [...this.options.algorithms],
         issuer: this.options.issuer,
         audience: this.options.audience,

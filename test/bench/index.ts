@@ -11,6 +11,7 @@ const benches: Record<
 > = {
   "one-port": () => import("./one-port.js"),
   "jwt-alg": () => import("./jwt-alg.js"),
+  verify: () => import("./verify.js"),
 };
 
 const [name, ...args] = process.argv.slice(2);
