@@ -28,6 +28,7 @@ import type { Logger } from "./log.js";
 import { createMailer, type Mailer } from "./mail/mailer.js";
 import { enqueueMail, OutboxSender } from "./mail/outbox.js";
 import { MailTemplates } from "./mail/templates.js";
+import { instanceMetrics } from "./metrics-sources.js";
 import { Readiness } from "./readiness.js";
 import { keygateServices } from "./routes.js";
 import { buildServer } from "./server.js";
@@ -132,9 +133,13 @@ export async function startKeygate(
       tokens: signingKeys,
       revocations,
     });
+    const metrics = config.metrics
+      ? instanceMetrics({ pool: database.pool, sender, hasher, revocations, introspector })
+      : undefined;
     const server = buildServer({
       config,
       logger,
+      metrics,
       readiness,
       jwks: signingKeys,
       handlers: {

@@ -211,6 +211,7 @@ const envSchema = z.object({
     .max(3_600_000)
     .default(15_000),
   KEYGATE_REVOCATION_HEARTBEAT_MS: z.coerce.number().int().min(100).max(300_000).default(1_000),
+  KEYGATE_METRICS: bool.default(true),
   KEYGATE_INTROSPECTION_CACHE_SIZE: z.coerce.number().int().min(0).max(10_000_000).default(100_000),
 });
 
@@ -279,6 +280,8 @@ export interface Config {
   };
   /** Verified access tokens kept for repeated introspection (0: none). */
   readonly introspectionCacheSize: number;
+  /** Serve Prometheus metrics at GET /metrics. */
+  readonly metrics: boolean;
 }
 
 export type SmtpConfig =
@@ -395,6 +398,7 @@ export function configFromEnv(env: Record<string, string | undefined>): Config {
       heartbeatMs: e.KEYGATE_REVOCATION_HEARTBEAT_MS,
     }),
     introspectionCacheSize: e.KEYGATE_INTROSPECTION_CACHE_SIZE,
+    metrics: e.KEYGATE_METRICS,
   });
 }
 

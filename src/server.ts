@@ -12,6 +12,7 @@ import { createListener } from "./http/listener.js";
 import type { NodeServerRequest, NodeServerResponse } from "./http/types.js";
 import { errorInterceptor } from "./interceptors/errors.js";
 import type { Logger } from "./log.js";
+import type { Metrics } from "./metrics.js";
 import type { Readiness } from "./readiness.js";
 import { type Handlers, routes } from "./routes.js";
 
@@ -24,6 +25,7 @@ export interface ServerDeps {
   readonly readiness: Readiness;
   readonly jwks: JwksSource;
   readonly handlers: Handlers;
+  readonly metrics?: Metrics;
   /** Interceptors that run after the error mapping (authentication, ...). */
   readonly interceptors?: readonly Interceptor[];
 }
@@ -45,7 +47,7 @@ export function buildServer(deps: ServerDeps): Server {
   const clientIp = clientIpResolver(deps.config.trustedProxies);
   const rpc = connectNodeAdapter({
     routes: routes(deps.handlers),
-    interceptors: [errorInterceptor(deps.logger), ...(deps.interceptors ?? [])],
+    interceptors: [errorInterceptor(deps.logger, deps.metrics), ...(deps.interceptors ?? [])],
     readMaxBytes: deps.config.maxRequestBytes,
     maxTimeoutMs: deps.config.maxTimeoutMs,
     shutdownSignal: shutdown.signal,

@@ -95,11 +95,21 @@ export class PasswordHasher {
     return { ok, needsRehash: ok && Number(cost) !== this.#cost };
   }
 
-  get stats(): { queued: number; workers: number; completed: number } {
+  /** Queue and completion counts; wait times in ms since start (p50, p99). */
+  get stats(): {
+    queued: number;
+    workers: number;
+    completed: number;
+    waitP50Ms: number;
+    waitP99Ms: number;
+  } {
+    const wait = this.#pool.histogram.waitTime;
     return {
       queued: this.#pool.queueSize,
       workers: this.#pool.threads.length,
       completed: this.#pool.completed,
+      waitP50Ms: Number.isFinite(wait.p50) ? wait.p50 : 0,
+      waitP99Ms: Number.isFinite(wait.p99) ? wait.p99 : 0,
     };
   }
 

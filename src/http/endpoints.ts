@@ -24,14 +24,21 @@ export function json(
   res.end(text);
 }
 
-/** Plain HTTP endpoints beside the RPCs: probes and the JWKS. Anything else is 404. */
-export function httpEndpoints(deps: { readiness: Readiness; jwks: JwksSource }) {
+/** Plain HTTP endpoints beside the RPCs: probes, the JWKS, metrics. Anything else is 404. */
+export function httpEndpoints(deps: {
+  readiness: Readiness;
+  jwks: JwksSource;
+  metrics?: { contentType(): string; text(): Promise<string> } | undefined;
+}) {
   return async (req: Req, res: Res): Promise<void> => {
     const path = (req.url ?? "/").split("?")[0];
     const readOnly = req.method === "GET" || req.method === "HEAD";
     if (
       !readOnly &&
-      (path === "/healthz" || path === "/readyz" || path === "/.well-known/jwks.json")
+      (path === "/healthz" ||
+        path === "/readyz" ||
+        path === "/.well-known/jwks.json" ||
+        (path === "/metrics" && deps.metrics))
     ) {
       json(res, 405, { error: "method not allowed" }, { allow: "GET, HEAD" });
       return;
@@ -58,6 +65,17 @@ export function httpEndpoints(deps: { readiness: Readiness; jwks: JwksSource }) 
         } catch {
           json(res, 503, { error: "unavailable" }, { "cache-control": "no-store" });
         }
+        return;
+      case "/metrics":
+        if (deps.metrics) {
+          const text = await deps.metrics.text();
+          res.statusCode = 200;
+          res.setHeader("content-type", deps.metrics.contentType());
+          res.setHeader("cache-control", "no-store");
+          res.end(text);
+          return;
+        }
+        json(res, 404, { error: "not found" });
         return;
       default:
         json(res, 404, { error: "not found" });

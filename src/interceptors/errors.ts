@@ -21,6 +21,7 @@ import {
   type Reason,
 } from "../domain/errors.js";
 import type { Logger } from "../log.js";
+import type { Metrics } from "../metrics.js";
 
 export const errorDomain = "keygate.dev";
 
@@ -99,9 +100,10 @@ function isDatabaseUnavailable(error: unknown): boolean {
  * The one place errors become Connect errors. Domain errors keep their code and reason;
  * Connect's own errors (unimplemented, deadline exceeded, undecodable input) get a reason;
  * a lost database is UNAVAILABLE; anything else is logged with its stack and answered as a
- * bare INTERNAL that leaks nothing. Also writes the one log line per call.
+ * bare INTERNAL that leaks nothing. Also writes the one log line per call and counts the call
+ * in the metrics.
  */
-export function errorInterceptor(logger: Logger): Interceptor {
+export function errorInterceptor(logger: Logger, metrics?: Metrics): Interceptor {
   return (next) => async (req) => {
     const started = performance.now();
     const requestId = req.contextValues.get(requestIdKey);
@@ -114,6 +116,22 @@ export function errorInterceptor(logger: Logger): Interceptor {
       workspace: req.header.get("x-workspace-id") ?? undefined,
       durationMs: Math.round((performance.now() - started) * 100) / 100,
     });
+    const observe = (code: string, reason?: string, loginStep = false) =>
+      metrics?.observeCall({
+        service: req.service.typeName,
+        method: req.method.name,
+        code,
+        seconds: (performance.now() - started) / 1000,
+        reason,
+        loginStep,
+      });
+    const succeeded = (message?: unknown) => {
+      logger.info({ ...line(), code: "ok" }, "call");
+      // Login answers either tokens or a pending second step.
+      const pending =
+        (message as { result?: { case?: string } } | undefined)?.result?.case === "pending";
+      observe("ok", undefined, pending);
+    };
     const fail = (error: unknown): ConnectError => {
       let ce: ConnectError;
       if (error instanceof DomainError) {
@@ -142,10 +160,9 @@ export function errorInterceptor(logger: Logger): Interceptor {
       }
       const codeName = Code[ce.code].replace(/[A-Z]/g, (c, i) => (i ? "_" : "") + c.toLowerCase());
       const level = ce.code === Code.Internal || ce.code === Code.Unknown ? "error" : "warn";
-      logger[level](
-        { ...line(), code: codeName, reason: ce.findDetails(ErrorInfoSchema)[0]?.reason },
-        "call",
-      );
+      const reason = ce.findDetails(ErrorInfoSchema)[0]?.reason;
+      logger[level]({ ...line(), code: codeName, reason }, "call");
+      observe(codeName, reason);
       return ce;
     };
     // A server stream fails while it is read, after next() returned: guard its messages too,
@@ -156,12 +173,12 @@ export function errorInterceptor(logger: Logger): Interceptor {
       } catch (error) {
         throw fail(error);
       }
-      logger.info({ ...line(), code: "ok" }, "call");
+      succeeded();
     }
     try {
       const res = await next(req);
       if (res.stream) return { ...res, message: guarded(res.message) };
-      logger.info({ ...line(), code: "ok" }, "call");
+      succeeded(res.message);
       return res;
     } catch (error) {
       throw fail(error);
