@@ -11,7 +11,7 @@ import { type BootstrapResult, bootstrap } from "./domain/bootstrap.js";
 import type { AdminDeps, AuthDeps } from "./domain/deps.js";
 import { Introspector } from "./domain/introspection.js";
 import { Lockout } from "./domain/lockout.js";
-import { RateLimiter, sweepRateLimits } from "./domain/rate-limits.js";
+import { RateLimiter } from "./domain/rate-limits.js";
 import { RevocationState } from "./domain/revocations.js";
 import { authenticate } from "./domain/sessions.js";
 import { adminKeysHandlers } from "./handlers/admin/keys.js";
@@ -28,6 +28,7 @@ import type { Logger } from "./log.js";
 import { createMailer, type Mailer } from "./mail/mailer.js";
 import { enqueueMail, OutboxSender } from "./mail/outbox.js";
 import { MailTemplates } from "./mail/templates.js";
+import { Maintenance } from "./maintenance.js";
 import { instanceMetrics } from "./metrics-sources.js";
 import { Readiness } from "./readiness.js";
 import { keygateServices } from "./routes.js";
@@ -55,7 +56,10 @@ export async function startKeygate(
   const database = await openDatabase(config);
   try {
     if (config.migrateOnStart) {
-      const applied = await migrate(database.url, migrations);
+      const applied = await migrate(
+        database.embedded ? database.url : (config.directDatabaseUrl ?? database.url),
+        migrations,
+      );
       if (applied.length > 0)
         logger.info({ migrations: applied.map((m) => m.name) }, "migrations applied");
     }
@@ -76,7 +80,7 @@ export async function startKeygate(
       pool: database.pool,
       // PGlite's wire server does not deliver notifications: the embedded (single-instance)
       // database is read on this instance's own changes and by the periodic resync.
-      listenUrl: database.embedded ? undefined : database.url,
+      listenUrl: database.embedded ? undefined : (config.directDatabaseUrl ?? database.url),
       clock,
       logger,
       resyncMs: config.revocation.resyncMs,
@@ -90,13 +94,6 @@ export async function startKeygate(
     const productName = "Keygate";
     const sender = new OutboxSender({ pool: database.pool, mailer, logger });
     sender.start();
-    // Expired rate-limit and lockout rows: every instance sweeps; deleting twice is harmless.
-    const sweeper = setInterval(() => {
-      sweepRateLimits(database.pool, clock.now()).catch((error: unknown) =>
-        logger.warn({ err: error }, "rate-limit sweep failed"),
-      );
-    }, 5 * 60_000);
-    sweeper.unref();
     const authDeps: AuthDeps = {
       pool: database.pool,
       clock,
@@ -133,6 +130,15 @@ export async function startKeygate(
       tokens: signingKeys,
       revocations,
     });
+    const maintenance = new Maintenance({
+      pool: database.pool,
+      clock,
+      logger,
+      intervalMs: config.sweepIntervalMs,
+      signingKeys,
+      rotationMs: config.signingKeyRotationDays * 86_400_000,
+    });
+    maintenance.start();
     const metrics = config.metrics
       ? instanceMetrics({ pool: database.pool, sender, hasher, revocations, introspector })
       : undefined;
@@ -193,7 +199,7 @@ export async function startKeygate(
       mailer,
       bootstrapped,
       async close() {
-        clearInterval(sweeper);
+        await maintenance.stop();
         await server.close(config.shutdownTimeoutMs);
         await sender.stop();
         mailer.close();

@@ -36,7 +36,10 @@ async function main(argv: string[]): Promise<number> {
   if (command === "migrate") {
     const database = await openDatabase(config);
     try {
-      const applied = await migrate(database.url, await loadMigrations());
+      const applied = await migrate(
+        database.embedded ? database.url : (config.directDatabaseUrl ?? database.url),
+        await loadMigrations(),
+      );
       logger.info(
         { migrations: applied.map((m) => m.name) },
         applied.length ? "migrations applied" : "database is up to date",

@@ -212,6 +212,9 @@ const envSchema = z.object({
     .default(15_000),
   KEYGATE_REVOCATION_HEARTBEAT_MS: z.coerce.number().int().min(100).max(300_000).default(1_000),
   KEYGATE_METRICS: bool.default(true),
+  KEYGATE_DIRECT_DATABASE_URL: z.string().min(1).optional(),
+  KEYGATE_SIGNING_KEY_ROTATION_DAYS: z.coerce.number().int().min(0).max(3650).default(30),
+  KEYGATE_SWEEP_INTERVAL_MS: z.coerce.number().int().min(1_000).max(86_400_000).default(300_000),
   KEYGATE_INTROSPECTION_CACHE_SIZE: z.coerce.number().int().min(0).max(10_000_000).default(100_000),
 });
 
@@ -282,6 +285,15 @@ export interface Config {
   readonly introspectionCacheSize: number;
   /** Serve Prometheus metrics at GET /metrics. */
   readonly metrics: boolean;
+  /**
+   * A connection that reaches PostgreSQL itself, not through a transaction pooler: LISTEN and
+   * migrations' session locks need one. Defaults to databaseUrl.
+   */
+  readonly directDatabaseUrl: string | undefined;
+  /** Publish a new signing key when the active one is this old (0: only when asked). */
+  readonly signingKeyRotationDays: number;
+  /** How often each instance tries the sweep and the scheduled rotation. */
+  readonly sweepIntervalMs: number;
 }
 
 export type SmtpConfig =
@@ -323,6 +335,9 @@ export function configFromEnv(env: Record<string, string | undefined>): Config {
   }
   if (e.KEYGATE_SMTP_URL !== undefined && e.KEYGATE_SMTP_HOST !== undefined) {
     problems.push("KEYGATE_SMTP_URL and KEYGATE_SMTP_HOST: set one or the other");
+  }
+  if (e.KEYGATE_DIRECT_DATABASE_URL !== undefined && e.DATABASE_URL === undefined) {
+    problems.push("KEYGATE_DIRECT_DATABASE_URL: only with DATABASE_URL");
   }
   if (e.KEYGATE_REVOCATION_MAX_STALENESS_MS <= e.KEYGATE_REVOCATION_RESYNC_MS) {
     problems.push(
@@ -399,6 +414,9 @@ export function configFromEnv(env: Record<string, string | undefined>): Config {
     }),
     introspectionCacheSize: e.KEYGATE_INTROSPECTION_CACHE_SIZE,
     metrics: e.KEYGATE_METRICS,
+    directDatabaseUrl: e.KEYGATE_DIRECT_DATABASE_URL ?? e.DATABASE_URL,
+    signingKeyRotationDays: e.KEYGATE_SIGNING_KEY_ROTATION_DAYS,
+    sweepIntervalMs: e.KEYGATE_SWEEP_INTERVAL_MS,
   });
 }
 

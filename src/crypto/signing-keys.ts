@@ -11,9 +11,10 @@ import {
   jwtVerify,
   SignJWT,
 } from "jose";
-import type { DatabasePool, DatabaseTransactionConnection } from "slonik";
+import type { CommonQueryMethods, DatabasePool, DatabaseTransactionConnection } from "slonik";
 import { z } from "zod";
 import { type Clock, systemClock } from "../clock.js";
+import { sql } from "../db/sql.js";
 import { UnauthenticatedError, UnavailableError } from "../domain/errors.js";
 import type { Logger } from "../log.js";
 import {
@@ -251,9 +252,33 @@ export class SigningKeys {
    * the transaction that inserts it (for the audit event). This instance reloads at once, so
    * its JWKS carries the key as soon as the call answers.
    */
+  /**
+   * Scheduled rotation: publishes a next key when the active one has signed for `maxAgeMs`
+   * and no next key is waiting. Decided again under the signing-keys lock, so instances that
+   * ask together publish one key. Answers the new key, or null when none was due.
+   */
+  async rotateIfDue(maxAgeMs: number): Promise<SigningKeyInfoRow | null> {
+    const due = (row: { activated_at: number | null; has_next: boolean } | null) =>
+      row !== null &&
+      !row.has_next &&
+      row.activated_at !== null &&
+      this.clock.now().getTime() - row.activated_at >= maxAgeMs;
+    if (!due(await rotationState(this.pool))) return null;
+    try {
+      return await this.rotate({
+        onlyIf: async (tx) => due(await rotationState(tx)),
+      });
+    } catch (error) {
+      if (error instanceof NotDue) return null;
+      throw error;
+    }
+  }
+
   async rotate(options: {
     algorithm?: JwtAlgorithm;
     inTransaction?: (tx: DatabaseTransactionConnection, key: SigningKeyInfoRow) => Promise<void>;
+    /** Checked under the lock before inserting; false abandons the rotation. */
+    onlyIf?: (tx: DatabaseTransactionConnection) => Promise<boolean>;
   }): Promise<SigningKeyInfoRow> {
     const algorithm = options.algorithm ?? this.algorithm;
     if (!algorithms.includes(algorithm)) {
@@ -263,6 +288,7 @@ export class SigningKeys {
     const key = await generateSigningKey(algorithm);
     const info = await this.pool.transaction(async (tx) => {
       await lockSigningKeys(tx);
+      if (options.onlyIf && !(await options.onlyIf(tx))) throw new NotDue();
       await insertSigningKey(tx, {
         kid: key.kid,
         algorithm,
@@ -506,6 +532,16 @@ export class SigningKeys {
     }
     return { keys };
   }
+}
+
+class NotDue extends Error {}
+
+async function rotationState(db: CommonQueryMethods) {
+  return db.maybeOne(sql.type(
+    z.object({ activated_at: z.number().nullable(), has_next: z.boolean() }),
+  )`
+    SELECT (SELECT activated_at FROM signing_keys WHERE status = 'active') AS activated_at,
+           EXISTS (SELECT 1 FROM signing_keys WHERE status = 'next') AS has_next`);
 }
 
 function fromJose(error: unknown): TokenInvalidError {

@@ -1,4 +1,4 @@
-import type { DatabasePool } from "slonik";
+import type { CommonQueryMethods, DatabasePool } from "slonik";
 import { z } from "zod";
 import type { Clock } from "../clock.js";
 import type { RateLimitName, RateLimits, WorkspaceSettings } from "../config.js";
@@ -41,7 +41,7 @@ export class RateLimiter {
  * Deletes rate-limit rows whose window has passed and lockout rows that lock nothing any more
  * and were last touched a day ago. Safe on every instance at once; answers the rows removed.
  */
-export async function sweepRateLimits(pool: DatabasePool, now: Date): Promise<number> {
+export async function sweepRateLimits(pool: CommonQueryMethods, now: Date): Promise<number> {
   const limits = await pool.query(sql.unsafe`
     DELETE FROM rate_limits WHERE key IN (
       SELECT key FROM rate_limits WHERE expires_at < ${sql.timestamp(now)} LIMIT 5000)`);

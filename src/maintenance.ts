@@ -1,0 +1,110 @@
+import type { DatabasePool } from "slonik";
+import { z } from "zod";
+import type { Clock } from "./clock.js";
+import { sql } from "./db/sql.js";
+import { sweepRateLimits } from "./domain/rate-limits.js";
+import type { Logger } from "./log.js";
+import { deleteExpiredRevocations } from "./repositories/revocations.js";
+
+// "kg-swp" in ASCII; distinct from the other advisory locks.
+const sweepLockKey = "118129447433072";
+/** Rows a sweep deletes from one table per round at most, so a backlog never holds locks long. */
+const batch = 5_000;
+const day = 86_400_000;
+
+export interface SweepResult {
+  readonly rateLimits: number;
+  readonly codes: number;
+  readonly pendingLogins: number;
+  readonly sessions: number;
+  readonly revocations: number;
+  readonly sentMail: number;
+}
+
+/**
+ * Deletes what no longer means anything: rate-limit and lockout rows past their window,
+ * one-time codes and pending second steps a day after they expired, sessions a week after
+ * they ended (their refresh tokens go by cascade), revocations an hour after the last token
+ * they concern expired, and delivered mail (its body is gone already) after a week. One
+ * instance sweeps per round: the round holds a transaction-scoped advisory lock taken with
+ * try, so the others skip it rather than repeat it. Answers null when another instance had it.
+ */
+export async function sweep(pool: DatabasePool, now: Date): Promise<SweepResult | null> {
+  return pool.transaction(async (tx) => {
+    const mine = await tx.oneFirst(sql.type(z.object({ locked: z.boolean() }))`
+      SELECT pg_try_advisory_xact_lock(${sweepLockKey}::bigint) AS locked`);
+    if (!mine) return null;
+    const at = (msAgo: number) => sql.timestamp(new Date(now.getTime() - msAgo));
+    const count = async (q: ReturnType<typeof sql.unsafe>) => (await tx.query(q)).rowCount;
+    const rateLimits = await sweepRateLimits(tx, now);
+    const codes = await count(sql.unsafe`
+      DELETE FROM one_time_codes WHERE id IN (
+        SELECT id FROM one_time_codes WHERE expires_at < ${at(day)} LIMIT ${batch})`);
+    const pendingLogins = await count(sql.unsafe`
+      DELETE FROM pending_logins WHERE id IN (
+        SELECT id FROM pending_logins WHERE expires_at < ${at(day)} LIMIT ${batch})`);
+    const sessions = await count(sql.unsafe`
+      DELETE FROM sessions WHERE id IN (
+        SELECT id FROM sessions
+        WHERE least(coalesce(revoked_at, 'infinity'), expires_at, idle_expires_at) < ${at(7 * day)}
+        LIMIT ${batch})`);
+    const revocations = await deleteExpiredRevocations(tx, new Date(now.getTime() - 3_600_000));
+    const sentMail = await count(sql.unsafe`
+      DELETE FROM mail_outbox WHERE id IN (
+        SELECT id FROM mail_outbox WHERE sent_at < ${at(7 * day)} LIMIT ${batch})`);
+    return { rateLimits, codes, pendingLogins, sessions, revocations, sentMail };
+  });
+}
+
+/**
+ * Background upkeep on every instance, coordinated through PostgreSQL: the sweep (one
+ * instance per round) and scheduled signing-key rotation (rotateIfDue decides under the
+ * signing-keys lock, so one new key is published however many instances ask).
+ */
+export class Maintenance {
+  private timer: NodeJS.Timeout | undefined;
+  private running: Promise<void> | undefined;
+
+  constructor(
+    private readonly options: {
+      pool: DatabasePool;
+      clock: Clock;
+      logger: Logger;
+      intervalMs: number;
+      signingKeys: { rotateIfDue(maxAgeMs: number): Promise<unknown> };
+      /** 0: rotate only when asked. */
+      rotationMs: number;
+    },
+  ) {}
+
+  start(): void {
+    this.timer = setInterval(() => {
+      this.running ??= this.runOnce().finally(() => {
+        this.running = undefined;
+      });
+    }, this.options.intervalMs);
+    this.timer.unref();
+  }
+
+  async stop(): Promise<void> {
+    clearInterval(this.timer);
+    await this.running;
+  }
+
+  async runOnce(): Promise<void> {
+    const { pool, clock, logger } = this.options;
+    try {
+      const swept = await sweep(pool, clock.now());
+      if (swept && Object.values(swept).some((n) => n > 0)) logger.info({ swept }, "swept");
+    } catch (error) {
+      logger.warn({ err: error }, "sweep failed; retrying next round");
+    }
+    if (this.options.rotationMs > 0) {
+      try {
+        await this.options.signingKeys.rotateIfDue(this.options.rotationMs);
+      } catch (error) {
+        logger.warn({ err: error }, "scheduled signing-key rotation failed; retrying next round");
+      }
+    }
+  }
+}
