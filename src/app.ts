@@ -92,7 +92,12 @@ export async function startKeygate(
     const templates = await MailTemplates.load(config.mailTemplatesDir);
     const mailer = options.mailer ?? createMailer(config, logger);
     const productName = "Keygate";
-    const sender = new OutboxSender({ pool: database.pool, mailer, logger });
+    const sender = new OutboxSender({
+      pool: database.pool,
+      mailer,
+      logger,
+      leaseMs: config.mailLeaseMs,
+    });
     sender.start();
     const authDeps: AuthDeps = {
       pool: database.pool,

@@ -212,6 +212,7 @@ const envSchema = z.object({
     .default(15_000),
   KEYGATE_REVOCATION_HEARTBEAT_MS: z.coerce.number().int().min(100).max(300_000).default(1_000),
   KEYGATE_METRICS: bool.default(true),
+  KEYGATE_MAIL_LEASE_MS: z.coerce.number().int().min(1_000).max(3_600_000).default(60_000),
   KEYGATE_DIRECT_DATABASE_URL: z.string().min(1).optional(),
   KEYGATE_SIGNING_KEY_ROTATION_DAYS: z.coerce.number().int().min(0).max(3650).default(30),
   KEYGATE_SWEEP_INTERVAL_MS: z.coerce.number().int().min(1_000).max(86_400_000).default(300_000),
@@ -285,6 +286,8 @@ export interface Config {
   readonly introspectionCacheSize: number;
   /** Serve Prometheus metrics at GET /metrics. */
   readonly metrics: boolean;
+  /** How long a sender holds a claimed outbox message before another may take it. */
+  readonly mailLeaseMs: number;
   /**
    * A connection that reaches PostgreSQL itself, not through a transaction pooler: LISTEN and
    * migrations' session locks need one. Defaults to databaseUrl.
@@ -414,6 +417,7 @@ export function configFromEnv(env: Record<string, string | undefined>): Config {
     }),
     introspectionCacheSize: e.KEYGATE_INTROSPECTION_CACHE_SIZE,
     metrics: e.KEYGATE_METRICS,
+    mailLeaseMs: e.KEYGATE_MAIL_LEASE_MS,
     directDatabaseUrl: e.KEYGATE_DIRECT_DATABASE_URL ?? e.DATABASE_URL,
     signingKeyRotationDays: e.KEYGATE_SIGNING_KEY_ROTATION_DAYS,
     sweepIntervalMs: e.KEYGATE_SWEEP_INTERVAL_MS,

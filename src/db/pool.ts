@@ -32,8 +32,9 @@ export async function openDatabase(config: Config): Promise<Database> {
     config.databaseUrl === undefined
       ? await startEmbeddedPostgres({
           dataDir: config.dataDir,
-          // Room beyond the pool for the migrator's and the listener's own connections.
-          maxConnections: config.dbPoolSize + 4,
+          // Room beyond the pool for the migrator, tools such as `keygate migrate`, and the
+          // instances that tests start on this database (each a pool and a listener).
+          maxConnections: config.dbPoolSize + 100,
         })
       : undefined;
   const url = embedded?.url ?? (config.databaseUrl as string);

@@ -8,8 +8,11 @@ export interface ReceivedMail {
   readonly raw: string;
 }
 
-/** A real SMTP server on a loopback port that keeps what it receives. */
-export async function startSmtpServer(): Promise<{
+/**
+ * A real SMTP server on a loopback port that keeps what it receives; `acceptDelayMs` holds
+ * each message that long before accepting it (a slow server).
+ */
+export async function startSmtpServer(options: { acceptDelayMs?: number } = {}): Promise<{
   url: string;
   port: number;
   received: ReceivedMail[];
@@ -26,7 +29,10 @@ export async function startSmtpServer(): Promise<{
     onData(stream, session, callback) {
       const chunks: Buffer[] = [];
       stream.on("data", (c: Buffer) => chunks.push(c));
-      stream.on("end", () => {
+      stream.on("end", async () => {
+        if (options.acceptDelayMs) {
+          await new Promise((r) => setTimeout(r, options.acceptDelayMs));
+        }
         const mail: ReceivedMail = {
           from: session.envelope.mailFrom ? session.envelope.mailFrom.address : "",
           to: session.envelope.rcptTo.map((r) => r.address),
