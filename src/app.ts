@@ -33,6 +33,7 @@ import { instanceMetrics } from "./metrics-sources.js";
 import { Readiness } from "./readiness.js";
 import { keygateServices } from "./routes.js";
 import { buildServer } from "./server.js";
+import { Tracing } from "./tracing.js";
 
 export interface Keygate {
   readonly address: AddressInfo;
@@ -147,10 +148,14 @@ export async function startKeygate(
     const metrics = config.metrics
       ? instanceMetrics({ pool: database.pool, sender, hasher, revocations, introspector })
       : undefined;
+    const tracing = config.otlpEndpoint
+      ? new Tracing({ endpoint: config.otlpEndpoint, sampleRatio: config.traceSampleRatio })
+      : undefined;
     const server = buildServer({
       config,
       logger,
       metrics,
+      tracing,
       readiness,
       jwks: signingKeys,
       handlers: {
@@ -210,6 +215,7 @@ export async function startKeygate(
         mailer.close();
         await hasher.close();
         await revocations.stop();
+        await tracing?.shutdown();
         await database.close();
       },
     };

@@ -212,6 +212,8 @@ const envSchema = z.object({
     .default(15_000),
   KEYGATE_REVOCATION_HEARTBEAT_MS: z.coerce.number().int().min(100).max(300_000).default(1_000),
   KEYGATE_METRICS: bool.default(true),
+  KEYGATE_OTLP_ENDPOINT: url.optional(),
+  KEYGATE_TRACE_SAMPLE_RATIO: z.coerce.number().min(0).max(1).default(1),
   KEYGATE_MAIL_LEASE_MS: z.coerce.number().int().min(1_000).max(3_600_000).default(60_000),
   KEYGATE_DIRECT_DATABASE_URL: z.string().min(1).optional(),
   KEYGATE_SIGNING_KEY_ROTATION_DAYS: z.coerce.number().int().min(0).max(3650).default(30),
@@ -286,6 +288,10 @@ export interface Config {
   readonly introspectionCacheSize: number;
   /** Serve Prometheus metrics at GET /metrics. */
   readonly metrics: boolean;
+  /** OTLP/HTTP traces endpoint (…/v1/traces); tracing is off without one. */
+  readonly otlpEndpoint: string | undefined;
+  /** Share of new traces recorded (callers' sampled traces are always continued). */
+  readonly traceSampleRatio: number;
   /** How long a sender holds a claimed outbox message before another may take it. */
   readonly mailLeaseMs: number;
   /**
@@ -417,6 +423,8 @@ export function configFromEnv(env: Record<string, string | undefined>): Config {
     }),
     introspectionCacheSize: e.KEYGATE_INTROSPECTION_CACHE_SIZE,
     metrics: e.KEYGATE_METRICS,
+    otlpEndpoint: e.KEYGATE_OTLP_ENDPOINT,
+    traceSampleRatio: e.KEYGATE_TRACE_SAMPLE_RATIO,
     mailLeaseMs: e.KEYGATE_MAIL_LEASE_MS,
     directDatabaseUrl: e.KEYGATE_DIRECT_DATABASE_URL ?? e.DATABASE_URL,
     signingKeyRotationDays: e.KEYGATE_SIGNING_KEY_ROTATION_DAYS,

@@ -26,6 +26,8 @@ export interface ServerDeps {
   readonly jwks: JwksSource;
   readonly handlers: Handlers;
   readonly metrics?: Metrics;
+  /** Outermost: sees every call's final code, after the error mapping. */
+  readonly tracing?: { interceptor(): Interceptor };
   /** Interceptors that run after the error mapping (authentication, ...). */
   readonly interceptors?: readonly Interceptor[];
 }
@@ -47,7 +49,11 @@ export function buildServer(deps: ServerDeps): Server {
   const clientIp = clientIpResolver(deps.config.trustedProxies);
   const rpc = connectNodeAdapter({
     routes: routes(deps.handlers),
-    interceptors: [errorInterceptor(deps.logger, deps.metrics), ...(deps.interceptors ?? [])],
+    interceptors: [
+      ...(deps.tracing ? [deps.tracing.interceptor()] : []),
+      errorInterceptor(deps.logger, deps.metrics),
+      ...(deps.interceptors ?? []),
+    ],
     readMaxBytes: deps.config.maxRequestBytes,
     maxTimeoutMs: deps.config.maxTimeoutMs,
     shutdownSignal: shutdown.signal,
