@@ -107,3 +107,25 @@ describe(`transactions on different pool connections (${usingExternalPostgres ? 
     expect(after === null || after === "").toBe(true);
   });
 });
+
+describe(`statements outside transactions on different pool connections (${usingExternalPostgres ? "PostgreSQL" : "embedded PGlite"})`, () => {
+  it("each get their own answer when many run at once, between transactions", async () => {
+    // Each is a Parse/Bind/Execute/Sync sequence; a transaction or another statement run on
+    // the one backend in the middle of it would replace its unnamed statement.
+    const values = Array.from({ length: 60 }, (_, i) => i);
+    const probe = z.object({ v: z.number() });
+    const answers = await Promise.all(
+      values.map((i) =>
+        i % 3 === 0
+          ? database.pool.transaction(async (tx) => {
+              await tx.query(sql.unsafe`SELECT set_config('keygate.probe', ${String(i)}, true)`);
+              return tx.oneFirst(sql.type(probe)`SELECT ${i}::int AS v`);
+            })
+          : database.pool.oneFirst(
+              sql.type(probe)`SELECT ${i}::int + 0 * length(${"x".repeat(i)}) AS v`,
+            ),
+      ),
+    );
+    expect(answers).toEqual(values);
+  });
+});
