@@ -19,6 +19,7 @@ import { AuthServiceHandler, authSignedIn, authSignedInOptional } from "./handle
 import { HealthService } from "./handlers/health.js";
 import { OtpServiceHandler, otpSignedInOptional } from "./handlers/otp-service.js";
 import { tokenIntrospectionHandlers } from "./handlers/token-introspection.js";
+import { defaultWebAppDir, loadWebApp } from "./http/web-app.js";
 import { adminAuthnInterceptor } from "./interceptors/admin-authn.js";
 import { authnInterceptor } from "./interceptors/authn.js";
 import type { Logger } from "./log.js";
@@ -26,6 +27,7 @@ import { createMailer, type Mailer } from "./mail/mailer.js";
 import { enqueueMail, OutboxSender } from "./mail/outbox.js";
 import { MailTemplates } from "./mail/templates.js";
 import { Readiness } from "./readiness.js";
+import { findWorkspaceBySlug } from "./repositories/workspaces.js";
 import { keygateServices } from "./routes.js";
 import { buildServer } from "./server.js";
 
@@ -45,7 +47,7 @@ export interface Keygate {
 export async function startKeygate(
   config: Config,
   logger: Logger,
-  options: { migrationsDir?: string; mailer?: Mailer; clock?: Clock } = {},
+  options: { migrationsDir?: string; mailer?: Mailer; clock?: Clock; webAppDir?: string } = {},
 ): Promise<Keygate> {
   const migrations = await loadMigrations(options.migrationsDir ?? defaultMigrationsDir);
   const database = await openDatabase(config);
@@ -106,11 +108,20 @@ export async function startKeygate(
       },
     };
     const adminDeps: AdminDeps = { ...authDeps, signingKeys };
+    let webApp: Awaited<ReturnType<typeof loadWebApp>> | undefined;
+    if (config.ui) {
+      // The page starts from the bootstrapped workspace, when there is one.
+      const start = await findWorkspaceBySlug(database.pool, "default");
+      webApp = await loadWebApp(options.webAppDir ?? defaultWebAppDir, {
+        workspace: start ? { id: start.id, slug: start.slug } : undefined,
+      });
+    }
     const server = buildServer({
       config,
       logger,
       readiness,
       jwks: signingKeys,
+      webApp,
       handlers: {
         health: new HealthService(readiness, new Set(keygateServices.map((s) => s.typeName))),
         auth: new AuthServiceHandler(authDeps),
