@@ -4,6 +4,7 @@ import {
   Code,
   ConnectError,
   createKeygateClient,
+  errorReason,
   type GetSessionResponse,
   type Membership,
   OtpPurpose,
@@ -139,7 +140,7 @@ function signIn(banner?: string) {
           return secondStep(res.result.value.pendingLoginId, values.email as string);
         await home("You are signed in.");
       } catch (error) {
-        if (error instanceof ConnectError && describeError(error).message.startsWith("Verify"))
+        if (errorReason(error) === "EMAIL_NOT_VERIFIED")
           return verifyEmail(values.email as string, describeError(error).message);
         fail(handle, error);
       }
