@@ -231,6 +231,22 @@ describe.skipIf(!hasChromium)(
       await screenshot("signed-out");
     });
 
+    it("accepts an invitation from the emailed link and lands signed in", async () => {
+      const invited = `invited-${Date.now()}@example.test`;
+      const workspaceId = keygate.bootstrapped?.workspaceId as string;
+      await admin.admin.addMember({ workspaceId, email: invited });
+      const link = new URL(linkIn(await nextMail(invited, 0)).url);
+      expect(link.pathname).toBe("/ui/accept-invitation");
+      await page.goto(`${keygate.url}${link.pathname}${link.search}`);
+      await page.getByRole("heading", { name: "Accept your invitation" }).waitFor();
+      await page.getByLabel("New password").fill("an invitation well accepted");
+      await page.getByRole("button", { name: "Accept and sign in" }).click();
+      await page.getByRole("heading", { name: `Hello, ${invited}` }).waitFor();
+      expect(await page.getByTestId("workspace-name").textContent()).toBe("Default");
+      await screenshot("invitation-accepted");
+      await logOut();
+    });
+
     it("ran without a script error or a Content-Security-Policy violation", () => {
       expect(problems.filter((p) => !/status of 40[0-9]/.test(p))).toEqual([]);
     });

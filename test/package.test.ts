@@ -77,6 +77,12 @@ try {
 const web = createWebClient({ baseUrl, transport: "connect", workspaceId, tokens: memoryTokenStore() });
 await web.auth.login({ email, password });
 const fromWeb = await web.auth.getSession({});
+const overGrpcWeb = createWebClient({
+  baseUrl,
+  transport: "grpc-web",
+  tokens: memoryTokenStore(await web.tokens.get()),
+});
+const grpcWebEmail = (await overGrpcWeb.auth.getSession({})).user?.email;
 
 process.stdout.write(
   JSON.stringify({
@@ -89,6 +95,7 @@ process.stdout.write(
     unauthenticated: code === Code.Unauthenticated,
     webEmail: fromWeb.user?.email,
     webSession: (await web.tokens.get())?.sessionId === fromWeb.session?.id,
+    grpcWebEmail,
   }),
 );
 `;
@@ -166,6 +173,7 @@ describe("the packed package", () => {
     });
     expect(out.email).toMatch(/^packed-/);
     expect(out.webEmail).toBe(out.email);
+    expect(out.grpcWebEmail).toBe(out.email);
   }, 240_000);
 
   it("has a browser entry that imports nothing made for Node", async () => {
