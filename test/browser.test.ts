@@ -12,6 +12,7 @@ import {
 } from "../src/client/index.js";
 import { startTestKeygate, type TestKeygate } from "./support/server.js";
 import { codeIn, linkIn, type ReceivedMail, startSmtpServer } from "./support/smtp.js";
+import { buildWebApp } from "./support/web-app.js";
 
 // The whole journey of a person through the web app at /ui/, in Debian's headless Chromium,
 // against a real server, with codes and links read from a real SMTP server. Screenshots land in
@@ -66,7 +67,10 @@ describe.skipIf(!hasChromium)(
     beforeAll(async () => {
       await mkdir(artifacts, { recursive: true });
       smtp = await startSmtpServer();
-      keygate = await startTestKeygate({ KEYGATE_SMTP_URL: smtp.url, KEYGATE_UI: "true" });
+      keygate = await startTestKeygate(
+        { KEYGATE_SMTP_URL: smtp.url, KEYGATE_UI: "true" },
+        { webAppDir: await buildWebApp() },
+      );
       admin = createKeygateClient({
         baseUrl: keygate.url,
         transport: "connect",
@@ -78,18 +82,22 @@ describe.skipIf(!hasChromium)(
         args: ["--no-sandbox", "--disable-background-networking"],
       });
       page = await browser.newPage({ viewport: { width: 1200, height: 900 } });
+      // Generous bounds for a loaded machine; they only stop a hung run.
+      page.setDefaultTimeout(60_000);
       page.on("console", (m) => {
         if (m.type() === "error") problems.push(m.text());
       });
       page.on("pageerror", (e) => problems.push(e.message));
-    }, 60_000);
+    }, 180_000);
     afterAll(async () => {
       await browser?.close();
       await keygate?.stop();
       await smtp?.stop();
     });
 
-    it("signs up, verifies the email with the code and signs in by keyboard", async () => {
+    it("signs up, verifies the email with the code and signs in by keyboard", {
+      timeout: 120_000,
+    }, async () => {
       await page.goto(`${keygate.url}/ui/`);
       await page.getByRole("heading", { name: "Sign in" }).waitFor();
       await screenshot("sign-in");
@@ -132,7 +140,9 @@ describe.skipIf(!hasChromium)(
       await screenshot("home");
     });
 
-    it("lists sessions and revokes another one, which then cannot refresh", async () => {
+    it("lists sessions and revokes another one, which then cannot refresh", {
+      timeout: 120_000,
+    }, async () => {
       const other = createKeygateClient({
         baseUrl: keygate.url,
         transport: "grpc",
@@ -160,7 +170,9 @@ describe.skipIf(!hasChromium)(
       expect(errorReason(error)).toBe("REFRESH_TOKEN_INVALID");
     });
 
-    it("switches to another workspace, then signs in there with the emailed second step", async () => {
+    it("switches to another workspace, then signs in there with the emailed second step", {
+      timeout: 120_000,
+    }, async () => {
       const user = await admin.admin.listUsers({ emailPrefix: email });
       const userId = user.users[0]?.id as string;
       const slug = `acme-${Date.now()}`;
@@ -188,7 +200,9 @@ describe.skipIf(!hasChromium)(
       await logOut();
     });
 
-    it("shows a wrong password, then signs in with an emailed magic link", async () => {
+    it("shows a wrong password, then signs in with an emailed magic link", {
+      timeout: 120_000,
+    }, async () => {
       await signInForm("default", "not the password at all");
       await expect.poll(() => page.getByRole("alert").textContent()).toMatch(/do not match/);
       await screenshot("wrong-password");
@@ -209,7 +223,9 @@ describe.skipIf(!hasChromium)(
       await logOut();
     });
 
-    it("resets the password from the emailed link and signs in with the new one", async () => {
+    it("resets the password from the emailed link and signs in with the new one", {
+      timeout: 120_000,
+    }, async () => {
       await page.getByRole("button", { name: "Forgot password?" }).click();
       await page.getByLabel("Email").fill(email);
       await page.getByLabel("Workspace").fill("default");
@@ -231,7 +247,9 @@ describe.skipIf(!hasChromium)(
       await screenshot("signed-out");
     });
 
-    it("accepts an invitation from the emailed link and lands signed in", async () => {
+    it("accepts an invitation from the emailed link and lands signed in", {
+      timeout: 120_000,
+    }, async () => {
       const invited = `invited-${Date.now()}@example.test`;
       const workspaceId = keygate.bootstrapped?.workspaceId as string;
       await admin.admin.addMember({ workspaceId, email: invited });

@@ -19,7 +19,7 @@ let project: string;
 beforeAll(async () => {
   keygate = await startTestKeygate();
   project = await mkdtemp(path.join(tmpdir(), "keygate-consumer-"));
-}, 60_000);
+}, 120_000);
 afterAll(async () => {
   await keygate?.stop();
   if (project) await rm(project, { recursive: true, force: true });

@@ -4,6 +4,7 @@ import { configFromEnv } from "../src/config.js";
 import { webAppCsp } from "../src/http/web-app.js";
 import { startTestKeygate, type TestKeygate } from "./support/server.js";
 import { linkIn, startSmtpServer } from "./support/smtp.js";
+import { buildWebApp } from "./support/web-app.js";
 
 // The web app as files over HTTP (what the browser test then drives): content types,
 // headers, routes, and requests that try to leave the build directory.
@@ -13,9 +14,12 @@ let smtp: Awaited<ReturnType<typeof startSmtpServer>>;
 
 beforeAll(async () => {
   smtp = await startSmtpServer();
-  keygate = await startTestKeygate({ KEYGATE_UI: "true", KEYGATE_SMTP_URL: smtp.url });
+  keygate = await startTestKeygate(
+    { KEYGATE_UI: "true", KEYGATE_SMTP_URL: smtp.url },
+    { webAppDir: await buildWebApp() },
+  );
   plain = await startTestKeygate();
-});
+}, 180_000);
 afterAll(async () => {
   await keygate?.stop();
   await plain?.stop();
