@@ -22,6 +22,7 @@ import { envoyAuthorizationHandlers } from "./handlers/envoy-authz.js";
 import { HealthService } from "./handlers/health.js";
 import { OtpServiceHandler, otpSignedInOptional } from "./handlers/otp-service.js";
 import { tokenIntrospectionHandlers } from "./handlers/token-introspection.js";
+import { defaultWebAppDir, loadWebApp } from "./http/web-app.js";
 import { adminAuthnInterceptor } from "./interceptors/admin-authn.js";
 import { authnInterceptor } from "./interceptors/authn.js";
 import type { Logger } from "./log.js";
@@ -31,6 +32,7 @@ import { MailTemplates } from "./mail/templates.js";
 import { Maintenance } from "./maintenance.js";
 import { instanceMetrics } from "./metrics-sources.js";
 import { Readiness } from "./readiness.js";
+import { findWorkspaceBySlug } from "./repositories/workspaces.js";
 import { keygateServices } from "./routes.js";
 import { buildServer } from "./server.js";
 import { Tracing } from "./tracing.js";
@@ -51,7 +53,7 @@ export interface Keygate {
 export async function startKeygate(
   config: Config,
   logger: Logger,
-  options: { migrationsDir?: string; mailer?: Mailer; clock?: Clock } = {},
+  options: { migrationsDir?: string; mailer?: Mailer; clock?: Clock; webAppDir?: string } = {},
 ): Promise<Keygate> {
   const migrations = await loadMigrations(options.migrationsDir ?? defaultMigrationsDir);
   const database = await openDatabase(config);
@@ -151,6 +153,14 @@ export async function startKeygate(
     const tracing = config.otlpEndpoint
       ? new Tracing({ endpoint: config.otlpEndpoint, sampleRatio: config.traceSampleRatio })
       : undefined;
+    let webApp: Awaited<ReturnType<typeof loadWebApp>> | undefined;
+    if (config.ui) {
+      // The page starts from the bootstrapped workspace, when there is one.
+      const start = await findWorkspaceBySlug(database.pool, "default");
+      webApp = await loadWebApp(options.webAppDir ?? defaultWebAppDir, {
+        workspace: start ? { id: start.id, slug: start.slug } : undefined,
+      });
+    }
     const server = buildServer({
       config,
       logger,
@@ -158,6 +168,7 @@ export async function startKeygate(
       tracing,
       readiness,
       jwks: signingKeys,
+      webApp,
       handlers: {
         health: new HealthService(readiness, new Set(keygateServices.map((s) => s.typeName))),
         auth: new AuthServiceHandler(authDeps),

@@ -195,6 +195,7 @@ const envSchema = z.object({
       "expected IP addresses or CIDR ranges",
     )
     .default([]),
+  KEYGATE_UI: bool.default(false),
   KEYGATE_LOCKOUT_THRESHOLD: z.coerce.number().int().min(1).max(1000).default(5),
   KEYGATE_LOCKOUT_BASE_SECONDS: z.coerce.number().int().min(1).max(86_400).default(60),
   KEYGATE_LOCKOUT_MAX_SECONDS: z.coerce
@@ -253,6 +254,8 @@ export interface Config {
   readonly mailFrom: string;
   /** Base URL of the app that users open; links in emails are built from it. */
   readonly publicUrl: string;
+  /** Serve the web app at /ui/. */
+  readonly ui: boolean;
   /** The `iss` of every token, and Keygate's own public URL. */
   readonly issuer: string;
   /** The `aud` of every access token. */
@@ -394,7 +397,9 @@ export function configFromEnv(env: Record<string, string | undefined>): Config {
     bootstrap: e.KEYGATE_BOOTSTRAP,
     smtp,
     mailFrom: e.KEYGATE_MAIL_FROM,
-    publicUrl: e.KEYGATE_PUBLIC_URL ?? ownUrl,
+    // With the web app on, links in emails open it.
+    publicUrl: e.KEYGATE_PUBLIC_URL ?? (e.KEYGATE_UI ? `${ownUrl}/ui` : ownUrl),
+    ui: e.KEYGATE_UI,
     issuer: e.KEYGATE_ISSUER ?? ownUrl,
     audience: e.KEYGATE_AUDIENCE,
     jwtAlgorithm: e.KEYGATE_JWT_ALGORITHM,

@@ -10,6 +10,7 @@ import { corsMiddleware } from "./http/cors.js";
 import { httpEndpoints, type JwksSource, json } from "./http/endpoints.js";
 import { createListener } from "./http/listener.js";
 import type { NodeServerRequest, NodeServerResponse } from "./http/types.js";
+import type { WebApp } from "./http/web-app.js";
 import { errorInterceptor } from "./interceptors/errors.js";
 import type { Logger } from "./log.js";
 import type { Metrics } from "./metrics.js";
@@ -28,6 +29,8 @@ export interface ServerDeps {
   readonly metrics?: Metrics;
   /** Outermost: sees every call's final code, after the error mapping. */
   readonly tracing?: { interceptor(): Interceptor };
+  /** The web app at /ui/, when enabled. */
+  readonly webApp?: WebApp | undefined;
   /** Interceptors that run after the error mapping (authentication, ...). */
   readonly interceptors?: readonly Interceptor[];
 }

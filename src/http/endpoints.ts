@@ -1,5 +1,6 @@
 import type { Readiness } from "../readiness.js";
 import type { NodeServerRequest, NodeServerResponse } from "./types.js";
+import type { WebApp } from "./web-app.js";
 
 type Req = NodeServerRequest;
 type Res = NodeServerResponse;
@@ -24,13 +25,18 @@ export function json(
   res.end(text);
 }
 
-/** Plain HTTP endpoints beside the RPCs: probes, the JWKS, metrics. Anything else is 404. */
+/**
+ * Plain HTTP endpoints beside the RPCs: probes, the JWKS, metrics and, when enabled, the web
+ * app at /ui/ (with / redirecting there). Anything else is 404.
+ */
 export function httpEndpoints(deps: {
   readiness: Readiness;
   jwks: JwksSource;
   metrics?: { contentType(): string; text(): Promise<string> } | undefined;
+  webApp?: WebApp | undefined;
 }) {
   return async (req: Req, res: Res): Promise<void> => {
+    if (deps.webApp?.serve(req, res)) return;
     const path = (req.url ?? "/").split("?")[0];
     const readOnly = req.method === "GET" || req.method === "HEAD";
     if (

@@ -51,7 +51,7 @@ export async function startPeerKeygate(
 
 export async function startTestKeygate(
   env: Record<string, string> = {},
-  options: { clock?: Clock } = {},
+  options: { clock?: Clock; webAppDir?: string } = {},
 ): Promise<TestKeygate> {
   const dataDir = await mkdtemp(path.join(tmpdir(), "keygate-test-"));
   const db = await freshDatabaseUrl();

@@ -1,0 +1,699 @@
+import "./styles.css";
+import { type Timestamp, timestampDate } from "@bufbuild/protobuf/wkt";
+import {
+  Code,
+  ConnectError,
+  createKeygateClient,
+  errorReason,
+  type GetSessionResponse,
+  type Membership,
+  OtpPurpose,
+  Role,
+  type Session,
+  sessionStorageTokenStore,
+} from "../../src/client/web.js";
+import { actionButton, type Field, form, h, linkButton } from "./dom.js";
+import { describeError } from "./messages.js";
+
+const meta = (name: string) =>
+  document.querySelector<HTMLMetaElement>(`meta[name="${name}"]`)?.content ?? "";
+const defaultWorkspaceId = meta("keygate-workspace-id");
+const defaultWorkspaceSlug = meta("keygate-workspace-slug");
+
+// Keygate only through connect-web; the session lives in this tab's sessionStorage.
+const kg = createKeygateClient({
+  baseUrl: location.origin,
+  transport: "connect",
+  tokens: sessionStorageTokenStore(),
+  ...(defaultWorkspaceId ? { workspaceId: defaultWorkspaceId } : {}),
+});
+
+const app = document.getElementById("app") as HTMLElement;
+const account = document.getElementById("account") as HTMLElement;
+
+/** The workspace public forms start from: the last one used in this browser, else the default. */
+const remembered = {
+  get workspace() {
+    return localStorage.getItem("keygate.workspace") || defaultWorkspaceSlug || "";
+  },
+  set workspace(slug: string) {
+    localStorage.setItem("keygate.workspace", slug);
+  },
+  email: "",
+};
+
+// ---------------------------------------------------------------------------------------------
+// Layout
+
+function show(
+  options: { title: string; lead?: string; banner?: string; wide?: boolean },
+  ...body: (Node | null)[]
+) {
+  app.className = options.wide ? "wide" : "";
+  const heading = h("h1", { tabindex: "-1" }, options.title);
+  const content = options.wide
+    ? h("div", {}, h("div", { class: "section-head" }, heading), ...body)
+    : h(
+        "section",
+        { class: "card", "aria-labelledby": "" },
+        options.banner ? h("p", { class: "banner", role: "status" }, options.banner) : null,
+        heading,
+        options.lead ? h("p", { class: "lead" }, options.lead) : null,
+        ...body,
+      );
+  app.replaceChildren(content);
+  document.title = `${options.title} · Keygate`;
+  // Keyboard and screen-reader users land on the first field, or on the heading.
+  const first = app.querySelector<HTMLInputElement>("input");
+  (first ?? heading).focus();
+}
+
+function links(...items: (Node | null)[]) {
+  return h("div", { class: "links" }, ...items);
+}
+
+const workspaceField = (): Field => ({
+  name: "workspace",
+  label: "Workspace",
+  value: remembered.workspace,
+  autocomplete: "organization",
+  hint: "The short name of your organisation's workspace.",
+});
+const emailField = (value = remembered.email): Field => ({
+  name: "email",
+  label: "Email",
+  type: "email",
+  autocomplete: "email",
+  value,
+});
+const codeField: Field = {
+  name: "code",
+  label: "Code",
+  inputmode: "numeric",
+  autocomplete: "one-time-code",
+  pattern: "[0-9]{6}",
+  maxlength: 6,
+  code: true,
+  hint: "6 digits, from the email we just sent.",
+};
+const newPasswordField: Field = {
+  name: "password",
+  label: "New password",
+  type: "password",
+  autocomplete: "new-password",
+  minlength: 8,
+  hint: "At least 8 characters. Any characters work; a long phrase is best.",
+};
+
+function fail(handle: { error(message: string, field?: string): void }, error: unknown) {
+  const { message, field } = describeError(error);
+  handle.error(message, field);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Signed out
+
+function signIn(banner?: string) {
+  account.replaceChildren();
+  const f = form({
+    fields: [
+      emailField(),
+      {
+        name: "password",
+        label: "Password",
+        type: "password",
+        autocomplete: "current-password",
+      },
+      workspaceField(),
+    ],
+    submit: "Sign in",
+    async onSubmit(values, handle) {
+      remembered.email = values.email as string;
+      try {
+        const res = await kg.auth.login({
+          email: values.email as string,
+          password: values.password as string,
+          workspaceSlug: values.workspace as string,
+        });
+        remembered.workspace = values.workspace as string;
+        if (res.result.case === "pendingLogin")
+          return secondStep(res.result.value.pendingLoginId, values.email as string);
+        await home("You are signed in.");
+      } catch (error) {
+        if (errorReason(error) === "EMAIL_NOT_VERIFIED")
+          return verifyEmail(values.email as string, describeError(error).message);
+        fail(handle, error);
+      }
+    },
+  });
+  show(
+    {
+      title: "Sign in",
+      lead: "Welcome back. Sign in to your workspace.",
+      ...(banner ? { banner } : {}),
+    },
+    f.element,
+    links(
+      linkButton("Create an account", () => signUp()),
+      linkButton("Email me a sign-in link", () => magicLink()),
+      linkButton("Forgot password?", () => forgotPassword()),
+    ),
+  );
+}
+
+function secondStep(pendingLoginId: string, email: string) {
+  const f = form({
+    fields: [codeField],
+    submit: "Continue",
+    async onSubmit(values, handle) {
+      try {
+        await kg.otp.verifyOtp({
+          purpose: OtpPurpose.LOGIN_SECOND_STEP,
+          pendingLoginId,
+          code: values.code as string,
+        });
+        await home("You are signed in.");
+      } catch (error) {
+        fail(handle, error);
+      }
+    },
+    extra: actionButton(
+      "Send a new code",
+      async () => {
+        try {
+          await kg.otp.sendOtp({ purpose: OtpPurpose.LOGIN_SECOND_STEP, pendingLoginId });
+          f.ok("A new code is on its way.");
+        } catch (error) {
+          fail(f, error);
+        }
+      },
+      { class: "secondary" },
+    ),
+  });
+  show(
+    {
+      title: "Check your email",
+      lead: `Your workspace asks for a second step. Enter the code we sent to ${email}.`,
+    },
+    f.element,
+    links(linkButton("Back to sign in", () => signIn())),
+  );
+}
+
+function signUp() {
+  if (!defaultWorkspaceId) {
+    show(
+      {
+        title: "Create an account",
+        lead: "Sign-up here is not available: ask your workspace for an invitation.",
+      },
+      links(linkButton("Back to sign in", () => signIn())),
+    );
+    return;
+  }
+  const f = form({
+    fields: [emailField(), newPasswordField],
+    submit: "Create account",
+    async onSubmit(values, handle) {
+      remembered.email = values.email as string;
+      try {
+        await kg.auth.signUp({
+          email: values.email as string,
+          password: values.password as string,
+        });
+        remembered.workspace = defaultWorkspaceSlug;
+        verifyEmail(
+          values.email as string,
+          "Account created. We emailed you a code to confirm your address.",
+        );
+      } catch (error) {
+        fail(handle, error);
+      }
+    },
+  });
+  show(
+    {
+      title: "Create an account",
+      lead: `You will join the ${defaultWorkspaceSlug || "default"} workspace.`,
+    },
+    f.element,
+    links(linkButton("I already have an account", () => signIn())),
+  );
+}
+
+function verifyEmail(email: string, banner?: string) {
+  const f = form({
+    fields: [emailField(email), codeField],
+    submit: "Verify email",
+    async onSubmit(values, handle) {
+      try {
+        await kg.auth.verifyEmail({
+          proof: {
+            case: "code",
+            value: {
+              email: values.email as string,
+              code: values.code as string,
+              workspaceSlug: remembered.workspace,
+            },
+          },
+        });
+        signIn("Your email address is verified. You can sign in now.");
+      } catch (error) {
+        fail(handle, error);
+      }
+    },
+    extra: actionButton(
+      "Send a new code",
+      async () => {
+        try {
+          const address = f.input("email")?.value.trim() ?? email;
+          await kg.auth.sendEmailVerification({
+            email: address,
+            workspaceSlug: remembered.workspace,
+          });
+          f.ok("If that address has an account, a new code is on its way.");
+        } catch (error) {
+          fail(f, error);
+        }
+      },
+      { class: "secondary" },
+    ),
+  });
+  show(
+    {
+      title: "Verify your email",
+      lead: "Enter the 6-digit code from the email we sent you.",
+      ...(banner ? { banner } : {}),
+    },
+    f.element,
+    links(linkButton("Back to sign in", () => signIn())),
+  );
+}
+
+function magicLink() {
+  const f = form({
+    fields: [emailField(), workspaceField()],
+    submit: "Email me a link",
+    async onSubmit(values, handle) {
+      remembered.email = values.email as string;
+      try {
+        await kg.auth.requestMagicLink({
+          email: values.email as string,
+          workspaceSlug: values.workspace as string,
+        });
+        remembered.workspace = values.workspace as string;
+        handle.ok("If that address has an account, a sign-in link is on its way. It works once.");
+      } catch (error) {
+        fail(handle, error);
+      }
+    },
+  });
+  show(
+    {
+      title: "Sign in with a link",
+      lead: "We email you a link that signs you in, no password needed.",
+    },
+    f.element,
+    links(linkButton("Back to sign in", () => signIn())),
+  );
+}
+
+function forgotPassword() {
+  const f = form({
+    fields: [emailField(), workspaceField()],
+    submit: "Send reset instructions",
+    async onSubmit(values, handle) {
+      remembered.email = values.email as string;
+      try {
+        await kg.auth.requestPasswordReset({
+          email: values.email as string,
+          workspaceSlug: values.workspace as string,
+        });
+        remembered.workspace = values.workspace as string;
+        resetWithCode(values.email as string);
+      } catch (error) {
+        fail(handle, error);
+      }
+    },
+  });
+  show(
+    {
+      title: "Reset your password",
+      lead: "We email you a link or a code to choose a new password.",
+    },
+    f.element,
+    links(linkButton("Back to sign in", () => signIn())),
+  );
+}
+
+function resetWithCode(email: string) {
+  const f = form({
+    fields: [emailField(email), codeField, newPasswordField],
+    submit: "Set new password",
+    async onSubmit(values, handle) {
+      try {
+        await kg.auth.resetPassword({
+          proof: {
+            case: "code",
+            value: {
+              email: values.email as string,
+              code: values.code as string,
+              workspaceSlug: remembered.workspace,
+            },
+          },
+          newPassword: values.password as string,
+        });
+        signIn(
+          "Your password was changed and every session was signed out. Sign in with the new password.",
+        );
+      } catch (error) {
+        fail(handle, error);
+      }
+    },
+  });
+  show(
+    {
+      title: "Choose a new password",
+      lead: "If that address has an account, we emailed it. Got a link? Open it. Got a code? Enter it here.",
+    },
+    f.element,
+    links(linkButton("Back to sign in", () => signIn())),
+  );
+}
+
+function resetWithLink(token: string) {
+  const f = form({
+    fields: [newPasswordField],
+    submit: "Set new password",
+    async onSubmit(values, handle) {
+      try {
+        await kg.auth.resetPassword({
+          proof: { case: "token", value: token },
+          newPassword: values.password as string,
+        });
+        signIn(
+          "Your password was changed and every session was signed out. Sign in with the new password.",
+        );
+      } catch (error) {
+        fail(handle, error);
+      }
+    },
+  });
+  show(
+    { title: "Choose a new password", lead: "Every session of your account will be signed out." },
+    f.element,
+    links(linkButton("Back to sign in", () => signIn())),
+  );
+}
+
+function acceptInvitation(token: string) {
+  const f = form({
+    fields: [newPasswordField],
+    submit: "Accept and sign in",
+    async onSubmit(values, handle) {
+      try {
+        await kg.auth.acceptInvitation({ token, password: values.password as string });
+        await home("Welcome! Your account is ready.");
+      } catch (error) {
+        fail(handle, error);
+      }
+    },
+  });
+  show(
+    { title: "Accept your invitation", lead: "Choose a password for your new account." },
+    f.element,
+  );
+}
+
+async function linkOutcome(title: string, run: () => Promise<void>) {
+  show({ title, lead: "One moment…" });
+  try {
+    await run();
+  } catch (error) {
+    show(
+      { title, lead: describeError(error).message },
+      links(linkButton("Back to sign in", () => signIn())),
+    );
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Signed in
+
+const dateFormat = new Intl.DateTimeFormat(undefined, { dateStyle: "medium", timeStyle: "short" });
+const when = (t: Timestamp | undefined) => (t ? dateFormat.format(timestampDate(t)) : "—");
+const roleName = (role: Role) =>
+  ({ [Role.OWNER]: "Owner", [Role.ADMIN]: "Admin", [Role.MEMBER]: "Member" })[role as number] ??
+  "—";
+
+/** "Chrome on Linux" from a user agent, or the raw string when it is not a browser's. */
+function device(userAgent: string): string {
+  if (!userAgent) return "Unknown device";
+  const browser = /Edg\//.test(userAgent)
+    ? "Edge"
+    : /HeadlessChrome\//.test(userAgent)
+      ? "Headless Chrome"
+      : /Chrome\//.test(userAgent)
+        ? "Chrome"
+        : /Firefox\//.test(userAgent)
+          ? "Firefox"
+          : /Safari\//.test(userAgent)
+            ? "Safari"
+            : undefined;
+  const os = /Windows/.test(userAgent)
+    ? "Windows"
+    : /Android/.test(userAgent)
+      ? "Android"
+      : /iPhone|iPad/.test(userAgent)
+        ? "iOS"
+        : /Mac OS X/.test(userAgent)
+          ? "macOS"
+          : /Linux/.test(userAgent)
+            ? "Linux"
+            : undefined;
+  if (!browser) return userAgent.slice(0, 60);
+  return os ? `${browser} on ${os}` : browser;
+}
+
+async function home(banner?: string) {
+  let me: GetSessionResponse;
+  let sessions: Session[];
+  let memberships: Membership[];
+  try {
+    [me, sessions, memberships] = await Promise.all([
+      kg.auth.getSession({}),
+      kg.auth.listSessions({ pageSize: 50 }).then((r) => r.sessions),
+      kg.auth.listMyWorkspaces({ pageSize: 100 }).then((r) => r.memberships),
+    ]);
+  } catch (error) {
+    if (error instanceof ConnectError && error.code === Code.Unauthenticated) {
+      await kg.tokens.set(undefined);
+      return signIn(describeError(error).message);
+    }
+    throw error;
+  }
+  const user = me.user;
+  const workspace = me.workspace;
+  if (workspace) remembered.workspace = workspace.slug;
+  const status = h("p", { class: "message", role: "status", "aria-live": "polite" }, banner ?? "");
+  if (banner) status.className = "message ok";
+  const say = (text: string, ok = true) => {
+    status.className = `message ${ok ? "ok" : "error"}`;
+    status.textContent = text;
+  };
+
+  account.replaceChildren(
+    h("span", {}, user?.email ?? ""),
+    actionButton(
+      "Log out",
+      async () => {
+        try {
+          await kg.auth.logout({});
+        } catch {
+          // Signed out here whatever the server said.
+        }
+        await kg.tokens.set(undefined);
+        signIn("You are signed out.");
+      },
+      { class: "secondary small" },
+    ),
+  );
+
+  const accountCard = h(
+    "section",
+    { class: "card", "aria-labelledby": "account-h" },
+    h("div", { class: "section-head" }, h("h2", { id: "account-h" }, "Your account")),
+    h(
+      "dl",
+      { class: "facts" },
+      h("dt", {}, "Email"),
+      h(
+        "dd",
+        {},
+        user?.email ?? "",
+        user?.emailVerified
+          ? h("span", { class: "badge ok" }, "Verified")
+          : h("span", { class: "badge warn" }, "Not verified"),
+      ),
+      h("dt", {}, "User ID"),
+      h("dd", { class: "mono" }, user?.id ?? ""),
+      h("dt", {}, "Member since"),
+      h("dd", {}, when(user?.createTime)),
+    ),
+  );
+
+  const workspaceCard = h(
+    "section",
+    { class: "card", "aria-labelledby": "workspace-h" },
+    h("div", { class: "section-head" }, h("h2", { id: "workspace-h" }, "Workspace")),
+    h(
+      "dl",
+      { class: "facts" },
+      h("dt", {}, "Name"),
+      h("dd", { "data-testid": "workspace-name" }, workspace?.name ?? ""),
+      h("dt", {}, "Short name"),
+      h("dd", { class: "mono" }, workspace?.slug ?? ""),
+      h("dt", {}, "Your role"),
+      h("dd", {}, roleName(me.role)),
+    ),
+  );
+
+  const workspaceRows = h(
+    "ul",
+    { class: "rows", "aria-label": "Your workspaces" },
+    ...memberships.map((m) => {
+      const current = m.workspaceId === workspace?.id;
+      const name = m.workspace?.name ?? m.workspaceId;
+      return h(
+        "li",
+        {},
+        h(
+          "div",
+          { class: "row-main" },
+          h(
+            "div",
+            { class: "row-title" },
+            name,
+            current ? h("span", { class: "badge" }, "Current") : null,
+          ),
+          h("div", { class: "row-sub" }, `${m.workspace?.slug ?? ""} · ${roleName(m.role)}`),
+        ),
+        current
+          ? null
+          : actionButton(
+              "Switch",
+              async () => {
+                try {
+                  await kg.auth.switchWorkspace({ workspaceId: m.workspaceId });
+                  await home(`You are now in ${name}.`);
+                } catch (error) {
+                  say(describeError(error).message, false);
+                }
+              },
+              { class: "secondary small", "aria-label": `Switch to ${name}` },
+            ),
+      );
+    }),
+  );
+  const workspacesCard = h(
+    "section",
+    { class: "card", "aria-labelledby": "workspaces-h" },
+    h("div", { class: "section-head" }, h("h2", { id: "workspaces-h" }, "Switch workspace")),
+    workspaceRows,
+  );
+
+  const sessionRows = h("ul", { class: "rows", "aria-label": "Active sessions" });
+  const renderSessions = (list: Session[]) => {
+    sessionRows.replaceChildren(
+      ...list.map((s) => {
+        const name = device(s.userAgent);
+        return h(
+          "li",
+          {},
+          h(
+            "div",
+            { class: "row-main" },
+            h(
+              "div",
+              { class: "row-title" },
+              name,
+              s.current ? h("span", { class: "badge" }, "This device") : null,
+            ),
+            h(
+              "div",
+              { class: "row-sub" },
+              `${s.ipAddress || "unknown address"} · signed in ${when(s.createTime)} · last active ${when(s.lastUseTime)}`,
+            ),
+          ),
+          s.current
+            ? null
+            : actionButton(
+                "Revoke",
+                async () => {
+                  try {
+                    await kg.auth.revokeSession({ sessionId: s.id });
+                    renderSessions((await kg.auth.listSessions({ pageSize: 50 })).sessions);
+                    say(`Signed out ${name}.`);
+                  } catch (error) {
+                    say(describeError(error).message, false);
+                  }
+                },
+                {
+                  class: "danger small",
+                  "aria-label": `Revoke session: ${name}, signed in ${when(s.createTime)}`,
+                },
+              ),
+        );
+      }),
+    );
+  };
+  renderSessions(sessions);
+  const sessionsCard = h(
+    "section",
+    { class: "card span-all", "aria-labelledby": "sessions-h" },
+    h("div", { class: "section-head" }, h("h2", { id: "sessions-h" }, "Sessions")),
+    sessionRows,
+  );
+
+  show(
+    { title: `Hello, ${user?.email ?? ""}`, wide: true },
+    status,
+    h("div", { class: "grid" }, accountCard, workspaceCard, workspacesCard, sessionsCard),
+  );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Start
+
+async function start() {
+  const route = location.pathname.replace(/^\/ui\/?/, "").replace(/\/$/, "");
+  const token = new URLSearchParams(location.search).get("token") ?? "";
+  if (token) history.replaceState(null, "", "/ui/"); // the token stays out of history
+  switch (route) {
+    case "magic-link":
+      return linkOutcome("Signing you in", async () => {
+        await kg.auth.consumeMagicLink({ token });
+        await home("You are signed in.");
+      });
+    case "verify-email":
+      return linkOutcome("Verifying your email", async () => {
+        await kg.auth.verifyEmail({ proof: { case: "token", value: token } });
+        if (await kg.tokens.get()) await home("Your email address is verified.");
+        else signIn("Your email address is verified. You can sign in now.");
+      });
+    case "reset-password":
+      return resetWithLink(token);
+    case "accept-invitation":
+      return acceptInvitation(token);
+  }
+  if (route) history.replaceState(null, "", "/ui/");
+  if (await kg.tokens.get()) return home();
+  signIn();
+}
+
+start().catch((error: unknown) => {
+  show(
+    { title: "Something went wrong", lead: describeError(error).message },
+    links(linkButton("Back to sign in", () => signIn())),
+  );
+});
