@@ -11,6 +11,7 @@ const benches: Record<
 > = {
   "one-port": () => import("./one-port.js"),
   "jwt-alg": () => import("./jwt-alg.js"),
+  introspect: () => import("./introspect.js"),
 };
 
 const [name, ...args] = process.argv.slice(2);
@@ -27,6 +28,8 @@ for (const n of selected) {
     cpus: os.cpus().length,
     cpu: os.cpus()[0]?.model,
     node: process.version,
+    // Other work on the machine; the figures of a busy machine are not comparable to a quiet one's.
+    loadAverage: os.loadavg().map((x) => Number(x.toFixed(2))),
     date: new Date().toISOString(),
   };
   await writeFile(
