@@ -12,7 +12,6 @@
  * Targets (the token-introspection issue): uncached >= 0.5x raw verify, cached >= 5x raw
  * verify, p99 < 2 ms at half of peak load.
  */
-import { type ChildProcess, fork } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import { createClient } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect-node";
@@ -24,6 +23,7 @@ import { AdminKeyRole, Role } from "../../gen/keygate/v1/types_pb.js";
 import {
   benchDatabase,
   closedLoop,
+  loadGenerator,
   median,
   openLoop,
   quantile,
@@ -122,32 +122,6 @@ async function client(): Promise<void> {
   // Leave normally when the parent lets go, so that a --cpu-prof profile gets written.
   process.on("disconnect", () => process.exit(0));
   process.send?.("ready");
-}
-
-/** A forked load generator (through tsx), answering one job at a time. */
-export async function loadGenerator(script: string): Promise<{
-  child: ChildProcess;
-  ask<T>(job: object): Promise<T>;
-}> {
-  // A profiled run (--cpu-prof) profiles the load generator too.
-  const profile = process.execArgv.filter((a) => a.startsWith("--cpu-prof"));
-  const child = fork(script, ["client"], { execArgv: ["--import", "tsx", ...profile] });
-  await new Promise((resolve) => child.once("message", resolve));
-  return {
-    child,
-    ask: <T>(job: object) =>
-      new Promise<T>((resolve, reject) => {
-        const exited = (code: number | null) =>
-          reject(new Error(`the load generator exited (${code})`));
-        child.once("exit", exited);
-        child.once("message", (m: { error?: string }) => {
-          child.off("exit", exited);
-          if (m && typeof m === "object" && "error" in m) reject(new Error(String(m.error)));
-          else resolve(m as T);
-        });
-        child.send(job);
-      }),
-  };
 }
 
 // ---- the benchmark ----

@@ -3,6 +3,7 @@
  * database (a fresh database on the PostgreSQL of DATABASE_URL, or embedded PGlite), its log
  * written to /dev/null at the configured level, and the statistics they print.
  */
+import { type ChildProcess, fork } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -205,5 +206,31 @@ export async function openLoop(
     perSecond: issued / ((performance.now() - t0) / 1000),
     latencies: latencies.sort((a, b) => a - b),
     maxInFlight,
+  };
+}
+
+/** A forked load generator (through tsx), answering one job at a time. */
+export async function loadGenerator(script: string): Promise<{
+  child: ChildProcess;
+  ask<T>(job: object): Promise<T>;
+}> {
+  // A profiled run (--cpu-prof) profiles the load generator too.
+  const profile = process.execArgv.filter((a) => a.startsWith("--cpu-prof"));
+  const child = fork(script, ["client"], { execArgv: ["--import", "tsx", ...profile] });
+  await new Promise((resolve) => child.once("message", resolve));
+  return {
+    child,
+    ask: <T>(job: object) =>
+      new Promise<T>((resolve, reject) => {
+        const exited = (code: number | null) =>
+          reject(new Error(`the load generator exited (${code})`));
+        child.once("exit", exited);
+        child.once("message", (m: { error?: string }) => {
+          child.off("exit", exited);
+          if (m && typeof m === "object" && "error" in m) reject(new Error(String(m.error)));
+          else resolve(m as T);
+        });
+        child.send(job);
+      }),
   };
 }
