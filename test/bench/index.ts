@@ -12,6 +12,7 @@ const benches: Record<
   "one-port": () => import("./one-port.js"),
   "jwt-alg": () => import("./jwt-alg.js"),
   introspect: () => import("./introspect.js"),
+  login: () => import("./login.js"),
 };
 
 const [name, ...args] = process.argv.slice(2);
@@ -22,7 +23,15 @@ for (const n of selected) {
     console.error(`unknown benchmark ${n}; known: ${Object.keys(benches).join(", ")}`);
     process.exit(2);
   }
-  const figures = await (await load()).run(args);
+  let figures: Record<string, unknown>;
+  try {
+    figures = await (await load()).run(args);
+  } catch (error) {
+    // One failing benchmark does not stop the others; the run still fails at the end.
+    console.error(`\n${n}: FAILED`, error);
+    process.exitCode = 1;
+    continue;
+  }
   await mkdir("bench-results", { recursive: true });
   const machine = {
     cpus: os.cpus().length,

@@ -50,7 +50,8 @@ export const benchDatabase = (): string =>
 
 /**
  * A real Keygate on a loopback port. Rate limits and the lockout are lifted (a benchmark logs
- * in far more often than a person would); everything else is the defaults unless `env` says.
+ * in far more often than a person would); everything else is the defaults unless KEYGATE_*
+ * variables in the environment or `env` say otherwise.
  */
 export async function startBenchKeygate(env: Record<string, string> = {}): Promise<BenchKeygate> {
   const dataDir = await mkdtemp(path.join(tmpdir(), "keygate-bench-"));
@@ -60,13 +61,17 @@ export async function startBenchKeygate(env: Record<string, string> = {}): Promi
   const config = configFromEnv({
     KEYGATE_PORT: "0",
     KEYGATE_DATA_DIR: dataDir,
-    KEYGATE_LOG_LEVEL: process.env.KEYGATE_LOG_LEVEL ?? "info",
+    KEYGATE_LOG_LEVEL: "info",
     KEYGATE_MIGRATE_ON_START: "true",
     KEYGATE_SHUTDOWN_TIMEOUT_MS: "2000",
     KEYGATE_RATE_LIMITS: JSON.stringify(
       Object.fromEntries(rateLimitNames.map((n) => [n, { limit: 100_000, window_seconds: 1 }])),
     ),
     KEYGATE_LOCKOUT_THRESHOLD: "1000",
+    // KEYGATE_* settings in the environment apply to the benchmarked server.
+    ...Object.fromEntries(
+      Object.entries(process.env).filter(([k, v]) => k.startsWith("KEYGATE_") && v !== undefined),
+    ),
     ...(external
       ? {
           DATABASE_URL: external.url,
@@ -127,9 +132,10 @@ export async function startBenchPeer(
   });
 }
 
-/** The service's own logger at its level, written synchronously to /dev/null. */
+/** The service's own logger at its level, written synchronously to BENCH_LOG_FILE or /dev/null. */
 function benchLogger(level: string) {
-  return createLogger(level, pino.destination({ dest: "/dev/null", sync: true }));
+  const dest = process.env.BENCH_LOG_FILE ?? "/dev/null";
+  return createLogger(level, pino.destination({ dest, sync: true }));
 }
 
 /** Sorted-sample quantile. */
@@ -212,14 +218,17 @@ export async function openLoop(
 /** A forked load generator (through tsx), answering one job at a time. */
 export async function loadGenerator(script: string): Promise<{
   child: ChildProcess;
+  /** What the child sent first, when it was ready. */
+  ready: unknown;
   ask<T>(job: object): Promise<T>;
 }> {
   // A profiled run (--cpu-prof) profiles the load generator too.
   const profile = process.execArgv.filter((a) => a.startsWith("--cpu-prof"));
   const child = fork(script, ["client"], { execArgv: ["--import", "tsx", ...profile] });
-  await new Promise((resolve) => child.once("message", resolve));
+  const ready: unknown = await new Promise((resolve) => child.once("message", resolve));
   return {
     child,
+    ready,
     ask: <T>(job: object) =>
       new Promise<T>((resolve, reject) => {
         const exited = (code: number | null) =>
