@@ -13,6 +13,7 @@ const benches: Record<
   "jwt-alg": () => import("./jwt-alg.js"),
   introspect: () => import("./introspect.js"),
   login: () => import("./login.js"),
+  refresh: () => import("./refresh.js"),
 };
 
 const [name, ...args] = process.argv.slice(2);
