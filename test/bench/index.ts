@@ -14,6 +14,11 @@ const benches: Record<
   introspect: () => import("./introspect.js"),
   login: () => import("./login.js"),
   refresh: () => import("./refresh.js"),
+  signup: async () => ({ run: (a) => import("./flows.js").then((m) => m.runFlow("signup", a)) }),
+  otp: async () => ({ run: (a) => import("./flows.js").then((m) => m.runFlow("otp", a)) }),
+  "magic-link": async () => ({
+    run: (a) => import("./flows.js").then((m) => m.runFlow("magic-link", a)),
+  }),
 };
 
 const [name, ...args] = process.argv.slice(2);
