@@ -12,6 +12,14 @@ const benches: Record<
   "one-port": () => import("./one-port.js"),
   "jwt-alg": () => import("./jwt-alg.js"),
   verify: () => import("./verify.js"),
+  introspect: () => import("./introspect.js"),
+  login: () => import("./login.js"),
+  refresh: () => import("./refresh.js"),
+  signup: async () => ({ run: (a) => import("./flows.js").then((m) => m.runFlow("signup", a)) }),
+  otp: async () => ({ run: (a) => import("./flows.js").then((m) => m.runFlow("otp", a)) }),
+  "magic-link": async () => ({
+    run: (a) => import("./flows.js").then((m) => m.runFlow("magic-link", a)),
+  }),
 };
 
 const [name, ...args] = process.argv.slice(2);
@@ -22,12 +30,22 @@ for (const n of selected) {
     console.error(`unknown benchmark ${n}; known: ${Object.keys(benches).join(", ")}`);
     process.exit(2);
   }
-  const figures = await (await load()).run(args);
+  let figures: Record<string, unknown>;
+  try {
+    figures = await (await load()).run(args);
+  } catch (error) {
+    // One failing benchmark does not stop the others; the run still fails at the end.
+    console.error(`\n${n}: FAILED`, error);
+    process.exitCode = 1;
+    continue;
+  }
   await mkdir("bench-results", { recursive: true });
   const machine = {
     cpus: os.cpus().length,
     cpu: os.cpus()[0]?.model,
     node: process.version,
+    // Other work on the machine; the figures of a busy machine are not comparable to a quiet one's.
+    loadAverage: os.loadavg().map((x) => Number(x.toFixed(2))),
     date: new Date().toISOString(),
   };
   await writeFile(
