@@ -10,19 +10,18 @@ import {
 } from "../crypto/opaque-tokens.js";
 import { sql } from "../db/sql.js";
 import { withTenant } from "../db/with-tenant.js";
-import { findMembership, type Role } from "../repositories/memberships.js";
+import type { Role } from "../repositories/memberships.js";
 import {
   findRefreshTokenChild,
-  findSession,
   insertRefreshToken,
   insertSession,
   lockRefreshTokenByHash,
+  lockSession,
   markRefreshTokenRotated,
+  refreshAccess,
   type SessionRow,
   touchSession,
 } from "../repositories/sessions.js";
-import { findUserById } from "../repositories/users.js";
-import { findWorkspaceById } from "../repositories/workspaces.js";
 import { audit } from "./audit.js";
 import type { AuthDeps, Principal, RequestMeta } from "./deps.js";
 import { PermissionDeniedError, UnauthenticatedError } from "./errors.js";
@@ -153,22 +152,18 @@ export async function refresh(
     await tx.query(
       sql.unsafe`SELECT set_config('keygate.workspace_id', ${token.workspace_id}, true)`,
     );
-    const session = await tx.maybeOne(sql.type(z.object({ id: z.string() }))`
-      SELECT id FROM sessions WHERE workspace_id = ${token.workspace_id} AND id = ${token.session_id} FOR UPDATE`);
-    const row = session ? await findSession(tx, token.workspace_id, token.session_id) : null;
+    const row = await lockSession(tx, token.workspace_id, token.session_id);
     const now = deps.clock.now();
     if (!row || row.revoked_at !== null)
       return { kind: "invalid", reason: "REFRESH_TOKEN_INVALID" };
     if (row.expires_at <= now.getTime() || row.idle_expires_at <= now.getTime()) {
       return { kind: "invalid", reason: "SESSION_EXPIRED" };
     }
-    // Sequential on purpose: one transaction is one connection.
-    const user = await findUserById(tx, row.user_id);
-    const membership = await findMembership(tx, row.workspace_id, row.user_id);
-    const workspace = await findWorkspaceById(tx, row.workspace_id);
-    if (!user || user.blocked || !membership || membership.status !== "active" || !workspace) {
+    const access = await refreshAccess(tx, row.workspace_id, row.user_id);
+    if (!access || access.blocked || access.status !== "active" || access.role === null) {
       return { kind: "invalid", reason: "REFRESH_TOKEN_INVALID" };
     }
+    const role = access.role;
 
     let successor: string;
     if (token.rotated_at === null) {
@@ -200,7 +195,7 @@ export async function refresh(
       successor = successorRefreshToken(deps.tokenSecret, presented);
     }
 
-    const settings = effectiveSettings(workspace, deps.settings.workspaceDefaults);
+    const settings = effectiveSettings(access, deps.settings.workspaceDefaults);
     const idleExpiresAt = new Date(
       Math.min(row.expires_at, now.getTime() + settings.refresh_idle_timeout_seconds * 1000),
     );
@@ -226,7 +221,7 @@ export async function refresh(
         sessionId: row.id,
         userId: row.user_id,
         workspaceId: row.workspace_id,
-        role: membership.role,
+        role,
         accessTokenTtlSeconds: settings.access_token_ttl_seconds,
       },
     };

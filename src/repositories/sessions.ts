@@ -52,6 +52,37 @@ export async function findSession(
     SELECT ${sessionColumns} FROM sessions WHERE workspace_id = ${workspaceId} AND id = ${sessionId}`);
 }
 
+/** The session, locked for the rest of the transaction (refreshes of it queue behind). */
+export async function lockSession(
+  db: CommonQueryMethods,
+  workspaceId: string,
+  sessionId: string,
+): Promise<SessionRow | null> {
+  return db.maybeOne(sql.type(sessionRow)`
+    SELECT ${sessionColumns} FROM sessions
+    WHERE workspace_id = ${workspaceId} AND id = ${sessionId} FOR UPDATE`);
+}
+
+/**
+ * What a refresh must know besides the session, in one query: whether the user is blocked,
+ * the membership's role and status, and the workspace's settings.
+ */
+export async function refreshAccess(db: CommonQueryMethods, workspaceId: string, userId: string) {
+  return db.maybeOne(sql.type(
+    z.object({
+      blocked: z.boolean(),
+      role: z.enum(["owner", "admin", "member"]).nullable(),
+      status: z.string().nullable(),
+      settings: z.record(z.string(), z.unknown()),
+    }),
+  )`
+    SELECT u.blocked, m.role, m.status, w.settings
+    FROM users u
+    JOIN workspaces w ON w.id = ${workspaceId}
+    LEFT JOIN workspace_members m ON m.workspace_id = w.id AND m.user_id = u.id
+    WHERE u.id = ${userId}`);
+}
+
 /** The user's sessions in the workspace that are neither revoked nor expired, newest first. */
 export async function listLiveSessions(
   db: CommonQueryMethods,
