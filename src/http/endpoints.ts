@@ -24,10 +24,22 @@ export function json(
   res.end(text);
 }
 
-/** Plain HTTP endpoints beside the RPCs: probes and the JWKS. Anything else is 404. */
-export function httpEndpoints(deps: { readiness: Readiness; jwks: JwksSource }) {
+/**
+ * Plain HTTP endpoints beside the RPCs: probes, the JWKS and the given routes (exact paths,
+ * each checking its own method). Anything else is 404.
+ */
+export function httpEndpoints(deps: {
+  readiness: Readiness;
+  jwks: JwksSource;
+  routes?: ReadonlyMap<string, (req: Req, res: Res) => Promise<void>>;
+}) {
   return async (req: Req, res: Res): Promise<void> => {
-    const path = (req.url ?? "/").split("?")[0];
+    const path = (req.url ?? "/").split("?")[0] ?? "/";
+    const route = deps.routes?.get(path);
+    if (route) {
+      await route(req, res);
+      return;
+    }
     const readOnly = req.method === "GET" || req.method === "HEAD";
     if (
       !readOnly &&
