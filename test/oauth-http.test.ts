@@ -498,34 +498,53 @@ describe("errors, as curl would meet them", () => {
   });
 });
 
-describe("rate limit", () => {
-  it("refuses client-key lookups from one address over oauth_client_ip with 429", async () => {
-    const limited = await startTestKeygate({
+describe("another configuration", () => {
+  let other: TestKeygate;
+  beforeAll(async () => {
+    other = await startTestKeygate({
+      KEYGATE_ISSUER: "https://auth.example.test/keygate",
       KEYGATE_RATE_LIMITS: JSON.stringify({ oauth_client_ip: { limit: 3, window_seconds: 600 } }),
     });
-    try {
-      const key = limited.bootstrapped?.adminKey as string;
-      const send = (secret: string) =>
-        fetch(`${limited.url}/oauth2/introspect`, {
-          method: "POST",
-          headers: {
-            "content-type": "application/x-www-form-urlencoded",
-            authorization: `Bearer ${secret}`,
-          },
-          body: form({ token: "x" }),
-        });
-      // The right key is looked up once and then known for a second: one hit.
-      expect((await send(key)).status).toBe(200);
-      expect((await send(key)).status).toBe(200);
-      const wrong = `${key.slice(0, -4)}AAAA`;
-      expect((await send(wrong)).status).toBe(401);
-      expect((await send(wrong)).status).toBe(401);
-      const refused = await send(wrong);
-      expect(refused.status).toBe(429);
-      expect(Number(refused.headers.get("retry-after"))).toBeGreaterThan(0);
-      expect(await refused.json()).toMatchObject({ error: "rate_limited" });
-    } finally {
-      await limited.stop();
+  });
+  afterAll(async () => {
+    await other?.stop();
+  });
+
+  it("serves the metadata of an issuer with a path where RFC 8414 puts it", async () => {
+    for (const path of [
+      "/.well-known/oauth-authorization-server",
+      "/.well-known/oauth-authorization-server/keygate",
+    ]) {
+      const res = await fetch(`${other.url}${path}`);
+      expect(res.status).toBe(200);
+      expect(await res.json()).toMatchObject({
+        issuer: "https://auth.example.test/keygate",
+        jwks_uri: "https://auth.example.test/keygate/.well-known/jwks.json",
+        introspection_endpoint: "https://auth.example.test/keygate/oauth2/introspect",
+        revocation_endpoint: "https://auth.example.test/keygate/oauth2/revoke",
+      });
     }
+  });
+
+  it("refuses client-key lookups from one address over oauth_client_ip with 429", async () => {
+    const key = other.bootstrapped?.adminKey as string;
+    const send = (secret: string) =>
+      fetch(`${other.url}/oauth2/introspect`, {
+        method: "POST",
+        headers: {
+          "content-type": "application/x-www-form-urlencoded",
+          authorization: `Bearer ${secret}`,
+        },
+        body: form({ token: "x" }),
+      });
+    // Each lookup counts, the right key's as well (it is then known for a second).
+    expect((await send(key)).status).toBe(200);
+    const wrong = `${key.slice(0, -4)}AAAA`;
+    expect((await send(wrong)).status).toBe(401);
+    expect((await send(wrong)).status).toBe(401);
+    const refused = await send(wrong);
+    expect(refused.status).toBe(429);
+    expect(Number(refused.headers.get("retry-after"))).toBeGreaterThan(0);
+    expect(await refused.json()).toMatchObject({ error: "rate_limited" });
   });
 });
