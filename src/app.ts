@@ -169,6 +169,12 @@ export async function startKeygate(
       readiness,
       jwks: signingKeys,
       webApp,
+      oauth: {
+        issuer: config.issuer,
+        introspector,
+        authenticate: (secret, beforeLookup) => adminKeys.authenticate(secret, beforeLookup),
+        limitClientLookup: (ip) => authDeps.limiter.hit(null, [["oauth_client_ip", ip]]),
+      },
       handlers: {
         health: new HealthService(readiness, new Set(keygateServices.map((s) => s.typeName))),
         auth: new AuthServiceHandler(authDeps),

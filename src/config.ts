@@ -64,6 +64,7 @@ export const rateLimitNames = [
   "verification_address",
   "otp_send_address",
   "code_verify_ip",
+  "oauth_client_ip",
 ] as const;
 export type RateLimitName = (typeof rateLimitNames)[number];
 
@@ -96,6 +97,8 @@ export const builtInRateLimits: RateLimits = Object.freeze({
   verification_address: { limit: 3, window_seconds: 600 },
   otp_send_address: { limit: 3, window_seconds: 600 },
   code_verify_ip: { limit: 30, window_seconds: 600 },
+  // A known client key is looked up at most once a second per instance; wrong ones every time.
+  oauth_client_ip: { limit: 300, window_seconds: 60 },
 });
 
 /**

@@ -5,10 +5,12 @@ import { createContextValues, type Interceptor } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import type { Config } from "./config.js";
 import { peerAddressKey, requestIdKey, requestMetaKey } from "./context-keys.js";
+import type { RequestMeta } from "./domain/deps.js";
 import { clientIpResolver } from "./http/client-ip.js";
 import { corsMiddleware } from "./http/cors.js";
 import { httpEndpoints, type JwksSource, json } from "./http/endpoints.js";
 import { createListener } from "./http/listener.js";
+import { type OAuthDeps, oauthEndpoints } from "./http/oauth.js";
 import type { NodeServerRequest, NodeServerResponse } from "./http/types.js";
 import type { WebApp } from "./http/web-app.js";
 import { errorInterceptor } from "./interceptors/errors.js";
@@ -22,6 +24,8 @@ export interface ServerDeps {
     Config,
     "tls" | "corsOrigins" | "maxRequestBytes" | "maxTimeoutMs" | "trustedProxies"
   >;
+  /** RFC 7662 / 7009 / 8414 endpoints over the same Introspector as the RPCs. */
+  readonly oauth?: OAuthDeps;
   readonly logger: Logger;
   readonly readiness: Readiness;
   readonly jwks: JwksSource;
@@ -48,8 +52,31 @@ const requestIds = new WeakMap<object, string>();
 export function buildServer(deps: ServerDeps): Server {
   const shutdown = new AbortController();
   let draining = false;
-  const endpoints = httpEndpoints(deps);
   const clientIp = clientIpResolver(deps.config.trustedProxies);
+  /** Who sent a request, for audit entries, limits and log lines (RPCs and plain HTTP). */
+  const requestMeta = (req: NodeServerRequest): RequestMeta => {
+    const requestId = requestIds.get(req) ?? randomUUID();
+    const peer = listener.peerAddress(req) ?? "";
+    const userAgent = req.headers["user-agent"];
+    const workspace = req.headers["x-workspace-id"];
+    return {
+      requestId,
+      ipAddress: peer ? clientIp(peer, req.headers["x-forwarded-for"]) : null,
+      userAgent: typeof userAgent === "string" ? userAgent.slice(0, 512) : null,
+      workspaceHeader: typeof workspace === "string" && workspace !== "" ? workspace : null,
+    };
+  };
+  const endpoints = httpEndpoints({
+    ...deps,
+    routes: deps.oauth
+      ? oauthEndpoints({
+          ...deps.oauth,
+          logger: deps.logger,
+          maxRequestBytes: deps.config.maxRequestBytes,
+          requestMeta,
+        })
+      : undefined,
+  });
   const rpc = connectNodeAdapter({
     routes: routes(deps.handlers),
     interceptors: [
@@ -61,19 +88,11 @@ export function buildServer(deps: ServerDeps): Server {
     maxTimeoutMs: deps.config.maxTimeoutMs,
     shutdownSignal: shutdown.signal,
     contextValues: (req) => {
-      const requestId = requestIds.get(req) ?? randomUUID();
-      const peer = listener.peerAddress(req) ?? "";
-      const userAgent = req.headers["user-agent"];
-      const workspace = req.headers["x-workspace-id"];
+      const meta = requestMeta(req);
       return createContextValues()
-        .set(requestIdKey, requestId)
-        .set(peerAddressKey, peer)
-        .set(requestMetaKey, {
-          requestId,
-          ipAddress: peer ? clientIp(peer, req.headers["x-forwarded-for"]) : null,
-          userAgent: typeof userAgent === "string" ? userAgent.slice(0, 512) : null,
-          workspaceHeader: typeof workspace === "string" && workspace !== "" ? workspace : null,
-        });
+        .set(requestIdKey, meta.requestId)
+        .set(peerAddressKey, listener.peerAddress(req) ?? "")
+        .set(requestMetaKey, meta);
     },
     fallback: (req, res) => {
       endpoints(req, res).catch((error: unknown) => {

@@ -155,10 +155,12 @@ export class AdminKeyAuthenticator {
     this.cache = new LRUCache({ max: 10_000, ttl: ttlMs });
   }
 
-  async authenticate(secret: string): Promise<Caller> {
+  /** `beforeLookup` runs when the key is not cached, before the database is asked (limits). */
+  async authenticate(secret: string, beforeLookup?: () => Promise<void>): Promise<Caller> {
     const key = createHash("sha256").update(secret).digest("base64");
     let found = this.cache.get(key);
     if (!found) {
+      await beforeLookup?.();
       found = await authenticateAdminKey(this.pool, this.clock, secret);
       this.cache.set(key, found);
     }

@@ -26,18 +26,25 @@ export function json(
 }
 
 /**
- * Plain HTTP endpoints beside the RPCs: probes, the JWKS, metrics and, when enabled, the web
- * app at /ui/ (with / redirecting there). Anything else is 404.
+ * Plain HTTP endpoints beside the RPCs: probes, the JWKS, metrics, the given routes (exact
+ * paths, each checking its own method) and, when enabled, the web app at /ui/ (with /
+ * redirecting there). Anything else is 404.
  */
 export function httpEndpoints(deps: {
   readiness: Readiness;
   jwks: JwksSource;
   metrics?: { contentType(): string; text(): Promise<string> } | undefined;
   webApp?: WebApp | undefined;
+  routes?: ReadonlyMap<string, (req: Req, res: Res) => Promise<void>>;
 }) {
   return async (req: Req, res: Res): Promise<void> => {
+    const path = (req.url ?? "/").split("?")[0] ?? "/";
+    const route = deps.routes?.get(path);
+    if (route) {
+      await route(req, res);
+      return;
+    }
     if (deps.webApp?.serve(req, res)) return;
-    const path = (req.url ?? "/").split("?")[0];
     const readOnly = req.method === "GET" || req.method === "HEAD";
     if (
       !readOnly &&

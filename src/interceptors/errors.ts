@@ -88,7 +88,8 @@ function fromDomainError(error: DomainError): ConnectError {
   return new ConnectError(error.message, codeOfKind[error.kind], undefined, details);
 }
 
-function isDatabaseUnavailable(error: unknown): boolean {
+/** A lost or timed-out database: UNAVAILABLE (HTTP 503), never INTERNAL. */
+export function isDatabaseUnavailable(error: unknown): boolean {
   return (
     error instanceof ConnectionError ||
     error instanceof BackendTerminatedError ||

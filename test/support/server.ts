@@ -1,6 +1,7 @@
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
+import type { DestinationStream } from "pino";
 import { type Keygate, startKeygate } from "../../src/app.js";
 import type { Clock } from "../../src/clock.js";
 import { type Config, configFromEnv, rateLimitNames } from "../../src/config.js";
@@ -51,7 +52,7 @@ export async function startPeerKeygate(
 
 export async function startTestKeygate(
   env: Record<string, string> = {},
-  options: { clock?: Clock; webAppDir?: string } = {},
+  options: { clock?: Clock; webAppDir?: string; logTo?: DestinationStream } = {},
 ): Promise<TestKeygate> {
   const dataDir = await mkdtemp(path.join(tmpdir(), "keygate-test-"));
   const db = await freshDatabaseUrl();
@@ -71,7 +72,10 @@ export async function startTestKeygate(
     ...env,
   };
   const config = configFromEnv(fullEnv);
-  const keygate = await startKeygate(config, createLogger(config.logLevel), options);
+  const logger = options.logTo
+    ? createLogger("info", options.logTo)
+    : createLogger(config.logLevel);
+  const keygate = await startKeygate(config, logger, options);
   let stopped = false;
   return Object.assign(Object.create(keygate) as Keygate, keygate, {
     config,

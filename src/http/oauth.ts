@@ -1,0 +1,324 @@
+import type { Caller } from "../domain/admin-auth.js";
+import type { RequestMeta } from "../domain/deps.js";
+import { DomainError, InvalidArgumentError, RateLimitedError } from "../domain/errors.js";
+import type { Introspection, Introspector, TokenTypeHint } from "../domain/introspection.js";
+import { isDatabaseUnavailable } from "../interceptors/errors.js";
+import type { Logger } from "../log.js";
+import { json } from "./endpoints.js";
+import type { NodeServerRequest, NodeServerResponse } from "./types.js";
+
+type Req = NodeServerRequest;
+type Res = NodeServerResponse;
+type Handler = (req: Req, res: Res) => Promise<void>;
+
+export const introspectionPath = "/oauth2/introspect";
+export const revocationPath = "/oauth2/revoke";
+export const metadataPath = "/.well-known/oauth-authorization-server";
+
+export interface OAuthDeps {
+  /** The configured public issuer URL: the tokens' `iss` and the base of every URL served. */
+  readonly issuer: string;
+  readonly introspector: Pick<Introspector, "introspect" | "revoke">;
+  /**
+   * Authenticates an admin key; `beforeLookup` runs only when the key has to be looked up in
+   * the database (a key not seen in the last second, or a wrong one), to rate-limit that.
+   */
+  authenticate(secret: string, beforeLookup: () => Promise<void>): Promise<Caller>;
+  /** Counts one client-key lookup for this client IP; throws RateLimitedError when full. */
+  limitClientLookup(ipAddress: string): Promise<void>;
+}
+
+/**
+ * RFC 7662 introspection, RFC 7009 revocation and RFC 8414 metadata over plain HTTP: thin
+ * adapters over the same Introspector as the RPCs, authenticated with admin keys as OAuth
+ * clients. Answers by path (exact); the caller sends everything else elsewhere.
+ */
+export function oauthEndpoints(
+  deps: OAuthDeps & {
+    readonly logger: Logger;
+    readonly maxRequestBytes: number;
+    requestMeta(req: Req): RequestMeta;
+  },
+): ReadonlyMap<string, Handler> {
+  const issuer = deps.issuer.replace(/\/+$/, "");
+  const metadata = Object.freeze({
+    issuer: deps.issuer,
+    jwks_uri: `${issuer}/.well-known/jwks.json`,
+    introspection_endpoint: `${issuer}${introspectionPath}`,
+    revocation_endpoint: `${issuer}${revocationPath}`,
+    introspection_endpoint_auth_methods_supported: ["client_secret_basic", "client_secret_post"],
+    revocation_endpoint_auth_methods_supported: ["client_secret_basic", "client_secret_post"],
+    // RFC 8414 requires response_types_supported; Keygate has no authorization endpoint and
+    // no token endpoint (tokens come from AuthService), so it supports no response or grant type.
+    response_types_supported: [],
+    grant_types_supported: [],
+    token_endpoint_auth_methods_supported: [],
+  });
+
+  /** One log line per call, like the RPCs' (never the token or the client secret). */
+  const logged =
+    (name: string, handle: (req: Req, res: Res, meta: RequestMeta) => Promise<void>): Handler =>
+    async (req, res) => {
+      const started = performance.now();
+      const meta = deps.requestMeta(req);
+      let failure: unknown;
+      try {
+        await handle(req, res, meta);
+      } catch (error) {
+        failure = error;
+        if (!res.headersSent) writeError(res, error);
+        else res.end();
+      }
+      const line = {
+        requestId: meta.requestId,
+        method: `${req.method} ${name}`,
+        protocol: req.headers["content-type"],
+        peer: meta.ipAddress ?? undefined,
+        durationMs: Math.round((performance.now() - started) * 100) / 100,
+        status: res.statusCode,
+        code: failure === undefined ? "ok" : errorCodeOf(failure),
+        reason: failure instanceof DomainError ? failure.reason : undefined,
+      };
+      if (res.statusCode >= 500 && !isDatabaseUnavailable(failure)) {
+        deps.logger.error({ ...line, err: failure }, "call");
+      } else if (failure !== undefined) {
+        deps.logger.warn(line, "call");
+      } else {
+        deps.logger.info(line, "call");
+      }
+    };
+
+  /** Client authentication (RFC 6749 section 2.3.1), then the form's token. */
+  async function authorized(req: Req, meta: RequestMeta) {
+    const form = await readForm(req, deps.maxRequestBytes);
+    const secret = clientSecretOf(req.headers.authorization, form);
+    const caller = await deps.authenticate(secret, () =>
+      deps.limitClientLookup(meta.ipAddress ?? "unknown"),
+    );
+    const token = single(form, "token") ?? "";
+    if (token === "") throw new OAuthError(400, "invalid_request", "token is required");
+    const hint = single(form, "token_type_hint");
+    return {
+      caller,
+      request: {
+        token,
+        // RFC 7662 section 2.1: an unknown hint is no reason to fail; the search covers all types.
+        hint: (hint === "access_token" || hint === "refresh_token" ? hint : null) as TokenTypeHint,
+      },
+    };
+  }
+
+  const noStore = { "cache-control": "no-store", pragma: "no-cache" };
+  const postOnly = (req: Req) => {
+    if (req.method !== "POST") {
+      throw new OAuthError(405, "invalid_request", "use POST", { allow: "POST" });
+    }
+  };
+
+  const metadataHandler = logged(metadataPath, async (req, res) => {
+    if (req.method !== "GET" && req.method !== "HEAD") {
+      throw new OAuthError(405, "invalid_request", "use GET", { allow: "GET, HEAD" });
+    }
+    json(res, 200, metadata, { "cache-control": "public, max-age=3600" });
+  });
+
+  const routes = new Map<string, Handler>([
+    [
+      introspectionPath,
+      logged(introspectionPath, async (req, res, meta) => {
+        postOnly(req);
+        const { caller, request } = await authorized(req, meta);
+        const answer = await deps.introspector.introspect(caller, request);
+        json(res, 200, introspectionJson(answer), noStore);
+      }),
+    ],
+    [
+      revocationPath,
+      logged(revocationPath, async (req, res, meta) => {
+        postOnly(req);
+        const { caller, request } = await authorized(req, meta);
+        await deps.introspector.revoke(caller, meta, request);
+        // RFC 7009 section 2.2: 200 whether or not the token was known; the body is ignored.
+        res.statusCode = 200;
+        for (const [name, value] of Object.entries(noStore)) res.setHeader(name, value);
+        res.setHeader("content-length", 0);
+        res.end();
+      }),
+    ],
+    [metadataPath, metadataHandler],
+  ]);
+  // RFC 8414 section 3.1: for an issuer with a path, the well-known segment goes before it.
+  const issuerPath = new URL(deps.issuer).pathname.replace(/\/+$/, "");
+  if (issuerPath !== "") routes.set(`${metadataPath}${issuerPath}`, metadataHandler);
+  return routes;
+}
+
+/** RFC 7662 section 2.2: an active token's claims, or exactly `{"active": false}`. */
+export function introspectionJson(i: Introspection): Record<string, unknown> {
+  if (!i.active) return { active: false };
+  return {
+    active: true,
+    token_type: i.tokenType,
+    sub: i.sub,
+    exp: i.exp,
+    iat: i.iat,
+    iss: i.iss,
+    aud: i.aud,
+    jti: i.jti,
+    workspace_id: i.workspaceId,
+    sid: i.sid,
+    role: i.role,
+  };
+}
+
+/** An RFC 6749 section 5.2 error answer. */
+class OAuthError extends Error {
+  constructor(
+    readonly status: number,
+    readonly error: string,
+    readonly description: string,
+    readonly headers: Record<string, string> = {},
+  ) {
+    super(description);
+  }
+}
+
+const invalidClient = (description: string) =>
+  new OAuthError(401, "invalid_client", description, {
+    "www-authenticate": 'Basic realm="keygate"',
+  });
+
+function errorCodeOf(error: unknown): string {
+  if (error instanceof OAuthError) return error.error;
+  if (error instanceof DomainError) return oauthErrorOf(error).error;
+  return isDatabaseUnavailable(error) ? "temporarily_unavailable" : "server_error";
+}
+
+function oauthErrorOf(error: DomainError): OAuthError {
+  switch (error.kind) {
+    case "unauthenticated":
+      return invalidClient("client authentication failed");
+    case "permission_denied":
+      return new OAuthError(403, "unauthorized_client", "this client may not introspect tokens");
+    case "invalid_argument":
+      return new OAuthError(
+        400,
+        "invalid_request",
+        error instanceof InvalidArgumentError ? error.message : "invalid request",
+      );
+    case "resource_exhausted":
+      return new OAuthError(429, "rate_limited", "too many requests, retry later", {
+        "retry-after": String(
+          Math.max(
+            1,
+            Math.ceil((error instanceof RateLimitedError ? error.retryAfterMs : 0) / 1000),
+          ),
+        ),
+      });
+    case "unavailable":
+      return new OAuthError(503, "temporarily_unavailable", "service unavailable, retry later", {
+        "retry-after": "1",
+      });
+    default:
+      return new OAuthError(400, "invalid_request", error.message);
+  }
+}
+
+function writeError(res: Res, error: unknown): void {
+  let e: OAuthError;
+  if (error instanceof OAuthError) e = error;
+  else if (error instanceof DomainError) e = oauthErrorOf(error);
+  else if (isDatabaseUnavailable(error)) {
+    // Introspection fails closed: never active when the answer could not be checked.
+    e = new OAuthError(503, "temporarily_unavailable", "service unavailable, retry later", {
+      "retry-after": "1",
+    });
+  } else e = new OAuthError(500, "server_error", "internal error");
+  json(
+    res,
+    e.status,
+    { error: e.error, error_description: e.description },
+    { "cache-control": "no-store", pragma: "no-cache", ...e.headers },
+  );
+}
+
+/**
+ * The client's admin key from HTTP Basic (client_id = the key's prefix, client_secret = the
+ * key, each form-urlencoded before base64 as RFC 6749 section 2.3.1 says), `Bearer <key>`, or
+ * client_id and client_secret in the form (client_secret_post); more than one is refused.
+ */
+function clientSecretOf(authorization: string | undefined, form: URLSearchParams): string {
+  const posted = single(form, "client_secret");
+  const postedId = single(form, "client_id");
+  if (authorization !== undefined && posted !== undefined) {
+    throw new OAuthError(400, "invalid_request", "use one client authentication method");
+  }
+  if (authorization === undefined) {
+    if (posted === undefined) throw invalidClient("client authentication required");
+    return withClientId(postedId, posted);
+  }
+  const [scheme = "", value = ""] = authorization.trim().split(/\s+/, 2);
+  if (scheme.toLowerCase() === "bearer" && value !== "") return value;
+  if (scheme.toLowerCase() !== "basic" || value === "") {
+    throw invalidClient("use HTTP Basic or Bearer client authentication");
+  }
+  const decoded = Buffer.from(value, "base64").toString("utf8");
+  const colon = decoded.indexOf(":");
+  if (colon < 0) throw invalidClient("malformed Basic credentials");
+  let id: string;
+  let secret: string;
+  try {
+    id = formDecode(decoded.slice(0, colon));
+    secret = formDecode(decoded.slice(colon + 1));
+  } catch {
+    throw invalidClient("malformed Basic credentials");
+  }
+  return withClientId(id, secret);
+}
+
+/** The key's visible prefix (`kg_` and 8 characters) must be the client_id. */
+function withClientId(clientId: string | undefined, secret: string): string {
+  if (clientId === undefined || clientId === "" || !secret.startsWith(`${clientId}_`)) {
+    throw invalidClient("client_id does not match the client secret");
+  }
+  return secret;
+}
+
+/** application/x-www-form-urlencoded decoding: `+` is a space. */
+function formDecode(text: string): string {
+  return decodeURIComponent(text.replace(/\+/g, " "));
+}
+
+/** A form parameter sent at most once (RFC 6749 section 3.2); undefined when absent. */
+function single(form: URLSearchParams, name: string): string | undefined {
+  const values = form.getAll(name);
+  if (values.length > 1) {
+    throw new OAuthError(400, "invalid_request", `${name} is sent more than once`);
+  }
+  return values[0];
+}
+
+/** The request body as a form, refusing other content types and bodies over the limit. */
+async function readForm(req: Req, maxBytes: number): Promise<URLSearchParams> {
+  const type = (req.headers["content-type"] ?? "").split(";")[0]?.trim().toLowerCase();
+  if (type !== "application/x-www-form-urlencoded") {
+    throw new OAuthError(
+      400,
+      "invalid_request",
+      "send the parameters as application/x-www-form-urlencoded",
+    );
+  }
+  const tooLarge = () =>
+    new OAuthError(413, "invalid_request", `the body is larger than ${maxBytes} bytes`);
+  const declared = Number(req.headers["content-length"]);
+  if (Number.isFinite(declared) && declared > maxBytes) throw tooLarge();
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of req as AsyncIterable<Buffer>) {
+    size += chunk.length;
+    if (size > maxBytes) throw tooLarge();
+    chunks.push(chunk);
+  }
+  const text = Buffer.concat(chunks).toString("utf8");
+  return new URLSearchParams(text);
+}
