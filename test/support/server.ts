@@ -5,7 +5,7 @@ import { type Keygate, startKeygate } from "../../src/app.js";
 import type { Clock } from "../../src/clock.js";
 import { type Config, configFromEnv, rateLimitNames } from "../../src/config.js";
 import { loadSecrets } from "../../src/crypto/secrets.js";
-import { createLogger } from "../../src/log.js";
+import { createLogger, type Logger } from "../../src/log.js";
 import { externalDatabaseEnv, freshDatabaseUrl } from "./database.js";
 
 export interface TestKeygate extends Keygate {
@@ -51,7 +51,7 @@ export async function startPeerKeygate(
 
 export async function startTestKeygate(
   env: Record<string, string> = {},
-  options: { clock?: Clock } = {},
+  options: { clock?: Clock; logger?: Logger } = {},
 ): Promise<TestKeygate> {
   const dataDir = await mkdtemp(path.join(tmpdir(), "keygate-test-"));
   const db = await freshDatabaseUrl();
@@ -71,7 +71,11 @@ export async function startTestKeygate(
     ...env,
   };
   const config = configFromEnv(fullEnv);
-  const keygate = await startKeygate(config, createLogger(config.logLevel), options);
+  const keygate = await startKeygate(
+    config,
+    options.logger ?? createLogger(config.logLevel),
+    options,
+  );
   let stopped = false;
   return Object.assign(Object.create(keygate) as Keygate, keygate, {
     config,
