@@ -3,6 +3,7 @@ import { durationFromMs } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
 import {
   BackendTerminatedError,
+  BackendTerminatedUnexpectedlyError,
   ConnectionError,
   StatementTimeoutError,
   UniqueIntegrityConstraintViolationError,
@@ -87,10 +88,22 @@ function fromDomainError(error: DomainError): ConnectError {
   return new ConnectError(error.message, codeOfKind[error.kind], undefined, details);
 }
 
+/** Socket errors the pg driver passes through unwrapped when the link drops mid-query. */
+const lostConnectionCodes = new Set(["ECONNRESET", "ECONNREFUSED", "EPIPE", "ETIMEDOUT"]);
+
 function isDatabaseUnavailable(error: unknown): boolean {
+  if (
+    error instanceof Error &&
+    (lostConnectionCodes.has((error as NodeJS.ErrnoException).code ?? "") ||
+      error.message === "Connection terminated unexpectedly")
+  )
+    return true;
   return (
     error instanceof ConnectionError ||
     error instanceof BackendTerminatedError ||
+    // The connection dropped under a query (network cut, server restart): not a sibling
+    // class of BackendTerminatedError in Slonik, so it needs its own check.
+    error instanceof BackendTerminatedUnexpectedlyError ||
     error instanceof StatementTimeoutError
   );
 }
