@@ -59,7 +59,9 @@ afterAll(async () => {
   await smtp?.stop();
 });
 
-describe(`SECURITY.md 24: database down under load fails closed and recovers without a restart (${usingExternalPostgres ? "PostgreSQL, four writers" : "embedded, one writer"})`, () => {
+describe(`SECURITY.md 24: database down under load fails closed and recovers without a restart (${usingExternalPostgres ? "PostgreSQL, four writers" : "embedded, one writer"})`, {
+  timeout: 150_000,
+}, () => {
   it("writes answer UNAVAILABLE while the link is cut, readiness is 503, and no write is lost or doubled", async () => {
     const proxy = await startTcpProxy({
       host: "127.0.0.1",
@@ -149,7 +151,9 @@ describe(`SECURITY.md 24: database down under load fails closed and recovers wit
   });
 });
 
-describe("SECURITY.md 25: SMTP down then up delivers every outbox mail exactly once", () => {
+describe("SECURITY.md 25: SMTP down then up delivers every outbox mail exactly once", {
+  timeout: 120_000,
+}, () => {
   it("mail enqueued while SMTP is unreachable is delivered once each when it returns", async () => {
     const emails = Array.from({ length: 8 }, () => uniqueEmail("outage"));
     for (const email of emails) {
@@ -225,7 +229,7 @@ async function serveReplica(): Promise<{ child: ChildProcess; url: string; dataD
 
 describe("SECURITY.md 26: SIGKILL during refresh rotations", () => {
   it("every parent is still usable or cleanly rotated, and no successor is orphaned", {
-    timeout: 120_000,
+    timeout: 180_000,
   }, async () => {
     const email = uniqueEmail("kill");
     await admin.provisionUser({ email, password, workspaceId, role: Role.MEMBER }, as(rootKey));

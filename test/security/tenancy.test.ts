@@ -266,7 +266,9 @@ const step: fc.Arbitrary<Step> = fc.oneof(
   })),
 );
 
-describe("SECURITY.md 21: no sequence of calls shows workspace B's data to a caller of A", () => {
+describe("SECURITY.md 21: no sequence of calls shows workspace B's data to a caller of A", {
+  timeout: 180_000,
+}, () => {
   it("random call sequences of A's callers, B's identifiers mixed in, never reveal or change B", async () => {
     const bBefore = await admin.getWorkspace({ workspaceId: b.id }, as(rootKey));
     await fc.assert(

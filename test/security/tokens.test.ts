@@ -123,7 +123,9 @@ const mutation: fc.Arbitrary<(p: Parts) => Parts> = fc.oneof(
   fc.string({ maxLength: 8 }).map((s) => (p: Parts) => ({ ...p, payload: p.payload + s })),
 );
 
-describe("SECURITY.md 5: no mutation of a valid access token introspects active", () => {
+describe("SECURITY.md 5: no mutation of a valid access token introspects active", {
+  timeout: 180_000,
+}, () => {
   it("the unmutated token is active", async () => {
     expect(await outcome(token)).toBe("active");
   });
@@ -178,7 +180,9 @@ describe("SECURITY.md 5: no mutation of a valid access token introspects active"
   });
 });
 
-describe("SECURITY.md 7: refresh tokens are 256 random bits, stored as keyed hashes, never logged", () => {
+describe("SECURITY.md 7: refresh tokens are 256 random bits, stored as keyed hashes, never logged", {
+  timeout: 120_000,
+}, () => {
   it("have 256 bits of base64url after their prefix, and differ every time", async () => {
     const tokens = new Set<string>();
     for (let i = 0; i < 8; i++) {
