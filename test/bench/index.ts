@@ -12,6 +12,7 @@ const benches: Record<
   "one-port": () => import("./one-port.js"),
   "jwt-alg": () => import("./jwt-alg.js"),
   verify: () => import("./verify.js"),
+  soak: () => import("./soak.js"),
 };
 
 const [name, ...args] = process.argv.slice(2);
