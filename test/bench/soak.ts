@@ -138,7 +138,8 @@ export async function run(args: string[]): Promise<Record<string, unknown>> {
             },
           );
           latencies.push(performance.now() - t0);
-          const c = (counts[name] ??= {});
+          const c = counts[name] ?? {};
+          counts[name] = c;
           c[outcome] = (c[outcome] ?? 0) + 1;
         }
       }),
