@@ -3,6 +3,7 @@ import { durationFromMs } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
 import {
   BackendTerminatedError,
+  BackendTerminatedUnexpectedlyError,
   ConnectionError,
   StatementTimeoutError,
   UniqueIntegrityConstraintViolationError,
@@ -88,11 +89,23 @@ function fromDomainError(error: DomainError): ConnectError {
   return new ConnectError(error.message, codeOfKind[error.kind], undefined, details);
 }
 
+/** Socket errors the pg driver passes through unwrapped when the link drops mid-query. */
+const lostConnectionCodes = new Set(["ECONNRESET", "ECONNREFUSED", "EPIPE", "ETIMEDOUT"]);
+
 /** A lost or timed-out database: UNAVAILABLE (HTTP 503), never INTERNAL. */
 export function isDatabaseUnavailable(error: unknown): boolean {
+  if (
+    error instanceof Error &&
+    (lostConnectionCodes.has((error as NodeJS.ErrnoException).code ?? "") ||
+      error.message === "Connection terminated unexpectedly")
+  )
+    return true;
   return (
     error instanceof ConnectionError ||
     error instanceof BackendTerminatedError ||
+    // The connection dropped under a query (network cut, server restart): not a sibling
+    // class of BackendTerminatedError in Slonik, so it needs its own check.
+    error instanceof BackendTerminatedUnexpectedlyError ||
     error instanceof StatementTimeoutError
   );
 }

@@ -20,6 +20,7 @@ const benches: Record<
   "magic-link": async () => ({
     run: (a) => import("./flows.js").then((m) => m.runFlow("magic-link", a)),
   }),
+  soak: () => import("./soak.js"),
 };
 
 const [name, ...args] = process.argv.slice(2);

@@ -6,7 +6,7 @@ import { type Keygate, startKeygate } from "../../src/app.js";
 import type { Clock } from "../../src/clock.js";
 import { type Config, configFromEnv, rateLimitNames } from "../../src/config.js";
 import { loadSecrets } from "../../src/crypto/secrets.js";
-import { createLogger } from "../../src/log.js";
+import { createLogger, type Logger } from "../../src/log.js";
 import { externalDatabaseEnv, freshDatabaseUrl } from "./database.js";
 
 export interface TestKeygate extends Keygate {
@@ -52,7 +52,7 @@ export async function startPeerKeygate(
 
 export async function startTestKeygate(
   env: Record<string, string> = {},
-  options: { clock?: Clock; webAppDir?: string; logTo?: DestinationStream } = {},
+  options: { clock?: Clock; webAppDir?: string; logTo?: DestinationStream; logger?: Logger } = {},
 ): Promise<TestKeygate> {
   const dataDir = await mkdtemp(path.join(tmpdir(), "keygate-test-"));
   const db = await freshDatabaseUrl();
@@ -72,9 +72,9 @@ export async function startTestKeygate(
     ...env,
   };
   const config = configFromEnv(fullEnv);
-  const logger = options.logTo
-    ? createLogger("info", options.logTo)
-    : createLogger(config.logLevel);
+  const logger =
+    options.logger ??
+    (options.logTo ? createLogger("info", options.logTo) : createLogger(config.logLevel));
   const keygate = await startKeygate(config, logger, options);
   let stopped = false;
   return Object.assign(Object.create(keygate) as Keygate, keygate, {

@@ -1,0 +1,267 @@
+import { type DescField, type DescMessage, type DescService, fromBinary } from "@bufbuild/protobuf";
+import { Code, ConnectError, createClient } from "@connectrpc/connect";
+import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect-node";
+import fc from "fast-check";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { Authorization } from "../../gen/envoy/service/auth/v3/external_auth_pb.js";
+import { Health } from "../../gen/grpc/health/v1/health_pb.js";
+import { AdminService } from "../../gen/keygate/v1/admin_service_pb.js";
+import { AuthService } from "../../gen/keygate/v1/auth_service_pb.js";
+import { OtpService } from "../../gen/keygate/v1/otp_service_pb.js";
+import { TokenIntrospectionService } from "../../gen/keygate/v1/token_introspection_service_pb.js";
+import { startTestKeygate, type TestKeygate } from "../support/server.js";
+
+// SECURITY.md 22: every RPC of every service on the port, fed random, malformed and oversized
+// input through the wire (raw Connect POSTs) and through real clients (random field values).
+
+const services: DescService[] = [
+  AuthService,
+  OtpService,
+  AdminService,
+  TokenIntrospectionService,
+  Health,
+  Authorization,
+];
+const methods = services.flatMap((s) => s.methods.map((m) => ({ service: s, method: m })));
+const unary = methods.filter((m) => m.method.methodKind === "unary");
+const maxRequestBytes = 4096;
+
+let keygate: TestKeygate;
+let rootKey: string;
+
+beforeAll(async () => {
+  keygate = await startTestKeygate({ KEYGATE_MAX_REQUEST_BYTES: String(maxRequestBytes) });
+  rootKey = keygate.bootstrapped?.adminKey as string;
+});
+afterAll(async () => {
+  await keygate?.stop();
+});
+
+/** Who calls: nobody, the root admin key, or a bearer of random characters. */
+const caller = fc.oneof(
+  fc.constant<Record<string, string>>({}),
+  fc.constant(null).map(() => ({ authorization: `Bearer ${rootKey}` })),
+  fc
+    .string({ maxLength: 200 })
+    .map((s) => ({ authorization: `Bearer ${s.replace(/[^\x21-\x7e]/g, "x")}` })),
+);
+
+/** A Connect unary call over HTTP/1.1 as any HTTP client would send it; answers status and code. */
+async function post(path: string, contentType: string, body: Uint8Array | string, headers = {}) {
+  const payload: BodyInit = typeof body === "string" ? body : Buffer.from(body);
+  const res = await fetch(`${keygate.url}/${path}`, {
+    method: "POST",
+    headers: { "content-type": contentType, ...headers },
+    body: payload,
+  });
+  const text = await res.text();
+  let code = "ok";
+  if (res.status !== 200) {
+    const parsed = JSON.parse(text) as { code?: string };
+    code = parsed.code ?? `http ${res.status}`;
+  }
+  return { status: res.status, code };
+}
+
+const forbidden = ["internal", "unknown"];
+
+/** Random values of a message's fields, nested messages to a small depth. */
+function messageArb(desc: DescMessage, depth = 0): fc.Arbitrary<Record<string, unknown>> {
+  const fields: Record<string, fc.Arbitrary<unknown>> = {};
+  for (const field of desc.fields) {
+    const arb = fieldArb(field, depth);
+    if (arb) fields[field.localName] = arb;
+  }
+  return fc.record(fields, { requiredKeys: [] });
+}
+
+function scalarArb(scalar: number): fc.Arbitrary<unknown> {
+  // ScalarType numbers from descriptor.proto.
+  switch (scalar) {
+    case 9: // string
+      return fc.oneof(
+        fc.string({ maxLength: 80 }),
+        fc.string({ unit: "binary", maxLength: 40 }),
+        fc.constantFrom("", " ", "00000000-0000-0000-0000-000000000000", "a@b", "\u0000", "%"),
+        fc.emailAddress(),
+        fc.uuid(),
+      );
+    case 12: // bytes
+      return fc.uint8Array({ maxLength: 64 });
+    case 8: // bool
+      return fc.boolean();
+    case 1:
+    case 2: // double, float
+      return fc.double();
+    case 3:
+    case 16:
+    case 18:
+    case 4:
+    case 6:
+    case 15: // 64-bit
+      return fc
+        .bigInt({ min: -(2n ** 63n), max: 2n ** 63n - 1n })
+        .map((n) => (scalar === 4 || scalar === 6 ? (n < 0n ? -n : n) : n));
+    case 13:
+    case 7: // uint32, fixed32
+      return fc.nat();
+    default: // int32, sint32, sfixed32
+      return fc.integer();
+  }
+}
+
+function fieldArb(field: DescField, depth: number): fc.Arbitrary<unknown> | undefined {
+  switch (field.fieldKind) {
+    case "scalar":
+      return scalarArb(field.scalar);
+    case "enum":
+      return fc.integer({ min: -1, max: 8 });
+    case "message":
+      if (depth > 2) return undefined;
+      return messageArb(field.message, depth + 1);
+    case "list":
+      if (field.listKind === "scalar") return fc.array(scalarArb(field.scalar), { maxLength: 4 });
+      if (field.listKind === "enum")
+        return fc.array(fc.integer({ min: 0, max: 8 }), { maxLength: 4 });
+      if (depth > 2) return undefined;
+      return fc.array(messageArb(field.message, depth + 1), { maxLength: 3 });
+    case "map":
+      if (field.mapKind !== "scalar") return undefined;
+      return fc.dictionary(
+        fc.string({ maxLength: 20 }),
+        scalarArb(field.scalar) as fc.Arbitrary<never>,
+        {
+          maxKeys: 4,
+        },
+      );
+  }
+}
+
+describe("SECURITY.md 22: random, malformed and oversized input to every RPC", {
+  timeout: 180_000,
+}, () => {
+  it(`covers ${unary.length} unary RPCs of ${services.length} services`, () => {
+    expect(services.map((s) => s.typeName)).toContain("envoy.service.auth.v3.Authorization");
+    expect(unary.length).toBeGreaterThanOrEqual(50);
+  });
+
+  it("random JSON bodies answer a deliberate code, never internal or unknown", async () => {
+    await fc.assert(
+      fc.asyncProperty(
+        fc.constantFrom(...unary),
+        fc.oneof(fc.json({ maxDepth: 3 }), fc.string({ maxLength: 200 })),
+        caller,
+        async ({ service, method }, body, headers) => {
+          const res = await post(
+            `${service.typeName}/${method.name}`,
+            "application/json",
+            body,
+            headers,
+          );
+          expect(forbidden, `${method.name} ${body}`).not.toContain(res.code);
+        },
+      ),
+      { numRuns: 300 },
+    );
+  });
+
+  it("random binary bodies answer a deliberate code; internal only for bytes that do not decode", async () => {
+    await fc.assert(
+      fc.asyncProperty(
+        fc.constantFrom(...unary),
+        fc.uint8Array({ maxLength: 512 }),
+        caller,
+        async ({ service, method }, body, headers) => {
+          const res = await post(
+            `${service.typeName}/${method.name}`,
+            "application/proto",
+            body,
+            headers,
+          );
+          expect(res.code).not.toBe("unknown");
+          if (res.code === "internal") {
+            // SECURITY.md 22 lets undecodable bytes keep the code connect-es gives them.
+            expect(() => fromBinary(method.input, body)).toThrow();
+          }
+        },
+      ),
+      { numRuns: 300 },
+    );
+  });
+
+  it("an oversized message is RESOURCE_EXHAUSTED on every RPC, over JSON and binary", async () => {
+    for (const { service, method } of unary) {
+      const path = `${service.typeName}/${method.name}`;
+      const json = JSON.stringify({ padding: "x".repeat(maxRequestBytes * 2) });
+      const binary = new Uint8Array(maxRequestBytes * 2).fill(0x0a);
+      expect((await post(path, "application/json", json)).code, path).toBe("resource_exhausted");
+      expect((await post(path, "application/proto", binary)).code, path).toBe("resource_exhausted");
+    }
+  });
+
+  it("real clients with random field values get a deliberate code, over Connect and gRPC", async () => {
+    const transports = [
+      createConnectTransport({ baseUrl: keygate.url, httpVersion: "2" }),
+      createGrpcTransport({ baseUrl: keygate.url }),
+    ];
+    const byMethod = unary.map(({ service, method }) =>
+      messageArb(method.input).map((message) => ({ service, method, message })),
+    );
+    await fc.assert(
+      fc.asyncProperty(
+        fc.oneof(...byMethod),
+        caller,
+        fc.constantFrom(0, 1),
+        async ({ service, method, message }, headers, t) => {
+          const client = createClient(service, transports[t] as (typeof transports)[0]) as Record<
+            string,
+            (m: unknown, o: unknown) => Promise<unknown>
+          >;
+          const call = client[method.localName] as (m: unknown, o: unknown) => Promise<unknown>;
+          const outcome = await call(message, { headers }).then(
+            () => Code[0],
+            (e) => Code[ConnectError.from(e).code],
+          );
+          expect(["Internal", "Unknown"], `${method.name}`).not.toContain(outcome);
+        },
+      ),
+      { numRuns: 400 },
+    );
+  });
+
+  it("server-streaming RPCs refuse random requests deliberately or stream until cancelled", async () => {
+    const streaming = methods.filter((m) => m.method.methodKind === "server_streaming");
+    expect(streaming.length).toBeGreaterThan(0);
+    const transport = createConnectTransport({ baseUrl: keygate.url, httpVersion: "2" });
+    await fc.assert(
+      fc.asyncProperty(
+        fc.oneof(
+          ...streaming.map(({ service, method }) =>
+            messageArb(method.input).map((message) => ({ service, method, message })),
+          ),
+        ),
+        caller,
+        async ({ service, method, message }, headers) => {
+          type Stream = (m: unknown, o: unknown) => AsyncIterable<unknown>;
+          const client = createClient(service, transport) as unknown as Record<string, Stream>;
+          const stream = (client[method.localName] as Stream)(message, {
+            headers,
+            timeoutMs: 300,
+          });
+          const outcome = await (async () => {
+            for await (const _ of stream) return "message";
+            return "ended";
+          })().catch((e) => Code[ConnectError.from(e).code]);
+          expect(["Internal", "Unknown"], method.name).not.toContain(outcome);
+        },
+      ),
+      { numRuns: 40 },
+    );
+  });
+
+  it("the server is still up and ready after all of it", async () => {
+    expect((await fetch(`${keygate.url}/readyz`)).status).toBe(200);
+    const health = createClient(Health, createGrpcTransport({ baseUrl: keygate.url }));
+    expect((await health.check({})).status).toBe(1);
+  });
+});

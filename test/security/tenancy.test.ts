@@ -1,0 +1,305 @@
+import { ConnectError, createClient } from "@connectrpc/connect";
+import { createConnectTransport } from "@connectrpc/connect-node";
+import fc from "fast-check";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { AdminService } from "../../gen/keygate/v1/admin_service_pb.js";
+import { AuthService } from "../../gen/keygate/v1/auth_service_pb.js";
+import { TokenIntrospectionService } from "../../gen/keygate/v1/token_introspection_service_pb.js";
+import { AdminKeyRole, Role } from "../../gen/keygate/v1/types_pb.js";
+import { startTestKeygate, type TestKeygate } from "../support/server.js";
+
+// SECURITY.md 21 as a property: whatever a caller of workspace A does, in any order, with
+// workspace B's identifiers and credentials mixed into its requests, no answer and no error
+// shows B's data, and nothing of B changes.
+
+let keygate: TestKeygate;
+let rootKey: string;
+let admin: ReturnType<typeof createClient<typeof AdminService>>;
+let auth: ReturnType<typeof createClient<typeof AuthService>>;
+let introspection: ReturnType<typeof createClient<typeof TokenIntrospectionService>>;
+
+const password = "correct horse battery staple";
+let counter = 0;
+const as = (token: string, workspaceId?: string) => ({
+  headers: {
+    authorization: `Bearer ${token}`,
+    ...(workspaceId ? { "x-workspace-id": workspaceId } : {}),
+  },
+});
+
+interface Member {
+  email: string;
+  userId: string;
+  sessionId: string;
+  accessToken: string;
+  refreshToken: string;
+}
+interface Side {
+  id: string;
+  name: string;
+  slug: string;
+  key: string;
+  owner: Member;
+  member: Member;
+}
+let a: Side;
+let b: Side;
+/** B's identifiers and names: none may appear in an answer to A unless A sent it. */
+const bMarkers = new Set<string>();
+
+async function person(workspaceId: string, role: Role, tag: string): Promise<Member> {
+  const email = `${tag}-${Date.now()}-${++counter}@example.test`;
+  const provisioned = await admin.provisionUser(
+    { email, password, workspaceId, role, emailVerified: true },
+    as(rootKey),
+  );
+  const res = await auth.login({ email, password, workspaceId });
+  if (res.result.case !== "tokens") throw new Error("no tokens");
+  const t = res.result.value;
+  return {
+    email,
+    userId: provisioned.user?.id as string,
+    sessionId: t.sessionId,
+    accessToken: t.accessToken,
+    refreshToken: t.refreshToken,
+  };
+}
+
+async function side(tag: string): Promise<Side> {
+  const slug = `${tag}-${Date.now()}-${++counter}`;
+  const name = `Workspace ${tag} ${counter}`;
+  const ws = await admin.createWorkspace({ name, slug }, as(rootKey));
+  const id = ws.workspace?.id as string;
+  const key = await admin.createAdminKey(
+    { name: `${tag}-key`, workspaceId: id, role: AdminKeyRole.ADMIN, introspect: true },
+    as(rootKey),
+  );
+  return {
+    id,
+    name,
+    slug,
+    key: key.secret,
+    owner: await person(id, Role.OWNER, `${tag}-owner`),
+    member: await person(id, Role.MEMBER, `${tag}-member`),
+  };
+}
+
+function remember(m: Member) {
+  for (const v of [m.email, m.userId, m.sessionId]) bMarkers.add(v);
+}
+
+beforeAll(async () => {
+  keygate = await startTestKeygate();
+  rootKey = keygate.bootstrapped?.adminKey as string;
+  const transport = createConnectTransport({ baseUrl: keygate.url, httpVersion: "2" });
+  admin = createClient(AdminService, transport);
+  auth = createClient(AuthService, transport);
+  introspection = createClient(TokenIntrospectionService, transport);
+  a = await side("a");
+  b = await side("b");
+  for (const v of [b.id, b.name, b.slug]) bMarkers.add(v);
+  remember(b.owner);
+  remember(b.member);
+});
+afterAll(async () => {
+  await keygate?.stop();
+});
+
+const json = (v: unknown) =>
+  JSON.stringify(v, (_k, x) =>
+    typeof x === "bigint"
+      ? x.toString()
+      : x instanceof Uint8Array
+        ? Buffer.from(x).toString("hex")
+        : x,
+  );
+
+/** Runs a call and answers everything the caller sees: the answer or the error with its details. */
+async function seen(call: () => Promise<unknown>): Promise<string> {
+  return call().then(json, (e) => {
+    const error = ConnectError.from(e);
+    const metadata: Record<string, string> = {};
+    error.metadata.forEach((value, key) => {
+      metadata[key] = value;
+    });
+    return json({
+      code: error.code,
+      message: error.message,
+      details: error.details,
+      metadata,
+    });
+  });
+}
+
+type Step = { name: string; request: unknown; run: () => Promise<unknown> };
+
+/** The callers of A: its scoped admin key, its owner and its member (tokens of workspace A). */
+const callerOfA = fc.constantFrom(
+  () => as(a.key),
+  () => as(a.owner.accessToken),
+  () => as(a.member.accessToken),
+);
+/** Identifiers the caller may use: A's own, B's, or made up. */
+const workspaceId = fc.constantFrom(
+  () => a.id,
+  () => b.id,
+  () => "",
+  () => crypto.randomUUID(),
+);
+const userId = fc.constantFrom(
+  () => a.member.userId,
+  () => b.member.userId,
+  () => b.owner.userId,
+  () => crypto.randomUUID(),
+);
+const sessionId = fc.constantFrom(
+  () => a.member.sessionId,
+  () => b.member.sessionId,
+);
+const bToken = fc.constantFrom(
+  () => b.member.accessToken,
+  () => b.owner.accessToken,
+  () => b.member.refreshToken,
+);
+
+const step: fc.Arbitrary<Step> = fc.oneof(
+  fc.tuple(callerOfA, userId).map(([who, id]) => {
+    const request = { userId: id() };
+    return { name: "GetUser", request, run: () => admin.getUser(request, who()) };
+  }),
+  fc.tuple(callerOfA, workspaceId).map(([who, ws]) => {
+    const request = { workspaceId: ws() };
+    return { name: "ListUsers", request, run: () => admin.listUsers(request, who()) };
+  }),
+  fc.tuple(callerOfA, workspaceId).map(([who, ws]) => {
+    const request = { workspaceId: ws() };
+    return { name: "GetWorkspace", request, run: () => admin.getWorkspace(request, who()) };
+  }),
+  callerOfA.map((who) => ({
+    name: "ListWorkspaces",
+    request: {},
+    run: () => admin.listWorkspaces({}, who()),
+  })),
+  fc.tuple(callerOfA, workspaceId).map(([who, ws]) => {
+    const request = { workspaceId: ws() };
+    return { name: "ListMembers", request, run: () => admin.listMembers(request, who()) };
+  }),
+  fc.tuple(callerOfA, workspaceId).map(([who, ws]) => {
+    const request = { workspaceId: ws() };
+    return { name: "ListAuditEvents", request, run: () => admin.listAuditEvents(request, who()) };
+  }),
+  fc.tuple(callerOfA, workspaceId).map(([who, ws]) => {
+    const request = { workspaceId: ws() };
+    return { name: "ListAdminKeys", request, run: () => admin.listAdminKeys(request, who()) };
+  }),
+  fc.tuple(callerOfA, userId).map(([who, id]) => {
+    const request = { userId: id(), reason: "property test" };
+    return { name: "BlockUser", request, run: () => admin.blockUser(request, who()) };
+  }),
+  fc.tuple(callerOfA, userId).map(([who, id]) => {
+    const request = { userId: id(), metadata: { tampered: true }, merge: true };
+    return {
+      name: "UpdateUserMetadata",
+      request,
+      run: () => admin.updateUserMetadata(request, who()),
+    };
+  }),
+  fc.tuple(callerOfA, userId, workspaceId).map(([who, id, ws]) => {
+    const request = { userId: id(), workspaceId: ws() };
+    return {
+      name: "RevokeUserSessions",
+      request,
+      run: () => admin.revokeUserSessions(request, who()),
+    };
+  }),
+  fc.tuple(callerOfA, workspaceId).map(([who, ws]) => {
+    const request = { workspaceId: ws(), name: "renamed by A" };
+    return { name: "UpdateWorkspace", request, run: () => admin.updateWorkspace(request, who()) };
+  }),
+  fc.tuple(callerOfA, userId).map(([who, id]) => {
+    const request = { workspaceId: b.id, userId: id(), role: Role.ADMIN };
+    return { name: "UpdateMember", request, run: () => admin.updateMember(request, who()) };
+  }),
+  fc.tuple(bToken).map(([token]) => {
+    const request = { token: token() };
+    return {
+      name: "Introspect",
+      request,
+      run: () => introspection.introspect(request, as(a.key)),
+    };
+  }),
+  fc.tuple(workspaceId).map(([ws]) => ({
+    name: "GetSession",
+    request: {},
+    run: () => auth.getSession({}, as(a.member.accessToken, ws())),
+  })),
+  fc.tuple(workspaceId).map(([ws]) => ({
+    name: "ListSessions",
+    request: {},
+    run: () => auth.listSessions({}, as(a.owner.accessToken, ws())),
+  })),
+  fc.tuple(sessionId).map(([id]) => {
+    const request = { sessionId: id() };
+    return {
+      name: "RevokeSession",
+      request,
+      run: () => auth.revokeSession(request, as(a.owner.accessToken)),
+    };
+  }),
+  fc.tuple(workspaceId).map(([ws]) => {
+    const request = { workspaceId: ws() };
+    return {
+      name: "SwitchWorkspace",
+      request,
+      run: () => auth.switchWorkspace(request, as(a.member.accessToken)),
+    };
+  }),
+  fc.constant(null).map(() => {
+    const request = { email: b.member.email, password, workspaceId: a.id };
+    return { name: "Login (B's user in A)", request, run: () => auth.login(request) };
+  }),
+  // Workspace B carries on meanwhile: new users and sessions that A must not see either.
+  fc.constant(null).map(() => ({
+    name: "B provisions and signs in a user",
+    request: null,
+    run: async () => remember(await person(b.id, Role.MEMBER, "b-new")),
+  })),
+);
+
+describe("SECURITY.md 21: no sequence of calls shows workspace B's data to a caller of A", {
+  timeout: 180_000,
+}, () => {
+  it("random call sequences of A's callers, B's identifiers mixed in, never reveal or change B", async () => {
+    const bBefore = await admin.getWorkspace({ workspaceId: b.id }, as(rootKey));
+    await fc.assert(
+      fc.asyncProperty(fc.array(step, { minLength: 1, maxLength: 10 }), async (steps) => {
+        for (const s of steps) {
+          const shown = await seen(s.run);
+          if (s.request === null) continue; // B's own step
+          const sent = json(s.request);
+          for (const marker of bMarkers) {
+            if (sent.includes(marker)) continue;
+            expect(shown.includes(marker), `${s.name} ${sent} showed ${marker}: ${shown}`).toBe(
+              false,
+            );
+          }
+        }
+      }),
+      { numRuns: 30 },
+    );
+    // Nothing A tried changed B: its name, its members' access and their metadata.
+    const bAfter = await admin.getWorkspace({ workspaceId: b.id }, as(rootKey));
+    expect(bAfter.workspace?.name).toBe(bBefore.workspace?.name);
+    for (const m of [b.owner, b.member]) {
+      const user = await admin.getUser({ userId: m.userId }, as(rootKey));
+      expect(json(user.user?.metadata ?? {})).not.toContain("tampered");
+      const login = await auth.login({ email: m.email, password, workspaceId: b.id });
+      expect(login.result.case).toBe("tokens");
+      expect((await introspection.introspect({ token: m.accessToken }, as(b.key))).active).toBe(
+        true,
+      );
+    }
+    const members = await admin.listMembers({ workspaceId: b.id }, as(rootKey));
+    expect(members.memberships.find((x) => x.userId === b.member.userId)?.role).toBe(Role.MEMBER);
+  });
+});
