@@ -117,7 +117,10 @@ describe("PasswordHasher", () => {
       queued: 0,
       workers: 2,
       completed: expect.any(Number),
+      waitP50Ms: expect.any(Number),
+      waitP99Ms: expect.any(Number),
     });
+    expect(hasher.stats.waitP99Ms).toBeGreaterThanOrEqual(hasher.stats.waitP50Ms);
   });
 
   it("refuses a cost below 10", () => {

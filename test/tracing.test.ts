@@ -42,7 +42,10 @@ async function startCollector() {
 }
 
 describe("tracing", () => {
-  it("exports a server span per call over OTLP, continuing the caller's trace", async () => {
+  // Starts and stops its own server inside the test.
+  it("exports a server span per call over OTLP, continuing the caller's trace", {
+    timeout: 120_000,
+  }, async () => {
     const collector = await startCollector();
     const keygate = await startTestKeygate({ KEYGATE_OTLP_ENDPOINT: collector.url });
     const traceId = "4bf92f3577b34da6a3ce929d0e0e4736";

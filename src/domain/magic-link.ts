@@ -7,7 +7,7 @@ import { consumeLink, issueCode } from "./codes.js";
 import type { AuthDeps, RequestMeta } from "./deps.js";
 import { UnauthenticatedError } from "./errors.js";
 import { appLink } from "./links.js";
-import { startEmailFlow } from "./public-flow.js";
+import { answerFloor, startEmailFlow } from "./public-flow.js";
 import { type IssuedTokens, openSession, signTokens } from "./sessions.js";
 import { effectiveSettings } from "./settings.js";
 import { Violations } from "./validate.js";
@@ -20,6 +20,7 @@ export async function requestMagicLink(
   meta: RequestMeta,
   input: { email: string; workspaceId: string; workspaceSlug: string },
 ): Promise<void> {
+  const evenOut = answerFloor();
   const { workspace } = await startEmailFlow(deps, meta, input, {
     enabled: (s) => s.magic_link,
     name: "sign-in by magic link",
@@ -58,6 +59,7 @@ export async function requestMagicLink(
     return true;
   });
   if (sent) deps.mail.wake();
+  await evenOut();
 }
 
 /** ConsumeMagicLink: once, for tokens; clicking the link also proves the address. */

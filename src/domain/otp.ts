@@ -17,6 +17,7 @@ import { audit } from "./audit.js";
 import { consumeCode, consumeLink, issueCode } from "./codes.js";
 import type { AuthDeps, MailTemplateName, Principal, RequestMeta } from "./deps.js";
 import { NotFoundError, PermissionDeniedError, UnauthenticatedError } from "./errors.js";
+import { answerFloor } from "./public-flow.js";
 import { type IssuedTokens, openSession, signTokens } from "./sessions.js";
 import { effectiveSettings } from "./settings.js";
 import { isUuid, Violations } from "./validate.js";
@@ -147,6 +148,7 @@ export async function sendOtp(
   principal: Principal | undefined,
   input: OtpInput,
 ): Promise<{ expiresAt: Date }> {
+  const evenOut = answerFloor();
   const purpose = requirePurpose(input.purpose);
   if (purpose === "login_second_step") {
     const pending = await pendingLogin(deps, input.pendingLoginId);
@@ -207,6 +209,7 @@ export async function sendOtp(
     return true;
   });
   if (sent) deps.mail.wake();
+  await evenOut();
   return { expiresAt: new Date(deps.clock.now().getTime() + settings.otp_ttl_seconds * 1000) };
 }
 

@@ -15,7 +15,7 @@ import type { AuthDeps, Principal, RequestMeta } from "./deps.js";
 import { NotFoundError, PermissionDeniedError, UnauthenticatedError } from "./errors.js";
 import { appLink } from "./links.js";
 import { consumeActionProof } from "./otp.js";
-import { startEmailFlow } from "./public-flow.js";
+import { answerFloor, startEmailFlow } from "./public-flow.js";
 import { effectiveSettings } from "./settings.js";
 import { Violations } from "./validate.js";
 import { lookUpWorkspace } from "./workspace-lookup.js";
@@ -104,6 +104,7 @@ export async function requestPasswordReset(
   meta: RequestMeta,
   input: { email: string; workspaceId: string; workspaceSlug: string },
 ): Promise<void> {
+  const evenOut = answerFloor();
   const { workspace, settings } = await startEmailFlow(deps, meta, input, {
     enabled: (s) => s.reset_password,
     name: "password reset",
@@ -148,6 +149,7 @@ export async function requestPasswordReset(
     return true;
   });
   if (sent) deps.mail.wake();
+  await evenOut();
 }
 
 /**
