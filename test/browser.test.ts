@@ -30,6 +30,8 @@ const problems: string[] = [];
 const email = `browser-${Date.now()}@example.test`;
 let password = "correct horse battery staple";
 let shot = 0;
+/** How long a poll may wait for the page: a bound for a hung run, not a timing assertion. */
+const waitLong = { timeout: 60_000 };
 
 async function screenshot(name: string) {
   await page.screenshot({
@@ -57,7 +59,9 @@ async function signInForm(workspace: string, pw = password) {
 
 async function logOut() {
   await page.getByRole("button", { name: "Log out" }).click();
-  await expect.poll(() => page.getByRole("status").first().textContent()).toContain("signed out");
+  await expect
+    .poll(() => page.getByRole("status").first().textContent(), waitLong)
+    .toContain("signed out");
   await page.getByRole("heading", { name: "Sign in" }).waitFor();
 }
 
@@ -117,7 +121,7 @@ describe.skipIf(!hasChromium)(
       await page.getByLabel("Code").fill("000000");
       await button.click();
       await expect
-        .poll(() => page.getByRole("alert").textContent())
+        .poll(() => page.getByRole("alert").textContent(), waitLong)
         .toMatch(/wrong, used or expired/);
       expect(await page.getByLabel("Code").getAttribute("aria-invalid")).toBe("true");
       expect((await button.boundingBox())?.y).toBe(before?.y);
@@ -159,8 +163,9 @@ describe.skipIf(!hasChromium)(
       await screenshot("sessions");
       await revoke.click();
       await expect
-        .poll(() =>
-          page.getByRole("list", { name: "Active sessions" }).getByRole("listitem").count(),
+        .poll(
+          () => page.getByRole("list", { name: "Active sessions" }).getByRole("listitem").count(),
+          waitLong,
         )
         .toBe(1);
       expect(await page.getByText("This device").count()).toBe(1);
@@ -181,7 +186,9 @@ describe.skipIf(!hasChromium)(
       await admin.admin.addMember({ workspaceId, userId, role: Role.ADMIN });
       await page.reload();
       await page.getByRole("button", { name: "Switch to Acme Corp" }).click();
-      await expect.poll(() => page.getByTestId("workspace-name").textContent()).toBe("Acme Corp");
+      await expect
+        .poll(() => page.getByTestId("workspace-name").textContent(), waitLong)
+        .toBe("Acme Corp");
       expect(await page.getByText("Admin", { exact: true }).count()).toBeGreaterThan(0);
       await screenshot("switched-workspace");
       await logOut();
@@ -196,7 +203,9 @@ describe.skipIf(!hasChromium)(
       await screenshot("second-step");
       await page.getByLabel("Code").fill(codeIn(await nextMail(email, seen)));
       await page.getByRole("button", { name: "Continue" }).click();
-      await expect.poll(() => page.getByTestId("workspace-name").textContent()).toBe("Acme Corp");
+      await expect
+        .poll(() => page.getByTestId("workspace-name").textContent(), waitLong)
+        .toBe("Acme Corp");
       await logOut();
     });
 
@@ -204,7 +213,9 @@ describe.skipIf(!hasChromium)(
       timeout: 120_000,
     }, async () => {
       await signInForm("default", "not the password at all");
-      await expect.poll(() => page.getByRole("alert").textContent()).toMatch(/do not match/);
+      await expect
+        .poll(() => page.getByRole("alert").textContent(), waitLong)
+        .toMatch(/do not match/);
       await screenshot("wrong-password");
 
       await page.getByRole("button", { name: "Email me a sign-in link" }).click();
@@ -212,7 +223,9 @@ describe.skipIf(!hasChromium)(
       await page.getByLabel("Workspace").fill("default");
       const seen = mailCount(email);
       await page.getByRole("button", { name: "Email me a link" }).click();
-      await expect.poll(() => page.getByRole("alert").textContent()).toMatch(/on its way/);
+      await expect
+        .poll(() => page.getByRole("alert").textContent(), waitLong)
+        .toMatch(/on its way/);
       await screenshot("magic-link-sent");
       const link = new URL(linkIn(await nextMail(email, seen)).url);
       expect(link.pathname).toBe("/ui/magic-link");
