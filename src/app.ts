@@ -100,6 +100,7 @@ export async function startKeygate(
       mailer,
       logger,
       leaseMs: config.mailLeaseMs,
+      concurrency: config.mailConcurrency,
     });
     sender.start();
     const authDeps: AuthDeps = {

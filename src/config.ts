@@ -219,6 +219,7 @@ const envSchema = z.object({
   KEYGATE_OTLP_ENDPOINT: url.optional(),
   KEYGATE_TRACE_SAMPLE_RATIO: z.coerce.number().min(0).max(1).default(1),
   KEYGATE_MAIL_LEASE_MS: z.coerce.number().int().min(1_000).max(3_600_000).default(60_000),
+  KEYGATE_MAIL_CONCURRENCY: z.coerce.number().int().min(1).max(64).default(4),
   KEYGATE_DIRECT_DATABASE_URL: z.string().min(1).optional(),
   KEYGATE_SIGNING_KEY_ROTATION_DAYS: z.coerce.number().int().min(0).max(3650).default(30),
   KEYGATE_SWEEP_INTERVAL_MS: z.coerce.number().int().min(1_000).max(86_400_000).default(300_000),
@@ -300,6 +301,8 @@ export interface Config {
   readonly traceSampleRatio: number;
   /** How long a sender holds a claimed outbox message before another may take it. */
   readonly mailLeaseMs: number;
+  /** Outbox messages each instance sends at once (and SMTP connections it keeps). */
+  readonly mailConcurrency: number;
   /**
    * A connection that reaches PostgreSQL itself, not through a transaction pooler: LISTEN and
    * migrations' session locks need one. Defaults to databaseUrl.
@@ -434,6 +437,7 @@ export function configFromEnv(env: Record<string, string | undefined>): Config {
     otlpEndpoint: e.KEYGATE_OTLP_ENDPOINT,
     traceSampleRatio: e.KEYGATE_TRACE_SAMPLE_RATIO,
     mailLeaseMs: e.KEYGATE_MAIL_LEASE_MS,
+    mailConcurrency: e.KEYGATE_MAIL_CONCURRENCY,
     directDatabaseUrl: e.KEYGATE_DIRECT_DATABASE_URL ?? e.DATABASE_URL,
     signingKeyRotationDays: e.KEYGATE_SIGNING_KEY_ROTATION_DAYS,
     sweepIntervalMs: e.KEYGATE_SWEEP_INTERVAL_MS,

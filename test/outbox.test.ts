@@ -347,6 +347,52 @@ describe(`mail outbox (${usingExternalPostgres ? "PostgreSQL" : "embedded PGlite
     }
   });
 
+  it("sends up to `concurrency` messages at once over pooled connections, each once", async () => {
+    const slow = await startSmtpServer({ acceptDelayMs: 200 });
+    cleanups.push(() => slow.stop());
+    const recipients = Array.from({ length: 12 }, (_, i) => `burst-${i}@example.test`);
+    await database.pool.transaction(async (tx) => {
+      for (const [i, to] of recipients.entries()) {
+        await enqueueMail(tx, templates, {
+          workspaceId: null,
+          to,
+          template: "login_code",
+          vars: vars({ email: to, code: String(200000 + i), minutes: "5" }),
+        });
+      }
+    });
+    // One wake: the loop that claims the first message wakes the next, and so on.
+    const s = sender({ mailer: mailerFor(slow.url), concurrency: 4, pollIntervalMs: 60_000 });
+    s.start();
+    s.wake();
+    const count = (to: string) => slow.received.filter((m) => m.to.includes(to)).length;
+    await eventually(() => recipients.every((to) => count(to) >= 1));
+    await s.stop();
+
+    for (const to of recipients) expect(count(to), to).toBe(1);
+    expect(s.stats.sent).toBe(12);
+    // Several at once, never more than asked for, over no more connections than that.
+    expect(slow.stats.mostAtOnce).toBeGreaterThan(1);
+    expect(slow.stats.mostAtOnce).toBeLessThanOrEqual(4);
+    expect(slow.stats.connections).toBeLessThanOrEqual(4);
+  });
+
+  it("with concurrency 1 sends one message at a time", async () => {
+    const slow = await startSmtpServer({ acceptDelayMs: 50 });
+    cleanups.push(() => slow.stop());
+    const recipients = Array.from({ length: 4 }, (_, i) => `single-${i}@example.test`);
+    for (const [i, to] of recipients.entries()) {
+      await enqueueCommitted(to, "login_code", { code: String(300000 + i), minutes: "5" });
+    }
+    const s = sender({ mailer: mailerFor(slow.url), concurrency: 1 });
+    s.start();
+    s.wake();
+    await eventually(() => recipients.every((to) => slow.received.some((m) => m.to.includes(to))));
+    await s.stop();
+    expect(slow.stats.mostAtOnce).toBe(1);
+    expect(slow.stats.connections).toBe(1);
+  });
+
   it("gives up after maxAttempts, keeping the message and its error", async () => {
     const port = await freePort();
     const to = "never@example.test";

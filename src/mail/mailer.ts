@@ -18,18 +18,25 @@ export interface Mailer {
   close(): void;
 }
 
-/** nodemailer over SMTP, from a URL or host, port and credentials. */
-export function smtpMailer(config: Pick<Config, "smtp" | "mailFrom">): Mailer {
+/**
+ * nodemailer over SMTP, from a URL or host, port and credentials, with pooled connections (as
+ * many as the outbox sends at once), so consecutive messages skip the connection set-up.
+ */
+export function smtpMailer(
+  config: Pick<Config, "smtp" | "mailFrom"> & Partial<Pick<Config, "mailConcurrency">>,
+): Mailer {
   const smtp = config.smtp;
   if (!smtp) throw new Error("smtpMailer needs SMTP settings");
+  const pool = { pool: true, maxConnections: config.mailConcurrency ?? 4 } as const;
   const transport: Transporter =
     "url" in smtp
-      ? nodemailer.createTransport(smtp.url)
+      ? nodemailer.createTransport({ url: smtp.url, ...pool })
       : nodemailer.createTransport({
           host: smtp.host,
           port: smtp.port,
           secure: smtp.secure,
           auth: smtp.user ? { user: smtp.user, pass: smtp.password ?? "" } : undefined,
+          ...pool,
         });
   return {
     async send(message) {

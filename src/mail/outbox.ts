@@ -66,6 +66,8 @@ export interface OutboxSenderOptions {
   readonly baseBackoffMs?: number;
   /** Upper bound of the retry delay. */
   readonly maxBackoffMs?: number;
+  /** Messages this sender has in flight at once (each claimed and leased on its own). */
+  readonly concurrency?: number;
 }
 
 const defaults = {
@@ -75,12 +77,15 @@ const defaults = {
   maxAttempts: 20,
   baseBackoffMs: 2_000,
   maxBackoffMs: 10 * 60_000,
+  concurrency: 4,
 };
 
 /**
- * Delivers the outbox: claims one due message at a time under a lease, hands it to the mailer,
- * and records the outcome. Any number of senders, in this process or others, can work on the
- * same database; each message goes to one of them at a time.
+ * Delivers the outbox: each of `concurrency` loops claims one due message at a time under a
+ * lease, hands it to the mailer, and records the outcome. Any number of senders, in this
+ * process or others, can work on the same database; each message goes to one of them at a
+ * time. An idle sender is woken one loop at a time, and a loop that found a message wakes the
+ * next, so a single message costs one claim and a burst spreads over every loop.
  *
  * Delivery is at least once, as over SMTP it can only be: a message is sent again when its
  * sender dies (or loses the database) after the SMTP server accepted it and before sent_at was
@@ -97,12 +102,13 @@ export class OutboxSender {
   private readonly baseBackoffMs: number;
   private readonly maxBackoffMs: number;
 
+  private readonly concurrency: number;
   private loop: Promise<void> | undefined;
   private stopping = false;
-  // Set by wake(): the next sleep returns at once, so a wake that arrives while a claim query
-  // is running (and may have missed the new row) is not lost.
-  private woken = false;
-  private interruptSleep: (() => void) | undefined;
+  // Counts wake() calls: a loop that sees it change while its claim query ran (which may have
+  // missed the new row) looks again instead of sleeping, so no wake is lost.
+  private wakes = 0;
+  private readonly sleepers: (() => void)[] = [];
   private readonly counters = { sent: 0, failed: 0 };
 
   constructor(opts: OutboxSenderOptions) {
@@ -118,25 +124,31 @@ export class OutboxSender {
     }
     this.baseBackoffMs = positive(opts.baseBackoffMs, defaults.baseBackoffMs, "baseBackoffMs");
     this.maxBackoffMs = positive(opts.maxBackoffMs, defaults.maxBackoffMs, "maxBackoffMs");
+    this.concurrency = positive(opts.concurrency, defaults.concurrency, "concurrency");
+    if (!Number.isInteger(this.concurrency)) {
+      throw new RangeError("OutboxSender: concurrency must be a whole number");
+    }
   }
 
-  /** Starts the background loop; calling it again while it runs does nothing. */
+  /** Starts the background loops; calling it again while they run does nothing. */
   start(): void {
     if (this.loop) return;
     this.stopping = false;
-    this.loop = this.run();
+    this.loop = Promise.all(Array.from({ length: this.concurrency }, () => this.run())).then(
+      () => undefined,
+    );
   }
 
   /** Looks at the outbox now instead of at the next poll; call it after a commit that enqueued. */
   wake(): void {
-    this.woken = true;
-    this.interruptSleep?.();
+    this.wakes += 1;
+    this.sleepers.shift()?.();
   }
 
-  /** Lets the message being sent finish and its outcome be stored, then resolves. */
+  /** Lets the messages being sent finish and their outcomes be stored, then resolves. */
   async stop(): Promise<void> {
     this.stopping = true;
-    this.interruptSleep?.();
+    for (const wakeUp of this.sleepers.splice(0)) wakeUp();
     const loop = this.loop;
     this.loop = undefined;
     await loop;
@@ -149,9 +161,10 @@ export class OutboxSender {
 
   private async run(): Promise<void> {
     while (!this.stopping) {
+      const wakes = this.wakes;
       let sentOne = false;
       try {
-        sentOne = await this.sendNext();
+        sentOne = await this.sendNext(() => this.sleepers.shift()?.());
       } catch (error) {
         // Most likely the database; the next tick tries again.
         this.logger.error(
@@ -160,31 +173,31 @@ export class OutboxSender {
         );
       }
       // Keep going while messages are due; otherwise wait for the poll or a wake().
-      if (!sentOne && !this.stopping) await this.sleep(this.pollIntervalMs);
+      if (!sentOne && !this.stopping && wakes === this.wakes) await this.sleep(this.pollIntervalMs);
     }
   }
 
   private sleep(ms: number): Promise<void> {
-    if (this.woken) {
-      this.woken = false;
-      return Promise.resolve();
-    }
     return new Promise((resolve) => {
       const done = () => {
         clearTimeout(timer);
-        this.interruptSleep = undefined;
-        this.woken = false;
+        const i = this.sleepers.indexOf(done);
+        if (i >= 0) this.sleepers.splice(i, 1);
         resolve();
       };
       const timer = setTimeout(done, ms);
-      this.interruptSleep = done;
+      this.sleepers.push(done);
     });
   }
 
-  /** Claims and sends one due message; false when none was due. */
-  private async sendNext(): Promise<boolean> {
+  /**
+   * Claims and sends one due message; false when none was due. `claimed` runs as soon as a
+   * message is claimed (there may be more: another loop should look).
+   */
+  private async sendNext(claimed: () => void): Promise<boolean> {
     const row = await this.claim();
     if (!row) return false;
+    claimed();
     const context = {
       outboxId: row.id.toString(),
       template: row.template,

@@ -10,23 +10,33 @@ export interface ReceivedMail {
 
 /**
  * A real SMTP server on a loopback port that keeps what it receives; `acceptDelayMs` holds
- * each message that long before accepting it (a slow server).
+ * each message that long before accepting it (a slow server). `stats` counts the connections
+ * it accepted and the most messages it was receiving at once.
  */
 export async function startSmtpServer(options: { acceptDelayMs?: number } = {}): Promise<{
   url: string;
   port: number;
   received: ReceivedMail[];
+  stats: { connections: number; mostAtOnce: number };
   waitFor(predicate: (mail: ReceivedMail) => boolean, timeoutMs?: number): Promise<ReceivedMail>;
   stop(): Promise<void>;
 }> {
   const received: ReceivedMail[] = [];
   const waiters: { predicate: (m: ReceivedMail) => boolean; resolve: (m: ReceivedMail) => void }[] =
     [];
+  const stats = { connections: 0, mostAtOnce: 0 };
+  let atOnce = 0;
   const server = new SMTPServer({
     authOptional: true,
     disabledCommands: ["STARTTLS", "AUTH"],
     logger: false,
+    onConnect(_session, callback) {
+      stats.connections += 1;
+      callback();
+    },
     onData(stream, session, callback) {
+      atOnce += 1;
+      stats.mostAtOnce = Math.max(stats.mostAtOnce, atOnce);
       const chunks: Buffer[] = [];
       stream.on("data", (c: Buffer) => chunks.push(c));
       stream.on("end", async () => {
@@ -38,6 +48,7 @@ export async function startSmtpServer(options: { acceptDelayMs?: number } = {}):
           to: session.envelope.rcptTo.map((r) => r.address),
           raw: Buffer.concat(chunks).toString("utf8"),
         };
+        atOnce -= 1;
         received.push(mail);
         for (const w of [...waiters]) {
           if (w.predicate(mail)) {
@@ -55,6 +66,7 @@ export async function startSmtpServer(options: { acceptDelayMs?: number } = {}):
     url: `smtp://127.0.0.1:${port}`,
     port,
     received,
+    stats,
     waitFor(predicate, timeoutMs = 10_000) {
       const found = received.find(predicate);
       if (found) return Promise.resolve(found);
