@@ -548,3 +548,40 @@ describe("another configuration", () => {
     expect(await refused.json()).toMatchObject({ error: "rate_limited" });
   });
 });
+
+describe("a gateway's key under load", () => {
+  let gateway: TestKeygate;
+  beforeAll(async () => {
+    gateway = await startTestKeygate({
+      KEYGATE_RATE_LIMITS: JSON.stringify({ oauth_client_ip: { limit: 2, window_seconds: 600 } }),
+    });
+  });
+  afterAll(async () => {
+    await gateway?.stop();
+  });
+
+  it("re-checks a key in use once a second without charging oauth_client_ip", async () => {
+    const key = gateway.bootstrapped?.adminKey as string;
+    const send = (secret: string) =>
+      fetch(`${gateway.url}/oauth2/introspect`, {
+        method: "POST",
+        headers: {
+          "content-type": "application/x-www-form-urlencoded",
+          authorization: `Bearer ${secret}`,
+        },
+        body: form({ token: "x" }),
+      }).then(async (res) => ({ status: res.status, body: await res.text() }));
+    // The first lookup of the key counts (1 of 2).
+    expect((await send(key)).status).toBe(200);
+    // After the cached second, many calls at once: one shared re-check, none of them charged.
+    for (let round = 0; round < 2; round++) {
+      await new Promise((r) => setTimeout(r, 1_100));
+      const answers = await Promise.all(Array.from({ length: 40 }, () => send(key)));
+      expect(answers.filter((a) => a.status !== 200)).toEqual([]);
+    }
+    // Guessing is still limited: the second unknown key uses the last lookup, the third is refused.
+    const wrong = `${key.slice(0, -4)}AAAA`;
+    expect((await send(wrong)).status).toBe(401);
+    expect((await send(wrong)).status).toBe(429);
+  });
+});

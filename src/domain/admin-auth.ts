@@ -139,13 +139,19 @@ export async function authenticateAdminKey(
   };
 }
 
+type Authenticated = Caller & { expiresAt: number | null };
+
 /**
  * Admin-key authentication with successes kept for `ttlMs` (one second by default), keyed by
  * the SHA-256 of the whole key: a gateway that introspects thousands of tokens a second costs
  * one query a second, and a revoked key stops working on every instance within that second.
+ * Concurrent calls with a key that is not cached share one lookup.
  */
 export class AdminKeyAuthenticator {
-  private readonly cache: LRUCache<string, Caller & { expiresAt: number | null }>;
+  private readonly cache: LRUCache<string, Authenticated>;
+  private readonly lookups = new Map<string, Promise<Authenticated>>();
+  /** Keys that authenticated in the last ten minutes: their re-checks are not guesses. */
+  private readonly known = new LRUCache<string, true>({ max: 10_000, ttl: 600_000 });
 
   constructor(
     private readonly pool: DatabasePool,
@@ -155,14 +161,32 @@ export class AdminKeyAuthenticator {
     this.cache = new LRUCache({ max: 10_000, ttl: ttlMs });
   }
 
-  /** `beforeLookup` runs when the key is not cached, before the database is asked (limits). */
+  /**
+   * `beforeLookup` runs before the database is asked about a key that has not authenticated
+   * lately (a limit on guessing keys); the once-a-second re-check of a key in use skips it.
+   */
   async authenticate(secret: string, beforeLookup?: () => Promise<void>): Promise<Caller> {
     const key = createHash("sha256").update(secret).digest("base64");
     let found = this.cache.get(key);
     if (!found) {
-      await beforeLookup?.();
-      found = await authenticateAdminKey(this.pool, this.clock, secret);
-      this.cache.set(key, found);
+      let lookup = this.lookups.get(key);
+      if (!lookup) {
+        lookup = (async () => {
+          if (!this.known.has(key)) await beforeLookup?.();
+          return authenticateAdminKey(this.pool, this.clock, secret);
+        })();
+        this.lookups.set(key, lookup);
+        lookup
+          .then(
+            (f) => {
+              this.cache.set(key, f);
+              this.known.set(key, true);
+            },
+            () => this.known.delete(key),
+          )
+          .finally(() => this.lookups.delete(key));
+      }
+      found = await lookup;
     }
     if (found.expiresAt !== null && found.expiresAt <= this.clock.now().getTime()) {
       this.cache.delete(key);
