@@ -1,9 +1,15 @@
 /**
- * npm run bench [-- <name> [args...]]: runs the named benchmark (all when none is named),
- * prints its table and writes the figures to bench-results/<name>.json.
+ * npm run bench [-- <name> [args...]]: runs the named benchmark (all when none is named, each
+ * in a fresh process),
+ * prints its table and writes the figures to bench-results/<name>.json; then prints the summary
+ * of the latest figures of every benchmark and writes bench-results/summary.{json,svg}.
  */
+
+import { fork } from "node:child_process";
 import { mkdir, writeFile } from "node:fs/promises";
 import os from "node:os";
+import { fileURLToPath } from "node:url";
+import { writeSummary } from "./summary.js";
 
 const benches: Record<
   string,
@@ -14,17 +20,35 @@ const benches: Record<
   verify: () => import("./verify.js"),
   introspect: () => import("./introspect.js"),
   login: () => import("./login.js"),
+  memory: () => import("./memory.js"),
   refresh: () => import("./refresh.js"),
   signup: async () => ({ run: (a) => import("./flows.js").then((m) => m.runFlow("signup", a)) }),
   otp: async () => ({ run: (a) => import("./flows.js").then((m) => m.runFlow("otp", a)) }),
   "magic-link": async () => ({
     run: (a) => import("./flows.js").then((m) => m.runFlow("magic-link", a)),
   }),
+  peer: () => import("./peer.js"),
   soak: () => import("./soak.js"),
 };
 
 const [name, ...args] = process.argv.slice(2);
-const selected = name ? [name] : Object.keys(benches);
+if (name === undefined) {
+  // Each benchmark in a process of its own, one after another: none inherits another's heap,
+  // threads or connections (the memory benchmark's resident set would otherwise start with
+  // every earlier benchmark's).
+  for (const n of Object.keys(benches)) {
+    const code = await new Promise<number | null>((resolve) =>
+      fork(fileURLToPath(import.meta.url), [n, "--no-summary"], {
+        execArgv: process.execArgv,
+      }).once("exit", resolve),
+    );
+    if (code !== 0) process.exitCode = 1;
+  }
+  await writeSummary("bench-results");
+  process.exit();
+}
+const summary = !args.includes("--no-summary");
+const selected = [name];
 for (const n of selected) {
   const load = benches[n];
   if (!load) {
@@ -33,7 +57,7 @@ for (const n of selected) {
   }
   let figures: Record<string, unknown>;
   try {
-    figures = await (await load()).run(args);
+    figures = await (await load()).run(args.filter((a) => a !== "--no-summary"));
   } catch (error) {
     // One failing benchmark does not stop the others; the run still fails at the end.
     console.error(`\n${n}: FAILED`, error);
@@ -54,3 +78,8 @@ for (const n of selected) {
     `${JSON.stringify({ machine, ...figures }, null, 2)}\n`,
   );
 }
+
+// The summary table and chart cover the latest run of every benchmark, this one's included.
+if (summary) await writeSummary("bench-results");
+// A benchmark run by `npm run bench` (all) lets go of its parent, so that it can exit.
+if (process.connected) process.disconnect();

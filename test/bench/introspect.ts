@@ -1,6 +1,7 @@
 /**
  * Token introspection against raw signature verification: Introspect calls per second over
- * gRPC and over Connect (HTTP/2, binary), cached (the same token again and again) and uncached
+ * gRPC, over Connect (HTTP/2, binary) and through RFC 7662's form POST to /oauth2/introspect
+ * (HTTP/1.1, as gateways send it), cached (the same token again and again) and uncached
  * (a second instance on the same database with KEYGATE_INTROSPECTION_CACHE_SIZE=0, so every
  * call checks the signature), next to jose's jwtVerify of the same token with the same public
  * key (from the JWKS) in this process; then p50/p99 under an open-loop load at half of each
@@ -12,6 +13,7 @@
  * Targets (the token-introspection issue): uncached >= 0.5x raw verify, cached >= 5x raw
  * verify, p99 < 2 ms at half of peak load.
  */
+import { monitorEventLoopDelay, PerformanceObserver } from "node:perf_hooks";
 import { fileURLToPath } from "node:url";
 import { createClient } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect-node";
@@ -27,6 +29,7 @@ import {
   median,
   openLoop,
   quantile,
+  type Ratio,
   round,
   startBenchKeygate,
   startBenchPeer,
@@ -35,7 +38,7 @@ import {
 
 const self = fileURLToPath(import.meta.url);
 
-type Protocol = "grpc" | "connect";
+type Protocol = "grpc" | "connect" | "http";
 
 interface Job {
   url: string;
@@ -58,6 +61,12 @@ export interface LoadFigures {
   clientCpuUsPerCall?: number;
   /** CPU time of the serving process per call (warm-up included on both sides). */
   serverCpuUsPerCall?: number;
+  /** The serving process's event-loop delay during the measurement. */
+  serverLagP99Ms?: number;
+  serverLagMaxMs?: number;
+  /** Garbage collection in the serving process: time per call, and the longest pause. */
+  serverGcUsPerCall?: number;
+  serverGcMaxMs?: number;
 }
 
 const warmUpCalls = 200;
@@ -71,20 +80,38 @@ const cpuSince = (since: NodeJS.CpuUsage) => {
 // ---- the load-generator child ----
 
 async function client(): Promise<void> {
-  const clients = new Map<
-    string,
-    ReturnType<typeof createClient<typeof TokenIntrospectionService>>
-  >();
-  const clientFor = (url: string, protocol: Protocol) => {
+  const clients = new Map<string, (token: string) => Promise<boolean>>();
+  /** An introspection of `token` by `protocol` at `url` with `key`, answering `active`. */
+  const clientFor = (url: string, protocol: Protocol, key: string) => {
     const id = `${protocol} ${url}`;
     let c = clients.get(id);
     if (!c) {
-      // One transport per target: its HTTP/2 session is reused by every call.
-      const transport =
-        protocol === "grpc"
-          ? createGrpcTransport({ baseUrl: url })
-          : createConnectTransport({ baseUrl: url, httpVersion: "2" });
-      c = createClient(TokenIntrospectionService, transport);
+      if (protocol === "http") {
+        // RFC 7662 as a gateway sends it: a form POST over HTTP/1.1 (fetch keeps the
+        // connections alive and reuses them).
+        const endpoint = `${url}/oauth2/introspect`;
+        c = async (token) => {
+          const res = await fetch(endpoint, {
+            method: "POST",
+            headers: {
+              authorization: `Bearer ${key}`,
+              "content-type": "application/x-www-form-urlencoded",
+            },
+            body: new URLSearchParams({ token }).toString(),
+          });
+          if (res.status !== 200) throw new Error(`POST /oauth2/introspect answered ${res.status}`);
+          return ((await res.json()) as { active: boolean }).active;
+        };
+      } else {
+        // One transport per target: its HTTP/2 session is reused by every call.
+        const transport =
+          protocol === "grpc"
+            ? createGrpcTransport({ baseUrl: url })
+            : createConnectTransport({ baseUrl: url, httpVersion: "2" });
+        const rpc = createClient(TokenIntrospectionService, transport);
+        const options = { headers: { authorization: `Bearer ${key}` } };
+        c = async (token) => (await rpc.introspect({ token }, options)).active;
+      }
       clients.set(id, c);
     }
     return c;
@@ -96,12 +123,10 @@ async function client(): Promise<void> {
     );
   });
   const drive = async (job: Job): Promise<LoadFigures> => {
-    const c = clientFor(job.url, job.protocol);
-    const options = { headers: { authorization: `Bearer ${job.key}` } };
+    const introspect = clientFor(job.url, job.protocol, job.key);
     let inactive = 0;
     const op = async () => {
-      const res = await c.introspect({ token: job.token }, options);
-      if (!res.active) inactive++;
+      if (!(await introspect(job.token))) inactive++;
     };
     const cpu = process.cpuUsage();
     for (let i = 0; i < warmUpCalls; i++) await op(); // warm-up: session, JIT, caches
@@ -188,6 +213,8 @@ export async function run(args: string[]): Promise<Record<string, unknown>> {
       "gRPC uncached": { url: uncachedPeer.url, protocol: "grpc" as const },
       "Connect cached": { url: keygate.url, protocol: "connect" as const },
       "Connect uncached": { url: uncachedPeer.url, protocol: "connect" as const },
+      "HTTP cached": { url: keygate.url, protocol: "http" as const },
+      "HTTP uncached": { url: uncachedPeer.url, protocol: "http" as const },
     };
     type Name = keyof typeof targets;
     const names = Object.keys(targets) as Name[];
@@ -196,6 +223,8 @@ export async function run(args: string[]): Promise<Record<string, unknown>> {
       "gRPC uncached": [],
       "Connect cached": [],
       "Connect uncached": [],
+      "HTTP cached": [],
+      "HTTP uncached": [],
     };
     const half: Record<Name, LoadFigures[]> = structuredClone(peak);
     const raw: LoadFigures[] = [];
@@ -208,8 +237,24 @@ export async function run(args: string[]): Promise<Record<string, unknown>> {
         // process's CPU time over a measurement is what serving its calls cost.
         const measure = async (job: object) => {
           const cpu = process.cpuUsage();
+          const lag = monitorEventLoopDelay({ resolution: 1 });
+          lag.enable();
+          const gcs: number[] = [];
+          const gc = new PerformanceObserver((list) => {
+            for (const e of list.getEntries()) gcs.push(e.duration);
+          });
+          gc.observe({ entryTypes: ["gc"] });
           const f = await generator.ask<LoadFigures>(job);
-          return { ...f, serverCpuUsPerCall: cpuSince(cpu) / (f.calls + warmUpCalls) };
+          gc.disconnect();
+          lag.disable();
+          return {
+            ...f,
+            serverGcUsPerCall: (gcs.reduce((a, b) => a + b, 0) * 1000) / (f.calls + warmUpCalls),
+            serverGcMaxMs: Math.max(0, ...gcs),
+            serverCpuUsPerCall: cpuSince(cpu) / (f.calls + warmUpCalls),
+            serverLagP99Ms: lag.percentile(99) / 1e6,
+            serverLagMaxMs: lag.max / 1e6,
+          };
         };
         const p = await measure({ ...base, concurrency });
         peak[name].push(p);
@@ -233,6 +278,10 @@ export async function run(args: string[]): Promise<Record<string, unknown>> {
       p99Ms: round(median(fs.map((f) => f.p99Ms)), 3),
       serverCpuUs: round(median(fs.map((f) => f.serverCpuUsPerCall ?? 0)), 1),
       clientCpuUs: round(median(fs.map((f) => f.clientCpuUsPerCall ?? 0)), 1),
+      serverLagP99Ms: round(median(fs.map((f) => f.serverLagP99Ms ?? 0)), 1),
+      serverLagMaxMs: round(median(fs.map((f) => f.serverLagMaxMs ?? 0)), 1),
+      serverGcUs: round(median(fs.map((f) => f.serverGcUsPerCall ?? 0)), 1),
+      serverGcMaxMs: round(median(fs.map((f) => f.serverGcMaxMs ?? 0)), 1),
     });
     const rawVerify = summary(raw);
     const results = Object.fromEntries(
@@ -247,6 +296,8 @@ export async function run(args: string[]): Promise<Record<string, unknown>> {
             p99Ms: p.p99Ms,
             ratioToRawVerify: round(p.perSecond / rawVerify.perSecond, 3),
             serverCpuUsPerCall: p.serverCpuUs,
+            serverGcUsPerCall: p.serverGcUs,
+            serverGcMaxMs: p.serverGcMaxMs,
             clientCpuUsPerCall: p.clientCpuUs,
             // Calls per CPU-second of the server against verifies per CPU-second: what the
             // ratio would be with a core to spare for each side, whatever else the machine runs.
@@ -254,6 +305,8 @@ export async function run(args: string[]): Promise<Record<string, unknown>> {
             halfLoadPerSecond: h.perSecond,
             halfLoadP50Ms: h.p50Ms,
             halfLoadP99Ms: h.p99Ms,
+            halfLoadServerLagP99Ms: h.serverLagP99Ms,
+            halfLoadServerLagMaxMs: h.serverLagMaxMs,
           },
         ];
       }),
@@ -262,18 +315,23 @@ export async function run(args: string[]): Promise<Record<string, unknown>> {
       ReturnType<typeof summary> & {
         ratioToRawVerify: number;
         serverCpuUsPerCall: number;
+        serverGcUsPerCall: number;
+        serverGcMaxMs: number;
         clientCpuUsPerCall: number;
         cpuRatioToRawVerify: number;
         halfLoadPerSecond: number;
         halfLoadP50Ms: number;
         halfLoadP99Ms: number;
+        halfLoadServerLagP99Ms: number;
+        halfLoadServerLagMaxMs: number;
       }
     >;
 
     console.log(
       `\nintrospect: Introspect from a separate process over loopback (${benchDatabase()}, ` +
         `log level ${keygate.config.logLevel}), ${ms} ms per measurement x ${rounds} rounds, ` +
-        `medians; peak with ${concurrency} calls in flight on one HTTP/2 connection, then an ` +
+        `medians; peak with ${concurrency} calls in flight (gRPC and Connect on one HTTP/2 ` +
+        `connection, HTTP on keep-alive HTTP/1.1 connections), then an ` +
         `open loop at half of that peak; raw = jose jwtVerify of the same token in this ` +
         `process with ${concurrency} in flight`,
     );
@@ -287,12 +345,16 @@ export async function run(args: string[]): Promise<Record<string, unknown>> {
               "calls/s": x.perSecond,
               "x raw verify": x.ratioToRawVerify,
               "server CPU µs/call": x.serverCpuUsPerCall,
+              "server GC µs/call": x.serverGcUsPerCall,
+              "server GC max ms": x.serverGcMaxMs,
               "client CPU µs/call": x.clientCpuUsPerCall,
               p50: x.p50Ms,
               p99: x.p99Ms,
               "half-load calls/s": x.halfLoadPerSecond,
               "half-load p50": x.halfLoadP50Ms,
               "half-load p99": x.halfLoadP99Ms,
+              "half-load server lag p99": x.halfLoadServerLagP99Ms,
+              "half-load server lag max": x.halfLoadServerLagMaxMs,
             },
           ];
         }),
@@ -329,6 +391,14 @@ export async function run(args: string[]): Promise<Record<string, unknown>> {
       rawVerify,
       results,
       targets: Object.fromEntries(Object.entries(checks).map(([t, c]) => [t, c.met])),
+      chart: names.map(
+        (n): Ratio => ({
+          label: `Introspect, ${n}`,
+          value: results[n].ratioToRawVerify,
+          reference: "jose jwtVerify",
+          target: { atLeast: n.endsWith("uncached") ? 0.5 : 5 },
+        }),
+      ),
     };
   } finally {
     generator.child.disconnect();

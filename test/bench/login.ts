@@ -26,6 +26,7 @@ import {
   loadGenerator,
   openLoop,
   quantile,
+  type Ratio,
   round,
   startBenchKeygate,
   verdict,
@@ -210,6 +211,14 @@ export async function run(args: string[]): Promise<Record<string, unknown>> {
       introspectDuringLogins: during,
       eventLoopLagDuringLogins: { p99Ms: lagP99Ms, maxMs: lagMaxMs },
       targets: Object.fromEntries(Object.entries(targets).map(([t, c]) => [t, c.met])),
+      chart: [
+        {
+          label: "Login",
+          value: ratio,
+          reference: `bcrypt x ${workers} workers`,
+          target: { atLeast: 0.85 },
+        },
+      ] satisfies Ratio[],
     };
   } finally {
     logins.child.disconnect();

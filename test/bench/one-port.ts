@@ -16,6 +16,7 @@ import * as grpc from "@grpc/grpc-js";
 import * as protoLoader from "@grpc/proto-loader";
 import { Health, HealthCheckResponse_ServingStatus } from "../../gen/grpc/health/v1/health_pb.js";
 import { createListener } from "../../src/http/listener.js";
+import type { Ratio } from "./support.js";
 
 const self = fileURLToPath(import.meta.url);
 
@@ -127,6 +128,13 @@ export async function run(args: string[]): Promise<Record<string, unknown>> {
     bare,
     onePort,
     ratio: onePort.callsPerSecond / bare.callsPerSecond,
+    chart: [
+      {
+        label: "gRPC, one-port listener",
+        value: Number((onePort.callsPerSecond / bare.callsPerSecond).toFixed(3)),
+        reference: "bare http2 server",
+      },
+    ] satisfies Ratio[],
   };
 }
 

@@ -23,6 +23,7 @@ import {
   loadGenerator,
   median,
   quantile,
+  type Ratio,
   round,
   scratchDatabase,
   startBenchKeygate,
@@ -177,6 +178,9 @@ export async function run(args: string[]): Promise<Record<string, unknown>> {
       pgbenchTps,
       ratio,
       targets: { "rotations/s >= 0.5x pgbench -N TPS": met },
+      chart: [
+        { label: "Refresh", value: ratio, reference: "pgbench -N", target: { atLeast: 0.5 } },
+      ] satisfies Ratio[],
     };
   } finally {
     generator.child.disconnect();

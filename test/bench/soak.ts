@@ -5,10 +5,10 @@
  *
  *   npm run bench -- soak [seconds=600] [concurrency=16]
  *
- * The service runs in this process (embedded database, or a fresh database on
- * TEST_DATABASE_URL's server, or DATABASE_URL), so memory
- * is this process's heap after the load generator's own garbage is collected (with
- * --expose-gc when available) — growth shows as a rising heap from one window to the next.
+ * The service runs in this process (startBenchKeygate: embedded PGlite, or a fresh database on
+ * DATABASE_URL's server; rate limits lifted, lockout at 1,000 failures), so memory is this
+ * process's heap after a full garbage collection, the load generator's included — growth
+ * shows as a rising heap from one window to the next.
  */
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect-node";
@@ -17,7 +17,7 @@ import { AdminService } from "../../gen/keygate/v1/admin_service_pb.js";
 import { AuthService } from "../../gen/keygate/v1/auth_service_pb.js";
 import { TokenIntrospectionService } from "../../gen/keygate/v1/token_introspection_service_pb.js";
 import { AdminKeyRole, Role } from "../../gen/keygate/v1/types_pb.js";
-import { startTestKeygate } from "../support/server.js";
+import { benchDatabase, memorySample, type Ratio, startBenchKeygate } from "./support.js";
 
 const password = "correct horse battery staple";
 const percentile = (xs: number[], p: number) => {
@@ -28,12 +28,10 @@ const percentile = (xs: number[], p: number) => {
 export async function run(args: string[]): Promise<Record<string, unknown>> {
   const seconds = Number(args[0] ?? 600);
   const concurrency = Number(args[1] ?? 16);
-  const keygate = await startTestKeygate(
-    process.env.DATABASE_URL ? { DATABASE_URL: process.env.DATABASE_URL } : {},
-  );
+  const keygate = await startBenchKeygate();
   try {
-    const rootKey = keygate.bootstrapped?.adminKey as string;
-    const workspaceId = keygate.bootstrapped?.workspaceId as string;
+    const rootKey = keygate.rootKey;
+    const workspaceId = keygate.workspaceId;
     const root = { headers: { authorization: `Bearer ${rootKey}` } };
     const connect = createConnectTransport({ baseUrl: keygate.url, httpVersion: "2" });
     const grpc = createGrpcTransport({ baseUrl: keygate.url });
@@ -106,16 +104,14 @@ export async function run(args: string[]): Promise<Record<string, unknown>> {
     const counts: Record<string, Record<string, number>> = {};
     const latencies: number[] = [];
     const memory: { second: number; heapMB: number; rssMB: number }[] = [];
-    const gc = (globalThis as { gc?: () => void }).gc;
     const started = performance.now();
     const end = started + seconds * 1000;
     const sampler = setInterval(() => {
-      gc?.();
-      const m = process.memoryUsage();
+      const m = memorySample();
       memory.push({
         second: Math.round((performance.now() - started) / 1000),
-        heapMB: Math.round((m.heapUsed / 2 ** 20) * 10) / 10,
-        rssMB: Math.round((m.rss / 2 ** 20) * 10) / 10,
+        heapMB: m.heapMB,
+        rssMB: m.rssMB,
       });
     }, 10_000);
     await Promise.all(
@@ -158,11 +154,8 @@ export async function run(args: string[]): Promise<Record<string, unknown>> {
     const figures = {
       seconds: Math.round(elapsed),
       concurrency,
-      database:
-        process.env.DATABASE_URL || process.env.TEST_DATABASE_URL
-          ? "PostgreSQL"
-          : "embedded PGlite",
-      gcExposed: Boolean(gc),
+      database: benchDatabase(),
+      gcExposed: memorySample.gcExposed,
       calls: latencies.length,
       callsPerSecond: Math.round(latencies.length / elapsed),
       p50Ms: Math.round(percentile(latencies, 50) * 10) / 10,
@@ -173,6 +166,18 @@ export async function run(args: string[]): Promise<Record<string, unknown>> {
       heapLastQuarterMB: Math.round(heapLastQuarter * 10) / 10,
       heapGrowthRatio: Math.round((heapLastQuarter / heapFirstQuarter) * 100) / 100,
       memory,
+      targets: {
+        "no errors but the deliberate refusals": errors === 0,
+        "heap growth <= 10% (first to last quarter)": heapLastQuarter / heapFirstQuarter <= 1.1,
+      },
+      chart: [
+        {
+          label: "Soak: heap in the last quarter",
+          value: Math.round((heapLastQuarter / heapFirstQuarter) * 1000) / 1000,
+          reference: "first quarter",
+          target: { atMost: 1.1 },
+        },
+      ] satisfies Ratio[],
     };
     console.table(
       Object.fromEntries(names.map((n) => [n, counts[n] ?? {}])) as Record<

@@ -8,6 +8,8 @@ import { randomBytes } from "node:crypto";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
+import v8 from "node:v8";
+import { runInNewContext } from "node:vm";
 import pg from "pg";
 import { pino } from "pino";
 import { type Keygate, startKeygate } from "../../src/app.js";
@@ -138,6 +140,34 @@ function benchLogger(level: string) {
   return createLogger(level, pino.destination({ dest, sync: true }));
 }
 
+const collectGarbage: (() => void) | undefined = (() => {
+  try {
+    v8.setFlagsFromString("--expose-gc");
+    return runInNewContext("gc") as () => void;
+  } catch {
+    return undefined;
+  }
+})();
+
+/**
+ * This process's memory in MB after a full garbage collection (the collector is exposed at
+ * run time, so no flag is needed on the command line).
+ */
+export const memorySample = Object.assign(
+  () => {
+    collectGarbage?.();
+    const m = process.memoryUsage();
+    const mb = (bytes: number) => round(bytes / 2 ** 20, 1);
+    return {
+      rssMB: mb(m.rss),
+      heapMB: mb(m.heapUsed),
+      heapCommittedMB: mb(m.heapTotal),
+      externalMB: mb(m.external),
+    };
+  },
+  { gcExposed: collectGarbage !== undefined },
+);
+
 /** Sorted-sample quantile. */
 export function quantile(sorted: readonly number[], q: number): number {
   return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] ?? 0;
@@ -148,21 +178,36 @@ export const median = (xs: readonly number[]): number =>
 
 export const round = (x: number, digits = 0): number => Number(x.toFixed(digits));
 
+/**
+ * A figure relative to what it is measured against (a physical limit, or a peer), for the
+ * summary chart: `value` times the reference, with the target when there is one.
+ */
+export interface Ratio {
+  label: string;
+  value: number;
+  reference: string;
+  target?: { atLeast?: number; atMost?: number };
+}
+
 /** "met" or "NOT MET", for the targets every benchmark prints. */
 export const verdict = (met: boolean): string => (met ? "met" : "NOT MET");
 
-/** Operations per second of `op` with `concurrency` in flight for about `ms` (closed loop). */
+/**
+ * Operations per second of `op` with `concurrency` in flight for about `ms`, or until `done`
+ * says so (closed loop).
+ */
 export async function closedLoop(
   op: () => Promise<unknown>,
   ms: number,
   concurrency: number,
+  done: () => boolean = () => false,
 ): Promise<{ perSecond: number; latencies: number[] }> {
   const latencies: number[] = [];
   const started = performance.now();
   const deadline = started + ms;
   await Promise.all(
     Array.from({ length: concurrency }, async () => {
-      while (performance.now() < deadline) {
+      while (performance.now() < deadline && !done()) {
         const t = performance.now();
         await op();
         latencies.push(performance.now() - t);

@@ -17,7 +17,7 @@ import { AdminService } from "../../gen/keygate/v1/admin_service_pb.js";
 import { AuthService } from "../../gen/keygate/v1/auth_service_pb.js";
 import { AdminKeyRole } from "../../gen/keygate/v1/types_pb.js";
 import { createVerifier } from "../../src/verify/index.js";
-import { startTestKeygate } from "../support/server.js";
+import { type Ratio, startBenchKeygate } from "./support.js";
 
 const password = "correct horse battery staple";
 
@@ -44,13 +44,11 @@ export async function run(args: string[]): Promise<Record<string, unknown>> {
   const ms = Number(args[0] ?? 2_000);
   const revocations = Number(args[1] ?? 200);
   const concurrency = Number(args[2] ?? 16);
-  const keygate = await startTestKeygate(
-    process.env.DATABASE_URL ? { DATABASE_URL: process.env.DATABASE_URL } : {},
-  );
+  const keygate = await startBenchKeygate();
   let child: ChildProcess | undefined;
   try {
-    const rootKey = keygate.bootstrapped?.adminKey as string;
-    const workspaceId = keygate.bootstrapped?.workspaceId as string;
+    const rootKey = keygate.rootKey;
+    const workspaceId = keygate.workspaceId;
     const transport = createConnectTransport({ baseUrl: keygate.url, httpVersion: "2" });
     const admin = createClient(AdminService, transport);
     const auth = createClient(AuthService, transport);
@@ -156,6 +154,18 @@ export async function run(args: string[]): Promise<Record<string, unknown>> {
       },
       database: process.env.DATABASE_URL ? "postgresql" : "embedded",
     };
+    const targets = {
+      "Verifier.verify >= 0.9x raw jose jwtVerify": figures.ratio >= 0.9,
+      "revocation to refusal p99 < 1 s": figures.revocationToRefusalMs.p99 < 1000,
+    };
+    const chart: Ratio[] = [
+      {
+        label: "keygate/verify",
+        value: figures.ratio,
+        reference: "jose jwtVerify",
+        target: { atLeast: 0.9 },
+      },
+    ];
     const met = (ok: boolean) => (ok ? "met" : "NOT MET");
     console.log(`
 keygate/verify (${figures.database} database, concurrency ${concurrency}, medians of 3 rounds)
@@ -166,7 +176,7 @@ keygate/verify (${figures.database} database, concurrency ${concurrency}, median
 | revocation → refusal p50 | ${figures.revocationToRefusalMs.p50} ms | |
 | revocation → refusal p99 | ${figures.revocationToRefusalMs.p99} ms | < 1000 ms: ${met(figures.revocationToRefusalMs.p99 < 1000)} |
 `);
-    return figures;
+    return { ...figures, targets, chart };
   } finally {
     child?.kill("SIGTERM");
     await keygate.stop();
