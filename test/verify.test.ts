@@ -307,7 +307,11 @@ describe("keygate/verify in an internal service", () => {
 describe("a verifier whose feed goes quiet", () => {
   it("fails closed with `stale` by default, and introspects when configured", async () => {
     // This instance sends heartbeats every five minutes: the feed falls silent at once.
-    const quiet = await startPeerKeygate(keygate, { KEYGATE_REVOCATION_HEARTBEAT_MS: "300000" });
+    // (feedEnv: on the embedded database it learns of the logout below by its resync.)
+    const quiet = await startPeerKeygate(keygate, {
+      ...feedEnv,
+      KEYGATE_REVOCATION_HEARTBEAT_MS: "300000",
+    });
     try {
       const strict = await startService(quiet.url, { VERIFIER_STALE_AFTER_MS: "300" });
       const lenient = await startService(quiet.url, {
