@@ -90,7 +90,11 @@ export async function startKeygate(
       maxStalenessMs: config.revocation.maxStalenessMs,
     });
     await revocations.start();
-    const hasher = new PasswordHasher({ cost: config.bcryptCost, workers: config.hashWorkers });
+    const hasher = new PasswordHasher({
+      cost: config.bcryptCost,
+      workers: config.hashWorkers,
+      nice: config.hashWorkerNice,
+    });
     const policy = await PasswordPolicy.load();
     const templates = await MailTemplates.load(config.mailTemplatesDir);
     const mailer = options.mailer ?? createMailer(config, logger);

@@ -187,6 +187,7 @@ const envSchema = z.object({
     .max(16, "expected at most 16")
     .default(10),
   KEYGATE_HASH_WORKERS: positiveInt(64).optional(),
+  KEYGATE_HASH_WORKER_NICE: z.coerce.number().int().min(0).max(19).default(10),
   KEYGATE_REFRESH_GRACE_SECONDS: z.coerce.number().int().min(0).max(120).default(10),
   KEYGATE_ALLOW_WORKSPACE_CREATION: bool.default(false),
   KEYGATE_WORKSPACE_DEFAULTS: json.pipe(workspaceSettingsSchema.partial().strict()).optional(),
@@ -271,6 +272,8 @@ export interface Config {
   readonly tokenSecret: Buffer | undefined;
   readonly bcryptCost: number;
   readonly hashWorkers: number;
+  /** Nice value of the hash worker threads (Linux): hashing yields the cores to serving. */
+  readonly hashWorkerNice: number;
   readonly refreshGraceSeconds: number;
   readonly allowWorkspaceCreation: boolean;
   readonly workspaceDefaults: WorkspaceSettings;
@@ -413,6 +416,7 @@ export function configFromEnv(env: Record<string, string | undefined>): Config {
     tokenSecret: e.KEYGATE_TOKEN_SECRET,
     bcryptCost: e.KEYGATE_BCRYPT_COST,
     hashWorkers: e.KEYGATE_HASH_WORKERS ?? Math.max(1, availableParallelism()),
+    hashWorkerNice: e.KEYGATE_HASH_WORKER_NICE,
     refreshGraceSeconds: e.KEYGATE_REFRESH_GRACE_SECONDS,
     allowWorkspaceCreation: e.KEYGATE_ALLOW_WORKSPACE_CREATION,
     workspaceDefaults: Object.freeze({

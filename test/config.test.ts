@@ -12,6 +12,7 @@ describe("configFromEnv", () => {
     expect(config.migrateOnStart).toBe(true);
     expect(config.smtp).toBeUndefined();
     expect(config.issuer).toBe("http://127.0.0.1:8080");
+    expect(config.hashWorkerNice).toBe(10);
     expect(Object.isFrozen(config)).toBe(true);
   });
 
@@ -62,6 +63,7 @@ describe("configFromEnv", () => {
         KEYGATE_DB_POOL_SIZE: "0",
         DATABASE_URL: "mysql://x",
         KEYGATE_LOG_LEVEL: "loud",
+        KEYGATE_HASH_WORKER_NICE: "20",
       });
     } catch (e) {
       error = e;
@@ -73,6 +75,7 @@ describe("configFromEnv", () => {
       "KEYGATE_DB_POOL_SIZE",
       "DATABASE_URL",
       "KEYGATE_LOG_LEVEL",
+      "KEYGATE_HASH_WORKER_NICE",
     ]) {
       expect(problems).toContain(name);
     }

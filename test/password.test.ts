@@ -1,4 +1,5 @@
 import { randomBytes } from "node:crypto";
+import { getPriority } from "node:os";
 import { hashSync } from "bcryptjs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { normalizePassword, PasswordHasher, PasswordPolicy } from "../src/crypto/password.js";
@@ -126,6 +127,32 @@ describe("PasswordHasher", () => {
   it("refuses a cost below 10", () => {
     expect(() => new PasswordHasher({ cost: 9, workers: 1 })).toThrow(RangeError);
     expect(() => new PasswordHasher({ cost: 4, workers: 1 })).toThrow(RangeError);
+  });
+
+  it("refuses a nice value outside 0 to 19", () => {
+    expect(() => new PasswordHasher({ cost: 10, workers: 1, nice: 20 })).toThrow(RangeError);
+    expect(() => new PasswordHasher({ cost: 10, workers: 1, nice: -1 })).toThrow(RangeError);
+  });
+});
+
+describe.runIf(process.platform === "linux")("PasswordHasher worker priority", () => {
+  it("lowers the worker threads' priority and leaves the serving thread's alone", async () => {
+    const before = getPriority();
+    const nice = Math.max(before, 7);
+    const niced = new PasswordHasher({ cost: 10, workers: 2, nice });
+    const plain = new PasswordHasher({ cost: 10, workers: 1 });
+    try {
+      // Two tasks at once, so that both threads are likely to answer one.
+      const answers = await Promise.all([niced.workerPriority(), niced.workerPriority()]);
+      expect(answers).toEqual([nice, nice]);
+      expect(await plain.workerPriority()).toBe(before);
+      // The nice value is the thread's own: this thread, which serves, is unchanged.
+      expect(getPriority()).toBe(before);
+      // And the niced workers still hash.
+      expect((await niced.verify("pw", await niced.hash("pw"))).ok).toBe(true);
+    } finally {
+      await Promise.all([niced.close(), plain.close()]);
+    }
   });
 });
 

@@ -40,6 +40,11 @@ export interface PasswordHasherOptions {
   readonly cost: number;
   /** Worker threads hashing in parallel. */
   readonly workers: number;
+  /**
+   * The nice value (0 to 19) the worker threads run at, at least, so that hashing yields the
+   * cores to serving (Linux only; elsewhere they keep the process's priority). 0 by default.
+   */
+  readonly nice?: number;
 }
 
 export interface VerifyResult {
@@ -59,18 +64,26 @@ export class PasswordHasher {
   #closing: Promise<void> | undefined;
 
   constructor(opts: PasswordHasherOptions) {
-    const { cost, workers } = opts;
+    const { cost, workers, nice = 0 } = opts;
     if (!Number.isInteger(cost) || cost < 10 || cost > 31) {
       throw new RangeError(`bcrypt cost must be an integer from 10 to 31, got ${cost}`);
     }
     if (!Number.isInteger(workers) || workers < 1) {
       throw new RangeError(`password workers must be a positive integer, got ${workers}`);
     }
+    if (!Number.isInteger(nice) || nice < 0 || nice > 19) {
+      throw new RangeError(`the hash workers' nice value must be from 0 to 19, got ${nice}`);
+    }
     this.#cost = cost;
     this.#dummy = `$2b$${String(cost).padStart(2, "0")}$${dummyTail}`;
     // A fixed pool: threads that came and went with load would make the first logins after a
     // quiet spell pay for starting a thread.
-    this.#pool = new Piscina({ filename: workerFile, minThreads: workers, maxThreads: workers });
+    this.#pool = new Piscina({
+      filename: workerFile,
+      minThreads: workers,
+      maxThreads: workers,
+      workerData: { nice },
+    });
   }
 
   async hash(password: string): Promise<string> {
@@ -93,6 +106,11 @@ export class PasswordHasher {
     )) as boolean;
     const ok = known && matched;
     return { ok, needsRehash: ok && Number(cost) !== this.#cost };
+  }
+
+  /** The nice value of a worker thread (it answers from the thread itself). */
+  async workerPriority(): Promise<number> {
+    return (await this.#pool.run(null, { name: "priority" })) as number;
   }
 
   /** Queue and completion counts; wait times in ms since start (p50, p99). */

@@ -7,6 +7,9 @@
  *
  *   npm run bench -- login [ms per measurement=5000] [logins in flight=8] [introspect/s=100]
  *
+ * It runs twice: with the hash workers at KEYGATE_HASH_WORKER_NICE (10 by default), which the
+ * targets are held to, and at nice 0, the serving thread's own priority, for comparison.
+ *
  * Targets (the benchmarks issue): logins/s >= 0.85x raw compare rate x hash workers;
  * Introspect p99 < 5 ms while logins saturate the pool.
  */
@@ -21,8 +24,10 @@ import { AuthService } from "../../gen/keygate/v1/auth_service_pb.js";
 import { TokenIntrospectionService } from "../../gen/keygate/v1/token_introspection_service_pb.js";
 import { AdminKeyRole, Role } from "../../gen/keygate/v1/types_pb.js";
 import {
+  type BenchKeygate,
   benchDatabase,
   closedLoop,
+  type LoadGenerator,
   loadGenerator,
   openLoop,
   quantile,
@@ -103,16 +108,24 @@ const summary = (perSecond: number, sorted: number[]): Figures => ({
 
 // ---- the benchmark ----
 
-export async function run(args: string[]): Promise<Record<string, unknown>> {
-  const ms = Number(args[0] ?? 5_000);
-  const concurrency = Number(args[1] ?? 8);
-  const introspectRate = Number(args[2] ?? 100);
+interface Round {
+  nice: number;
+  login: Figures;
+  alone: Figures;
+  during: Figures;
+  lagP99Ms: number;
+  lagMaxMs: number;
+}
 
-  const keygate = await startBenchKeygate();
-  const logins = await loadGenerator(self);
-  const introspects = await loadGenerator(self);
+/** One server with its hash workers at `nice`: Introspect alone, then during saturating logins. */
+async function measureRound(
+  nice: number,
+  opts: { ms: number; concurrency: number; introspectRate: number },
+  generators: { logins: LoadGenerator; introspects: LoadGenerator },
+): Promise<Round & { config: BenchKeygate["config"] }> {
+  const { ms, concurrency, introspectRate } = opts;
+  const keygate = await startBenchKeygate({ KEYGATE_HASH_WORKER_NICE: String(nice) });
   try {
-    const { bcryptCost: cost, hashWorkers: workers } = keygate.config;
     const transport = createConnectTransport({ baseUrl: keygate.url, httpVersion: "2" });
     const admin = createClient(AdminService, transport);
     const auth = createClient(AuthService, transport);
@@ -133,6 +146,62 @@ export async function run(args: string[]): Promise<Record<string, unknown>> {
     if (first.result.case !== "tokens") throw new Error("login did not answer tokens");
     const token = first.result.value.accessToken;
 
+    const introspectJob = { kind: "introspect", url: keygate.url, key, token, ms };
+    const alone = await generators.introspects.ask<Figures>({
+      ...introspectJob,
+      rate: introspectRate,
+    });
+    const lag = monitorEventLoopDelay({ resolution: 10 });
+    lag.enable();
+    const [login, during] = await Promise.all([
+      generators.logins.ask<Figures>({
+        kind: "login",
+        url: keygate.url,
+        emails,
+        workspaceId,
+        ms,
+        concurrency,
+      }),
+      generators.introspects.ask<Figures>({ ...introspectJob, rate: introspectRate }),
+    ]);
+    lag.disable();
+    return {
+      config: keygate.config,
+      nice,
+      login,
+      alone,
+      during,
+      lagP99Ms: round(lag.percentile(99) / 1e6, 3),
+      lagMaxMs: round(lag.max / 1e6, 3),
+    };
+  } finally {
+    await keygate.stop();
+  }
+}
+
+export async function run(args: string[]): Promise<Record<string, unknown>> {
+  const ms = Number(args[0] ?? 5_000);
+  const concurrency = Number(args[1] ?? 8);
+  const introspectRate = Number(args[2] ?? 100);
+  const opts = { ms, concurrency, introspectRate };
+
+  const logins = await loadGenerator(self);
+  const introspects = await loadGenerator(self);
+  try {
+    // The configured nice value (KEYGATE_HASH_WORKER_NICE, 10 by default) is what the targets
+    // are held to; the same round with the workers at the serving thread's priority (0) shows
+    // what the nice value buys and costs.
+    const configured = await measureRound(
+      Number(process.env.KEYGATE_HASH_WORKER_NICE ?? 10),
+      opts,
+      { logins, introspects },
+    );
+    const { bcryptCost: cost, hashWorkers: workers } = configured.config;
+    const rounds: Round[] =
+      configured.nice === 0
+        ? [configured]
+        : [configured, await measureRound(0, opts, { logins, introspects })];
+
     // One thread's raw compare rate, on what Keygate hands bcrypt (a 64-character digest).
     const digest = "x".repeat(64);
     const hash = bcrypt.hashSync(digest, cost);
@@ -144,53 +213,46 @@ export async function run(args: string[]): Promise<Record<string, unknown>> {
     }
     const rawComparePerSecond = compares / ((performance.now() - compareStarted) / 1000);
     const ceiling = rawComparePerSecond * workers;
-
-    // The same Introspect load alone, then next to saturating logins.
-    const introspectJob = { kind: "introspect", url: keygate.url, key, token, ms };
-    const alone = await introspects.ask<Figures>({ ...introspectJob, rate: introspectRate });
-    const lag = monitorEventLoopDelay({ resolution: 10 });
-    lag.enable();
-    const [login, during] = await Promise.all([
-      logins.ask<Figures>({
-        kind: "login",
-        url: keygate.url,
-        emails,
-        workspaceId,
-        ms,
-        concurrency,
-      }),
-      introspects.ask<Figures>({ ...introspectJob, rate: introspectRate }),
-    ]);
-    lag.disable();
-    const lagP99Ms = round(lag.percentile(99) / 1e6, 3);
-    const lagMaxMs = round(lag.max / 1e6, 3);
-    const ratio = round(login.perSecond / ceiling, 3);
+    const ratio = round(configured.login.perSecond / ceiling, 3);
 
     console.log(
       `\nlogin: Login over Connect (HTTP/2) from a separate process, ${concurrency} in flight ` +
-        `over ${emails.length} users for ${ms} ms (${benchDatabase()}, bcrypt cost ${cost}, ` +
+        `over ${concurrency * 4} users for ${ms} ms (${benchDatabase()}, bcrypt cost ${cost}, ` +
         `${workers} hash workers); Introspect over gRPC at ${introspectRate}/s from another ` +
-        `process, alone and during the logins`,
+        `process, alone and during the logins; hash workers at nice ` +
+        rounds.map((r) => r.nice).join(", then at nice "),
     );
-    console.table({
-      Login: { "per second": login.perSecond, p50: login.p50Ms, p99: login.p99Ms },
+    const table: Record<string, Record<string, number>> = {
       [`raw bcryptjs compare x ${workers}`]: {
         "per second": round(ceiling, 1),
         p50: round(1000 / rawComparePerSecond, 3),
       },
-      "Introspect alone": { "per second": alone.perSecond, p50: alone.p50Ms, p99: alone.p99Ms },
-      "Introspect during logins": {
-        "per second": during.perSecond,
-        p50: during.p50Ms,
-        p99: during.p99Ms,
-      },
-      "event-loop lag during logins": { p99: lagP99Ms, max: lagMaxMs },
-    });
+    };
+    for (const r of rounds) {
+      const at = `(nice ${r.nice})`;
+      table[`Login ${at}`] = {
+        "per second": r.login.perSecond,
+        p50: r.login.p50Ms,
+        p99: r.login.p99Ms,
+      };
+      table[`Introspect alone ${at}`] = {
+        "per second": r.alone.perSecond,
+        p50: r.alone.p50Ms,
+        p99: r.alone.p99Ms,
+      };
+      table[`Introspect during logins ${at}`] = {
+        "per second": r.during.perSecond,
+        p50: r.during.p50Ms,
+        p99: r.during.p99Ms,
+      };
+      table[`event-loop lag during logins ${at}`] = { p99: r.lagP99Ms, max: r.lagMaxMs };
+    }
+    console.table(table);
     const targets = {
       "logins/s >= 0.85x raw compare x workers": { figure: `${ratio}x`, met: ratio >= 0.85 },
       "Introspect p99 < 5 ms during logins": {
-        figure: `${during.p99Ms} ms`,
-        met: during.p99Ms < 5,
+        figure: `${configured.during.p99Ms} ms`,
+        met: configured.during.p99Ms < 5,
       },
     };
     for (const [t, c] of Object.entries(targets)) {
@@ -203,13 +265,15 @@ export async function run(args: string[]): Promise<Record<string, unknown>> {
       database: benchDatabase(),
       bcryptCost: cost,
       hashWorkers: workers,
-      login,
+      hashWorkerNice: configured.nice,
+      login: configured.login,
       rawComparePerSecond: round(rawComparePerSecond, 1),
       ceilingPerSecond: round(ceiling, 1),
       ratio,
-      introspectAlone: alone,
-      introspectDuringLogins: during,
-      eventLoopLagDuringLogins: { p99Ms: lagP99Ms, maxMs: lagMaxMs },
+      introspectAlone: configured.alone,
+      introspectDuringLogins: configured.during,
+      eventLoopLagDuringLogins: { p99Ms: configured.lagP99Ms, maxMs: configured.lagMaxMs },
+      rounds,
       targets: Object.fromEntries(Object.entries(targets).map(([t, c]) => [t, c.met])),
       chart: [
         {
@@ -223,7 +287,6 @@ export async function run(args: string[]): Promise<Record<string, unknown>> {
   } finally {
     logins.child.disconnect();
     introspects.child.disconnect();
-    await keygate.stop();
   }
 }
 

@@ -260,13 +260,15 @@ export async function openLoop(
   };
 }
 
-/** A forked load generator (through tsx), answering one job at a time. */
-export async function loadGenerator(script: string): Promise<{
+export interface LoadGenerator {
   child: ChildProcess;
   /** What the child sent first, when it was ready. */
   ready: unknown;
   ask<T>(job: object): Promise<T>;
-}> {
+}
+
+/** A forked load generator (through tsx), answering one job at a time. */
+export async function loadGenerator(script: string): Promise<LoadGenerator> {
   // A profiled run (--cpu-prof) profiles the load generator too.
   const profile = process.execArgv.filter((a) => a.startsWith("--cpu-prof"));
   const child = fork(script, ["client"], { execArgv: ["--import", "tsx", ...profile] });
