@@ -14,6 +14,7 @@ import { type OAuthDeps, oauthEndpoints } from "./http/oauth.js";
 import type { NodeServerRequest, NodeServerResponse } from "./http/types.js";
 import type { WebApp } from "./http/web-app.js";
 import { errorInterceptor } from "./interceptors/errors.js";
+import { textInterceptor } from "./interceptors/text.js";
 import type { Logger } from "./log.js";
 import type { Metrics } from "./metrics.js";
 import type { Readiness } from "./readiness.js";
@@ -82,6 +83,7 @@ export function buildServer(deps: ServerDeps): Server {
     interceptors: [
       ...(deps.tracing ? [deps.tracing.interceptor()] : []),
       errorInterceptor(deps.logger, deps.metrics),
+      textInterceptor(),
       ...(deps.interceptors ?? []),
     ],
     readMaxBytes: deps.config.maxRequestBytes,

@@ -1,9 +1,16 @@
-import { type DescField, type DescMessage, type DescService, fromBinary } from "@bufbuild/protobuf";
+import {
+  type DescField,
+  type DescMessage,
+  type DescService,
+  fromBinary,
+  ScalarType,
+} from "@bufbuild/protobuf";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect-node";
 import fc from "fast-check";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Authorization } from "../../gen/envoy/service/auth/v3/external_auth_pb.js";
+import { BadRequestSchema } from "../../gen/google/rpc/error_details_pb.js";
 import { Health } from "../../gen/grpc/health/v1/health_pb.js";
 import { AdminService } from "../../gen/keygate/v1/admin_service_pb.js";
 import { AuthService } from "../../gen/keygate/v1/auth_service_pb.js";
@@ -227,6 +234,68 @@ describe("SECURITY.md 22: random, malformed and oversized input to every RPC", {
       ),
       { numRuns: 400 },
     );
+  });
+
+  it("U+0000 in any string field is INVALID_ARGUMENT naming the field, on every RPC", async () => {
+    const client = (service: DescService) =>
+      createClient(
+        service,
+        createConnectTransport({ baseUrl: keygate.url, httpVersion: "2" }),
+      ) as unknown as Record<string, (m: unknown, o: unknown) => Promise<unknown>>;
+    const refusal = async (service: DescService, method: string, message: unknown) => {
+      const call = client(service)[method] as (m: unknown, o: unknown) => Promise<unknown>;
+      const error = await call(message, {
+        headers: { authorization: `Bearer ${rootKey}` },
+        timeoutMs: 5_000,
+      }).then(
+        () => undefined,
+        (e) => ConnectError.from(e),
+      );
+      return {
+        code: error ? Code[error.code] : "ok",
+        fields: error?.findDetails(BadRequestSchema)[0]?.fieldViolations.map((v) => v.field),
+      };
+    };
+    let tried = 0;
+    for (const { service, method } of methods) {
+      for (const field of method.input.fields) {
+        if (field.oneof || field.fieldKind !== "scalar" || field.scalar !== ScalarType.STRING)
+          continue;
+        tried++;
+        const message = { [field.localName]: "a\u0000b" };
+        if (method.methodKind === "server_streaming") {
+          type Stream = (m: unknown, o: unknown) => AsyncIterable<unknown>;
+          const stream = (client(service)[method.localName] as unknown as Stream)(message, {
+            headers: { authorization: `Bearer ${rootKey}` },
+            timeoutMs: 5_000,
+          });
+          const code = await (async () => {
+            for await (const _ of stream) return "message";
+            return "ended";
+          })().catch((e) => Code[ConnectError.from(e).code]);
+          expect(code, `${method.name}.${field.name}`).toBe("InvalidArgument");
+          continue;
+        }
+        expect(
+          await refusal(service, method.localName, message),
+          `${method.name}.${field.name}`,
+        ).toEqual({ code: "InvalidArgument", fields: [field.name] });
+      }
+    }
+    expect(tried).toBeGreaterThan(40);
+    // Nested: a list element, and a map value deep in Envoy's CheckRequest.
+    expect(await refusal(AdminService, "listAuditEvents", { types: ["login", "\u0000"] })).toEqual({
+      code: "InvalidArgument",
+      fields: ["types[1]"],
+    });
+    expect(
+      await refusal(Authorization, "check", {
+        attributes: { request: { http: { headers: { "x-name": "a\u0000" } } } },
+      }),
+    ).toEqual({
+      code: "InvalidArgument",
+      fields: ['attributes.request.http.headers["x-name"]'],
+    });
   });
 
   it("server-streaming RPCs refuse random requests deliberately or stream until cancelled", async () => {
