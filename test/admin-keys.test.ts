@@ -1,12 +1,11 @@
 import { createHash } from "node:crypto";
 import { toJsonString } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
-import { Code, ConnectError, createClient } from "@connectrpc/connect";
+import { Code, createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import { decodeProtectedHeader } from "jose";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { z } from "zod";
-import { BadRequestSchema, ErrorInfoSchema } from "../gen/google/rpc/error_details_pb.js";
 import {
   AdminService,
   ListAdminKeysResponseSchema,
@@ -22,6 +21,7 @@ import {
 } from "../src/crypto/signing-keys.js";
 import { sql } from "../src/db/sql.js";
 import { insertWorkspace } from "../src/repositories/workspaces.js";
+import { failure } from "./support/failure.js";
 import { startPeerKeygate, startTestKeygate, type TestKeygate } from "./support/server.js";
 import { startSmtpServer } from "./support/smtp.js";
 
@@ -64,22 +64,6 @@ const as = (token: string, workspaceId?: string) => ({
     ...(workspaceId ? { "x-workspace-id": workspaceId } : {}),
   },
 });
-
-async function failure(p: Promise<unknown>) {
-  const error = ConnectError.from(
-    await p.then(
-      () => new Error("expected the call to fail"),
-      (e) => e,
-    ),
-  );
-  return {
-    code: error.code,
-    reason: error.findDetails(ErrorInfoSchema)[0]?.reason,
-    fields: error
-      .findDetails(BadRequestSchema)
-      .flatMap((b) => b.fieldViolations.map((v) => v.field)),
-  };
-}
 
 async function newKey(
   by: string,

@@ -1,14 +1,14 @@
-import { Code, ConnectError, createClient } from "@connectrpc/connect";
+import { Code, createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { z } from "zod";
-import { BadRequestSchema, ErrorInfoSchema } from "../gen/google/rpc/error_details_pb.js";
 import { AdminService, UserStatusFilter } from "../gen/keygate/v1/admin_service_pb.js";
 import { AuthService } from "../gen/keygate/v1/auth_service_pb.js";
 import { Role } from "../gen/keygate/v1/types_pb.js";
 import { generateAdminKey } from "../src/crypto/admin-key.js";
 import { sql } from "../src/db/sql.js";
 import { insertAdminKey } from "../src/repositories/admin-keys.js";
+import { failure } from "./support/failure.js";
 import { startTestKeygate, type TestKeygate } from "./support/server.js";
 
 let keygate: TestKeygate;
@@ -43,24 +43,6 @@ beforeAll(async () => {
 afterAll(async () => {
   await keygate?.stop();
 });
-
-async function failure(
-  p: Promise<unknown>,
-): Promise<{ code: Code; reason: string | undefined; fields: string[] }> {
-  const error = ConnectError.from(
-    await p.then(
-      () => new Error("expected the call to fail"),
-      (e) => e,
-    ),
-  );
-  return {
-    code: error.code,
-    reason: error.findDetails(ErrorInfoSchema)[0]?.reason,
-    fields: error
-      .findDetails(BadRequestSchema)
-      .flatMap((b) => b.fieldViolations.map((f) => f.field)),
-  };
-}
 
 /** Provisions a user with a password into a workspace (the default one unless named). */
 async function provision(tag: string, workspaceId = defaultWorkspaceId, role = Role.MEMBER) {

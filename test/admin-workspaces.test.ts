@@ -1,10 +1,9 @@
 import { create } from "@bufbuild/protobuf";
 import { FieldMaskSchema, timestampFromMs } from "@bufbuild/protobuf/wkt";
-import { Code, ConnectError, createClient } from "@connectrpc/connect";
+import { Code, createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { z } from "zod";
-import { BadRequestSchema, ErrorInfoSchema } from "../gen/google/rpc/error_details_pb.js";
 import { AdminService } from "../gen/keygate/v1/admin_service_pb.js";
 import { AuthService } from "../gen/keygate/v1/auth_service_pb.js";
 import {
@@ -17,6 +16,7 @@ import {
 import { generateAdminKey } from "../src/crypto/admin-key.js";
 import { sql } from "../src/db/sql.js";
 import { insertAdminKey } from "../src/repositories/admin-keys.js";
+import { failure } from "./support/failure.js";
 import { startTestKeygate, type TestKeygate } from "./support/server.js";
 
 let keygate: TestKeygate;
@@ -49,21 +49,6 @@ const bearer = (token: string, workspaceId?: string) => ({
   },
 });
 const asAdmin = () => bearer(adminKey);
-
-async function failure(p: Promise<unknown>) {
-  const error = ConnectError.from(
-    await p.then(
-      () => new Error("expected the call to fail"),
-      (e) => e,
-    ),
-  );
-  return {
-    code: error.code,
-    reason: error.findDetails(ErrorInfoSchema)[0]?.reason,
-    fields: error.findDetails(BadRequestSchema)[0]?.fieldViolations.map((v) => v.field) ?? [],
-    error,
-  };
-}
 
 /** Signs a user up in the default workspace; answers their id and tokens there. */
 async function user(tag: string) {

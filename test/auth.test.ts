@@ -1,11 +1,12 @@
-import { Code, ConnectError, createClient } from "@connectrpc/connect";
+import { Code, createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { z } from "zod";
-import { BadRequestSchema, ErrorInfoSchema } from "../gen/google/rpc/error_details_pb.js";
+import { BadRequestSchema } from "../gen/google/rpc/error_details_pb.js";
 import { AuthService } from "../gen/keygate/v1/auth_service_pb.js";
 import { Role } from "../gen/keygate/v1/types_pb.js";
 import { sql } from "../src/db/sql.js";
+import { failure } from "./support/failure.js";
 import { startTestKeygate, type TestKeygate } from "./support/server.js";
 import { codeIn, linkIn, startSmtpServer } from "./support/smtp.js";
 
@@ -44,18 +45,6 @@ const bearer = (token: string, workspaceId?: string) => ({
     ...(workspaceId ? { "x-workspace-id": workspaceId } : {}),
   },
 });
-
-async function failure(
-  p: Promise<unknown>,
-): Promise<{ code: Code; reason: string | undefined; error: ConnectError }> {
-  const error = ConnectError.from(
-    await p.then(
-      () => new Error("expected the call to fail"),
-      (e) => e,
-    ),
-  );
-  return { code: error.code, reason: error.findDetails(ErrorInfoSchema)[0]?.reason, error };
-}
 
 /** Signs a user up in the default workspace and logs in. */
 async function member(tag: string, workspaceId = defaultWorkspaceId) {

@@ -1,7 +1,6 @@
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { BadRequestSchema, ErrorInfoSchema } from "../gen/google/rpc/error_details_pb.js";
 import { AdminService } from "../gen/keygate/v1/admin_service_pb.js";
 import { AuthService } from "../gen/keygate/v1/auth_service_pb.js";
 import {
@@ -12,6 +11,7 @@ import {
 import { AdminKeyRole, MembershipStatus, Role } from "../gen/keygate/v1/types_pb.js";
 import { ManualClock } from "../src/clock.js";
 import { usingExternalPostgres } from "./support/database.js";
+import { failure } from "./support/failure.js";
 import { startPeerKeygate, startTestKeygate, type TestKeygate } from "./support/server.js";
 import { startSmtpServer } from "./support/smtp.js";
 import { startTcpProxy, throughProxy } from "./support/tcp-proxy.js";
@@ -46,22 +46,6 @@ afterAll(async () => {
   await keygate?.stop();
   await smtp?.stop();
 });
-
-async function failure(p: Promise<unknown>) {
-  const error = ConnectError.from(
-    await p.then(
-      () => new Error("expected the call to fail"),
-      (e) => e,
-    ),
-  );
-  return {
-    code: error.code,
-    reason: error.findDetails(ErrorInfoSchema)[0]?.reason,
-    fields: error
-      .findDetails(BadRequestSchema)
-      .flatMap((b) => b.fieldViolations.map((v) => v.field)),
-  };
-}
 
 async function workspace(tag: string) {
   const res = await admin.createWorkspace(
