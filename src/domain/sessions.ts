@@ -9,7 +9,6 @@ import {
   successorRefreshToken,
 } from "../crypto/opaque-tokens.js";
 import { sql } from "../db/sql.js";
-import { withTenant } from "../db/with-tenant.js";
 import type { Role } from "../repositories/memberships.js";
 import {
   findRefreshTokenChild,
@@ -254,6 +253,12 @@ const liveRow = z.object({
  * The caller behind an access token: signature, issuer, audience and expiry (the signer's
  * checks), the x-workspace-id header against the token's workspace, then in one query that
  * the session is live, the user not blocked and the membership active.
+ *
+ * That query is one statement on the pool, not a tenant transaction: it runs on every signed-in
+ * call, and a transaction would make its one round trip four (BEGIN, the tenant settings, the
+ * query, COMMIT). It is one of the deliberate service-role reads (migrations/011): it reads one
+ * row, named by the workspace, session and user of a token whose signature has just been
+ * checked, and hands back only whether that row allows the call.
  */
 export async function authenticate(
   deps: AuthDeps,
@@ -267,14 +272,12 @@ export async function authenticate(
       "x-workspace-id does not match the token's workspace",
     );
   }
-  const row = await withTenant(deps.pool, claims.workspaceId, (tx) =>
-    tx.maybeOne(sql.type(liveRow)`
-      SELECT s.revoked_at, s.expires_at, u.blocked, m.status, m.role
-      FROM sessions s
-      JOIN users u ON u.id = s.user_id
-      LEFT JOIN workspace_members m ON m.workspace_id = s.workspace_id AND m.user_id = s.user_id
-      WHERE s.workspace_id = ${claims.workspaceId} AND s.id = ${claims.sessionId} AND s.user_id = ${claims.userId}`),
-  );
+  const row = await deps.pool.maybeOne(sql.type(liveRow)`
+    SELECT s.revoked_at, s.expires_at, u.blocked, m.status, m.role
+    FROM sessions s
+    JOIN users u ON u.id = s.user_id
+    LEFT JOIN workspace_members m ON m.workspace_id = s.workspace_id AND m.user_id = s.user_id
+    WHERE s.workspace_id = ${claims.workspaceId} AND s.id = ${claims.sessionId} AND s.user_id = ${claims.userId}`);
   if (
     !row ||
     row.revoked_at !== null ||
