@@ -71,8 +71,12 @@ describe("sign-up and login", () => {
     const me = await auth.getSession({}, bearer(tokens.accessToken, tokens.workspaceId));
     expect(me.user?.email).toBe(email);
     expect(me.workspace?.slug).toBe(slug);
+    expect(me.workspace?.name).toBe("Acme");
+    expect(me.workspace?.id).toBe(tokens.workspaceId);
     expect(me.role).toBe(Role.OWNER);
     expect(me.session?.current).toBe(true);
+    expect(me.session?.userId).toBe(me.user?.id);
+    expect(Number(me.session?.expireTime?.seconds)).toBeGreaterThan(Date.now() / 1000);
     const again = await failure(
       auth.signUp({
         email: uniqueEmail("other"),

@@ -1,6 +1,6 @@
 import { z } from "zod";
 import { isOpaqueToken, opaqueHash } from "../crypto/opaque-tokens.js";
-import { sql } from "../db/sql.js";
+import { joined, sql } from "../db/sql.js";
 import { withTenant } from "../db/with-tenant.js";
 import { findMembership, listActiveMembershipsOfUser } from "../repositories/memberships.js";
 import {
@@ -8,9 +8,10 @@ import {
   listLiveSessions,
   revokeSession,
   type SessionRow,
+  sessionRow,
 } from "../repositories/sessions.js";
-import { findUserById, type UserRow } from "../repositories/users.js";
-import { findWorkspaceById, type WorkspaceRow } from "../repositories/workspaces.js";
+import { type UserRow, userRow } from "../repositories/users.js";
+import { findWorkspaceById, type WorkspaceRow, workspaceRow } from "../repositories/workspaces.js";
 import { audit } from "./audit.js";
 import type { AuthDeps, Principal, RequestMeta } from "./deps.js";
 import { NotFoundError, PermissionDeniedError, UnauthenticatedError } from "./errors.js";
@@ -57,18 +58,28 @@ export async function logout(
   await deps.revocations.changed();
 }
 
+const sessionView = joined({
+  session: { alias: "s", row: sessionRow },
+  user: { alias: "u", row: userRow },
+  workspace: { alias: "w", row: workspaceRow },
+});
+
+/** GetSession: the caller's session, user and workspace, read in one query. */
 export async function getSession(
   deps: AuthDeps,
   principal: Principal,
 ): Promise<{ user: UserRow; workspace: WorkspaceRow; session: SessionRow }> {
-  return withTenant(deps.pool, principal.workspaceId, async (tx) => {
-    const user = await findUserById(tx, principal.userId);
-    const workspace = await findWorkspaceById(tx, principal.workspaceId);
-    const session = await findSession(tx, principal.workspaceId, principal.sessionId);
-    if (!user || !workspace || !session)
-      throw new UnauthenticatedError("UNAUTHENTICATED", "the session has ended");
-    return { user, workspace, session };
-  });
+  const found = await withTenant(deps.pool, principal.workspaceId, (tx) =>
+    tx.maybeOne(sql.type(sessionView.row)`
+      SELECT ${sessionView.columns}
+      FROM sessions s
+      JOIN users u ON u.id = s.user_id
+      JOIN workspaces w ON w.id = s.workspace_id
+      WHERE s.workspace_id = ${principal.workspaceId} AND s.id = ${principal.sessionId}
+        AND s.user_id = ${principal.userId}`),
+  );
+  if (!found) throw new UnauthenticatedError("UNAUTHENTICATED", "the session has ended");
+  return found;
 }
 
 const sessionCursor = z.object({ c: z.number(), i: z.uuid() });
