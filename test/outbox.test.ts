@@ -393,6 +393,34 @@ describe(`mail outbox (${usingExternalPostgres ? "PostgreSQL" : "embedded PGlite
     expect(slow.stats.connections).toBe(1);
   });
 
+  it("calls off a send that outlives its timeout, so the retry is the only delivery", async () => {
+    // The first message is held for 1.5 s; the sender gives up on a send after 250 ms.
+    const stalling = await startSmtpServer({ acceptDelayMs: (i) => (i === 0 ? 1_500 : 0) });
+    cleanups.push(() => stalling.stop());
+    const to = "stalled@example.test";
+    await enqueueCommitted(to, "magic_link", {
+      link: "https://app.example.test/magic?token=x",
+      minutes: "15",
+    });
+    const s = sender({
+      mailer: mailerFor(stalling.url),
+      leaseMs: 500,
+      pollIntervalMs: 20,
+      baseBackoffMs: 20,
+      maxBackoffMs: 100,
+    });
+    s.start();
+    s.wake();
+    await stalling.waitFor((m) => m.to.includes(to));
+    // Past the moment the held message would have been accepted, had its send gone on.
+    await sleep(2_000);
+    expect(stalling.received.filter((m) => m.to.includes(to))).toHaveLength(1);
+    const [row] = await rowsFor(to);
+    expect(row?.sent_at).not.toBeNull();
+    expect(row?.attempts).toBe(2);
+    expect(row?.last_error).toMatch(/timed out/);
+  });
+
   it("gives up after maxAttempts, keeping the message and its error", async () => {
     const port = await freePort();
     const to = "never@example.test";

@@ -1,7 +1,7 @@
 import { randomUUID } from "node:crypto";
 import { mkdir, writeFile } from "node:fs/promises";
 import path from "node:path";
-import nodemailer, { type Transporter } from "nodemailer";
+import nodemailer, { type SendMailOptions, type Transporter } from "nodemailer";
 import type { Config } from "../config.js";
 import type { Logger } from "../log.js";
 
@@ -13,8 +13,12 @@ export interface MailMessage {
 }
 
 export interface Mailer {
-  /** Hands one message to the transport; throws when it was not accepted. */
-  send(message: MailMessage): Promise<{ messageId: string }>;
+  /**
+   * Hands one message to the transport; throws when it was not accepted. Aborting `signal`
+   * gives up on it: it leaves the queue, or its connection is closed before the server
+   * accepts it, and the send rejects.
+   */
+  send(message: MailMessage, signal?: AbortSignal): Promise<{ messageId: string }>;
   close(): void;
 }
 
@@ -39,8 +43,13 @@ export function smtpMailer(
           ...pool,
         });
   return {
-    async send(message) {
-      const info = await transport.sendMail({ from: config.mailFrom, ...message });
+    async send(message, signal) {
+      // nodemailer's SMTP transports honour `signal` (its types do not name it yet).
+      const info = await transport.sendMail({
+        from: config.mailFrom,
+        ...message,
+        ...(signal ? { signal } : {}),
+      } as SendMailOptions);
       return { messageId: String(info.messageId) };
     },
     close: () => transport.close(),

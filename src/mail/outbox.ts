@@ -89,7 +89,8 @@ const defaults = {
  *
  * Delivery is at least once, as over SMTP it can only be: a message is sent again when its
  * sender dies (or loses the database) after the SMTP server accepted it and before sent_at was
- * stored, or when a send outlives its timeout and completes anyway.
+ * stored. A send that outlives its timeout is called off (its connection is closed before
+ * the server accepts), so it does not complete later beside the retry.
  */
 export class OutboxSender {
   private readonly pool: DatabasePool;
@@ -206,12 +207,16 @@ export class OutboxSender {
     };
     try {
       await withTimeout(
-        this.mailer.send({
-          to: row.recipient,
-          subject: row.subject,
-          text: row.body_text,
-          ...(row.body_html === null ? {} : { html: row.body_html }),
-        }),
+        (signal) =>
+          this.mailer.send(
+            {
+              to: row.recipient,
+              subject: row.subject,
+              text: row.body_text,
+              ...(row.body_html === null ? {} : { html: row.body_html }),
+            },
+            signal,
+          ),
         this.sendTimeoutMs,
       );
     } catch (error) {
@@ -312,9 +317,20 @@ function errorMessage(error: unknown): string {
   return message.length > 500 ? `${message.slice(0, 500)}…` : message;
 }
 
-function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {
+/**
+ * Runs `send`, failing it after `ms`. The timeout also aborts the send's signal, so a send the
+ * transport still holds (queued, or stalled on a slow server) is called off rather than left
+ * to complete later, when the outbox has already recorded it as failed and will send it again.
+ */
+function withTimeout<T>(send: (signal: AbortSignal) => Promise<T>, ms: number): Promise<T> {
+  const abort = new AbortController();
+  const promise = send(abort.signal);
   return new Promise<T>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`mail send timed out after ${ms} ms`)), ms);
+    const timer = setTimeout(() => {
+      const error = new Error(`mail send timed out after ${ms} ms`);
+      abort.abort(error);
+      reject(error);
+    }, ms);
     promise.then(
       (value) => {
         clearTimeout(timer);

@@ -10,10 +10,14 @@ export interface ReceivedMail {
 
 /**
  * A real SMTP server on a loopback port that keeps what it receives; `acceptDelayMs` holds
- * each message that long before accepting it (a slow server). `stats` counts the connections
- * it accepted and the most messages it was receiving at once.
+ * each message that long before accepting it (a slow server), or as long as it says for the
+ * message's number (0 for the first). A message whose client hung up while it was held is not
+ * kept: the server never said it took it. `stats` counts the connections it accepted and the
+ * most messages it was receiving at once.
  */
-export async function startSmtpServer(options: { acceptDelayMs?: number } = {}): Promise<{
+export async function startSmtpServer(
+  options: { acceptDelayMs?: number | ((index: number) => number) } = {},
+): Promise<{
   url: string;
   port: number;
   received: ReceivedMail[];
@@ -26,6 +30,12 @@ export async function startSmtpServer(options: { acceptDelayMs?: number } = {}):
     [];
   const stats = { connections: 0, mostAtOnce: 0 };
   let atOnce = 0;
+  let messages = 0;
+  const closed = new Set<string>();
+  const delayOf = (index: number) =>
+    typeof options.acceptDelayMs === "function"
+      ? options.acceptDelayMs(index)
+      : (options.acceptDelayMs ?? 0);
   const server = new SMTPServer({
     authOptional: true,
     disabledCommands: ["STARTTLS", "AUTH"],
@@ -34,14 +44,20 @@ export async function startSmtpServer(options: { acceptDelayMs?: number } = {}):
       stats.connections += 1;
       callback();
     },
+    onClose(session) {
+      closed.add(session.id);
+    },
     onData(stream, session, callback) {
       atOnce += 1;
       stats.mostAtOnce = Math.max(stats.mostAtOnce, atOnce);
       const chunks: Buffer[] = [];
       stream.on("data", (c: Buffer) => chunks.push(c));
+      const delay = delayOf(messages++);
       stream.on("end", async () => {
-        if (options.acceptDelayMs) {
-          await new Promise((r) => setTimeout(r, options.acceptDelayMs));
+        if (delay > 0) await new Promise((r) => setTimeout(r, delay));
+        if (closed.has(session.id)) {
+          atOnce -= 1;
+          return;
         }
         const mail: ReceivedMail = {
           from: session.envelope.mailFrom ? session.envelope.mailFrom.address : "",
