@@ -2,6 +2,7 @@ import net from "node:net";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect-node";
 import * as client from "openid-client";
+import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { AdminService } from "../gen/keygate/v1/admin_service_pb.js";
 import { AuthService } from "../gen/keygate/v1/auth_service_pb.js";
@@ -10,7 +11,10 @@ import {
   TokenIntrospectionService,
 } from "../gen/keygate/v1/token_introspection_service_pb.js";
 import { AdminKeyRole } from "../gen/keygate/v1/types_pb.js";
-import { ManualClock } from "../src/clock.js";
+import { ManualClock, systemClock } from "../src/clock.js";
+import { adminKeyPrefix } from "../src/crypto/admin-key.js";
+import { AdminKeyAuthenticator } from "../src/domain/admin-auth.js";
+import { RateLimitedError, UnauthenticatedError } from "../src/domain/errors.js";
 import { usingExternalPostgres } from "./support/database.js";
 import { startPeerKeygate, startTestKeygate, type TestKeygate } from "./support/server.js";
 
@@ -583,5 +587,58 @@ describe("a gateway's key under load", () => {
     const wrong = `${key.slice(0, -4)}AAAA`;
     expect((await send(wrong)).status).toBe(401);
     expect((await send(wrong)).status).toBe(429);
+  });
+
+  it("one caller's limit is not another's, and a revocation overtakes a lookup under way", async () => {
+    const { database } = gateway;
+    const { secret } = await createClient(
+      AdminService,
+      createConnectTransport({ baseUrl: gateway.url, httpVersion: "2" }),
+    ).createAdminKey(
+      { name: "shared", role: AdminKeyRole.READ_ONLY, introspect: true },
+      { headers: { authorization: `Bearer ${gateway.bootstrapped?.adminKey}` } },
+    );
+    const keys = new AdminKeyAuthenticator(database.pool, systemClock);
+    // Two callers at once with a key not seen yet: the one over its limit is refused alone.
+    const [limited, fine] = await Promise.allSettled([
+      keys.authenticate(secret, async () => {
+        throw new RateLimitedError(1_000);
+      }),
+      keys.authenticate(secret, async () => {}),
+    ]);
+    expect(limited.status === "rejected" && limited.reason).toBeInstanceOf(RateLimitedError);
+    expect(fine.status === "fulfilled" && fine.value.kind).toBe("admin_key");
+
+    // A lookup is under way when the key is revoked and the cache cleared (what RevokeAdminKey
+    // does on this instance): on PostgreSQL its read sees the key live and its last_used_at
+    // write waits for the revoking transaction. Its answer is not trusted: the key is looked
+    // up again, and refused.
+    const { secret: other } = await createClient(
+      AdminService,
+      createConnectTransport({ baseUrl: gateway.url, httpVersion: "2" }),
+    ).createAdminKey(
+      { name: "revoked while checked", role: AdminKeyRole.READ_ONLY, introspect: true },
+      { headers: { authorization: `Bearer ${gateway.bootstrapped?.adminKey}` } },
+    );
+    const fresh = new AdminKeyAuthenticator(database.pool, systemClock);
+    const revoking = new pg.Client({ connectionString: database.url });
+    await revoking.connect();
+    let outcome: Promise<unknown>;
+    try {
+      await revoking.query("BEGIN");
+      await revoking.query("UPDATE admin_keys SET revoked_at = now() WHERE prefix = $1", [
+        adminKeyPrefix(other),
+      ]);
+      outcome = fresh.authenticate(other).then(
+        () => "accepted",
+        (e: unknown) => e,
+      );
+      await new Promise((r) => setTimeout(r, 300));
+      fresh.clear();
+      await revoking.query("COMMIT");
+    } finally {
+      await revoking.end();
+    }
+    expect(await outcome).toBeInstanceOf(UnauthenticatedError);
   });
 });

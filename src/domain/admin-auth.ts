@@ -149,9 +149,14 @@ type Authenticated = Caller & { expiresAt: number | null };
  */
 export class AdminKeyAuthenticator {
   private readonly cache: LRUCache<string, Authenticated>;
-  private readonly lookups = new Map<string, Promise<Authenticated>>();
+  private readonly lookups = new Map<
+    string,
+    { promise: Promise<Authenticated>; generation: number }
+  >();
   /** Keys that authenticated in the last ten minutes: their re-checks are not guesses. */
   private readonly known = new LRUCache<string, true>({ max: 10_000, ttl: 600_000 });
+  /** Moves on every clear(): a lookup that started before it may predate a revocation. */
+  private generation = 0;
 
   constructor(
     private readonly pool: DatabasePool,
@@ -162,31 +167,16 @@ export class AdminKeyAuthenticator {
   }
 
   /**
-   * `beforeLookup` runs before the database is asked about a key that has not authenticated
-   * lately (a limit on guessing keys); the once-a-second re-check of a key in use skips it.
+   * `beforeLookup` runs, for each call, before the database is asked about a key that has not
+   * authenticated lately (a limit on guessing keys; each caller pays its own, so one caller's
+   * refusal is not another's); the once-a-second re-check of a key in use skips it.
    */
   async authenticate(secret: string, beforeLookup?: () => Promise<void>): Promise<Caller> {
     const key = createHash("sha256").update(secret).digest("base64");
     let found = this.cache.get(key);
     if (!found) {
-      let lookup = this.lookups.get(key);
-      if (!lookup) {
-        lookup = (async () => {
-          if (!this.known.has(key)) await beforeLookup?.();
-          return authenticateAdminKey(this.pool, this.clock, secret);
-        })();
-        this.lookups.set(key, lookup);
-        lookup
-          .then(
-            (f) => {
-              this.cache.set(key, f);
-              this.known.set(key, true);
-            },
-            () => this.known.delete(key),
-          )
-          .finally(() => this.lookups.delete(key));
-      }
-      found = await lookup;
+      if (!this.known.has(key)) await beforeLookup?.();
+      found = await this.lookup(key, secret);
     }
     if (found.expiresAt !== null && found.expiresAt <= this.clock.now().getTime()) {
       this.cache.delete(key);
@@ -196,9 +186,44 @@ export class AdminKeyAuthenticator {
     return caller;
   }
 
-  /** Forgets every cached key (after a revocation on this instance). */
+  /** One database lookup per key at a time, started after the latest clear(). */
+  private async lookup(key: string, secret: string): Promise<Authenticated> {
+    for (;;) {
+      let entry = this.lookups.get(key);
+      if (!entry || entry.generation !== this.generation) {
+        const started = {
+          promise: authenticateAdminKey(this.pool, this.clock, secret),
+          generation: this.generation,
+        };
+        this.lookups.set(key, started);
+        started.promise
+          .then(
+            (f) => {
+              if (started.generation !== this.generation) return;
+              this.cache.set(key, f);
+              this.known.set(key, true);
+            },
+            (error: unknown) => {
+              // A refused key is a guess again; a database failure says nothing about it.
+              if (error instanceof UnauthenticatedError) this.known.delete(key);
+            },
+          )
+          .finally(() => {
+            if (this.lookups.get(key) === started) this.lookups.delete(key);
+          });
+        entry = started;
+      }
+      const found = await entry.promise;
+      // A revocation on this instance cleared the cache while the lookup ran: ask again.
+      if (entry.generation === this.generation) return found;
+    }
+  }
+
+  /** Forgets every cached key and lookup under way (after a revocation on this instance). */
   clear(): void {
+    this.generation++;
     this.cache.clear();
+    this.lookups.clear();
   }
 }
 
