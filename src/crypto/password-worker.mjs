@@ -14,7 +14,14 @@ import { compareSync, hashSync } from "bcryptjs";
 /** @type {{ nice?: number } | undefined} */
 const options = workerData;
 const nice = options?.nice ?? 0;
-if (process.platform === "linux" && nice > getPriority()) setPriority(nice);
+if (process.platform === "linux") {
+  try {
+    if (nice > getPriority()) setPriority(nice);
+  } catch {
+    // A sandbox that refuses it (seccomp, gVisor): hash at the inherited priority rather than
+    // fail every login. PasswordHasher.workerPriority() tells which it is.
+  }
+}
 
 /** @param {{ prehashed: string; cost: number }} task */
 export function hash({ prehashed, cost }) {
