@@ -15,7 +15,14 @@ import { AuthService } from "../../gen/keygate/v1/auth_service_pb.js";
 import { OtpService } from "../../gen/keygate/v1/otp_service_pb.js";
 import { OtpPurpose, Role } from "../../gen/keygate/v1/types_pb.js";
 import { codeIn, linkIn, type ReceivedMail, startSmtpServer } from "../support/smtp.js";
-import { benchDatabase, loadGenerator, quantile, round, startBenchKeygate } from "./support.js";
+import {
+  benchDatabase,
+  loadGenerator,
+  quantile,
+  round,
+  serveJobs,
+  startBenchKeygate,
+} from "./support.js";
 
 const self = fileURLToPath(import.meta.url);
 const password = "correct horse battery staple";
@@ -106,16 +113,12 @@ async function client(): Promise<void> {
       operations: run.latencies.length,
     };
   };
-  process.on("message", (job: Job) => {
-    drive(job).then(
-      (figures) => process.send?.(figures),
-      (error: unknown) => process.send?.({ error: String(error) }),
-    );
+  serveJobs(drive, {
+    ready: { smtpUrl: smtp.url },
+    onDisconnect: () => {
+      smtp.stop().finally(() => process.exit(0));
+    },
   });
-  process.on("disconnect", () => {
-    smtp.stop().finally(() => process.exit(0));
-  });
-  process.send?.({ smtpUrl: smtp.url });
 }
 
 // ---- the benchmark ----

@@ -31,6 +31,7 @@ import {
   quantile,
   type Ratio,
   round,
+  serveJobs,
   startBenchKeygate,
   startBenchPeer,
   verdict,
@@ -116,12 +117,6 @@ async function client(): Promise<void> {
     }
     return c;
   };
-  process.on("message", (job: Job) => {
-    drive(job).then(
-      (figures) => process.send?.(figures),
-      (error: unknown) => process.send?.({ error: String(error) }),
-    );
-  });
   const drive = async (job: Job): Promise<LoadFigures> => {
     const introspect = clientFor(job.url, job.protocol, job.key);
     let inactive = 0;
@@ -144,9 +139,7 @@ async function client(): Promise<void> {
       ...("maxInFlight" in run ? { maxInFlight: run.maxInFlight as number } : {}),
     };
   };
-  // Leave normally when the parent lets go, so that a --cpu-prof profile gets written.
-  process.on("disconnect", () => process.exit(0));
-  process.send?.("ready");
+  serveJobs(drive);
 }
 
 // ---- the benchmark ----

@@ -33,6 +33,7 @@ import {
   quantile,
   type Ratio,
   round,
+  serveJobs,
   startBenchKeygate,
   verdict,
 } from "./support.js";
@@ -89,14 +90,7 @@ async function client(): Promise<void> {
     const run = await openLoop(op, job.rate, job.ms);
     return summary(run.perSecond, run.latencies);
   };
-  process.on("message", (job: Job) => {
-    drive(job).then(
-      (figures) => process.send?.(figures),
-      (error: unknown) => process.send?.({ error: String(error) }),
-    );
-  });
-  process.on("disconnect", () => process.exit(0));
-  process.send?.("ready");
+  serveJobs(drive);
 }
 
 const summary = (perSecond: number, sorted: number[]): Figures => ({

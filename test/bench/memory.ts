@@ -38,6 +38,7 @@ import {
   quantile,
   type Ratio,
   round,
+  serveJobs,
   startBenchKeygate,
   verdict,
 } from "./support.js";
@@ -105,14 +106,7 @@ async function client(): Promise<void> {
       calls: run.latencies.length,
     } satisfies LoadFigures;
   };
-  process.on("message", (job: Job) => {
-    drive(job).then(
-      (figures) => process.send?.(figures),
-      (error: unknown) => process.send?.({ error: String(error) }),
-    );
-  });
-  process.on("disconnect", () => process.exit(0));
-  process.send?.("ready");
+  serveJobs(drive);
 }
 
 /**

@@ -34,6 +34,7 @@ import {
   type Ratio,
   round,
   scratchDatabase,
+  serveJobs,
   startBenchKeygate,
 } from "./support.js";
 
@@ -125,14 +126,7 @@ async function client(): Promise<void> {
     );
     return { login: loginRun, session: sessionRun };
   };
-  process.on("message", (job: Job) => {
-    drive(job).then(
-      (f) => process.send?.(f),
-      (error: unknown) => process.send?.({ error: String(error) }),
-    );
-  });
-  process.on("disconnect", () => process.exit(0));
-  process.send?.("ready");
+  serveJobs(drive);
 }
 
 // ---- better-auth, served in a process of its own ----

@@ -26,6 +26,7 @@ import {
   type Ratio,
   round,
   scratchDatabase,
+  serveJobs,
   startBenchKeygate,
   verdict,
 } from "./support.js";
@@ -80,14 +81,7 @@ async function client(): Promise<void> {
       refreshTokens: tokens,
     };
   };
-  process.on("message", (job: Job) => {
-    drive(job).then(
-      (figures) => process.send?.(figures),
-      (error: unknown) => process.send?.({ error: String(error) }),
-    );
-  });
-  process.on("disconnect", () => process.exit(0));
-  process.send?.("ready");
+  serveJobs(drive);
 }
 
 /** pgbench's TPS (without the initial connection time) for `-N` on a scratch database. */

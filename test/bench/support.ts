@@ -260,6 +260,25 @@ export async function openLoop(
   };
 }
 
+/**
+ * The child side of `loadGenerator`: answers each job the parent sends with what `drive`
+ * resolves to (or `{ error }`), says `ready` when it listens, and leaves when the parent lets
+ * go (normally, so that a --cpu-prof profile gets written).
+ */
+export function serveJobs<J>(
+  drive: (job: J) => Promise<unknown>,
+  options: { ready?: unknown; onDisconnect?: () => void } = {},
+): void {
+  process.on("message", (job: J) => {
+    drive(job).then(
+      (figures) => process.send?.(figures as object),
+      (error: unknown) => process.send?.({ error: String(error) }),
+    );
+  });
+  process.on("disconnect", options.onDisconnect ?? (() => process.exit(0)));
+  process.send?.((options.ready ?? "ready") as object);
+}
+
 export interface LoadGenerator {
   child: ChildProcess;
   /** What the child sent first, when it was ready. */
