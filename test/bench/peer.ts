@@ -63,68 +63,67 @@ const figures = (run: { perSecond: number; latencies: number[] }): Figures => ({
 
 async function client(): Promise<void> {
   const drive = async (job: Job): Promise<{ login: Figures; session: Figures }> => {
-    let i = 0;
-    const next = () => job.emails[i++ % job.emails.length] as string;
+    // Sign every user in once, then time sign-ins, then session checks cycling through the
+    // credentials the first sign-ins got.
+    const measure = async <C>(
+      signIn: (email: string) => Promise<C>,
+      check: (credential: C) => Promise<void>,
+    ) => {
+      const credentials = await Promise.all(job.emails.map(signIn));
+      let i = 0;
+      const login = figures(
+        await closedLoop(
+          () => signIn(job.emails[i++ % job.emails.length] as string),
+          job.ms,
+          job.n,
+        ),
+      );
+      let c = 0;
+      const session = figures(
+        await closedLoop(() => check(credentials[c++ % credentials.length] as C), job.ms, job.n),
+      );
+      return { login, session };
+    };
     if (job.kind === "keygate") {
       const auth = createClient(
         AuthService,
         createConnectTransport({ baseUrl: job.url, httpVersion: "1.1", useBinaryFormat: false }),
       );
-      const login = async (email: string) => {
-        const res = await auth.login({ email, password, workspaceId: job.workspaceId });
-        if (res.result.case !== "tokens") throw new Error("Login answered no tokens");
-        return res.result.value.accessToken;
-      };
-      const tokens = await Promise.all(job.emails.map(login));
-      const loginRun = figures(await closedLoop(() => login(next()), job.ms, job.n));
-      let t = 0;
-      const sessionRun = figures(
-        await closedLoop(
-          async () => {
-            const token = tokens[t++ % tokens.length] as string;
-            const res = await auth.getSession(
-              {},
-              { headers: { authorization: `Bearer ${token}` } },
-            );
-            if (!res.session) throw new Error("GetSession answered no session");
-          },
-          job.ms,
-          job.n,
-        ),
-      );
-      return { login: loginRun, session: sessionRun };
-    }
-    const signIn = async (email: string) => {
-      const res = await fetch(`${job.url}/api/auth/sign-in/email`, {
-        method: "POST",
-        // As a browser on the service's own origin sends it (better-auth refuses a sign-in
-        // without an Origin, its CSRF defence).
-        headers: { "content-type": "application/json", origin: job.url },
-        body: JSON.stringify({ email, password }),
-      });
-      if (res.status !== 200)
-        throw new Error(`sign-in answered ${res.status}: ${await res.text()}`);
-      await res.arrayBuffer();
-      const cookie = res.headers.getSetCookie().map((c) => c.split(";")[0]);
-      return cookie.join("; ");
-    };
-    const cookies = await Promise.all(job.emails.map(signIn));
-    const loginRun = figures(await closedLoop(() => signIn(next()), job.ms, job.n));
-    let c = 0;
-    const sessionRun = figures(
-      await closedLoop(
-        async () => {
-          const res = await fetch(`${job.url}/api/auth/get-session`, {
-            headers: { cookie: cookies[c++ % cookies.length] as string },
-          });
-          const body = (await res.json()) as { session?: unknown } | null;
-          if (res.status !== 200 || !body?.session) throw new Error("get-session found no session");
+      return measure(
+        async (email) => {
+          const res = await auth.login({ email, password, workspaceId: job.workspaceId });
+          if (res.result.case !== "tokens") throw new Error("Login answered no tokens");
+          return res.result.value.accessToken;
         },
-        job.ms,
-        job.n,
-      ),
+        async (token) => {
+          const res = await auth.getSession({}, { headers: { authorization: `Bearer ${token}` } });
+          if (!res.session) throw new Error("GetSession answered no session");
+        },
+      );
+    }
+    return measure(
+      async (email) => {
+        const res = await fetch(`${job.url}/api/auth/sign-in/email`, {
+          method: "POST",
+          // As a browser on the service's own origin sends it (better-auth refuses a sign-in
+          // without an Origin, its CSRF defence).
+          headers: { "content-type": "application/json", origin: job.url },
+          body: JSON.stringify({ email, password }),
+        });
+        if (res.status !== 200)
+          throw new Error(`sign-in answered ${res.status}: ${await res.text()}`);
+        await res.arrayBuffer();
+        return res.headers
+          .getSetCookie()
+          .map((c) => c.split(";")[0])
+          .join("; ");
+      },
+      async (cookie) => {
+        const res = await fetch(`${job.url}/api/auth/get-session`, { headers: { cookie } });
+        const body = (await res.json()) as { session?: unknown } | null;
+        if (res.status !== 200 || !body?.session) throw new Error("get-session found no session");
+      },
     );
-    return { login: loginRun, session: sessionRun };
   };
   serveJobs(drive);
 }
