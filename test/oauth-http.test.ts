@@ -119,6 +119,17 @@ async function post(
 }
 
 const form = (params: Record<string, string>) => new URLSearchParams(params).toString();
+
+/** An RFC 7662 introspection of a throwaway token at `baseUrl`, authenticated with `secret`. */
+const introspectWith = (baseUrl: string, secret: string) =>
+  fetch(`${baseUrl}/oauth2/introspect`, {
+    method: "POST",
+    headers: {
+      "content-type": "application/x-www-form-urlencoded",
+      authorization: `Bearer ${secret}`,
+    },
+    body: form({ token: "x" }),
+  });
 const basic = (id: string, secret: string) =>
   `Basic ${Buffer.from(`${encodeURIComponent(id)}:${encodeURIComponent(secret)}`).toString("base64")}`;
 
@@ -532,15 +543,7 @@ describe("another configuration", () => {
 
   it("refuses client-key lookups from one address over oauth_client_ip with 429", async () => {
     const key = other.bootstrapped?.adminKey as string;
-    const send = (secret: string) =>
-      fetch(`${other.url}/oauth2/introspect`, {
-        method: "POST",
-        headers: {
-          "content-type": "application/x-www-form-urlencoded",
-          authorization: `Bearer ${secret}`,
-        },
-        body: form({ token: "x" }),
-      });
+    const send = (secret: string) => introspectWith(other.url, secret);
     // Each lookup counts, the right key's as well (it is then known for a second).
     expect((await send(key)).status).toBe(200);
     const wrong = `${key.slice(0, -4)}AAAA`;
@@ -567,14 +570,10 @@ describe("a gateway's key under load", () => {
   it("re-checks a key in use once a second without charging oauth_client_ip", async () => {
     const key = gateway.bootstrapped?.adminKey as string;
     const send = (secret: string) =>
-      fetch(`${gateway.url}/oauth2/introspect`, {
-        method: "POST",
-        headers: {
-          "content-type": "application/x-www-form-urlencoded",
-          authorization: `Bearer ${secret}`,
-        },
-        body: form({ token: "x" }),
-      }).then(async (res) => ({ status: res.status, body: await res.text() }));
+      introspectWith(gateway.url, secret).then(async (res) => ({
+        status: res.status,
+        body: await res.text(),
+      }));
     // The first lookup of the key counts (1 of 2).
     expect((await send(key)).status).toBe(200);
     // After the cached second, many calls at once: one shared re-check, none of them charged.

@@ -117,6 +117,22 @@ async function enqueueCommitted(
   );
 }
 
+/** `count` login-code messages to `<prefix>-<i>@example.test`, in one committed transaction. */
+async function enqueueCodes(prefix: string, count: number, firstCode: number): Promise<string[]> {
+  const recipients = Array.from({ length: count }, (_, i) => `${prefix}-${i}@example.test`);
+  await database.pool.transaction(async (tx) => {
+    for (const [i, to] of recipients.entries()) {
+      await enqueueMail(tx, templates, {
+        workspaceId: null,
+        to,
+        template: "login_code",
+        vars: vars({ email: to, code: String(firstCode + i), minutes: "5" }),
+      });
+    }
+  });
+  return recipients;
+}
+
 async function eventually(check: () => Promise<boolean> | boolean, timeoutMs = 15_000) {
   const deadline = Date.now() + timeoutMs;
   while (!(await check())) {
@@ -310,17 +326,7 @@ describe(`mail outbox (${usingExternalPostgres ? "PostgreSQL" : "embedded PGlite
   });
 
   it("two senders on one database deliver each of 30 messages exactly once", async () => {
-    const recipients = Array.from({ length: 30 }, (_, i) => `bulk-${i}@example.test`);
-    await database.pool.transaction(async (tx) => {
-      for (const [i, to] of recipients.entries()) {
-        await enqueueMail(tx, templates, {
-          workspaceId: null,
-          to,
-          template: "login_code",
-          vars: vars({ email: to, code: String(100000 + i), minutes: "5" }),
-        });
-      }
-    });
+    const recipients = await enqueueCodes("bulk", 30, 100000);
     // The second instance has a pool of its own, as another process would.
     const otherPool = await createPool(database.url, { maxPoolSize: 3 });
     cleanups.push(() => otherPool.end());
@@ -350,17 +356,7 @@ describe(`mail outbox (${usingExternalPostgres ? "PostgreSQL" : "embedded PGlite
   it("sends up to `concurrency` messages at once over pooled connections, each once", async () => {
     const slow = await startSmtpServer({ acceptDelayMs: 200 });
     cleanups.push(() => slow.stop());
-    const recipients = Array.from({ length: 12 }, (_, i) => `burst-${i}@example.test`);
-    await database.pool.transaction(async (tx) => {
-      for (const [i, to] of recipients.entries()) {
-        await enqueueMail(tx, templates, {
-          workspaceId: null,
-          to,
-          template: "login_code",
-          vars: vars({ email: to, code: String(200000 + i), minutes: "5" }),
-        });
-      }
-    });
+    const recipients = await enqueueCodes("burst", 12, 200000);
     // One wake: the loop that claims the first message wakes the next, and so on.
     const s = sender({ mailer: mailerFor(slow.url), concurrency: 4, pollIntervalMs: 60_000 });
     s.start();
@@ -380,10 +376,7 @@ describe(`mail outbox (${usingExternalPostgres ? "PostgreSQL" : "embedded PGlite
   it("with concurrency 1 sends one message at a time", async () => {
     const slow = await startSmtpServer({ acceptDelayMs: 50 });
     cleanups.push(() => slow.stop());
-    const recipients = Array.from({ length: 4 }, (_, i) => `single-${i}@example.test`);
-    for (const [i, to] of recipients.entries()) {
-      await enqueueCommitted(to, "login_code", { code: String(300000 + i), minutes: "5" });
-    }
+    const recipients = await enqueueCodes("single", 4, 300000);
     const s = sender({ mailer: mailerFor(slow.url), concurrency: 1 });
     s.start();
     s.wake();
