@@ -77,7 +77,10 @@ function eventOf(e: FeedEvent): WatchRevocationsResponse {
       });
     case "snapshot_complete":
       return create(WatchRevocationsResponseSchema, {
-        event: { case: "snapshotComplete", value: { cursor: String(e.cursor) } },
+        event: {
+          case: "snapshotComplete",
+          value: { cursor: String(e.cursor), workspaceId: e.workspaceId ?? "" },
+        },
       });
     case "heartbeat":
       return create(WatchRevocationsResponseSchema, {

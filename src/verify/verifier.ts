@@ -50,8 +50,13 @@ export interface VerifiedCaller {
 export interface VerifierOptions {
   /** Keygate's URL (any instance, or the load balancer in front of them). */
   readonly baseUrl: string;
-  /** An admin key with the introspect permission (a workspace-scoped one is enough). */
+  /**
+   * An admin key with the introspect permission. A workspace-scoped one pins the verifier to
+   * its workspace: tokens of any other workspace are refused (`workspace_mismatch`).
+   */
   readonly adminKey: string;
+  /** Accept only this workspace's tokens (for a deployment-wide key). */
+  readonly workspaceId?: string;
   /** KEYGATE_AUDIENCE of the deployment. */
   readonly audience: string;
   /** KEYGATE_ISSUER of the deployment; by default the origin of baseUrl. */
@@ -92,8 +97,12 @@ export class Verifier {
   private readonly keys = new Map<string, { key: CryptoKey; at: number }>();
   private readonly client;
   private readonly abort = new AbortController();
-  private readonly options: Required<Omit<VerifierOptions, "onFeedError" | "issuer">> &
-    Pick<VerifierOptions, "onFeedError"> & { issuer: string };
+  private readonly options: Required<
+    Omit<VerifierOptions, "onFeedError" | "issuer" | "workspaceId">
+  > &
+    Pick<VerifierOptions, "onFeedError" | "workspaceId"> & { issuer: string };
+  /** The workspace of a workspace-scoped key, as the feed tells it. */
+  private keyWorkspace: string | null = null;
   private cursor = "";
   private synced = false;
   private lastHeardAt = Number.NEGATIVE_INFINITY;
@@ -143,8 +152,10 @@ export class Verifier {
 
   async verify(token: string, options: { workspaceId?: string } = {}): Promise<VerifiedCaller> {
     const claims = await this.checkSignature(token);
-    if (options.workspaceId !== undefined && options.workspaceId !== claims.workspaceId) {
-      throw new VerifyError("workspace_mismatch", "the token is for another workspace");
+    // The key's own workspace first: its feed carries no other workspace's revocations.
+    for (const pinned of [this.keyWorkspace, this.options.workspaceId, options.workspaceId]) {
+      if (pinned !== null && pinned !== undefined && pinned !== claims.workspaceId)
+        throw new VerifyError("workspace_mismatch", "the token is for another workspace");
     }
     if (!this.current) return this.whenStale(token);
     const kind = this.set.match(claims);
@@ -278,6 +289,7 @@ export class Verifier {
             this.cursor = r.cursor;
           } else if (event.case === "snapshotComplete") {
             this.cursor = event.value.cursor;
+            this.keyWorkspace = event.value.workspaceId || null;
             this.synced = true;
             this.readySignal.resolve();
           } else if (event.case === "heartbeat") {
