@@ -129,6 +129,7 @@ export async function startKeygate(
         refreshGraceSeconds: config.refreshGraceSeconds,
         publicUrl: config.publicUrl,
         productName,
+        adminKeyMaxLifetimeDays: config.adminKeyMaxLifetimeDays,
       },
     };
     const adminKeys = new AdminKeyAuthenticator(database.pool, clock);

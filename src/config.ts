@@ -201,6 +201,7 @@ const envSchema = z.object({
     .default([]),
   KEYGATE_UI: bool.default(false),
   KEYGATE_LOCKOUT_THRESHOLD: z.coerce.number().int().min(1).max(1000).default(5),
+  KEYGATE_ADMIN_KEY_MAX_LIFETIME_DAYS: z.coerce.number().int().min(1).max(3650).default(90),
   KEYGATE_LOCKOUT_BASE_SECONDS: z.coerce.number().int().min(1).max(86_400).default(60),
   KEYGATE_LOCKOUT_MAX_SECONDS: z.coerce
     .number()
@@ -281,6 +282,8 @@ export interface Config {
   readonly rateLimits: RateLimits;
   /** Peers whose X-Forwarded-For is believed (IP addresses or CIDR ranges). */
   readonly trustedProxies: readonly string[];
+  /** Longest lifetime of an admin key minted by a signed-in user (or by such a key). */
+  readonly adminKeyMaxLifetimeDays: number;
   readonly lockout: {
     readonly threshold: number;
     readonly baseSeconds: number;
@@ -426,6 +429,7 @@ export function configFromEnv(env: Record<string, string | undefined>): Config {
     mailTemplatesDir: e.KEYGATE_MAIL_TEMPLATES_DIR,
     rateLimits: Object.freeze({ ...builtInRateLimits, ...e.KEYGATE_RATE_LIMITS }),
     trustedProxies: Object.freeze([...e.KEYGATE_TRUSTED_PROXIES]),
+    adminKeyMaxLifetimeDays: e.KEYGATE_ADMIN_KEY_MAX_LIFETIME_DAYS,
     lockout: Object.freeze({
       threshold: e.KEYGATE_LOCKOUT_THRESHOLD,
       baseSeconds: e.KEYGATE_LOCKOUT_BASE_SECONDS,

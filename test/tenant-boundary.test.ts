@@ -3,7 +3,7 @@ import { createConnectTransport } from "@connectrpc/connect-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { AdminService } from "../gen/keygate/v1/admin_service_pb.js";
 import { AuthService } from "../gen/keygate/v1/auth_service_pb.js";
-import { OtpLoginMode, Role } from "../gen/keygate/v1/types_pb.js";
+import { AdminKeyRole, MembershipStatus, OtpLoginMode, Role } from "../gen/keygate/v1/types_pb.js";
 import { builtInRateLimits } from "../src/config.js";
 import { failure } from "./support/failure.js";
 import { startPeerKeygate, startTestKeygate, type TestKeygate } from "./support/server.js";
@@ -15,6 +15,7 @@ let b: TestKeygate;
 let authA: ReturnType<typeof createClient<typeof AuthService>>;
 let authB: ReturnType<typeof createClient<typeof AuthService>>;
 let admin: ReturnType<typeof createClient<typeof AdminService>>;
+let adminB: ReturnType<typeof createClient<typeof AdminService>>;
 let adminKey: string;
 let home: string;
 
@@ -46,6 +47,7 @@ beforeAll(async () => {
   authA = createClient(AuthService, createConnectTransport({ baseUrl: a.url, httpVersion: "1.1" }));
   authB = createClient(AuthService, createConnectTransport({ baseUrl: b.url, httpVersion: "2" }));
   admin = createClient(AdminService, createConnectTransport({ baseUrl: a.url, httpVersion: "2" }));
+  adminB = createClient(AdminService, createConnectTransport({ baseUrl: b.url, httpVersion: "2" }));
 });
 afterAll(async () => {
   await b?.stop();
@@ -216,5 +218,170 @@ describe("SECURITY.md 31: every workspace's requirements hold however a session 
     );
     const there = await login(victim, "twenty-four characters, at least", strict);
     expect(there.result.case).toBe("tokens");
+  });
+});
+
+describe("SECURITY.md 32: no admin key exceeds the user who minted it", () => {
+  const withKey = (key: string) => ({ headers: { authorization: `Bearer ${key}` } });
+
+  /** A workspace with an owner and an admin, each signed in there. */
+  async function team(tag: string) {
+    const owner = await sharedAccount(`${tag}-owner`);
+    const ownerId = (await login(owner, password, home)).result.value as { userId: string };
+    const res = await admin.createWorkspace(
+      {
+        name: `Team ${tag}`,
+        slug: `${tag}-${++n}-${Date.now().toString(36)}`,
+        ownerUserId: ownerId.userId,
+      },
+      asAdmin(),
+    );
+    const workspaceId = res.workspace?.id as string;
+    const deputy = await sharedAccount(`${tag}-admin`);
+    const provisioned = await admin.provisionUser(
+      { email: deputy, workspaceId, role: Role.ADMIN, password: "" },
+      asAdmin(),
+    );
+    const tokensOf = async (address: string) => {
+      const r = await login(address, password, workspaceId);
+      if (r.result.case !== "tokens") throw new Error("no tokens");
+      return r.result.value;
+    };
+    return {
+      workspaceId,
+      owner: { id: ownerId.userId, tokens: await tokensOf(owner) },
+      deputy: { id: provisioned.user?.id as string, tokens: await tokensOf(deputy) },
+    };
+  }
+  const mint = async (workspaceId: string, token: string, name = "automation") =>
+    (await admin.createAdminKey({ name, workspaceId, role: AdminKeyRole.ADMIN }, bearer(token)))
+      .secret;
+
+  it("an admin's key cannot make its creator owner, touch the owner, or add owners; an owner's key can", async () => {
+    const t = await team("ceiling");
+    const key = await mint(t.workspaceId, t.deputy.tokens.accessToken);
+    const { workspaceId } = t;
+    const refusals = await Promise.all([
+      failure(
+        admin.updateMember({ workspaceId, userId: t.deputy.id, role: Role.OWNER }, withKey(key)),
+      ),
+      failure(
+        admin.updateMember({ workspaceId, userId: t.owner.id, role: Role.MEMBER }, withKey(key)),
+      ),
+      failure(
+        admin.updateMember(
+          { workspaceId, userId: t.owner.id, status: MembershipStatus.DISABLED },
+          withKey(key),
+        ),
+      ),
+      failure(admin.removeMember({ workspaceId, userId: t.owner.id }, withKey(key))),
+      failure(
+        admin.provisionUser(
+          { email: email("new-owner"), workspaceId, role: Role.OWNER, password },
+          withKey(key),
+        ),
+      ),
+    ]);
+    for (const r of refusals)
+      expect([r.code, r.reason]).toEqual([Code.PermissionDenied, "PERMISSION_DENIED"]);
+    // What an admin may do, the key may do.
+    const member = await admin.provisionUser(
+      { email: email("helper"), workspaceId, role: Role.MEMBER, password },
+      withKey(key),
+    );
+    expect(member.membership?.role).toBe(Role.MEMBER);
+    // An owner's key manages owners.
+    const ownersKey = await mint(workspaceId, t.owner.tokens.accessToken);
+    const promoted = await admin.updateMember(
+      { workspaceId, userId: t.deputy.id, role: Role.OWNER },
+      withKey(ownersKey),
+    );
+    expect(promoted.membership?.role).toBe(Role.OWNER);
+  });
+
+  it("ListAdminKeys shows who minted a key; its lifetime is bounded", async () => {
+    const t = await team("lifetime");
+    const before = Date.now();
+    await mint(t.workspaceId, t.deputy.tokens.accessToken, "bounded");
+    const { adminKeys } = await admin.listAdminKeys({ workspaceId: t.workspaceId }, asAdmin());
+    const listed = adminKeys.find((k) => k.name === "bounded");
+    expect(listed?.createdBy).toBe(`user:${t.deputy.id}`);
+    expect(listed?.createdByUserId).toBe(t.deputy.id);
+    const expires = Number(listed?.expireTime?.seconds) * 1000;
+    expect(expires).toBeGreaterThanOrEqual(before + 90 * 86_400_000 - 5_000);
+    expect(expires).toBeLessThanOrEqual(Date.now() + 90 * 86_400_000);
+    const tooLong = await failure(
+      admin.createAdminKey(
+        {
+          name: "forever",
+          workspaceId: t.workspaceId,
+          role: AdminKeyRole.ADMIN,
+          expireTime: { seconds: BigInt(Math.floor(Date.now() / 1000) + 91 * 86_400), nanos: 0 },
+        },
+        bearer(t.deputy.tokens.accessToken),
+      ),
+    );
+    expect([tooLong.code, tooLong.fields]).toEqual([Code.InvalidArgument, ["expire_time"]]);
+  });
+
+  /** Polls instance B until the key is refused (at most three seconds). */
+  async function refusedWithin(key: string, workspaceId: string) {
+    const started = performance.now();
+    for (;;) {
+      const ok = await adminB.listMembers({ workspaceId }, withKey(key)).then(
+        () => true,
+        async (e) => {
+          const f = await failure(Promise.reject(e));
+          expect(f.code).toBe(Code.Unauthenticated);
+          return false;
+        },
+      );
+      if (!ok) return performance.now() - started;
+      if (performance.now() - started > 3_000) throw new Error("the key still works");
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+
+  it("stops working on another instance (after its one-second cache) once its creator is demoted, disabled, removed, blocked or deleted, and so do keys it minted", async () => {
+    const changes: [string, (t: Awaited<ReturnType<typeof team>>) => Promise<unknown>][] = [
+      [
+        "demoted",
+        (t) =>
+          admin.updateMember(
+            { workspaceId: t.workspaceId, userId: t.deputy.id, role: Role.MEMBER },
+            asAdmin(),
+          ),
+      ],
+      [
+        "disabled",
+        (t) =>
+          admin.updateMember(
+            { workspaceId: t.workspaceId, userId: t.deputy.id, status: MembershipStatus.DISABLED },
+            asAdmin(),
+          ),
+      ],
+      [
+        "removed",
+        (t) => admin.removeMember({ workspaceId: t.workspaceId, userId: t.deputy.id }, asAdmin()),
+      ],
+      ["blocked", (t) => admin.blockUser({ userId: t.deputy.id, reason: "test" }, asAdmin())],
+      ["deleted", (t) => admin.deleteUser({ userId: t.deputy.id }, asAdmin())],
+    ];
+    for (const [what, change] of changes) {
+      const t = await team(`creator-${what}`);
+      const key = await mint(t.workspaceId, t.deputy.tokens.accessToken);
+      const child = (
+        await admin.createAdminKey(
+          { name: "child", workspaceId: t.workspaceId, role: AdminKeyRole.READ_ONLY },
+          withKey(key),
+        )
+      ).secret;
+      // Both work through instance B first (and are cached there).
+      await adminB.listMembers({ workspaceId: t.workspaceId }, withKey(key));
+      await adminB.listMembers({ workspaceId: t.workspaceId }, withKey(child));
+      await change(t);
+      expect(await refusedWithin(key, t.workspaceId), what).toBeLessThan(3_000);
+      expect(await refusedWithin(child, t.workspaceId), what).toBeLessThan(3_000);
+    }
   });
 });

@@ -1450,7 +1450,11 @@ export const AdminService: GenService<{
   },
   /**
    * Workspace admin for a key of that workspace, deployment admin for a deployment-wide key.
-   * A key never gets more than its creator has. The secret is answered once, stored hashed.
+   * A key never gets more than its creator has. A key minted by a signed-in user (or by such a
+   * key) carries that user's role in the workspace as its ceiling (an admin's key cannot
+   * manage owners), stops authenticating once the user is no longer an active, unblocked
+   * owner or admin there, and expires within KEYGATE_ADMIN_KEY_MAX_LIFETIME_DAYS (the
+   * default when no expire_time is given). The secret is answered once, stored hashed.
    * Codes: INVALID_ARGUMENT, PERMISSION_DENIED.
    *
    * @generated from rpc keygate.v1.AdminService.CreateAdminKey

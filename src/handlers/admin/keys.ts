@@ -48,6 +48,8 @@ export function adminKeyOf(k: AdminKeyRow) {
     lastUseTime: time(k.last_used_at),
     revokeTime: time(k.revoked_at),
     expireTime: time(k.expires_at),
+    createdBy: k.created_by,
+    createdByUserId: k.created_by_user_id ?? "",
   });
 }
 
