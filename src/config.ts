@@ -217,6 +217,8 @@ const envSchema = z.object({
     .default(15_000),
   KEYGATE_REVOCATION_HEARTBEAT_MS: z.coerce.number().int().min(100).max(300_000).default(1_000),
   KEYGATE_METRICS: bool.default(true),
+  KEYGATE_METRICS_HOST: z.string().min(1).default("127.0.0.1"),
+  KEYGATE_METRICS_PORT: port.default(9464),
   KEYGATE_OTLP_ENDPOINT: url.optional(),
   KEYGATE_TRACE_SAMPLE_RATIO: z.coerce.number().min(0).max(1).default(1),
   KEYGATE_MAIL_LEASE_MS: z.coerce.number().int().min(1_000).max(3_600_000).default(60_000),
@@ -296,8 +298,11 @@ export interface Config {
   };
   /** Verified access tokens kept for repeated introspection (0: none). */
   readonly introspectionCacheSize: number;
-  /** Serve Prometheus metrics at GET /metrics. */
+  /** Serve Prometheus metrics at GET /metrics on a listener of their own. */
   readonly metrics: boolean;
+  /** That listener's address: loopback by default, never the service port. */
+  readonly metricsHost: string;
+  readonly metricsPort: number;
   /** OTLP/HTTP traces endpoint (…/v1/traces); tracing is off without one. */
   readonly otlpEndpoint: string | undefined;
   /** Share of new traces recorded (callers' sampled traces are always continued). */
@@ -370,6 +375,13 @@ export function configFromEnv(env: Record<string, string | undefined>): Config {
       "KEYGATE_KEY_ENCRYPTION_KEY and KEYGATE_TOKEN_SECRET: required with DATABASE_URL, the same on every instance",
     );
   }
+  if (
+    e.KEYGATE_METRICS &&
+    e.KEYGATE_METRICS_PORT !== 0 &&
+    e.KEYGATE_METRICS_PORT === e.KEYGATE_PORT
+  ) {
+    problems.push("KEYGATE_METRICS_PORT: must differ from KEYGATE_PORT");
+  }
   if (problems.length > 0) throw new ConfigError(problems);
 
   const scheme = e.KEYGATE_TLS_CERT_FILE ? "https" : "http";
@@ -438,6 +450,8 @@ export function configFromEnv(env: Record<string, string | undefined>): Config {
     }),
     introspectionCacheSize: e.KEYGATE_INTROSPECTION_CACHE_SIZE,
     metrics: e.KEYGATE_METRICS,
+    metricsHost: e.KEYGATE_METRICS_HOST,
+    metricsPort: e.KEYGATE_METRICS_PORT,
     otlpEndpoint: e.KEYGATE_OTLP_ENDPOINT,
     traceSampleRatio: e.KEYGATE_TRACE_SAMPLE_RATIO,
     mailLeaseMs: e.KEYGATE_MAIL_LEASE_MS,

@@ -27,7 +27,7 @@ interface Running {
 function serve(env: Record<string, string>): Promise<Running> {
   const child = spawn(process.execPath, [bin, "serve"], {
     cwd: root,
-    env: { PATH: process.env.PATH ?? "", KEYGATE_PORT: "0", ...env },
+    env: { PATH: process.env.PATH ?? "", KEYGATE_PORT: "0", KEYGATE_METRICS_PORT: "0", ...env },
     stdio: ["ignore", "pipe", "pipe"],
   });
   let out = "";

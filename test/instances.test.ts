@@ -119,6 +119,7 @@ describe("three instances on one database", () => {
           DATABASE_URL: a.database.url,
           KEYGATE_KEY_ENCRYPTION_KEY: secrets.keyEncryptionKey.toString("base64"),
           KEYGATE_TOKEN_SECRET: secrets.tokenSecret.toString("base64"),
+          KEYGATE_METRICS_PORT: "0",
           KEYGATE_MIGRATE_ON_START: "false",
           KEYGATE_BOOTSTRAP: "false",
           KEYGATE_SMTP_URL: smtp.url,

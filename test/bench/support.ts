@@ -62,6 +62,7 @@ export async function startBenchKeygate(env: Record<string, string> = {}): Promi
     : undefined;
   const config = configFromEnv({
     KEYGATE_PORT: "0",
+    KEYGATE_METRICS_PORT: "0",
     KEYGATE_DATA_DIR: dataDir,
     KEYGATE_LOG_LEVEL: "info",
     KEYGATE_MIGRATE_ON_START: "true",
@@ -111,6 +112,7 @@ export async function startBenchPeer(
   const config: Config = {
     ...configFromEnv({
       KEYGATE_PORT: "0",
+      KEYGATE_METRICS_PORT: "0",
       KEYGATE_DATA_DIR: dataDir,
       KEYGATE_LOG_LEVEL: first.config.logLevel,
       DATABASE_URL: first.database.url,

@@ -29,16 +29,23 @@ export async function startPeerKeygate(
 ): Promise<TestKeygate> {
   const secrets = await loadSecrets(first.config);
   const dataDir = await mkdtemp(path.join(tmpdir(), "keygate-peer-"));
-  const config = configFromEnv({
-    ...first.env,
-    KEYGATE_DATA_DIR: dataDir,
-    DATABASE_URL: first.database.url,
-    KEYGATE_KEY_ENCRYPTION_KEY: secrets.keyEncryptionKey.toString("base64"),
-    KEYGATE_TOKEN_SECRET: secrets.tokenSecret.toString("base64"),
-    KEYGATE_MIGRATE_ON_START: "false",
-    ...env,
-  });
-  const keygate = await startKeygate(config, createLogger(config.logLevel), options);
+  let config: Config;
+  let keygate: Keygate;
+  try {
+    config = configFromEnv({
+      ...first.env,
+      KEYGATE_DATA_DIR: dataDir,
+      DATABASE_URL: first.database.url,
+      KEYGATE_KEY_ENCRYPTION_KEY: secrets.keyEncryptionKey.toString("base64"),
+      KEYGATE_TOKEN_SECRET: secrets.tokenSecret.toString("base64"),
+      KEYGATE_MIGRATE_ON_START: "false",
+      ...env,
+    });
+    keygate = await startKeygate(config, createLogger(config.logLevel), options);
+  } catch (error) {
+    await rm(dataDir, { recursive: true, force: true });
+    throw error;
+  }
   return Object.assign(Object.create(keygate) as Keygate, keygate, {
     config,
     env: first.env,
@@ -58,6 +65,7 @@ export async function startTestKeygate(
   const db = await freshDatabaseUrl();
   const fullEnv: Record<string, string | undefined> = {
     KEYGATE_PORT: "0",
+    KEYGATE_METRICS_PORT: "0",
     KEYGATE_DATA_DIR: dataDir,
     KEYGATE_LOG_LEVEL: process.env.KEYGATE_TEST_LOG_LEVEL ?? "silent",
     KEYGATE_MIGRATE_ON_START: "true",
@@ -75,7 +83,14 @@ export async function startTestKeygate(
   const logger =
     options.logger ??
     (options.logTo ? createLogger("info", options.logTo) : createLogger(config.logLevel));
-  const keygate = await startKeygate(config, logger, options);
+  let keygate: Keygate;
+  try {
+    keygate = await startKeygate(config, logger, options);
+  } catch (error) {
+    await db.drop();
+    await rm(dataDir, { recursive: true, force: true });
+    throw error;
+  }
   let stopped = false;
   return Object.assign(Object.create(keygate) as Keygate, keygate, {
     config,
