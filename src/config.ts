@@ -375,6 +375,11 @@ export function configFromEnv(env: Record<string, string | undefined>): Config {
       "KEYGATE_KEY_ENCRYPTION_KEY and KEYGATE_TOKEN_SECRET: required with DATABASE_URL, the same on every instance",
     );
   }
+  if (e.DATABASE_URL !== undefined && e.KEYGATE_ISSUER === undefined) {
+    // The default, this listener's URL, differs between instances, and each instance would
+    // refuse the others' tokens (introspection checks `iss`) without saying why.
+    problems.push("KEYGATE_ISSUER: required with DATABASE_URL, the same on every instance");
+  }
   if (
     e.KEYGATE_METRICS &&
     e.KEYGATE_METRICS_PORT !== 0 &&

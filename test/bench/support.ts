@@ -80,6 +80,7 @@ export async function startBenchKeygate(env: Record<string, string> = {}): Promi
           DATABASE_URL: external.url,
           KEYGATE_KEY_ENCRYPTION_KEY: randomBytes(32).toString("base64"),
           KEYGATE_TOKEN_SECRET: randomBytes(32).toString("base64"),
+          KEYGATE_ISSUER: process.env.KEYGATE_ISSUER ?? "http://127.0.0.1:0",
         }
       : {}),
     ...env,
@@ -118,13 +119,13 @@ export async function startBenchPeer(
       DATABASE_URL: first.database.url,
       KEYGATE_KEY_ENCRYPTION_KEY: secrets.keyEncryptionKey.toString("base64"),
       KEYGATE_TOKEN_SECRET: secrets.tokenSecret.toString("base64"),
+      KEYGATE_ISSUER: first.config.issuer,
       KEYGATE_MIGRATE_ON_START: "false",
       KEYGATE_BOOTSTRAP: "false",
       KEYGATE_SHUTDOWN_TIMEOUT_MS: "2000",
       ...env,
     }),
-    // Tokens name the first instance as their issuer; a replica shares it.
-    issuer: first.config.issuer,
+    // Tokens name the first instance's audience; a replica shares it.
     audience: first.config.audience,
   };
   const peer = await startKeygate(config, benchLogger(config.logLevel));

@@ -38,12 +38,16 @@ export async function freshDatabaseUrl(): Promise<{
 
 export const usingExternalPostgres = Boolean(process.env.TEST_DATABASE_URL);
 
-/** Settings an external database needs besides its URL: the shared server secrets. */
+/**
+ * Settings an external database needs besides its URL: the shared server secrets and the
+ * issuer (the one a test instance on port 0 gets by default in embedded mode).
+ */
 export function externalDatabaseEnv(url: string | undefined): Record<string, string> {
   if (!url) return {};
   return {
     DATABASE_URL: url,
     KEYGATE_KEY_ENCRYPTION_KEY: randomBytes(32).toString("base64"),
     KEYGATE_TOKEN_SECRET: randomBytes(32).toString("base64"),
+    KEYGATE_ISSUER: "http://127.0.0.1:0",
   };
 }

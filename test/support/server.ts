@@ -38,6 +38,7 @@ export async function startPeerKeygate(
       DATABASE_URL: first.database.url,
       KEYGATE_KEY_ENCRYPTION_KEY: secrets.keyEncryptionKey.toString("base64"),
       KEYGATE_TOKEN_SECRET: secrets.tokenSecret.toString("base64"),
+      KEYGATE_ISSUER: first.config.issuer,
       KEYGATE_MIGRATE_ON_START: "false",
       ...env,
     });
