@@ -174,6 +174,7 @@ const envSchema = z.object({
   KEYGATE_SMTP_PASSWORD: z.string().min(1).optional(),
   KEYGATE_SMTP_SECURE: bool.default(false),
   KEYGATE_MAIL_FROM: z.string().min(3).default("Keygate <no-reply@keygate.localhost>"),
+  KEYGATE_MAIL_DEV_OUTBOX: bool.optional(),
   KEYGATE_PUBLIC_URL: url.optional(),
   KEYGATE_ISSUER: url.optional(),
   KEYGATE_AUDIENCE: z.string().min(1).default("keygate"),
@@ -257,6 +258,7 @@ export interface Config {
   readonly dataDir: string;
   readonly migrateOnStart: boolean;
   readonly bootstrap: boolean;
+  /** Where mail goes; undefined only with the dev outbox (embedded, or asked for). */
   readonly smtp: SmtpConfig | undefined;
   readonly mailFrom: string;
   /** Base URL of the app that users open; links in emails are built from it. */
@@ -379,6 +381,18 @@ export function configFromEnv(env: Record<string, string | undefined>): Config {
     // The default, this listener's URL, differs between instances, and each instance would
     // refuse the others' tokens (introspection checks `iss`) without saying why.
     problems.push("KEYGATE_ISSUER: required with DATABASE_URL, the same on every instance");
+  }
+  const smtpSet = e.KEYGATE_SMTP_URL !== undefined || e.KEYGATE_SMTP_HOST !== undefined;
+  if (smtpSet && e.KEYGATE_MAIL_DEV_OUTBOX === true) {
+    problems.push("KEYGATE_MAIL_DEV_OUTBOX and KEYGATE_SMTP_URL or KEYGATE_SMTP_HOST: set one");
+  } else if (!smtpSet && e.KEYGATE_MAIL_DEV_OUTBOX === false) {
+    problems.push("KEYGATE_MAIL_DEV_OUTBOX=false: needs KEYGATE_SMTP_URL or KEYGATE_SMTP_HOST");
+  } else if (!smtpSet && e.DATABASE_URL !== undefined && e.KEYGATE_MAIL_DEV_OUTBOX !== true) {
+    // The dev outbox prints codes and links to the console: only embedded mode, which is for
+    // development, picks it without being asked.
+    problems.push(
+      "KEYGATE_SMTP_URL or KEYGATE_SMTP_HOST: required with DATABASE_URL (or KEYGATE_MAIL_DEV_OUTBOX=true to print mail to the console)",
+    );
   }
   if (
     e.KEYGATE_METRICS &&

@@ -26,6 +26,7 @@ describe("configFromEnv", () => {
     DATABASE_URL: "postgres://db/keygate",
     ...secrets,
     KEYGATE_ISSUER: "https://auth.example.test",
+    KEYGATE_SMTP_URL: "smtp://mail.example.test:587",
   };
 
   it("migrates an external database only when asked", () => {
@@ -57,6 +58,32 @@ describe("configFromEnv", () => {
     ]);
     expect(configFromEnv(external).issuer).toBe("https://auth.example.test");
     expect(configFromEnv({}).issuer).toBe("http://127.0.0.1:8080");
+  });
+
+  it("needs SMTP with an external database unless the dev outbox is asked for", () => {
+    const { KEYGATE_SMTP_URL: _, ...noSmtp } = external;
+    let error: unknown;
+    try {
+      configFromEnv(noSmtp);
+    } catch (e) {
+      error = e;
+    }
+    expect(error).toBeInstanceOf(ConfigError);
+    expect((error as ConfigError).problems).toEqual([
+      "KEYGATE_SMTP_URL or KEYGATE_SMTP_HOST: required with DATABASE_URL (or KEYGATE_MAIL_DEV_OUTBOX=true to print mail to the console)",
+    ]);
+    expect(configFromEnv({ ...noSmtp, KEYGATE_MAIL_DEV_OUTBOX: "true" }).smtp).toBeUndefined();
+    expect(configFromEnv({ ...noSmtp, KEYGATE_SMTP_HOST: "mail" }).smtp).toMatchObject({
+      host: "mail",
+    });
+    expect(() => configFromEnv({ ...external, KEYGATE_MAIL_DEV_OUTBOX: "true" })).toThrow(
+      /KEYGATE_MAIL_DEV_OUTBOX and KEYGATE_SMTP_URL or KEYGATE_SMTP_HOST: set one/,
+    );
+    expect(() => configFromEnv({ KEYGATE_MAIL_DEV_OUTBOX: "false" })).toThrow(
+      /KEYGATE_MAIL_DEV_OUTBOX=false: needs KEYGATE_SMTP_URL or KEYGATE_SMTP_HOST/,
+    );
+    // Embedded mode keeps the zero-setting start: the dev outbox without being asked.
+    expect(configFromEnv({}).smtp).toBeUndefined();
   });
 
   it("validates workspace defaults as JSON with known, in-range keys", () => {

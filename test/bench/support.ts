@@ -81,6 +81,9 @@ export async function startBenchKeygate(env: Record<string, string> = {}): Promi
           KEYGATE_KEY_ENCRYPTION_KEY: randomBytes(32).toString("base64"),
           KEYGATE_TOKEN_SECRET: randomBytes(32).toString("base64"),
           KEYGATE_ISSUER: process.env.KEYGATE_ISSUER ?? "http://127.0.0.1:0",
+          ...(process.env.KEYGATE_SMTP_URL || process.env.KEYGATE_SMTP_HOST
+            ? {}
+            : { KEYGATE_MAIL_DEV_OUTBOX: "true" }),
         }
       : {}),
     ...env,
@@ -120,6 +123,7 @@ export async function startBenchPeer(
       KEYGATE_KEY_ENCRYPTION_KEY: secrets.keyEncryptionKey.toString("base64"),
       KEYGATE_TOKEN_SECRET: secrets.tokenSecret.toString("base64"),
       KEYGATE_ISSUER: first.config.issuer,
+      ...(env.KEYGATE_SMTP_URL || env.KEYGATE_SMTP_HOST ? {} : { KEYGATE_MAIL_DEV_OUTBOX: "true" }),
       KEYGATE_MIGRATE_ON_START: "false",
       KEYGATE_BOOTSTRAP: "false",
       KEYGATE_SHUTDOWN_TIMEOUT_MS: "2000",

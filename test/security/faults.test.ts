@@ -204,6 +204,7 @@ async function serveReplica(): Promise<{ child: ChildProcess; url: string; dataD
       KEYGATE_KEY_ENCRYPTION_KEY: secrets.keyEncryptionKey.toString("base64"),
       KEYGATE_TOKEN_SECRET: secrets.tokenSecret.toString("base64"),
       KEYGATE_ISSUER: keygate.config.issuer,
+      KEYGATE_MAIL_DEV_OUTBOX: "true",
       KEYGATE_METRICS_PORT: "0",
       KEYGATE_RATE_LIMITS: keygate.env.KEYGATE_RATE_LIMITS ?? "",
       KEYGATE_REFRESH_GRACE_SECONDS: "120",

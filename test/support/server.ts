@@ -7,7 +7,7 @@ import type { Clock } from "../../src/clock.js";
 import { type Config, configFromEnv, rateLimitNames } from "../../src/config.js";
 import { loadSecrets } from "../../src/crypto/secrets.js";
 import { createLogger, type Logger } from "../../src/log.js";
-import { externalDatabaseEnv, freshDatabaseUrl } from "./database.js";
+import { externalDatabaseEnv, freshDatabaseUrl, withMailSettings } from "./database.js";
 
 export interface TestKeygate extends Keygate {
   readonly config: Config;
@@ -32,16 +32,19 @@ export async function startPeerKeygate(
   let config: Config;
   let keygate: Keygate;
   try {
-    config = configFromEnv({
-      ...first.env,
-      KEYGATE_DATA_DIR: dataDir,
-      DATABASE_URL: first.database.url,
-      KEYGATE_KEY_ENCRYPTION_KEY: secrets.keyEncryptionKey.toString("base64"),
-      KEYGATE_TOKEN_SECRET: secrets.tokenSecret.toString("base64"),
-      KEYGATE_ISSUER: first.config.issuer,
-      KEYGATE_MIGRATE_ON_START: "false",
-      ...env,
-    });
+    config = configFromEnv(
+      withMailSettings({
+        ...first.env,
+        KEYGATE_DATA_DIR: dataDir,
+        DATABASE_URL: first.database.url,
+        KEYGATE_KEY_ENCRYPTION_KEY: secrets.keyEncryptionKey.toString("base64"),
+        KEYGATE_TOKEN_SECRET: secrets.tokenSecret.toString("base64"),
+        KEYGATE_ISSUER: first.config.issuer,
+        KEYGATE_MAIL_DEV_OUTBOX: "true",
+        KEYGATE_MIGRATE_ON_START: "false",
+        ...env,
+      }),
+    );
     keygate = await startKeygate(config, createLogger(config.logLevel), options);
   } catch (error) {
     await rm(dataDir, { recursive: true, force: true });
@@ -64,7 +67,7 @@ export async function startTestKeygate(
 ): Promise<TestKeygate> {
   const dataDir = await mkdtemp(path.join(tmpdir(), "keygate-test-"));
   const db = await freshDatabaseUrl();
-  const fullEnv: Record<string, string | undefined> = {
+  const fullEnv: Record<string, string | undefined> = withMailSettings({
     KEYGATE_PORT: "0",
     KEYGATE_METRICS_PORT: "0",
     KEYGATE_DATA_DIR: dataDir,
@@ -79,7 +82,7 @@ export async function startTestKeygate(
     KEYGATE_LOCKOUT_THRESHOLD: "1000",
     ...externalDatabaseEnv(db.url),
     ...env,
-  };
+  });
   const config = configFromEnv(fullEnv);
   const logger =
     options.logger ??
