@@ -22,6 +22,7 @@ import { envoyAuthorizationHandlers } from "./handlers/envoy-authz.js";
 import { HealthService } from "./handlers/health.js";
 import { OtpServiceHandler, otpSignedInOptional } from "./handlers/otp-service.js";
 import { tokenIntrospectionHandlers } from "./handlers/token-introspection.js";
+import { createMetricsListener } from "./http/metrics-listener.js";
 import { defaultWebAppDir, loadWebApp } from "./http/web-app.js";
 import { adminAuthnInterceptor } from "./interceptors/admin-authn.js";
 import { authnInterceptor } from "./interceptors/authn.js";
@@ -41,6 +42,8 @@ export interface Keygate {
   readonly address: AddressInfo;
   /** http(s)://host:port of the listener. */
   readonly url: string;
+  /** http://host:port of the metrics listener (GET /metrics), when metrics are on. */
+  readonly metricsUrl: string | undefined;
   readonly database: Database;
   readonly mailer: Mailer;
   /** Set on the first start only: the default workspace and its admin key in clear. */
@@ -221,19 +224,38 @@ export async function startKeygate(
         }),
       ],
     });
-    const address = await server.listen(config.port, config.host);
-    const host = address.family === "IPv6" ? `[${address.address}]` : address.address;
-    const url = `${config.tls ? "https" : "http"}://${host}:${address.port}`;
-    logger.info({ url, embedded: database.embedded }, "keygate listening");
+    const metricsListener = metrics ? createMetricsListener(metrics, logger) : undefined;
+    let address: AddressInfo;
+    let metricsUrl: string | undefined;
+    try {
+      address = await server.listen(config.port, config.host);
+      const metricsAddress = await metricsListener?.listen(config.metricsPort, config.metricsHost);
+      metricsUrl = metricsAddress && `http://${hostPort(metricsAddress)}`;
+    } catch (error) {
+      // Neither listener, nor anything started above, outlives a failed start.
+      await metricsListener?.close();
+      await server.close(0);
+      await maintenance.stop();
+      await sender.stop();
+      mailer.close();
+      await hasher.close();
+      await revocations.stop();
+      await tracing?.shutdown();
+      throw error;
+    }
+    const url = `${config.tls ? "https" : "http"}://${hostPort(address)}`;
+    logger.info({ url, metricsUrl, embedded: database.embedded }, "keygate listening");
     return {
       address,
       url,
+      metricsUrl,
       database,
       mailer,
       bootstrapped,
       async close() {
         await maintenance.stop();
         await server.close(config.shutdownTimeoutMs);
+        await metricsListener?.close();
         await sender.stop();
         mailer.close();
         await hasher.close();
@@ -246,4 +268,8 @@ export async function startKeygate(
     await database.close();
     throw error;
   }
+}
+
+function hostPort(address: AddressInfo): string {
+  return `${address.family === "IPv6" ? `[${address.address}]` : address.address}:${address.port}`;
 }

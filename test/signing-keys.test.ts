@@ -56,6 +56,8 @@ async function openTestDatabase(): Promise<TestDatabase> {
       DATABASE_URL: fresh.url,
       KEYGATE_KEY_ENCRYPTION_KEY: secret,
       KEYGATE_TOKEN_SECRET: secret,
+      KEYGATE_ISSUER: issuer,
+      KEYGATE_MAIL_DEV_OUTBOX: "true",
     }),
   );
   await migrate(database.url, await loadMigrations());
