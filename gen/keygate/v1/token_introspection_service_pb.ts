@@ -443,7 +443,9 @@ export const TokenIntrospectionService: GenService<{
    * Admin key with the introspect permission. RFC 7662 meaning: an active token answers its
    * claims; anything else (expired, bad signature, unknown kid, wrong audience, revoked
    * session, blocked user, disabled membership, another workspace than a workspace-scoped
-   * key's) answers only active=false.
+   * key's) answers only active=false. A refresh token is active only when token_type_hint is
+   * TOKEN_TYPE_HINT_REFRESH_TOKEN, so that a caller checking a bearer credential never takes a
+   * refresh token for an access token.
    * Codes: UNAUTHENTICATED (no or bad key), PERMISSION_DENIED (no introspect permission),
    * INVALID_ARGUMENT (empty or oversized token), UNAVAILABLE (revocation state cannot be
    * trusted; never active=true then).
