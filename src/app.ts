@@ -93,6 +93,10 @@ export async function startKeygate(
       maxStalenessMs: config.revocation.maxStalenessMs,
     });
     await revocations.start();
+    // A signing key revoked on any instance: stop signing with it and unpublish it here too.
+    revocations.subscribe((row) => {
+      if (row.kind === "signing_key") void signingKeys.onRevoked();
+    });
     const hasher = new PasswordHasher({
       cost: config.bcryptCost,
       workers: config.hashWorkers,

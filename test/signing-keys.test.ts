@@ -106,7 +106,7 @@ async function emptyKeyTable(): Promise<void> {
 async function keyRows(pool: DatabasePool = main.database.pool) {
   return pool.any(sql.type(signingKeyRow)`
     SELECT kid, algorithm, public_jwk, private_key_encrypted, status, created_at, activated_at,
-           retired_at, unpublish_after
+           retired_at, unpublish_after, revoked_at
     FROM signing_keys ORDER BY created_at`);
 }
 

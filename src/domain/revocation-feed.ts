@@ -143,6 +143,8 @@ async function rowsBetween(pool: DatabasePool, after: number, upTo: number) {
 function visibility(pool: DatabasePool, scope: string | null) {
   return async (row: RevocationRow): Promise<boolean> => {
     if (scope === null) return true;
+    // A revoked signing key concerns every workspace's tokens.
+    if (row.kind === "signing_key") return true;
     if (row.kind !== "user") return row.workspace_id === scope;
     return pool.oneFirst(sql.type(z.object({ member: z.boolean() }))`
       SELECT EXISTS (SELECT 1 FROM workspace_members

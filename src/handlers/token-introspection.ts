@@ -56,6 +56,7 @@ const kinds: Record<RevocationRow["kind"], RevocationKind> = {
   user: RevocationKind.USER,
   membership: RevocationKind.MEMBERSHIP,
   workspace: RevocationKind.WORKSPACE,
+  signing_key: RevocationKind.SIGNING_KEY,
 };
 
 function eventOf(e: FeedEvent): WatchRevocationsResponse {
@@ -70,6 +71,7 @@ function eventOf(e: FeedEvent): WatchRevocationsResponse {
             workspaceId: e.row.workspace_id ?? "",
             userId: e.row.user_id ?? "",
             sessionId: e.row.session_id ?? "",
+            kid: e.row.kid ?? "",
             cutOffTime: timestampFromMs(e.row.cut_off_time),
             expireTime: timestampFromMs(e.row.expire_time),
           },

@@ -81,6 +81,7 @@ const kindNames: Record<RevocationKind, RevocationKindName | null> = {
   [RevocationKind.USER]: "user",
   [RevocationKind.MEMBERSHIP]: "membership",
   [RevocationKind.WORKSPACE]: "workspace",
+  [RevocationKind.SIGNING_KEY]: "signing_key",
 };
 const roles = new Set(["owner", "admin", "member"]);
 
@@ -163,7 +164,7 @@ export class Verifier {
       throw new VerifyError("membership_inactive", "the membership changed or ended");
     }
     if (kind !== null) throw new VerifyError("revoked", "the token has been revoked");
-    const { issuedAt: _, ...caller } = claims;
+    const { issuedAt: _, kid: __, ...caller } = claims;
     return caller;
   }
 
@@ -192,10 +193,16 @@ export class Verifier {
     });
   };
 
-  private async checkSignature(token: string): Promise<VerifiedCaller & { issuedAt: Date }> {
+  private async checkSignature(
+    token: string,
+  ): Promise<VerifiedCaller & { issuedAt: Date; kid: string }> {
     let payload: JWTPayload;
+    let kid: unknown;
     try {
-      ({ payload } = await jwtVerify(token, this.keyFor, {
+      ({
+        payload,
+        protectedHeader: { kid },
+      } = await jwtVerify(token, this.keyFor, {
         algorithms: [...this.options.algorithms],
         issuer: this.options.issuer,
         audience: this.options.audience,
@@ -216,7 +223,8 @@ export class Verifier {
       typeof role !== "string" ||
       !roles.has(role) ||
       typeof iat !== "number" ||
-      typeof exp !== "number"
+      typeof exp !== "number" ||
+      typeof kid !== "string"
     ) {
       throw new VerifyError("invalid", "the access token's claims are malformed");
     }
@@ -227,6 +235,7 @@ export class Verifier {
       role: role as VerifiedCaller["role"],
       expiresAt: new Date(exp * 1000),
       issuedAt: new Date(iat * 1000),
+      kid,
     };
   }
 
@@ -324,6 +333,7 @@ function revocationOf(
     workspaceId: string;
     userId: string;
     sessionId: string;
+    kid: string;
     cutOffTime?: { seconds: bigint; nanos: number };
     expireTime?: { seconds: bigint; nanos: number };
   },
@@ -335,6 +345,7 @@ function revocationOf(
     workspaceId: r.workspaceId || null,
     userId: r.userId || null,
     sessionId: r.sessionId || null,
+    kid: r.kid || null,
     cutOffMs: ms(r.cutOffTime),
     expireMs: ms(r.expireTime),
   };
