@@ -2,14 +2,9 @@ import type { CommonQueryMethods, DatabasePool } from "slonik";
 import { z } from "zod";
 import { sql, voidRow } from "../db/sql.js";
 import type { Logger } from "../log.js";
+import { isMailboxAddress } from "./address.js";
 import type { Mailer } from "./mailer.js";
 import type { MailTemplate, MailTemplates } from "./templates.js";
-
-/**
- * One address, nothing that the transport would read as a list or a header: a value with a
- * comma would otherwise reach several mailboxes.
- */
-const singleAddress = /^[^\s@,;:<>()[\]"\\]+@[^\s@,;:<>()[\]"\\]+$/;
 
 /**
  * Renders a message and stores it in the outbox inside the caller's transaction, so the mail
@@ -27,7 +22,9 @@ export async function enqueueMail(
     vars: Record<string, string>;
   },
 ): Promise<void> {
-  if (input.to.length > 320 || !singleAddress.test(input.to)) {
+  // The grammar requests are validated with; anything else (a comma would reach several
+  // mailboxes) is a bug upstream, never sent.
+  if (!isMailboxAddress(input.to)) {
     throw new Error(`enqueueMail: the recipient of ${input.template} is not one email address`);
   }
   const mail = templates.render(input.template, input.vars);
