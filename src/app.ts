@@ -28,7 +28,7 @@ import { adminAuthnInterceptor } from "./interceptors/admin-authn.js";
 import { authnInterceptor } from "./interceptors/authn.js";
 import type { Logger } from "./log.js";
 import { createMailer, type Mailer } from "./mail/mailer.js";
-import { enqueueMail, OutboxSender } from "./mail/outbox.js";
+import { enqueueMail, MailBodyKey, OutboxSender } from "./mail/outbox.js";
 import { MailTemplates } from "./mail/templates.js";
 import { Maintenance } from "./maintenance.js";
 import { instanceMetrics } from "./metrics-sources.js";
@@ -106,10 +106,12 @@ export async function startKeygate(
     const templates = await MailTemplates.load(config.mailTemplatesDir);
     const mailer = options.mailer ?? createMailer(config, logger);
     const productName = "Keygate";
+    const mailBodyKey = new MailBodyKey(secrets.keyEncryptionKey);
     const sender = new OutboxSender({
       pool: database.pool,
       mailer,
       logger,
+      bodyKey: mailBodyKey,
       leaseMs: config.mailLeaseMs,
       concurrency: config.mailConcurrency,
     });
@@ -125,7 +127,10 @@ export async function startKeygate(
       revocations,
       mail: {
         enqueue: (tx, input) =>
-          enqueueMail(tx, templates, { ...input, vars: { product: productName, ...input.vars } }),
+          enqueueMail(tx, templates, mailBodyKey, {
+            ...input,
+            vars: { product: productName, ...input.vars },
+          }),
         wake: () => sender.wake(),
       },
       limiter: new RateLimiter(database.pool, clock, config.rateLimits),

@@ -76,7 +76,7 @@ export async function provisionUser(
   if (create) {
     if (input.workspaceId !== "")
       v.add("workspace_id", "give either workspace_id or create_workspace, not both");
-    v.required("create_workspace.name", create.name.trim(), 200);
+    v.displayName("create_workspace.name", create.name, 200);
     if (!slugPattern.test(create.slug)) {
       v.add(
         "create_workspace.slug",
