@@ -520,7 +520,7 @@ describe(`mail outbox (${usingExternalPostgres ? "PostgreSQL" : "embedded PGlite
 
   it("SECURITY.md 37: delivers a message stored in clear before bodies were sealed, then erases it", async () => {
     const to = "legacy@example.test";
-    // What migration 016 leaves of a message enqueued before it: the body in clear.
+    // What migration 019 leaves of a message enqueued before it: the body in clear.
     await database.pool.query(sql.unsafe`
       INSERT INTO mail_outbox (workspace_id, template, recipient, subject, body_text, body_html)
       VALUES (NULL, 'login_code', ${to}, 'Your sign-in code for Keygate', 'Your code: 640213',

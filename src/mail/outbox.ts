@@ -77,7 +77,7 @@ const claimedRow = z.object({
   template: z.string(),
   recipient: z.string(),
   subject: z.string(),
-  // In clear only for messages enqueued before bodies were sealed (migration 016).
+  // In clear only for messages enqueued before bodies were sealed (migration 019).
   body_text: z.string().nullable(),
   body_html: z.string().nullable(),
   body_sealed: z.instanceof(Buffer).nullable(),
