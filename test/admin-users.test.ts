@@ -44,10 +44,16 @@ afterAll(async () => {
   await keygate?.stop();
 });
 
-/** Provisions a user with a password into a workspace (the default one unless named). */
+/**
+ * Provisions a user with a password and a proven address (so that adding them elsewhere
+ * leaves their password alone) into a workspace (the default one unless named).
+ */
 async function provision(tag: string, workspaceId = defaultWorkspaceId, role = Role.MEMBER) {
   const email = uniqueEmail(tag);
-  const res = await admin.provisionUser({ email, password, workspaceId, role }, asAdmin());
+  const res = await admin.provisionUser(
+    { email, password, workspaceId, role, emailVerified: true },
+    asAdmin(),
+  );
   return { email, userId: res.user?.id as string, res };
 }
 
@@ -451,8 +457,15 @@ describe("who may call", () => {
   it("SECURITY.md 21: a workspace-scoped key neither sees nor changes users of another workspace", async () => {
     const b = await workspaceWithOwner("tenant-b");
     const keyB = await keyFor(b.workspaceId, "admin");
-    const outsider = await provision("outsider");
-    const insider = await provision("insider", b.workspaceId);
+    const unproven = async (tag: string, workspaceId = defaultWorkspaceId) => {
+      const res = await admin.provisionUser(
+        { email: uniqueEmail(tag), password, workspaceId, role: Role.MEMBER },
+        asAdmin(),
+      );
+      return { userId: res.user?.id as string };
+    };
+    const outsider = await unproven("outsider");
+    const insider = await unproven("insider", b.workspaceId);
     const asB = bearer(keyB);
     const userId = outsider.userId;
 
@@ -492,8 +505,9 @@ describe("who may call", () => {
     const mine = await admin.listUsers({ workspaceId: b.workspaceId }, asB);
     expect(mine.users.map((u) => u.id).sort()).toEqual([b.ownerId, insider.userId].sort());
     expect((await admin.getUser({ userId: insider.userId }, asB)).user?.id).toBe(insider.userId);
+    // B vouches for its member's address in B only (SECURITY.md 29): the account is unproven.
     const verified = await admin.markEmailVerified({ userId: insider.userId }, asB);
-    expect(verified.user?.emailVerified).toBe(true);
+    expect(verified.user?.emailVerified).toBe(false);
     const added = await admin.provisionUser(
       { email: uniqueEmail("b-new"), workspaceId: b.workspaceId },
       asB,

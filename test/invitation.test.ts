@@ -78,12 +78,14 @@ describe("AddMember by email and AcceptInvitation", () => {
     ).toBe("CODE_INVALID");
   });
 
-  it("adds an existing account at once, without an invitation", async () => {
+  it("adds an account that proved its address at once, without an invitation", async () => {
     const email = "existing-member@example.test";
     await auth.signUp(
       { email, password: "correct horse battery staple" },
       { headers: { "x-workspace-id": ws } },
     );
+    const { users } = await admin.listUsers({ emailPrefix: email }, key);
+    await admin.markEmailVerified({ userId: users[0]?.id as string }, key);
     const other = await admin.createWorkspace({ name: "Other", slug: "other-invites" }, key);
     const before = smtp.received.length;
     const res = await admin.addMember({ workspaceId: other.workspace?.id as string, email }, key);
@@ -102,6 +104,32 @@ describe("AddMember by email and AcceptInvitation", () => {
           workspaceId: other.workspace?.id,
         })
       ).result.case,
+    ).toBe("tokens");
+  });
+
+  it("SECURITY.md 28: invites an account that never proved its address, whose earlier password stops working", async () => {
+    const email = "unproven-member@example.test";
+    const squatted = "a password someone else chose";
+    await auth.signUp({ email, password: squatted }, { headers: { "x-workspace-id": ws } });
+    const other = await admin.createWorkspace({ name: "Third", slug: "third-invites" }, key);
+    const otherId = other.workspace?.id as string;
+    await admin.addMember({ workspaceId: otherId, email }, key);
+    const link = linkIn(
+      await smtp.waitFor((m) => m.to.includes(email) && m.raw.includes("accept-invitation")),
+    );
+    for (const workspaceId of [ws, otherId]) {
+      expect((await reason(auth.login({ email, password: squatted, workspaceId }))).reason).toBe(
+        "INVALID_CREDENTIALS",
+      );
+    }
+    // Whoever reads the mailbox sets the password, and the address is proven.
+    const accepted = await auth.acceptInvitation({
+      token: link.token,
+      password: "mine, from my inbox",
+    });
+    expect(accepted.tokens?.workspaceId).toBe(otherId);
+    expect(
+      (await auth.login({ email, password: "mine, from my inbox", workspaceId: ws })).result.case,
     ).toBe("tokens");
   });
 

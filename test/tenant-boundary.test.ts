@@ -62,13 +62,21 @@ async function workspace(tag: string, settings: Record<string, unknown> = {}) {
   return res.workspace?.id as string;
 }
 
-/** An account signed up in the default workspace and provisioned into the others. */
-async function sharedAccount(tag: string, alsoIn: string[] = []) {
+/**
+ * An account signed up in the default workspace and provisioned into the others. A proven
+ * account (the default) joins them as it is; an unproven one is reset by each claim (SECURITY.md
+ * 28), so it is provisioned with the same password again.
+ */
+async function sharedAccount(tag: string, alsoIn: string[] = [], { proven = true } = {}) {
   const address = email(tag);
   await authA.signUp({ email: address, password }, fromAnywhere({ "x-workspace-id": home }));
+  if (proven && alsoIn.length > 0) {
+    const { users } = await admin.listUsers({ emailPrefix: address }, asAdmin());
+    await admin.markEmailVerified({ userId: users[0]?.id as string }, asAdmin());
+  }
   for (const workspaceId of alsoIn) {
     await admin.provisionUser(
-      { email: address, workspaceId, role: Role.MEMBER, password: "" },
+      { email: address, workspaceId, role: Role.MEMBER, password: proven ? "" : password },
       asAdmin(),
     );
   }
@@ -193,7 +201,7 @@ describe("SECURITY.md 31: every workspace's requirements hold however a session 
 
   it("SwitchWorkspace into a workspace that requires a verified address refuses an unverified one", async () => {
     const strict = await workspace("verified-only", { requireEmailVerification: true });
-    const victim = await sharedAccount("switch-unverified", [strict]);
+    const victim = await sharedAccount("switch-unverified", [strict], { proven: false });
     const { result } = await login(victim, password, home);
     const token = result.case === "tokens" ? result.value.accessToken : "";
     const e = await failure(authA.switchWorkspace({ workspaceId: strict }, bearer(token)));
@@ -239,7 +247,8 @@ describe("SECURITY.md 32: no admin key exceeds the user who minted it", () => {
     const workspaceId = res.workspace?.id as string;
     const deputy = await sharedAccount(`${tag}-admin`);
     const provisioned = await admin.provisionUser(
-      { email: deputy, workspaceId, role: Role.ADMIN, password: "" },
+      // An unproven account newly claimed is reset, so it gets its password again.
+      { email: deputy, workspaceId, role: Role.ADMIN, password },
       asAdmin(),
     );
     const tokensOf = async (address: string) => {
@@ -383,5 +392,137 @@ describe("SECURITY.md 32: no admin key exceeds the user who minted it", () => {
       expect(await refusedWithin(key, t.workspaceId), what).toBeLessThan(3_000);
       expect(await refusedWithin(child, t.workspaceId), what).toBeLessThan(3_000);
     }
+  });
+});
+
+describe("SECURITY.md 28: an account that never proved its address is no claim on it", () => {
+  const withKey = (key: string) => ({ headers: { authorization: `Bearer ${key}` } });
+  const workspaceKey = async (workspaceId: string) =>
+    (
+      await admin.createAdminKey(
+        { name: "provisioner", workspaceId, role: AdminKeyRole.ADMIN },
+        asAdmin(),
+      )
+    ).secret;
+  const squat = async (tag: string) => {
+    const address = await sharedAccount(tag);
+    const { result } = await login(address, password, home);
+    if (result.case !== "tokens") throw new Error("no tokens");
+    return { address, tokens: result.value };
+  };
+
+  it("a workspace provisioning the address replaces the squatter's password and ends their sessions", async () => {
+    const corp = await workspace("corp");
+    const key = await workspaceKey(corp);
+    const squatter = await squat("victim");
+    const corpPassword = "the corp's own initial password";
+    await admin.provisionUser(
+      {
+        email: squatter.address,
+        workspaceId: corp,
+        role: Role.ADMIN,
+        password: corpPassword,
+        emailVerified: true,
+      },
+      withKey(key),
+    );
+    expect((await failure(login(squatter.address, password, corp))).reason).toBe(
+      "INVALID_CREDENTIALS",
+    );
+    expect((await failure(login(squatter.address, password, home))).reason).toBe(
+      "INVALID_CREDENTIALS",
+    );
+    const session = await failure(authA.getSession({}, bearer(squatter.tokens.accessToken)));
+    expect(session.code).toBe(Code.Unauthenticated);
+    const refreshed = await failure(authB.refresh({ refreshToken: squatter.tokens.refreshToken }));
+    expect(refreshed.code).toBe(Code.Unauthenticated);
+    expect((await login(squatter.address, corpPassword, corp)).result.case).toBe("tokens");
+  });
+
+  it("inviting the address by AddMember takes the squatter's password and sends the invitation", async () => {
+    const corp = await workspace("corp-invite");
+    const squatter = await squat("invited");
+    await admin.addMember(
+      { workspaceId: corp, email: squatter.address, role: Role.MEMBER },
+      asAdmin(),
+    );
+    expect((await failure(login(squatter.address, password, corp))).reason).toBe(
+      "INVALID_CREDENTIALS",
+    );
+    expect((await failure(authA.getSession({}, bearer(squatter.tokens.accessToken)))).code).toBe(
+      Code.Unauthenticated,
+    );
+    const { events } = await admin.listAuditEvents(
+      { workspaceId: corp, types: ["member_invited", "unproven_account_reset"] },
+      asAdmin(),
+    );
+    expect(events.map((e) => e.type).sort()).toEqual(["member_invited", "unproven_account_reset"]);
+  });
+
+  it("a proven account is left as it is", async () => {
+    const corp = await workspace("corp-proven");
+    const address = await sharedAccount("proven");
+    const users = await admin.listUsers({ emailPrefix: address }, asAdmin());
+    await admin.markEmailVerified({ userId: users.users[0]?.id as string }, asAdmin());
+    await admin.provisionUser(
+      { email: address, workspaceId: corp, role: Role.MEMBER, password: "someone else's password" },
+      asAdmin(),
+    );
+    expect((await login(address, password, corp)).result.case).toBe("tokens");
+  });
+
+  it("a workspace's word that an address is verified holds for that workspace only", async () => {
+    const strict = await workspace("vouching", { requireEmailVerification: true });
+    const other = await workspace("elsewhere");
+    const key = await workspaceKey(strict);
+    const address = email("vouched");
+    const made = await admin.provisionUser(
+      { email: address, workspaceId: strict, role: Role.MEMBER, password, emailVerified: true },
+      withKey(key),
+    );
+    // It opens the workspace that vouched...
+    expect((await login(address, password, strict)).result.case).toBe("tokens");
+    // ...but the account has proven nothing, also after MarkEmailVerified from that workspace,
+    const userId = made.user?.id as string;
+    await admin.markEmailVerified({ userId }, withKey(key));
+    expect((await admin.getUser({ userId }, asAdmin())).user?.emailVerified).toBe(false);
+    // so another workspace's claim of the address resets the password the first one chose.
+    await admin.addMember({ workspaceId: other, email: address }, asAdmin());
+    expect((await failure(login(address, password, strict))).reason).toBe("INVALID_CREDENTIALS");
+  });
+
+  it("a look-alike spelling registered first is stored as the address it stands for", async () => {
+    const plain = email("lookalike");
+    const fullwidth = [...plain]
+      .map((c) => (/[a-z]/.test(c) ? String.fromCharCode(c.charCodeAt(0) + 0xfee0) : c))
+      .join("");
+    await authA.signUp({ email: fullwidth, password }, fromAnywhere({ "x-workspace-id": home }));
+    const { users } = await admin.listUsers({ emailPrefix: plain }, asAdmin());
+    expect(users.map((u) => u.email)).toEqual([plain]);
+  });
+});
+
+describe("SECURITY.md 29: a workspace sees and changes only its own view of a shared account", () => {
+  it("admin answers to a workspace-scoped caller carry no lockout state of the account", async () => {
+    const corp = await workspace("lockout-view");
+    const address = await sharedAccount("lockout-view", [corp]);
+    for (let i = 0; i < 3; i++) await failure(login(address, "wrong guess", home, i));
+    const key = (
+      await admin.createAdminKey(
+        { name: "reader", workspaceId: corp, role: AdminKeyRole.READ_ONLY },
+        asAdmin(),
+      )
+    ).secret;
+    const { users } = await admin.listUsers({ emailPrefix: address }, asAdmin());
+    const userId = users[0]?.id as string;
+    expect(users[0]?.failedLoginCount).toBe(3);
+    const seen = await admin.getUser({ userId }, { headers: { authorization: `Bearer ${key}` } });
+    expect(seen.user?.failedLoginCount).toBe(0);
+    expect(seen.user?.lockedUntil).toBeUndefined();
+    const listed = await admin.listUsers(
+      { workspaceId: corp, emailPrefix: address },
+      { headers: { authorization: `Bearer ${key}` } },
+    );
+    expect(listed.users[0]?.failedLoginCount).toBe(0);
   });
 });

@@ -17,26 +17,60 @@ import { UnauthenticatedError } from "./errors.js";
 import { appLink } from "./links.js";
 import { type IssuedTokens, openSession, signTokens } from "./sessions.js";
 import { effectiveSettings } from "./settings.js";
+import { releaseUnprovenAccount } from "./unproven-accounts.js";
 import { Violations } from "./validate.js";
 
 const invitationTtlSeconds = 7 * 86_400;
 
 /**
  * The user an invitation by email is for: the account with that address, or a new one
- * without a password, emailed a link to AcceptInvitation. Runs in the caller's tenant
- * transaction; the caller adds the membership.
+ * without a password. A new account, or one that never proved its address (which is reset:
+ * SECURITY.md 28), is emailed a link to AcceptInvitation, which sets the password and proves
+ * the address. Runs in the caller's tenant transaction; the caller adds the membership.
  */
 export async function userForInvitation(
   tx: DatabaseTransactionConnection,
   deps: AuthDeps,
-  input: { workspace: Pick<WorkspaceRow, "id" | "name">; email: string },
-): Promise<{ user: UserRow; invited: boolean }> {
+  meta: RequestMeta,
+  input: { workspace: Pick<WorkspaceRow, "id" | "name">; email: string; actor: string },
+): Promise<{ user: UserRow; invited: boolean; reset: boolean }> {
   const existing = await findUserByEmail(tx, input.email);
-  if (existing) return { user: existing, invited: false };
+  if (existing) return inviteUnproven(tx, deps, meta, { ...input, user: existing });
   const user =
     (await insertUser(tx, { email: input.email, passwordHash: null })) ??
     (await findUserByEmail(tx, input.email));
   if (!user) throw new Error("user vanished while being invited");
+  await sendInvitation(tx, deps, { workspace: input.workspace, user });
+  return { user, invited: true, reset: false };
+}
+
+/**
+ * An existing account joins as it is when its address is proven; an unproven one is reset and
+ * invited, so that only whoever reads the mailbox gets in.
+ */
+export async function inviteUnproven(
+  tx: DatabaseTransactionConnection,
+  deps: AuthDeps,
+  meta: RequestMeta,
+  input: { workspace: Pick<WorkspaceRow, "id" | "name">; user: UserRow; actor: string },
+): Promise<{ user: UserRow; invited: boolean; reset: boolean }> {
+  if (input.user.email_verified) return { user: input.user, invited: false, reset: false };
+  const reset = await releaseUnprovenAccount(tx, deps, meta, {
+    workspaceId: input.workspace.id,
+    user: input.user,
+    passwordHash: null,
+    actor: input.actor,
+  });
+  await sendInvitation(tx, deps, input);
+  return { user: input.user, invited: true, reset };
+}
+
+async function sendInvitation(
+  tx: DatabaseTransactionConnection,
+  deps: AuthDeps,
+  input: { workspace: Pick<WorkspaceRow, "id" | "name">; user: UserRow },
+): Promise<void> {
+  const { user } = input;
   const { secret } = await issueCode(tx, {
     tokenSecret: deps.tokenSecret,
     workspaceId: input.workspace.id,
@@ -57,7 +91,6 @@ export async function userForInvitation(
       link: appLink(deps.settings.publicUrl, "accept-invitation", secret),
     },
   });
-  return { user, invited: true };
 }
 
 /** AcceptInvitation: sets the password, proves the address, and signs in; once. */

@@ -70,7 +70,7 @@ export async function login(
     const membership = await findMembership(tx, workspace.id, user.id);
     // Removed or disabled since the lookup above.
     if (!membership || membership.status !== "active") throw invalidCredentials();
-    if (settings.require_email_verification && !user.email_verified) {
+    if (settings.require_email_verification && !user.email_verified && !membership.email_verified) {
       throw new FailedPreconditionError(
         "EMAIL_NOT_VERIFIED",
         "verify your email address before logging in",

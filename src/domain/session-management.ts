@@ -195,7 +195,7 @@ export async function switchWorkspace(
       );
     }
     const settings = effectiveSettings(workspace, deps.settings.workspaceDefaults);
-    if (settings.require_email_verification && !user.email_verified) {
+    if (settings.require_email_verification && !user.email_verified && !membership.email_verified) {
       throw new FailedPreconditionError(
         "EMAIL_NOT_VERIFIED",
         "that workspace requires a verified email address",

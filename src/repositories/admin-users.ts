@@ -2,7 +2,7 @@ import type { CommonQueryMethods } from "slonik";
 import { z } from "zod";
 import { sql } from "../db/sql.js";
 import { type MembershipRow, membershipRow, type Role } from "./memberships.js";
-import { normalizeEmail, userRow } from "./users.js";
+import { deliveryAddress, normalizeEmail, userRow } from "./users.js";
 import { type WorkspaceRow, workspaceRow } from "./workspaces.js";
 
 /**
@@ -66,7 +66,7 @@ export async function insertProvisionedUser(
 ): Promise<string | null> {
   return db.maybeOneFirst(sql.type(z.object({ id: z.string() }))`
     INSERT INTO users (email, email_normalized, password_hash, email_verified, metadata)
-    VALUES (${input.email.trim()}, ${normalizeEmail(input.email)}, ${input.passwordHash},
+    VALUES (${deliveryAddress(input.email)}, ${normalizeEmail(input.email)}, ${input.passwordHash},
             ${input.emailVerified}, ${sql.jsonb(input.metadata as never)})
     ON CONFLICT (email_normalized) DO NOTHING
     RETURNING id`);

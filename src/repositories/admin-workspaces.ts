@@ -1,14 +1,14 @@
 import type { CommonQueryMethods } from "slonik";
 import { z } from "zod";
 import { sql } from "../db/sql.js";
-import { type MembershipRow, membershipRow, type Role } from "./memberships.js";
+import { type MembershipRow, membershipColumns, membershipRow, type Role } from "./memberships.js";
 import { type UserRow, userRow } from "./users.js";
 import { type WorkspaceRow, workspaceRow } from "./workspaces.js";
 
 /** SQL behind the AdminService RPCs about workspaces, members and the audit log. */
 
 const workspaceColumns = sql.fragment`id, name, slug, settings, created_at, updated_at`;
-const memberColumns = sql.fragment`workspace_id, user_id, role, status, tokens_valid_after, created_at, updated_at`;
+const memberColumns = membershipColumns;
 
 export async function insertWorkspaceWithSettings(
   db: CommonQueryMethods,

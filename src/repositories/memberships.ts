@@ -1,6 +1,6 @@
 import type { CommonQueryMethods } from "slonik";
 import { z } from "zod";
-import { sql } from "../db/sql.js";
+import { sql, voidRow } from "../db/sql.js";
 import { workspaceRow } from "./workspaces.js";
 
 export const roles = ["owner", "admin", "member"] as const;
@@ -11,13 +11,17 @@ export const membershipRow = z.object({
   user_id: z.string(),
   role: z.enum(roles),
   status: z.enum(["active", "disabled"]),
+  /** The workspace vouches for the address (migration 020); for its own policy only. */
+  email_verified: z.boolean(),
   tokens_valid_after: z.number().nullable(),
   created_at: z.number(),
   updated_at: z.number(),
 });
 export type MembershipRow = z.infer<typeof membershipRow>;
 
-const columns = sql.fragment`workspace_id, user_id, role, status, tokens_valid_after, created_at, updated_at`;
+export const membershipColumns = sql.fragment`workspace_id, user_id, role, status, email_verified,
+  tokens_valid_after, created_at, updated_at`;
+const columns = membershipColumns;
 
 export async function findMembership(
   db: CommonQueryMethods,
@@ -35,13 +39,24 @@ export async function findMembership(
  */
 export async function insertMembershipIfAbsent(
   db: CommonQueryMethods,
-  input: { workspaceId: string; userId: string; role: Role },
+  input: { workspaceId: string; userId: string; role: Role; emailVerified?: boolean },
 ): Promise<MembershipRow | null> {
   return db.maybeOne(sql.type(membershipRow)`
-    INSERT INTO workspace_members (workspace_id, user_id, role)
-    VALUES (${input.workspaceId}, ${input.userId}, ${input.role})
+    INSERT INTO workspace_members (workspace_id, user_id, role, email_verified)
+    VALUES (${input.workspaceId}, ${input.userId}, ${input.role}, ${input.emailVerified ?? false})
     ON CONFLICT (workspace_id, user_id) DO NOTHING
     RETURNING ${columns}`);
+}
+
+/** The workspace vouches for its member's address (for its own policy only). */
+export async function vouchForMemberEmail(
+  db: CommonQueryMethods,
+  workspaceId: string,
+  userId: string,
+): Promise<void> {
+  await db.query(sql.type(voidRow)`
+    UPDATE workspace_members SET email_verified = true, updated_at = now()
+    WHERE workspace_id = ${workspaceId} AND user_id = ${userId}`);
 }
 
 /** Adds the membership unless one exists; answers the row either way. */
@@ -71,7 +86,8 @@ export async function listActiveMembershipsOfUser(
   limit: number,
 ) {
   return db.any(sql.type(membershipWithWorkspaceRow)`
-    SELECT m.workspace_id, m.user_id, m.role, m.status, m.tokens_valid_after, m.created_at, m.updated_at,
+    SELECT m.workspace_id, m.user_id, m.role, m.status, m.email_verified, m.tokens_valid_after,
+           m.created_at, m.updated_at,
            json_build_object('id', w.id, 'name', w.name, 'slug', w.slug, 'settings', w.settings,
              'created_at', (extract(epoch FROM w.created_at) * 1000)::float8,
              'updated_at', (extract(epoch FROM w.updated_at) * 1000)::float8) AS workspace

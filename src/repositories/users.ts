@@ -21,9 +21,17 @@ export type UserRow = z.infer<typeof userRow>;
 const columns = sql.fragment`id, email, email_normalized, password_hash, email_verified, blocked,
   metadata, tokens_valid_after, otp_login_opt_in, created_at, updated_at`;
 
+/**
+ * The form of an address that mail goes to: trimmed and NFKC, so that a look-alike spelling
+ * (fullwidth letters) is stored as the address it stands for (migration 020).
+ */
+export function deliveryAddress(email: string): string {
+  return email.trim().normalize("NFKC");
+}
+
 /** The form of an address that uniqueness and lookups use: trimmed, NFKC, lower case. */
 export function normalizeEmail(email: string): string {
-  return email.trim().normalize("NFKC").toLowerCase();
+  return deliveryAddress(email).toLowerCase();
 }
 
 export async function findUserByEmail(
@@ -65,7 +73,7 @@ export async function insertUser(
 ): Promise<UserRow | null> {
   return db.maybeOne(sql.type(userRow)`
     INSERT INTO users (email, email_normalized, password_hash, email_verified)
-    VALUES (${input.email.trim()}, ${normalizeEmail(input.email)}, ${input.passwordHash},
+    VALUES (${deliveryAddress(input.email)}, ${normalizeEmail(input.email)}, ${input.passwordHash},
             ${input.emailVerified ?? false})
     ON CONFLICT (email_normalized) DO NOTHING
     RETURNING ${columns}`);
@@ -81,6 +89,22 @@ export async function setPasswordHash(
     UPDATE users SET password_hash = ${hash}, updated_at = now(),
       tokens_valid_after = COALESCE(${tokensValidAfter ? sql.timestamp(tokensValidAfter) : null}, tokens_valid_after)
     WHERE id = ${userId}`);
+}
+
+/**
+ * Takes an account's password (replaced by `passwordHash`, or none) and cuts off its tokens,
+ * only while its address is unproven; answers whether it did.
+ */
+export async function resetUnprovenCredentials(
+  db: CommonQueryMethods,
+  input: { userId: string; passwordHash: string | null; now: Date },
+): Promise<boolean> {
+  const row = await db.maybeOne(sql.type(z.object({ id: z.string() }))`
+    UPDATE users SET password_hash = ${input.passwordHash},
+      tokens_valid_after = ${sql.timestamp(input.now)}, updated_at = now()
+    WHERE id = ${input.userId} AND NOT email_verified
+    RETURNING id`);
+  return row !== null;
 }
 
 export async function markEmailVerified(db: CommonQueryMethods, userId: string): Promise<void> {

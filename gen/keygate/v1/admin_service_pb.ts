@@ -1261,7 +1261,10 @@ export const AdminService: GenService<{
    * provisioning of a user, optionally creating the workspace and a membership with a role,
    * optionally marking the email verified; honours the password policy; ignores the signup
    * flag. Repeating it for the same user and workspace answers the same result, also
-   * concurrently; a conflicting repeat is ALREADY_EXISTS.
+   * concurrently; a conflicting repeat is ALREADY_EXISTS. email_verified from a deployment
+   * admin proves the address for the account; from a workspace-scoped caller it counts for
+   * that workspace only. An existing account that never proved its address, newly added
+   * here, loses its earlier password (replaced by this one, if given) and sessions.
    * Codes: INVALID_ARGUMENT, ALREADY_EXISTS, PERMISSION_DENIED, NOT_FOUND (workspace).
    *
    * @generated from rpc keygate.v1.AdminService.ProvisionUser
@@ -1272,8 +1275,8 @@ export const AdminService: GenService<{
     output: typeof ProvisionUserResponseSchema;
   },
   /**
-   * Workspace read (for a member of that workspace) or deployment read. A user with their
-   * lockout state.
+   * Workspace read (for a member of that workspace) or deployment read. A user, with the
+   * account's lockout state for deployment-wide callers only.
    * Codes: NOT_FOUND (also when not visible to the caller), PERMISSION_DENIED.
    *
    * @generated from rpc keygate.v1.AdminService.GetUser
@@ -1318,7 +1321,10 @@ export const AdminService: GenService<{
     output: typeof UnblockUserResponseSchema;
   },
   /**
-   * Workspace admin (for a member of that workspace) or deployment admin.
+   * Workspace admin (for a member of that workspace) or deployment admin. A deployment admin
+   * marks the account's address proven; a workspace admin vouches for it in that workspace
+   * only (its require_email_verification), and the answer's email_verified stays the
+   * account's.
    * Codes: NOT_FOUND, PERMISSION_DENIED.
    *
    * @generated from rpc keygate.v1.AdminService.MarkEmailVerified

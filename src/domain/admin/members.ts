@@ -28,7 +28,7 @@ import {
 import { audit } from "../audit.js";
 import type { AdminDeps, RequestMeta } from "../deps.js";
 import { AlreadyExistsError, FailedPreconditionError, NotFoundError } from "../errors.js";
-import { userForInvitation } from "../invitation.js";
+import { inviteUnproven, userForInvitation } from "../invitation.js";
 import { decodePageToken, encodePageToken, pageSize } from "../pagination.js";
 import { Violations } from "../validate.js";
 
@@ -96,15 +96,17 @@ export async function addMember(
   const { workspaceId, role } = input;
   const result = await withTenant(deps.pool, workspaceId, async (tx) => {
     const workspace = await lockedWorkspace(tx, workspaceId);
-    let userId = input.userId;
-    let invited = false;
+    const actor = actorOf(caller);
+    let target: { user: UserRow; invited: boolean; reset: boolean };
     if (byEmail) {
-      const target = await userForInvitation(tx, deps, { workspace, email: input.email });
-      userId = target.user.id;
-      invited = target.invited;
-    } else if (!(await findUserById(tx, userId))) {
-      throw new NotFoundError("user not found");
+      target = await userForInvitation(tx, deps, meta, { workspace, email: input.email, actor });
+    } else {
+      const user = await findUserById(tx, input.userId);
+      if (!user) throw new NotFoundError("user not found");
+      target = await inviteUnproven(tx, deps, meta, { workspace, user, actor });
     }
+    const userId = target.user.id;
+    const { invited, reset } = target;
     const row = await insertMembershipIfAbsent(tx, { workspaceId, userId, role });
     if (!row) throw new MemberExistsError();
     await audit(tx, deps, meta, {
@@ -115,8 +117,9 @@ export async function addMember(
       outcome: "success",
       details: { role },
     });
-    return { row, invited };
+    return { row, invited, reset };
   });
+  if (result.reset) await deps.revocations.changed();
   if (result.invited) deps.mail.wake();
   return result.row;
 }

@@ -13,6 +13,7 @@ import {
   type MembershipRow,
   type Role,
 } from "../../repositories/memberships.js";
+import { findUserById, markEmailVerified } from "../../repositories/users.js";
 import {
   findWorkspaceById,
   findWorkspaceBySlug,
@@ -21,6 +22,7 @@ import {
 import {
   actorOf,
   type Caller,
+  callerWorkspace,
   requireDeploymentAdmin,
   requireOwnerPower,
   requireWorkspaceAdmin,
@@ -29,6 +31,7 @@ import { audit } from "../audit.js";
 import type { AdminDeps, RequestMeta } from "../deps.js";
 import { AlreadyExistsError, NotFoundError, UnavailableError } from "../errors.js";
 import { effectiveSettings } from "../settings.js";
+import { releaseUnprovenAccount } from "../unproven-accounts.js";
 import { slugPattern, Violations } from "../validate.js";
 import { checkMetadataSize } from "./users.js";
 
@@ -109,7 +112,7 @@ export async function provisionUser(
     passwordHash = await deps.hasher.hash(input.password);
   }
 
-  return deps.pool.transaction(async (tx) => {
+  const result = await deps.pool.transaction(async (tx) => {
     let workspace: WorkspaceRow | null;
     let workspaceCreated = false;
     if (create) {
@@ -128,10 +131,13 @@ export async function provisionUser(
     await tx.query(sql.unsafe`
       SELECT set_config('keygate.workspace_id', ${workspace.id}, true), set_config('role', ${tenantRole}, true)`);
 
+    // Only a deployment admin speaks for the address everywhere; a workspace's word that it
+    // is verified holds for that workspace only (its membership).
+    const deploymentWide = callerWorkspace(caller) === null;
     const insertedId = await insertProvisionedUser(tx, {
       email: input.email,
       passwordHash,
-      emailVerified: input.emailVerified,
+      emailVerified: deploymentWide && input.emailVerified,
       metadata: input.metadata ?? {},
     });
     const userId = insertedId ?? (await findUserIdByEmail(tx, input.email));
@@ -142,6 +148,7 @@ export async function provisionUser(
       workspaceId: workspace.id,
       userId,
       role: input.role,
+      emailVerified: !deploymentWide && input.emailVerified,
     });
     const membership = inserted ?? (await findMembership(tx, workspace.id, userId));
     if (!membership) throw new UnavailableError("the membership changed concurrently; retry");
@@ -155,6 +162,22 @@ export async function provisionUser(
       );
     }
 
+    // An existing account newly claimed here: if it never proved its address, what was set up
+    // before stops opening anything, and this workspace's password (if any) replaces it.
+    let reset = false;
+    if (insertedId === null && inserted !== null) {
+      const account = await findUserById(tx, userId);
+      if (account) {
+        reset = await releaseUnprovenAccount(tx, deps, meta, {
+          workspaceId: workspace.id,
+          user: account,
+          passwordHash,
+          actor: actorOf(caller),
+        });
+        if (deploymentWide && input.emailVerified && !account.email_verified)
+          await markEmailVerified(tx, userId);
+      }
+    }
     if (insertedId !== null || inserted !== null) {
       await audit(tx, deps, meta, {
         type: "user_provisioned",
@@ -170,6 +193,8 @@ export async function provisionUser(
       });
     }
     const user = (await findAdminUser(tx, userId)) as AdminUserRow;
-    return { user, membership, created: insertedId !== null };
+    return { user, membership, created: insertedId !== null, reset };
   });
+  if (result.reset) await deps.revocations.changed();
+  return { user: result.user, membership: result.membership, created: result.created };
 }

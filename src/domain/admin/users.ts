@@ -15,6 +15,7 @@ import {
   setUserMetadata,
   workspacesWhereLastOwner,
 } from "../../repositories/admin-users.js";
+import { vouchForMemberEmail } from "../../repositories/memberships.js";
 import { markEmailVerified, normalizeEmail } from "../../repositories/users.js";
 import {
   actorOf,
@@ -239,13 +240,17 @@ export async function markUserEmailVerified(
   validUserId(userId);
   return inCallerScope(deps, workspaceId, async (tx) => {
     await visibleUser(tx, workspaceId, userId, true);
-    await markEmailVerified(tx, userId);
+    // A deployment admin speaks for the address everywhere; a workspace only for itself: its
+    // word satisfies its own require_email_verification (SECURITY.md 29).
+    if (workspaceId === null) await markEmailVerified(tx, userId);
+    else await vouchForMemberEmail(tx, workspaceId, userId);
     await audit(tx, deps, meta, {
       type: "email_marked_verified",
       workspaceId,
       userId,
       actor: actorOf(caller),
       outcome: "success",
+      details: { scope: workspaceId === null ? "account" : "workspace" },
     });
     return (await findAdminUser(tx, userId)) as AdminUserRow;
   });

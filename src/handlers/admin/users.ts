@@ -27,6 +27,7 @@ import {
   updateUserMetadata,
 } from "../../domain/admin/users.js";
 import { provisionUser } from "../../domain/admin/users-provision.js";
+import { type Caller, callerWorkspace } from "../../domain/admin-auth.js";
 import type { AdminDeps } from "../../domain/deps.js";
 import { Violations } from "../../domain/validate.js";
 import type { AdminUserRow } from "../../repositories/admin-users.js";
@@ -36,9 +37,14 @@ import { callerOf } from "./caller.js";
 
 const meta = (ctx: HandlerContext) => ctx.values.get(requestMetaKey);
 
-/** A user with their lockout state, as admin answers carry it. */
-function adminUserOf(u: AdminUserRow, now: Date) {
+/**
+ * A user as an admin answer carries it: with the lockout state of the account for
+ * deployment-wide callers only, since it belongs to the account, not to any one workspace
+ * (SECURITY.md 29).
+ */
+function adminUserOf(u: AdminUserRow, now: Date, caller: Caller) {
   const user = userOf(u);
+  if (callerWorkspace(caller) !== null) return user;
   // A lockout that has run out is no lockout: only a future end is answered.
   if (u.locked_until !== null && u.locked_until > now.getTime())
     user.lockedUntil = timestampFromMs(Math.floor(u.locked_until));
@@ -101,14 +107,16 @@ export function adminUsersHandlers(deps: AdminDeps): Partial<ServiceImpl<typeof 
         role: roleFrom(req.role),
       });
       return {
-        user: adminUserOf(result.user, now()),
+        user: adminUserOf(result.user, now(), callerOf(ctx)),
         membership: membershipOf(result.membership),
         created: result.created,
       };
     },
 
     async getUser(req: GetUserRequest, ctx: HandlerContext) {
-      return { user: adminUserOf(await getUser(deps, callerOf(ctx), req.userId), now()) };
+      return {
+        user: adminUserOf(await getUser(deps, callerOf(ctx), req.userId), now(), callerOf(ctx)),
+      };
     },
 
     async listUsers(req: ListUsersRequest, ctx: HandlerContext) {
@@ -121,24 +129,24 @@ export function adminUsersHandlers(deps: AdminDeps): Partial<ServiceImpl<typeof 
       });
       const at = now();
       return {
-        users: page.users.map((u) => adminUserOf(u, at)),
+        users: page.users.map((u) => adminUserOf(u, at, callerOf(ctx))),
         nextPageToken: page.nextPageToken,
       };
     },
 
     async blockUser(req: BlockUserRequest, ctx: HandlerContext) {
       const user = await blockUser(deps, callerOf(ctx), meta(ctx), req);
-      return { user: adminUserOf(user, now()) };
+      return { user: adminUserOf(user, now(), callerOf(ctx)) };
     },
 
     async unblockUser(req: UnblockUserRequest, ctx: HandlerContext) {
       const user = await unblockUser(deps, callerOf(ctx), meta(ctx), req.userId);
-      return { user: adminUserOf(user, now()) };
+      return { user: adminUserOf(user, now(), callerOf(ctx)) };
     },
 
     async markEmailVerified(req: MarkEmailVerifiedRequest, ctx: HandlerContext) {
       const user = await markUserEmailVerified(deps, callerOf(ctx), meta(ctx), req.userId);
-      return { user: adminUserOf(user, now()) };
+      return { user: adminUserOf(user, now(), callerOf(ctx)) };
     },
 
     async deleteUser(req: DeleteUserRequest, ctx: HandlerContext) {
@@ -157,7 +165,7 @@ export function adminUsersHandlers(deps: AdminDeps): Partial<ServiceImpl<typeof 
         metadata: req.metadata,
         merge: req.merge,
       });
-      return { user: adminUserOf(user, now()) };
+      return { user: adminUserOf(user, now(), callerOf(ctx)) };
     },
   };
 }
