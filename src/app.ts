@@ -121,7 +121,9 @@ export async function startKeygate(
           enqueueMail(tx, templates, { ...input, vars: { product: productName, ...input.vars } }),
         wake: () => sender.wake(),
       },
-      limiter: new RateLimiter(database.pool, clock, config.rateLimits),
+      limiter: new RateLimiter(database.pool, clock, config.rateLimits, {
+        ipv6PrefixLength: config.ipv6PrefixLength,
+      }),
       lockout: new Lockout(database.pool, clock, config.lockout),
       settings: {
         workspaceDefaults: config.workspaceDefaults,

@@ -65,6 +65,7 @@ export const rateLimitNames = [
   "otp_send_address",
   "code_verify_ip",
   "oauth_client_ip",
+  "deployment_ip",
 ] as const;
 export type RateLimitName = (typeof rateLimitNames)[number];
 
@@ -99,7 +100,13 @@ export const builtInRateLimits: RateLimits = Object.freeze({
   code_verify_ip: { limit: 30, window_seconds: 600 },
   // A known client key is looked up at most once a second per instance; wrong ones every time.
   oauth_client_ip: { limit: 300, window_seconds: 60 },
+  // Every per-workspace per-IP limit above also counts here, across all workspaces, so that
+  // a client cannot multiply its budget by the number of workspaces it names.
+  deployment_ip: { limit: 50, window_seconds: 900 },
 });
+
+/** Limits that only the deployment sets: a workspace's settings cannot raise them. */
+const deploymentOnlyLimits = { deployment_ip: true } as const;
 
 /**
  * A workspace's capability flags, as stored (snake_case, as in the API). Every key is
@@ -123,7 +130,7 @@ export const workspaceSettingsSchema = z.object({
   refresh_idle_timeout_seconds: z.number().int().min(300).max(31_536_000),
   session_lifetime_seconds: z.number().int().min(300).max(31_536_000),
   /** Per-workspace overrides of single rate limits; the rest come from KEYGATE_RATE_LIMITS. */
-  rate_limits: rateLimitsSchema.partial().strict().optional(),
+  rate_limits: rateLimitsSchema.omit(deploymentOnlyLimits).partial().strict().optional(),
 });
 export type WorkspaceSettings = z.infer<typeof workspaceSettingsSchema>;
 
@@ -199,6 +206,7 @@ const envSchema = z.object({
       "expected IP addresses or CIDR ranges",
     )
     .default([]),
+  KEYGATE_IPV6_PREFIX_LENGTH: z.coerce.number().int().min(32).max(128).default(64),
   KEYGATE_UI: bool.default(false),
   KEYGATE_LOCKOUT_THRESHOLD: z.coerce.number().int().min(1).max(1000).default(5),
   KEYGATE_LOCKOUT_BASE_SECONDS: z.coerce.number().int().min(1).max(86_400).default(60),
@@ -281,6 +289,8 @@ export interface Config {
   readonly rateLimits: RateLimits;
   /** Peers whose X-Forwarded-For is believed (IP addresses or CIDR ranges). */
   readonly trustedProxies: readonly string[];
+  /** IPv6 clients are counted by this prefix for per-IP limits (one host holds a /64). */
+  readonly ipv6PrefixLength: number;
   readonly lockout: {
     readonly threshold: number;
     readonly baseSeconds: number;
@@ -426,6 +436,7 @@ export function configFromEnv(env: Record<string, string | undefined>): Config {
     mailTemplatesDir: e.KEYGATE_MAIL_TEMPLATES_DIR,
     rateLimits: Object.freeze({ ...builtInRateLimits, ...e.KEYGATE_RATE_LIMITS }),
     trustedProxies: Object.freeze([...e.KEYGATE_TRUSTED_PROXIES]),
+    ipv6PrefixLength: e.KEYGATE_IPV6_PREFIX_LENGTH,
     lockout: Object.freeze({
       threshold: e.KEYGATE_LOCKOUT_THRESHOLD,
       baseSeconds: e.KEYGATE_LOCKOUT_BASE_SECONDS,

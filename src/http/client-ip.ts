@@ -1,5 +1,6 @@
 import { BlockList, isIP } from "node:net";
 import { parseCidr } from "../config.js";
+import { normalizeIp as normalize } from "../domain/ip-bucket.js";
 
 /**
  * The client's address: the connection's peer, unless the peer is a trusted proxy; then the
@@ -31,9 +32,4 @@ export function clientIpResolver(trustedProxies: readonly string[]) {
     }
     return hops[0] ?? address;
   };
-}
-
-/** IPv4 peers on dual-stack sockets arrive as ::ffff:a.b.c.d. */
-function normalize(ip: string): string {
-  return ip.startsWith("::ffff:") && isIP(ip.slice(7)) === 4 ? ip.slice(7) : ip;
 }
