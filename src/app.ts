@@ -25,6 +25,7 @@ import { tokenIntrospectionHandlers } from "./handlers/token-introspection.js";
 import { defaultWebAppDir, loadWebApp } from "./http/web-app.js";
 import { adminAuthnInterceptor } from "./interceptors/admin-authn.js";
 import { authnInterceptor } from "./interceptors/authn.js";
+import { streamLimitInterceptor } from "./interceptors/stream-limits.js";
 import type { Logger } from "./log.js";
 import { createMailer, type Mailer } from "./mail/mailer.js";
 import { enqueueMail, OutboxSender } from "./mail/outbox.js";
@@ -183,7 +184,11 @@ export async function startKeygate(
         limitClientLookup: (ip) => authDeps.limiter.hit(null, [["oauth_client_ip", ip]]),
       },
       handlers: {
-        health: new HealthService(readiness, new Set(keygateServices.map((s) => s.typeName))),
+        health: new HealthService(
+          readiness,
+          new Set(keygateServices.map((s) => s.typeName)),
+          config.streams.watchMaxAgeMs,
+        ),
         auth: new AuthServiceHandler(authDeps),
         otp: new OtpServiceHandler(authDeps),
         admin: {
@@ -201,10 +206,20 @@ export async function startKeygate(
             heartbeatMs: config.revocation.heartbeatMs,
             draining: () => readiness.isDraining,
           },
+          watchMaxAgeMs: config.streams.watchMaxAgeMs,
         }),
         envoy: envoyAuthorizationHandlers(introspector),
       },
       interceptors: [
+        // Before authentication: a refused stream costs no admin-key lookup.
+        streamLimitInterceptor({
+          methods: new Set([
+            "grpc.health.v1.Health/Watch",
+            "keygate.v1.TokenIntrospectionService/WatchRevocations",
+          ]),
+          maxPerIp: config.streams.maxWatchStreamsPerIp,
+          ipv6PrefixLength: config.ipv6PrefixLength,
+        }),
         adminAuthnInterceptor({
           services: new Set([
             "keygate.v1.AdminService",

@@ -162,6 +162,15 @@ const envSchema = z.object({
   KEYGATE_MAX_REQUEST_BYTES: positiveInt(16 * 1024 * 1024).default(64 * 1024),
   KEYGATE_MAX_TIMEOUT_MS: positiveInt(3_600_000).default(30_000),
   KEYGATE_SHUTDOWN_TIMEOUT_MS: positiveInt(600_000).default(10_000),
+  KEYGATE_HTTP2_MAX_CONCURRENT_STREAMS: positiveInt(100_000).default(100),
+  KEYGATE_MAX_CONNECTIONS_PER_IP: positiveInt(1_000_000).default(256),
+  KEYGATE_MAX_WATCH_STREAMS_PER_IP: positiveInt(1_000_000).default(64),
+  KEYGATE_WATCH_MAX_AGE_MS: z.coerce
+    .number()
+    .int()
+    .min(100)
+    .max(86_400_000)
+    .default(30 * 60_000),
   KEYGATE_LOG_LEVEL: logLevel.default("info"),
   DATABASE_URL: z
     .string()
@@ -256,6 +265,17 @@ export interface Config {
   readonly maxRequestBytes: number;
   readonly maxTimeoutMs: number;
   readonly shutdownTimeoutMs: number;
+  /** What one client may hold open (SECURITY.md 36). */
+  readonly streams: {
+    /** SETTINGS_MAX_CONCURRENT_STREAMS of every HTTP/2 connection. */
+    readonly http2MaxConcurrentStreams: number;
+    /** Open connections per client IP (bucket); trusted proxies are exempt. */
+    readonly maxConnectionsPerIp: number;
+    /** Open Health/Watch and WatchRevocations streams per client IP (bucket). */
+    readonly maxWatchStreamsPerIp: number;
+    /** Watch streams end (OK) after about this long; clients reconnect and resume. */
+    readonly watchMaxAgeMs: number;
+  };
   readonly logLevel: z.infer<typeof logLevel>;
   /** External PostgreSQL; undefined selects the embedded database under dataDir. */
   readonly databaseUrl: string | undefined;
@@ -406,6 +426,12 @@ export function configFromEnv(env: Record<string, string | undefined>): Config {
     maxRequestBytes: e.KEYGATE_MAX_REQUEST_BYTES,
     maxTimeoutMs: e.KEYGATE_MAX_TIMEOUT_MS,
     shutdownTimeoutMs: e.KEYGATE_SHUTDOWN_TIMEOUT_MS,
+    streams: Object.freeze({
+      http2MaxConcurrentStreams: e.KEYGATE_HTTP2_MAX_CONCURRENT_STREAMS,
+      maxConnectionsPerIp: e.KEYGATE_MAX_CONNECTIONS_PER_IP,
+      maxWatchStreamsPerIp: e.KEYGATE_MAX_WATCH_STREAMS_PER_IP,
+      watchMaxAgeMs: e.KEYGATE_WATCH_MAX_AGE_MS,
+    }),
     logLevel: e.KEYGATE_LOG_LEVEL,
     databaseUrl: e.DATABASE_URL,
     dbPoolSize: e.KEYGATE_DB_POOL_SIZE,

@@ -9,15 +9,7 @@ import { normalizeIp as normalize } from "../domain/ip-bucket.js";
  * wrote itself at the left of the header is never believed.
  */
 export function clientIpResolver(trustedProxies: readonly string[]) {
-  const trusted = new BlockList();
-  for (const entry of trustedProxies) {
-    const cidr = parseCidr(entry);
-    if (cidr) trusted.addSubnet(cidr[0], cidr[1], cidr[2]);
-  }
-  const isTrusted = (ip: string) => {
-    const family = isIP(ip);
-    return family !== 0 && trusted.check(ip, family === 4 ? "ipv4" : "ipv6");
-  };
+  const isTrusted = isTrustedProxy(trustedProxies);
   return (peer: string, forwardedFor: string | string[] | undefined): string => {
     const address = normalize(peer);
     if (trustedProxies.length === 0 || !isTrusted(address) || forwardedFor === undefined)
@@ -31,5 +23,19 @@ export function clientIpResolver(trustedProxies: readonly string[]) {
       if (!isTrusted(hop)) return hop;
     }
     return hops[0] ?? address;
+  };
+}
+
+/** Whether an address is one of the trusted proxies (IP addresses or CIDR ranges). */
+export function isTrustedProxy(trustedProxies: readonly string[]): (ip: string) => boolean {
+  const trusted = new BlockList();
+  for (const entry of trustedProxies) {
+    const cidr = parseCidr(entry);
+    if (cidr) trusted.addSubnet(cidr[0], cidr[1], cidr[2]);
+  }
+  return (peer: string) => {
+    const ip = normalize(peer);
+    const family = isIP(ip);
+    return family !== 0 && trusted.check(ip, family === 4 ? "ipv4" : "ipv6");
   };
 }
