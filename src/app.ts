@@ -22,13 +22,14 @@ import { envoyAuthorizationHandlers } from "./handlers/envoy-authz.js";
 import { HealthService } from "./handlers/health.js";
 import { OtpServiceHandler, otpSignedInOptional } from "./handlers/otp-service.js";
 import { tokenIntrospectionHandlers } from "./handlers/token-introspection.js";
+import { createMetricsListener } from "./http/metrics-listener.js";
 import { defaultWebAppDir, loadWebApp } from "./http/web-app.js";
 import { adminAuthnInterceptor } from "./interceptors/admin-authn.js";
 import { authnInterceptor } from "./interceptors/authn.js";
 import { streamLimitInterceptor } from "./interceptors/stream-limits.js";
 import type { Logger } from "./log.js";
 import { createMailer, type Mailer } from "./mail/mailer.js";
-import { enqueueMail, OutboxSender } from "./mail/outbox.js";
+import { enqueueMail, MailBodyKey, OutboxSender } from "./mail/outbox.js";
 import { MailTemplates } from "./mail/templates.js";
 import { Maintenance } from "./maintenance.js";
 import { instanceMetrics } from "./metrics-sources.js";
@@ -42,6 +43,8 @@ export interface Keygate {
   readonly address: AddressInfo;
   /** http(s)://host:port of the listener. */
   readonly url: string;
+  /** http://host:port of the metrics listener (GET /metrics), when metrics are on. */
+  readonly metricsUrl: string | undefined;
   readonly database: Database;
   readonly mailer: Mailer;
   /** Set on the first start only: the default workspace and its admin key in clear. */
@@ -91,6 +94,10 @@ export async function startKeygate(
       maxStalenessMs: config.revocation.maxStalenessMs,
     });
     await revocations.start();
+    // A signing key revoked on any instance: stop signing with it and unpublish it here too.
+    revocations.subscribe((row) => {
+      if (row.kind === "signing_key") void signingKeys.onRevoked();
+    });
     const hasher = new PasswordHasher({
       cost: config.bcryptCost,
       workers: config.hashWorkers,
@@ -100,10 +107,12 @@ export async function startKeygate(
     const templates = await MailTemplates.load(config.mailTemplatesDir);
     const mailer = options.mailer ?? createMailer(config, logger);
     const productName = "Keygate";
+    const mailBodyKey = new MailBodyKey(secrets.keyEncryptionKey);
     const sender = new OutboxSender({
       pool: database.pool,
       mailer,
       logger,
+      bodyKey: mailBodyKey,
       leaseMs: config.mailLeaseMs,
       concurrency: config.mailConcurrency,
     });
@@ -119,7 +128,10 @@ export async function startKeygate(
       revocations,
       mail: {
         enqueue: (tx, input) =>
-          enqueueMail(tx, templates, { ...input, vars: { product: productName, ...input.vars } }),
+          enqueueMail(tx, templates, mailBodyKey, {
+            ...input,
+            vars: { product: productName, ...input.vars },
+          }),
         wake: () => sender.wake(),
       },
       limiter: new RateLimiter(database.pool, clock, config.rateLimits, {
@@ -132,6 +144,7 @@ export async function startKeygate(
         refreshGraceSeconds: config.refreshGraceSeconds,
         publicUrl: config.publicUrl,
         productName,
+        adminKeyMaxLifetimeDays: config.adminKeyMaxLifetimeDays,
       },
     };
     const adminKeys = new AdminKeyAuthenticator(database.pool, clock);
@@ -237,19 +250,38 @@ export async function startKeygate(
         }),
       ],
     });
-    const address = await server.listen(config.port, config.host);
-    const host = address.family === "IPv6" ? `[${address.address}]` : address.address;
-    const url = `${config.tls ? "https" : "http"}://${host}:${address.port}`;
-    logger.info({ url, embedded: database.embedded }, "keygate listening");
+    const metricsListener = metrics ? createMetricsListener(metrics, logger) : undefined;
+    let address: AddressInfo;
+    let metricsUrl: string | undefined;
+    try {
+      address = await server.listen(config.port, config.host);
+      const metricsAddress = await metricsListener?.listen(config.metricsPort, config.metricsHost);
+      metricsUrl = metricsAddress && `http://${hostPort(metricsAddress)}`;
+    } catch (error) {
+      // Neither listener, nor anything started above, outlives a failed start.
+      await metricsListener?.close();
+      await server.close(0);
+      await maintenance.stop();
+      await sender.stop();
+      mailer.close();
+      await hasher.close();
+      await revocations.stop();
+      await tracing?.shutdown();
+      throw error;
+    }
+    const url = `${config.tls ? "https" : "http"}://${hostPort(address)}`;
+    logger.info({ url, metricsUrl, embedded: database.embedded }, "keygate listening");
     return {
       address,
       url,
+      metricsUrl,
       database,
       mailer,
       bootstrapped,
       async close() {
         await maintenance.stop();
         await server.close(config.shutdownTimeoutMs);
+        await metricsListener?.close();
         await sender.stop();
         mailer.close();
         await hasher.close();
@@ -262,4 +294,8 @@ export async function startKeygate(
     await database.close();
     throw error;
   }
+}
+
+function hostPort(address: AddressInfo): string {
+  return `${address.family === "IPv6" ? `[${address.address}]` : address.address}:${address.port}`;
 }

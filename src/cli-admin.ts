@@ -10,6 +10,7 @@ import {
   ListSigningKeysResponseSchema,
   ProvisionUserResponseSchema,
   RevokeAdminKeyResponseSchema,
+  RevokeSigningKeyResponseSchema,
   RotateSigningKeyResponseSchema,
 } from "../gen/keygate/v1/admin_service_pb.js";
 import { AdminKeyRole, Role } from "../gen/keygate/v1/types_pb.js";
@@ -21,7 +22,8 @@ http://127.0.0.1:8080, with the admin key in KEYGATE_ADMIN_KEY):
   admin-key revoke KEY_ID
   provision-user --email EMAIL [--password P] [--workspace ID] [--role member|admin|owner] [--verified]
   keys rotate [--algorithm RS256|ES256|EdDSA]
-  keys list`;
+  keys list
+  keys revoke KID`;
 
 export const adminCommands = new Set(["admin-key", "provision-user", "keys"]);
 
@@ -127,6 +129,12 @@ export async function runAdminCommand(
         RotateSigningKeyResponseSchema,
         await admin.rotateSigningKey({ algorithm: values.algorithm }, auth),
       );
+      return 0;
+    }
+    if (command === "keys" && sub === "revoke") {
+      const kid = positionals[0];
+      if (!kid) throw new UsageError("name the kid of the signing key to revoke");
+      print(RevokeSigningKeyResponseSchema, await admin.revokeSigningKey({ kid }, auth));
       return 0;
     }
     if (command === "keys" && sub === "list") {

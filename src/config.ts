@@ -190,6 +190,7 @@ const envSchema = z.object({
   KEYGATE_SMTP_PASSWORD: z.string().min(1).optional(),
   KEYGATE_SMTP_SECURE: bool.default(false),
   KEYGATE_MAIL_FROM: z.string().min(3).default("Keygate <no-reply@keygate.localhost>"),
+  KEYGATE_MAIL_DEV_OUTBOX: bool.optional(),
   KEYGATE_PUBLIC_URL: url.optional(),
   KEYGATE_ISSUER: url.optional(),
   KEYGATE_AUDIENCE: z.string().min(1).default("keygate"),
@@ -218,6 +219,7 @@ const envSchema = z.object({
   KEYGATE_IPV6_PREFIX_LENGTH: z.coerce.number().int().min(32).max(128).default(64),
   KEYGATE_UI: bool.default(false),
   KEYGATE_LOCKOUT_THRESHOLD: z.coerce.number().int().min(1).max(1000).default(5),
+  KEYGATE_ADMIN_KEY_MAX_LIFETIME_DAYS: z.coerce.number().int().min(1).max(3650).default(90),
   KEYGATE_LOCKOUT_BASE_SECONDS: z.coerce.number().int().min(1).max(86_400).default(60),
   KEYGATE_LOCKOUT_MAX_SECONDS: z.coerce
     .number()
@@ -234,6 +236,8 @@ const envSchema = z.object({
     .default(15_000),
   KEYGATE_REVOCATION_HEARTBEAT_MS: z.coerce.number().int().min(100).max(300_000).default(1_000),
   KEYGATE_METRICS: bool.default(true),
+  KEYGATE_METRICS_HOST: z.string().min(1).default("127.0.0.1"),
+  KEYGATE_METRICS_PORT: port.default(9464),
   KEYGATE_OTLP_ENDPOINT: url.optional(),
   KEYGATE_TRACE_SAMPLE_RATIO: z.coerce.number().min(0).max(1).default(1),
   KEYGATE_MAIL_LEASE_MS: z.coerce.number().int().min(1_000).max(3_600_000).default(60_000),
@@ -283,6 +287,7 @@ export interface Config {
   readonly dataDir: string;
   readonly migrateOnStart: boolean;
   readonly bootstrap: boolean;
+  /** Where mail goes; undefined only with the dev outbox (embedded, or asked for). */
   readonly smtp: SmtpConfig | undefined;
   readonly mailFrom: string;
   /** Base URL of the app that users open; links in emails are built from it. */
@@ -311,6 +316,8 @@ export interface Config {
   readonly trustedProxies: readonly string[];
   /** IPv6 clients are counted by this prefix for per-IP limits (one host holds a /64). */
   readonly ipv6PrefixLength: number;
+  /** Longest lifetime of an admin key minted by a signed-in user (or by such a key). */
+  readonly adminKeyMaxLifetimeDays: number;
   readonly lockout: {
     readonly threshold: number;
     readonly baseSeconds: number;
@@ -326,8 +333,11 @@ export interface Config {
   };
   /** Verified access tokens kept for repeated introspection (0: none). */
   readonly introspectionCacheSize: number;
-  /** Serve Prometheus metrics at GET /metrics. */
+  /** Serve Prometheus metrics at GET /metrics on a listener of their own. */
   readonly metrics: boolean;
+  /** That listener's address: loopback by default, never the service port. */
+  readonly metricsHost: string;
+  readonly metricsPort: number;
   /** OTLP/HTTP traces endpoint (…/v1/traces); tracing is off without one. */
   readonly otlpEndpoint: string | undefined;
   /** Share of new traces recorded (callers' sampled traces are always continued). */
@@ -400,6 +410,30 @@ export function configFromEnv(env: Record<string, string | undefined>): Config {
       "KEYGATE_KEY_ENCRYPTION_KEY and KEYGATE_TOKEN_SECRET: required with DATABASE_URL, the same on every instance",
     );
   }
+  if (e.DATABASE_URL !== undefined && e.KEYGATE_ISSUER === undefined) {
+    // The default, this listener's URL, differs between instances, and each instance would
+    // refuse the others' tokens (introspection checks `iss`) without saying why.
+    problems.push("KEYGATE_ISSUER: required with DATABASE_URL, the same on every instance");
+  }
+  const smtpSet = e.KEYGATE_SMTP_URL !== undefined || e.KEYGATE_SMTP_HOST !== undefined;
+  if (smtpSet && e.KEYGATE_MAIL_DEV_OUTBOX === true) {
+    problems.push("KEYGATE_MAIL_DEV_OUTBOX and KEYGATE_SMTP_URL or KEYGATE_SMTP_HOST: set one");
+  } else if (!smtpSet && e.KEYGATE_MAIL_DEV_OUTBOX === false) {
+    problems.push("KEYGATE_MAIL_DEV_OUTBOX=false: needs KEYGATE_SMTP_URL or KEYGATE_SMTP_HOST");
+  } else if (!smtpSet && e.DATABASE_URL !== undefined && e.KEYGATE_MAIL_DEV_OUTBOX !== true) {
+    // The dev outbox prints codes and links to the console: only embedded mode, which is for
+    // development, picks it without being asked.
+    problems.push(
+      "KEYGATE_SMTP_URL or KEYGATE_SMTP_HOST: required with DATABASE_URL (or KEYGATE_MAIL_DEV_OUTBOX=true to print mail to the console)",
+    );
+  }
+  if (
+    e.KEYGATE_METRICS &&
+    e.KEYGATE_METRICS_PORT !== 0 &&
+    e.KEYGATE_METRICS_PORT === e.KEYGATE_PORT
+  ) {
+    problems.push("KEYGATE_METRICS_PORT: must differ from KEYGATE_PORT");
+  }
   if (problems.length > 0) throw new ConfigError(problems);
 
   const scheme = e.KEYGATE_TLS_CERT_FILE ? "https" : "http";
@@ -463,6 +497,7 @@ export function configFromEnv(env: Record<string, string | undefined>): Config {
     rateLimits: Object.freeze({ ...builtInRateLimits, ...e.KEYGATE_RATE_LIMITS }),
     trustedProxies: Object.freeze([...e.KEYGATE_TRUSTED_PROXIES]),
     ipv6PrefixLength: e.KEYGATE_IPV6_PREFIX_LENGTH,
+    adminKeyMaxLifetimeDays: e.KEYGATE_ADMIN_KEY_MAX_LIFETIME_DAYS,
     lockout: Object.freeze({
       threshold: e.KEYGATE_LOCKOUT_THRESHOLD,
       baseSeconds: e.KEYGATE_LOCKOUT_BASE_SECONDS,
@@ -475,6 +510,8 @@ export function configFromEnv(env: Record<string, string | undefined>): Config {
     }),
     introspectionCacheSize: e.KEYGATE_INTROSPECTION_CACHE_SIZE,
     metrics: e.KEYGATE_METRICS,
+    metricsHost: e.KEYGATE_METRICS_HOST,
+    metricsPort: e.KEYGATE_METRICS_PORT,
     otlpEndpoint: e.KEYGATE_OTLP_ENDPOINT,
     traceSampleRatio: e.KEYGATE_TRACE_SAMPLE_RATIO,
     mailLeaseMs: e.KEYGATE_MAIL_LEASE_MS,

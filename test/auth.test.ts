@@ -3,12 +3,13 @@ import { createConnectTransport } from "@connectrpc/connect-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { z } from "zod";
 import { BadRequestSchema } from "../gen/google/rpc/error_details_pb.js";
+import { AdminService } from "../gen/keygate/v1/admin_service_pb.js";
 import { AuthService } from "../gen/keygate/v1/auth_service_pb.js";
 import { Role } from "../gen/keygate/v1/types_pb.js";
 import { sql } from "../src/db/sql.js";
 import { failure } from "./support/failure.js";
 import { startTestKeygate, type TestKeygate } from "./support/server.js";
-import { codeIn, linkIn, startSmtpServer } from "./support/smtp.js";
+import { codeIn, linkIn, mailText, startSmtpServer } from "./support/smtp.js";
 
 let keygate: TestKeygate;
 let smtp: Awaited<ReturnType<typeof startSmtpServer>>;
@@ -122,6 +123,105 @@ describe("sign-up and login", () => {
       (m) => m.to.includes(email) && /already have an account|already has an account/i.test(m.raw),
     );
     expect(notice).toBeDefined();
+  });
+
+  it("a sign-up for a taken address mails its owner none of the request's text", async () => {
+    const { email } = await member("injected");
+    const bait = "Your mailbox will be closed, keep it active at https://evil.example/keep";
+    // Into a new workspace named by the caller...
+    await auth.signUp({ email, password, workspaceName: bait, workspaceSlug: `bait-${counter}` });
+    const first = await smtp.waitFor(
+      (m) => m.to.includes(email) && /already have an account/i.test(m.raw),
+    );
+    // ...and into an existing workspace whose name a stranger chose.
+    const slug = `bait-ws-${counter}`;
+    await auth.signUp({
+      email: uniqueEmail("bait-owner"),
+      password,
+      workspaceName: bait,
+      workspaceSlug: slug,
+    });
+    const { workspaces } = await createClient(
+      AdminService,
+      createConnectTransport({ baseUrl: keygate.url, httpVersion: "2" }),
+    ).listWorkspaces(
+      { pageSize: 1000 },
+      { headers: { authorization: `Bearer ${keygate.bootstrapped?.adminKey}` } },
+    );
+    const baitWorkspace = workspaces.find((w) => w.slug === slug);
+    expect(baitWorkspace?.name).toBe(bait);
+    await auth.signUp({ email, password }, inWorkspace(baitWorkspace?.id as string));
+    const second = await smtp.waitFor(
+      (m) => m !== first && m.to.includes(email) && /already have an account/i.test(m.raw),
+    );
+    for (const mail of [first, second]) {
+      const text = mailText(mail);
+      expect(text).toContain(email);
+      expect(text).not.toContain("evil.example");
+      expect(text).not.toContain("mailbox will be closed");
+    }
+    expect(mailText(second)).toContain(slug);
+  });
+
+  it("workspace names are one line of printable text wherever they are set", async () => {
+    const admin = createClient(
+      AdminService,
+      createConnectTransport({ baseUrl: keygate.url, httpVersion: "2" }),
+    );
+    const asRoot = { headers: { authorization: `Bearer ${keygate.bootstrapped?.adminKey}` } };
+    const fieldsOf = async (call: Promise<unknown>) => {
+      const { code, error } = await failure(call);
+      return {
+        code,
+        fields: error.findDetails(BadRequestSchema)[0]?.fieldViolations.map((v) => v.field),
+      };
+    };
+    const refused = (field: string) => ({ code: Code.InvalidArgument, fields: [field] });
+    for (const name of [
+      "Acme\r\n\r\nYour mailbox will be closed",
+      "Acme\nBcc: someone@example.test",
+      "Acme\tInc",
+      "Acme\u2028Inc",
+      "Acme\u202eInc",
+      "Acme\u200bInc",
+      "Acme\u0007",
+    ]) {
+      expect(
+        await fieldsOf(
+          auth.signUp({
+            email: uniqueEmail("name"),
+            password,
+            workspaceName: name,
+            workspaceSlug: `name-${counter}`,
+          }),
+        ),
+        JSON.stringify(name),
+      ).toEqual(refused("workspace_name"));
+      expect(
+        await fieldsOf(admin.createWorkspace({ name, slug: `named-${counter}` }, asRoot)),
+      ).toEqual(refused("name"));
+      expect(
+        await fieldsOf(admin.updateWorkspace({ workspaceId: defaultWorkspaceId, name }, asRoot)),
+      ).toEqual(refused("name"));
+      expect(
+        await fieldsOf(
+          admin.provisionUser(
+            {
+              email: uniqueEmail("provisioned"),
+              createWorkspace: { name, slug: `prov-${counter}` },
+              role: Role.OWNER,
+            },
+            asRoot,
+          ),
+        ),
+      ).toEqual(refused("create_workspace.name"));
+    }
+    // Printable text of any script stays welcome, emoji sequences included.
+    const created = await admin.createWorkspace(
+      { name: "Acme – Zürich 東京 👩‍💻", slug: `printable-${counter}` },
+      asRoot,
+    );
+    expect(created.workspace?.name).toBe("Acme – Zürich 東京 👩‍💻");
   });
 
   it("SECURITY.md 17: login answers the same for an unknown address and a wrong password", async () => {

@@ -90,6 +90,26 @@ describe("keygate admin commands", { timeout: 60_000 }, () => {
     expect((await cli(["keys", "list"])).stdout).toContain(key.kid);
   });
 
+  it("revokes a signing key: it leaves the key set", async () => {
+    const rotated = await cli(["keys", "rotate"]);
+    const kid = (JSON.parse(rotated.stdout) as { signingKey: { kid: string } }).signingKey.kid;
+    const revoked = await cli(["keys", "revoke", kid]);
+    expect(revoked.code).toBe(0);
+    expect(
+      (JSON.parse(revoked.stdout) as { signingKey: { kid: string; status: string } }).signingKey,
+    ).toMatchObject({ kid, status: "SIGNING_KEY_STATUS_REVOKED" });
+    const jwks = (await (await fetch(`${keygate.url}/.well-known/jwks.json`)).json()) as {
+      keys: { kid: string }[];
+    };
+    expect(jwks.keys.map((k) => k.kid)).not.toContain(kid);
+    const missing = await cli(["keys", "revoke"]);
+    expect(missing.code).toBe(2);
+    expect(missing.stderr).toContain("name the kid");
+    const unknown = await cli(["keys", "revoke", "no-such-kid"]);
+    expect(unknown.code).toBe(1);
+    expect(unknown.stderr).toContain("NotFound");
+  });
+
   it("refuses without a key, and explains bad usage", async () => {
     expect((await cli(["keys", "list"], { KEYGATE_ADMIN_KEY: "" })).code).toBe(78);
     const bad = await cli(["admin-key", "create"]);

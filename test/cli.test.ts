@@ -27,7 +27,7 @@ interface Running {
 function serve(env: Record<string, string>): Promise<Running> {
   const child = spawn(process.execPath, [bin, "serve"], {
     cwd: root,
-    env: { PATH: process.env.PATH ?? "", KEYGATE_PORT: "0", ...env },
+    env: { PATH: process.env.PATH ?? "", KEYGATE_PORT: "0", KEYGATE_METRICS_PORT: "0", ...env },
     stdio: ["ignore", "pipe", "pipe"],
   });
   let out = "";
@@ -107,6 +107,39 @@ describe("keygate serve", { timeout: 90_000 }, () => {
     running.child.kill("SIGINT");
     expect(await running.exit).toBe(0);
     expect(running.stdout()).not.toMatch(/kg_[A-Za-z0-9]{8}_/);
+  });
+
+  it("refuses an external database without SMTP, in one line, before touching it", async () => {
+    // Nothing listens there: the configuration is refused before any connection is tried.
+    const child = spawn(process.execPath, [bin, "serve"], {
+      cwd: root,
+      env: {
+        PATH: process.env.PATH ?? "",
+        KEYGATE_PORT: "0",
+        KEYGATE_METRICS_PORT: "0",
+        KEYGATE_DATA_DIR: dataDir,
+        DATABASE_URL: "postgres://keygate@127.0.0.1:1/keygate",
+        KEYGATE_KEY_ENCRYPTION_KEY: Buffer.alloc(32, 1).toString("base64"),
+        KEYGATE_TOKEN_SECRET: Buffer.alloc(32, 2).toString("base64"),
+        KEYGATE_ISSUER: "https://auth.example.test",
+      },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    let out = "";
+    let err = "";
+    child.stdout.on("data", (c: Buffer) => {
+      out += c.toString();
+    });
+    child.stderr.on("data", (c: Buffer) => {
+      err += c.toString();
+    });
+    const code = await new Promise<number | null>((resolve) => child.once("exit", resolve));
+    expect(code).toBe(78);
+    expect(err.trim().split("\n")).toEqual([
+      "Invalid configuration:",
+      "  - KEYGATE_SMTP_URL or KEYGATE_SMTP_HOST: required with DATABASE_URL (or KEYGATE_MAIL_DEV_OUTBOX=true to print mail to the console)",
+    ]);
+    expect(out).not.toContain("dev outbox");
   });
 
   it("refuses invalid configuration, naming every bad variable, with a non-zero exit", async () => {

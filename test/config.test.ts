@@ -21,8 +21,15 @@ describe("configFromEnv", () => {
     KEYGATE_TOKEN_SECRET: Buffer.alloc(32, 2).toString("base64"),
   };
 
+  /** What every instance on an external database is given. */
+  const external = {
+    DATABASE_URL: "postgres://db/keygate",
+    ...secrets,
+    KEYGATE_ISSUER: "https://auth.example.test",
+    KEYGATE_SMTP_URL: "smtp://mail.example.test:587",
+  };
+
   it("migrates an external database only when asked", () => {
-    const external = { DATABASE_URL: "postgres://db/keygate", ...secrets };
     expect(configFromEnv(external).migrateOnStart).toBe(false);
     expect(configFromEnv({ ...external, KEYGATE_MIGRATE_ON_START: "true" }).migrateOnStart).toBe(
       true,
@@ -33,12 +40,50 @@ describe("configFromEnv", () => {
     expect(() => configFromEnv({ DATABASE_URL: "postgres://db/keygate" })).toThrow(
       /KEYGATE_KEY_ENCRYPTION_KEY/,
     );
-    const short = {
-      DATABASE_URL: "postgres://db/keygate",
-      ...secrets,
-      KEYGATE_TOKEN_SECRET: "c2hvcnQ=",
-    };
+    const short = { ...external, KEYGATE_TOKEN_SECRET: "c2hvcnQ=" };
     expect(() => configFromEnv(short)).toThrow(/KEYGATE_TOKEN_SECRET: expected at least 32 bytes/);
+  });
+
+  it("needs KEYGATE_ISSUER with an external database, not in embedded mode", () => {
+    const { KEYGATE_ISSUER: _, ...unset } = external;
+    let error: unknown;
+    try {
+      configFromEnv(unset);
+    } catch (e) {
+      error = e;
+    }
+    expect(error).toBeInstanceOf(ConfigError);
+    expect((error as ConfigError).problems).toEqual([
+      "KEYGATE_ISSUER: required with DATABASE_URL, the same on every instance",
+    ]);
+    expect(configFromEnv(external).issuer).toBe("https://auth.example.test");
+    expect(configFromEnv({}).issuer).toBe("http://127.0.0.1:8080");
+  });
+
+  it("needs SMTP with an external database unless the dev outbox is asked for", () => {
+    const { KEYGATE_SMTP_URL: _, ...noSmtp } = external;
+    let error: unknown;
+    try {
+      configFromEnv(noSmtp);
+    } catch (e) {
+      error = e;
+    }
+    expect(error).toBeInstanceOf(ConfigError);
+    expect((error as ConfigError).problems).toEqual([
+      "KEYGATE_SMTP_URL or KEYGATE_SMTP_HOST: required with DATABASE_URL (or KEYGATE_MAIL_DEV_OUTBOX=true to print mail to the console)",
+    ]);
+    expect(configFromEnv({ ...noSmtp, KEYGATE_MAIL_DEV_OUTBOX: "true" }).smtp).toBeUndefined();
+    expect(configFromEnv({ ...noSmtp, KEYGATE_SMTP_HOST: "mail" }).smtp).toMatchObject({
+      host: "mail",
+    });
+    expect(() => configFromEnv({ ...external, KEYGATE_MAIL_DEV_OUTBOX: "true" })).toThrow(
+      /KEYGATE_MAIL_DEV_OUTBOX and KEYGATE_SMTP_URL or KEYGATE_SMTP_HOST: set one/,
+    );
+    expect(() => configFromEnv({ KEYGATE_MAIL_DEV_OUTBOX: "false" })).toThrow(
+      /KEYGATE_MAIL_DEV_OUTBOX=false: needs KEYGATE_SMTP_URL or KEYGATE_SMTP_HOST/,
+    );
+    // Embedded mode keeps the zero-setting start: the dev outbox without being asked.
+    expect(configFromEnv({}).smtp).toBeUndefined();
   });
 
   it("validates workspace defaults as JSON with known, in-range keys", () => {

@@ -1,4 +1,5 @@
 import { type ChildProcess, spawn } from "node:child_process";
+import net from "node:net";
 import path from "node:path";
 import { createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
@@ -6,6 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { AdminService } from "../gen/keygate/v1/admin_service_pb.js";
 import { AuthService } from "../gen/keygate/v1/auth_service_pb.js";
 import { TokenIntrospectionService } from "../gen/keygate/v1/token_introspection_service_pb.js";
+import { ConfigError } from "../src/config.js";
 import { loadSecrets } from "../src/crypto/secrets.js";
 import { usingExternalPostgres } from "./support/database.js";
 import { startPeerKeygate, startTestKeygate, type TestKeygate } from "./support/server.js";
@@ -119,6 +121,8 @@ describe("three instances on one database", () => {
           DATABASE_URL: a.database.url,
           KEYGATE_KEY_ENCRYPTION_KEY: secrets.keyEncryptionKey.toString("base64"),
           KEYGATE_TOKEN_SECRET: secrets.tokenSecret.toString("base64"),
+          KEYGATE_ISSUER: a.config.issuer,
+          KEYGATE_METRICS_PORT: "0",
           KEYGATE_MIGRATE_ON_START: "false",
           KEYGATE_BOOTSTRAP: "false",
           KEYGATE_SMTP_URL: smtp.url,
@@ -155,5 +159,57 @@ describe("three instances on one database", () => {
     // arrive twice, and it had at most `mailConcurrency` of those in flight.
     expect(counts.filter((n) => n > 1).length).toBeLessThanOrEqual(mailConcurrency);
     expect(counts.every((n) => n <= 2)).toBe(true);
+  });
+});
+
+/** A port nothing listens on (just now). */
+async function freePort(): Promise<number> {
+  const server = net.createServer();
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const { port } = server.address() as net.AddressInfo;
+  await new Promise((resolve) => server.close(resolve));
+  return port;
+}
+
+describe("instances on one database and their issuer", () => {
+  it("an instance without KEYGATE_ISSUER refuses to start, in one line that names it", async () => {
+    // Before, it started with its own listener URL as the issuer and answered active: false
+    // for every token of the other instances, with no log line saying why.
+    const error = await startPeerKeygate(a, {
+      ...instanceEnv,
+      KEYGATE_ISSUER: "",
+      KEYGATE_PORT: String(await freePort()),
+    }).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(ConfigError);
+    expect((error as ConfigError).problems).toEqual([
+      "KEYGATE_ISSUER: required with DATABASE_URL, the same on every instance",
+    ]);
+  });
+
+  it("with the same KEYGATE_ISSUER on another port, each accepts the other's tokens", async () => {
+    const d = await startPeerKeygate(a, {
+      ...instanceEnv,
+      KEYGATE_ISSUER: a.config.issuer,
+      KEYGATE_PORT: String(await freePort()),
+    });
+    try {
+      expect(d.url).not.toBe(a.url);
+      const { emails, workspaceId } = await users(1, "issuer");
+      const email = emails[0] as string;
+      for (const [from, to] of [
+        [a, d],
+        [d, a],
+      ] as const) {
+        const res = await clients(from).auth.login({ email, password, workspaceId });
+        if (res.result.case !== "tokens") throw new Error("no tokens");
+        const answer = await clients(to).introspection.introspect(
+          { token: res.result.value.accessToken },
+          asRoot(),
+        );
+        expect(answer.active).toBe(true);
+      }
+    } finally {
+      await d.stop();
+    }
   });
 });

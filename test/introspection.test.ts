@@ -82,6 +82,8 @@ async function keyWith(options: { workspaceId?: string; introspect: boolean }) {
 }
 
 const check = async (token: string, key = rootKey) => introspection.introspect({ token }, as(key));
+const checkRefresh = async (token: string) =>
+  introspection.introspect({ token, tokenTypeHint: TokenTypeHint.REFRESH_TOKEN }, asRoot());
 
 /** Polls until `done` holds, for at most `ms`; answers how long it took. */
 async function until(done: () => Promise<boolean>, ms: number): Promise<number> {
@@ -237,10 +239,34 @@ describe("Introspect", () => {
     });
     const next = await auth.refresh({ refreshToken: user.refreshToken });
     const successor = next.tokens?.refreshToken as string;
-    expectInactive(await check(user.refreshToken));
-    expect((await check(successor)).active).toBe(true);
+    expectInactive(await checkRefresh(user.refreshToken));
+    expect((await checkRefresh(successor)).active).toBe(true);
     await auth.logout({ refreshToken: successor });
-    expectInactive(await check(successor));
+    expectInactive(await checkRefresh(successor));
+  });
+
+  it("SECURITY.md 6: answers a live refresh token as inactive unless the hint asks for one", async () => {
+    const user = await signedIn("refresh-hint");
+    expectInactive(await check(user.refreshToken));
+    expectInactive(
+      await introspection.introspect(
+        { token: user.refreshToken, tokenTypeHint: TokenTypeHint.ACCESS_TOKEN },
+        asRoot(),
+      ),
+    );
+    const batch = await introspection.introspectBatch(
+      {
+        tokens: [
+          { token: user.refreshToken },
+          { token: user.refreshToken, tokenTypeHint: TokenTypeHint.REFRESH_TOKEN },
+        ],
+      },
+      asRoot(),
+    );
+    expect(batch.results.map((r) => r.active)).toEqual([false, true]);
+    expect((await checkRefresh(user.refreshToken)).tokenType).toBe("refresh_token");
+    // Still a live session: the hint decides the answer, not the token's state.
+    expect((await auth.refresh({ refreshToken: user.refreshToken })).tokens).toBeDefined();
   });
 
   it("answers a batch in order", async () => {

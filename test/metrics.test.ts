@@ -1,9 +1,10 @@
+import net from "node:net";
 import { createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { AdminService } from "../gen/keygate/v1/admin_service_pb.js";
 import { AuthService } from "../gen/keygate/v1/auth_service_pb.js";
-import { rateLimitNames } from "../src/config.js";
+import { configFromEnv, rateLimitNames } from "../src/config.js";
 import { startTestKeygate, type TestKeygate } from "./support/server.js";
 import { startSmtpServer } from "./support/smtp.js";
 
@@ -27,7 +28,8 @@ afterAll(async () => {
 });
 
 /** The samples of a Prometheus text exposition, as "name{labels}" -> value. */
-async function scrape(url: string): Promise<Map<string, number>> {
+async function scrape(url: string | undefined): Promise<Map<string, number>> {
+  if (!url) throw new Error("no metrics listener");
   const res = await fetch(`${url}/metrics`);
   expect(res.status).toBe(200);
   expect(res.headers.get("content-type")).toMatch(/^text\/plain; version=0\.0\.4/);
@@ -56,7 +58,7 @@ describe("GET /metrics", () => {
     await auth.login({ email, password: "wrong password", workspaceId }).catch(() => {});
     await auth.login({ email, password, workspaceId }).catch(() => {});
 
-    const m = await scrape(keygate.url);
+    const m = await scrape(keygate.metricsUrl);
     const login = 'service="keygate.v1.AuthService",method="Login"';
     expect(m.get(`keygate_rpc_calls_total{${login},code="ok"}`)).toBe(1);
     expect(m.get(`keygate_rpc_calls_total{${login},code="unauthenticated"}`)).toBe(1);
@@ -79,9 +81,106 @@ describe("GET /metrics", () => {
   it("is absent when turned off", async () => {
     const off = await startTestKeygate({ KEYGATE_METRICS: "false" });
     try {
+      expect(off.metricsUrl).toBeUndefined();
       expect((await fetch(`${off.url}/metrics`)).status).toBe(404);
     } finally {
       await off.stop();
+    }
+  });
+});
+
+/** A port nothing listens on (just now). */
+async function freePort(): Promise<number> {
+  const server = net.createServer();
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const { port } = server.address() as net.AddressInfo;
+  await new Promise((resolve) => server.close(resolve));
+  return port;
+}
+
+/** Whether a TCP connection to the port is accepted. */
+function accepts(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = net.connect(port, "127.0.0.1");
+    socket.once("connect", () => {
+      socket.destroy();
+      resolve(true);
+    });
+    socket.once("error", () => resolve(false));
+  });
+}
+
+describe("SECURITY.md 35: metrics are off the public port", () => {
+  it("answers 404 for /metrics on the service port, over HTTP/1.1 and HTTP/2", async () => {
+    expect((await fetch(`${keygate.url}/metrics`)).status).toBe(404);
+    expect((await fetch(`${keygate.url}/metrics`, { method: "HEAD" })).status).toBe(404);
+    // RequestMagicLink for a known address bumps keygate_outbox_sent_total; none of it shows here.
+    const { connect } = await import("node:http2");
+    const session = connect(keygate.url);
+    try {
+      const status = await new Promise<number>((resolve, reject) => {
+        const stream = session.request({ ":path": "/metrics" });
+        stream.once("response", (headers) => resolve(Number(headers[":status"])));
+        stream.once("error", reject);
+        stream.resume();
+      });
+      expect(status).toBe(404);
+    } finally {
+      session.close();
+    }
+  });
+
+  it("serves them on a listener of their own, on loopback unless told otherwise", async () => {
+    expect(configFromEnv({}).metricsHost).toBe("127.0.0.1");
+    expect(configFromEnv({}).metricsPort).toBe(9464);
+    const metricsUrl = new URL(keygate.metricsUrl ?? "");
+    expect(metricsUrl.hostname).toBe("127.0.0.1");
+    expect(metricsUrl.port).not.toBe(new URL(keygate.url).port);
+    // The metrics listener serves nothing else.
+    expect((await fetch(`${keygate.metricsUrl}/healthz`)).status).toBe(404);
+    expect((await fetch(`${keygate.metricsUrl}/metrics`, { method: "POST" })).status).toBe(405);
+  });
+
+  it("refuses a metrics port equal to the service port", () => {
+    expect(() => configFromEnv({ KEYGATE_PORT: "9000", KEYGATE_METRICS_PORT: "9000" })).toThrow(
+      /KEYGATE_METRICS_PORT: must differ from KEYGATE_PORT/,
+    );
+  });
+
+  it("closes the metrics listener on shutdown", async () => {
+    const port = await freePort();
+    const instance = await startTestKeygate({ KEYGATE_METRICS_PORT: String(port) });
+    expect(instance.metricsUrl).toBe(`http://127.0.0.1:${port}`);
+    expect(await accepts(port)).toBe(true);
+    await instance.stop();
+    expect(await accepts(port)).toBe(false);
+  });
+
+  it("leaves neither listener open when the start fails", async () => {
+    const taken = net.createServer();
+    await new Promise<void>((resolve) => taken.listen(0, "127.0.0.1", resolve));
+    const takenPort = (taken.address() as net.AddressInfo).port;
+    try {
+      // The service port is taken: the metrics port must not stay bound.
+      const metricsPort = await freePort();
+      await expect(
+        startTestKeygate({
+          KEYGATE_PORT: String(takenPort),
+          KEYGATE_METRICS_PORT: String(metricsPort),
+        }),
+      ).rejects.toThrow(/EADDRINUSE/);
+      expect(await accepts(metricsPort)).toBe(false);
+      // The metrics port is taken: the service port must not stay bound.
+      const servicePort = await freePort();
+      await expect(
+        startTestKeygate({
+          KEYGATE_PORT: String(servicePort),
+          KEYGATE_METRICS_PORT: String(takenPort),
+        }),
+      ).rejects.toThrow(/EADDRINUSE/);
+      expect(await accepts(servicePort)).toBe(false);
+    } finally {
+      await new Promise((resolve) => taken.close(resolve));
     }
   });
 });

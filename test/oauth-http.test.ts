@@ -230,6 +230,27 @@ describe("POST /oauth2/introspect through openid-client", () => {
     ).toEqual({ active: false });
   });
 
+  it("SECURITY.md 6: answers a refresh token as inactive without the refresh_token hint", async () => {
+    const user = await signedIn("refresh-no-hint");
+    const config = await discovered(rootPrefix, rootKey);
+    expect(await client.tokenIntrospection(config, user.refreshToken)).toEqual({ active: false });
+    expect(
+      await client.tokenIntrospection(config, user.refreshToken, {
+        token_type_hint: "access_token",
+      }),
+    ).toEqual({ active: false });
+    expect(
+      await client.tokenIntrospection(config, user.refreshToken, { token_type_hint: "bogus" }),
+    ).toEqual({ active: false });
+    expect(
+      (
+        await client.tokenIntrospection(config, user.refreshToken, {
+          token_type_hint: "refresh_token",
+        })
+      ).active,
+    ).toBe(true);
+  });
+
   it("introspects a refresh token with its hint", async () => {
     const user = await signedIn("refresh");
     const config = await discovered(rootPrefix, rootKey);

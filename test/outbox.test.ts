@@ -1,3 +1,4 @@
+import { randomBytes } from "node:crypto";
 import { cp, mkdtemp, rm, writeFile } from "node:fs/promises";
 import net from "node:net";
 import { tmpdir } from "node:os";
@@ -13,7 +14,7 @@ import { type Database, openDatabase } from "../src/db/pool.js";
 import { sql } from "../src/db/sql.js";
 import { createLogger } from "../src/log.js";
 import { type Mailer, smtpMailer } from "../src/mail/mailer.js";
-import { enqueueMail, OutboxSender } from "../src/mail/outbox.js";
+import { enqueueMail, MailBodyKey, OutboxSender } from "../src/mail/outbox.js";
 import {
   defaultTemplatesDir,
   MailTemplateError,
@@ -61,6 +62,8 @@ afterAll(async () => {
 });
 
 const silent = createLogger("silent");
+const keyEncryptionKey = randomBytes(32);
+const bodyKey = new MailBodyKey(keyEncryptionKey);
 const mailFrom = "Keygate <auth@example.test>";
 
 function mailerFor(url: string): Mailer {
@@ -74,6 +77,7 @@ function sender(options: Partial<ConstructorParameters<typeof OutboxSender>[0]> 
     pool: database.pool,
     mailer: mailerFor(smtp.url),
     logger: silent,
+    bodyKey,
     pollIntervalMs: 50,
     ...options,
   });
@@ -93,27 +97,34 @@ const outboxRow = z.object({
   subject: z.string(),
   body_text: z.string().nullable(),
   body_html: z.string().nullable(),
+  body_sealed: z.instanceof(Buffer).nullable(),
   attempts: z.number(),
   locked_until: z.number().nullable(),
   sent_at: z.number().nullable(),
+  given_up_at: z.number().nullable(),
   last_error: z.string().nullable(),
 });
 
 function rowsFor(recipient: string) {
   return database.pool.any(sql.type(outboxRow)`
-    SELECT id, workspace_id, template, recipient, subject, body_text, body_html, attempts,
-           locked_until, sent_at, last_error
+    SELECT id, workspace_id, template, recipient, subject, body_text, body_html, body_sealed,
+           attempts, locked_until, sent_at, given_up_at, last_error
     FROM mail_outbox WHERE recipient = ${recipient} ORDER BY id`);
 }
 
 async function enqueueCommitted(
   to: string,
-  template: Parameters<typeof enqueueMail>[2]["template"],
+  template: Parameters<typeof enqueueMail>[3]["template"],
   extra: Record<string, string>,
   workspaceId: string | null = null,
 ): Promise<void> {
   await database.pool.transaction((tx) =>
-    enqueueMail(tx, templates, { workspaceId, to, template, vars: vars({ email: to, ...extra }) }),
+    enqueueMail(tx, templates, bodyKey, {
+      workspaceId,
+      to,
+      template,
+      vars: vars({ email: to, ...extra }),
+    }),
   );
 }
 
@@ -122,7 +133,7 @@ async function enqueueCodes(prefix: string, count: number, firstCode: number): P
   const recipients = Array.from({ length: count }, (_, i) => `${prefix}-${i}@example.test`);
   await database.pool.transaction(async (tx) => {
     for (const [i, to] of recipients.entries()) {
-      await enqueueMail(tx, templates, {
+      await enqueueMail(tx, templates, bodyKey, {
         workspaceId: null,
         to,
         template: "login_code",
@@ -220,6 +231,7 @@ describe(`mail outbox (${usingExternalPostgres ? "PostgreSQL" : "embedded PGlite
       attempts: 1,
       body_text: null,
       body_html: null,
+      body_sealed: null,
       locked_until: null,
       last_error: null,
     });
@@ -231,7 +243,7 @@ describe(`mail outbox (${usingExternalPostgres ? "PostgreSQL" : "embedded PGlite
     const to = "rolled-back@example.test";
     await expect(
       database.pool.transaction(async (tx) => {
-        await enqueueMail(tx, templates, {
+        await enqueueMail(tx, templates, bodyKey, {
           workspaceId: null,
           to,
           template: "login_code",
@@ -272,7 +284,16 @@ describe(`mail outbox (${usingExternalPostgres ? "PostgreSQL" : "embedded PGlite
     await eventually(async () => ((await rowsFor(to))[0]?.attempts ?? 0) >= 3);
     const [failing] = await rowsFor(to);
     expect(failing?.sent_at).toBeNull();
-    expect(failing?.body_text).toContain(link);
+    // SECURITY.md 37: what waits in the table is sealed; only the key opens it.
+    expect(failing?.body_text).toBeNull();
+    expect(failing?.body_html).toBeNull();
+    expect(failing?.body_sealed?.includes("SeCrEtLinkToken")).toBe(false);
+    expect(
+      bodyKey.open(
+        failing as { template: string; recipient: string },
+        failing?.body_sealed as Buffer,
+      ).text,
+    ).toContain(link);
     expect(failing?.last_error).toMatch(/ECONNREFUSED/);
     expect(failing?.last_error).not.toContain("SeCrEtLinkToken");
     expect(deliveredTo(to)).toBe(0);
@@ -288,6 +309,7 @@ describe(`mail outbox (${usingExternalPostgres ? "PostgreSQL" : "embedded PGlite
     expect(row?.sent_at).not.toBeNull();
     expect(row?.body_text).toBeNull();
     expect(row?.body_html).toBeNull();
+    expect(row?.body_sealed).toBeNull();
     expect(s.stats.sent).toBe(1);
     expect(s.stats.failed).toBeGreaterThanOrEqual(2);
 
@@ -342,14 +364,15 @@ describe(`mail outbox (${usingExternalPostgres ? "PostgreSQL" : "embedded PGlite
     for (const to of recipients) expect(deliveredTo(to), to).toBe(1);
     expect(a.stats.sent + b.stats.sent).toBe(30);
     const rows = await database.pool.any(sql.type(outboxRow)`
-      SELECT id, workspace_id, template, recipient, subject, body_text, body_html, attempts,
-             locked_until, sent_at, last_error
+      SELECT id, workspace_id, template, recipient, subject, body_text, body_html, body_sealed,
+             attempts, locked_until, sent_at, given_up_at, last_error
       FROM mail_outbox WHERE recipient LIKE 'bulk-%'`);
     expect(rows).toHaveLength(30);
     for (const row of rows) {
       expect(row.attempts).toBe(1);
       expect(row.sent_at).not.toBeNull();
       expect(row.body_text).toBeNull();
+      expect(row.body_sealed).toBeNull();
     }
   });
 
@@ -414,7 +437,7 @@ describe(`mail outbox (${usingExternalPostgres ? "PostgreSQL" : "embedded PGlite
     expect(row?.last_error).toMatch(/timed out/);
   });
 
-  it("gives up after maxAttempts, keeping the message and its error", async () => {
+  it("SECURITY.md 37: gives up after maxAttempts, keeping the message and its error, erasing its body", async () => {
     const port = await freePort();
     const to = "never@example.test";
     await enqueueCommitted(to, "password_changed", { time: "2025-01-01 12:00 UTC" });
@@ -435,8 +458,18 @@ describe(`mail outbox (${usingExternalPostgres ? "PostgreSQL" : "embedded PGlite
     expect(row?.sent_at).toBeNull();
     expect(row?.locked_until).toBeNull();
     expect(row?.last_error).toMatch(/ECONNREFUSED/);
-    expect(row?.body_text).not.toBeNull();
+    expect(row?.given_up_at).not.toBeNull();
+    expect(row?.body_text).toBeNull();
+    expect(row?.body_html).toBeNull();
+    expect(row?.body_sealed).toBeNull();
     expect(s.stats.failed).toBe(2);
+    // A sender with a higher limit finds nothing to send: given up is final.
+    const later = sender({ maxAttempts: 5, pollIntervalMs: 20 });
+    later.start();
+    later.wake();
+    await sleep(200);
+    await later.stop();
+    expect(later.stats).toEqual({ sent: 0, failed: 0 });
   });
 
   it("keeps running when the database fails, and stops cleanly", async () => {
@@ -448,6 +481,59 @@ describe(`mail outbox (${usingExternalPostgres ? "PostgreSQL" : "embedded PGlite
     await eventually(() => lines.filter((l) => l.includes("could not process")).length >= 2);
     await s.stop();
     expect(s.stats).toEqual({ sent: 0, failed: 0 });
+  });
+
+  it("SECURITY.md 37: a body sealed for one row does not open on another, nor under another key", async () => {
+    const to = "sealed@example.test";
+    await enqueueCommitted(to, "magic_link", {
+      link: "https://app.example.test/magic-link?token=MovedAcrossRows0123",
+      minutes: "15",
+    });
+    const [row] = await rowsFor(to);
+    const sealed = row?.body_sealed as Buffer;
+    expect(bodyKey.open({ template: "magic_link", recipient: to }, sealed).text).toContain(
+      "MovedAcrossRows0123",
+    );
+    expect(() =>
+      bodyKey.open({ template: "magic_link", recipient: "thief@example.test" }, sealed),
+    ).toThrow(/does not decrypt/);
+    expect(() => bodyKey.open({ template: "login_code", recipient: to }, sealed)).toThrow(
+      /does not decrypt/,
+    );
+    expect(() =>
+      new MailBodyKey(randomBytes(32)).open({ template: "magic_link", recipient: to }, sealed),
+    ).toThrow(/does not decrypt/);
+    // Redirected to another recipient in the table, it is never sent to them in clear.
+    const thief = "thief@example.test";
+    await database.pool.query(sql.unsafe`
+      UPDATE mail_outbox SET recipient = ${thief} WHERE id = ${row?.id as bigint}`);
+    const s = sender({ maxAttempts: 1, pollIntervalMs: 20 });
+    s.start();
+    s.wake();
+    await eventually(() => s.stats.failed >= 1);
+    await s.stop();
+    expect(deliveredTo(thief)).toBe(0);
+    const [after] = await rowsFor(thief);
+    expect(after?.last_error).toMatch(/does not decrypt/);
+    expect(after?.body_sealed).toBeNull();
+  });
+
+  it("SECURITY.md 37: delivers a message stored in clear before bodies were sealed, then erases it", async () => {
+    const to = "legacy@example.test";
+    // What migration 019 leaves of a message enqueued before it: the body in clear.
+    await database.pool.query(sql.unsafe`
+      INSERT INTO mail_outbox (workspace_id, template, recipient, subject, body_text, body_html)
+      VALUES (NULL, 'login_code', ${to}, 'Your sign-in code for Keygate', 'Your code: 640213',
+              '<p>Your code: 640213</p>')`);
+    const s = sender();
+    s.start();
+    s.wake();
+    const mail = await smtp.waitFor((m) => m.to.includes(to));
+    await s.stop();
+    expect(unfolded(mail.raw)).toContain("640213");
+    const [row] = await rowsFor(to);
+    expect(row?.sent_at).not.toBeNull();
+    expect([row?.body_text, row?.body_html, row?.body_sealed]).toEqual([null, null, null]);
   });
 
   it("deletes a workspace's mail with the workspace", async () => {
@@ -463,7 +549,7 @@ describe(`mail outbox (${usingExternalPostgres ? "PostgreSQL" : "embedded PGlite
     for (const to of ["a@example.test, b@example.test", "a@example.test\r\nBcc: b@x.test", "x"]) {
       await expect(
         database.pool.transaction((tx) =>
-          enqueueMail(tx, templates, {
+          enqueueMail(tx, templates, bodyKey, {
             workspaceId: null,
             to,
             template: "login_code",

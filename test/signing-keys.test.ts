@@ -56,6 +56,8 @@ async function openTestDatabase(): Promise<TestDatabase> {
       DATABASE_URL: fresh.url,
       KEYGATE_KEY_ENCRYPTION_KEY: secret,
       KEYGATE_TOKEN_SECRET: secret,
+      KEYGATE_ISSUER: issuer,
+      KEYGATE_MAIL_DEV_OUTBOX: "true",
     }),
   );
   await migrate(database.url, await loadMigrations());
@@ -104,7 +106,7 @@ async function emptyKeyTable(): Promise<void> {
 async function keyRows(pool: DatabasePool = main.database.pool) {
   return pool.any(sql.type(signingKeyRow)`
     SELECT kid, algorithm, public_jwk, private_key_encrypted, status, created_at, activated_at,
-           retired_at, unpublish_after
+           retired_at, unpublish_after, revoked_at
     FROM signing_keys ORDER BY created_at`);
 }
 

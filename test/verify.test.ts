@@ -337,3 +337,41 @@ describe("a verifier whose feed goes quiet", () => {
     }
   });
 });
+
+describe("SECURITY.md 34: a verifier with a workspace-scoped key accepts that workspace only", () => {
+  it("refuses another workspace's tokens whatever the request's headers, and sees its own revocations", async () => {
+    const other = await admin.createWorkspace(
+      { name: "Elsewhere", slug: `elsewhere-${++counter}` },
+      as(rootKey),
+    );
+    const otherId = other.workspace?.id as string;
+    const scopedKey = (
+      await admin.createAdminKey(
+        {
+          name: "one workspace's gateway",
+          workspaceId: defaultWorkspaceId,
+          role: AdminKeyRole.READ_ONLY,
+          introspect: true,
+        },
+        as(rootKey),
+      )
+    ).secret;
+    const service = await startService(feedPeer.url, { KEYGATE_ADMIN_KEY: scopedKey });
+    const mine = await signedIn(defaultWorkspaceId);
+    const theirs = await signedIn(otherId);
+    expect((await service.client.getSession({}, as(mine.accessToken))).user?.id).toBe(mine.userId);
+    const mismatch = { code: Code.PermissionDenied, reason: "workspace_mismatch" };
+    expect(await refusal(service.client.getSession({}, as(theirs.accessToken)))).toEqual(mismatch);
+    expect(await refusal(service.client.getSession({}, as(theirs.accessToken, otherId)))).toEqual(
+      mismatch,
+    );
+    const web = await fetch(`${service.httpUrl}/whoami`, {
+      headers: { authorization: `Bearer ${theirs.accessToken}`, "x-workspace-id": otherId },
+    });
+    expect(web.status).toBe(403);
+    // Its own workspace's logout reaches it.
+    await auth.logout({}, as(mine.accessToken));
+    expect(await refusedWithin(service, mine.accessToken, 3_000)).toBe(Code.Unauthenticated);
+    await service.stop();
+  });
+});

@@ -15,7 +15,12 @@ import type { CommonQueryMethods, DatabasePool, DatabaseTransactionConnection } 
 import { z } from "zod";
 import { type Clock, systemClock } from "../clock.js";
 import { sql } from "../db/sql.js";
-import { UnauthenticatedError, UnavailableError } from "../domain/errors.js";
+import {
+  FailedPreconditionError,
+  NotFoundError,
+  UnauthenticatedError,
+  UnavailableError,
+} from "../domain/errors.js";
 import type { Logger } from "../log.js";
 import {
   findSigningKeyInfo,
@@ -23,6 +28,8 @@ import {
   insertSigningKey,
   listPublishedSigningKeys,
   lockSigningKeys,
+  markSigningKeyRevoked,
+  promoteNewestNextSigningKey,
   promoteNextSigningKey,
   type SigningKeyInfoRow,
   type SigningKeyRow,
@@ -310,6 +317,70 @@ export class SigningKeys {
       this.logger.warn({ err: error }, "could not reload signing keys after a rotation");
     }
     return info;
+  }
+
+  /**
+   * Revokes a key (SECURITY.md 38): it leaves the key set, and migrations/018's trigger adds
+   * the revocation that kills every token it signed wherever the feed is followed. The active
+   * key gives way to the newest `next` key at once (FAILED_PRECONDITION when there is none, so
+   * that a key always signs); skipping the promotion delay is the price of not signing with a
+   * compromised key a moment longer, and verifiers fetch an unknown kid's key on first sight.
+   * Instances that still sign with the revoked key reload on its revocation (`onRevoked`).
+   * A key revoked already is answered unchanged.
+   */
+  async revoke(
+    kid: string,
+    options: {
+      inTransaction?: (
+        tx: DatabaseTransactionConnection,
+        key: SigningKeyInfoRow,
+        promoted: string | null,
+      ) => Promise<void>;
+    } = {},
+  ): Promise<{ key: SigningKeyInfoRow; promoted: string | null }> {
+    const result = await this.pool.transaction(async (tx) => {
+      await lockSigningKeys(tx);
+      const before = await findSigningKeyInfo(tx, kid);
+      if (before === null) throw new NotFoundError("no signing key has this kid");
+      if (before.status === "revoked") return { key: before, promoted: null, changed: false };
+      const now = this.clock.now();
+      let promoted: string | null = null;
+      if (before.status === "active") {
+        promoted = await promoteNewestNextSigningKey(tx, {
+          now,
+          unpublishAfter: new Date(now.getTime() + retiredKeyPublishMs),
+        });
+        if (promoted === null) {
+          throw new FailedPreconditionError(
+            "SIGNING_KEY_ACTIVE",
+            "the key signs new tokens and no next key can take over: rotate first",
+          );
+        }
+      }
+      await markSigningKeyRevoked(tx, { kid, now });
+      const key = await findSigningKeyInfo(tx, kid);
+      if (key === null) throw new Error("the revoked signing key is not there");
+      await options.inTransaction?.(tx, key, promoted);
+      return { key, promoted, changed: true };
+    });
+    if (result.changed) {
+      this.logger.warn({ kid, promoted: result.promoted }, "revoked a signing key");
+      await this.onRevoked();
+    }
+    return { key: result.key, promoted: result.promoted };
+  }
+
+  /**
+   * A signing key was revoked (here or on another instance, as the revocation feed tells):
+   * reload, so that this instance stops signing with it and drops it from its JWKS at once.
+   */
+  async onRevoked(): Promise<void> {
+    try {
+      await this.reload();
+    } catch (error) {
+      // The revocation holds through the feed; signing reloads within signingKeySetMaxAgeMs.
+      this.logger.warn({ err: error }, "could not reload signing keys after a revocation");
+    }
   }
 
   /**

@@ -18,6 +18,13 @@ export type Caller =
       readonly workspaceId: string | null;
       readonly role: "read_only" | "admin";
       readonly introspect: boolean;
+      /** The signed-in user who minted the key (or the key it came from); null for none. */
+      readonly creatorUserId: string | null;
+      /**
+       * That user's current role in the key's workspace, which the key never exceeds; null
+       * for keys no user minted.
+       */
+      readonly ceiling: Role | null;
     }
   | {
       readonly kind: "user";
@@ -71,6 +78,16 @@ export function requireWorkspaceAdmin(caller: Caller, workspaceId: string): void
   throw denied("administer this workspace");
 }
 
+/**
+ * Owners are managed by owners: a signed-in admin may not grant the owner role, nor change or
+ * remove an owner, and neither may a key an admin minted. Keys no user minted may.
+ */
+export function requireOwnerPower(caller: Caller): void {
+  const role = caller.kind === "user" ? caller.role : caller.ceiling;
+  if (role !== null && role !== "owner")
+    throw new PermissionDeniedError("PERMISSION_DENIED", "only an owner may manage owners");
+}
+
 export function requireDeploymentRead(caller: Caller): void {
   if (caller.kind === "admin_key" && caller.workspaceId === null) return;
   throw denied("read the whole deployment");
@@ -99,11 +116,14 @@ const keyRow = z.object({
   introspect: z.boolean(),
   expires_at: z.number().nullable(),
   revoked_at: z.number().nullable(),
+  created_by_user_id: z.string().nullable(),
+  creator_role: z.enum(["owner", "admin", "member"]).nullable(),
 });
 
 /**
  * Authenticates an admin key: found by its visible prefix, compared in constant time against
- * its SHA-256, refused when revoked or expired. Checked against the database on every call;
+ * its SHA-256, refused when revoked or expired, or when the user who minted it is no longer an
+ * unblocked, active owner or admin of its workspace (SECURITY.md 32). Checked against the database on every call;
  * AdminKeyAuthenticator below keeps a success for a second.
  */
 export async function authenticateAdminKey(
@@ -115,13 +135,21 @@ export async function authenticateAdminKey(
   const prefix = adminKeyPrefix(secret);
   if (!prefix) throw invalid();
   const row = await pool.maybeOne(sql.type(keyRow)`
-    SELECT id, workspace_id, secret_hash, role, introspect, expires_at, revoked_at FROM admin_keys WHERE prefix = ${prefix}`);
+    SELECT k.id, k.workspace_id, k.secret_hash, k.role, k.introspect, k.expires_at, k.revoked_at,
+           k.created_by_user_id,
+           (SELECT m.role FROM workspace_members m JOIN users u ON u.id = m.user_id
+            WHERE m.workspace_id = k.workspace_id AND m.user_id = k.created_by_user_id
+              AND m.status = 'active' AND NOT u.blocked) AS creator_role
+    FROM admin_keys k WHERE k.prefix = ${prefix}`);
   const now = clock.now().getTime();
   if (
     !row ||
     !adminKeyMatches(secret, row.secret_hash) ||
     row.revoked_at !== null ||
-    (row.expires_at !== null && row.expires_at <= now)
+    (row.expires_at !== null && row.expires_at <= now) ||
+    (row.created_by_user_id !== null &&
+      row.creator_role !== "owner" &&
+      row.creator_role !== "admin")
   ) {
     throw invalid();
   }
@@ -135,6 +163,8 @@ export async function authenticateAdminKey(
     workspaceId: row.workspace_id,
     role: row.role,
     introspect: row.introspect,
+    creatorUserId: row.created_by_user_id,
+    ceiling: row.created_by_user_id === null ? null : row.creator_role,
     expiresAt: row.expires_at,
   };
 }

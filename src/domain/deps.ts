@@ -62,11 +62,10 @@ export interface AuthDeps {
       checks: readonly (readonly [RateLimitName, string])[],
     ): Promise<void>;
   };
-  /** Failed-login lockout per address. */
+  /** Failed-login lockout per subject (see guessSubject). */
   readonly lockout: {
-    assertNotLocked(email: string): Promise<void>;
-    recordFailure(email: string): Promise<void>;
-    clear(email: string): Promise<void>;
+    reserve(subject: string): Promise<void>;
+    clear(subject: string): Promise<void>;
   };
   readonly settings: {
     readonly workspaceDefaults: WorkspaceSettings;
@@ -75,6 +74,8 @@ export interface AuthDeps {
     /** Base URL of the app; links in emails are built from it, never from request headers. */
     readonly publicUrl: string;
     readonly productName: string;
+    /** Longest lifetime of an admin key minted by a signed-in user (or by such a key). */
+    readonly adminKeyMaxLifetimeDays: number;
   };
 }
 

@@ -30,7 +30,8 @@ export type Reason =
   | "UNDECODABLE_REQUEST"
   | "UNIMPLEMENTED"
   | "CURRENT_PASSWORD_INVALID"
-  | "LAST_OWNER";
+  | "LAST_OWNER"
+  | "SIGNING_KEY_ACTIVE";
 
 export interface FieldViolation {
   readonly field: string;

@@ -77,7 +77,8 @@ const refreshState = z.object({
  * the signature check; the revocation state and the expiry still apply to every answer.
  * When the revocation state cannot be trusted the answer is UNAVAILABLE, never active.
  *
- * Refresh tokens: looked up by their HMAC with their session, user and membership (one query).
+ * Refresh tokens: looked up by their HMAC with their session, user and membership (one query),
+ * and only when the caller's hint says `refresh_token`; otherwise they answer inactive.
  */
 export class Introspector {
   private readonly cache: LRUCache<string, VerifiedAccessToken> | undefined;
@@ -95,7 +96,7 @@ export class Introspector {
   ): Promise<Introspection> {
     requireIntrospect(caller);
     validTokens([request.token], () => "token");
-    return this.check(caller, request.token);
+    return this.check(caller, request.token, request.hint);
   }
 
   /** Up to maxBatchTokens tokens, answered in order. */
@@ -111,7 +112,7 @@ export class Introspector {
       requests.map((r) => r.token),
       (i) => `tokens[${i}].token`,
     );
-    return Promise.all(requests.map((r) => this.check(caller, r.token)));
+    return Promise.all(requests.map((r) => this.check(caller, r.token, r.hint)));
   }
 
   /**
@@ -152,7 +153,13 @@ export class Introspector {
     return this.cache?.size ?? 0;
   }
 
-  private async check(caller: Caller, token: string): Promise<Introspection> {
+  /**
+   * A refresh token is active only when the caller asks about one (hint `refresh_token`):
+   * gateways that look only at `active` ask about bearer credentials with no hint or
+   * `access_token`, and must never take a refresh token for an access token.
+   */
+  private async check(caller: Caller, token: string, hint: TokenTypeHint): Promise<Introspection> {
+    if (isOpaqueToken("refresh", token) && hint !== "refresh_token") return inactive;
     const found = isOpaqueToken("refresh", token)
       ? await this.checkRefreshToken(token)
       : await this.checkAccessToken(token);

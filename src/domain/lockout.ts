@@ -1,7 +1,7 @@
 import type { DatabasePool } from "slonik";
 import { z } from "zod";
 import type { Clock } from "../clock.js";
-import { sql } from "../db/sql.js";
+import { sql, voidRow } from "../db/sql.js";
 import { normalizeEmail } from "../repositories/users.js";
 import { RateLimitedError } from "./errors.js";
 
@@ -13,17 +13,23 @@ export interface LockoutPolicy {
   readonly maxSeconds: number;
 }
 
-const stateRow = z.object({
-  failed_count: z.number(),
-  lockouts: z.number(),
-  locked_until: z.number().nullable(),
-});
-export type LockoutState = z.infer<typeof stateRow>;
+/**
+ * What failed logins are counted against (migration 016): the account's address when the
+ * attempt is at a workspace where it is an active member, the workspace and address when it
+ * is not (or the address has no account), so that guessing there locks nothing elsewhere.
+ */
+export function guessSubject(email: string, workspaceId: string | null): string {
+  const address = normalizeEmail(email);
+  return workspaceId === null ? address : `${workspaceId}:${address}`;
+}
+
+const attemptRow = z.object({ allowed: z.boolean(), retry_after_ms: z.number() });
 
 /**
- * Temporary lockout after repeated failed logins, per address (case-folded) whether or not
- * an account has it (SECURITY.md 19). Attempts during a lockout are refused before any
- * password work and do not extend it; a success clears the state.
+ * Temporary lockout after repeated failed logins (SECURITY.md 19, 33). Each attempt is
+ * reserved as a failure before its password is checked, atomically, so concurrent guesses get
+ * at most the threshold of real checks; attempts during a lockout are refused before any
+ * password work and do not extend it; a success clears the count.
  */
 export class Lockout {
   constructor(
@@ -32,42 +38,26 @@ export class Lockout {
     private readonly policy: LockoutPolicy,
   ) {}
 
-  async state(email: string): Promise<LockoutState | null> {
-    return this.pool.maybeOne(sql.type(stateRow)`
-      SELECT failed_count, lockouts, locked_until FROM login_failures
-      WHERE email_normalized = ${normalizeEmail(email)}`);
-  }
-
-  /** Throws RESOURCE_EXHAUSTED (ACCOUNT_LOCKED) with the time left while the address is locked. */
-  async assertNotLocked(email: string): Promise<void> {
-    const state = await this.state(email);
-    const left = (state?.locked_until ?? 0) - this.clock.now().getTime();
-    if (left > 0) {
-      throw new RateLimitedError(left, "ACCOUNT_LOCKED", "too many failed logins; try again later");
+  /** Counts an attempt, or throws RESOURCE_EXHAUSTED (ACCOUNT_LOCKED) with the time left. */
+  async reserve(subject: string): Promise<void> {
+    const { threshold, baseSeconds, maxSeconds } = this.policy;
+    const result = await this.pool.one(sql.type(attemptRow)`
+      SELECT allowed, retry_after_ms::float8 AS retry_after_ms
+      FROM keygate_login_attempt(${subject}, ${threshold}, ${baseSeconds}, ${maxSeconds},
+                                 ${sql.timestamp(this.clock.now())})`);
+    if (!result.allowed) {
+      throw new RateLimitedError(
+        result.retry_after_ms,
+        "ACCOUNT_LOCKED",
+        "too many failed logins; try again later",
+      );
     }
   }
 
-  async recordFailure(email: string): Promise<void> {
-    const now = sql.timestamp(this.clock.now());
-    const address = normalizeEmail(email);
-    const { threshold, baseSeconds, maxSeconds } = this.policy;
-    await this.pool.query(sql.unsafe`
-      INSERT INTO login_failures (email_normalized, updated_at) VALUES (${address}, ${now})
-      ON CONFLICT (email_normalized) DO NOTHING`);
-    await this.pool.query(sql.unsafe`
-      UPDATE login_failures SET
-        failed_count = CASE WHEN failed_count + 1 >= ${threshold} THEN 0 ELSE failed_count + 1 END,
-        lockouts = CASE WHEN failed_count + 1 >= ${threshold} THEN lockouts + 1 ELSE lockouts END,
-        locked_until = CASE WHEN failed_count + 1 >= ${threshold}
-          THEN ${now}::timestamptz + make_interval(secs => least(${maxSeconds}, ${baseSeconds} * power(2, least(lockouts, 30))))
-          ELSE locked_until END,
-        updated_at = ${now}
-      WHERE email_normalized = ${address}`);
-  }
-
-  async clear(email: string): Promise<void> {
+  /** After a success: the reserved attempt and the failures before it are forgotten. */
+  async clear(subject: string): Promise<void> {
     await this.pool.query(
-      sql.unsafe`DELETE FROM login_failures WHERE email_normalized = ${normalizeEmail(email)}`,
+      sql.type(voidRow)`DELETE FROM login_failures WHERE email_normalized = ${subject}`,
     );
   }
 }

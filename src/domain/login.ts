@@ -1,9 +1,10 @@
 import { withTenant } from "../db/with-tenant.js";
 import { findMembership } from "../repositories/memberships.js";
-import { findUserByEmail, normalizeEmail, setPasswordHash } from "../repositories/users.js";
+import { findUserForLogin, normalizeEmail, setPasswordHash } from "../repositories/users.js";
 import { audit } from "./audit.js";
 import type { AuthDeps, RequestMeta } from "./deps.js";
-import { FailedPreconditionError, PermissionDeniedError, UnauthenticatedError } from "./errors.js";
+import { FailedPreconditionError, UnauthenticatedError } from "./errors.js";
+import { guessSubject } from "./lockout.js";
 import { needsSecondStep, startSecondStep } from "./otp.js";
 import { type IssuedTokens, openSession, signTokens } from "./sessions.js";
 import { effectiveSettings } from "./settings.js";
@@ -18,9 +19,12 @@ const invalidCredentials = () =>
   new UnauthenticatedError("INVALID_CREDENTIALS", "invalid email or password");
 
 /**
- * Email and password in a workspace. Unknown addresses cost one password hash like known
- * ones, and unknown, blocked and wrong-password answers are identical (SECURITY.md 17).
- * Membership and email verification are told only after the password checked out.
+ * Email and password in a workspace. Only an active member's attempt checks the account's
+ * password and counts against it (deployment-wide); an address without an account or without
+ * an active membership here still costs one password hash, is counted against this
+ * workspace and address only, and answers exactly as a wrong password does (SECURITY.md 17,
+ * 33). Each attempt is reserved before the hash, so concurrent guesses get at most the lockout
+ * threshold of real checks. Email verification is told only after the password checked out.
  */
 export async function login(
   deps: AuthDeps,
@@ -37,38 +41,35 @@ export async function login(
     header: meta.workspaceHeader,
   });
   const settings = effectiveSettings(workspace, deps.settings.workspaceDefaults);
-  await deps.limiter.hit({ id: workspace.id, settings }, [
-    ["login_ip", meta.ipAddress ?? "unknown"],
-    ["login_account", normalizeEmail(input.email)],
-  ]);
-  // Before any password work: a locked address costs nothing and says nothing more.
-  await deps.lockout.assertNotLocked(input.email);
-  const user = await findUserByEmail(deps.pool, input.email);
+  const scope = { id: workspace.id, settings };
+  const found = await findUserForLogin(deps.pool, workspace.id, input.email);
+  const user = found?.role ? found.user : null;
+  await deps.limiter.hit(scope, [["login_ip", meta.ipAddress ?? "unknown"]]);
+  await deps.limiter.hit(user ? null : scope, [["login_account", normalizeEmail(input.email)]]);
+  const subject = guessSubject(input.email, user ? null : workspace.id);
+  // Before any password work: a locked subject costs nothing and says nothing more.
+  await deps.lockout.reserve(subject);
   const check = await deps.hasher.verify(input.password, user?.password_hash ?? null);
   if (!user || !check.ok || user.blocked) {
-    await deps.lockout.recordFailure(input.email);
     await withTenant(deps.pool, workspace.id, (tx) =>
       audit(tx, deps, meta, {
         type: "login_failed",
         workspaceId: workspace.id,
+        // A's audit log names only A's members, and never tells whether an address exists.
         userId: user?.id ?? null,
         outcome: "failure",
         details: {
-          reason: !user ? "unknown_email" : user.blocked && check.ok ? "blocked" : "wrong_password",
+          reason: !user ? "no_member" : user.blocked && check.ok ? "blocked" : "wrong_password",
         },
       }),
     );
     throw invalidCredentials();
   }
-  await deps.lockout.clear(input.email);
+  await deps.lockout.clear(subject);
   const outcome = await withTenant(deps.pool, workspace.id, async (tx) => {
     const membership = await findMembership(tx, workspace.id, user.id);
-    if (!membership || membership.status !== "active") {
-      throw new PermissionDeniedError(
-        "MEMBERSHIP_INACTIVE",
-        "no active membership in this workspace",
-      );
-    }
+    // Removed or disabled since the lookup above.
+    if (!membership || membership.status !== "active") throw invalidCredentials();
     if (settings.require_email_verification && !user.email_verified) {
       throw new FailedPreconditionError(
         "EMAIL_NOT_VERIFIED",

@@ -233,6 +233,9 @@ export async function verifyOtp(
   let workspace: WorkspaceRow;
   let userId: string | undefined;
   let pendingId: string | undefined;
+  // A wrong code for a named address costs a transaction when the address has an account and
+  // nothing when it has none; the refusal waits out the same floor as the sending flows.
+  let evenOut: (() => Promise<void>) | undefined;
   if (purpose === "login_second_step") {
     const pending = await pendingLogin(deps, input.pendingLoginId);
     workspace = (await findWorkspaceById(deps.pool, pending.workspace_id)) as WorkspaceRow;
@@ -250,6 +253,7 @@ export async function verifyOtp(
     workspace = (await findWorkspaceById(deps.pool, principal.workspaceId)) as WorkspaceRow;
     userId = principal.userId;
   } else {
+    evenOut = answerFloor();
     new Violations().email("email", input.email).throwIfAny();
     workspace = await lookUpWorkspace(deps.pool, {
       workspaceId: input.workspaceId,
@@ -264,7 +268,10 @@ export async function verifyOtp(
   if (purpose === "email_verification" && settings.email_verification === "off") {
     throw new NotFoundError("email verification is disabled");
   }
-  if (!userId) throw codeInvalid();
+  if (!userId) {
+    await evenOut?.();
+    throw codeInvalid();
+  }
   const uid = userId;
 
   const outcome = await withTenant(deps.pool, workspace.id, async (tx) => {
@@ -334,7 +341,10 @@ export async function verifyOtp(
     });
     return { kind: "draft" as const, draft };
   });
-  if (!outcome) throw codeInvalid();
+  if (!outcome) {
+    await evenOut?.();
+    throw codeInvalid();
+  }
   if (outcome.kind === "draft")
     return { kind: "tokens", tokens: await signTokens(deps, outcome.draft) };
   return outcome;

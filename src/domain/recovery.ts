@@ -1,6 +1,6 @@
-import type { DatabaseTransactionConnection } from "slonik";
+import type { CommonQueryMethods, DatabaseTransactionConnection } from "slonik";
 import { asService, withTenant } from "../db/with-tenant.js";
-import { findMembership } from "../repositories/memberships.js";
+import { findMembership, listActiveMembershipsOfUser } from "../repositories/memberships.js";
 import { revokeUserSessions } from "../repositories/sessions.js";
 import {
   findUserByEmail,
@@ -14,6 +14,7 @@ import { type ConsumeResult, consumeCode, consumeLink, issueCode, peekLink } fro
 import type { AuthDeps, Principal, RequestMeta } from "./deps.js";
 import { NotFoundError, PermissionDeniedError, UnauthenticatedError } from "./errors.js";
 import { appLink } from "./links.js";
+import { guessSubject } from "./lockout.js";
 import { consumeActionProof } from "./otp.js";
 import { answerFloor, startEmailFlow } from "./public-flow.js";
 import { effectiveSettings } from "./settings.js";
@@ -37,8 +38,10 @@ async function queuePasswordChangedNotice(
 }
 
 /**
- * ChangePassword: the current password is required; the user's other sessions end (in every
- * workspace) and a notice is emailed (SECURITY.md 4).
+ * ChangePassword: the current password is required and counts like a login (limit and
+ * lockout); the new one must meet the strictest policy among the account's workspaces, and is
+ * checked first, so that its refusal tells nothing about the current one. The user's other
+ * sessions end (in every workspace) and a notice is emailed (SECURITY.md 4, 31, 33).
  */
 export async function changePassword(
   deps: AuthDeps,
@@ -54,7 +57,11 @@ export async function changePassword(
   const user = await findUserById(deps.pool, principal.userId);
   if (!workspace || !user)
     throw new UnauthenticatedError("UNAUTHENTICATED", "the session has ended");
-  const settings = effectiveSettings(workspace, deps.settings.workspaceDefaults);
+  const policy = await strictestPolicy(deps.pool, deps, user.id, workspace);
+  deps.policy.check(input.newPassword, { minLength: policy.minLength, field: "new_password" });
+  await deps.limiter.hit(null, [["login_account", user.email_normalized]]);
+  const subject = guessSubject(user.email, null);
+  await deps.lockout.reserve(subject);
   const check = await deps.hasher.verify(input.currentPassword, user.password_hash);
   if (!check.ok) {
     await withTenant(deps.pool, workspace.id, (tx) =>
@@ -67,11 +74,8 @@ export async function changePassword(
     );
     throw new PermissionDeniedError("CURRENT_PASSWORD_INVALID", "the current password is wrong");
   }
-  if (settings.action_proof_required) await consumeActionProof(deps, principal, input.actionProof);
-  deps.policy.check(input.newPassword, {
-    minLength: settings.password_min_length,
-    field: "new_password",
-  });
+  await deps.lockout.clear(subject);
+  if (policy.actionProof) await consumeActionProof(deps, principal, input.actionProof);
   const hash = await deps.hasher.hash(input.newPassword);
   await withTenant(deps.pool, workspace.id, async (tx) => {
     const now = deps.clock.now();
@@ -96,6 +100,26 @@ export async function changePassword(
   });
   await deps.revocations.changed();
   deps.mail.wake();
+}
+
+/**
+ * The strictest password policy among the workspaces the account is an active member of (and
+ * the caller's): a password set through one workspace must hold in all of them.
+ */
+async function strictestPolicy(
+  db: CommonQueryMethods,
+  deps: AuthDeps,
+  userId: string,
+  current: WorkspaceRow,
+): Promise<{ minLength: number; actionProof: boolean }> {
+  const memberships = await listActiveMembershipsOfUser(db, userId, null, 10_000);
+  const all = [current, ...memberships.map((m) => m.workspace)].map((w) =>
+    effectiveSettings(w, deps.settings.workspaceDefaults),
+  );
+  return {
+    minLength: Math.max(...all.map((s) => s.password_min_length)),
+    actionProof: all.some((s) => s.action_proof_required),
+  };
 }
 
 /** RequestPasswordReset: the same answer whether or not the address has an account there. */
@@ -228,6 +252,10 @@ export async function resetPassword(
     }
     if (!r.ok || r.workspaceId !== workspace.id) return { ok: false, attemptRecorded: false };
     const user = (await findUserById(tx, r.userId)) as UserRow;
+    // Now that the code proved the mailbox: the new password must hold in every workspace of
+    // the account (a refusal rolls the use of the code back).
+    const strictest = await asService(tx, () => strictestPolicy(tx, deps, user.id, workspace));
+    deps.policy.check(input.newPassword, { minLength: strictest.minLength, field: "new_password" });
     await setPasswordHash(tx, user.id, hash, now);
     // A reset concerns the identity: its sessions end in every workspace.
     const ended = await asService(tx, () =>

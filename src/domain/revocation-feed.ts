@@ -16,7 +16,12 @@ import { Violations } from "./validate.js";
 
 export type FeedEvent =
   | { readonly kind: "revocation"; readonly row: RevocationRow }
-  | { readonly kind: "snapshot_complete"; readonly cursor: number }
+  | {
+      readonly kind: "snapshot_complete";
+      readonly cursor: number;
+      /** The caller's workspace scope, null for a deployment-wide key. */
+      readonly workspaceId: string | null;
+    }
   | { readonly kind: "heartbeat"; readonly cursor: number; readonly time: Date };
 
 export interface FeedDeps {
@@ -50,7 +55,7 @@ export async function* watchRevocations(
 ): AsyncGenerator<FeedEvent> {
   requireIntrospect(caller);
   const from = parseCursor(cursorText);
-  const scope = caller.kind === "admin_key" ? caller.workspaceId : caller.workspaceId;
+  const scope = caller.workspaceId;
   const queue: RevocationRow[] = [];
   let wake: (() => void) | undefined;
   const subscription = deps.revocations.subscribe((row) => {
@@ -73,7 +78,7 @@ export async function* watchRevocations(
       if (await visible(row)) yield { kind: "revocation", row };
     }
     position = Math.max(position, subscription.cursor);
-    yield { kind: "snapshot_complete", cursor: position };
+    yield { kind: "snapshot_complete", cursor: position, workspaceId: scope };
 
     let lastSent = performance.now();
     while (!signal.aborted && !deps.draining()) {
@@ -138,6 +143,8 @@ async function rowsBetween(pool: DatabasePool, after: number, upTo: number) {
 function visibility(pool: DatabasePool, scope: string | null) {
   return async (row: RevocationRow): Promise<boolean> => {
     if (scope === null) return true;
+    // A revoked signing key concerns every workspace's tokens.
+    if (row.kind === "signing_key") return true;
     if (row.kind !== "user") return row.workspace_id === scope;
     return pool.oneFirst(sql.type(z.object({ member: z.boolean() }))`
       SELECT EXISTS (SELECT 1 FROM workspace_members

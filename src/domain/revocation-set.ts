@@ -4,7 +4,7 @@
  * WatchRevocations.
  */
 
-export type RevocationKindName = "session" | "user" | "membership" | "workspace";
+export type RevocationKindName = "session" | "user" | "membership" | "workspace" | "signing_key";
 
 /** One revocation (a row of migrations/015's feed). */
 export interface Revocation {
@@ -12,6 +12,8 @@ export interface Revocation {
   readonly workspaceId: string | null;
   readonly userId: string | null;
   readonly sessionId: string | null;
+  /** The signing key of a "signing_key" revocation: every token it signed is dead. */
+  readonly kid?: string | null;
   /** Tokens issued at or before this (ms; compared with iat in whole seconds) are dead. */
   readonly cutOffMs: number;
   /** After this no token the revocation concerns can still be valid. */
@@ -24,6 +26,8 @@ export interface RevocableToken {
   readonly workspaceId: string;
   readonly sessionId: string;
   readonly issuedAt: Date;
+  /** The `kid` of the token's header. */
+  readonly kid: string;
 }
 
 interface CutOff {
@@ -36,6 +40,7 @@ export class RevocationSet {
   private readonly users = new Map<string, CutOff>();
   private readonly memberships = new Map<string, CutOff>();
   private readonly workspaces = new Map<string, number>();
+  private readonly signingKeys = new Map<string, number>();
 
   apply(r: Revocation): void {
     switch (r.kind) {
@@ -53,11 +58,15 @@ export class RevocationSet {
           mergeCutOff(this.memberships, key(r.workspaceId, r.userId), r.cutOffMs, r.expireMs);
         }
         break;
+      case "signing_key":
+        if (r.kid) keepLatest(this.signingKeys, r.kid, r.expireMs);
+        break;
     }
   }
 
   /** The kind of revocation that kills this token, or null when none does. */
   match(token: RevocableToken): RevocationKindName | null {
+    if (this.signingKeys.has(token.kid)) return "signing_key";
     if (this.sessions.has(token.sessionId)) return "session";
     if (this.workspaces.has(token.workspaceId)) return "workspace";
     const iat = token.issuedAt.getTime();
@@ -82,7 +91,7 @@ export class RevocationSet {
 
   /** Forgets what concerns only tokens that expired by `nowMs`. */
   prune(nowMs: number): void {
-    for (const map of [this.sessions, this.workspaces]) {
+    for (const map of [this.sessions, this.workspaces, this.signingKeys]) {
       for (const [k, expireMs] of map) if (expireMs <= nowMs) map.delete(k);
     }
     for (const map of [this.users, this.memberships]) {
@@ -91,11 +100,25 @@ export class RevocationSet {
   }
 
   clear(): void {
-    for (const map of [this.sessions, this.workspaces, this.users, this.memberships]) map.clear();
+    for (const map of [
+      this.sessions,
+      this.workspaces,
+      this.users,
+      this.memberships,
+      this.signingKeys,
+    ]) {
+      map.clear();
+    }
   }
 
   get size(): number {
-    return this.sessions.size + this.users.size + this.memberships.size + this.workspaces.size;
+    return (
+      this.sessions.size +
+      this.users.size +
+      this.memberships.size +
+      this.workspaces.size +
+      this.signingKeys.size
+    );
   }
 }
 

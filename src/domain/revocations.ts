@@ -260,6 +260,7 @@ export function revocationOf(row: RevocationRow): Revocation {
     workspaceId: row.workspace_id,
     userId: row.user_id,
     sessionId: row.session_id,
+    kid: row.kid,
     cutOffMs: row.cut_off_time,
     expireMs: row.expire_time,
   };

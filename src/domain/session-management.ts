@@ -10,13 +10,20 @@ import {
   type SessionRow,
   sessionRow,
 } from "../repositories/sessions.js";
-import { type UserRow, userRow } from "../repositories/users.js";
+import { findUserById, type UserRow, userRow } from "../repositories/users.js";
 import { findWorkspaceById, type WorkspaceRow, workspaceRow } from "../repositories/workspaces.js";
 import { audit } from "./audit.js";
 import type { AuthDeps, Principal, RequestMeta } from "./deps.js";
-import { NotFoundError, PermissionDeniedError, UnauthenticatedError } from "./errors.js";
+import {
+  FailedPreconditionError,
+  NotFoundError,
+  PermissionDeniedError,
+  UnauthenticatedError,
+} from "./errors.js";
+import type { LoginResult } from "./login.js";
+import { needsSecondStep, startSecondStep } from "./otp.js";
 import { decodePageToken, encodePageToken, pageSize } from "./pagination.js";
-import { type IssuedTokens, openSession, signTokens } from "./sessions.js";
+import { openSession, signTokens } from "./sessions.js";
 import { effectiveSettings } from "./settings.js";
 import { isUuid, Violations } from "./validate.js";
 
@@ -163,26 +170,43 @@ export async function listMyWorkspaces(
   };
 }
 
-/** Opens a session in another workspace of the same user, without the password again. */
+/**
+ * Opens a session in another workspace of the same user, without the password again. The
+ * target's requirements hold as they do at Login (SECURITY.md 31): a verified address where it
+ * requires one, and its emailed second step, answered as a pending login.
+ */
 export async function switchWorkspace(
   deps: AuthDeps,
   meta: RequestMeta,
   principal: Principal,
   workspaceId: string,
-): Promise<IssuedTokens> {
+): Promise<LoginResult> {
   new Violations().required("workspace_id", workspaceId).throwIfAny();
   if (!isUuid(workspaceId)) throw new NotFoundError("workspace not found");
-  const draft = await withTenant(deps.pool, workspaceId, async (tx) => {
+  const outcome = await withTenant(deps.pool, workspaceId, async (tx) => {
     const workspace = await findWorkspaceById(tx, workspaceId);
     if (!workspace) throw new NotFoundError("workspace not found");
     const membership = await findMembership(tx, workspaceId, principal.userId);
-    if (!membership || membership.status !== "active") {
+    const user = await findUserById(tx, principal.userId);
+    if (!user || !membership || membership.status !== "active") {
       throw new PermissionDeniedError(
         "MEMBERSHIP_INACTIVE",
         "no active membership in that workspace",
       );
     }
     const settings = effectiveSettings(workspace, deps.settings.workspaceDefaults);
+    if (settings.require_email_verification && !user.email_verified) {
+      throw new FailedPreconditionError(
+        "EMAIL_NOT_VERIFIED",
+        "that workspace requires a verified email address",
+      );
+    }
+    if (needsSecondStep(settings, user)) {
+      return {
+        kind: "pending" as const,
+        pending: await startSecondStep(tx, deps, meta, { workspace, user, settings }),
+      };
+    }
     const draft = await openSession(tx, deps, meta, {
       workspaceId,
       userId: principal.userId,
@@ -197,7 +221,11 @@ export async function switchWorkspace(
       outcome: "success",
       details: { from_workspace_id: principal.workspaceId },
     });
-    return draft;
+    return { kind: "draft" as const, draft };
   });
-  return signTokens(deps, draft);
+  if (outcome.kind === "pending") {
+    deps.mail.wake();
+    return outcome;
+  }
+  return { kind: "tokens", tokens: await signTokens(deps, outcome.draft) };
 }

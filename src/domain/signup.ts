@@ -36,7 +36,7 @@ export async function signUp(
   const creating = input.workspaceName !== "" || input.workspaceSlug !== "";
   const v = new Violations().email("email", input.email).required("password", input.password, 4096);
   if (creating) {
-    v.required("workspace_name", input.workspaceName.trim(), 200);
+    v.displayName("workspace_name", input.workspaceName, 200);
     if (!slugPattern.test(input.workspaceSlug)) {
       v.add(
         "workspace_slug",
@@ -81,7 +81,10 @@ export async function signUp(
         template: "signup_existing_account",
         vars: {
           email: existing.email,
-          workspace: workspace?.name ?? input.workspaceName,
+          // The owner of the address did not ask for this message: nothing of the request's
+          // text goes into it (a workspace_name would put a stranger's words in a genuine
+          // Keygate mail). An existing workspace is named by its short name, a new one not.
+          workspace: workspace?.slug ?? "",
           login_link: deps.settings.publicUrl,
           reset_link: new URL(
             "reset-password",

@@ -1,7 +1,11 @@
+import { isMailboxAddress } from "../mail/address.js";
 import { type FieldViolation, InvalidArgumentError } from "./errors.js";
 
-const emailPattern = /^[^\s@]+@[^\s@]+\.[^\s@]+$/;
 const uuidPattern = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+// Controls (CR, LF, tab, NUL...), line and paragraph separators, format characters other
+// than the zero-width joiner of emoji sequences, surrogates, private-use and unassigned
+// code points.
+const notPrintable = /[\p{Cc}\p{Zl}\p{Zp}\p{Cs}\p{Co}\p{Cn}]|(?!\u200d)\p{Cf}/u;
 export const slugPattern = /^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$/;
 
 /** Collects field violations and throws them together, so a caller sees every problem at once. */
@@ -15,14 +19,29 @@ export class Violations {
 
   email(field: string, value: string): this {
     if (value.trim() === "") return this.add(field, "is required");
-    if (value.length > 320 || !emailPattern.test(value.trim()))
-      return this.add(field, "is not an email address");
+    // The grammar the outbox sends to (src/mail/address.ts): what passes here can be mailed.
+    if (!isMailboxAddress(value.trim())) return this.add(field, "is not an email address");
     return this;
   }
 
   required(field: string, value: string, max = 4096): this {
     if (value === "") return this.add(field, "is required");
     if (value.length > max) return this.add(field, `is longer than ${max} characters`);
+    return this;
+  }
+
+  /**
+   * A display name such as a workspace's: required, at most `max` characters once trimmed,
+   * and one line of printable text. It goes into mail and pages as it is, so no line breaks,
+   * no other control characters, and no format characters (bidi overrides, zero-width marks)
+   * that would make it read as something else.
+   */
+  displayName(field: string, value: string, max = 200): this {
+    const trimmed = value.trim();
+    if (trimmed === "") return this.add(field, "is required");
+    if (trimmed.length > max) return this.add(field, `is longer than ${max} characters`);
+    if (notPrintable.test(trimmed))
+      return this.add(field, "must be one line of printable text (no control characters)");
     return this;
   }
 

@@ -14,6 +14,7 @@ import { consumeCode, consumeLink, issueCode } from "./codes.js";
 import type { AuthDeps, Principal, RequestMeta } from "./deps.js";
 import { NotFoundError, UnauthenticatedError } from "./errors.js";
 import { appLink } from "./links.js";
+import { answerFloor } from "./public-flow.js";
 import { effectiveSettings } from "./settings.js";
 import { Violations } from "./validate.js";
 import { lookUpWorkspace } from "./workspace-lookup.js";
@@ -80,6 +81,9 @@ export async function requestEmailVerification(
     workspaceSlug: string;
   },
 ): Promise<void> {
+  // For a named address, a known one writes a code and an outbox row before the answer; both
+  // wait out the floor of the other sending flows. A signed-in caller's own address needs none.
+  const evenOut = input.principal ? undefined : answerFloor();
   if (!input.principal) new Violations().email("email", input.email).throwIfAny();
   const workspace = await lookUpWorkspace(deps.pool, {
     workspaceId: input.principal?.workspaceId ?? input.workspaceId,
@@ -107,6 +111,7 @@ export async function requestEmailVerification(
     return true;
   });
   if (sent) deps.mail.wake();
+  await evenOut?.();
 }
 
 /** VerifyEmail: a link token, or an email with its code in a workspace. */
@@ -141,6 +146,9 @@ export async function verifyEmail(
     if (!result.ok) throw codeInvalid();
     return;
   }
+  // A wrong code costs a transaction for a known address and nothing for an unknown one; the
+  // refusal waits out the floor of the sending flows.
+  const evenOut = answerFloor();
   new Violations()
     .email("code.email", input.email)
     .required("code.code", input.code, 16)
@@ -171,5 +179,8 @@ export async function verifyEmail(
     if (r.ok) await markEmailVerified(tx, user.id);
     return r;
   });
-  if (!result.ok) throw codeInvalid();
+  if (!result.ok) {
+    await evenOut();
+    throw codeInvalid();
+  }
 }

@@ -7,7 +7,7 @@ import { principalKey, requestMetaKey } from "../context-keys.js";
 import type { AuthDeps, Principal } from "../domain/deps.js";
 import { InvalidArgumentError, UnauthenticatedError } from "../domain/errors.js";
 import { acceptInvitation } from "../domain/invitation.js";
-import { login } from "../domain/login.js";
+import { type LoginResult, login } from "../domain/login.js";
 import { consumeMagicLink, requestMagicLink } from "../domain/magic-link.js";
 import { changePassword, requestPasswordReset, resetPassword } from "../domain/recovery.js";
 import {
@@ -55,6 +55,14 @@ function oneofMissing(field: string): never {
   throw new InvalidArgumentError([{ field, description: "is required: set token or code" }]);
 }
 
+function pendingLoginOf(result: Extract<LoginResult, { kind: "pending" }>) {
+  return create(PendingLoginSchema, {
+    pendingLoginId: result.pending.pendingLoginId,
+    expireTime: timestampFromMs(result.pending.expiresAt.getTime()),
+    purpose: OtpPurpose.LOGIN_SECOND_STEP,
+  });
+}
+
 /** AuthService: translates between the API and the flows in src/domain. */
 export class AuthServiceHandler implements ServiceImpl<typeof AuthService> {
   constructor(private readonly deps: AuthDeps) {}
@@ -67,16 +75,7 @@ export class AuthServiceHandler implements ServiceImpl<typeof AuthService> {
     const result = await login(this.deps, meta(ctx), req);
     if (result.kind === "tokens")
       return { result: { case: "tokens" as const, value: tokensOf(result.tokens) } };
-    return {
-      result: {
-        case: "pendingLogin" as const,
-        value: create(PendingLoginSchema, {
-          pendingLoginId: result.pending.pendingLoginId,
-          expireTime: timestampFromMs(result.pending.expiresAt.getTime()),
-          purpose: OtpPurpose.LOGIN_SECOND_STEP,
-        }),
-      },
-    };
+    return { result: { case: "pendingLogin" as const, value: pendingLoginOf(result) } };
   }
 
   async refresh(req: { refreshToken: string }, ctx: HandlerContext) {
@@ -192,10 +191,8 @@ export class AuthServiceHandler implements ServiceImpl<typeof AuthService> {
   }
 
   async switchWorkspace(req: { workspaceId: string }, ctx: HandlerContext) {
-    return {
-      tokens: tokensOf(
-        await switchWorkspace(this.deps, meta(ctx), principal(ctx), req.workspaceId),
-      ),
-    };
+    const result = await switchWorkspace(this.deps, meta(ctx), principal(ctx), req.workspaceId);
+    if (result.kind === "tokens") return { tokens: tokensOf(result.tokens) };
+    return { pendingLogin: pendingLoginOf(result) };
   }
 }

@@ -57,6 +57,7 @@ const kinds: Record<RevocationRow["kind"], RevocationKind> = {
   user: RevocationKind.USER,
   membership: RevocationKind.MEMBERSHIP,
   workspace: RevocationKind.WORKSPACE,
+  signing_key: RevocationKind.SIGNING_KEY,
 };
 
 function eventOf(e: FeedEvent): WatchRevocationsResponse {
@@ -71,6 +72,7 @@ function eventOf(e: FeedEvent): WatchRevocationsResponse {
             workspaceId: e.row.workspace_id ?? "",
             userId: e.row.user_id ?? "",
             sessionId: e.row.session_id ?? "",
+            kid: e.row.kid ?? "",
             cutOffTime: timestampFromMs(e.row.cut_off_time),
             expireTime: timestampFromMs(e.row.expire_time),
           },
@@ -78,7 +80,10 @@ function eventOf(e: FeedEvent): WatchRevocationsResponse {
       });
     case "snapshot_complete":
       return create(WatchRevocationsResponseSchema, {
-        event: { case: "snapshotComplete", value: { cursor: String(e.cursor) } },
+        event: {
+          case: "snapshotComplete",
+          value: { cursor: String(e.cursor), workspaceId: e.workspaceId ?? "" },
+        },
       });
     case "heartbeat":
       return create(WatchRevocationsResponseSchema, {

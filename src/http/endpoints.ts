@@ -26,14 +26,13 @@ export function json(
 }
 
 /**
- * Plain HTTP endpoints beside the RPCs: probes, the JWKS, metrics, the given routes (exact
- * paths, each checking its own method) and, when enabled, the web app at /ui/ (with /
- * redirecting there). Anything else is 404.
+ * Plain HTTP endpoints beside the RPCs: probes, the JWKS, the given routes (exact paths, each
+ * checking its own method) and, when enabled, the web app at /ui/ (with / redirecting there).
+ * Anything else is 404, /metrics included: metrics have a listener of their own.
  */
 export function httpEndpoints(deps: {
   readiness: Readiness;
   jwks: JwksSource;
-  metrics?: { contentType(): string; text(): Promise<string> } | undefined;
   webApp?: WebApp | undefined;
   routes?: ReadonlyMap<string, (req: Req, res: Res) => Promise<void>>;
 }) {
@@ -48,10 +47,7 @@ export function httpEndpoints(deps: {
     const readOnly = req.method === "GET" || req.method === "HEAD";
     if (
       !readOnly &&
-      (path === "/healthz" ||
-        path === "/readyz" ||
-        path === "/.well-known/jwks.json" ||
-        (path === "/metrics" && deps.metrics))
+      (path === "/healthz" || path === "/readyz" || path === "/.well-known/jwks.json")
     ) {
       json(res, 405, { error: "method not allowed" }, { allow: "GET, HEAD" });
       return;
@@ -78,17 +74,6 @@ export function httpEndpoints(deps: {
         } catch {
           json(res, 503, { error: "unavailable" }, { "cache-control": "no-store" });
         }
-        return;
-      case "/metrics":
-        if (deps.metrics) {
-          const text = await deps.metrics.text();
-          res.statusCode = 200;
-          res.setHeader("content-type", deps.metrics.contentType());
-          res.setHeader("cache-control", "no-store");
-          res.end(text);
-          return;
-        }
-        json(res, 404, { error: "not found" });
         return;
       default:
         json(res, 404, { error: "not found" });

@@ -1,25 +1,54 @@
 import type { CommonQueryMethods, DatabasePool } from "slonik";
 import { z } from "zod";
+import { SealingKey } from "../crypto/key-encryption.js";
 import { sql, voidRow } from "../db/sql.js";
 import type { Logger } from "../log.js";
+import { isMailboxAddress } from "./address.js";
 import type { Mailer } from "./mailer.js";
 import type { MailTemplate, MailTemplates } from "./templates.js";
 
 /**
- * One address, nothing that the transport would read as a list or a header: a value with a
- * comma would otherwise reach several mailboxes.
+ * The key that seals outbox bodies (derived from the key-encryption key), and the context a
+ * body is bound to: a sealed body copied onto another row, for another template or
+ * recipient, does not open.
  */
-const singleAddress = /^[^\s@,;:<>()[\]"\\]+@[^\s@,;:<>()[\]"\\]+$/;
+export class MailBodyKey {
+  private readonly key: SealingKey;
+
+  constructor(keyEncryptionKey: Buffer) {
+    this.key = new SealingKey(keyEncryptionKey, "mail_outbox body v1");
+  }
+
+  seal(row: { template: string; recipient: string }, body: MailBody): Buffer {
+    return this.key.seal(Buffer.from(JSON.stringify(body), "utf8"), context(row));
+  }
+
+  open(row: { template: string; recipient: string }, sealed: Uint8Array): MailBody {
+    const body = JSON.parse(this.key.open(sealed, context(row)).toString("utf8")) as MailBody;
+    if (typeof body.text !== "string") throw new Error("sealed mail body has no text part");
+    return { text: body.text, html: typeof body.html === "string" ? body.html : null };
+  }
+}
+
+interface MailBody {
+  readonly text: string;
+  readonly html: string | null;
+}
+
+const context = (row: { template: string; recipient: string }) =>
+  JSON.stringify(["mail_outbox", row.template, row.recipient]);
 
 /**
  * Renders a message and stores it in the outbox inside the caller's transaction, so the mail
  * exists if and only if the state change that asked for it commits. Call `OutboxSender.wake()`
- * after the commit to have it sent at once. Throws on an invalid recipient or a missing
- * template variable, which fails the caller's transaction.
+ * after the commit to have it sent at once. The body (which may hold a code or link) is stored
+ * sealed with `bodyKey`; the subject, which never holds one, in clear. Throws on an invalid
+ * recipient or a missing template variable, which fails the caller's transaction.
  */
 export async function enqueueMail(
   db: CommonQueryMethods,
   templates: MailTemplates,
+  bodyKey: MailBodyKey,
   input: {
     workspaceId: string | null;
     to: string;
@@ -27,14 +56,20 @@ export async function enqueueMail(
     vars: Record<string, string>;
   },
 ): Promise<void> {
-  if (input.to.length > 320 || !singleAddress.test(input.to)) {
+  // The grammar requests are validated with; anything else (a comma would reach several
+  // mailboxes) is a bug upstream, never sent.
+  if (!isMailboxAddress(input.to)) {
     throw new Error(`enqueueMail: the recipient of ${input.template} is not one email address`);
   }
   const mail = templates.render(input.template, input.vars);
+  const sealed = bodyKey.seal(
+    { template: input.template, recipient: input.to },
+    { text: mail.text, html: mail.html },
+  );
   await db.query(sql.type(voidRow)`
-    INSERT INTO mail_outbox (workspace_id, template, recipient, subject, body_text, body_html)
-    VALUES (${input.workspaceId}, ${input.template}, ${input.to}, ${mail.subject}, ${mail.text},
-            ${mail.html})`);
+    INSERT INTO mail_outbox (workspace_id, template, recipient, subject, body_sealed)
+    VALUES (${input.workspaceId}, ${input.template}, ${input.to}, ${mail.subject},
+            ${sql.binary(sealed)})`);
 }
 
 const claimedRow = z.object({
@@ -42,8 +77,10 @@ const claimedRow = z.object({
   template: z.string(),
   recipient: z.string(),
   subject: z.string(),
-  body_text: z.string(),
+  // In clear only for messages enqueued before bodies were sealed (migration 019).
+  body_text: z.string().nullable(),
   body_html: z.string().nullable(),
+  body_sealed: z.instanceof(Buffer).nullable(),
   attempts: z.number(),
 });
 type ClaimedRow = z.infer<typeof claimedRow>;
@@ -52,6 +89,8 @@ export interface OutboxSenderOptions {
   readonly pool: DatabasePool;
   readonly mailer: Mailer;
   readonly logger: Logger;
+  /** Opens the sealed bodies (the key enqueueMail sealed them with). */
+  readonly bodyKey: MailBodyKey;
   /** Sleep between looks at the outbox when nothing is due and nobody called wake(). */
   readonly pollIntervalMs?: number;
   /**
@@ -60,7 +99,7 @@ export interface OutboxSenderOptions {
    * counts as failed, so the outcome is recorded while the lease still holds.
    */
   readonly leaseMs?: number;
-  /** Attempts after which a message is left in the outbox with its error, unsent. */
+  /** Attempts after which a message is given up: it stays with its error, unsent, its body erased. */
   readonly maxAttempts?: number;
   /** Delay before the first retry; doubled for each further one, with jitter. */
   readonly baseBackoffMs?: number;
@@ -96,6 +135,7 @@ export class OutboxSender {
   private readonly pool: DatabasePool;
   private readonly mailer: Mailer;
   private readonly logger: Logger;
+  private readonly bodyKey: MailBodyKey;
   private readonly pollIntervalMs: number;
   private readonly leaseMs: number;
   private readonly sendTimeoutMs: number;
@@ -116,6 +156,7 @@ export class OutboxSender {
     this.pool = opts.pool;
     this.mailer = opts.mailer;
     this.logger = opts.logger;
+    this.bodyKey = opts.bodyKey;
     this.pollIntervalMs = positive(opts.pollIntervalMs, defaults.pollIntervalMs, "pollIntervalMs");
     this.leaseMs = positive(opts.leaseMs, defaults.leaseMs, "leaseMs");
     this.sendTimeoutMs = Math.max(1, Math.floor(this.leaseMs / 2));
@@ -206,14 +247,15 @@ export class OutboxSender {
       attempt: row.attempts,
     };
     try {
+      const body = this.bodyOf(row);
       await withTimeout(
         (signal) =>
           this.mailer.send(
             {
               to: row.recipient,
               subject: row.subject,
-              text: row.body_text,
-              ...(row.body_html === null ? {} : { html: row.body_html }),
+              text: body.text,
+              ...(body.html === null ? {} : { html: body.html }),
             },
             signal,
           ),
@@ -227,6 +269,13 @@ export class OutboxSender {
     return true;
   }
 
+  /** The body in clear, only in memory and only while it is being sent. */
+  private bodyOf(row: ClaimedRow): MailBody {
+    if (row.body_sealed) return this.bodyKey.open(row, row.body_sealed);
+    if (row.body_text !== null) return { text: row.body_text, html: row.body_html };
+    throw new Error("the message has no body");
+  }
+
   private claim(): Promise<ClaimedRow | null> {
     // A statement of its own: the row lock lasts only for the claim; the lease (locked_until)
     // is what keeps other senders away while the message is sent. SKIP LOCKED lets concurrent
@@ -238,6 +287,7 @@ export class OutboxSender {
       WHERE id = (
         SELECT id FROM mail_outbox
         WHERE sent_at IS NULL
+          AND given_up_at IS NULL
           AND next_attempt_at <= now()
           AND (locked_until IS NULL OR locked_until < now())
           AND attempts < ${this.maxAttempts}
@@ -245,7 +295,7 @@ export class OutboxSender {
         FOR UPDATE SKIP LOCKED
         LIMIT 1
       )
-      RETURNING id, template, recipient, subject, body_text, body_html, attempts`);
+      RETURNING id, template, recipient, subject, body_text, body_html, body_sealed, attempts`);
   }
 
   private async recordSent(row: ClaimedRow, context: object): Promise<void> {
@@ -255,7 +305,8 @@ export class OutboxSender {
       // spares the recipient a copy. The bodies go: they may hold codes and links.
       await this.pool.query(sql.type(voidRow)`
         UPDATE mail_outbox
-        SET sent_at = now(), locked_until = NULL, body_text = NULL, body_html = NULL
+        SET sent_at = now(), locked_until = NULL, body_text = NULL, body_html = NULL,
+            body_sealed = NULL
         WHERE id = ${row.id} AND sent_at IS NULL`);
     } catch (error) {
       this.logger.error(
@@ -271,25 +322,31 @@ export class OutboxSender {
     this.counters.failed += 1;
     const givingUp = row.attempts >= this.maxAttempts;
     const delayMs = this.backoffMs(row.attempts);
-    // Only while this sender still holds the claim: after its lease ran out, another sender
+    // Both updates only while this sender still holds the claim: after its lease ran out, another sender
     // may have claimed the row (attempts moved on) and owns its state now.
+    if (givingUp) {
+      // Nothing will send it any more, so its body (a code or link) goes.
+      await this.pool.query(sql.type(voidRow)`
+        UPDATE mail_outbox
+        SET locked_until = NULL, last_error = ${message}, given_up_at = now(),
+            body_text = NULL, body_html = NULL, body_sealed = NULL
+        WHERE id = ${row.id} AND attempts = ${row.attempts} AND sent_at IS NULL`);
+      this.logger.error(
+        { ...context, err: { message } },
+        "mail outbox: delivery failed for the last time; the message stays in the outbox unsent, its body erased",
+      );
+      return;
+    }
     await this.pool.query(sql.type(voidRow)`
       UPDATE mail_outbox
       SET locked_until = NULL,
           last_error = ${message},
           next_attempt_at = now() + ${sql.interval({ seconds: delayMs / 1000 })}
       WHERE id = ${row.id} AND attempts = ${row.attempts} AND sent_at IS NULL`);
-    if (givingUp) {
-      this.logger.error(
-        { ...context, err: { message } },
-        "mail outbox: delivery failed for the last time; the message stays in the outbox unsent",
-      );
-    } else {
-      this.logger.warn(
-        { ...context, retryInMs: delayMs, err: { message } },
-        "mail outbox: delivery failed, will retry",
-      );
-    }
+    this.logger.warn(
+      { ...context, retryInMs: delayMs, err: { message } },
+      "mail outbox: delivery failed, will retry",
+    );
   }
 
   /** Exponential in the attempt number, capped, with the upper half randomised ("equal jitter"). */

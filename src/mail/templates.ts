@@ -5,7 +5,9 @@ import Mustache from "mustache";
 
 /**
  * Every message Keygate sends, and the variables its templates may use. Each template also
- * gets `product`, `workspace` and `email`. The caller of `render` passes all of them, so a
+ * gets `product`, `workspace` and `email` (in signup_existing_account, which goes to an
+ * address whose owner did not ask for it, `workspace` is the short name of an existing
+ * workspace or empty, never text from the request). The caller of `render` passes all of them, so a
  * template (built-in or an operator's override) never renders with a silently empty value.
  */
 const templateVariables = {
@@ -52,8 +54,12 @@ export interface RenderedMail {
   readonly html: string;
 }
 
-// The text part and the subject are not HTML: values go in as they are.
-const textMode: Mustache.RenderOptions = { escape: (value: unknown) => String(value) };
+// The text part and the subject are not HTML: values go in as they are, except that a value
+// is always one line (every variable is: codes, links, addresses, names), so a stored value
+// with line breaks cannot add lines of its own to a message.
+const textMode: Mustache.RenderOptions = {
+  escape: (value: unknown) => String(value).replace(/[\p{Cc}\p{Zl}\p{Zp}]+/gu, " "),
+};
 
 /**
  * The mail templates: <name>.txt (first line `Subject: …`, then the text body) and <name>.html

@@ -13,8 +13,8 @@ import { type AdminKeyRow, adminKeyRow } from "./admin-keys.js";
 export type AdminKeyScope = { readonly workspaceId: string } | { readonly deployment: true };
 
 const columns = sql.fragment`
-  id, workspace_id, name, prefix, role, introspect, created_by, created_at, last_used_at,
-  expires_at, revoked_at`;
+  id, workspace_id, name, prefix, role, introspect, created_by, created_by_user_id, created_at,
+  last_used_at, expires_at, revoked_at`;
 
 const scopeCondition = (scope: AdminKeyScope) =>
   "workspaceId" in scope ? sql.fragment`workspace_id = ${scope.workspaceId}` : sql.fragment`TRUE`;

@@ -10,6 +10,7 @@ export const adminKeyRow = z.object({
   role: z.enum(["read_only", "admin"]),
   introspect: z.boolean(),
   created_by: z.string(),
+  created_by_user_id: z.string().nullable(),
   created_at: z.number(),
   last_used_at: z.number().nullable(),
   expires_at: z.number().nullable(),
@@ -27,6 +28,8 @@ export async function insertAdminKey(
     role: "read_only" | "admin";
     introspect: boolean;
     createdBy: string;
+    /** The signed-in user the key comes from, directly or through their keys. */
+    createdByUserId?: string | null;
     expiresAt?: Date | null;
     /** Defaults to the database's clock. */
     now?: Date;
@@ -34,13 +37,13 @@ export async function insertAdminKey(
 ): Promise<AdminKeyRow> {
   return db.one(sql.type(adminKeyRow)`
     INSERT INTO admin_keys (workspace_id, name, prefix, secret_hash, role, introspect, created_by,
-                            created_at, expires_at)
+                            created_by_user_id, created_at, expires_at)
     VALUES (${input.workspaceId}, ${input.name}, ${input.prefix}, ${sql.binary(input.hash)},
-            ${input.role}, ${input.introspect}, ${input.createdBy},
+            ${input.role}, ${input.introspect}, ${input.createdBy}, ${input.createdByUserId ?? null},
             ${input.now ? sql.timestamp(input.now) : sql.fragment`now()`},
             ${input.expiresAt ? sql.timestamp(input.expiresAt) : null})
-    RETURNING id, workspace_id, name, prefix, role, introspect, created_by, created_at,
-              last_used_at, expires_at, revoked_at`);
+    RETURNING id, workspace_id, name, prefix, role, introspect, created_by, created_by_user_id,
+              created_at, last_used_at, expires_at, revoked_at`);
 }
 
 export async function countAdminKeys(db: CommonQueryMethods): Promise<number> {

@@ -2,7 +2,13 @@ import type { CommonQueryMethods } from "slonik";
 import { z } from "zod";
 import { sql } from "../db/sql.js";
 
-export const revocationKinds = ["session", "user", "membership", "workspace"] as const;
+export const revocationKinds = [
+  "session",
+  "user",
+  "membership",
+  "workspace",
+  "signing_key",
+] as const;
 export type RevocationKindName = (typeof revocationKinds)[number];
 
 export const revocationRow = z.object({
@@ -11,12 +17,13 @@ export const revocationRow = z.object({
   workspace_id: z.string().nullable(),
   user_id: z.string().nullable(),
   session_id: z.string().nullable(),
+  kid: z.string().nullable(),
   cut_off_time: z.number(),
   expire_time: z.number(),
 });
 export type RevocationRow = z.infer<typeof revocationRow>;
 
-const columns = sql.fragment`cursor, kind, workspace_id, user_id, session_id, cut_off_time, expire_time`;
+const columns = sql.fragment`cursor, kind, workspace_id, user_id, session_id, kid, cut_off_time, expire_time`;
 
 /** The cursor of the last committed revocation (0 when there is none). */
 export async function latestRevocationCursor(db: CommonQueryMethods): Promise<number> {

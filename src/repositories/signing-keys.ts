@@ -5,7 +5,7 @@ import { sql, voidRow } from "../db/sql.js";
 /** Signing keys are deployment-wide (not tenant-owned), so nothing here takes a workspace. */
 
 export const signingKeyAlgorithm = z.enum(["ES256", "EdDSA", "RS256"]);
-export const signingKeyStatus = z.enum(["next", "active", "retired"]);
+export const signingKeyStatus = z.enum(["next", "active", "retired", "revoked"]);
 
 export const signingKeyRow = z.object({
   kid: z.string(),
@@ -17,6 +17,7 @@ export const signingKeyRow = z.object({
   activated_at: z.number().nullable(),
   retired_at: z.number().nullable(),
   unpublish_after: z.number().nullable(),
+  revoked_at: z.number().nullable(),
 });
 export type SigningKeyRow = z.infer<typeof signingKeyRow>;
 
@@ -43,7 +44,7 @@ export async function listPublishedSigningKeys(
 ): Promise<readonly SigningKeyRow[]> {
   return db.any(sql.type(signingKeyRow)`
     SELECT kid, algorithm, public_jwk, private_key_encrypted, status, created_at, activated_at,
-           retired_at, unpublish_after
+           retired_at, unpublish_after, revoked_at
     FROM signing_keys
     WHERE status IN ('next', 'active')
        OR (status = 'retired' AND unpublish_after > ${sql.timestamp(now)})
@@ -87,7 +88,8 @@ export async function listAllSigningKeys(
   db: CommonQueryMethods,
 ): Promise<readonly SigningKeyInfoRow[]> {
   return db.any(sql.type(signingKeyInfoRow)`
-    SELECT kid, algorithm, status, created_at, activated_at, retired_at, unpublish_after
+    SELECT kid, algorithm, status, created_at, activated_at, retired_at, unpublish_after,
+           revoked_at
     FROM signing_keys
     ORDER BY created_at, kid`);
 }
@@ -97,8 +99,36 @@ export async function findSigningKeyInfo(
   kid: string,
 ): Promise<SigningKeyInfoRow | null> {
   return db.maybeOne(sql.type(signingKeyInfoRow)`
-    SELECT kid, algorithm, status, created_at, activated_at, retired_at, unpublish_after
+    SELECT kid, algorithm, status, created_at, activated_at, retired_at, unpublish_after,
+           revoked_at
     FROM signing_keys WHERE kid = ${kid}`);
+}
+
+/**
+ * Revokes a key: it leaves the key set and the trigger of migrations/018 writes the
+ * revocation that kills every token it signed. Run under lockSigningKeys; answers false when
+ * the key was revoked already.
+ */
+export async function markSigningKeyRevoked(
+  tx: DatabaseTransactionConnection,
+  input: { kid: string; now: Date },
+): Promise<boolean> {
+  const result = await tx.query(sql.type(voidRow)`
+    UPDATE signing_keys SET status = 'revoked', revoked_at = ${sql.timestamp(input.now)}
+    WHERE kid = ${input.kid} AND status <> 'revoked'`);
+  return result.rowCount > 0;
+}
+
+/**
+ * Makes the newest `next` key active at once, however briefly it has been published, and
+ * retires the active key (published until `unpublishAfter`). Run under lockSigningKeys;
+ * answers the promoted kid, or null when there is no next key.
+ */
+export async function promoteNewestNextSigningKey(
+  tx: DatabaseTransactionConnection,
+  input: { now: Date; unpublishAfter: Date },
+): Promise<string | null> {
+  return promoteNextSigningKey(tx, { ...input, publishedBefore: input.now });
 }
 
 /**

@@ -1,6 +1,7 @@
 import type { CommonQueryMethods } from "slonik";
 import { z } from "zod";
 import { sql } from "../db/sql.js";
+import { type Role, roles } from "./memberships.js";
 
 export const userRow = z.object({
   id: z.string(),
@@ -31,6 +32,26 @@ export async function findUserByEmail(
 ): Promise<UserRow | null> {
   return db.maybeOne(sql.type(userRow)`
     SELECT ${columns} FROM users WHERE email_normalized = ${normalizeEmail(email)}`);
+}
+
+/**
+ * The account with this address and whether it is an active member of the workspace, in one
+ * statement outside the tenant role: login must know both before it checks a password.
+ */
+export async function findUserForLogin(
+  db: CommonQueryMethods,
+  workspaceId: string,
+  email: string,
+): Promise<{ user: UserRow; role: Role | null } | null> {
+  const row = await db.maybeOne(sql.type(userRow.extend({ member_role: z.enum(roles).nullable() }))`
+    SELECT ${columns}, (
+      SELECT m.role FROM workspace_members m
+      WHERE m.workspace_id = ${workspaceId} AND m.user_id = users.id AND m.status = 'active'
+    ) AS member_role
+    FROM users WHERE email_normalized = ${normalizeEmail(email)}`);
+  if (!row) return null;
+  const { member_role, ...user } = row;
+  return { user, role: member_role };
 }
 
 export async function findUserById(db: CommonQueryMethods, id: string): Promise<UserRow | null> {

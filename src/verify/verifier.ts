@@ -50,8 +50,13 @@ export interface VerifiedCaller {
 export interface VerifierOptions {
   /** Keygate's URL (any instance, or the load balancer in front of them). */
   readonly baseUrl: string;
-  /** An admin key with the introspect permission (a workspace-scoped one is enough). */
+  /**
+   * An admin key with the introspect permission. A workspace-scoped one pins the verifier to
+   * its workspace: tokens of any other workspace are refused (`workspace_mismatch`).
+   */
   readonly adminKey: string;
+  /** Accept only this workspace's tokens (for a deployment-wide key). */
+  readonly workspaceId?: string;
   /** KEYGATE_AUDIENCE of the deployment. */
   readonly audience: string;
   /** KEYGATE_ISSUER of the deployment; by default the origin of baseUrl. */
@@ -76,6 +81,7 @@ const kindNames: Record<RevocationKind, RevocationKindName | null> = {
   [RevocationKind.USER]: "user",
   [RevocationKind.MEMBERSHIP]: "membership",
   [RevocationKind.WORKSPACE]: "workspace",
+  [RevocationKind.SIGNING_KEY]: "signing_key",
 };
 const roles = new Set(["owner", "admin", "member"]);
 
@@ -92,8 +98,12 @@ export class Verifier {
   private readonly keys = new Map<string, { key: CryptoKey; at: number }>();
   private readonly client;
   private readonly abort = new AbortController();
-  private readonly options: Required<Omit<VerifierOptions, "onFeedError" | "issuer">> &
-    Pick<VerifierOptions, "onFeedError"> & { issuer: string };
+  private readonly options: Required<
+    Omit<VerifierOptions, "onFeedError" | "issuer" | "workspaceId">
+  > &
+    Pick<VerifierOptions, "onFeedError" | "workspaceId"> & { issuer: string };
+  /** The workspace of a workspace-scoped key, as the feed tells it. */
+  private keyWorkspace: string | null = null;
   private cursor = "";
   private synced = false;
   private lastHeardAt = Number.NEGATIVE_INFINITY;
@@ -143,8 +153,10 @@ export class Verifier {
 
   async verify(token: string, options: { workspaceId?: string } = {}): Promise<VerifiedCaller> {
     const claims = await this.checkSignature(token);
-    if (options.workspaceId !== undefined && options.workspaceId !== claims.workspaceId) {
-      throw new VerifyError("workspace_mismatch", "the token is for another workspace");
+    // The key's own workspace first: its feed carries no other workspace's revocations.
+    for (const pinned of [this.keyWorkspace, this.options.workspaceId, options.workspaceId]) {
+      if (pinned !== null && pinned !== undefined && pinned !== claims.workspaceId)
+        throw new VerifyError("workspace_mismatch", "the token is for another workspace");
     }
     if (!this.current) return this.whenStale(token);
     const kind = this.set.match(claims);
@@ -152,7 +164,7 @@ export class Verifier {
       throw new VerifyError("membership_inactive", "the membership changed or ended");
     }
     if (kind !== null) throw new VerifyError("revoked", "the token has been revoked");
-    const { issuedAt: _, ...caller } = claims;
+    const { issuedAt: _, kid: __, ...caller } = claims;
     return caller;
   }
 
@@ -181,10 +193,16 @@ export class Verifier {
     });
   };
 
-  private async checkSignature(token: string): Promise<VerifiedCaller & { issuedAt: Date }> {
+  private async checkSignature(
+    token: string,
+  ): Promise<VerifiedCaller & { issuedAt: Date; kid: string }> {
     let payload: JWTPayload;
+    let kid: unknown;
     try {
-      ({ payload } = await jwtVerify(token, this.keyFor, {
+      ({
+        payload,
+        protectedHeader: { kid },
+      } = await jwtVerify(token, this.keyFor, {
         algorithms: [...this.options.algorithms],
         issuer: this.options.issuer,
         audience: this.options.audience,
@@ -205,7 +223,8 @@ export class Verifier {
       typeof role !== "string" ||
       !roles.has(role) ||
       typeof iat !== "number" ||
-      typeof exp !== "number"
+      typeof exp !== "number" ||
+      typeof kid !== "string"
     ) {
       throw new VerifyError("invalid", "the access token's claims are malformed");
     }
@@ -216,6 +235,7 @@ export class Verifier {
       role: role as VerifiedCaller["role"],
       expiresAt: new Date(exp * 1000),
       issuedAt: new Date(iat * 1000),
+      kid,
     };
   }
 
@@ -278,6 +298,7 @@ export class Verifier {
             this.cursor = r.cursor;
           } else if (event.case === "snapshotComplete") {
             this.cursor = event.value.cursor;
+            this.keyWorkspace = event.value.workspaceId || null;
             this.synced = true;
             this.readySignal.resolve();
           } else if (event.case === "heartbeat") {
@@ -312,6 +333,7 @@ function revocationOf(
     workspaceId: string;
     userId: string;
     sessionId: string;
+    kid: string;
     cutOffTime?: { seconds: bigint; nanos: number };
     expireTime?: { seconds: bigint; nanos: number };
   },
@@ -323,6 +345,7 @@ function revocationOf(
     workspaceId: r.workspaceId || null,
     userId: r.userId || null,
     sessionId: r.sessionId || null,
+    kid: r.kid || null,
     cutOffMs: ms(r.cutOffTime),
     expireMs: ms(r.expireTime),
   };

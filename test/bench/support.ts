@@ -62,6 +62,7 @@ export async function startBenchKeygate(env: Record<string, string> = {}): Promi
     : undefined;
   const config = configFromEnv({
     KEYGATE_PORT: "0",
+    KEYGATE_METRICS_PORT: "0",
     KEYGATE_DATA_DIR: dataDir,
     KEYGATE_LOG_LEVEL: "info",
     KEYGATE_MIGRATE_ON_START: "true",
@@ -79,6 +80,10 @@ export async function startBenchKeygate(env: Record<string, string> = {}): Promi
           DATABASE_URL: external.url,
           KEYGATE_KEY_ENCRYPTION_KEY: randomBytes(32).toString("base64"),
           KEYGATE_TOKEN_SECRET: randomBytes(32).toString("base64"),
+          KEYGATE_ISSUER: process.env.KEYGATE_ISSUER ?? "http://127.0.0.1:0",
+          ...(process.env.KEYGATE_SMTP_URL || process.env.KEYGATE_SMTP_HOST
+            ? {}
+            : { KEYGATE_MAIL_DEV_OUTBOX: "true" }),
         }
       : {}),
     ...env,
@@ -111,18 +116,20 @@ export async function startBenchPeer(
   const config: Config = {
     ...configFromEnv({
       KEYGATE_PORT: "0",
+      KEYGATE_METRICS_PORT: "0",
       KEYGATE_DATA_DIR: dataDir,
       KEYGATE_LOG_LEVEL: first.config.logLevel,
       DATABASE_URL: first.database.url,
       KEYGATE_KEY_ENCRYPTION_KEY: secrets.keyEncryptionKey.toString("base64"),
       KEYGATE_TOKEN_SECRET: secrets.tokenSecret.toString("base64"),
+      KEYGATE_ISSUER: first.config.issuer,
+      ...(env.KEYGATE_SMTP_URL || env.KEYGATE_SMTP_HOST ? {} : { KEYGATE_MAIL_DEV_OUTBOX: "true" }),
       KEYGATE_MIGRATE_ON_START: "false",
       KEYGATE_BOOTSTRAP: "false",
       KEYGATE_SHUTDOWN_TIMEOUT_MS: "2000",
       ...env,
     }),
-    // Tokens name the first instance as their issuer; a replica shares it.
-    issuer: first.config.issuer,
+    // Tokens name the first instance's audience; a replica shares it.
     audience: first.config.audience,
   };
   const peer = await startKeygate(config, benchLogger(config.logLevel));

@@ -298,6 +298,86 @@ describe("SECURITY.md 22: random, malformed and oversized input to every RPC", {
     });
   });
 
+  it("addresses outside the one mailbox grammar are INVALID_ARGUMENT naming email, in SignUp and AddMember", async () => {
+    const transport = createConnectTransport({ baseUrl: keygate.url, httpVersion: "2" });
+    const auth = createClient(AuthService, transport);
+    const admin = createClient(AdminService, transport);
+    const workspaceId = keygate.bootstrapped?.workspaceId as string;
+    const refusal = (call: Promise<unknown>) =>
+      call.then(
+        () => ({ code: "ok", fields: [] as string[] }),
+        (e) => {
+          const error = ConnectError.from(e);
+          return {
+            code: Code[error.code],
+            fields: error.findDetails(BadRequestSchema)[0]?.fieldViolations.map((v) => v.field),
+          };
+        },
+      );
+    const odd = [
+      "a,b@x.example",
+      "a;b@x.example",
+      "a<b@x.example",
+      "a>b@x.example",
+      '"q"@x.example',
+      "a(b)@x.example",
+      "a\\b@x.example",
+      "a:b@x.example",
+      "a[b]@x.example",
+      "a b@x.example",
+      "a@b@x.example",
+      "a..b@x.example",
+      ".a@x.example",
+      "a@x..example",
+      "a@-x.example",
+      "a@[127.0.0.1]",
+      "a@x.example,b@y.example",
+      "Ada <ada@x.example>",
+      "a\u202e@x.example",
+      "a@x.example\r\nBcc: b@y.example",
+      `${"a".repeat(65)}@x.example`,
+    ];
+    for (const email of odd) {
+      expect(
+        await refusal(
+          auth.signUp(
+            { email, password: "correct horse battery staple" },
+            {
+              headers: { "x-workspace-id": workspaceId },
+            },
+          ),
+        ),
+        `SignUp ${email}`,
+      ).toEqual({ code: "InvalidArgument", fields: ["email"] });
+      expect(
+        await refusal(
+          admin.addMember(
+            { workspaceId, email, role: 3 },
+            { headers: { authorization: `Bearer ${rootKey}` } },
+          ),
+        ),
+        `AddMember ${email}`,
+      ).toEqual({ code: "InvalidArgument", fields: ["email"] });
+    }
+    // What the grammar keeps: tags, apostrophes, other atext, internationalised addresses.
+    for (const email of [
+      `ada+tag-${Date.now()}@example.test`,
+      `o'brien.${Date.now()}@mail.example.test`,
+      `j\u00f6rg-${Date.now()}@b\u00fccher.example`,
+      `x!#$%&*=?^_{|}~-${Date.now()}@example.test`,
+    ]) {
+      expect(
+        await refusal(
+          admin.addMember(
+            { workspaceId, email, role: 3 },
+            { headers: { authorization: `Bearer ${rootKey}` } },
+          ),
+        ),
+        `AddMember ${email}`,
+      ).toEqual({ code: "ok", fields: [] });
+    }
+  });
+
   it("server-streaming RPCs refuse random requests deliberately or stream until cancelled", async () => {
     const streaming = methods.filter((m) => m.method.methodKind === "server_streaming");
     expect(streaming.length).toBeGreaterThan(0);

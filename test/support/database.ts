@@ -38,12 +38,27 @@ export async function freshDatabaseUrl(): Promise<{
 
 export const usingExternalPostgres = Boolean(process.env.TEST_DATABASE_URL);
 
-/** Settings an external database needs besides its URL: the shared server secrets. */
+/**
+ * Settings an external database needs besides its URL: the shared server secrets, the issuer
+ * (the one a test instance on port 0 gets by default in embedded mode) and a place for mail,
+ * the dev outbox asked for explicitly (withMailSettings drops it for callers that give SMTP).
+ */
 export function externalDatabaseEnv(url: string | undefined): Record<string, string> {
   if (!url) return {};
   return {
     DATABASE_URL: url,
     KEYGATE_KEY_ENCRYPTION_KEY: randomBytes(32).toString("base64"),
     KEYGATE_TOKEN_SECRET: randomBytes(32).toString("base64"),
+    KEYGATE_ISSUER: "http://127.0.0.1:0",
+    KEYGATE_MAIL_DEV_OUTBOX: "true",
   };
+}
+
+/** The environment without the dev outbox when it names an SMTP server (they exclude each other). */
+export function withMailSettings(
+  env: Record<string, string | undefined>,
+): Record<string, string | undefined> {
+  if (!env.KEYGATE_SMTP_URL && !env.KEYGATE_SMTP_HOST) return env;
+  const { KEYGATE_MAIL_DEV_OUTBOX: _, ...rest } = env;
+  return rest;
 }

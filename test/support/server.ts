@@ -7,7 +7,7 @@ import type { Clock } from "../../src/clock.js";
 import { type Config, configFromEnv, rateLimitNames } from "../../src/config.js";
 import { loadSecrets } from "../../src/crypto/secrets.js";
 import { createLogger, type Logger } from "../../src/log.js";
-import { externalDatabaseEnv, freshDatabaseUrl } from "./database.js";
+import { externalDatabaseEnv, freshDatabaseUrl, withMailSettings } from "./database.js";
 
 export interface TestKeygate extends Keygate {
   readonly config: Config;
@@ -29,16 +29,27 @@ export async function startPeerKeygate(
 ): Promise<TestKeygate> {
   const secrets = await loadSecrets(first.config);
   const dataDir = await mkdtemp(path.join(tmpdir(), "keygate-peer-"));
-  const config = configFromEnv({
-    ...first.env,
-    KEYGATE_DATA_DIR: dataDir,
-    DATABASE_URL: first.database.url,
-    KEYGATE_KEY_ENCRYPTION_KEY: secrets.keyEncryptionKey.toString("base64"),
-    KEYGATE_TOKEN_SECRET: secrets.tokenSecret.toString("base64"),
-    KEYGATE_MIGRATE_ON_START: "false",
-    ...env,
-  });
-  const keygate = await startKeygate(config, createLogger(config.logLevel), options);
+  let config: Config;
+  let keygate: Keygate;
+  try {
+    config = configFromEnv(
+      withMailSettings({
+        ...first.env,
+        KEYGATE_DATA_DIR: dataDir,
+        DATABASE_URL: first.database.url,
+        KEYGATE_KEY_ENCRYPTION_KEY: secrets.keyEncryptionKey.toString("base64"),
+        KEYGATE_TOKEN_SECRET: secrets.tokenSecret.toString("base64"),
+        KEYGATE_ISSUER: first.config.issuer,
+        KEYGATE_MAIL_DEV_OUTBOX: "true",
+        KEYGATE_MIGRATE_ON_START: "false",
+        ...env,
+      }),
+    );
+    keygate = await startKeygate(config, createLogger(config.logLevel), options);
+  } catch (error) {
+    await rm(dataDir, { recursive: true, force: true });
+    throw error;
+  }
   return Object.assign(Object.create(keygate) as Keygate, keygate, {
     config,
     env: first.env,
@@ -56,8 +67,9 @@ export async function startTestKeygate(
 ): Promise<TestKeygate> {
   const dataDir = await mkdtemp(path.join(tmpdir(), "keygate-test-"));
   const db = await freshDatabaseUrl();
-  const fullEnv: Record<string, string | undefined> = {
+  const fullEnv: Record<string, string | undefined> = withMailSettings({
     KEYGATE_PORT: "0",
+    KEYGATE_METRICS_PORT: "0",
     KEYGATE_DATA_DIR: dataDir,
     KEYGATE_LOG_LEVEL: process.env.KEYGATE_TEST_LOG_LEVEL ?? "silent",
     KEYGATE_MIGRATE_ON_START: "true",
@@ -70,12 +82,19 @@ export async function startTestKeygate(
     KEYGATE_LOCKOUT_THRESHOLD: "1000",
     ...externalDatabaseEnv(db.url),
     ...env,
-  };
+  });
   const config = configFromEnv(fullEnv);
   const logger =
     options.logger ??
     (options.logTo ? createLogger("info", options.logTo) : createLogger(config.logLevel));
-  const keygate = await startKeygate(config, logger, options);
+  let keygate: Keygate;
+  try {
+    keygate = await startKeygate(config, logger, options);
+  } catch (error) {
+    await db.drop();
+    await rm(dataDir, { recursive: true, force: true });
+    throw error;
+  }
   let stopped = false;
   return Object.assign(Object.create(keygate) as Keygate, keygate, {
     config,

@@ -613,7 +613,10 @@ async function home(banner?: string) {
               "Switch",
               async () => {
                 try {
-                  await kg.auth.switchWorkspace({ workspaceId: m.workspaceId });
+                  const res = await kg.auth.switchWorkspace({ workspaceId: m.workspaceId });
+                  // The target workspace may ask for its emailed second step first.
+                  if (res.pendingLogin)
+                    return secondStep(res.pendingLogin.pendingLoginId, user?.email ?? "");
                   await home(`You are now in ${name}.`);
                 } catch (error) {
                   say(describeError(error).message, false);

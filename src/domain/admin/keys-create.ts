@@ -32,10 +32,12 @@ const latestExpiry = Date.UTC(9999, 11, 31, 23, 59, 59);
  * more than its creator has: workspace admin for a workspace key (so a workspace-scoped or
  * read-only key cannot make a deployment key, a key for another workspace, or any key at
  * all), introspection only from a key that has it (users have none), and no later expiry than
- * the creating key's (a key made without one inherits it).
+ * the creating key's (a key made without one inherits it). A key a signed-in user mints (or a
+ * key of theirs does) names that user, lives while they are an owner or admin of the
+ * workspace, never above their role, and at most `adminKeyMaxLifetimeDays` (SECURITY.md 32).
  */
 export async function createAdminKey(
-  deps: Pick<AuthDeps, "pool" | "clock">,
+  deps: Pick<AuthDeps, "pool" | "clock" | "settings">,
   meta: RequestMeta,
   caller: Caller,
   input: CreateAdminKeyInput,
@@ -82,6 +84,17 @@ export async function createAdminKey(
     }
   }
 
+  const creatorUserId = caller.kind === "user" ? caller.userId : caller.creatorUserId;
+  if (creatorUserId !== null) {
+    const days = deps.settings.adminKeyMaxLifetimeDays;
+    const longest = now.getTime() + days * 86_400_000;
+    if (expiresAt === null) expiresAt = new Date(longest);
+    else if (expiresAt.getTime() > longest) {
+      throw new InvalidArgumentError([
+        { field: "expire_time", description: `is more than ${days} days away` },
+      ]);
+    }
+  }
   const generated = generateAdminKey();
   const key = await inKeyScope(deps, workspaceId, async (tx) => {
     if (workspaceId !== null && (await findWorkspaceById(tx, workspaceId)) === null) {
@@ -97,6 +110,7 @@ export async function createAdminKey(
       role,
       introspect: input.introspect,
       createdBy: actorOf(caller),
+      createdByUserId: creatorUserId,
       expiresAt,
       now,
     });

@@ -21,17 +21,13 @@ import { findWorkspaceById } from "../../repositories/workspaces.js";
 import {
   actorOf,
   type Caller,
+  requireOwnerPower,
   requireWorkspaceAdmin,
   requireWorkspaceRead,
 } from "../admin-auth.js";
 import { audit } from "../audit.js";
 import type { AdminDeps, RequestMeta } from "../deps.js";
-import {
-  AlreadyExistsError,
-  FailedPreconditionError,
-  NotFoundError,
-  PermissionDeniedError,
-} from "../errors.js";
+import { AlreadyExistsError, FailedPreconditionError, NotFoundError } from "../errors.js";
 import { userForInvitation } from "../invitation.js";
 import { decodePageToken, encodePageToken, pageSize } from "../pagination.js";
 import { Violations } from "../validate.js";
@@ -55,16 +51,6 @@ function validateIds(workspaceId: string, userId: string): void {
     .required("user_id", userId)
     .uuid("user_id", userId)
     .throwIfAny();
-}
-
-/**
- * Owners are managed by owners: a workspace admin signed in with an access token may not
- * grant the owner role, nor change or remove an owner. Admin keys may (the contract lets an
- * admin key add an owner).
- */
-function requireOwnerPower(caller: Caller): void {
-  if (caller.kind === "user" && caller.role !== "owner")
-    throw new PermissionDeniedError("PERMISSION_DENIED", "only an owner may manage owners");
 }
 
 /** Locks the workspace, so that membership changes of one workspace run one at a time. */

@@ -22,16 +22,12 @@ import {
   actorOf,
   type Caller,
   requireDeploymentAdmin,
+  requireOwnerPower,
   requireWorkspaceAdmin,
 } from "../admin-auth.js";
 import { audit } from "../audit.js";
 import type { AdminDeps, RequestMeta } from "../deps.js";
-import {
-  AlreadyExistsError,
-  NotFoundError,
-  PermissionDeniedError,
-  UnavailableError,
-} from "../errors.js";
+import { AlreadyExistsError, NotFoundError, UnavailableError } from "../errors.js";
 import { effectiveSettings } from "../settings.js";
 import { slugPattern, Violations } from "../validate.js";
 import { checkMetadataSize } from "./users.js";
@@ -80,7 +76,7 @@ export async function provisionUser(
   if (create) {
     if (input.workspaceId !== "")
       v.add("workspace_id", "give either workspace_id or create_workspace, not both");
-    v.required("create_workspace.name", create.name.trim(), 200);
+    v.displayName("create_workspace.name", create.name, 200);
     if (!slugPattern.test(create.slug)) {
       v.add(
         "create_workspace.slug",
@@ -95,9 +91,8 @@ export async function provisionUser(
 
   if (create) requireDeploymentAdmin(caller);
   else requireWorkspaceAdmin(caller, input.workspaceId);
-  // As for AddMember: only an owner (or an admin key) makes someone an owner.
-  if (input.role === "owner" && caller.kind === "user" && caller.role !== "owner")
-    throw new PermissionDeniedError("PERMISSION_DENIED", "only an owner may add an owner");
+  // As for AddMember: only an owner (or a key no admin minted) makes someone an owner.
+  if (input.role === "owner") requireOwnerPower(caller);
 
   let existing: WorkspaceRow | undefined;
   if (!create) {

@@ -64,8 +64,7 @@ function validateWorkspaceId(workspaceId: string): void {
 }
 
 function checkName(v: Violations, name: string): void {
-  if (name.trim() === "") v.add("name", "is required");
-  else if (name.trim().length > 200) v.add("name", "is longer than 200 characters");
+  v.displayName("name", name, 200);
 }
 
 function checkSlug(v: Violations, slug: string): void {

@@ -13,6 +13,7 @@ import { createAdminKey } from "../../domain/admin/keys-create.js";
 import { listAdminKeys } from "../../domain/admin/keys-list.js";
 import { revokeAdminKey } from "../../domain/admin/keys-revoke.js";
 import { listSigningKeys, rotateSigningKey } from "../../domain/admin/signing-keys.js";
+import { revokeSigningKey } from "../../domain/admin/signing-keys-revoke.js";
 import type { AdminDeps } from "../../domain/deps.js";
 import type { AdminKeyRow } from "../../repositories/admin-keys.js";
 import type { SigningKeyInfoRow } from "../../repositories/signing-keys.js";
@@ -25,6 +26,7 @@ const statusToProto = {
   next: SigningKeyStatus.NEXT,
   active: SigningKeyStatus.ACTIVE,
   retired: SigningKeyStatus.RETIRED,
+  revoked: SigningKeyStatus.REVOKED,
 } as const;
 
 function roleFromProto(role: AdminKeyRole): "read_only" | "admin" | undefined {
@@ -48,6 +50,8 @@ export function adminKeyOf(k: AdminKeyRow) {
     lastUseTime: time(k.last_used_at),
     revokeTime: time(k.revoked_at),
     expireTime: time(k.expires_at),
+    createdBy: k.created_by,
+    createdByUserId: k.created_by_user_id ?? "",
   });
 }
 
@@ -60,7 +64,13 @@ export function signingKeyOf(k: SigningKeyInfoRow) {
     createTime: time(k.created_at),
     activateTime: time(k.activated_at),
     retireTime: time(k.retired_at),
-    unpublishTime: k.status === "retired" ? time(k.unpublish_after) : undefined,
+    unpublishTime:
+      k.status === "retired"
+        ? time(k.unpublish_after)
+        : k.status === "revoked"
+          ? time(k.revoked_at)
+          : undefined,
+    revokeTime: time(k.revoked_at),
   });
 }
 
@@ -101,6 +111,13 @@ export function adminKeysHandlers(deps: AdminDeps): Partial<Impl> {
         algorithm: req.algorithm,
       });
       return { signingKey: signingKeyOf(key) };
+    },
+
+    async revokeSigningKey(req, ctx) {
+      const { key, promoted } = await revokeSigningKey(deps, meta(ctx), callerOf(ctx), {
+        kid: req.kid,
+      });
+      return { signingKey: signingKeyOf(key), promotedKid: promoted ?? "" };
     },
 
     async listSigningKeys(_req, ctx) {

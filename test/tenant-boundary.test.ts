@@ -1,0 +1,387 @@
+import { Code, createClient } from "@connectrpc/connect";
+import { createConnectTransport } from "@connectrpc/connect-node";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { AdminService } from "../gen/keygate/v1/admin_service_pb.js";
+import { AuthService } from "../gen/keygate/v1/auth_service_pb.js";
+import { AdminKeyRole, MembershipStatus, OtpLoginMode, Role } from "../gen/keygate/v1/types_pb.js";
+import { builtInRateLimits } from "../src/config.js";
+import { failure } from "./support/failure.js";
+import { startPeerKeygate, startTestKeygate, type TestKeygate } from "./support/server.js";
+
+// One account shared by workspaces, attacked as an outsider would: stock Connect clients, two
+// instances on one database, the default login limits and a lockout after five failures.
+let a: TestKeygate;
+let b: TestKeygate;
+let authA: ReturnType<typeof createClient<typeof AuthService>>;
+let authB: ReturnType<typeof createClient<typeof AuthService>>;
+let admin: ReturnType<typeof createClient<typeof AdminService>>;
+let adminB: ReturnType<typeof createClient<typeof AdminService>>;
+let adminKey: string;
+let home: string;
+
+const password = "correct horse battery staple";
+let n = 0;
+const email = (tag: string) => `${tag}-${++n}-${Date.now().toString(36)}@example.test`;
+// Each call from its own client address (the instances trust the loopback proxy), so the
+// per-IP limit stays out of the way of the per-account ones under test.
+let host = 0;
+const fromAnywhere = (extra: Record<string, string> = {}) => ({
+  headers: { "x-forwarded-for": `198.51.${(++host >> 8) % 250}.${(host % 250) + 1}`, ...extra },
+});
+const bearer = (token: string) => fromAnywhere({ authorization: `Bearer ${token}` });
+const asAdmin = () => ({ headers: { authorization: `Bearer ${adminKey}` } });
+
+beforeAll(async () => {
+  const env = {
+    KEYGATE_RATE_LIMITS: JSON.stringify({
+      ...builtInRateLimits,
+      signup_ip: { limit: 1000, window_seconds: 3600 },
+    }),
+    KEYGATE_LOCKOUT_THRESHOLD: "5",
+    KEYGATE_TRUSTED_PROXIES: "127.0.0.1",
+  };
+  a = await startTestKeygate(env);
+  b = await startPeerKeygate(a, env);
+  home = a.bootstrapped?.workspaceId as string;
+  adminKey = a.bootstrapped?.adminKey as string;
+  authA = createClient(AuthService, createConnectTransport({ baseUrl: a.url, httpVersion: "1.1" }));
+  authB = createClient(AuthService, createConnectTransport({ baseUrl: b.url, httpVersion: "2" }));
+  admin = createClient(AdminService, createConnectTransport({ baseUrl: a.url, httpVersion: "2" }));
+  adminB = createClient(AdminService, createConnectTransport({ baseUrl: b.url, httpVersion: "2" }));
+});
+afterAll(async () => {
+  await b?.stop();
+  await a?.stop();
+});
+
+async function workspace(tag: string, settings: Record<string, unknown> = {}) {
+  const res = await admin.createWorkspace(
+    { name: `Workspace ${tag}`, slug: `${tag}-${++n}-${Date.now().toString(36)}`, settings },
+    asAdmin(),
+  );
+  return res.workspace?.id as string;
+}
+
+/** An account signed up in the default workspace and provisioned into the others. */
+async function sharedAccount(tag: string, alsoIn: string[] = []) {
+  const address = email(tag);
+  await authA.signUp({ email: address, password }, fromAnywhere({ "x-workspace-id": home }));
+  for (const workspaceId of alsoIn) {
+    await admin.provisionUser(
+      { email: address, workspaceId, role: Role.MEMBER, password: "" },
+      asAdmin(),
+    );
+  }
+  return address;
+}
+
+const login = (address: string, pw: string, workspaceId: string, i = 0) =>
+  (i % 2 ? authB : authA).login({ email: address, password: pw, workspaceId }, fromAnywhere());
+
+describe("SECURITY.md 33: guessing stays bounded however it is spread", () => {
+  it("forty concurrent guesses over three workspaces and two instances get at most five real password checks", async () => {
+    const [w1, w2] = [await workspace("guess-member"), await workspace("guess-outside")];
+    const victim = await sharedAccount("guessed", [w1]);
+    const targets = [home, w1, w2];
+    const outcomes = await Promise.all(
+      Array.from({ length: 40 }, (_, i) => {
+        const target = targets[i % 3] as string;
+        const guess = i === 20 ? password : `wrong guess ${i}`;
+        return login(victim, guess, target, i).then(
+          () => ({ target, reason: "OK" }),
+          async (e) => ({ target, reason: (await failure(Promise.reject(e))).reason }),
+        );
+      }),
+    );
+    // Only the workspaces the account is a member of check its password at all.
+    const checked = outcomes.filter(
+      (o) => o.target !== w2 && (o.reason === "INVALID_CREDENTIALS" || o.reason === "OK"),
+    );
+    expect(checked.length).toBeGreaterThan(0);
+    expect(checked.length).toBeLessThanOrEqual(5);
+    for (const o of outcomes.filter((o) => o.target !== w2)) {
+      expect(["INVALID_CREDENTIALS", "OK", "ACCOUNT_LOCKED", "RATE_LIMITED"]).toContain(o.reason);
+    }
+  });
+
+  it("a login where the account has no active membership looks exactly like a wrong password, and locks nothing elsewhere", async () => {
+    const outside = await workspace("not-a-member");
+    const victim = await sharedAccount("outsider");
+    const right = await failure(login(victim, password, outside));
+    const wrong = await failure(login(email("nobody"), password, outside));
+    expect(right.code).toBe(Code.Unauthenticated);
+    expect(right.reason).toBe("INVALID_CREDENTIALS");
+    expect([right.code, right.reason, right.error.rawMessage]).toEqual([
+      wrong.code,
+      wrong.reason,
+      wrong.error.rawMessage,
+    ]);
+    // Guessing there until it locks (the right password above was the first of five), from
+    // two instances:
+    const there = [];
+    for (let i = 0; i < 6; i++)
+      there.push((await failure(login(victim, "guess", outside, i))).reason);
+    expect(there.slice(0, 4)).toEqual(Array(4).fill("INVALID_CREDENTIALS"));
+    expect(there.slice(4)).toEqual(["ACCOUNT_LOCKED", "ACCOUNT_LOCKED"]);
+    // ...leaves the account's own workspace open to its owner.
+    expect((await login(victim, password, home)).result.case).toBe("tokens");
+  });
+
+  it("the workspace's audit log does not name an account that is not its member", async () => {
+    const outside = await workspace("audit-outside");
+    const victim = await sharedAccount("audited");
+    await failure(login(victim, password, outside));
+    await failure(login(email("unknown"), password, outside));
+    const { events } = await admin.listAuditEvents(
+      { workspaceId: outside, types: ["login_failed"] },
+      asAdmin(),
+    );
+    expect(events).toHaveLength(2);
+    for (const e of events) {
+      expect(e.userId).toBe("");
+      expect(e.details).toEqual({ reason: "no_member" });
+    }
+  });
+
+  it("ChangePassword's current password counts like a login, and the new one is judged first", async () => {
+    const victim = await sharedAccount("change");
+    const { result } = await login(victim, password, home);
+    const token = result.case === "tokens" ? result.value.accessToken : "";
+    // A new password the policy refuses is refused the same way whatever the current one.
+    const short = { newPassword: "short" };
+    const withRight = await failure(
+      authA.changePassword({ currentPassword: password, ...short }, bearer(token)),
+    );
+    const withWrong = await failure(
+      authA.changePassword({ currentPassword: "a guess", ...short }, bearer(token)),
+    );
+    expect(withRight.code).toBe(Code.InvalidArgument);
+    expect(withRight.fields).toEqual(["new_password"]);
+    expect([withWrong.code, withWrong.fields]).toEqual([withRight.code, withRight.fields]);
+    // Five wrong current passwords lock the account: for ChangePassword and for Login.
+    const next = { newPassword: "a perfectly fine new password" };
+    for (let i = 0; i < 5; i++) {
+      const e = await failure(
+        (i % 2 ? authB : authA).changePassword(
+          { currentPassword: `guess ${i}`, ...next },
+          bearer(token),
+        ),
+      );
+      expect(e.reason).toBe("CURRENT_PASSWORD_INVALID");
+    }
+    const locked = await failure(
+      authA.changePassword({ currentPassword: password, ...next }, bearer(token)),
+    );
+    expect([locked.code, locked.reason]).toEqual([Code.ResourceExhausted, "ACCOUNT_LOCKED"]);
+    expect((await failure(login(victim, password, home))).reason).toBe("ACCOUNT_LOCKED");
+  });
+});
+
+describe("SECURITY.md 31: every workspace's requirements hold however a session enters it", () => {
+  it("SwitchWorkspace into a workspace that requires the emailed second step answers a pending login, not tokens", async () => {
+    const strict = await workspace("second-step", { otpLogin: OtpLoginMode.REQUIRED });
+    const victim = await sharedAccount("switch-otp", [strict]);
+    const { result } = await login(victim, password, home);
+    const token = result.case === "tokens" ? result.value.accessToken : "";
+    const switched = await authB.switchWorkspace({ workspaceId: strict }, bearer(token));
+    expect(switched.tokens).toBeUndefined();
+    expect(switched.pendingLogin?.pendingLoginId).toMatch(/.+/);
+    // The same as a password login there.
+    const direct = await login(victim, password, strict);
+    expect(direct.result.case).toBe("pendingLogin");
+  });
+
+  it("SwitchWorkspace into a workspace that requires a verified address refuses an unverified one", async () => {
+    const strict = await workspace("verified-only", { requireEmailVerification: true });
+    const victim = await sharedAccount("switch-unverified", [strict]);
+    const { result } = await login(victim, password, home);
+    const token = result.case === "tokens" ? result.value.accessToken : "";
+    const e = await failure(authA.switchWorkspace({ workspaceId: strict }, bearer(token)));
+    expect([e.code, e.reason]).toEqual([Code.FailedPrecondition, "EMAIL_NOT_VERIFIED"]);
+  });
+
+  it("a password changed through one workspace meets the strictest policy of the account's workspaces", async () => {
+    const strict = await workspace("long-passwords", { passwordMinLength: 24 });
+    const victim = await sharedAccount("strictest", [strict]);
+    const { result } = await login(victim, password, home);
+    const token = result.case === "tokens" ? result.value.accessToken : "";
+    const tooShort = await failure(
+      authA.changePassword(
+        { currentPassword: password, newPassword: "twenty chars long pwd" },
+        bearer(token),
+      ),
+    );
+    expect([tooShort.code, tooShort.fields]).toEqual([Code.InvalidArgument, ["new_password"]]);
+    await authA.changePassword(
+      { currentPassword: password, newPassword: "twenty-four characters, at least" },
+      bearer(token),
+    );
+    const there = await login(victim, "twenty-four characters, at least", strict);
+    expect(there.result.case).toBe("tokens");
+  });
+});
+
+describe("SECURITY.md 32: no admin key exceeds the user who minted it", () => {
+  const withKey = (key: string) => ({ headers: { authorization: `Bearer ${key}` } });
+
+  /** A workspace with an owner and an admin, each signed in there. */
+  async function team(tag: string) {
+    const owner = await sharedAccount(`${tag}-owner`);
+    const ownerId = (await login(owner, password, home)).result.value as { userId: string };
+    const res = await admin.createWorkspace(
+      {
+        name: `Team ${tag}`,
+        slug: `${tag}-${++n}-${Date.now().toString(36)}`,
+        ownerUserId: ownerId.userId,
+      },
+      asAdmin(),
+    );
+    const workspaceId = res.workspace?.id as string;
+    const deputy = await sharedAccount(`${tag}-admin`);
+    const provisioned = await admin.provisionUser(
+      { email: deputy, workspaceId, role: Role.ADMIN, password: "" },
+      asAdmin(),
+    );
+    const tokensOf = async (address: string) => {
+      const r = await login(address, password, workspaceId);
+      if (r.result.case !== "tokens") throw new Error("no tokens");
+      return r.result.value;
+    };
+    return {
+      workspaceId,
+      owner: { id: ownerId.userId, tokens: await tokensOf(owner) },
+      deputy: { id: provisioned.user?.id as string, tokens: await tokensOf(deputy) },
+    };
+  }
+  const mint = async (workspaceId: string, token: string, name = "automation") =>
+    (await admin.createAdminKey({ name, workspaceId, role: AdminKeyRole.ADMIN }, bearer(token)))
+      .secret;
+
+  it("an admin's key cannot make its creator owner, touch the owner, or add owners; an owner's key can", async () => {
+    const t = await team("ceiling");
+    const key = await mint(t.workspaceId, t.deputy.tokens.accessToken);
+    const { workspaceId } = t;
+    const refusals = await Promise.all([
+      failure(
+        admin.updateMember({ workspaceId, userId: t.deputy.id, role: Role.OWNER }, withKey(key)),
+      ),
+      failure(
+        admin.updateMember({ workspaceId, userId: t.owner.id, role: Role.MEMBER }, withKey(key)),
+      ),
+      failure(
+        admin.updateMember(
+          { workspaceId, userId: t.owner.id, status: MembershipStatus.DISABLED },
+          withKey(key),
+        ),
+      ),
+      failure(admin.removeMember({ workspaceId, userId: t.owner.id }, withKey(key))),
+      failure(
+        admin.provisionUser(
+          { email: email("new-owner"), workspaceId, role: Role.OWNER, password },
+          withKey(key),
+        ),
+      ),
+    ]);
+    for (const r of refusals)
+      expect([r.code, r.reason]).toEqual([Code.PermissionDenied, "PERMISSION_DENIED"]);
+    // What an admin may do, the key may do.
+    const member = await admin.provisionUser(
+      { email: email("helper"), workspaceId, role: Role.MEMBER, password },
+      withKey(key),
+    );
+    expect(member.membership?.role).toBe(Role.MEMBER);
+    // An owner's key manages owners.
+    const ownersKey = await mint(workspaceId, t.owner.tokens.accessToken);
+    const promoted = await admin.updateMember(
+      { workspaceId, userId: t.deputy.id, role: Role.OWNER },
+      withKey(ownersKey),
+    );
+    expect(promoted.membership?.role).toBe(Role.OWNER);
+  });
+
+  it("ListAdminKeys shows who minted a key; its lifetime is bounded", async () => {
+    const t = await team("lifetime");
+    const before = Date.now();
+    await mint(t.workspaceId, t.deputy.tokens.accessToken, "bounded");
+    const { adminKeys } = await admin.listAdminKeys({ workspaceId: t.workspaceId }, asAdmin());
+    const listed = adminKeys.find((k) => k.name === "bounded");
+    expect(listed?.createdBy).toBe(`user:${t.deputy.id}`);
+    expect(listed?.createdByUserId).toBe(t.deputy.id);
+    const expires = Number(listed?.expireTime?.seconds) * 1000;
+    expect(expires).toBeGreaterThanOrEqual(before + 90 * 86_400_000 - 5_000);
+    expect(expires).toBeLessThanOrEqual(Date.now() + 90 * 86_400_000);
+    const tooLong = await failure(
+      admin.createAdminKey(
+        {
+          name: "forever",
+          workspaceId: t.workspaceId,
+          role: AdminKeyRole.ADMIN,
+          expireTime: { seconds: BigInt(Math.floor(Date.now() / 1000) + 91 * 86_400), nanos: 0 },
+        },
+        bearer(t.deputy.tokens.accessToken),
+      ),
+    );
+    expect([tooLong.code, tooLong.fields]).toEqual([Code.InvalidArgument, ["expire_time"]]);
+  });
+
+  /** Polls instance B until the key is refused (at most three seconds). */
+  async function refusedWithin(key: string, workspaceId: string) {
+    const started = performance.now();
+    for (;;) {
+      const ok = await adminB.listMembers({ workspaceId }, withKey(key)).then(
+        () => true,
+        async (e) => {
+          const f = await failure(Promise.reject(e));
+          expect(f.code).toBe(Code.Unauthenticated);
+          return false;
+        },
+      );
+      if (!ok) return performance.now() - started;
+      if (performance.now() - started > 3_000) throw new Error("the key still works");
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+
+  it("stops working on another instance (after its one-second cache) once its creator is demoted, disabled, removed, blocked or deleted, and so do keys it minted", async () => {
+    const changes: [string, (t: Awaited<ReturnType<typeof team>>) => Promise<unknown>][] = [
+      [
+        "demoted",
+        (t) =>
+          admin.updateMember(
+            { workspaceId: t.workspaceId, userId: t.deputy.id, role: Role.MEMBER },
+            asAdmin(),
+          ),
+      ],
+      [
+        "disabled",
+        (t) =>
+          admin.updateMember(
+            { workspaceId: t.workspaceId, userId: t.deputy.id, status: MembershipStatus.DISABLED },
+            asAdmin(),
+          ),
+      ],
+      [
+        "removed",
+        (t) => admin.removeMember({ workspaceId: t.workspaceId, userId: t.deputy.id }, asAdmin()),
+      ],
+      ["blocked", (t) => admin.blockUser({ userId: t.deputy.id, reason: "test" }, asAdmin())],
+      ["deleted", (t) => admin.deleteUser({ userId: t.deputy.id }, asAdmin())],
+    ];
+    for (const [what, change] of changes) {
+      const t = await team(`creator-${what}`);
+      const key = await mint(t.workspaceId, t.deputy.tokens.accessToken);
+      const child = (
+        await admin.createAdminKey(
+          { name: "child", workspaceId: t.workspaceId, role: AdminKeyRole.READ_ONLY },
+          withKey(key),
+        )
+      ).secret;
+      // Both work through instance B first (and are cached there).
+      await adminB.listMembers({ workspaceId: t.workspaceId }, withKey(key));
+      await adminB.listMembers({ workspaceId: t.workspaceId }, withKey(child));
+      await change(t);
+      expect(await refusedWithin(key, t.workspaceId), what).toBeLessThan(3_000);
+      expect(await refusedWithin(child, t.workspaceId), what).toBeLessThan(3_000);
+    }
+  });
+});
