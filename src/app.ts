@@ -26,6 +26,7 @@ import { createMetricsListener } from "./http/metrics-listener.js";
 import { defaultWebAppDir, loadWebApp } from "./http/web-app.js";
 import { adminAuthnInterceptor } from "./interceptors/admin-authn.js";
 import { authnInterceptor } from "./interceptors/authn.js";
+import { streamLimitInterceptor } from "./interceptors/stream-limits.js";
 import type { Logger } from "./log.js";
 import { createMailer, type Mailer } from "./mail/mailer.js";
 import { enqueueMail, MailBodyKey, OutboxSender } from "./mail/outbox.js";
@@ -133,7 +134,9 @@ export async function startKeygate(
           }),
         wake: () => sender.wake(),
       },
-      limiter: new RateLimiter(database.pool, clock, config.rateLimits),
+      limiter: new RateLimiter(database.pool, clock, config.rateLimits, {
+        ipv6PrefixLength: config.ipv6PrefixLength,
+      }),
       lockout: new Lockout(database.pool, clock, config.lockout),
       settings: {
         workspaceDefaults: config.workspaceDefaults,
@@ -194,7 +197,11 @@ export async function startKeygate(
         limitClientLookup: (ip) => authDeps.limiter.hit(null, [["oauth_client_ip", ip]]),
       },
       handlers: {
-        health: new HealthService(readiness, new Set(keygateServices.map((s) => s.typeName))),
+        health: new HealthService(
+          readiness,
+          new Set(keygateServices.map((s) => s.typeName)),
+          config.streams.watchMaxAgeMs,
+        ),
         auth: new AuthServiceHandler(authDeps),
         otp: new OtpServiceHandler(authDeps),
         admin: {
@@ -212,10 +219,20 @@ export async function startKeygate(
             heartbeatMs: config.revocation.heartbeatMs,
             draining: () => readiness.isDraining,
           },
+          watchMaxAgeMs: config.streams.watchMaxAgeMs,
         }),
         envoy: envoyAuthorizationHandlers(introspector),
       },
       interceptors: [
+        // Before authentication: a refused stream costs no admin-key lookup.
+        streamLimitInterceptor({
+          methods: new Set([
+            "grpc.health.v1.Health/Watch",
+            "keygate.v1.TokenIntrospectionService/WatchRevocations",
+          ]),
+          maxPerIp: config.streams.maxWatchStreamsPerIp,
+          ipv6PrefixLength: config.ipv6PrefixLength,
+        }),
         adminAuthnInterceptor({
           services: new Set([
             "keygate.v1.AdminService",

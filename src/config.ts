@@ -65,6 +65,7 @@ export const rateLimitNames = [
   "otp_send_address",
   "code_verify_ip",
   "oauth_client_ip",
+  "deployment_ip",
 ] as const;
 export type RateLimitName = (typeof rateLimitNames)[number];
 
@@ -99,7 +100,13 @@ export const builtInRateLimits: RateLimits = Object.freeze({
   code_verify_ip: { limit: 30, window_seconds: 600 },
   // A known client key is looked up at most once a second per instance; wrong ones every time.
   oauth_client_ip: { limit: 300, window_seconds: 60 },
+  // Every per-workspace per-IP limit above also counts here, across all workspaces, so that
+  // a client cannot multiply its budget by the number of workspaces it names.
+  deployment_ip: { limit: 50, window_seconds: 900 },
 });
+
+/** Limits that only the deployment sets: a workspace's settings cannot raise them. */
+const deploymentOnlyLimits = { deployment_ip: true } as const;
 
 /**
  * A workspace's capability flags, as stored (snake_case, as in the API). Every key is
@@ -123,7 +130,7 @@ export const workspaceSettingsSchema = z.object({
   refresh_idle_timeout_seconds: z.number().int().min(300).max(31_536_000),
   session_lifetime_seconds: z.number().int().min(300).max(31_536_000),
   /** Per-workspace overrides of single rate limits; the rest come from KEYGATE_RATE_LIMITS. */
-  rate_limits: rateLimitsSchema.partial().strict().optional(),
+  rate_limits: rateLimitsSchema.omit(deploymentOnlyLimits).partial().strict().optional(),
 });
 export type WorkspaceSettings = z.infer<typeof workspaceSettingsSchema>;
 
@@ -155,6 +162,15 @@ const envSchema = z.object({
   KEYGATE_MAX_REQUEST_BYTES: positiveInt(16 * 1024 * 1024).default(64 * 1024),
   KEYGATE_MAX_TIMEOUT_MS: positiveInt(3_600_000).default(30_000),
   KEYGATE_SHUTDOWN_TIMEOUT_MS: positiveInt(600_000).default(10_000),
+  KEYGATE_HTTP2_MAX_CONCURRENT_STREAMS: positiveInt(100_000).default(100),
+  KEYGATE_MAX_CONNECTIONS_PER_IP: positiveInt(1_000_000).default(256),
+  KEYGATE_MAX_WATCH_STREAMS_PER_IP: positiveInt(1_000_000).default(64),
+  KEYGATE_WATCH_MAX_AGE_MS: z.coerce
+    .number()
+    .int()
+    .min(100)
+    .max(86_400_000)
+    .default(30 * 60_000),
   KEYGATE_LOG_LEVEL: logLevel.default("info"),
   DATABASE_URL: z
     .string()
@@ -200,6 +216,7 @@ const envSchema = z.object({
       "expected IP addresses or CIDR ranges",
     )
     .default([]),
+  KEYGATE_IPV6_PREFIX_LENGTH: z.coerce.number().int().min(32).max(128).default(64),
   KEYGATE_UI: bool.default(false),
   KEYGATE_LOCKOUT_THRESHOLD: z.coerce.number().int().min(1).max(1000).default(5),
   KEYGATE_ADMIN_KEY_MAX_LIFETIME_DAYS: z.coerce.number().int().min(1).max(3650).default(90),
@@ -252,6 +269,17 @@ export interface Config {
   readonly maxRequestBytes: number;
   readonly maxTimeoutMs: number;
   readonly shutdownTimeoutMs: number;
+  /** What one client may hold open (SECURITY.md 36). */
+  readonly streams: {
+    /** SETTINGS_MAX_CONCURRENT_STREAMS of every HTTP/2 connection. */
+    readonly http2MaxConcurrentStreams: number;
+    /** Open connections per client IP (bucket); trusted proxies are exempt. */
+    readonly maxConnectionsPerIp: number;
+    /** Open Health/Watch and WatchRevocations streams per client IP (bucket). */
+    readonly maxWatchStreamsPerIp: number;
+    /** Watch streams end (OK) after about this long; clients reconnect and resume. */
+    readonly watchMaxAgeMs: number;
+  };
   readonly logLevel: z.infer<typeof logLevel>;
   /** External PostgreSQL; undefined selects the embedded database under dataDir. */
   readonly databaseUrl: string | undefined;
@@ -286,6 +314,8 @@ export interface Config {
   readonly rateLimits: RateLimits;
   /** Peers whose X-Forwarded-For is believed (IP addresses or CIDR ranges). */
   readonly trustedProxies: readonly string[];
+  /** IPv6 clients are counted by this prefix for per-IP limits (one host holds a /64). */
+  readonly ipv6PrefixLength: number;
   /** Longest lifetime of an admin key minted by a signed-in user (or by such a key). */
   readonly adminKeyMaxLifetimeDays: number;
   readonly lockout: {
@@ -430,6 +460,12 @@ export function configFromEnv(env: Record<string, string | undefined>): Config {
     maxRequestBytes: e.KEYGATE_MAX_REQUEST_BYTES,
     maxTimeoutMs: e.KEYGATE_MAX_TIMEOUT_MS,
     shutdownTimeoutMs: e.KEYGATE_SHUTDOWN_TIMEOUT_MS,
+    streams: Object.freeze({
+      http2MaxConcurrentStreams: e.KEYGATE_HTTP2_MAX_CONCURRENT_STREAMS,
+      maxConnectionsPerIp: e.KEYGATE_MAX_CONNECTIONS_PER_IP,
+      maxWatchStreamsPerIp: e.KEYGATE_MAX_WATCH_STREAMS_PER_IP,
+      watchMaxAgeMs: e.KEYGATE_WATCH_MAX_AGE_MS,
+    }),
     logLevel: e.KEYGATE_LOG_LEVEL,
     databaseUrl: e.DATABASE_URL,
     dbPoolSize: e.KEYGATE_DB_POOL_SIZE,
@@ -460,6 +496,7 @@ export function configFromEnv(env: Record<string, string | undefined>): Config {
     mailTemplatesDir: e.KEYGATE_MAIL_TEMPLATES_DIR,
     rateLimits: Object.freeze({ ...builtInRateLimits, ...e.KEYGATE_RATE_LIMITS }),
     trustedProxies: Object.freeze([...e.KEYGATE_TRUSTED_PROXIES]),
+    ipv6PrefixLength: e.KEYGATE_IPV6_PREFIX_LENGTH,
     adminKeyMaxLifetimeDays: e.KEYGATE_ADMIN_KEY_MAX_LIFETIME_DAYS,
     lockout: Object.freeze({
       threshold: e.KEYGATE_LOCKOUT_THRESHOLD,

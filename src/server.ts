@@ -6,7 +6,7 @@ import { connectNodeAdapter } from "@connectrpc/connect-node";
 import type { Config } from "./config.js";
 import { peerAddressKey, requestIdKey, requestMetaKey } from "./context-keys.js";
 import type { RequestMeta } from "./domain/deps.js";
-import { clientIpResolver } from "./http/client-ip.js";
+import { clientIpResolver, isTrustedProxy } from "./http/client-ip.js";
 import { corsMiddleware } from "./http/cors.js";
 import { httpEndpoints, type JwksSource, json } from "./http/endpoints.js";
 import { createListener } from "./http/listener.js";
@@ -23,7 +23,13 @@ import { type Handlers, routes } from "./routes.js";
 export interface ServerDeps {
   readonly config: Pick<
     Config,
-    "tls" | "corsOrigins" | "maxRequestBytes" | "maxTimeoutMs" | "trustedProxies"
+    | "tls"
+    | "corsOrigins"
+    | "maxRequestBytes"
+    | "maxTimeoutMs"
+    | "trustedProxies"
+    | "ipv6PrefixLength"
+    | "streams"
   >;
   /** RFC 7662 / 7009 / 8414 endpoints over the same Introspector as the RPCs. */
   readonly oauth?: OAuthDeps;
@@ -134,7 +140,15 @@ export function buildServer(deps: ServerDeps): Server {
       rpc(req, res);
     }
   };
-  const listener = createListener(handle, { tls: deps.config.tls });
+  const listener = createListener(handle, {
+    tls: deps.config.tls,
+    limits: {
+      maxConcurrentStreams: deps.config.streams.http2MaxConcurrentStreams,
+      maxConnectionsPerIp: deps.config.streams.maxConnectionsPerIp,
+      ipv6PrefixLength: deps.config.ipv6PrefixLength,
+      exempt: isTrustedProxy(deps.config.trustedProxies),
+    },
+  });
 
   return {
     listen: (port, host) => listener.listen(port, host),

@@ -209,7 +209,7 @@ describe.skipIf(!hasChromium)(
       await logOut();
     });
 
-    it("shows a wrong password, then signs in with an emailed magic link", {
+    it("shows a wrong password, then signs in with an emailed magic link only after a click", {
       timeout: 120_000,
     }, async () => {
       await signInForm("default", "not the password at all");
@@ -229,10 +229,21 @@ describe.skipIf(!hasChromium)(
       await screenshot("magic-link-sent");
       const link = new URL(linkIn(await nextMail(email, seen)).url);
       expect(link.pathname).toBe("/ui/magic-link");
+      const used = async () =>
+        (await admin.admin.listAuditEvents({ types: ["magic_link_used"] })).events.length;
+      const usedBefore = await used();
       await page.goto(`${keygate.url}${link.pathname}${link.search}`);
-      await page.getByRole("heading", { name: `Hello, ${email}` }).waitFor();
+      // Opening the link signs nobody in: it waits for a click (login CSRF).
+      const confirm = page.getByRole("button", { name: "Continue" });
+      await confirm.waitFor();
+      await screenshot("magic-link-confirm");
       // The token does not stay in the address bar or history.
       expect(new URL(page.url()).search).toBe("");
+      expect(await page.getByRole("heading", { name: `Hello, ${email}` }).count()).toBe(0);
+      expect(await used()).toBe(usedBefore);
+      await confirm.click();
+      await page.getByRole("heading", { name: `Hello, ${email}` }).waitFor();
+      expect(await used()).toBe(usedBefore + 1);
       await logOut();
     });
 

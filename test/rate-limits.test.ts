@@ -3,6 +3,7 @@ import { createConnectTransport } from "@connectrpc/connect-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { z } from "zod";
 import { ErrorInfoSchema, RetryInfoSchema } from "../gen/google/rpc/error_details_pb.js";
+import { AdminService } from "../gen/keygate/v1/admin_service_pb.js";
 import { AuthService } from "../gen/keygate/v1/auth_service_pb.js";
 import { ManualClock } from "../src/clock.js";
 import { builtInRateLimits } from "../src/config.js";
@@ -26,6 +27,8 @@ const realLimits = {
   KEYGATE_RATE_LIMITS: JSON.stringify({
     ...builtInRateLimits,
     signup_ip: { limit: 1000, window_seconds: 3600 },
+    // Lowered so that a test can fill it with three workspaces' logins.
+    deployment_ip: { limit: 25, window_seconds: 900 },
   }),
   KEYGATE_LOCKOUT_THRESHOLD: "5",
 };
@@ -146,6 +149,79 @@ describe("SECURITY.md 18: rate limits in PostgreSQL", () => {
       SELECT DISTINCT ip_address FROM audit_events WHERE type = 'login_failed' AND ip_address IS NOT NULL`);
     expect(ips).toEqual(expect.arrayContaining(["203.0.113.7", "203.0.113.8", "127.0.0.1"]));
     expect(ips).not.toContain("198.51.100.1");
+  });
+});
+
+describe("SECURITY.md 18: per-IP limits count each client once, however it spreads its calls", () => {
+  // Instance A trusts the loopback proxy, so X-Forwarded-For names the client.
+  const from = (ip: string) => ({ headers: { "x-forwarded-for": ip } });
+  const wrongLogin = (ip: string, workspace = workspaceId) =>
+    refused(
+      authA.login(
+        { email: email("spread"), password: "wrong wrong wrong", workspaceId: workspace },
+        from(ip),
+      ),
+    );
+
+  it("counts the addresses of one IPv6 /64 as one client", async () => {
+    clock.advance(16 * 60_000);
+    for (let i = 1; i <= 10; i++) {
+      expect((await wrongLogin(`2001:db8:7:1::${i.toString(16)}`)).reason).toBe(
+        "INVALID_CREDENTIALS",
+      );
+    }
+    const sameNetwork = await wrongLogin("2001:db8:7:1:ffff:ffff:ffff:9");
+    expect(sameNetwork.code).toBe(Code.ResourceExhausted);
+    expect(sameNetwork.reason).toBe("RATE_LIMITED");
+    expect((await wrongLogin("2001:db8:7:2::1")).reason).toBe("INVALID_CREDENTIALS");
+  });
+
+  it("counts an IPv4-mapped IPv6 address, in either spelling, as its IPv4 address", async () => {
+    clock.advance(16 * 60_000);
+    for (let i = 0; i < 4; i++) await wrongLogin("203.0.113.50");
+    for (let i = 0; i < 3; i++) await wrongLogin("::ffff:cb00:7132");
+    for (let i = 0; i < 3; i++) await wrongLogin("::ffff:203.0.113.50");
+    expect((await wrongLogin("203.0.113.50")).reason).toBe("RATE_LIMITED");
+  });
+
+  it("counts 127.0.0.1 and ::1 as one client", async () => {
+    clock.advance(16 * 60_000);
+    const direct = () =>
+      refused(authA.login({ email: email("loop"), password: "wrong wrong wrong", workspaceId }));
+    for (let i = 0; i < 5; i++) expect((await direct()).reason).toBe("INVALID_CREDENTIALS");
+    for (let i = 0; i < 5; i++)
+      expect((await wrongLogin("::1")).reason).toBe("INVALID_CREDENTIALS");
+    expect((await wrongLogin("::1")).reason).toBe("RATE_LIMITED");
+    expect((await direct()).reason).toBe("RATE_LIMITED");
+  });
+
+  it("keeps a deployment-wide budget per client beside each workspace's", async () => {
+    clock.advance(16 * 60_000);
+    const admin = createClient(
+      AdminService,
+      createConnectTransport({ baseUrl: a.url, httpVersion: "1.1" }),
+    );
+    const key = { headers: { authorization: `Bearer ${a.bootstrapped?.adminKey}` } };
+    const workspaces: string[] = [];
+    for (const slug of ["spread-one", "spread-two", "spread-three"]) {
+      const res = await admin.createWorkspace({ name: slug, slug }, key);
+      workspaces.push(res.workspace?.id as string);
+    }
+    const [one, two, three] = workspaces as [string, string, string];
+    // 25 per 15 minutes in all (this file's setting): ten in each of two workspaces, then five.
+    for (const ws of [one, two]) {
+      for (let i = 0; i < 10; i++) await wrongLogin("198.51.100.77", ws);
+      expect((await wrongLogin("198.51.100.77", ws)).reason).toBe("RATE_LIMITED");
+    }
+    for (let i = 0; i < 5; i++) {
+      expect((await wrongLogin("198.51.100.77", three)).reason).toBe("INVALID_CREDENTIALS");
+    }
+    // The third workspace's own budget has room for five more; the deployment's has none.
+    const sixth = await wrongLogin("198.51.100.77", three);
+    expect(sixth.code).toBe(Code.ResourceExhausted);
+    expect(sixth.reason).toBe("RATE_LIMITED");
+    expect(sixth.retryMs).toBeGreaterThan(0);
+    expect((await wrongLogin("198.51.100.78", three)).reason).toBe("INVALID_CREDENTIALS");
   });
 });
 

@@ -1,22 +1,29 @@
 import type { CommonQueryMethods, DatabasePool } from "slonik";
 import { z } from "zod";
 import type { Clock } from "../clock.js";
-import type { RateLimitName, RateLimits, WorkspaceSettings } from "../config.js";
+import type { RateLimitName, RateLimitRule, RateLimits, WorkspaceSettings } from "../config.js";
 import { sql } from "../db/sql.js";
 import { RateLimitedError } from "./errors.js";
+import { ipBucket } from "./ip-bucket.js";
 
 const hitRow = z.object({ allowed: z.boolean(), retry_after_ms: z.number() });
+
+/** Limits whose subject is the client's IP address (counted by its bucket, see ip-bucket.ts). */
+const perIp = (name: RateLimitName) => name.endsWith("_ip");
 
 /**
  * The one limiter every public flow uses, stored in PostgreSQL so that it holds across
  * instances (migration 012 explains the sliding window). A hit is its own statement, outside
- * the flow's transaction, so it counts even when the flow then fails.
+ * the flow's transaction, so it counts even when the flow then fails. Per-IP limits count the
+ * client's bucket (an IPv6 /64, both loopbacks as one), and each per-workspace one also
+ * counts against the deployment-wide `deployment_ip` budget, which no workspace can raise.
  */
 export class RateLimiter {
   constructor(
     private readonly pool: DatabasePool,
     private readonly clock: Clock,
     private readonly defaults: RateLimits,
+    private readonly options: { readonly ipv6PrefixLength: number } = { ipv6PrefixLength: 64 },
   ) {}
 
   /** Counts one hit on each (limit, subject); throws RESOURCE_EXHAUSTED when one is full. */
@@ -25,15 +32,28 @@ export class RateLimiter {
     checks: readonly (readonly [RateLimitName, string])[],
   ): Promise<void> {
     const now = this.clock.now();
-    for (const [name, subject] of checks) {
-      const rule = workspace?.settings.rate_limits?.[name] ?? this.defaults[name];
-      const key = `${name}:${workspace?.id ?? "-"}:${subject}`;
-      const result = await this.pool.one(sql.type(hitRow)`
-        SELECT allowed, retry_after_ms::float8 AS retry_after_ms
-        FROM keygate_rate_limit_hit(${key}, ${rule.limit}, make_interval(secs => ${rule.window_seconds}),
-                                    ${sql.timestamp(now)})`);
-      if (!result.allowed) throw new RateLimitedError(result.retry_after_ms);
+    for (const [name, given] of checks) {
+      const ip = perIp(name);
+      const subject = ip ? ipBucket(given, this.options.ipv6PrefixLength) : given;
+      const overrides: Partial<Record<RateLimitName, RateLimitRule>> | undefined =
+        workspace?.settings.rate_limits;
+      await this.count(
+        `${name}:${workspace?.id ?? "-"}:${subject}`,
+        overrides?.[name] ?? this.defaults[name],
+        now,
+      );
+      if (ip && workspace !== null) {
+        await this.count(`deployment_ip:-:${subject}`, this.defaults.deployment_ip, now);
+      }
     }
+  }
+
+  private async count(key: string, rule: RateLimitRule, now: Date): Promise<void> {
+    const result = await this.pool.one(sql.type(hitRow)`
+      SELECT allowed, retry_after_ms::float8 AS retry_after_ms
+      FROM keygate_rate_limit_hit(${key}, ${rule.limit}, make_interval(secs => ${rule.window_seconds}),
+                                  ${sql.timestamp(now)})`);
+    if (!result.allowed) throw new RateLimitedError(result.retry_after_ms);
   }
 }
 

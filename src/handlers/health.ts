@@ -1,9 +1,11 @@
+import { setTimeout as sleep } from "node:timers/promises";
 import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
 import {
   type Health,
   HealthCheckResponse_ServingStatus as Status,
 } from "../../gen/grpc/health/v1/health_pb.js";
 import type { Readiness } from "../readiness.js";
+import { streamLifetime } from "./stream-lifetime.js";
 
 const watchIntervalMs = 1_000;
 
@@ -12,6 +14,8 @@ export class HealthService implements ServiceImpl<typeof Health> {
   constructor(
     private readonly readiness: Readiness,
     private readonly services: ReadonlySet<string>,
+    /** A watch ends (OK) after about this long; the client watches again. */
+    private readonly maxAgeMs: number = 30 * 60_000,
   ) {}
 
   private async status(): Promise<Status> {
@@ -30,8 +34,9 @@ export class HealthService implements ServiceImpl<typeof Health> {
       yield { status: Status.SERVICE_UNKNOWN };
       return;
     }
+    const signal = streamLifetime(ctx.signal, this.maxAgeMs);
     let last: Status | undefined;
-    while (!ctx.signal.aborted) {
+    while (!signal.aborted) {
       const status = await this.status();
       if (status !== last) {
         last = status;
@@ -39,17 +44,7 @@ export class HealthService implements ServiceImpl<typeof Health> {
       }
       // A draining instance ends its watches so that connections can close.
       if (this.readiness.isDraining) return;
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, watchIntervalMs);
-        ctx.signal.addEventListener(
-          "abort",
-          () => {
-            clearTimeout(timer);
-            resolve();
-          },
-          { once: true },
-        );
-      });
+      await sleep(watchIntervalMs, undefined, { signal }).catch(() => {});
     }
   }
 }

@@ -21,6 +21,7 @@ import { type FeedDeps, type FeedEvent, watchRevocations } from "../domain/revoc
 import type { JwksSource } from "../http/endpoints.js";
 import type { RevocationRow } from "../repositories/revocations.js";
 import { callerOf } from "./admin/caller.js";
+import { streamLifetime } from "./stream-lifetime.js";
 
 const hints: Record<TokenTypeHint, DomainHint> = {
   [TokenTypeHint.UNSPECIFIED]: null,
@@ -98,6 +99,8 @@ export function tokenIntrospectionHandlers(deps: {
   jwks: JwksSource;
   introspector: Introspector;
   feed: FeedDeps;
+  /** A WatchRevocations stream ends (OK) after about this long; verifiers resume by cursor. */
+  watchMaxAgeMs?: number;
 }): ServiceImpl<typeof TokenIntrospectionService> {
   const { jwks, introspector } = deps;
   return {
@@ -120,7 +123,7 @@ export function tokenIntrospectionHandlers(deps: {
         deps.feed,
         callerOf(ctx),
         req.cursor,
-        ctx.signal,
+        streamLifetime(ctx.signal, deps.watchMaxAgeMs ?? 30 * 60_000),
       )) {
         yield eventOf(event);
       }

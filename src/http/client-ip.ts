@@ -1,5 +1,6 @@
 import { BlockList, isIP } from "node:net";
 import { parseCidr } from "../config.js";
+import { normalizeIp as normalize } from "../domain/ip-bucket.js";
 
 /**
  * The client's address: the connection's peer, unless the peer is a trusted proxy; then the
@@ -8,15 +9,7 @@ import { parseCidr } from "../config.js";
  * wrote itself at the left of the header is never believed.
  */
 export function clientIpResolver(trustedProxies: readonly string[]) {
-  const trusted = new BlockList();
-  for (const entry of trustedProxies) {
-    const cidr = parseCidr(entry);
-    if (cidr) trusted.addSubnet(cidr[0], cidr[1], cidr[2]);
-  }
-  const isTrusted = (ip: string) => {
-    const family = isIP(ip);
-    return family !== 0 && trusted.check(ip, family === 4 ? "ipv4" : "ipv6");
-  };
+  const isTrusted = isTrustedProxy(trustedProxies);
   return (peer: string, forwardedFor: string | string[] | undefined): string => {
     const address = normalize(peer);
     if (trustedProxies.length === 0 || !isTrusted(address) || forwardedFor === undefined)
@@ -33,7 +26,16 @@ export function clientIpResolver(trustedProxies: readonly string[]) {
   };
 }
 
-/** IPv4 peers on dual-stack sockets arrive as ::ffff:a.b.c.d. */
-function normalize(ip: string): string {
-  return ip.startsWith("::ffff:") && isIP(ip.slice(7)) === 4 ? ip.slice(7) : ip;
+/** Whether an address is one of the trusted proxies (IP addresses or CIDR ranges). */
+export function isTrustedProxy(trustedProxies: readonly string[]): (ip: string) => boolean {
+  const trusted = new BlockList();
+  for (const entry of trustedProxies) {
+    const cidr = parseCidr(entry);
+    if (cidr) trusted.addSubnet(cidr[0], cidr[1], cidr[2]);
+  }
+  return (peer: string) => {
+    const ip = normalize(peer);
+    const family = isIP(ip);
+    return family !== 0 && trusted.check(ip, family === 4 ? "ipv4" : "ipv6");
+  };
 }

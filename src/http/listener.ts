@@ -1,9 +1,14 @@
 import { readFileSync } from "node:fs";
 import http, { type IncomingMessage, type ServerResponse } from "node:http";
-import http2, { type Http2ServerRequest, type Http2Session } from "node:http2";
+import http2, {
+  type Http2ServerRequest,
+  type Http2ServerResponse,
+  type Http2Session,
+} from "node:http2";
 import net, { type AddressInfo } from "node:net";
 import { Duplex } from "node:stream";
 
+import { ipBucket } from "../domain/ip-bucket.js";
 import type { NodeHandlerFn } from "./types.js";
 
 export type RequestHandler = NodeHandlerFn;
@@ -70,6 +75,51 @@ class ReplaySocket extends Duplex {
   }
 }
 
+/** What one client may hold open; see createListener. */
+export interface ConnectionLimits {
+  /** SETTINGS_MAX_CONCURRENT_STREAMS advertised on every HTTP/2 connection. */
+  readonly maxConcurrentStreams: number;
+  /** Open connections per client bucket (an IPv6 prefix, an IPv4 address, loopback). */
+  readonly maxConnectionsPerIp: number;
+  readonly ipv6PrefixLength: number;
+  /** Peers that carry many clients' connections (trusted proxies) are not counted. */
+  readonly exempt: (peer: string) => boolean;
+}
+
+const noLimits: ConnectionLimits = {
+  maxConcurrentStreams: 100,
+  maxConnectionsPerIp: Number.POSITIVE_INFINITY,
+  ipv6PrefixLength: 64,
+  exempt: () => true,
+};
+
+const tooManyConnections = "too many connections from this address";
+
+/**
+ * The answer on a connection over the per-IP limit: RESOURCE_EXHAUSTED as gRPC and gRPC-Web
+ * read it (trailers-only), and as Connect and plain HTTP read it (429 with a Connect error
+ * body). The connection is closed after it.
+ */
+function refuseConnection(
+  req: IncomingMessage | Http2ServerRequest,
+  response: ServerResponse | Http2ServerResponse,
+) {
+  // Both have the same writeHead and end; TypeScript cannot call the union's overloads.
+  const res = response as ServerResponse;
+  const type = String(req.headers["content-type"] ?? "");
+  if (type.startsWith("application/grpc")) {
+    res.writeHead(200, {
+      "content-type": type,
+      "grpc-status": "8",
+      "grpc-message": encodeURIComponent(tooManyConnections),
+    });
+    res.end();
+  } else {
+    res.writeHead(429, { "content-type": "application/json" });
+    res.end(JSON.stringify({ code: "resource_exhausted", message: tooManyConnections }));
+  }
+}
+
 export interface Listener {
   /** Starts listening; resolves with the bound address. */
   listen(port: number, host: string): Promise<AddressInfo>;
@@ -90,9 +140,28 @@ export interface Listener {
  */
 export function createListener(
   handler: RequestHandler,
-  options: { tls?: { certFile: string; keyFile: string } | undefined },
+  options: { tls?: { certFile: string; keyFile: string } | undefined; limits?: ConnectionLimits },
 ): Listener {
+  const limits = options.limits ?? noLimits;
+  const settings = { maxConcurrentStreams: limits.maxConcurrentStreams };
   const sockets = new Set<net.Socket>();
+  /** Open connections per client bucket, counted from accept to close. */
+  const perClient = new Map<string, number>();
+  /** Counts a new connection; false when its client already holds the most it may. */
+  const admit = (socket: net.Socket): boolean => {
+    const peer = socket.remoteAddress ?? "";
+    if (limits.exempt(peer)) return true;
+    const bucket = ipBucket(peer, limits.ipv6PrefixLength);
+    const open = perClient.get(bucket) ?? 0;
+    if (open >= limits.maxConnectionsPerIp) return false;
+    perClient.set(bucket, open + 1);
+    socket.once("close", () => {
+      const left = (perClient.get(bucket) ?? 1) - 1;
+      if (left > 0) perClient.set(bucket, left);
+      else perClient.delete(bucket);
+    });
+    return true;
+  };
   const sessions = new Set<Http2Session>();
   const sessionPeers = new WeakMap<Http2Session, string | undefined>();
   let tcp: net.Server;
@@ -110,23 +179,41 @@ export function createListener(
         cert: readFileSync(options.tls.certFile),
         key: readFileSync(options.tls.keyFile),
         allowHTTP1: true,
+        settings,
       },
       handler,
     );
     secure.on("session", (session) => trackSession(session, session.socket?.remoteAddress));
     secure.on("connection", (socket: net.Socket) => {
+      // Before the handshake there is no way to answer: over the limit, the socket is closed.
+      if (!admit(socket)) {
+        socket.destroy();
+        return;
+      }
       sockets.add(socket);
       socket.once("close", () => sockets.delete(socket));
     });
     tcp = secure;
   } else {
     h1 = http.createServer(handler as http.RequestListener);
-    const h2 = http2.createServer({}, handler);
+    const h2 = http2.createServer({ settings }, handler);
+    // Connections over the per-IP limit get one answer that says so, then are closed.
+    const refusedH1 = http.createServer((req, res) => {
+      res.shouldKeepAlive = false;
+      refuseConnection(req, res);
+    });
+    const refusedH2 = http2.createServer({ settings: { maxConcurrentStreams: 1 } }, (req, res) => {
+      refuseConnection(req, res);
+      res.once("finish", () => req.stream.session?.close());
+    });
     let pendingPeer: string | undefined;
     // Emitted synchronously from the "connection" event below.
     h2.on("session", (session) => trackSession(session, pendingPeer));
     const plain = h1;
     tcp = net.createServer({ noDelay: true }, (socket) => {
+      const admitted = admit(socket);
+      // A refused connection gets its one answer or is closed, never held.
+      if (!admitted) setTimeout(() => socket.destroy(), sniffTimeoutMs).unref();
       sockets.add(socket);
       socket.once("close", () => sockets.delete(socket));
       socket.on("error", () => socket.destroy());
@@ -143,7 +230,9 @@ export function createListener(
         // Both servers read a real net.Socket through its native handle, where unshifted
         // bytes are lost, so each gets a stream that replays what the sniffing read.
         const replay = new ReplaySocket(socket, head);
-        if (h2c) {
+        if (!admitted) {
+          (h2c ? refusedH2 : refusedH1).emit("connection", replay);
+        } else if (h2c) {
           pendingPeer = socket.remoteAddress;
           h2.emit("connection", replay);
           pendingPeer = undefined;

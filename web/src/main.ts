@@ -425,6 +425,35 @@ function acceptInvitation(token: string) {
   );
 }
 
+/**
+ * A sign-in link asks for a click before it is used: opened on page load, an attacker's own
+ * link would sign a victim into the attacker's account (login CSRF), and mail scanners that
+ * open links would use them up. Nothing about the link is shown, since the API cannot tell
+ * whose it is without consuming it.
+ */
+function confirmMagicLink(token: string) {
+  const f = form({
+    fields: [],
+    submit: "Continue",
+    async onSubmit(_values, handle) {
+      try {
+        await kg.auth.consumeMagicLink({ token });
+        await home("You are signed in.");
+      } catch (error) {
+        fail(handle, error);
+      }
+    },
+  });
+  show(
+    {
+      title: "Sign in with your link",
+      lead: "Continue to sign in with the link you were emailed. If you did not ask for one, close this page.",
+    },
+    f.element,
+    links(linkButton("Back to sign in", () => signIn())),
+  );
+}
+
 async function linkOutcome(title: string, run: () => Promise<void>) {
   show({ title, lead: "One moment…" });
   try {
@@ -674,10 +703,7 @@ async function start() {
   if (token) history.replaceState(null, "", "/ui/"); // the token stays out of history
   switch (route) {
     case "magic-link":
-      return linkOutcome("Signing you in", async () => {
-        await kg.auth.consumeMagicLink({ token });
-        await home("You are signed in.");
-      });
+      return confirmMagicLink(token);
     case "verify-email":
       return linkOutcome("Verifying your email", async () => {
         await kg.auth.verifyEmail({ proof: { case: "token", value: token } });
