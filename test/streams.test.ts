@@ -272,6 +272,7 @@ async function startMeasuredServer(env: Record<string, string>) {
       env: {
         PATH: process.env.PATH ?? "",
         KEYGATE_PORT: "0",
+        KEYGATE_METRICS_PORT: "0",
         KEYGATE_DATA_DIR: dataDir,
         KEYGATE_LOG_LEVEL: "silent",
         KEYGATE_MIGRATE_ON_START: "true",
