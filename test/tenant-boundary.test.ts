@@ -7,6 +7,7 @@ import { AdminKeyRole, MembershipStatus, OtpLoginMode, Role } from "../gen/keyga
 import { builtInRateLimits } from "../src/config.js";
 import { failure } from "./support/failure.js";
 import { startPeerKeygate, startTestKeygate, type TestKeygate } from "./support/server.js";
+import { linkIn, startSmtpServer } from "./support/smtp.js";
 
 // One account shared by workspaces, attacked as an outsider would: stock Connect clients, two
 // instances on one database, the default login limits and a lockout after five failures.
@@ -18,6 +19,7 @@ let admin: ReturnType<typeof createClient<typeof AdminService>>;
 let adminB: ReturnType<typeof createClient<typeof AdminService>>;
 let adminKey: string;
 let home: string;
+let smtp: Awaited<ReturnType<typeof startSmtpServer>>;
 
 const password = "correct horse battery staple";
 let n = 0;
@@ -32,7 +34,9 @@ const bearer = (token: string) => fromAnywhere({ authorization: `Bearer ${token}
 const asAdmin = () => ({ headers: { authorization: `Bearer ${adminKey}` } });
 
 beforeAll(async () => {
+  smtp = await startSmtpServer();
   const env = {
+    KEYGATE_SMTP_URL: smtp.url,
     KEYGATE_RATE_LIMITS: JSON.stringify({
       ...builtInRateLimits,
       signup_ip: { limit: 1000, window_seconds: 3600 },
@@ -52,6 +56,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await b?.stop();
   await a?.stop();
+  await smtp?.stop();
 });
 
 async function workspace(tag: string, settings: Record<string, unknown> = {}) {
@@ -64,13 +69,13 @@ async function workspace(tag: string, settings: Record<string, unknown> = {}) {
 
 /**
  * An account signed up in the default workspace and provisioned into the others. A proven
- * account (the default) joins them as it is; an unproven one is reset by each claim (SECURITY.md
- * 28), so it is provisioned with the same password again.
+ * account (the default: a deployment admin vouches for it) joins them as it is; an unproven
+ * one's password does not open them (SECURITY.md 28).
  */
 async function sharedAccount(tag: string, alsoIn: string[] = [], { proven = true } = {}) {
   const address = email(tag);
   await authA.signUp({ email: address, password }, fromAnywhere({ "x-workspace-id": home }));
-  if (proven && alsoIn.length > 0) {
+  if (proven) {
     const { users } = await admin.listUsers({ emailPrefix: address }, asAdmin());
     await admin.markEmailVerified({ userId: users[0]?.id as string }, asAdmin());
   }
@@ -247,8 +252,7 @@ describe("SECURITY.md 32: no admin key exceeds the user who minted it", () => {
     const workspaceId = res.workspace?.id as string;
     const deputy = await sharedAccount(`${tag}-admin`);
     const provisioned = await admin.provisionUser(
-      // An unproven account newly claimed is reset, so it gets its password again.
-      { email: deputy, workspaceId, role: Role.ADMIN, password },
+      { email: deputy, workspaceId, role: Role.ADMIN, password: "" },
       asAdmin(),
     );
     const tokensOf = async (address: string) => {
@@ -404,71 +408,130 @@ describe("SECURITY.md 28: an account that never proved its address is no claim o
         asAdmin(),
       )
     ).secret;
+  /** Someone signs an address up first, with a password of their choosing. */
   const squat = async (tag: string) => {
-    const address = await sharedAccount(tag);
+    const address = await sharedAccount(tag, [], { proven: false });
     const { result } = await login(address, password, home);
     if (result.case !== "tokens") throw new Error("no tokens");
     return { address, tokens: result.value };
   };
+  const mailTo = (address: string, what: string) =>
+    smtp.waitFor((m) => m.to.includes(address) && m.raw.includes(what));
 
-  it("a workspace provisioning the address replaces the squatter's password and ends their sessions", async () => {
+  it("a workspace provisioning the address: the earlier password and sessions do not open it until the owner proves the address", async () => {
     const corp = await workspace("corp");
     const key = await workspaceKey(corp);
     const squatter = await squat("victim");
-    const corpPassword = "the corp's own initial password";
     await admin.provisionUser(
       {
         email: squatter.address,
         workspaceId: corp,
         role: Role.ADMIN,
-        password: corpPassword,
+        password: "the corp's own password",
         emailVerified: true,
       },
       withKey(key),
     );
-    expect((await failure(login(squatter.address, password, corp))).reason).toBe(
-      "INVALID_CREDENTIALS",
+    const refused = await failure(login(squatter.address, password, corp));
+    expect([refused.code, refused.reason]).toEqual([Code.FailedPrecondition, "EMAIL_NOT_VERIFIED"]);
+    const switched = await failure(
+      authB.switchWorkspace({ workspaceId: corp }, bearer(squatter.tokens.accessToken)),
+    );
+    expect(switched.code).toBe(Code.FailedPrecondition);
+    // The owner of the mailbox resets the password through the workspace, and gets in.
+    await authA.requestPasswordReset({ email: squatter.address, workspaceId: corp });
+    const link = linkIn(await mailTo(squatter.address, "reset-password"));
+    await authB.resetPassword({
+      proof: { case: "token", value: link.token },
+      newPassword: "the mailbox owner's password",
+    });
+    expect((await login(squatter.address, "the mailbox owner's password", corp)).result.case).toBe(
+      "tokens",
     );
     expect((await failure(login(squatter.address, password, home))).reason).toBe(
       "INVALID_CREDENTIALS",
     );
-    const session = await failure(authA.getSession({}, bearer(squatter.tokens.accessToken)));
-    expect(session.code).toBe(Code.Unauthenticated);
-    const refreshed = await failure(authB.refresh({ refreshToken: squatter.tokens.refreshToken }));
-    expect(refreshed.code).toBe(Code.Unauthenticated);
-    expect((await login(squatter.address, corpPassword, corp)).result.case).toBe("tokens");
   });
 
-  it("inviting the address by AddMember takes the squatter's password and sends the invitation", async () => {
+  it("no workspace takes over or wipes another workspace's unproven account by claiming it", async () => {
+    const rogue = await workspace("rogue");
+    const key = await workspaceKey(rogue);
+    const victim = await squat("unverified-user");
+    await admin.provisionUser(
+      { email: victim.address, workspaceId: rogue, role: Role.MEMBER, password: "rogue's choice" },
+      withKey(key),
+    );
+    await admin.addMember({ workspaceId: rogue, email: email("other-unverified") }, withKey(key));
+    // The rogue's password opens nothing; the account and its session in its own workspace
+    // are as they were.
+    for (const w of [home, rogue]) {
+      expect((await failure(login(victim.address, "rogue's choice", w))).reason).toBe(
+        "INVALID_CREDENTIALS",
+      );
+    }
+    expect((await login(victim.address, password, home)).result.case).toBe("tokens");
+    expect((await authA.getSession({}, bearer(victim.tokens.accessToken))).user?.email).toBe(
+      victim.address,
+    );
+  });
+
+  it("inviting the address by AddMember: only the invitation's reader gets in, and the earlier sessions end", async () => {
     const corp = await workspace("corp-invite");
     const squatter = await squat("invited");
     await admin.addMember(
       { workspaceId: corp, email: squatter.address, role: Role.MEMBER },
       asAdmin(),
     );
-    expect((await failure(login(squatter.address, password, corp))).reason).toBe(
-      "INVALID_CREDENTIALS",
+    expect((await failure(login(squatter.address, password, corp))).code).toBe(
+      Code.FailedPrecondition,
     );
+    const link = linkIn(await mailTo(squatter.address, "accept-invitation"));
+    const accepted = await authA.acceptInvitation({ token: link.token, password: "from my inbox" });
+    expect(accepted.tokens?.workspaceId).toBe(corp);
     expect((await failure(authA.getSession({}, bearer(squatter.tokens.accessToken)))).code).toBe(
       Code.Unauthenticated,
     );
-    const { events } = await admin.listAuditEvents(
-      { workspaceId: corp, types: ["member_invited", "unproven_account_reset"] },
-      asAdmin(),
+    expect((await failure(login(squatter.address, password, home))).reason).toBe(
+      "INVALID_CREDENTIALS",
     );
-    expect(events.map((e) => e.type).sort()).toEqual(["member_invited", "unproven_account_reset"]);
   });
 
-  it("a proven account is left as it is", async () => {
+  it("a proven address that a squatter's password still guards is no claim either", async () => {
+    const corp = await workspace("corp-after-proof");
+    const squatter = await squat("proved-later");
+    // The mailbox's owner proves the address with an emailed code, without the squatter's
+    // session; the squatter's password was never tied to the mailbox.
+    const before = smtp.received.length;
+    await authB.sendEmailVerification({ email: squatter.address, workspaceId: home });
+    const mail = await smtp.waitFor(
+      (m) => smtp.received.indexOf(m) >= before && m.to.includes(squatter.address),
+    );
+    const code = /\b(\d{6})\b/.exec(mail.raw)?.[1] as string;
+    await authB.verifyEmail({
+      proof: { case: "code", value: { email: squatter.address, code, workspaceId: home } },
+    });
+    const { users } = await admin.listUsers({ emailPrefix: squatter.address }, asAdmin());
+    expect(users[0]?.emailVerified).toBe(true);
+    await admin.provisionUser(
+      { email: squatter.address, workspaceId: corp, role: Role.ADMIN, password: "" },
+      asAdmin(),
+    );
+    expect((await failure(login(squatter.address, password, corp))).code).toBe(
+      Code.FailedPrecondition,
+    );
+  });
+
+  it("an account vouched for by a deployment admin joins as it is", async () => {
     const corp = await workspace("corp-proven");
     const address = await sharedAccount("proven");
-    const users = await admin.listUsers({ emailPrefix: address }, asAdmin());
-    await admin.markEmailVerified({ userId: users.users[0]?.id as string }, asAdmin());
     await admin.provisionUser(
-      { email: address, workspaceId: corp, role: Role.MEMBER, password: "someone else's password" },
+      { email: address, workspaceId: corp, role: Role.MEMBER, password: "someone else's" },
       asAdmin(),
     );
     expect((await login(address, password, corp)).result.case).toBe("tokens");
+    expect((await failure(login(address, "someone else's", corp))).reason).toBe(
+      "INVALID_CREDENTIALS",
+    );
   });
 
   it("a workspace's word that an address is verified holds for that workspace only", async () => {
@@ -480,15 +543,14 @@ describe("SECURITY.md 28: an account that never proved its address is no claim o
       { email: address, workspaceId: strict, role: Role.MEMBER, password, emailVerified: true },
       withKey(key),
     );
-    // It opens the workspace that vouched...
     expect((await login(address, password, strict)).result.case).toBe("tokens");
-    // ...but the account has proven nothing, also after MarkEmailVerified from that workspace,
     const userId = made.user?.id as string;
     await admin.markEmailVerified({ userId }, withKey(key));
     expect((await admin.getUser({ userId }, asAdmin())).user?.emailVerified).toBe(false);
-    // so another workspace's claim of the address resets the password the first one chose.
+    // The password the first workspace chose does not open another that claims the address.
     await admin.addMember({ workspaceId: other, email: address }, asAdmin());
-    expect((await failure(login(address, password, strict))).reason).toBe("INVALID_CREDENTIALS");
+    expect((await failure(login(address, password, other))).code).toBe(Code.FailedPrecondition);
+    expect((await login(address, password, strict)).result.case).toBe("tokens");
   });
 
   it("a look-alike spelling registered first is stored as the address it stands for", async () => {

@@ -1,6 +1,7 @@
 import type { DatabaseTransactionConnection } from "slonik";
-import { withTenant } from "../db/with-tenant.js";
+import { asService, withTenant } from "../db/with-tenant.js";
 import { findMembership } from "../repositories/memberships.js";
+import { revokeUserSessions } from "../repositories/sessions.js";
 import {
   findUserByEmail,
   findUserById,
@@ -17,52 +18,45 @@ import { UnauthenticatedError } from "./errors.js";
 import { appLink } from "./links.js";
 import { type IssuedTokens, openSession, signTokens } from "./sessions.js";
 import { effectiveSettings } from "./settings.js";
-import { releaseUnprovenAccount } from "./unproven-accounts.js";
 import { Violations } from "./validate.js";
 
 const invitationTtlSeconds = 7 * 86_400;
 
 /**
  * The user an invitation by email is for: the account with that address, or a new one
- * without a password. A new account, or one that never proved its address (which is reset:
- * SECURITY.md 28), is emailed a link to AcceptInvitation, which sets the password and proves
- * the address. Runs in the caller's tenant transaction; the caller adds the membership.
+ * without a password. A new account, or one whose password nobody tied to the mailbox, is
+ * emailed a link to AcceptInvitation, which sets the password and proves the address. Runs
+ * in the caller's tenant transaction; the caller adds the membership, then marks it claimed
+ * when `claimed` (SECURITY.md 28).
  */
 export async function userForInvitation(
   tx: DatabaseTransactionConnection,
   deps: AuthDeps,
-  meta: RequestMeta,
-  input: { workspace: Pick<WorkspaceRow, "id" | "name">; email: string; actor: string },
-): Promise<{ user: UserRow; invited: boolean; reset: boolean }> {
+  input: { workspace: Pick<WorkspaceRow, "id" | "name">; email: string },
+): Promise<{ user: UserRow; invited: boolean; claimed: boolean }> {
   const existing = await findUserByEmail(tx, input.email);
-  if (existing) return inviteUnproven(tx, deps, meta, { ...input, user: existing });
+  if (existing) return inviteUnproven(tx, deps, { ...input, user: existing });
   const user =
     (await insertUser(tx, { email: input.email, passwordHash: null })) ??
     (await findUserByEmail(tx, input.email));
   if (!user) throw new Error("user vanished while being invited");
   await sendInvitation(tx, deps, { workspace: input.workspace, user });
-  return { user, invited: true, reset: false };
+  return { user, invited: true, claimed: false };
 }
 
 /**
- * An existing account joins as it is when its address is proven; an unproven one is reset and
- * invited, so that only whoever reads the mailbox gets in.
+ * An existing account joins as it is when its password is proven; otherwise its membership is
+ * a claim and the owner is invited, so that only whoever reads the mailbox gets in.
  */
 export async function inviteUnproven(
   tx: DatabaseTransactionConnection,
   deps: AuthDeps,
-  meta: RequestMeta,
-  input: { workspace: Pick<WorkspaceRow, "id" | "name">; user: UserRow; actor: string },
-): Promise<{ user: UserRow; invited: boolean; reset: boolean }> {
-  if (input.user.email_verified) return { user: input.user, invited: false, reset: false };
-  const reset = await releaseUnprovenAccount(tx, deps, meta, {
-    workspaceId: input.workspace.id,
-    user: input.user,
-    passwordHash: null,
-    actor: input.actor,
-  });
+  input: { workspace: Pick<WorkspaceRow, "id" | "name">; user: UserRow },
+): Promise<{ user: UserRow; invited: boolean; claimed: boolean }> {
+  if (input.user.password_proven_at !== null)
+    return { user: input.user, invited: false, claimed: false };
   await sendInvitation(tx, deps, input);
-  return { user: input.user, invited: true, reset };
+  return { user: input.user, invited: true, claimed: true };
 }
 
 async function sendInvitation(
@@ -130,7 +124,12 @@ export async function acceptInvitation(
     const user = await findUserById(tx, r.userId);
     const membership = await findMembership(tx, workspace.id, r.userId);
     if (!user || user.blocked || membership?.status !== "active") return undefined;
-    await setPasswordHash(tx, user.id, hash, null);
+    // The mailbox's reader sets the password: it is proven, and whatever was set up before
+    // (another's password, their sessions) ends everywhere (SECURITY.md 28).
+    await setPasswordHash(tx, user.id, hash, null, now);
+    await asService(tx, () =>
+      revokeUserSessions(tx, { userId: user.id, reason: "invitation_accepted", now }),
+    );
     if (!user.email_verified) await markEmailVerified(tx, user.id);
     const opened = await openSession(tx, deps, meta, {
       workspaceId: workspace.id,
@@ -148,5 +147,6 @@ export async function acceptInvitation(
     return opened;
   });
   if (!draft) throw invalid();
+  await deps.revocations.changed();
   return signTokens(deps, draft);
 }

@@ -1,5 +1,5 @@
 import { withTenant } from "../db/with-tenant.js";
-import { findMembership } from "../repositories/memberships.js";
+import { claimPending, findMembership } from "../repositories/memberships.js";
 import { findUserForLogin, normalizeEmail, setPasswordHash } from "../repositories/users.js";
 import { audit } from "./audit.js";
 import type { AuthDeps, RequestMeta } from "./deps.js";
@@ -74,6 +74,12 @@ export async function login(
       throw new FailedPreconditionError(
         "EMAIL_NOT_VERIFIED",
         "verify your email address before logging in",
+      );
+    }
+    if (claimPending(membership, user)) {
+      throw new FailedPreconditionError(
+        "EMAIL_NOT_VERIFIED",
+        "prove your address for this workspace first: accept its invitation or reset your password",
       );
     }
     if (check.needsRehash)

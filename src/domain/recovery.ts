@@ -256,7 +256,8 @@ export async function resetPassword(
     // the account (a refusal rolls the use of the code back).
     const strictest = await asService(tx, () => strictestPolicy(tx, deps, user.id, workspace));
     deps.policy.check(input.newPassword, { minLength: strictest.minLength, field: "new_password" });
-    await setPasswordHash(tx, user.id, hash, now);
+    // Whoever read the reset mail set this password: it is proven (SECURITY.md 28).
+    await setPasswordHash(tx, user.id, hash, now, now);
     // A reset concerns the identity: its sessions end in every workspace.
     const ended = await asService(tx, () =>
       revokeUserSessions(tx, { userId: user.id, reason: "password_reset", now }),

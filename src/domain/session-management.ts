@@ -2,7 +2,11 @@ import { z } from "zod";
 import { isOpaqueToken, opaqueHash } from "../crypto/opaque-tokens.js";
 import { joined, sql } from "../db/sql.js";
 import { withTenant } from "../db/with-tenant.js";
-import { findMembership, listActiveMembershipsOfUser } from "../repositories/memberships.js";
+import {
+  claimPending,
+  findMembership,
+  listActiveMembershipsOfUser,
+} from "../repositories/memberships.js";
 import {
   findSession,
   listLiveSessions,
@@ -199,6 +203,12 @@ export async function switchWorkspace(
       throw new FailedPreconditionError(
         "EMAIL_NOT_VERIFIED",
         "that workspace requires a verified email address",
+      );
+    }
+    if (claimPending(membership, user)) {
+      throw new FailedPreconditionError(
+        "EMAIL_NOT_VERIFIED",
+        "prove your address for this workspace first: accept its invitation or reset your password",
       );
     }
     if (needsSecondStep(settings, user)) {

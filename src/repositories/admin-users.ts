@@ -19,7 +19,7 @@ export const adminUserRow = userRow.extend({
 export type AdminUserRow = z.infer<typeof adminUserRow>;
 
 const adminUserColumns = sql.fragment`u.id, u.email, u.email_normalized, u.password_hash,
-  u.email_verified, u.blocked, u.metadata, u.tokens_valid_after, u.otp_login_opt_in, u.created_at,
+  u.email_verified, u.blocked, u.metadata, u.tokens_valid_after, u.otp_login_opt_in, u.password_proven_at, u.created_at,
   u.updated_at, f.locked_until, COALESCE(f.failed_count, 0)::int AS failed_login_count`;
 
 export async function findAdminUser(
@@ -61,13 +61,15 @@ export async function insertProvisionedUser(
     email: string;
     passwordHash: string | null;
     emailVerified: boolean;
+    passwordProvenAt?: Date | null;
     metadata: Record<string, unknown>;
   },
 ): Promise<string | null> {
+  const proven = input.passwordProvenAt ? sql.timestamp(input.passwordProvenAt) : null;
   return db.maybeOneFirst(sql.type(z.object({ id: z.string() }))`
-    INSERT INTO users (email, email_normalized, password_hash, email_verified, metadata)
+    INSERT INTO users (email, email_normalized, password_hash, email_verified, password_proven_at, metadata)
     VALUES (${deliveryAddress(input.email)}, ${normalizeEmail(input.email)}, ${input.passwordHash},
-            ${input.emailVerified}, ${sql.jsonb(input.metadata as never)})
+            ${input.emailVerified}, ${proven}, ${sql.jsonb(input.metadata as never)})
     ON CONFLICT (email_normalized) DO NOTHING
     RETURNING id`);
 }

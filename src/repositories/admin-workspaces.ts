@@ -149,7 +149,7 @@ export async function findUsersByIds(
   if (ids.length === 0) return [];
   return db.any(sql.type(userRow)`
     SELECT id, email, email_normalized, password_hash, email_verified, blocked, metadata,
-           tokens_valid_after, otp_login_opt_in, created_at, updated_at
+           tokens_valid_after, otp_login_opt_in, password_proven_at, created_at, updated_at
     FROM users WHERE id = ANY(${sql.array(ids, "uuid")})`);
 }
 

@@ -13,6 +13,8 @@ export const membershipRow = z.object({
   status: z.enum(["active", "disabled"]),
   /** The workspace vouches for the address (migration 020); for its own policy only. */
   email_verified: z.boolean(),
+  /** This workspace added an account whose password was not proven (migration 020). */
+  claimed_at: z.number().nullable(),
   tokens_valid_after: z.number().nullable(),
   created_at: z.number(),
   updated_at: z.number(),
@@ -20,7 +22,7 @@ export const membershipRow = z.object({
 export type MembershipRow = z.infer<typeof membershipRow>;
 
 export const membershipColumns = sql.fragment`workspace_id, user_id, role, status, email_verified,
-  tokens_valid_after, created_at, updated_at`;
+  claimed_at, tokens_valid_after, created_at, updated_at`;
 const columns = membershipColumns;
 
 export async function findMembership(
@@ -46,6 +48,28 @@ export async function insertMembershipIfAbsent(
     VALUES (${input.workspaceId}, ${input.userId}, ${input.role}, ${input.emailVerified ?? false})
     ON CONFLICT (workspace_id, user_id) DO NOTHING
     RETURNING ${columns}`);
+}
+
+/**
+ * A membership added for an account that existed before and whose password is not proven
+ * cannot be opened by that password until the owner proves the address (SECURITY.md 28).
+ */
+export function claimPending(
+  membership: Pick<MembershipRow, "claimed_at">,
+  user: { password_proven_at: number | null },
+): boolean {
+  if (membership.claimed_at === null) return false;
+  return user.password_proven_at === null || user.password_proven_at <= membership.claimed_at;
+}
+
+/** Marks a new membership as a claim on an account whose password is not proven. */
+export async function markClaimed(
+  db: CommonQueryMethods,
+  input: { workspaceId: string; userId: string; now: Date },
+): Promise<void> {
+  await db.query(sql.type(voidRow)`
+    UPDATE workspace_members SET claimed_at = ${sql.timestamp(input.now)}
+    WHERE workspace_id = ${input.workspaceId} AND user_id = ${input.userId}`);
 }
 
 /** The workspace vouches for its member's address (for its own policy only). */
@@ -86,7 +110,8 @@ export async function listActiveMembershipsOfUser(
   limit: number,
 ) {
   return db.any(sql.type(membershipWithWorkspaceRow)`
-    SELECT m.workspace_id, m.user_id, m.role, m.status, m.email_verified, m.tokens_valid_after,
+    SELECT m.workspace_id, m.user_id, m.role, m.status, m.email_verified, m.claimed_at,
+           m.tokens_valid_after,
            m.created_at, m.updated_at,
            json_build_object('id', w.id, 'name', w.name, 'slug', w.slug, 'settings', w.settings,
              'created_at', (extract(epoch FROM w.created_at) * 1000)::float8,

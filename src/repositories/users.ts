@@ -13,13 +13,15 @@ export const userRow = z.object({
   metadata: z.record(z.string(), z.unknown()),
   tokens_valid_after: z.number().nullable(),
   otp_login_opt_in: z.boolean(),
+  /** When the current password was tied to the mailbox (migration 020); null: never. */
+  password_proven_at: z.number().nullable(),
   created_at: z.number(),
   updated_at: z.number(),
 });
 export type UserRow = z.infer<typeof userRow>;
 
 const columns = sql.fragment`id, email, email_normalized, password_hash, email_verified, blocked,
-  metadata, tokens_valid_after, otp_login_opt_in, created_at, updated_at`;
+  metadata, tokens_valid_after, otp_login_opt_in, password_proven_at, created_at, updated_at`;
 
 /**
  * The form of an address that mail goes to: trimmed and NFKC, so that a look-alike spelling
@@ -79,32 +81,36 @@ export async function insertUser(
     RETURNING ${columns}`);
 }
 
+/**
+ * Sets the password; `proven` when whoever set it also showed they read the mailbox
+ * (AcceptInvitation, ResetPassword), which password_proven_at records. Any other change keeps
+ * the record as it was.
+ */
 export async function setPasswordHash(
   db: CommonQueryMethods,
   userId: string,
   hash: string,
   tokensValidAfter: Date | null,
+  proven: Date | null = null,
 ): Promise<void> {
   await db.query(sql.unsafe`
     UPDATE users SET password_hash = ${hash}, updated_at = now(),
+      password_proven_at = COALESCE(${proven ? sql.timestamp(proven) : null}, password_proven_at),
       tokens_valid_after = COALESCE(${tokensValidAfter ? sql.timestamp(tokensValidAfter) : null}, tokens_valid_after)
     WHERE id = ${userId}`);
 }
 
-/**
- * Takes an account's password (replaced by `passwordHash`, or none) and cuts off its tokens,
- * only while its address is unproven; answers whether it did.
- */
-export async function resetUnprovenCredentials(
+/** A deployment admin vouches for the account as it is: its address and its password. */
+export async function vouchForAccount(
   db: CommonQueryMethods,
-  input: { userId: string; passwordHash: string | null; now: Date },
-): Promise<boolean> {
-  const row = await db.maybeOne(sql.type(z.object({ id: z.string() }))`
-    UPDATE users SET password_hash = ${input.passwordHash},
-      tokens_valid_after = ${sql.timestamp(input.now)}, updated_at = now()
-    WHERE id = ${input.userId} AND NOT email_verified
-    RETURNING id`);
-  return row !== null;
+  userId: string,
+  now: Date,
+): Promise<void> {
+  await db.query(sql.unsafe`
+    UPDATE users SET email_verified = true, updated_at = now(),
+      password_proven_at = CASE WHEN password_hash IS NULL THEN password_proven_at
+                                ELSE COALESCE(password_proven_at, ${sql.timestamp(now)}) END
+    WHERE id = ${userId}`);
 }
 
 export async function markEmailVerified(db: CommonQueryMethods, userId: string): Promise<void> {

@@ -1263,8 +1263,9 @@ export const AdminService: GenService<{
    * flag. Repeating it for the same user and workspace answers the same result, also
    * concurrently; a conflicting repeat is ALREADY_EXISTS. email_verified from a deployment
    * admin proves the address for the account; from a workspace-scoped caller it counts for
-   * that workspace only. An existing account that never proved its address, newly added
-   * here, loses its earlier password (replaced by this one, if given) and sessions.
+   * that workspace only. An existing account keeps its password; when nobody tied that
+   * password to the mailbox, it opens this workspace only after the owner proves the address
+   * and sets a password (a reset, or an invitation from AddMember).
    * Codes: INVALID_ARGUMENT, ALREADY_EXISTS, PERMISSION_DENIED, NOT_FOUND (workspace).
    *
    * @generated from rpc keygate.v1.AdminService.ProvisionUser

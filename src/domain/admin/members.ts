@@ -14,6 +14,7 @@ import {
   findMembership,
   insertMembershipIfAbsent,
   type MembershipRow,
+  markClaimed,
   type Role,
 } from "../../repositories/memberships.js";
 import { findUserById, type UserRow } from "../../repositories/users.js";
@@ -96,19 +97,23 @@ export async function addMember(
   const { workspaceId, role } = input;
   const result = await withTenant(deps.pool, workspaceId, async (tx) => {
     const workspace = await lockedWorkspace(tx, workspaceId);
-    const actor = actorOf(caller);
-    let target: { user: UserRow; invited: boolean; reset: boolean };
+    let target: { user: UserRow; invited: boolean; claimed: boolean };
     if (byEmail) {
-      target = await userForInvitation(tx, deps, meta, { workspace, email: input.email, actor });
+      target = await userForInvitation(tx, deps, { workspace, email: input.email });
     } else {
       const user = await findUserById(tx, input.userId);
       if (!user) throw new NotFoundError("user not found");
-      target = await inviteUnproven(tx, deps, meta, { workspace, user, actor });
+      target = await inviteUnproven(tx, deps, { workspace, user });
     }
     const userId = target.user.id;
-    const { invited, reset } = target;
-    const row = await insertMembershipIfAbsent(tx, { workspaceId, userId, role });
-    if (!row) throw new MemberExistsError();
+    const { invited } = target;
+    const inserted = await insertMembershipIfAbsent(tx, { workspaceId, userId, role });
+    if (!inserted) throw new MemberExistsError();
+    let row = inserted;
+    if (target.claimed) {
+      await markClaimed(tx, { workspaceId, userId, now: deps.clock.now() });
+      row = (await findMembership(tx, workspaceId, userId)) ?? inserted;
+    }
     await audit(tx, deps, meta, {
       type: invited ? "member_invited" : "member_added",
       workspaceId,
@@ -117,9 +122,8 @@ export async function addMember(
       outcome: "success",
       details: { role },
     });
-    return { row, invited, reset };
+    return { row, invited };
   });
-  if (result.reset) await deps.revocations.changed();
   if (result.invited) deps.mail.wake();
   return result.row;
 }

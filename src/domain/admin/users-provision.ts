@@ -11,6 +11,7 @@ import {
   findMembership,
   insertMembershipIfAbsent,
   type MembershipRow,
+  markClaimed,
   type Role,
 } from "../../repositories/memberships.js";
 import { findUserById, markEmailVerified } from "../../repositories/users.js";
@@ -31,7 +32,6 @@ import { audit } from "../audit.js";
 import type { AdminDeps, RequestMeta } from "../deps.js";
 import { AlreadyExistsError, NotFoundError, UnavailableError } from "../errors.js";
 import { effectiveSettings } from "../settings.js";
-import { releaseUnprovenAccount } from "../unproven-accounts.js";
 import { slugPattern, Violations } from "../validate.js";
 import { checkMetadataSize } from "./users.js";
 
@@ -112,7 +112,7 @@ export async function provisionUser(
     passwordHash = await deps.hasher.hash(input.password);
   }
 
-  const result = await deps.pool.transaction(async (tx) => {
+  return deps.pool.transaction(async (tx) => {
     let workspace: WorkspaceRow | null;
     let workspaceCreated = false;
     if (create) {
@@ -138,6 +138,9 @@ export async function provisionUser(
       email: input.email,
       passwordHash,
       emailVerified: deploymentWide && input.emailVerified,
+      // A deployment admin vouching for a new account vouches for its password too.
+      passwordProvenAt:
+        deploymentWide && input.emailVerified && passwordHash ? deps.clock.now() : null,
       metadata: input.metadata ?? {},
     });
     const userId = insertedId ?? (await findUserIdByEmail(tx, input.email));
@@ -162,21 +165,15 @@ export async function provisionUser(
       );
     }
 
-    // An existing account newly claimed here: if it never proved its address, what was set up
-    // before stops opening anything, and this workspace's password (if any) replaces it.
-    let reset = false;
+    // An existing account newly added here: the account is left as it is (no workspace may
+    // change another's credentials), but a password nobody tied to the mailbox does not open
+    // this workspace until the owner proves the address (SECURITY.md 28).
     if (insertedId === null && inserted !== null) {
       const account = await findUserById(tx, userId);
-      if (account) {
-        reset = await releaseUnprovenAccount(tx, deps, meta, {
-          workspaceId: workspace.id,
-          user: account,
-          passwordHash,
-          actor: actorOf(caller),
-        });
-        if (deploymentWide && input.emailVerified && !account.email_verified)
-          await markEmailVerified(tx, userId);
-      }
+      if (account && account.password_proven_at === null)
+        await markClaimed(tx, { workspaceId: workspace.id, userId, now: deps.clock.now() });
+      if (account && deploymentWide && input.emailVerified && !account.email_verified)
+        await markEmailVerified(tx, userId);
     }
     if (insertedId !== null || inserted !== null) {
       await audit(tx, deps, meta, {
@@ -193,8 +190,6 @@ export async function provisionUser(
       });
     }
     const user = (await findAdminUser(tx, userId)) as AdminUserRow;
-    return { user, membership, created: insertedId !== null, reset };
+    return { user, membership, created: insertedId !== null };
   });
-  if (result.reset) await deps.revocations.changed();
-  return { user: result.user, membership: result.membership, created: result.created };
 }

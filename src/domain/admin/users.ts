@@ -16,7 +16,7 @@ import {
   workspacesWhereLastOwner,
 } from "../../repositories/admin-users.js";
 import { vouchForMemberEmail } from "../../repositories/memberships.js";
-import { markEmailVerified, normalizeEmail } from "../../repositories/users.js";
+import { normalizeEmail, vouchForAccount } from "../../repositories/users.js";
 import {
   actorOf,
   type Caller,
@@ -242,7 +242,7 @@ export async function markUserEmailVerified(
     await visibleUser(tx, workspaceId, userId, true);
     // A deployment admin speaks for the address everywhere; a workspace only for itself: its
     // word satisfies its own require_email_verification (SECURITY.md 29).
-    if (workspaceId === null) await markEmailVerified(tx, userId);
+    if (workspaceId === null) await vouchForAccount(tx, userId, deps.clock.now());
     else await vouchForMemberEmail(tx, workspaceId, userId);
     await audit(tx, deps, meta, {
       type: "email_marked_verified",
