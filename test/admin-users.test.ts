@@ -1,3 +1,4 @@
+import type { JsonObject } from "@bufbuild/protobuf";
 import { Code, createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -376,6 +377,18 @@ describe("MarkEmailVerified, UpdateUserMetadata, DeleteUser", () => {
     );
     expect(big.code).toBe(Code.InvalidArgument);
     expect(big.fields).toEqual(["metadata"]);
+    // Nested deeper than 16 levels it would break gRPC answers that carry it (the binary
+    // decoders' depth limit): refused; 16 levels are kept and read back over gRPC-shaped binary.
+    const nest = (levels: number): JsonObject =>
+      levels === 1 ? { leaf: true } : { n: nest(levels - 1) };
+    const deep = await failure(admin.updateUserMetadata({ userId, metadata: nest(17) }, asAdmin()));
+    expect([deep.code, deep.fields]).toEqual([Code.InvalidArgument, ["metadata"]]);
+    await admin.updateUserMetadata({ userId, metadata: nest(16) }, asAdmin());
+    const binary = createClient(
+      AdminService,
+      createConnectTransport({ baseUrl: keygate.url, httpVersion: "2", useBinaryFormat: true }),
+    );
+    expect((await binary.getUser({ userId }, asAdmin())).user?.metadata).toEqual(nest(16));
     // Each half fits; merged they would not.
     await admin.updateUserMetadata({ userId, metadata: { one: "y".repeat(9000) } }, asAdmin());
     const mergedTooBig = await failure(

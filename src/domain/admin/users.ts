@@ -261,10 +261,29 @@ export function metadataBytes(metadata: Record<string, unknown>): number {
   return Buffer.byteLength(JSON.stringify(metadata), "utf8");
 }
 
+/**
+ * How deeply metadata may nest. Every level of a google.protobuf.Struct costs two or three
+ * levels of message in the binary form, and protobuf decoders stop at 100: deeper metadata
+ * would be stored, then break every gRPC answer that carries it.
+ */
+export const maxMetadataDepth = 16;
+
+function depthOf(value: unknown): number {
+  if (typeof value !== "object" || value === null) return 0;
+  let deepest = 0;
+  for (const v of Object.values(value)) deepest = Math.max(deepest, depthOf(v));
+  return deepest + 1;
+}
+
 export function checkMetadataSize(field: string, metadata: Record<string, unknown>): void {
   if (metadataBytes(metadata) > maxMetadataBytes) {
     new Violations()
       .add(field, `is larger than ${maxMetadataBytes} bytes serialized as JSON`)
+      .throwIfAny();
+  }
+  if (depthOf(metadata) > maxMetadataDepth) {
+    new Violations()
+      .add(field, `nests objects and lists more than ${maxMetadataDepth} levels deep`)
       .throwIfAny();
   }
 }
