@@ -1,5 +1,4 @@
 import { type ChildProcess, spawn } from "node:child_process";
-import net from "node:net";
 import path from "node:path";
 import { createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
@@ -12,6 +11,7 @@ import { loadSecrets } from "../src/crypto/secrets.js";
 import { usingExternalPostgres } from "./support/database.js";
 import { startPeerKeygate, startTestKeygate, type TestKeygate } from "./support/server.js";
 import { startSmtpServer } from "./support/smtp.js";
+import { freePort } from "./support/wait.js";
 
 /**
  * Three instances on one database, as a deployment runs them: the outbox is delivered
@@ -161,15 +161,6 @@ describe("three instances on one database", () => {
     expect(counts.every((n) => n <= 2)).toBe(true);
   });
 });
-
-/** A port nothing listens on (just now). */
-async function freePort(): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  const { port } = server.address() as net.AddressInfo;
-  await new Promise((resolve) => server.close(resolve));
-  return port;
-}
 
 describe("instances on one database and their issuer", () => {
   it("an instance without KEYGATE_ISSUER refuses to start, in one line that names it", async () => {

@@ -15,6 +15,7 @@ import { failure } from "./support/failure.js";
 import { startPeerKeygate, startTestKeygate, type TestKeygate } from "./support/server.js";
 import { startSmtpServer } from "./support/smtp.js";
 import { startTcpProxy, throughProxy } from "./support/tcp-proxy.js";
+import { until } from "./support/wait.js";
 
 let keygate: TestKeygate;
 let smtp: Awaited<ReturnType<typeof startSmtpServer>>;
@@ -84,16 +85,6 @@ async function keyWith(options: { workspaceId?: string; introspect: boolean }) {
 const check = async (token: string, key = rootKey) => introspection.introspect({ token }, as(key));
 const checkRefresh = async (token: string) =>
   introspection.introspect({ token, tokenTypeHint: TokenTypeHint.REFRESH_TOKEN }, asRoot());
-
-/** Polls until `done` holds, for at most `ms`; answers how long it took. */
-async function until(done: () => Promise<boolean>, ms: number): Promise<number> {
-  const started = performance.now();
-  while (!(await done())) {
-    if (performance.now() - started > ms) throw new Error(`not within ${ms} ms`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
-  return performance.now() - started;
-}
 
 function expectInactive(res: IntrospectResponse) {
   // RFC 7662: nothing but active=false.

@@ -7,6 +7,7 @@ import { AuthService } from "../gen/keygate/v1/auth_service_pb.js";
 import { configFromEnv, rateLimitNames } from "../src/config.js";
 import { startTestKeygate, type TestKeygate } from "./support/server.js";
 import { startSmtpServer } from "./support/smtp.js";
+import { freePort } from "./support/wait.js";
 
 let keygate: TestKeygate;
 let smtp: Awaited<ReturnType<typeof startSmtpServer>>;
@@ -88,15 +89,6 @@ describe("GET /metrics", () => {
     }
   });
 });
-
-/** A port nothing listens on (just now). */
-async function freePort(): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  const { port } = server.address() as net.AddressInfo;
-  await new Promise((resolve) => server.close(resolve));
-  return port;
-}
 
 /** Whether a TCP connection to the port is accepted. */
 function accepts(port: number): Promise<boolean> {

@@ -10,6 +10,7 @@ import { errorReason } from "../src/client/errors.js";
 import { createVerifier, type Verifier, VerifyError } from "../src/verify/index.js";
 import { usingExternalPostgres } from "./support/database.js";
 import { startPeerKeygate, startTestKeygate, type TestKeygate } from "./support/server.js";
+import { until } from "./support/wait.js";
 
 /**
  * RevokeSigningKey with two instances on one database: the revocation is made on `keygate`;
@@ -73,16 +74,6 @@ const jwksKids = async (url: string) =>
   ).keys.map((k) => k.kid);
 const active = async (token: string) =>
   (await there.introspection.introspect({ token }, as(rootKey))).active;
-
-/** Polls until `done` holds, for at most `ms`; answers how long it took. */
-async function until(done: () => Promise<boolean>, ms: number): Promise<number> {
-  const started = performance.now();
-  while (!(await done())) {
-    if (performance.now() - started > ms) throw new Error(`not within ${ms} ms`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
-  return performance.now() - started;
-}
 
 async function failure(call: Promise<unknown>): Promise<ConnectError> {
   try {
