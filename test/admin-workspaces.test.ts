@@ -570,22 +570,23 @@ describe("audit events", () => {
     const events = await admin.listAuditEvents(
       {
         workspaceId: workspace.id,
-        types: ["member_added", "workspace_updated", "workspace_created"],
+        types: ["member_invited", "workspace_updated", "workspace_created"],
       },
       asAdmin(),
     );
     const keyId = await keygate.database.pool.oneFirst(sql.type(z.object({ id: z.string() }))`
       SELECT id FROM admin_keys WHERE prefix = ${keygate.bootstrapped?.adminKeyPrefix as string}`);
     const byType = new Map(events.events.map((e) => [e.type, e]));
-    expect(byType.get("member_added")?.actor).toBe(`user:${owner.id}`);
-    expect(byType.get("member_added")?.userId).toBe(u.id);
-    expect(byType.get("member_added")?.outcome).toBe(AuditOutcome.SUCCESS);
+    // The owner invites (SECURITY.md 30): the event names them and the invited account.
+    expect(byType.get("member_invited")?.actor).toBe(`user:${owner.id}`);
+    expect(byType.get("member_invited")?.userId).toBe(u.id);
+    expect(byType.get("member_invited")?.outcome).toBe(AuditOutcome.SUCCESS);
     expect(byType.get("workspace_updated")?.actor).toBe(`admin_key:${keyId}`);
     expect(byType.get("workspace_created")?.actor).toBe(`admin_key:${keyId}`);
     // Newest first.
     expect(events.events.map((e) => e.type)).toEqual([
       "workspace_updated",
-      "member_added",
+      "member_invited",
       "workspace_created",
     ]);
   });

@@ -1,9 +1,17 @@
+import { toJson } from "@bufbuild/protobuf";
 import { Code, createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { AdminService } from "../gen/keygate/v1/admin_service_pb.js";
 import { AuthService } from "../gen/keygate/v1/auth_service_pb.js";
-import { AdminKeyRole, MembershipStatus, OtpLoginMode, Role } from "../gen/keygate/v1/types_pb.js";
+import {
+  AdminKeyRole,
+  MembershipSchema,
+  MembershipStatus,
+  OtpLoginMode,
+  Role,
+  UserSchema,
+} from "../gen/keygate/v1/types_pb.js";
 import { builtInRateLimits } from "../src/config.js";
 import { failure } from "./support/failure.js";
 import { startPeerKeygate, startTestKeygate, type TestKeygate } from "./support/server.js";
@@ -87,6 +95,18 @@ async function sharedAccount(tag: string, alsoIn: string[] = [], { proven = true
   }
   return address;
 }
+
+const withKey = (key: string) => ({ headers: { authorization: `Bearer ${key}` } });
+const workspaceKey = async (workspaceId: string, role = AdminKeyRole.ADMIN) =>
+  (await admin.createAdminKey({ name: "provisioner", workspaceId, role }, asAdmin())).secret;
+
+const mailTo = (address: string, what: string) =>
+  smtp.waitFor((m) => m.to.includes(address) && m.raw.includes(what));
+const idOf = async (address: string) =>
+  (await admin.listUsers({ emailPrefix: address }, asAdmin())).users[0]?.id as string;
+/** The JSON fields an answer carries, to compare the shapes of two answers. */
+const fieldsOf = (schema: Parameters<typeof toJson>[0], message: never) =>
+  Object.keys(toJson(schema, message) as object).sort();
 
 const login = (address: string, pw: string, workspaceId: string, i = 0) =>
   (i % 2 ? authB : authA).login({ email: address, password: pw, workspaceId }, fromAnywhere());
@@ -235,8 +255,6 @@ describe("SECURITY.md 31: every workspace's requirements hold however a session 
 });
 
 describe("SECURITY.md 32: no admin key exceeds the user who minted it", () => {
-  const withKey = (key: string) => ({ headers: { authorization: `Bearer ${key}` } });
-
   /** A workspace with an owner and an admin, each signed in there. */
   async function team(tag: string) {
     const owner = await sharedAccount(`${tag}-owner`);
@@ -400,14 +418,6 @@ describe("SECURITY.md 32: no admin key exceeds the user who minted it", () => {
 });
 
 describe("SECURITY.md 28: an account that never proved its address is no claim on it", () => {
-  const withKey = (key: string) => ({ headers: { authorization: `Bearer ${key}` } });
-  const workspaceKey = async (workspaceId: string) =>
-    (
-      await admin.createAdminKey(
-        { name: "provisioner", workspaceId, role: AdminKeyRole.ADMIN },
-        asAdmin(),
-      )
-    ).secret;
   /** Someone signs an address up first, with a password of their choosing. */
   const squat = async (tag: string) => {
     const address = await sharedAccount(tag, [], { proven: false });
@@ -415,14 +425,12 @@ describe("SECURITY.md 28: an account that never proved its address is no claim o
     if (result.case !== "tokens") throw new Error("no tokens");
     return { address, tokens: result.value };
   };
-  const mailTo = (address: string, what: string) =>
-    smtp.waitFor((m) => m.to.includes(address) && m.raw.includes(what));
 
-  it("a workspace provisioning the address: the earlier password and sessions do not open it until the owner proves the address", async () => {
+  it("a workspace provisioning the address invites it: the earlier password and sessions open nothing until the owner accepts", async () => {
     const corp = await workspace("corp");
     const key = await workspaceKey(corp);
     const squatter = await squat("victim");
-    await admin.provisionUser(
+    const made = await admin.provisionUser(
       {
         email: squatter.address,
         workspaceId: corp,
@@ -432,24 +440,36 @@ describe("SECURITY.md 28: an account that never proved its address is no claim o
       },
       withKey(key),
     );
-    const refused = await failure(login(squatter.address, password, corp));
-    expect([refused.code, refused.reason]).toEqual([Code.FailedPrecondition, "EMAIL_NOT_VERIFIED"]);
+    expect([made.created, made.membership?.status]).toEqual([false, MembershipStatus.INVITED]);
+    for (const pw of [password, "the corp's own password"]) {
+      const refused = await failure(login(squatter.address, pw, corp));
+      expect([refused.code, refused.reason]).toEqual([Code.Unauthenticated, "INVALID_CREDENTIALS"]);
+    }
     const switched = await failure(
       authB.switchWorkspace({ workspaceId: corp }, bearer(squatter.tokens.accessToken)),
     );
-    expect(switched.code).toBe(Code.FailedPrecondition);
-    // The owner of the mailbox resets the password through the workspace, and gets in.
-    await authA.requestPasswordReset({ email: squatter.address, workspaceId: corp });
-    const link = linkIn(await mailTo(squatter.address, "reset-password"));
-    await authB.resetPassword({
-      proof: { case: "token", value: link.token },
-      newPassword: "the mailbox owner's password",
+    expect([switched.code, switched.reason]).toEqual([
+      Code.PermissionDenied,
+      "MEMBERSHIP_INACTIVE",
+    ]);
+    // The owner of the mailbox accepts. The password from before was never tied to the
+    // mailbox, so accepting must replace it.
+    const link = linkIn(await mailTo(squatter.address, "accept-invitation"));
+    const bare = await failure(authB.acceptInvitation({ token: link.token, password: "" }));
+    expect([bare.code, bare.fields]).toEqual([Code.InvalidArgument, ["password"]]);
+    const accepted = await authB.acceptInvitation({
+      token: link.token,
+      password: "the mailbox owner's password",
     });
+    expect([accepted.tokens?.workspaceId, accepted.tokens?.role]).toEqual([corp, Role.ADMIN]);
     expect((await login(squatter.address, "the mailbox owner's password", corp)).result.case).toBe(
       "tokens",
     );
     expect((await failure(login(squatter.address, password, home))).reason).toBe(
       "INVALID_CREDENTIALS",
+    );
+    expect((await failure(authA.getSession({}, bearer(squatter.tokens.accessToken)))).code).toBe(
+      Code.Unauthenticated,
     );
   });
 
@@ -586,5 +606,182 @@ describe("SECURITY.md 29: a workspace sees and changes only its own view of a sh
       { headers: { authorization: `Bearer ${key}` } },
     );
     expect(listed.users[0]?.failedLoginCount).toBe(0);
+  });
+
+  it("each workspace reads and writes only its own metadata for a shared account; the account's own is the deployment's", async () => {
+    const [wa, wb] = [await workspace("meta-a"), await workspace("meta-b")];
+    const address = await sharedAccount("meta", [wa, wb]);
+    const userId = await idOf(address);
+    const [keyA, keyB] = [await workspaceKey(wa), await workspaceKey(wb)];
+    await admin.updateUserMetadata({ userId, metadata: { plan: "b-gold" } }, withKey(keyB));
+    const written = await admin.updateUserMetadata(
+      { userId, metadata: { plan: "a-free", seats: 3 } },
+      withKey(keyA),
+    );
+    expect(written.user?.metadata).toEqual({ plan: "a-free", seats: 3 });
+    await admin.updateUserMetadata(
+      { userId, metadata: { note: "merged" }, merge: true },
+      withKey(keyA),
+    );
+    // B sees its own object in every answer that carries one.
+    const ofB = { plan: "b-gold" };
+    expect((await admin.getUser({ userId }, withKey(keyB))).user?.metadata).toEqual(ofB);
+    const listed = await admin.listUsers({ workspaceId: wb, emailPrefix: address }, withKey(keyB));
+    expect(listed.users.map((u) => u.metadata)).toEqual([ofB]);
+    const member = (await admin.listMembers({ workspaceId: wb }, withKey(keyB))).memberships.find(
+      (m) => m.userId === userId,
+    );
+    expect([member?.metadata, member?.user?.metadata]).toEqual([ofB, ofB]);
+    expect((await admin.getUser({ userId }, withKey(keyA))).user?.metadata).toEqual({
+      plan: "a-free",
+      seats: 3,
+      note: "merged",
+    });
+    // A cannot name B's view.
+    for (const call of [
+      () => admin.getUser({ userId, workspaceId: wb }, withKey(keyA)),
+      () => admin.updateUserMetadata({ userId, workspaceId: wb, metadata: {} }, withKey(keyA)),
+    ])
+      expect((await failure(call())).code).toBe(Code.PermissionDenied);
+    // The deployment admin has the account's own object, and reads any workspace's by name.
+    await admin.updateUserMetadata({ userId, metadata: { tier: "internal" } }, asAdmin());
+    expect((await admin.getUser({ userId }, asAdmin())).user?.metadata).toEqual({
+      tier: "internal",
+    });
+    expect((await admin.getUser({ userId, workspaceId: wb }, asAdmin())).user?.metadata).toEqual(
+      ofB,
+    );
+    expect((await admin.getUser({ userId }, withKey(keyB))).user?.metadata).toEqual(ofB);
+    // The account's own state is not a workspace's to change.
+    for (const call of [
+      () => admin.blockUser({ userId, reason: "mine now" }, withKey(keyA)),
+      () => admin.unblockUser({ userId }, withKey(keyA)),
+      () => admin.deleteUser({ userId }, withKey(keyA)),
+      () => admin.revokeUserSessions({ userId }, withKey(keyA)),
+    ])
+      expect((await failure(call())).code).toBe(Code.PermissionDenied);
+    expect((await login(address, password, wb)).result.case).toBe("tokens");
+  });
+
+  it("a workspace admin changes nothing of an owner's: metadata, verification, sessions", async () => {
+    const corp = await workspace("owner-view");
+    const ownerAddress = email("owner-view-owner");
+    const adminAddress = email("owner-view-deputy");
+    const memberAddress = email("owner-view-plain");
+    for (const [address, role] of [
+      [ownerAddress, Role.OWNER],
+      [adminAddress, Role.ADMIN],
+      [memberAddress, Role.MEMBER],
+    ] as const)
+      await admin.provisionUser({ email: address, workspaceId: corp, role, password }, asAdmin());
+    const [ownerId, memberId] = [await idOf(ownerAddress), await idOf(memberAddress)];
+    const deputy = await login(adminAddress, password, corp);
+    if (deputy.result.case !== "tokens") throw new Error("no tokens");
+    const asDeputy = bearer(deputy.result.value.accessToken);
+    const owner = await login(ownerAddress, password, corp);
+    if (owner.result.case !== "tokens") throw new Error("no tokens");
+    for (const call of [
+      () => admin.updateUserMetadata({ userId: ownerId, metadata: { x: 1 } }, asDeputy),
+      () => admin.markEmailVerified({ userId: ownerId }, asDeputy),
+      () => admin.revokeUserSessions({ userId: ownerId, workspaceId: corp }, asDeputy),
+    ]) {
+      const f = await failure(call());
+      expect([f.code, f.error.rawMessage]).toEqual([
+        Code.PermissionDenied,
+        "only an owner may manage owners",
+      ]);
+    }
+    expect((await authA.getSession({}, bearer(owner.result.value.accessToken))).user?.id).toBe(
+      ownerId,
+    );
+    // The same calls on a member are the deputy's to make.
+    await admin.updateUserMetadata({ userId: memberId, metadata: { x: 1 } }, asDeputy);
+    await admin.markEmailVerified({ userId: memberId }, asDeputy);
+    await admin.revokeUserSessions({ userId: memberId, workspaceId: corp }, asDeputy);
+  });
+});
+
+describe("SECURITY.md 30: adding an existing account to a workspace needs its consent", () => {
+  it("AddMember invites: until the account accepts, the workspace sees only the invitation, and cannot tell an account from a new address", async () => {
+    const corp = await workspace("inviting");
+    const key = await workspaceKey(corp);
+    const address = await sharedAccount("invitee");
+    const homeLogin = await login(address, password, home);
+    if (homeLogin.result.case !== "tokens") throw new Error("no tokens");
+    const atHome = bearer(homeLogin.result.value.accessToken);
+
+    const existing = (await admin.addMember({ workspaceId: corp, email: address }, withKey(key)))
+      .membership;
+    const fresh = (
+      await admin.addMember({ workspaceId: corp, email: email("new-invitee") }, withKey(key))
+    ).membership;
+    for (const m of [existing, fresh])
+      expect([m?.status, m?.role]).toEqual([MembershipStatus.INVITED, Role.MEMBER]);
+    expect(fieldsOf(MembershipSchema, existing as never)).toEqual(
+      fieldsOf(MembershipSchema, fresh as never),
+    );
+    const userId = existing?.userId as string;
+    const listed = (await admin.listMembers({ workspaceId: corp }, withKey(key))).memberships;
+    const invitation = listed.find((m) => m.userId === userId);
+    expect(invitation?.status).toBe(MembershipStatus.INVITED);
+    expect(fieldsOf(UserSchema, invitation?.user as never)).toEqual(["email", "id"]);
+
+    // Not a member yet to any other RPC, and nothing opens the workspace.
+    for (const call of [
+      () => admin.getUser({ userId }, withKey(key)),
+      () => admin.updateUserMetadata({ userId, metadata: { x: 1 } }, withKey(key)),
+      () => admin.markEmailVerified({ userId }, withKey(key)),
+      () => admin.revokeUserSessions({ userId, workspaceId: corp }, withKey(key)),
+    ])
+      expect((await failure(call())).code).toBe(Code.NotFound);
+    expect(
+      (await admin.listUsers({ workspaceId: corp, emailPrefix: address }, withKey(key))).users,
+    ).toEqual([]);
+    const activate = await failure(
+      admin.updateMember(
+        { workspaceId: corp, userId, status: MembershipStatus.ACTIVE },
+        withKey(key),
+      ),
+    );
+    expect([activate.code, activate.fields]).toEqual([Code.InvalidArgument, ["status"]]);
+    expect((await failure(login(address, password, corp))).reason).toBe("INVALID_CREDENTIALS");
+    expect((await failure(authA.switchWorkspace({ workspaceId: corp }, atHome))).reason).toBe(
+      "MEMBERSHIP_INACTIVE",
+    );
+    const mine = await authA.listMyWorkspaces({}, atHome);
+    expect(mine.memberships.map((m) => m.workspaceId)).not.toContain(corp);
+
+    // The account's owner accepts from the mailbox, keeping the password it proved.
+    const link = linkIn(await mailTo(address, "accept-invitation"));
+    const accepted = await authB.acceptInvitation({ token: link.token, password: "" });
+    expect(accepted.tokens?.workspaceId).toBe(corp);
+    expect((await authA.getSession({}, atHome)).user?.email).toBe(address);
+    expect((await login(address, password, corp)).result.case).toBe("tokens");
+    expect((await admin.getUser({ userId }, withKey(key))).user?.email).toBe(address);
+    const member = (await admin.listMembers({ workspaceId: corp }, withKey(key))).memberships.find(
+      (m) => m.userId === userId,
+    );
+    expect(member?.status).toBe(MembershipStatus.ACTIVE);
+    expect((await failure(authB.acceptInvitation({ token: link.token, password: "" }))).code).toBe(
+      Code.Unauthenticated,
+    );
+  });
+
+  it("RemoveMember withdraws an invitation: its link stops working", async () => {
+    const corp = await workspace("withdrawn");
+    const key = await workspaceKey(corp);
+    const address = await sharedAccount("withdrawn-invitee");
+    const { membership } = await admin.addMember(
+      { workspaceId: corp, email: address },
+      withKey(key),
+    );
+    const link = linkIn(await mailTo(address, "accept-invitation"));
+    await admin.removeMember(
+      { workspaceId: corp, userId: membership?.userId as string },
+      withKey(key),
+    );
+    const f = await failure(authA.acceptInvitation({ token: link.token, password: "" }));
+    expect([f.code, f.reason]).toEqual([Code.Unauthenticated, "CODE_INVALID"]);
+    expect((await failure(login(address, password, corp))).reason).toBe("INVALID_CREDENTIALS");
   });
 });

@@ -1,6 +1,6 @@
 import type { DatabaseTransactionConnection } from "slonik";
 import { asService, withTenant } from "../db/with-tenant.js";
-import { findMembership } from "../repositories/memberships.js";
+import { activateInvitedMembership, findMembership } from "../repositories/memberships.js";
 import { revokeUserSessions } from "../repositories/sessions.js";
 import {
   findUserByEmail,
@@ -16,6 +16,7 @@ import { consumeLink, issueCode, peekLink } from "./codes.js";
 import type { AuthDeps, RequestMeta } from "./deps.js";
 import { UnauthenticatedError } from "./errors.js";
 import { appLink } from "./links.js";
+import { strictestPolicy } from "./recovery.js";
 import { type IssuedTokens, openSession, signTokens } from "./sessions.js";
 import { effectiveSettings } from "./settings.js";
 import { Violations } from "./validate.js";
@@ -23,43 +24,56 @@ import { Violations } from "./validate.js";
 const invitationTtlSeconds = 7 * 86_400;
 
 /**
- * The user an invitation by email is for: the account with that address, or a new one
- * without a password. A new account, or one whose password nobody tied to the mailbox, is
- * emailed a link to AcceptInvitation, which sets the password and proves the address. Runs
- * in the caller's tenant transaction; the caller adds the membership, then marks it claimed
- * when `claimed` (SECURITY.md 28).
+ * The account an address names: the existing one, or a new one without a password (its
+ * owner sets one when accepting the invitation). Runs in the caller's tenant transaction.
  */
-export async function userForInvitation(
+export async function accountForAddress(
   tx: DatabaseTransactionConnection,
-  deps: AuthDeps,
-  input: { workspace: Pick<WorkspaceRow, "id" | "name">; email: string },
-): Promise<{ user: UserRow; invited: boolean; claimed: boolean }> {
-  const existing = await findUserByEmail(tx, input.email);
-  if (existing) return inviteUnproven(tx, deps, { ...input, user: existing });
-  const user =
-    (await insertUser(tx, { email: input.email, passwordHash: null })) ??
-    (await findUserByEmail(tx, input.email));
-  if (!user) throw new Error("user vanished while being invited");
-  await sendInvitation(tx, deps, { workspace: input.workspace, user });
-  return { user, invited: true, claimed: false };
+  email: string,
+): Promise<{ user: UserRow; created: boolean }> {
+  const existing = await findUserByEmail(tx, email);
+  if (existing) return { user: existing, created: false };
+  const inserted = await insertUser(tx, { email, passwordHash: null });
+  if (inserted) return { user: inserted, created: true };
+  // A concurrent insert of the same address won: that account is the one.
+  const winner = await findUserByEmail(tx, email);
+  if (!winner) throw new Error("user vanished while being invited");
+  return { user: winner, created: false };
+}
+
+/** How an account joins a workspace (see `joinWorkspace`). */
+export interface Joining {
+  /** The membership is an invitation, which opens nothing until the owner accepts it. */
+  readonly invited: boolean;
+  /** The address is emailed a link to AcceptInvitation. */
+  readonly mailed: boolean;
+  /** Mark the membership claimed: the account's earlier password does not open it (28). */
+  readonly claimed: boolean;
 }
 
 /**
- * An existing account joins as it is when its password is proven; otherwise its membership is
- * a claim and the owner is invited, so that only whoever reads the mailbox gets in.
+ * How an account comes into a workspace, and the mail that goes with it. A workspace's own
+ * callers only invite (SECURITY.md 30): the membership waits for the owner's consent, and the
+ * answer is the same for a new address and for an account from elsewhere. A deployment admin
+ * adds at once; an account with a password nobody tied to the mailbox is then a claim, and its
+ * owner is emailed the link to prove the address (SECURITY.md 28), as a new account is to set
+ * its password. The caller inserts the membership as told, then calls `sendInvitation` when
+ * `mailed`.
  */
-export async function inviteUnproven(
-  tx: DatabaseTransactionConnection,
-  deps: AuthDeps,
-  input: { workspace: Pick<WorkspaceRow, "id" | "name">; user: UserRow },
-): Promise<{ user: UserRow; invited: boolean; claimed: boolean }> {
+export function joining(input: {
+  user: UserRow;
+  created: boolean;
+  byDeployment: boolean;
+}): Joining {
+  if (!input.byDeployment) return { invited: true, mailed: true, claimed: false };
+  if (input.created) return { invited: false, mailed: true, claimed: false };
   if (input.user.password_proven_at !== null)
-    return { user: input.user, invited: false, claimed: false };
-  await sendInvitation(tx, deps, input);
-  return { user: input.user, invited: true, claimed: true };
+    return { invited: false, mailed: false, claimed: false };
+  return { invited: false, mailed: true, claimed: true };
 }
 
-async function sendInvitation(
+/** Emails the address a link to AcceptInvitation for this workspace (it replaces earlier ones). */
+export async function sendInvitation(
   tx: DatabaseTransactionConnection,
   deps: AuthDeps,
   input: { workspace: Pick<WorkspaceRow, "id" | "name">; user: UserRow },
@@ -87,16 +101,21 @@ async function sendInvitation(
   });
 }
 
-/** AcceptInvitation: sets the password, proves the address, and signs in; once. */
+/**
+ * AcceptInvitation: the invited account joins (its membership becomes active), the address is
+ * proven, and the session opens under the workspace's rules; once. A password is required
+ * unless the account already has one that was proven; a new one must meet the strictest
+ * policy of the account's workspaces, and ends whatever was set up before (another's password,
+ * their sessions) everywhere (SECURITY.md 28).
+ */
 export async function acceptInvitation(
   deps: AuthDeps,
   meta: RequestMeta,
   input: { token: string; password: string },
 ): Promise<IssuedTokens> {
-  new Violations()
-    .required("token", input.token, 100)
-    .required("password", input.password, 4096)
-    .throwIfAny();
+  const v = new Violations().required("token", input.token, 100);
+  if (input.password.length > 4096) v.add("password", "is longer than 4096 characters");
+  v.throwIfAny();
   await deps.limiter.hit(null, [["code_verify_ip", meta.ipAddress ?? "unknown"]]);
   const invalid = () =>
     new UnauthenticatedError("CODE_INVALID", "the invitation is invalid, used or expired");
@@ -111,8 +130,17 @@ export async function acceptInvitation(
   if (!peek.ok) throw invalid();
   const workspace = (await findWorkspaceById(deps.pool, peek.workspaceId)) as WorkspaceRow;
   const settings = effectiveSettings(workspace, deps.settings.workspaceDefaults);
-  deps.policy.check(input.password, { minLength: settings.password_min_length, field: "password" });
-  const hash = await deps.hasher.hash(input.password);
+  const account = await findUserById(deps.pool, peek.userId);
+  if (!account) throw invalid();
+  let hash: string | null = null;
+  if (input.password === "") {
+    if (account.password_proven_at === null || account.password_hash === null)
+      new Violations().add("password", "is required: choose this account's password").throwIfAny();
+  } else {
+    const policy = await strictestPolicy(deps.pool, deps, account.id, workspace);
+    deps.policy.check(input.password, { minLength: policy.minLength, field: "password" });
+    hash = await deps.hasher.hash(input.password);
+  }
   const draft = await withTenant(deps.pool, workspace.id, async (tx) => {
     const r = await consumeLink(tx, {
       tokenSecret: deps.tokenSecret,
@@ -120,17 +148,21 @@ export async function acceptInvitation(
       token: input.token,
       now,
     });
-    if (!r.ok || r.workspaceId !== workspace.id) return undefined;
+    if (!r.ok || r.workspaceId !== workspace.id || r.userId !== account.id) return undefined;
     const user = await findUserById(tx, r.userId);
     const membership = await findMembership(tx, workspace.id, r.userId);
-    if (!user || user.blocked || membership?.status !== "active") return undefined;
-    // The mailbox's reader sets the password: it is proven, and whatever was set up before
-    // (another's password, their sessions) ends everywhere (SECURITY.md 28).
-    await setPasswordHash(tx, user.id, hash, null, now);
-    await asService(tx, () =>
-      revokeUserSessions(tx, { userId: user.id, reason: "invitation_accepted", now }),
-    );
+    if (!user || user.blocked || !membership || membership.status === "disabled") return undefined;
+    // The password was checked as proven before the hash; it must still be the same one.
+    if (hash === null && user.password_hash !== account.password_hash) return undefined;
+    if (membership.status === "invited") await activateInvitedMembership(tx, workspace.id, user.id);
+    if (hash !== null) {
+      await setPasswordHash(tx, user.id, hash, null, now);
+      await asService(tx, () =>
+        revokeUserSessions(tx, { userId: user.id, reason: "invitation_accepted", now }),
+      );
+    }
     if (!user.email_verified) await markEmailVerified(tx, user.id);
+    // The link is an emailed factor, as a magic link is: no emailed second step after it.
     const opened = await openSession(tx, deps, meta, {
       workspaceId: workspace.id,
       userId: user.id,
@@ -143,6 +175,7 @@ export async function acceptInvitation(
       userId: user.id,
       sessionId: opened.sessionId,
       outcome: "success",
+      details: { password_set: hash !== null },
     });
     return opened;
   });

@@ -106,7 +106,7 @@ export async function changePassword(
  * The strictest password policy among the workspaces the account is an active member of (and
  * the caller's): a password set through one workspace must hold in all of them.
  */
-async function strictestPolicy(
+export async function strictestPolicy(
   db: CommonQueryMethods,
   deps: AuthDeps,
   userId: string,

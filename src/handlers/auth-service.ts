@@ -183,7 +183,10 @@ export class AuthServiceHandler implements ServiceImpl<typeof AuthService> {
 
   async listMyWorkspaces(req: { pageSize: number; pageToken: string }, ctx: HandlerContext) {
     const page = await listMyWorkspaces(this.deps, principal(ctx), req);
-    return { memberships: page.memberships.map(membershipOf), nextPageToken: page.nextPageToken };
+    return {
+      memberships: page.memberships.map((m) => membershipOf(m)),
+      nextPageToken: page.nextPageToken,
+    };
   }
 
   async acceptInvitation(req: { token: string; password: string }, ctx: HandlerContext) {

@@ -80,12 +80,31 @@ export function sessionOf(s: SessionRow, currentSessionId: string) {
   });
 }
 
-export function membershipOf(m: MembershipRow & { workspace?: Parameters<typeof workspaceOf>[0] }) {
+const statusToProto: Record<MembershipRow["status"], MembershipStatus> = {
+  active: MembershipStatus.ACTIVE,
+  disabled: MembershipStatus.DISABLED,
+  invited: MembershipStatus.INVITED,
+};
+
+/**
+ * What a workspace sees of an account it invited and that has not accepted: the id and the
+ * address it asked for, nothing of the account's state (SECURITY.md 30).
+ */
+export function invitedUserOf(u: Pick<UserRow, "id" | "email">) {
+  return create(UserSchema, { id: u.id, email: u.email });
+}
+
+/** A membership; with `withMetadata`, the workspace's own object for the member (admin answers). */
+export function membershipOf(
+  m: MembershipRow & { workspace?: Parameters<typeof workspaceOf>[0] },
+  withMetadata = false,
+) {
   return create(MembershipSchema, {
     workspaceId: m.workspace_id,
     userId: m.user_id,
     role: roleOf(m.role),
-    status: m.status === "active" ? MembershipStatus.ACTIVE : MembershipStatus.DISABLED,
+    status: statusToProto[m.status],
+    ...(withMetadata ? { metadata: m.metadata as JsonObject } : {}),
     createTime: timestampFromMs(Math.floor(m.created_at)),
     updateTime: timestampFromMs(Math.floor(m.updated_at)),
     ...(m.workspace ? { workspace: workspaceOf(m.workspace) } : {}),

@@ -1,7 +1,7 @@
 import type { CommonQueryMethods } from "slonik";
 import { z } from "zod";
 import { sql } from "../db/sql.js";
-import { type MembershipRow, membershipRow, type Role } from "./memberships.js";
+import type { Role } from "./memberships.js";
 import { deliveryAddress, normalizeEmail, userRow } from "./users.js";
 import { type WorkspaceRow, workspaceRow } from "./workspaces.js";
 
@@ -18,17 +18,38 @@ export const adminUserRow = userRow.extend({
 });
 export type AdminUserRow = z.infer<typeof adminUserRow>;
 
-const adminUserColumns = sql.fragment`u.id, u.email, u.email_normalized, u.password_hash,
-  u.email_verified, u.blocked, u.metadata, u.tokens_valid_after, u.otp_login_opt_in, u.password_proven_at, u.created_at,
-  u.updated_at, f.locked_until, COALESCE(f.failed_count, 0)::int AS failed_login_count`;
+/**
+ * The user's columns with the lockout state of their address; `metadata` is the workspace's
+ * own object when the query joins its membership as `m` (a view), the account's otherwise.
+ */
+function adminUserColumns(view: boolean) {
+  const metadata = view ? sql.fragment`m.metadata` : sql.fragment`u.metadata`;
+  return sql.fragment`u.id, u.email, u.email_normalized, u.password_hash,
+  u.email_verified, u.blocked, ${metadata} AS metadata, u.tokens_valid_after, u.otp_login_opt_in,
+  u.password_proven_at, u.created_at, u.updated_at, f.locked_until,
+  COALESCE(f.failed_count, 0)::int AS failed_login_count`;
+}
 
+/**
+ * The user; with `viewOf` a workspace, as that workspace sees them (its metadata), and only
+ * when they are a member there (active or disabled, not invited).
+ */
 export async function findAdminUser(
   db: CommonQueryMethods,
   userId: string,
+  viewOf: string | null = null,
 ): Promise<AdminUserRow | null> {
+  if (viewOf === null)
+    return db.maybeOne(sql.type(adminUserRow)`
+      SELECT ${adminUserColumns(false)}
+      FROM users u LEFT JOIN login_failures f ON f.email_normalized = u.email_normalized
+      WHERE u.id = ${userId}`);
   return db.maybeOne(sql.type(adminUserRow)`
-    SELECT ${adminUserColumns}
-    FROM users u LEFT JOIN login_failures f ON f.email_normalized = u.email_normalized
+    SELECT ${adminUserColumns(true)}
+    FROM users u
+      JOIN workspace_members m ON m.user_id = u.id AND m.workspace_id = ${viewOf}
+        AND m.status <> 'invited'
+      LEFT JOIN login_failures f ON f.email_normalized = u.email_normalized
     WHERE u.id = ${userId}`);
 }
 
@@ -39,15 +60,18 @@ export async function lockUser(db: CommonQueryMethods, userId: string): Promise<
   return row !== null;
 }
 
-/** Whether the user has a membership (of any status) in the workspace. */
-export async function isMemberOf(
+/**
+ * The user's role in the workspace where they are a member (active or disabled), or null: an
+ * invitation not yet accepted is no membership to the workspace's admin RPCs.
+ */
+export async function memberRoleIn(
   db: CommonQueryMethods,
   workspaceId: string,
   userId: string,
-): Promise<boolean> {
-  const row = await db.maybeOne(sql.type(z.object({ user_id: z.string() }))`
-    SELECT user_id FROM workspace_members WHERE workspace_id = ${workspaceId} AND user_id = ${userId}`);
-  return row !== null;
+): Promise<Role | null> {
+  return db.maybeOneFirst(sql.type(z.object({ role: z.enum(["owner", "admin", "member"]) }))`
+    SELECT role FROM workspace_members
+    WHERE workspace_id = ${workspaceId} AND user_id = ${userId} AND status <> 'invited'`);
 }
 
 /**
@@ -62,14 +86,13 @@ export async function insertProvisionedUser(
     passwordHash: string | null;
     emailVerified: boolean;
     passwordProvenAt?: Date | null;
-    metadata: Record<string, unknown>;
   },
 ): Promise<string | null> {
   const proven = input.passwordProvenAt ? sql.timestamp(input.passwordProvenAt) : null;
   return db.maybeOneFirst(sql.type(z.object({ id: z.string() }))`
-    INSERT INTO users (email, email_normalized, password_hash, email_verified, password_proven_at, metadata)
+    INSERT INTO users (email, email_normalized, password_hash, email_verified, password_proven_at)
     VALUES (${deliveryAddress(input.email)}, ${normalizeEmail(input.email)}, ${input.passwordHash},
-            ${input.emailVerified}, ${proven}, ${sql.jsonb(input.metadata as never)})
+            ${input.emailVerified}, ${proven})
     ON CONFLICT (email_normalized) DO NOTHING
     RETURNING id`);
 }
@@ -111,16 +134,20 @@ export async function listAdminUsers(
       sql.fragment`left(u.email_normalized, ${input.emailPrefix.length}) = ${input.emailPrefix}`,
     );
   if (input.blocked !== null) filters.push(sql.fragment`u.blocked = ${input.blocked}`);
-  if (input.workspaceId !== null)
-    filters.push(sql.fragment`EXISTS (SELECT 1 FROM workspace_members m
-      WHERE m.workspace_id = ${input.workspaceId} AND m.user_id = u.id)`);
   if (input.after !== null)
     filters.push(
       sql.fragment`(u.email_normalized, u.id) > (${input.after.email}, ${input.after.id}::uuid)`,
     );
+  // Listing one workspace's users is listing its members, as it sees them.
+  const view =
+    input.workspaceId === null
+      ? sql.fragment``
+      : sql.fragment`JOIN workspace_members m ON m.user_id = u.id
+          AND m.workspace_id = ${input.workspaceId} AND m.status <> 'invited'`;
   return db.any(sql.type(adminUserRow)`
-    SELECT ${adminUserColumns}
-    FROM users u LEFT JOIN login_failures f ON f.email_normalized = u.email_normalized
+    SELECT ${adminUserColumns(input.workspaceId !== null)}
+    FROM users u ${view}
+      LEFT JOIN login_failures f ON f.email_normalized = u.email_normalized
     WHERE ${sql.join(filters, sql.fragment` AND `)}
     ORDER BY u.email_normalized, u.id
     LIMIT ${input.limit}`);

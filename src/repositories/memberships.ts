@@ -10,11 +10,14 @@ export const membershipRow = z.object({
   workspace_id: z.string(),
   user_id: z.string(),
   role: z.enum(roles),
-  status: z.enum(["active", "disabled"]),
+  /** `invited`: an existing account asked to join, which opens nothing until it accepts. */
+  status: z.enum(["active", "disabled", "invited"]),
   /** The workspace vouches for the address (migration 020); for its own policy only. */
   email_verified: z.boolean(),
   /** This workspace added an account whose password was not proven (migration 020). */
   claimed_at: z.number().nullable(),
+  /** The workspace's own object for the member (migration 021). */
+  metadata: z.record(z.string(), z.unknown()),
   tokens_valid_after: z.number().nullable(),
   created_at: z.number(),
   updated_at: z.number(),
@@ -22,7 +25,7 @@ export const membershipRow = z.object({
 export type MembershipRow = z.infer<typeof membershipRow>;
 
 export const membershipColumns = sql.fragment`workspace_id, user_id, role, status, email_verified,
-  claimed_at, tokens_valid_after, created_at, updated_at`;
+  claimed_at, metadata, tokens_valid_after, created_at, updated_at`;
 const columns = membershipColumns;
 
 export async function findMembership(
@@ -41,13 +44,43 @@ export async function findMembership(
  */
 export async function insertMembershipIfAbsent(
   db: CommonQueryMethods,
-  input: { workspaceId: string; userId: string; role: Role; emailVerified?: boolean },
+  input: {
+    workspaceId: string;
+    userId: string;
+    role: Role;
+    emailVerified?: boolean;
+    /** An invitation rather than a membership (default active). */
+    invited?: boolean;
+    metadata?: Record<string, unknown>;
+  },
 ): Promise<MembershipRow | null> {
   return db.maybeOne(sql.type(membershipRow)`
-    INSERT INTO workspace_members (workspace_id, user_id, role, email_verified)
-    VALUES (${input.workspaceId}, ${input.userId}, ${input.role}, ${input.emailVerified ?? false})
+    INSERT INTO workspace_members (workspace_id, user_id, role, email_verified, status, metadata)
+    VALUES (${input.workspaceId}, ${input.userId}, ${input.role}, ${input.emailVerified ?? false},
+            ${input.invited ? "invited" : "active"}, ${sql.jsonb((input.metadata ?? {}) as never)})
     ON CONFLICT (workspace_id, user_id) DO NOTHING
     RETURNING ${columns}`);
+}
+
+/** The invited account accepted: the membership is active from now on. */
+export async function activateInvitedMembership(
+  db: CommonQueryMethods,
+  workspaceId: string,
+  userId: string,
+): Promise<void> {
+  await db.query(sql.type(voidRow)`
+    UPDATE workspace_members SET status = 'active', updated_at = now()
+    WHERE workspace_id = ${workspaceId} AND user_id = ${userId} AND status = 'invited'`);
+}
+
+/** Replaces the workspace's own metadata object for its member. */
+export async function setMembershipMetadata(
+  db: CommonQueryMethods,
+  input: { workspaceId: string; userId: string; metadata: Record<string, unknown> },
+): Promise<void> {
+  await db.query(sql.type(voidRow)`
+    UPDATE workspace_members SET metadata = ${sql.jsonb(input.metadata as never)}, updated_at = now()
+    WHERE workspace_id = ${input.workspaceId} AND user_id = ${input.userId}`);
 }
 
 /**
@@ -111,7 +144,7 @@ export async function listActiveMembershipsOfUser(
 ) {
   return db.any(sql.type(membershipWithWorkspaceRow)`
     SELECT m.workspace_id, m.user_id, m.role, m.status, m.email_verified, m.claimed_at,
-           m.tokens_valid_after,
+           m.metadata, m.tokens_valid_after,
            m.created_at, m.updated_at,
            json_build_object('id', w.id, 'name', w.name, 'slug', w.slug, 'settings', w.settings,
              'created_at', (extract(epoch FROM w.created_at) * 1000)::float8,

@@ -5,12 +5,16 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { AdminService } from "../../gen/keygate/v1/admin_service_pb.js";
 import { AuthService } from "../../gen/keygate/v1/auth_service_pb.js";
 import { TokenIntrospectionService } from "../../gen/keygate/v1/token_introspection_service_pb.js";
-import { AdminKeyRole, Role } from "../../gen/keygate/v1/types_pb.js";
+import { AdminKeyRole, MembershipStatus, Role } from "../../gen/keygate/v1/types_pb.js";
 import { startTestKeygate, type TestKeygate } from "../support/server.js";
 
-// SECURITY.md 21 as a property: whatever a caller of workspace A does, in any order, with
-// workspace B's identifiers and credentials mixed into its requests, no answer and no error
-// shows B's data, and nothing of B changes.
+// SECURITY.md 21 and 29 as a property: whatever a caller of workspace A does, in any order,
+// with workspace B's identifiers and credentials mixed into its requests, no answer and no
+// error shows B's data, and nothing of B changes. That holds for an account both workspaces
+// share too: whatever A does to its own membership of it (roles, status, metadata, vouching,
+// keys, failed logins, password guesses through its session in A), B's view of that member
+// and the member's way into B stay as they were. (The lockout is deployment-wide by design,
+// SECURITY.md 33, and anyone can run into it, so the server here runs with it lifted.)
 
 let keygate: TestKeygate;
 let rootKey: string;
@@ -46,6 +50,15 @@ let a: Side;
 let b: Side;
 /** B's identifiers and names: none may appear in an answer to A unless A sent it. */
 const bMarkers = new Set<string>();
+/**
+ * Accounts A invited by address: the invitation names the account's id to A (an id is all it
+ * learns, the same for a new address), so from then on that id is A's to see.
+ */
+const invitedByA = new Set<string>();
+/** An account that is a member of both workspaces, with a session in each. */
+let shared: { email: string; userId: string; inA: Member; inB: Member };
+/** What B wrote on the shared account: only B may ever see it. */
+const bSecret = `b-private-${crypto.randomUUID()}`;
 
 async function person(workspaceId: string, role: Role, tag: string): Promise<Member> {
   const email = `${tag}-${Date.now()}-${++counter}@example.test`;
@@ -100,6 +113,25 @@ beforeAll(async () => {
   for (const v of [b.id, b.name, b.slug]) bMarkers.add(v);
   remember(b.owner);
   remember(b.member);
+  // The deployment admin adds one of A's members to B as well; B writes its own metadata.
+  const inA = await person(a.id, Role.MEMBER, "shared");
+  await admin.provisionUser(
+    { email: inA.email, workspaceId: b.id, role: Role.MEMBER },
+    as(rootKey),
+  );
+  const res = await auth.login({ email: inA.email, password, workspaceId: b.id });
+  if (res.result.case !== "tokens") throw new Error("no tokens");
+  const t = res.result.value;
+  const inB = {
+    ...inA,
+    sessionId: t.sessionId,
+    accessToken: t.accessToken,
+    refreshToken: t.refreshToken,
+  };
+  shared = { email: inA.email, userId: inA.userId, inA, inB };
+  await admin.updateUserMetadata({ userId: shared.userId, metadata: { note: bSecret } }, as(b.key));
+  bMarkers.add(bSecret);
+  bMarkers.add(inB.sessionId);
 });
 afterAll(async () => {
   await keygate?.stop();
@@ -161,6 +193,8 @@ const bToken = fc.constantFrom(
   () => b.owner.accessToken,
   () => b.member.refreshToken,
 );
+
+const role = fc.constantFrom(Role.MEMBER, Role.ADMIN, Role.OWNER);
 
 const step: fc.Arbitrary<Step> = fc.oneof(
   fc.tuple(callerOfA, userId).map(([who, id]) => {
@@ -258,6 +292,92 @@ const step: fc.Arbitrary<Step> = fc.oneof(
     const request = { email: b.member.email, password, workspaceId: a.id };
     return { name: "Login (B's user in A)", request, run: () => auth.login(request) };
   }),
+  // The account both workspaces share, as A may treat its own membership of it.
+  fc
+    .tuple(
+      callerOfA,
+      fc.constantFrom(
+        () => shared.email,
+        () => b.member.email,
+        () => `invited-${Date.now()}-${++counter}@example.test`,
+      ),
+      role,
+    )
+    .map(([who, address, r]) => {
+      const request = { workspaceId: a.id, email: address(), role: r };
+      return {
+        name: "AddMember (by address)",
+        request,
+        run: async () => {
+          const res = await admin.addMember(request, who());
+          if (res.membership) invitedByA.add(res.membership.userId);
+          return res;
+        },
+      };
+    }),
+  fc
+    .tuple(
+      callerOfA,
+      role,
+      fc.constantFrom(
+        MembershipStatus.UNSPECIFIED,
+        MembershipStatus.ACTIVE,
+        MembershipStatus.DISABLED,
+      ),
+    )
+    .map(([who, r, status]) => {
+      const request = { workspaceId: a.id, userId: shared.userId, role: r, status };
+      return {
+        name: "UpdateMember (shared, in A)",
+        request,
+        run: () => admin.updateMember(request, who()),
+      };
+    }),
+  fc.tuple(callerOfA, fc.boolean()).map(([who, merge]) => {
+    const request = { userId: shared.userId, metadata: { tampered: true }, merge };
+    return {
+      name: "UpdateUserMetadata (shared)",
+      request,
+      run: () => admin.updateUserMetadata(request, who()),
+    };
+  }),
+  callerOfA.map((who) => {
+    const request = { userId: shared.userId };
+    return {
+      name: "MarkEmailVerified (shared)",
+      request,
+      run: () => admin.markEmailVerified(request, who()),
+    };
+  }),
+  callerOfA.map((who) => {
+    const request = { userId: shared.userId, reason: "property test" };
+    return { name: "BlockUser (shared)", request, run: () => admin.blockUser(request, who()) };
+  }),
+  fc.tuple(callerOfA, workspaceId).map(([who, ws]) => {
+    const request = { name: `minted-${++counter}`, workspaceId: ws(), role: AdminKeyRole.ADMIN };
+    return {
+      name: "CreateAdminKey",
+      request,
+      run: () => admin.createAdminKey(request, who()),
+    };
+  }),
+  fc
+    .constantFrom(
+      () => shared.email,
+      () => b.member.email,
+    )
+    .map((address) => {
+      const request = { email: address(), password: "a wrong guess", workspaceId: a.id };
+      return { name: "Login (wrong password, in A)", request, run: () => auth.login(request) };
+    }),
+  fc.constant(null).map(() => {
+    const request = { currentPassword: "a wrong guess", newPassword: "another password of A's" };
+    return {
+      name: "ChangePassword (shared's session in A)",
+      request,
+      run: () => auth.changePassword(request, as(shared.inA.accessToken)),
+    };
+  }),
   // Workspace B carries on meanwhile: new users and sessions that A must not see either.
   fc.constant(null).map(() => ({
     name: "B provisions and signs in a user",
@@ -278,7 +398,7 @@ describe("SECURITY.md 21: no sequence of calls shows workspace B's data to a cal
           if (s.request === null) continue; // B's own step
           const sent = json(s.request);
           for (const marker of bMarkers) {
-            if (sent.includes(marker)) continue;
+            if (sent.includes(marker) || invitedByA.has(marker)) continue;
             expect(shown.includes(marker), `${s.name} ${sent} showed ${marker}: ${shown}`).toBe(
               false,
             );
@@ -301,5 +421,29 @@ describe("SECURITY.md 21: no sequence of calls shows workspace B's data to a cal
     }
     const members = await admin.listMembers({ workspaceId: b.id }, as(rootKey));
     expect(members.memberships.find((x) => x.userId === b.member.userId)?.role).toBe(Role.MEMBER);
+    // B's view of the account it shares with A, and the account's way into B, are B's.
+    const sharedInB = members.memberships.find((x) => x.userId === shared.userId);
+    expect([sharedInB?.role, sharedInB?.status]).toEqual([Role.MEMBER, MembershipStatus.ACTIVE]);
+    expect(sharedInB?.metadata).toEqual({ note: bSecret });
+    const bView = await admin.getUser({ userId: shared.userId }, as(b.key));
+    expect([bView.user?.metadata, bView.user?.blocked, bView.user?.emailVerified]).toEqual([
+      { note: bSecret },
+      false,
+      true,
+    ]);
+    expect(
+      (await introspection.introspect({ token: shared.inB.accessToken }, as(b.key))).active,
+    ).toBe(true);
+    const again = await auth.login({ email: shared.email, password, workspaceId: b.id });
+    expect(again.result.case).toBe("tokens");
+    // And B's audit log records nothing that A's callers did.
+    const aKeys = await admin.listAdminKeys({ workspaceId: a.id }, as(rootKey));
+    const actorsOfA = new Set([
+      `user:${a.owner.userId}`,
+      `user:${a.member.userId}`,
+      ...aKeys.adminKeys.map((k) => `admin_key:${k.id}`),
+    ]);
+    const bEvents = await admin.listAuditEvents({ workspaceId: b.id, pageSize: 1000 }, as(rootKey));
+    expect(bEvents.events.filter((e) => actorsOfA.has(e.actor))).toEqual([]);
   });
 });

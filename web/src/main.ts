@@ -408,7 +408,15 @@ function resetWithLink(token: string) {
 
 function acceptInvitation(token: string) {
   const f = form({
-    fields: [newPasswordField],
+    // Optional: an account that already has a proven password may keep it; the server says
+    // when one is needed.
+    fields: [
+      {
+        ...newPasswordField,
+        required: false,
+        hint: "Needed for a new account. If you already have one, leave it empty to keep your password.",
+      },
+    ],
     submit: "Accept and sign in",
     async onSubmit(values, handle) {
       try {
@@ -420,7 +428,7 @@ function acceptInvitation(token: string) {
     },
   });
   show(
-    { title: "Accept your invitation", lead: "Choose a password for your new account." },
+    { title: "Accept your invitation", lead: "Join the workspace you were invited to." },
     f.element,
   );
 }

@@ -759,6 +759,8 @@ export type AcceptInvitationRequest = Message<"keygate.v1.AcceptInvitationReques
   token: string;
 
   /**
+   * See AcceptInvitation: required unless the account already has a proven password.
+   *
    * @generated from field: string password = 2;
    */
   password: string;
@@ -1002,8 +1004,12 @@ export const AuthService: GenService<{
   },
   /**
    * Public (the invitation link's token is the credential). Accepts an invitation from
-   * AdminService.AddMember: sets the password (the workspace's policy applies), marks the
-   * address verified, and answers tokens for the workspace. Works once.
+   * AdminService.AddMember or ProvisionUser: the membership becomes active, the address is
+   * proven, and the answer is tokens for the workspace (its second step and policies apply).
+   * The password is required for an account whose password nobody tied to the mailbox, and
+   * optional otherwise; when given, it replaces the account's password (the strictest
+   * policy of the account's workspaces applies) and ends the account's other sessions.
+   * Works once.
    * Codes: UNAUTHENTICATED (CODE_INVALID), INVALID_ARGUMENT (password policy),
    * RESOURCE_EXHAUSTED.
    *

@@ -22,6 +22,7 @@ import { findWorkspaceById } from "../../repositories/workspaces.js";
 import {
   actorOf,
   type Caller,
+  callerWorkspace,
   requireOwnerPower,
   requireWorkspaceAdmin,
   requireWorkspaceRead,
@@ -29,7 +30,7 @@ import {
 import { audit } from "../audit.js";
 import type { AdminDeps, RequestMeta } from "../deps.js";
 import { AlreadyExistsError, FailedPreconditionError, NotFoundError } from "../errors.js";
-import { inviteUnproven, userForInvitation } from "../invitation.js";
+import { accountForAddress, joining, sendInvitation } from "../invitation.js";
 import { decodePageToken, encodePageToken, pageSize } from "../pagination.js";
 import { Violations } from "../validate.js";
 
@@ -75,7 +76,11 @@ async function keepAnOwner(
     );
 }
 
-/** AddMember: workspace admin; an existing user joins with a role (default member). */
+/**
+ * AddMember: workspace admin. A workspace's own callers invite (SECURITY.md 30); a deployment
+ * admin adds at once (see `joining`). The answer does not tell whether the address had an
+ * account: both come back as the same invitation.
+ */
 export async function addMember(
   deps: AdminDeps,
   meta: RequestMeta,
@@ -95,36 +100,43 @@ export async function addMember(
   requireWorkspaceAdmin(caller, input.workspaceId);
   if (input.role === "owner") requireOwnerPower(caller);
   const { workspaceId, role } = input;
+  const byDeployment = callerWorkspace(caller) === null;
   const result = await withTenant(deps.pool, workspaceId, async (tx) => {
     const workspace = await lockedWorkspace(tx, workspaceId);
-    let target: { user: UserRow; invited: boolean; claimed: boolean };
+    let account: { user: UserRow; created: boolean };
     if (byEmail) {
-      target = await userForInvitation(tx, deps, { workspace, email: input.email });
+      account = await accountForAddress(tx, input.email);
     } else {
       const user = await findUserById(tx, input.userId);
       if (!user) throw new NotFoundError("user not found");
-      target = await inviteUnproven(tx, deps, { workspace, user });
+      account = { user, created: false };
     }
-    const userId = target.user.id;
-    const { invited } = target;
-    const inserted = await insertMembershipIfAbsent(tx, { workspaceId, userId, role });
+    const userId = account.user.id;
+    const how = joining({ ...account, byDeployment });
+    const inserted = await insertMembershipIfAbsent(tx, {
+      workspaceId,
+      userId,
+      role,
+      invited: how.invited,
+    });
     if (!inserted) throw new MemberExistsError();
     let row = inserted;
-    if (target.claimed) {
+    if (how.claimed) {
       await markClaimed(tx, { workspaceId, userId, now: deps.clock.now() });
       row = (await findMembership(tx, workspaceId, userId)) ?? inserted;
     }
+    if (how.mailed) await sendInvitation(tx, deps, { workspace, user: account.user });
     await audit(tx, deps, meta, {
-      type: invited ? "member_invited" : "member_added",
+      type: how.mailed ? "member_invited" : "member_added",
       workspaceId,
       userId,
       actor: actorOf(caller),
       outcome: "success",
       details: { role },
     });
-    return { row, invited };
+    return { row, mailed: how.mailed, user: account.user };
   });
-  if (result.invited) deps.mail.wake();
+  if (result.mailed) deps.mail.wake();
   return result.row;
 }
 
@@ -152,6 +164,10 @@ export async function updateMember(
     const member = await findMembership(tx, workspaceId, userId);
     if (!member) throw memberNotFound();
     if (member.role === "owner") requireOwnerPower(caller);
+    if (member.status === "invited" && input.status !== null)
+      new Violations()
+        .add("status", "is the invitation's until the invited account accepts it")
+        .throwIfAny();
     if (input.role === null && input.status === null) return member;
     const demoted = input.role !== null && input.role !== "owner";
     if (demoted) await keepAnOwner(tx, member, "demoted");

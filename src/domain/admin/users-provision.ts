@@ -31,6 +31,7 @@ import {
 import { audit } from "../audit.js";
 import type { AdminDeps, RequestMeta } from "../deps.js";
 import { AlreadyExistsError, NotFoundError, UnavailableError } from "../errors.js";
+import { sendInvitation } from "../invitation.js";
 import { effectiveSettings } from "../settings.js";
 import { slugPattern, Violations } from "../validate.js";
 import { checkMetadataSize } from "./users.js";
@@ -112,7 +113,8 @@ export async function provisionUser(
     passwordHash = await deps.hasher.hash(input.password);
   }
 
-  return deps.pool.transaction(async (tx) => {
+  let mailed = false;
+  const result = await deps.pool.transaction(async (tx) => {
     let workspace: WorkspaceRow | null;
     let workspaceCreated = false;
     if (create) {
@@ -141,17 +143,21 @@ export async function provisionUser(
       // A deployment admin vouching for a new account vouches for its password too.
       passwordProvenAt:
         deploymentWide && input.emailVerified && passwordHash ? deps.clock.now() : null,
-      metadata: input.metadata ?? {},
     });
     const userId = insertedId ?? (await findUserIdByEmail(tx, input.email));
     // Only when a concurrent DeleteUser removed the account between the two statements.
     if (!userId) throw new UnavailableError("the account changed concurrently; retry");
 
+    // An account from before joins a workspace only with its owner's consent, unless a
+    // deployment admin adds it (SECURITY.md 30): the membership is an invitation, mailed.
+    const invited = insertedId === null && !deploymentWide;
     const inserted = await insertMembershipIfAbsent(tx, {
       workspaceId: workspace.id,
       userId,
       role: input.role,
       emailVerified: !deploymentWide && input.emailVerified,
+      invited,
+      metadata: input.metadata ?? {},
     });
     const membership = inserted ?? (await findMembership(tx, workspace.id, userId));
     if (!membership) throw new UnavailableError("the membership changed concurrently; retry");
@@ -170,10 +176,15 @@ export async function provisionUser(
     // this workspace until the owner proves the address (SECURITY.md 28).
     if (insertedId === null && inserted !== null) {
       const account = await findUserById(tx, userId);
-      if (account && account.password_proven_at === null)
-        await markClaimed(tx, { workspaceId: workspace.id, userId, now: deps.clock.now() });
-      if (account && deploymentWide && input.emailVerified && !account.email_verified)
-        await markEmailVerified(tx, userId);
+      if (account && invited) {
+        await sendInvitation(tx, deps, { workspace, user: account });
+        mailed = true;
+      } else if (account) {
+        if (account.password_proven_at === null)
+          await markClaimed(tx, { workspaceId: workspace.id, userId, now: deps.clock.now() });
+        if (deploymentWide && input.emailVerified && !account.email_verified)
+          await markEmailVerified(tx, userId);
+      }
     }
     if (insertedId !== null || inserted !== null) {
       await audit(tx, deps, meta, {
@@ -186,10 +197,19 @@ export async function provisionUser(
           created_user: insertedId !== null,
           created_workspace: workspaceCreated,
           role: input.role,
+          invited: membership.status === "invited",
         },
       });
     }
-    const user = (await findAdminUser(tx, userId)) as AdminUserRow;
+    // The workspace's view of its member; of an invitation, the account as it is (the
+    // handler answers only its id and address).
+    const user = (await findAdminUser(
+      tx,
+      userId,
+      membership.status === "invited" ? null : workspace.id,
+    )) as AdminUserRow;
     return { user, membership, created: insertedId !== null };
   });
+  if (mailed) deps.mail.wake();
+  return result;
 }

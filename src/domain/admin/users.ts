@@ -7,15 +7,19 @@ import {
   clearLoginFailures,
   eraseUser,
   findAdminUser,
-  isMemberOf,
   listAdminUsers,
   lockUser,
+  memberRoleIn,
   revokeSessionsOfUser,
   setUserBlocked,
   setUserMetadata,
   workspacesWhereLastOwner,
 } from "../../repositories/admin-users.js";
-import { vouchForMemberEmail } from "../../repositories/memberships.js";
+import {
+  type Role,
+  setMembershipMetadata,
+  vouchForMemberEmail,
+} from "../../repositories/memberships.js";
 import { normalizeEmail, vouchForAccount } from "../../repositories/users.js";
 import {
   actorOf,
@@ -23,6 +27,7 @@ import {
   callerWorkspace,
   requireDeploymentAdmin,
   requireDeploymentRead,
+  requireOwnerPower,
   requireWorkspaceAdmin,
   requireWorkspaceRead,
 } from "../admin-auth.js";
@@ -58,44 +63,60 @@ function inCallerScope<T>(
 }
 
 /**
- * The user as the caller may see it: any user for deployment-wide callers, members of the
- * caller's workspace (of any status) for the others. Optionally locks the row first.
+ * The user as the caller may see it: any user for deployment-wide callers, or, with `view` a
+ * workspace, a member of it (active or disabled; an invitation is not yet a member), with that
+ * workspace's metadata. Anyone else is NOT_FOUND. Optionally locks the row first.
  */
 async function visibleUser(
   tx: DatabaseTransactionConnection,
-  workspaceId: string | null,
+  view: string | null,
   userId: string,
   lock = false,
-): Promise<AdminUserRow> {
+): Promise<{ user: AdminUserRow; role: Role | null }> {
   if (lock && !(await lockUser(tx, userId))) throw notFound();
-  if (workspaceId !== null && !(await isMemberOf(tx, workspaceId, userId))) throw notFound();
-  const user = await findAdminUser(tx, userId);
+  const role = view === null ? null : await memberRoleIn(tx, view, userId);
+  if (view !== null && role === null) throw notFound();
+  const user = await findAdminUser(tx, userId, view);
   if (!user) throw notFound();
-  return user;
+  return { user, role };
+}
+
+/** An owner's view is changed only by an owner (or a key no admin minted), as UpdateMember. */
+function requirePowerOver(caller: Caller, role: Role | null): void {
+  if (role === "owner") requireOwnerPower(caller);
 }
 
 function validUserId(userId: string): void {
   new Violations().required("user_id", userId, 36).uuid("user_id", userId).throwIfAny();
 }
 
-/** Workspace admin of the caller's own workspace, or deployment admin. */
-function requireAdminOfOwnScope(caller: Caller): string | null {
-  const workspaceId = callerWorkspace(caller);
-  if (workspaceId === null) requireDeploymentAdmin(caller);
-  else requireWorkspaceAdmin(caller, workspaceId);
-  return workspaceId;
+/**
+ * The workspace whose view a call reads or writes: the one it names, else the caller's own;
+ * null for a deployment-wide caller naming none (the account itself).
+ */
+function viewOf(caller: Caller, workspaceId: string): string | null {
+  return workspaceId !== "" ? workspaceId : callerWorkspace(caller);
+}
+
+/** Workspace admin of the view's workspace, or deployment admin for the account itself. */
+function requireAdminOf(caller: Caller, view: string | null): void {
+  if (view === null) requireDeploymentAdmin(caller);
+  else requireWorkspaceAdmin(caller, view);
 }
 
 export async function getUser(
   deps: AdminDeps,
   caller: Caller,
-  userId: string,
+  input: { userId: string; workspaceId: string },
 ): Promise<AdminUserRow> {
-  const workspaceId = callerWorkspace(caller);
-  if (workspaceId === null) requireDeploymentRead(caller);
-  else requireWorkspaceRead(caller, workspaceId);
-  validUserId(userId);
-  return inCallerScope(deps, workspaceId, (tx) => visibleUser(tx, workspaceId, userId));
+  validUserId(input.userId);
+  new Violations().uuid("workspace_id", input.workspaceId).throwIfAny();
+  const view = viewOf(caller, input.workspaceId);
+  if (view === null) requireDeploymentRead(caller);
+  else requireWorkspaceRead(caller, view);
+  return inCallerScope(deps, callerWorkspace(caller), async (tx) => {
+    return (await visibleUser(tx, view, input.userId)).user;
+  });
 }
 
 export type UserStatus = "any" | "active" | "blocked";
@@ -236,10 +257,12 @@ export async function markUserEmailVerified(
   meta: RequestMeta,
   userId: string,
 ): Promise<AdminUserRow> {
-  const workspaceId = requireAdminOfOwnScope(caller);
+  const workspaceId = callerWorkspace(caller);
+  requireAdminOf(caller, workspaceId);
   validUserId(userId);
   return inCallerScope(deps, workspaceId, async (tx) => {
-    await visibleUser(tx, workspaceId, userId, true);
+    const { role } = await visibleUser(tx, workspaceId, userId, true);
+    requirePowerOver(caller, role);
     // A deployment admin speaks for the address everywhere; a workspace only for itself: its
     // word satisfies its own require_email_verification (SECURITY.md 29).
     if (workspaceId === null) await vouchForAccount(tx, userId, deps.clock.now());
@@ -252,7 +275,7 @@ export async function markUserEmailVerified(
       outcome: "success",
       details: { scope: workspaceId === null ? "account" : "workspace" },
     });
-    return (await findAdminUser(tx, userId)) as AdminUserRow;
+    return (await findAdminUser(tx, userId, workspaceId)) as AdminUserRow;
   });
 }
 
@@ -288,36 +311,57 @@ export function checkMetadataSize(field: string, metadata: Record<string, unknow
   }
 }
 
+/**
+ * Replaces or merges a metadata object: the membership's in the view's workspace, which no
+ * other workspace reads (SECURITY.md 29), or the account's own for a deployment admin naming
+ * no workspace.
+ */
 export async function updateUserMetadata(
   deps: AdminDeps,
   caller: Caller,
   meta: RequestMeta,
-  input: { userId: string; metadata: Record<string, unknown> | undefined; merge: boolean },
+  input: {
+    userId: string;
+    workspaceId: string;
+    metadata: Record<string, unknown> | undefined;
+    merge: boolean;
+  },
 ): Promise<AdminUserRow> {
-  const workspaceId = requireAdminOfOwnScope(caller);
-  const v = new Violations().required("user_id", input.userId, 36).uuid("user_id", input.userId);
+  const v = new Violations()
+    .required("user_id", input.userId, 36)
+    .uuid("user_id", input.userId)
+    .uuid("workspace_id", input.workspaceId);
   const metadata = input.metadata;
   if (metadata === undefined) v.add("metadata", "is required (an empty object clears it)");
   else if (typeof metadata !== "object" || metadata === null || Array.isArray(metadata))
     v.add("metadata", "is not a JSON object");
   v.throwIfAny();
+  const view = viewOf(caller, input.workspaceId);
+  requireAdminOf(caller, view);
   const incoming = metadata as Record<string, unknown>;
   // Checked before the merge too, so an oversized request is refused without a lookup.
   checkMetadataSize("metadata", incoming);
-  return inCallerScope(deps, workspaceId, async (tx) => {
-    const user = await visibleUser(tx, workspaceId, input.userId, true);
+  return inCallerScope(deps, callerWorkspace(caller), async (tx) => {
+    const { user, role } = await visibleUser(tx, view, input.userId, true);
+    requirePowerOver(caller, role);
     const next = input.merge ? { ...user.metadata, ...incoming } : incoming;
     checkMetadataSize("metadata", next);
-    await setUserMetadata(tx, input.userId, next);
+    if (view === null) await setUserMetadata(tx, input.userId, next);
+    else
+      await setMembershipMetadata(tx, { workspaceId: view, userId: input.userId, metadata: next });
     await audit(tx, deps, meta, {
       type: "user_metadata_updated",
-      workspaceId,
+      workspaceId: view,
       userId: input.userId,
       actor: actorOf(caller),
       outcome: "success",
-      details: { merge: input.merge, bytes: metadataBytes(next) },
+      details: {
+        merge: input.merge,
+        bytes: metadataBytes(next),
+        scope: view === null ? "account" : "workspace",
+      },
     });
-    return (await findAdminUser(tx, input.userId)) as AdminUserRow;
+    return (await findAdminUser(tx, input.userId, view)) as AdminUserRow;
   });
 }
 
@@ -342,7 +386,8 @@ export async function revokeUserSessions(
   // A deployment-wide caller may name any user; a workspace's own callers only its members.
   const visibleIn = callerWorkspace(caller) === null ? null : scope;
   const revoked = await inCallerScope(deps, scope, async (tx) => {
-    await visibleUser(tx, visibleIn, input.userId);
+    const { role } = await visibleUser(tx, visibleIn, input.userId);
+    requirePowerOver(caller, role);
     const revoked = await revokeSessionsOfUser(tx, {
       userId: input.userId,
       workspaceId: scope,

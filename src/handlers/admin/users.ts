@@ -32,7 +32,7 @@ import type { AdminDeps } from "../../domain/deps.js";
 import { Violations } from "../../domain/validate.js";
 import type { AdminUserRow } from "../../repositories/admin-users.js";
 import type { Role as DomainRole } from "../../repositories/memberships.js";
-import { membershipOf, userOf } from "../convert.js";
+import { invitedUserOf, membershipOf, userOf } from "../convert.js";
 import { callerOf } from "./caller.js";
 
 const meta = (ctx: HandlerContext) => ctx.values.get(requestMetaKey);
@@ -107,15 +107,22 @@ export function adminUsersHandlers(deps: AdminDeps): Partial<ServiceImpl<typeof 
         role: roleFrom(req.role),
       });
       return {
-        user: adminUserOf(result.user, now(), callerOf(ctx)),
-        membership: membershipOf(result.membership),
+        user:
+          result.membership.status === "invited"
+            ? invitedUserOf(result.user)
+            : adminUserOf(result.user, now(), callerOf(ctx)),
+        membership: membershipOf(result.membership, true),
         created: result.created,
       };
     },
 
     async getUser(req: GetUserRequest, ctx: HandlerContext) {
       return {
-        user: adminUserOf(await getUser(deps, callerOf(ctx), req.userId), now(), callerOf(ctx)),
+        user: adminUserOf(
+          await getUser(deps, callerOf(ctx), { userId: req.userId, workspaceId: req.workspaceId }),
+          now(),
+          callerOf(ctx),
+        ),
       };
     },
 
@@ -162,6 +169,7 @@ export function adminUsersHandlers(deps: AdminDeps): Partial<ServiceImpl<typeof 
     async updateUserMetadata(req: UpdateUserMetadataRequest, ctx: HandlerContext) {
       const user = await updateUserMetadata(deps, callerOf(ctx), meta(ctx), {
         userId: req.userId,
+        workspaceId: req.workspaceId,
         metadata: req.metadata,
         merge: req.merge,
       });

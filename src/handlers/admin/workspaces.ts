@@ -49,7 +49,7 @@ import type { AdminDeps } from "../../domain/deps.js";
 import { InvalidArgumentError } from "../../domain/errors.js";
 import type { AuditEventRow } from "../../repositories/admin-workspaces.js";
 import type { Role as DomainRole } from "../../repositories/memberships.js";
-import { membershipOf, userOf, workspaceOf } from "../convert.js";
+import { invitedUserOf, membershipOf, userOf, workspaceOf } from "../convert.js";
 import { callerOf } from "./caller.js";
 
 const meta = (ctx: HandlerContext) => ctx.values.get(requestMetaKey);
@@ -138,6 +138,10 @@ function statusIn(status: MembershipStatus): MembershipStatusValue | null {
   if (status === MembershipStatus.UNSPECIFIED) return null;
   if (status === MembershipStatus.ACTIVE) return "active";
   if (status === MembershipStatus.DISABLED) return "disabled";
+  if (status === MembershipStatus.INVITED)
+    throw new InvalidArgumentError([
+      { field: "status", description: "cannot be set: AddMember invites, the invited accept" },
+    ]);
   throw new InvalidArgumentError([{ field: "status", description: "is not a membership status" }]);
 }
 
@@ -215,7 +219,7 @@ export function adminWorkspacesHandlers(
         email: req.email,
         role: roleIn(req.role) ?? "member",
       });
-      return { membership: membershipOf(row) };
+      return { membership: membershipOf(row, true) };
     },
 
     async updateMember(req: UpdateMemberRequest, ctx: HandlerContext) {
@@ -225,7 +229,7 @@ export function adminWorkspacesHandlers(
         role: roleIn(req.role),
         status: statusIn(req.status),
       });
-      return { membership: membershipOf(row) };
+      return { membership: membershipOf(row, true) };
     },
 
     async removeMember(req: RemoveMemberRequest, ctx: HandlerContext) {
@@ -237,8 +241,12 @@ export function adminWorkspacesHandlers(
       const page = await listMembers(deps, callerOf(ctx), req);
       return {
         memberships: page.members.map((m) => {
-          const membership = membershipOf(m);
-          if (m.user) membership.user = userOf(m.user);
+          const membership = membershipOf(m, true);
+          if (m.user)
+            membership.user =
+              m.status === "invited"
+                ? invitedUserOf(m.user)
+                : userOf({ ...m.user, metadata: m.metadata });
           return membership;
         }),
         nextPageToken: page.nextPageToken,
