@@ -149,6 +149,21 @@ describe("UpdateWorkspaceSettings over Connect JSON", () => {
   });
 });
 
+describe("Connect JSON elsewhere", () => {
+  it("refuses a misspelt field of any RPC, and the call is not made", async () => {
+    const res = await fetch(`${keygate.url}/keygate.v1.AuthService/SignUp`, {
+      method: "POST",
+      headers: { "content-type": "application/json", "x-workspace-id": workspaceId },
+      body: JSON.stringify({ email: "typo@example.test", pasword: "correct horse battery" }),
+    });
+    expect(res.status).toBe(400);
+    const body = await res.json();
+    expect(violatedFields(body)).toEqual(["pasword"]);
+    const users = await admin.listUsers({ emailPrefix: "typo@" }, auth());
+    expect(users.users).toEqual([]);
+  });
+});
+
 describe("UpdateWorkspaceSettings through the generated client", () => {
   it("sets and resets otp_ttl_seconds, action_proof_required and rate_limits", async () => {
     const set = await admin.updateWorkspaceSettings(

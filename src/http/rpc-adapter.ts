@@ -54,7 +54,13 @@ export function rpcAdapter(options: ConnectNodeAdapterOptions & { logger: Logger
     const run = async () => {
       if (prechecked && contextValues) {
         const chunks: Buffer[] = [];
-        for await (const chunk of req) chunks.push(chunk as Buffer);
+        try {
+          for await (const chunk of req) chunks.push(chunk as Buffer);
+        } catch {
+          // The client went away mid-body: there is no one to answer.
+          res.destroy();
+          return;
+        }
         const bytes = Buffer.concat(chunks);
         let body: Uint8Array = bytes;
         let json: unknown;
