@@ -201,6 +201,31 @@ describe("UpdateWorkspaceSettings through the generated client", () => {
     expect(reset.settings?.rateLimits).toEqual({});
   });
 
+  it("applies a workspace's rate limit set through the API", async () => {
+    const { workspace } = await admin.createWorkspace(
+      { name: "Limited", slug: "limited-signups" },
+      auth(),
+    );
+    const limited = workspace?.id as string;
+    await admin.updateWorkspaceSettings(
+      {
+        workspaceId: limited,
+        settings: { rateLimits: { signup_ip: { limit: 1, windowSeconds: 3600 } } },
+      },
+      auth(),
+    );
+    const signUp = (email: string) =>
+      fetch(`${keygate.url}/keygate.v1.AuthService/SignUp`, {
+        method: "POST",
+        headers: { "content-type": "application/json", "x-workspace-id": limited },
+        body: JSON.stringify({ email, password: "correct horse battery staple" }),
+      });
+    expect((await signUp("first-limited@example.test")).status).toBe(200);
+    const second = await signUp("second-limited@example.test");
+    expect(second.status).toBe(429);
+    expect(((await second.json()) as { code: string }).code).toBe("resource_exhausted");
+  });
+
   it("refuses the deployment-wide limit and unknown limit names, over gRPC as well", async () => {
     const grpc = createClient(AdminService, createGrpcTransport({ baseUrl: keygate.url }));
     for (const name of ["deployment_ip", "login_everything"]) {
