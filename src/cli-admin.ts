@@ -1,153 +1,154 @@
 import { parseArgs } from "node:util";
-import { type DescMessage, type MessageShape, toJsonString } from "@bufbuild/protobuf";
+import { toJsonString } from "@bufbuild/protobuf";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import { ErrorInfoSchema } from "../gen/google/rpc/error_details_pb.js";
+import { AdminService } from "../gen/keygate/v1/admin_service_pb.js";
+import { adminCommandGroups } from "./cli-admin-commands.js";
 import {
-  AdminService,
-  CreateAdminKeyResponseSchema,
-  ListAdminKeysResponseSchema,
-  ListSigningKeysResponseSchema,
-  ProvisionUserResponseSchema,
-  RevokeAdminKeyResponseSchema,
-  RevokeSigningKeyResponseSchema,
-  RotateSigningKeyResponseSchema,
-} from "../gen/keygate/v1/admin_service_pb.js";
-import { AdminKeyRole, Role } from "../gen/keygate/v1/types_pb.js";
+  type Command,
+  type CommandContext,
+  ConfigProblem,
+  defaultUrl,
+  isUuid,
+  UsageError,
+} from "./cli-admin-context.js";
 
-export const adminUsage = `Admin commands (talk to a running Keygate at KEYGATE_URL, default
-http://127.0.0.1:8080, with the admin key in KEYGATE_ADMIN_KEY):
-  admin-key create --name NAME [--workspace ID] [--role admin|read_only] [--introspect] [--expires ISO-TIME]
-  admin-key list [--workspace ID]
-  admin-key revoke KEY_ID
-  provision-user --email EMAIL [--password P] [--workspace ID] [--role member|admin|owner] [--verified]
-  keys rotate [--algorithm RS256|ES256|EdDSA]
-  keys list
-  keys revoke KID`;
+/**
+ * `keygate <group> <command> ...`: AdminService over Connect for an operator's tasks, answers
+ * printed as JSON. The command table is in cli-admin-commands.ts; this file parses, helps and
+ * connects.
+ */
 
-export const adminCommands = new Set(["admin-key", "provision-user", "keys"]);
+const line = (group: string, sub: string, c: Command) =>
+  `  keygate ${[group, sub, c.args].filter(Boolean).join(" ")}\n      ${c.summary}`;
 
-class UsageError extends Error {}
-
-function print<D extends DescMessage>(schema: D, message: MessageShape<D>): void {
-  process.stdout.write(`${toJsonString(schema, message, { prettySpaces: 2 })}\n`);
+function groupUsage(group: string): string {
+  const commands = adminCommandGroups[group] ?? {};
+  return Object.entries(commands)
+    .map(([sub, c]) => line(group, sub, c))
+    .join("\n");
 }
 
-/** `keygate admin-key|provision-user|keys ...`: AdminService over Connect, answers as JSON. */
+export const adminUsage = `Admin commands talk to a running Keygate at KEYGATE_URL (${defaultUrl} when unset,
+said on stderr) with the admin key in KEYGATE_ADMIN_KEY, and print the answer as JSON.
+--workspace takes a workspace id or slug; USER takes a user id or email address. Roles are
+owner, admin or member. \`keygate <group> --help\` lists a group's commands.
+
+${Object.keys(adminCommandGroups).map(groupUsage).join("\n")}`;
+
+export const adminCommands = new Set(Object.keys(adminCommandGroups));
+
+const wantsHelp = (args: string[]) => args.some((a) => a === "--help" || a === "-h");
+
 export async function runAdminCommand(
   argv: string[],
   env: Record<string, string | undefined>,
 ): Promise<number> {
-  const key = env.KEYGATE_ADMIN_KEY;
-  if (!key) {
-    console.error("KEYGATE_ADMIN_KEY is not set: the admin commands need an admin key");
-    return 78;
+  const [group = "", ...rest] = argv;
+  const commands = adminCommandGroups[group];
+  if (!commands) throw new Error(`not an admin command group: ${group}`);
+  const single = "" in commands;
+  const sub = single ? "" : (rest[0] ?? "");
+  const command = commands[sub];
+  const args = single ? rest : rest.slice(1);
+
+  if (!single && (sub === "" || sub === "help" || sub === "--help" || sub === "-h")) {
+    console.log(`Usage:\n${groupUsage(group)}`);
+    return sub === "" ? 2 : 0;
   }
-  const admin = createClient(
-    AdminService,
-    createConnectTransport({
-      baseUrl: env.KEYGATE_URL ?? "http://127.0.0.1:8080",
-      httpVersion: "1.1",
-    }),
-  );
-  const auth = { headers: { authorization: `Bearer ${key}` } };
-  const [command, sub] = argv;
+  if (!command) {
+    console.error(
+      `keygate ${group} has no command "${sub}"; its commands are: ${Object.keys(commands).join(", ")}\n\nUsage:\n${groupUsage(group)}`,
+    );
+    return 2;
+  }
+  if (wantsHelp(args)) {
+    console.log(`Usage:\n${line(group, sub, command)}`);
+    return 0;
+  }
+
+  let connected: ReturnType<CommandContext["admin"]> | undefined;
+  const admin = () => {
+    if (connected) return connected;
+    const key = env.KEYGATE_ADMIN_KEY;
+    if (!key)
+      throw new ConfigProblem("KEYGATE_ADMIN_KEY is not set: the admin commands need an admin key");
+    if (!env.KEYGATE_URL) console.error(`KEYGATE_URL is not set: using ${defaultUrl}`);
+    const client = createClient(
+      AdminService,
+      createConnectTransport({ baseUrl: env.KEYGATE_URL || defaultUrl, httpVersion: "1.1" }),
+    );
+    connected = { client, call: { headers: { authorization: `Bearer ${key}` } } };
+    return connected;
+  };
+
+  const name = `keygate ${[group, sub].filter(Boolean).join(" ")}`;
   try {
     const { values, positionals } = parseArgs({
-      args: argv.slice(command === "provision-user" ? 1 : 2),
+      args,
       allowPositionals: true,
-      options: {
-        name: { type: "string" },
-        workspace: { type: "string", default: "" },
-        role: { type: "string" },
-        introspect: { type: "boolean", default: false },
-        expires: { type: "string" },
-        email: { type: "string" },
-        password: { type: "string", default: "" },
-        verified: { type: "boolean", default: false },
-        algorithm: { type: "string", default: "" },
+      options: command.options ?? {},
+    });
+    await command.run({
+      values,
+      positionals,
+      env,
+      admin,
+      print(schema, message) {
+        // Implicit values too: a script reads "created": false, not a missing key.
+        process.stdout.write(
+          `${toJsonString(schema, message, { prettySpaces: 2, alwaysEmitImplicit: true })}\n`,
+        );
+      },
+      async workspace(value, options) {
+        if (!value && options?.required) {
+          const { client, call } = admin();
+          const { workspaces } = await client.listWorkspaces({ pageSize: 2 }, call);
+          if (workspaces.length === 1 && workspaces[0]) return workspaces[0].id;
+          throw new UsageError(
+            "--workspace is required: the key sees several workspaces (keygate workspaces list shows them)",
+          );
+        }
+        if (!value || isUuid(value)) return value ?? "";
+        const { client, call } = admin();
+        const { workspaces } = await client.listWorkspaces(
+          { slugPrefix: value, pageSize: 1000 },
+          call,
+        );
+        const found = workspaces.find((w) => w.slug === value);
+        if (!found)
+          throw new UsageError(
+            `no workspace has the id or slug "${value}" (keygate workspaces list shows them)`,
+          );
+        return found.id;
+      },
+      async user(value, what = "USER") {
+        if (!value) throw new UsageError(`name the ${what} (a user id or email address)`);
+        if (isUuid(value)) return value;
+        if (!value.includes("@"))
+          throw new UsageError(`${what} "${value}" is neither a user id nor an email address`);
+        const { client, call } = admin();
+        const { users } = await client.listUsers({ emailPrefix: value, pageSize: 1000 }, call);
+        const found = users.find((u) => u.email.toLowerCase() === value.toLowerCase());
+        if (!found) throw new UsageError(`no user has the email address ${value}`);
+        return found.id;
       },
     });
-    if (command === "admin-key" && sub === "create") {
-      if (!values.name) throw new UsageError("--name is required");
-      const role = { admin: AdminKeyRole.ADMIN, read_only: AdminKeyRole.READ_ONLY }[
-        values.role ?? "admin"
-      ];
-      if (role === undefined) throw new UsageError("--role is admin or read_only");
-      const expires = values.expires ? new Date(values.expires) : undefined;
-      if (expires && Number.isNaN(expires.getTime()))
-        throw new UsageError("--expires is not a time");
-      const res = await admin.createAdminKey(
-        {
-          name: values.name,
-          workspaceId: values.workspace,
-          role,
-          introspect: values.introspect,
-          ...(expires
-            ? { expireTime: { seconds: BigInt(Math.floor(expires.getTime() / 1000)), nanos: 0 } }
-            : {}),
-        },
-        auth,
-      );
-      print(CreateAdminKeyResponseSchema, res);
-      return 0;
-    }
-    if (command === "admin-key" && sub === "list") {
-      print(
-        ListAdminKeysResponseSchema,
-        await admin.listAdminKeys({ workspaceId: values.workspace, pageSize: 1000 }, auth),
-      );
-      return 0;
-    }
-    if (command === "admin-key" && sub === "revoke") {
-      const id = positionals[0];
-      if (!id) throw new UsageError("name the key id to revoke");
-      print(RevokeAdminKeyResponseSchema, await admin.revokeAdminKey({ adminKeyId: id }, auth));
-      return 0;
-    }
-    if (command === "provision-user") {
-      if (!values.email) throw new UsageError("--email is required");
-      const role = { member: Role.MEMBER, admin: Role.ADMIN, owner: Role.OWNER }[
-        values.role ?? "member"
-      ];
-      if (role === undefined) throw new UsageError("--role is member, admin or owner");
-      const res = await admin.provisionUser(
-        {
-          email: values.email,
-          password: values.password,
-          emailVerified: values.verified,
-          workspaceId: values.workspace,
-          role,
-        },
-        auth,
-      );
-      print(ProvisionUserResponseSchema, res);
-      return 0;
-    }
-    if (command === "keys" && sub === "rotate") {
-      print(
-        RotateSigningKeyResponseSchema,
-        await admin.rotateSigningKey({ algorithm: values.algorithm }, auth),
-      );
-      return 0;
-    }
-    if (command === "keys" && sub === "revoke") {
-      const kid = positionals[0];
-      if (!kid) throw new UsageError("name the kid of the signing key to revoke");
-      print(RevokeSigningKeyResponseSchema, await admin.revokeSigningKey({ kid }, auth));
-      return 0;
-    }
-    if (command === "keys" && sub === "list") {
-      print(ListSigningKeysResponseSchema, await admin.listSigningKeys({}, auth));
-      return 0;
-    }
-    throw new UsageError(`unknown command: ${argv.join(" ")}`);
+    return 0;
   } catch (error) {
+    if (error instanceof ConfigProblem) {
+      console.error(error.message);
+      return 78;
+    }
+    const code = (error as { code?: string }).code;
     if (
       error instanceof UsageError ||
-      (error as { code?: string }).code === "ERR_PARSE_ARGS_UNKNOWN_OPTION"
+      code === "ERR_PARSE_ARGS_UNKNOWN_OPTION" ||
+      code === "ERR_PARSE_ARGS_INVALID_OPTION_VALUE" ||
+      code === "ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL"
     ) {
-      console.error(`${(error as Error).message}\n\n${adminUsage}`);
+      console.error(`${name}: ${(error as Error).message}\n\nUsage:\n${line(group, sub, command)}`);
       return 2;
     }
     if (error instanceof ConnectError) {

@@ -2,7 +2,6 @@ import { randomUUID } from "node:crypto";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import { createContextValues, type Interceptor } from "@connectrpc/connect";
-import { connectNodeAdapter } from "@connectrpc/connect-node";
 import type { Config } from "./config.js";
 import { peerAddressKey, requestIdKey, requestMetaKey } from "./context-keys.js";
 import type { RequestMeta } from "./domain/deps.js";
@@ -11,9 +10,11 @@ import { corsMiddleware } from "./http/cors.js";
 import { httpEndpoints, type JwksSource, json } from "./http/endpoints.js";
 import { createListener } from "./http/listener.js";
 import { type OAuthDeps, oauthEndpoints } from "./http/oauth.js";
+import { rpcAdapter } from "./http/rpc-adapter.js";
 import type { NodeServerRequest, NodeServerResponse } from "./http/types.js";
 import type { WebApp } from "./http/web-app.js";
 import { errorInterceptor } from "./interceptors/errors.js";
+import { jsonFieldsInterceptor } from "./interceptors/json-fields.js";
 import { textInterceptor } from "./interceptors/text.js";
 import type { Logger } from "./log.js";
 import type { Metrics } from "./metrics.js";
@@ -84,15 +85,21 @@ export function buildServer(deps: ServerDeps): Server {
         })
       : undefined,
   });
-  const rpc = connectNodeAdapter({
+  const rpc = rpcAdapter({
+    logger: deps.logger,
     routes: routes(deps.handlers),
     interceptors: [
       ...(deps.tracing ? [deps.tracing.interceptor()] : []),
       errorInterceptor(deps.logger, deps.metrics),
+      jsonFieldsInterceptor(),
       textInterceptor(),
       ...(deps.interceptors ?? []),
     ],
     readMaxBytes: deps.config.maxRequestBytes,
+    // Connect JSON as protobuf defines it: a field name or enum value the schema does not have
+    // is refused (INVALID_ARGUMENT, see rpcAdapter for the field details) rather than dropped,
+    // so a misspelt setting never reads as "unchanged". connect-es alone would ignore both.
+    jsonOptions: { ignoreUnknownFields: false },
     maxTimeoutMs: deps.config.maxTimeoutMs,
     shutdownSignal: shutdown.signal,
     contextValues: (req) => {

@@ -244,7 +244,7 @@ describe("workspaces", () => {
       admin.updateWorkspaceSettings(
         {
           workspaceId: defaultWorkspaceId,
-          resetMask: create(FieldMaskSchema, { paths: ["rate_limits"] }),
+          resetMask: create(FieldMaskSchema, { paths: ["otp_ttl"] }),
         },
         asAdmin(),
       ),

@@ -1,14 +1,15 @@
 import { execFile } from "node:child_process";
-import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startTestKeygate, type TestKeygate } from "./support/server.js";
 
-// What a team that installs the packed Keygate gets: the build, `npm pack`, an install of the
-// tarball into an empty project, tsc over a script using both entries, and the script run
-// against a live server.
+// What a team that installs the client packages gets: `npm pack` of @keygate/client and
+// @keygate/verify (each builds itself first), an install of the two tarballs into an empty
+// project, its size, tsc over a script using every entry, and the script run against a live
+// server.
 
 const run = promisify(execFile);
 const root = path.resolve(import.meta.dirname, "..");
@@ -25,6 +26,42 @@ afterAll(async () => {
   if (project) await rm(project, { recursive: true, force: true });
 });
 
+/** Bytes and package folders under node_modules (a package is a folder with package.json). */
+async function installed(dir: string): Promise<{ bytes: number; packages: string[] }> {
+  let bytes = 0;
+  const packages: string[] = [];
+  const walk = async (at: string, rel: string) => {
+    for (const entry of await readdir(at, { withFileTypes: true })) {
+      const full = path.join(at, entry.name);
+      const name = rel ? `${rel}/${entry.name}` : entry.name;
+      if (entry.isDirectory()) await walk(full, name);
+      else if (entry.isFile()) {
+        bytes += (await stat(full)).size;
+        if (
+          entry.name === "package.json" &&
+          /(^|\/)node_modules\/(@[^/]+\/)?[^/@]+\/package\.json$/.test(`node_modules/${name}`)
+        )
+          packages.push(path.dirname(name).replace(/^.*node_modules\//, ""));
+      }
+    }
+  };
+  await walk(path.join(dir, "node_modules"), "");
+  return { bytes, packages: [...new Set(packages)].sort() };
+}
+
+async function pack(name: "client" | "verify") {
+  const packed = await run("npm", ["pack", "--json", "--pack-destination", project], {
+    cwd: path.join(root, "packages", name),
+  });
+  const [info] = JSON.parse(packed.stdout.slice(packed.stdout.indexOf("["))) as {
+    filename: string;
+    size: number;
+    files: { path: string }[];
+  }[];
+  if (!info) throw new Error("npm pack answered nothing");
+  return info;
+}
+
 const consumerScript = `import {
   Code,
   ConnectError,
@@ -33,12 +70,13 @@ const consumerScript = `import {
   errorReason,
   type KeygateErrorReason,
   Role,
-} from "keygate/client";
+} from "@keygate/client";
 import {
   createKeygateClient as createWebClient,
   memoryTokenStore,
   sessionStorageTokenStore,
-} from "keygate/client/web";
+} from "@keygate/client/web";
+import { createVerifier, VerifyError } from "@keygate/verify";
 
 // @ts-expect-error not a reason Keygate gives
 const wrong: KeygateErrorReason = "NOT_A_REASON";
@@ -84,8 +122,27 @@ const overGrpcWeb = createWebClient({
 });
 const grpcWebEmail = (await overGrpcWeb.auth.getSession({})).user?.email;
 
+const verifier = createVerifier({
+  baseUrl,
+  adminKey,
+  audience: process.env.KEYGATE_AUDIENCE as string,
+  issuer: process.env.KEYGATE_ISSUER as string,
+});
+await verifier.ready();
+const verified = await verifier.verify(login.result.case === "tokens" ? login.result.value.accessToken : "");
+let verifyRefusal: string | undefined;
+try {
+  await verifier.verify("not.a.token");
+} catch (error) {
+  verifyRefusal = error instanceof VerifyError ? error.reason : String(error);
+}
+await verifier.close();
+
 process.stdout.write(
   JSON.stringify({
+    verifiedRole: verified.role,
+    verifiedUser: verified.userId === me.user?.id,
+    refused: verifyRefusal,
     workspaces,
     loggedIn: login.result.case,
     email: me.user?.email,
@@ -100,37 +157,59 @@ process.stdout.write(
 );
 `;
 
-describe("the packed package", () => {
-  it("installs elsewhere, type-checks and runs against a live server", async () => {
-    await run("npm", ["run", "build:client"], { cwd: root });
-    const packed = await run(
-      "npm",
-      ["pack", "--ignore-scripts", "--json", "--pack-destination", project],
-      { cwd: root },
-    );
-    const [info] = JSON.parse(packed.stdout) as { filename: string; files: { path: string }[] }[];
-    if (!info) throw new Error("npm pack answered nothing");
-    const files = info.files.map((f) => f.path);
-    for (const entry of ["index", "web"]) {
-      expect(files).toContain(`dist/src/client/${entry}.js`);
-      expect(files).toContain(`dist/src/client/${entry}.d.ts`);
+describe("the client packages", () => {
+  it("pack, install alone from their tarballs, type-check and run against a live server", async () => {
+    const client = await pack("client");
+    const verify = await pack("verify");
+    for (const [info, entries] of [
+      [client, ["src/client/index", "src/client/web"]],
+      [verify, ["src/verify/index"]],
+    ] as const) {
+      const files = info.files.map((f) => f.path);
+      for (const entry of entries) {
+        expect(files).toContain(`dist/${entry}.js`);
+        expect(files).toContain(`dist/${entry}.d.ts`);
+      }
+      for (const doc of ["README.md", "CHANGELOG.md", "LICENSE", "package.json"])
+        expect(files).toContain(doc);
+      // Nothing of the service: no server code, tests, migrations or proto sources.
+      expect(
+        files.filter(
+          (f) =>
+            !/^(dist\/(src\/(client|verify)|gen)\/|[A-Z]|package\.json$)/.test(f) &&
+            f !== "dist/src/domain/revocation-set.js" &&
+            f !== "dist/src/domain/revocation-set.d.ts",
+        ),
+      ).toEqual([]);
     }
-    expect(files.some((f) => f.startsWith("test/"))).toBe(false);
 
     await writeFile(
       path.join(project, "package.json"),
-      JSON.stringify({
-        name: "consumer",
-        private: true,
-        type: "module",
-        dependencies: { keygate: `file:./${info.filename}`, "@types/node": "24.19.2" },
-      }),
+      JSON.stringify({ name: "consumer", private: true, type: "module" }),
     );
-    await run(
-      "npm",
-      ["install", "--no-audit", "--no-fund", "--ignore-scripts", "--prefer-offline"],
-      { cwd: project },
+    const npmInstall = (...specs: string[]) =>
+      run(
+        "npm",
+        ["install", "--no-audit", "--no-fund", "--ignore-scripts", "--prefer-offline", ...specs],
+        {
+          cwd: project,
+        },
+      );
+    await npmInstall(`./${client.filename}`, `./${verify.filename}`);
+    const size = await installed(project);
+    console.log(
+      `installed @keygate/client and @keygate/verify: ${(size.bytes / 1024 / 1024).toFixed(1)} MB in ${size.packages.length} packages (${size.packages.join(", ")}); tarballs ${(client.size / 1024).toFixed(0)} kB and ${(verify.size / 1024).toFixed(0)} kB`,
     );
+    const forbidden =
+      /pglite|opentelemetry|^pg$|^pg-|slonik|pino|piscina|nodemailer|bcryptjs|zod|^keygate$|tsx|esbuild/;
+    expect(
+      size.packages.filter(
+        (p) => forbidden.test(p.split("/").pop() as string) || forbidden.test(p),
+      ),
+    ).toEqual([]);
+    expect(size.bytes).toBeLessThan(10 * 1024 * 1024);
+
+    await npmInstall("@types/node@24.19.2");
     await mkdir(path.join(project, "src"));
     await writeFile(path.join(project, "src/main.ts"), consumerScript);
     await writeFile(
@@ -159,6 +238,8 @@ describe("the packed package", () => {
         KEYGATE_URL: keygate.url,
         KEYGATE_ADMIN_KEY: keygate.bootstrapped?.adminKey,
         KEYGATE_WORKSPACE_ID: keygate.bootstrapped?.workspaceId,
+        KEYGATE_AUDIENCE: keygate.config.audience,
+        KEYGATE_ISSUER: keygate.config.issuer,
       },
     });
     const out = JSON.parse(result.stdout) as Record<string, unknown>;
@@ -170,16 +251,19 @@ describe("the packed package", () => {
       reasonNumber: 2,
       unauthenticated: true,
       webSession: true,
+      verifiedRole: "member",
+      verifiedUser: true,
+      refused: "invalid",
     });
     expect(out.email).toMatch(/^packed-/);
     expect(out.webEmail).toBe(out.email);
     expect(out.grpcWebEmail).toBe(out.email);
-  }, 240_000);
+  }, 300_000);
 
   it("has a browser entry that imports nothing made for Node", async () => {
     // Follows every import from the installed web entry; only browser-safe packages may appear.
     const allowed = /^(@connectrpc\/connect|@connectrpc\/connect-web|@bufbuild\/protobuf)(\/|$)/;
-    const start = path.join(project, "node_modules/keygate/dist/src/client/web.js");
+    const start = path.join(project, "node_modules/@keygate/client/dist/src/client/web.js");
     const seen = new Set<string>();
     const bare = new Set<string>();
     const queue = [start];

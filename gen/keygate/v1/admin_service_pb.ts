@@ -1440,7 +1440,8 @@ export const AdminService: GenService<{
   /**
    * Workspace admin. Sets capability flags; unset fields keep their value, the field mask
    * resets listed fields to the server defaults.
-   * Codes: INVALID_ARGUMENT (out-of-range values), NOT_FOUND, PERMISSION_DENIED.
+   * Codes: INVALID_ARGUMENT (unknown fields, unknown enum values, out-of-range values; the
+   * field is named in a google.rpc.BadRequest), NOT_FOUND, PERMISSION_DENIED.
    *
    * @generated from rpc keygate.v1.AdminService.UpdateWorkspaceSettings
    */

@@ -3,8 +3,7 @@ import type { Violations } from "../validate.js";
 
 /**
  * The capability flags the API exposes (keygate.v1.WorkspaceSettings), by their stored
- * snake_case names. The other stored keys (otp_ttl_seconds, action_proof_required,
- * rate_limits) are configured elsewhere and left as they are by these RPCs.
+ * snake_case names: every key of the stored schema.
  */
 export const apiSettingKeys = [
   "signup",
@@ -19,8 +18,16 @@ export const apiSettingKeys = [
   "session_lifetime_seconds",
   "password_reset",
   "passwordless_otp",
+  "otp_ttl_seconds",
+  "action_proof_required",
+  "rate_limits",
 ] as const satisfies readonly (keyof WorkspaceSettings)[];
 export type ApiSettingKey = (typeof apiSettingKeys)[number];
+// A stored flag the API cannot set is a flag the README would list in vain.
+const everyKeyExposed: Exclude<keyof WorkspaceSettings, ApiSettingKey> extends never
+  ? true
+  : never = true;
+void everyKeyExposed;
 
 /**
  * Settings as the caller sent them: only the keys they set, values not yet checked (an enum
@@ -42,7 +49,12 @@ export function validateSettingsPatch(
     if (value === undefined || !isApiKey(key)) continue;
     const parsed = workspaceSettingsSchema.shape[key].safeParse(value);
     if (parsed.success) valid[key] = parsed.data;
-    else v.add(`${prefix}.${key}`, parsed.error.issues[0]?.message ?? "is not a valid value");
+    else {
+      // A nested value (rate_limits) names the part that failed: settings.rate_limits.login_ip.limit.
+      const issue = parsed.error.issues[0];
+      const where = [key, ...(issue?.path ?? []).map(String)].join(".");
+      v.add(`${prefix}.${where}`, issue?.message ?? "is not a valid value");
+    }
   }
   return valid as Partial<WorkspaceSettings>;
 }

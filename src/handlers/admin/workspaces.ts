@@ -99,6 +99,17 @@ function settingsPatchOf(s: WorkspaceSettingsMessage | undefined): SettingsPatch
     session_lifetime_seconds: s.sessionLifetimeSeconds,
     password_reset: enumIn(passwordResetModes, s.passwordReset),
     passwordless_otp: s.passwordlessOtp,
+    otp_ttl_seconds: s.otpTtlSeconds,
+    action_proof_required: s.actionProofRequired,
+    rate_limits:
+      Object.keys(s.rateLimits).length === 0
+        ? undefined
+        : Object.fromEntries(
+            Object.entries(s.rateLimits).map(([name, rule]) => [
+              name,
+              { limit: rule.limit, window_seconds: rule.windowSeconds },
+            ]),
+          ),
   };
   return Object.fromEntries(Object.entries(patch).filter(([, v]) => v !== undefined));
 }
@@ -118,6 +129,14 @@ export function settingsOf(s: WorkspaceSettings) {
     sessionLifetimeSeconds: s.session_lifetime_seconds,
     passwordReset: reverse(passwordResetModes, s.password_reset),
     passwordlessOtp: s.passwordless_otp,
+    otpTtlSeconds: s.otp_ttl_seconds,
+    actionProofRequired: s.action_proof_required,
+    rateLimits: Object.fromEntries(
+      Object.entries(s.rate_limits ?? {}).map(([name, rule]) => [
+        name,
+        { limit: rule.limit, windowSeconds: rule.window_seconds },
+      ]),
+    ),
   });
 }
 

@@ -1,0 +1,527 @@
+import { create, fromJson, type JsonObject } from "@bufbuild/protobuf";
+import { FieldMaskSchema, timestampFromMs } from "@bufbuild/protobuf/wkt";
+import {
+  AddMemberResponseSchema,
+  BlockUserResponseSchema,
+  CreateAdminKeyResponseSchema,
+  CreateWorkspaceResponseSchema,
+  GetUserResponseSchema,
+  GetWorkspaceResponseSchema,
+  ListAdminKeysResponseSchema,
+  ListAuditEventsResponseSchema,
+  ListMembersResponseSchema,
+  ListSigningKeysResponseSchema,
+  ListUsersResponseSchema,
+  ListWorkspacesResponseSchema,
+  ProvisionUserResponseSchema,
+  RemoveMemberResponseSchema,
+  RevokeAdminKeyResponseSchema,
+  RevokeSigningKeyResponseSchema,
+  RotateSigningKeyResponseSchema,
+  UnblockUserResponseSchema,
+  UpdateMemberResponseSchema,
+  UpdateWorkspaceSettingsResponseSchema,
+  UserStatusFilter,
+} from "../gen/keygate/v1/admin_service_pb.js";
+import {
+  AdminKeyRole,
+  MembershipStatus,
+  Role,
+  WorkspaceSettingsSchema,
+} from "../gen/keygate/v1/types_pb.js";
+import {
+  type CommandContext,
+  type CommandGroup,
+  isUuid,
+  UsageError,
+  type Values,
+} from "./cli-admin-context.js";
+
+// The operator's tasks, one entry per command. Each command names its arguments and options
+// here, so `--help`, the usage text and the parser stay one list.
+
+const str = (values: Values, name: string) => {
+  const v = values[name];
+  return typeof v === "string" ? v : undefined;
+};
+
+const ws = { workspace: { type: "string" } } as const;
+
+const roles = { owner: Role.OWNER, admin: Role.ADMIN, member: Role.MEMBER } as const;
+function role(value: string | undefined, fallback?: keyof typeof roles): Role {
+  const r = roles[(value ?? fallback ?? "") as keyof typeof roles];
+  if (r === undefined) throw new UsageError("--role is owner, admin or member");
+  return r;
+}
+
+function time(value: string | undefined, option: string) {
+  if (!value) return undefined;
+  const ms = new Date(value).getTime();
+  if (Number.isNaN(ms)) throw new UsageError(`${option} is not a time (use ISO 8601)`);
+  return timestampFromMs(ms);
+}
+
+function positional(ctx: CommandContext, what: string): string {
+  const value = ctx.positionals[0];
+  if (!value) throw new UsageError(`name the ${what}`);
+  return value;
+}
+
+/** Every page of a list call, in one answer. */
+async function allPages<T>(
+  page: (token: string) => Promise<{ items: T[]; next: string }>,
+): Promise<T[]> {
+  const out: T[] = [];
+  let token = "";
+  do {
+    const { items, next } = await page(token);
+    out.push(...items);
+    token = next;
+  } while (token !== "");
+  return out;
+}
+
+/**
+ * `KEY=VALUE` pairs in the names and short values of KEYGATE_WORKSPACE_DEFAULTS
+ * (`otp_login=required`, `rate_limits={"login_ip":{"limit":20,"window_seconds":600}}`),
+ * as a keygate.v1.WorkspaceSettings. Unknown names are refused here, before any call.
+ */
+function settingsFrom(pairs: string[]) {
+  const json: JsonObject = {};
+  const fields = WorkspaceSettingsSchema.fields;
+  for (const pair of pairs) {
+    const eq = pair.indexOf("=");
+    if (eq <= 0) throw new UsageError(`"${pair}" is not KEY=VALUE`);
+    const key = pair.slice(0, eq);
+    const raw = pair.slice(eq + 1);
+    const field = fields.find((f) => f.name === key || f.jsonName === key);
+    if (!field)
+      throw new UsageError(
+        `"${key}" is not a workspace setting; the settings are: ${fields.map((f) => f.name).join(", ")}`,
+      );
+    if (field.fieldKind === "enum") {
+      const values = field.enum.values.filter((v) => v.number !== 0);
+      const value = values.find(
+        (v) => v.name === raw || v.name.endsWith(`_${raw.toUpperCase().replace(/-/g, "_")}`),
+      );
+      if (!value)
+        throw new UsageError(
+          `${key} is one of ${values
+            .map((v) =>
+              v.name
+                .slice(field.enum.sharedPrefix?.length ?? 0)
+                .replace(/^_/, "")
+                .toLowerCase(),
+            )
+            .join(", ")}`,
+        );
+      json[field.jsonName] = value.name;
+    } else {
+      try {
+        json[field.jsonName] = JSON.parse(raw);
+      } catch {
+        throw new UsageError(`${key}: "${raw}" is not a JSON value (true, 10, {...})`);
+      }
+    }
+  }
+  try {
+    return fromJson(WorkspaceSettingsSchema, json);
+  } catch (error) {
+    throw new UsageError((error as Error).message.replace(/^cannot decode /, ""));
+  }
+}
+
+const workspaces: CommandGroup = {
+  list: {
+    args: "[--slug-prefix PREFIX]",
+    summary: "Workspaces the key can see.",
+    options: { "slug-prefix": { type: "string" } },
+    async run(ctx) {
+      const { client, call } = ctx.admin();
+      const items = await allPages(async (pageToken) => {
+        const res = await client.listWorkspaces(
+          { slugPrefix: str(ctx.values, "slug-prefix") ?? "", pageSize: 1000, pageToken },
+          call,
+        );
+        return { items: res.workspaces, next: res.nextPageToken };
+      });
+      ctx.print(
+        ListWorkspacesResponseSchema,
+        create(ListWorkspacesResponseSchema, { workspaces: items }),
+      );
+    },
+  },
+  get: {
+    args: "WORKSPACE",
+    summary: "One workspace with its effective settings.",
+    async run(ctx) {
+      const { client, call } = ctx.admin();
+      const workspaceId = await ctx.workspace(positional(ctx, "workspace (id or slug)"));
+      ctx.print(GetWorkspaceResponseSchema, await client.getWorkspace({ workspaceId }, call));
+    },
+  },
+  create: {
+    args: "--name NAME --slug SLUG [--owner USER]",
+    summary: "A new workspace (deployment key), optionally with an existing user as owner.",
+    options: { name: { type: "string" }, slug: { type: "string" }, owner: { type: "string" } },
+    async run(ctx) {
+      const name = str(ctx.values, "name");
+      const slug = str(ctx.values, "slug");
+      if (!name || !slug) throw new UsageError("--name and --slug are required");
+      const { client, call } = ctx.admin();
+      const owner = str(ctx.values, "owner");
+      const ownerUserId = owner ? await ctx.user(owner, "--owner") : "";
+      ctx.print(
+        CreateWorkspaceResponseSchema,
+        await client.createWorkspace({ name, slug, ownerUserId }, call),
+      );
+    },
+  },
+};
+
+const settings: CommandGroup = {
+  get: {
+    args: "[--workspace WORKSPACE]",
+    summary: "The workspace's effective settings.",
+    options: ws,
+    async run(ctx) {
+      const { client, call } = ctx.admin();
+      const workspaceId = await ctx.workspace(str(ctx.values, "workspace"), { required: true });
+      const res = await client.getWorkspace({ workspaceId }, call);
+      ctx.print(WorkspaceSettingsSchema, res.settings ?? create(WorkspaceSettingsSchema));
+    },
+  },
+  set: {
+    args: "[--workspace WORKSPACE] KEY=VALUE... [--reset KEY,...]",
+    summary:
+      "Changes settings (otp_login=required password_min_length=12 ...); --reset returns keys to the defaults.",
+    options: { ...ws, reset: { type: "string" } },
+    async run(ctx) {
+      const reset = (str(ctx.values, "reset") ?? "").split(",").filter(Boolean);
+      if (ctx.positionals.length === 0 && reset.length === 0)
+        throw new UsageError("give KEY=VALUE pairs or --reset KEY,...");
+      const given = settingsFrom(ctx.positionals);
+      const { client, call } = ctx.admin();
+      const workspaceId = await ctx.workspace(str(ctx.values, "workspace"), { required: true });
+      const res = await client.updateWorkspaceSettings(
+        { workspaceId, settings: given, resetMask: create(FieldMaskSchema, { paths: reset }) },
+        call,
+      );
+      ctx.print(UpdateWorkspaceSettingsResponseSchema, res);
+    },
+  },
+};
+
+const statuses = { active: UserStatusFilter.ACTIVE, blocked: UserStatusFilter.BLOCKED } as const;
+
+const users: CommandGroup = {
+  list: {
+    args: "[--workspace WORKSPACE] [--email-prefix PREFIX] [--status active|blocked]",
+    summary: "Users, all of them or a workspace's members.",
+    options: { ...ws, "email-prefix": { type: "string" }, status: { type: "string" } },
+    async run(ctx) {
+      const given = str(ctx.values, "status");
+      const status = given
+        ? statuses[given as keyof typeof statuses]
+        : UserStatusFilter.UNSPECIFIED;
+      if (status === undefined) throw new UsageError("--status is active or blocked");
+      const { client, call } = ctx.admin();
+      const workspaceId = await ctx.workspace(str(ctx.values, "workspace"));
+      const emailPrefix = str(ctx.values, "email-prefix") ?? "";
+      const items = await allPages(async (pageToken) => {
+        const res = await client.listUsers(
+          { workspaceId, emailPrefix, status, pageSize: 1000, pageToken },
+          call,
+        );
+        return { items: res.users, next: res.nextPageToken };
+      });
+      ctx.print(ListUsersResponseSchema, create(ListUsersResponseSchema, { users: items }));
+    },
+  },
+  find: {
+    args: "USER",
+    summary: "One user, by id or email address.",
+    async run(ctx) {
+      const userId = await ctx.user(positional(ctx, "user (id or email address)"));
+      const { client, call } = ctx.admin();
+      ctx.print(GetUserResponseSchema, await client.getUser({ userId }, call));
+    },
+  },
+  block: {
+    args: "USER [--reason TEXT]",
+    summary: "Blocks the user everywhere and ends their sessions.",
+    options: { reason: { type: "string" } },
+    async run(ctx) {
+      const userId = await ctx.user(positional(ctx, "user (id or email address)"));
+      const { client, call } = ctx.admin();
+      const reason = str(ctx.values, "reason") ?? "";
+      ctx.print(BlockUserResponseSchema, await client.blockUser({ userId, reason }, call));
+    },
+  },
+  unblock: {
+    args: "USER",
+    summary: "Lets a blocked user log in again.",
+    async run(ctx) {
+      const userId = await ctx.user(positional(ctx, "user (id or email address)"));
+      const { client, call } = ctx.admin();
+      ctx.print(UnblockUserResponseSchema, await client.unblockUser({ userId }, call));
+    },
+  },
+};
+
+const memberStatuses = {
+  active: MembershipStatus.ACTIVE,
+  disabled: MembershipStatus.DISABLED,
+} as const;
+
+const members: CommandGroup = {
+  list: {
+    args: "[--workspace WORKSPACE]",
+    summary: "The workspace's members with their roles.",
+    options: ws,
+    async run(ctx) {
+      const { client, call } = ctx.admin();
+      const workspaceId = await ctx.workspace(str(ctx.values, "workspace"), { required: true });
+      const items = await allPages(async (pageToken) => {
+        const res = await client.listMembers({ workspaceId, pageSize: 1000, pageToken }, call);
+        return { items: res.memberships, next: res.nextPageToken };
+      });
+      ctx.print(
+        ListMembersResponseSchema,
+        create(ListMembersResponseSchema, { memberships: items }),
+      );
+    },
+  },
+  add: {
+    args: "USER [--workspace WORKSPACE] [--role owner|admin|member]",
+    summary: "Adds an existing user (by id or address), or invites an address that has none.",
+    options: { ...ws, role: { type: "string" } },
+    async run(ctx) {
+      const who = positional(ctx, "user (id or email address)");
+      const { client, call } = ctx.admin();
+      const workspaceId = await ctx.workspace(str(ctx.values, "workspace"), { required: true });
+      const request = isUuid(who) ? { userId: who } : { email: who };
+      ctx.print(
+        AddMemberResponseSchema,
+        await client.addMember(
+          { workspaceId, ...request, role: role(str(ctx.values, "role"), "member") },
+          call,
+        ),
+      );
+    },
+  },
+  update: {
+    args: "USER [--workspace WORKSPACE] [--role owner|admin|member] [--status active|disabled]",
+    summary: "Changes a member's role or status.",
+    options: { ...ws, role: { type: "string" }, status: { type: "string" } },
+    async run(ctx) {
+      const given = str(ctx.values, "status");
+      const status = given
+        ? memberStatuses[given as keyof typeof memberStatuses]
+        : MembershipStatus.UNSPECIFIED;
+      if (status === undefined) throw new UsageError("--status is active or disabled");
+      const r = str(ctx.values, "role");
+      if (!r && !given) throw new UsageError("give --role or --status");
+      const userId = await ctx.user(positional(ctx, "user (id or email address)"));
+      const { client, call } = ctx.admin();
+      const workspaceId = await ctx.workspace(str(ctx.values, "workspace"), { required: true });
+      ctx.print(
+        UpdateMemberResponseSchema,
+        await client.updateMember(
+          { workspaceId, userId, role: r ? role(r) : Role.UNSPECIFIED, status },
+          call,
+        ),
+      );
+    },
+  },
+  remove: {
+    args: "USER [--workspace WORKSPACE]",
+    summary: "Removes the user from the workspace and ends their sessions there.",
+    options: ws,
+    async run(ctx) {
+      const userId = await ctx.user(positional(ctx, "user (id or email address)"));
+      const { client, call } = ctx.admin();
+      const workspaceId = await ctx.workspace(str(ctx.values, "workspace"), { required: true });
+      ctx.print(
+        RemoveMemberResponseSchema,
+        await client.removeMember({ workspaceId, userId }, call),
+      );
+    },
+  },
+};
+
+const adminKey: CommandGroup = {
+  create: {
+    args: "--name NAME [--workspace WORKSPACE] [--role admin|read_only] [--introspect] [--expires ISO-TIME]",
+    summary: "A new admin key; its secret is printed this once.",
+    options: {
+      name: { type: "string" },
+      ...ws,
+      role: { type: "string" },
+      introspect: { type: "boolean", default: false },
+      expires: { type: "string" },
+      // --deployment (a first key written straight to DATABASE_URL, no server and no admin
+      // key needed) is wired in here: its branch runs before ctx.admin() is asked for.
+    },
+    async run(ctx) {
+      const name = str(ctx.values, "name");
+      if (!name) throw new UsageError("--name is required");
+      const keyRole = { admin: AdminKeyRole.ADMIN, read_only: AdminKeyRole.READ_ONLY }[
+        str(ctx.values, "role") ?? "admin"
+      ];
+      if (keyRole === undefined) throw new UsageError("--role is admin or read_only");
+      const expireTime = time(str(ctx.values, "expires"), "--expires");
+      const { client, call } = ctx.admin();
+      const workspaceId = await ctx.workspace(str(ctx.values, "workspace"));
+      const res = await client.createAdminKey(
+        {
+          name,
+          workspaceId,
+          role: keyRole,
+          introspect: ctx.values.introspect === true,
+          ...(expireTime ? { expireTime } : {}),
+        },
+        call,
+      );
+      ctx.print(CreateAdminKeyResponseSchema, res);
+    },
+  },
+  list: {
+    args: "[--workspace WORKSPACE]",
+    summary: "Admin keys (deployment keys, or a workspace's), without their secrets.",
+    options: ws,
+    async run(ctx) {
+      const { client, call } = ctx.admin();
+      const workspaceId = await ctx.workspace(str(ctx.values, "workspace"));
+      const items = await allPages(async (pageToken) => {
+        const res = await client.listAdminKeys({ workspaceId, pageSize: 1000, pageToken }, call);
+        return { items: res.adminKeys, next: res.nextPageToken };
+      });
+      ctx.print(
+        ListAdminKeysResponseSchema,
+        create(ListAdminKeysResponseSchema, { adminKeys: items }),
+      );
+    },
+  },
+  revoke: {
+    args: "KEY_ID",
+    summary: "Revokes an admin key at once.",
+    async run(ctx) {
+      const adminKeyId = positional(ctx, "key id to revoke");
+      const { client, call } = ctx.admin();
+      ctx.print(RevokeAdminKeyResponseSchema, await client.revokeAdminKey({ adminKeyId }, call));
+    },
+  },
+};
+
+const provisionUser: CommandGroup = {
+  "": {
+    args: "--email EMAIL [--password P] [--workspace WORKSPACE] [--role owner|admin|member] [--verified]",
+    summary: 'Creates the user, or finds the existing one ("created": false), as a member.',
+    options: {
+      email: { type: "string" },
+      password: { type: "string" },
+      ...ws,
+      role: { type: "string" },
+      verified: { type: "boolean", default: false },
+    },
+    async run(ctx) {
+      const email = str(ctx.values, "email");
+      if (!email) throw new UsageError("--email is required");
+      const r = role(str(ctx.values, "role"), "member");
+      const { client, call } = ctx.admin();
+      const workspaceId = await ctx.workspace(str(ctx.values, "workspace"), { required: true });
+      const res = await client.provisionUser(
+        {
+          email,
+          password: str(ctx.values, "password") ?? "",
+          emailVerified: ctx.values.verified === true,
+          workspaceId,
+          role: r,
+        },
+        call,
+      );
+      ctx.print(ProvisionUserResponseSchema, res);
+    },
+  },
+};
+
+const keys: CommandGroup = {
+  rotate: {
+    args: "[--algorithm RS256|ES256|EdDSA]",
+    summary: "Publishes the next signing key.",
+    options: { algorithm: { type: "string" } },
+    async run(ctx) {
+      const { client, call } = ctx.admin();
+      const algorithm = str(ctx.values, "algorithm") ?? "";
+      ctx.print(RotateSigningKeyResponseSchema, await client.rotateSigningKey({ algorithm }, call));
+    },
+  },
+  list: {
+    args: "",
+    summary: "Signing keys with their status.",
+    async run(ctx) {
+      const { client, call } = ctx.admin();
+      ctx.print(ListSigningKeysResponseSchema, await client.listSigningKeys({}, call));
+    },
+  },
+  revoke: {
+    args: "KID",
+    summary: "Revokes a signing key that may be compromised: its tokens are refused at once.",
+    async run(ctx) {
+      const kid = positional(ctx, "kid of the signing key to revoke");
+      const { client, call } = ctx.admin();
+      ctx.print(RevokeSigningKeyResponseSchema, await client.revokeSigningKey({ kid }, call));
+    },
+  },
+};
+
+const audit: CommandGroup = {
+  "": {
+    args: "[--workspace WORKSPACE] [--type TYPE]... [--user USER] [--since ISO-TIME] [--until ISO-TIME] [--limit N]",
+    summary: "Audit events, newest first (100 by default, at most 1000).",
+    options: {
+      ...ws,
+      type: { type: "string", multiple: true },
+      user: { type: "string" },
+      since: { type: "string" },
+      until: { type: "string" },
+      limit: { type: "string" },
+    },
+    async run(ctx) {
+      const limit = Number(str(ctx.values, "limit") ?? "100");
+      if (!Number.isInteger(limit) || limit < 1 || limit > 1000)
+        throw new UsageError("--limit is a whole number from 1 to 1000");
+      const startTime = time(str(ctx.values, "since"), "--since");
+      const endTime = time(str(ctx.values, "until"), "--until");
+      const { client, call } = ctx.admin();
+      const workspaceId = await ctx.workspace(str(ctx.values, "workspace"));
+      const u = str(ctx.values, "user");
+      const userId = u ? await ctx.user(u, "--user") : "";
+      const types = (ctx.values.type as string[] | undefined) ?? [];
+      const res = await client.listAuditEvents(
+        {
+          workspaceId,
+          userId,
+          types,
+          pageSize: limit,
+          ...(startTime ? { startTime } : {}),
+          ...(endTime ? { endTime } : {}),
+        },
+        call,
+      );
+      ctx.print(ListAuditEventsResponseSchema, res);
+    },
+  },
+};
+
+export const adminCommandGroups: Readonly<Record<string, CommandGroup>> = {
+  workspaces,
+  settings,
+  users,
+  members,
+  "provision-user": provisionUser,
+  "admin-key": adminKey,
+  keys,
+  audit,
+};
