@@ -311,6 +311,15 @@ export async function startKeygate(
     const url = `${config.tls ? "https" : "http"}://${hostPort(address)}`;
     const webAppUrl = config.ui ? `${url}/ui/` : undefined;
     logger.info({ url, webAppUrl, metricsUrl, embedded: database.embedded }, "keygate listening");
+    if (config.developmentRateLimits) {
+      const login = config.rateLimits.login_ip;
+      logger.warn(
+        { rateLimits: "development" },
+        `embedded database: development rate limits, ten times the production ones ` +
+          `(login ${login.limit} per ${login.window_seconds / 60} min per IP); ` +
+          `KEYGATE_RATE_LIMITS='{}' gives the production limits`,
+      );
+    }
     return {
       address,
       url,
