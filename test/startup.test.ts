@@ -1,6 +1,6 @@
 import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { mkdtemp, rm } from "node:fs/promises";
+import { mkdtemp, readFile, rm } from "node:fs/promises";
 import net from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
@@ -233,6 +233,15 @@ describe("start-up failures: one line saying what to do, an exit code of their o
       expect(run.stdout).toMatch(/First start: created workspace "default"/);
       expect(run.stdout).toMatch(/\n {2}kg_[A-Za-z0-9]{8}_[A-Za-z0-9_-]{43}\n/);
     });
+  });
+});
+
+describe("docs/operations.md", () => {
+  it("lists every start-up exit code, with what it means, as the code has them", async () => {
+    const doc = await readFile(path.join(root, "docs/operations.md"), "utf8");
+    const documented = new Set([...doc.matchAll(/^\| (\d+) \|/gm)].map((m) => Number(m[1])));
+    for (const [name, code] of Object.entries(exitCodes))
+      expect(documented.has(code), `${name} (${code}) is in the table`).toBe(true);
   });
 });
 
