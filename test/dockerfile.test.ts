@@ -37,6 +37,16 @@ const repo = path.resolve(import.meta.dirname, "..");
 const dockerfilePath = path.join(repo, "deploy/Dockerfile");
 const node24 = path.dirname(path.join(repo, "node_modules/node/bin/node"));
 
+function registryAccess(): Record<string, string> {
+  const names =
+    /^(NODE_EXTRA_CA_CERTS|SSL_CERT_FILE|SSL_CERT_DIR|https?_proxy|no_proxy|npm_config_(registry|cafile|proxy|https_proxy|noproxy))$/i;
+  return Object.fromEntries(
+    Object.entries(process.env).filter(
+      (e): e is [string, string] => names.test(e[0]) && e[1] !== undefined,
+    ),
+  );
+}
+
 interface Stage {
   readonly name: string | undefined;
   readonly root: string;
@@ -189,6 +199,9 @@ async function replay(scratch: string, log: (line: string) => void): Promise<Rep
             PATH: `${node24}:${process.env.PATH ?? ""}`,
             HOME: process.env.HOME ?? "/root",
             npm_config_prefer_offline: "true",
+            // How this machine reaches the registry (its CA bundle, a proxy), as a build host
+            // hands it to docker build.
+            ...registryAccess(),
           },
           ...userIds(stage.user),
         });
