@@ -4,7 +4,7 @@ import type { Config } from "./config.js";
 import { PasswordHasher, PasswordPolicy } from "./crypto/password.js";
 import { loadSecrets } from "./crypto/secrets.js";
 import { SigningKeys } from "./crypto/signing-keys.js";
-import { defaultMigrationsDir, loadMigrations, migrate } from "./db/migrate.js";
+import { defaultMigrationsDir, loadMigrations, migrate, missingMigrations } from "./db/migrate.js";
 import { type Database, openDatabase } from "./db/pool.js";
 import { AdminKeyAuthenticator } from "./domain/admin-auth.js";
 import { type BootstrapResult, bootstrap } from "./domain/bootstrap.js";
@@ -23,7 +23,7 @@ import { HealthService } from "./handlers/health.js";
 import { OtpServiceHandler, otpSignedInOptional } from "./handlers/otp-service.js";
 import { tokenIntrospectionHandlers } from "./handlers/token-introspection.js";
 import { createMetricsListener } from "./http/metrics-listener.js";
-import { defaultWebAppDir, loadWebApp } from "./http/web-app.js";
+import { defaultWebAppDir, loadWebApp, type WebApp } from "./http/web-app.js";
 import { adminAuthnInterceptor } from "./interceptors/admin-authn.js";
 import { authnInterceptor } from "./interceptors/authn.js";
 import { streamLimitInterceptor } from "./interceptors/stream-limits.js";
@@ -37,6 +37,12 @@ import { Readiness } from "./readiness.js";
 import { findWorkspaceBySlug } from "./repositories/workspaces.js";
 import { keygateServices } from "./routes.js";
 import { buildServer } from "./server.js";
+import {
+  databaseStartupError,
+  describeDatabase,
+  listenStartupError,
+  migrationsPendingError,
+} from "./startup-failure.js";
 import { Tracing } from "./tracing.js";
 
 export interface Keygate {
@@ -45,6 +51,8 @@ export interface Keygate {
   readonly url: string;
   /** http://host:port of the metrics listener (GET /metrics), when metrics are on. */
   readonly metricsUrl: string | undefined;
+  /** http(s)://host:port/ui/ when the web app is on. */
+  readonly webAppUrl: string | undefined;
   readonly database: Database;
   readonly mailer: Mailer;
   /** Set on the first start only: the default workspace and its admin key in clear. */
@@ -60,7 +68,9 @@ export async function startKeygate(
   options: { migrationsDir?: string; mailer?: Mailer; clock?: Clock; webAppDir?: string } = {},
 ): Promise<Keygate> {
   const migrations = await loadMigrations(options.migrationsDir ?? defaultMigrationsDir);
-  const database = await openDatabase(config);
+  const database = await openDatabase(config).catch((error: unknown) => {
+    throw databaseStartupError(error, config) ?? error;
+  });
   try {
     if (config.migrateOnStart) {
       const applied = await migrate(
@@ -69,8 +79,18 @@ export async function startKeygate(
       );
       if (applied.length > 0)
         logger.info({ migrations: applied.map((m) => m.name) }, "migrations applied");
+    } else {
+      // Code on a schema it does not know would fail on its first query, or later on some
+      // call: a start that cannot work says so now, naming what to run.
+      const missing = await missingMigrations(database.pool, migrations);
+      if (missing.length > 0) {
+        const names = missing.map((m) => m.name);
+        throw migrationsPendingError(
+          describeDatabase(config),
+          `${names.length} of ${migrations.length} migrations missing, the first ${names[0]}`,
+        );
+      }
     }
-    const bootstrapped = config.bootstrap ? await bootstrap(database.pool) : undefined;
     const readiness = new Readiness(database.pool, migrations, logger);
     const clock = options.clock ?? systemClock;
     const secrets = await loadSecrets(config);
@@ -174,14 +194,19 @@ export async function startKeygate(
     const tracing = config.otlpEndpoint
       ? new Tracing({ endpoint: config.otlpEndpoint, sampleRatio: config.traceSampleRatio })
       : undefined;
-    let webApp: Awaited<ReturnType<typeof loadWebApp>> | undefined;
-    if (config.ui) {
-      // The page starts from the bootstrapped workspace, when there is one.
+    // The page starts from the bootstrapped workspace, when there is one; on a first start
+    // that workspace only exists once the listeners are bound (below), and the page is
+    // loaded again then.
+    const loadPage = async () => {
       const start = await findWorkspaceBySlug(database.pool, "default");
-      webApp = await loadWebApp(options.webAppDir ?? defaultWebAppDir, {
+      return loadWebApp(options.webAppDir ?? defaultWebAppDir, {
         workspace: start ? { id: start.id, slug: start.slug } : undefined,
       });
-    }
+    };
+    let page = config.ui ? await loadPage() : undefined;
+    const webApp: WebApp | undefined = page && {
+      serve: (req, res) => page?.serve(req, res) ?? false,
+    };
     const server = buildServer({
       config,
       logger,
@@ -253,10 +278,24 @@ export async function startKeygate(
     const metricsListener = metrics ? createMetricsListener(metrics, logger) : undefined;
     let address: AddressInfo;
     let metricsUrl: string | undefined;
+    let bootstrapped: BootstrapResult | undefined;
     try {
-      address = await server.listen(config.port, config.host);
-      const metricsAddress = await metricsListener?.listen(config.metricsPort, config.metricsHost);
+      address = await server.listen(config.port, config.host).catch((error: unknown) => {
+        throw listenStartupError(error, "service", config.host, config.port) ?? error;
+      });
+      const metricsAddress = await metricsListener
+        ?.listen(config.metricsPort, config.metricsHost)
+        .catch((error: unknown) => {
+          throw (
+            listenStartupError(error, "metrics", config.metricsHost, config.metricsPort) ?? error
+          );
+        });
       metricsUrl = metricsAddress && `http://${hostPort(metricsAddress)}`;
+      // Last, once nothing else can fail: the first admin key exists only in this process's
+      // answer, so a start that fails after creating it would lose it for good (the next start
+      // sees the workspace and creates nothing).
+      bootstrapped = config.bootstrap ? await bootstrap(database.pool) : undefined;
+      if (bootstrapped && config.ui) page = await loadPage();
     } catch (error) {
       // Neither listener, nor anything started above, outlives a failed start.
       await metricsListener?.close();
@@ -270,13 +309,24 @@ export async function startKeygate(
       throw error;
     }
     const url = `${config.tls ? "https" : "http"}://${hostPort(address)}`;
-    logger.info({ url, metricsUrl, embedded: database.embedded }, "keygate listening");
+    const webAppUrl = config.ui ? `${url}/ui/` : undefined;
+    logger.info({ url, webAppUrl, metricsUrl, embedded: database.embedded }, "keygate listening");
+    if (config.developmentRateLimits) {
+      const login = config.rateLimits.login_ip;
+      logger.warn(
+        { rateLimits: "development" },
+        `embedded database: development rate limits, ten times the production ones ` +
+          `(login ${login.limit} per ${login.window_seconds / 60} min per IP); ` +
+          `KEYGATE_RATE_LIMITS='{}' gives the production limits`,
+      );
+    }
     return {
       address,
       url,
       metricsUrl,
       database,
       mailer,
+      webAppUrl,
       bootstrapped,
       async close() {
         await maintenance.stop();
@@ -292,7 +342,7 @@ export async function startKeygate(
     };
   } catch (error) {
     await database.close();
-    throw error;
+    throw databaseStartupError(error, config) ?? error;
   }
 }
 

@@ -1,8 +1,10 @@
 import { adminCommands, adminUsage, runAdminCommand } from "./cli-admin.js";
+import { deploymentKeyUsage, runDeploymentKeyCommand } from "./cli-deployment-key.js";
 import { ConfigError, configFromEnv } from "./config.js";
 import { loadMigrations, migrate } from "./db/migrate.js";
 import { openDatabase } from "./db/pool.js";
-import { createLogger } from "./log.js";
+import { createLogger, logDestination } from "./log.js";
+import { databaseStartupError, exitCodes, StartupError } from "./startup-failure.js";
 
 const usage = `Usage: keygate <command>
 
@@ -12,7 +14,12 @@ Commands:
 
 Configuration comes from KEYGATE_* environment variables and DATABASE_URL (see README).
 
-${adminUsage}`;
+${adminUsage}
+${deploymentKeyUsage}
+
+A start that fails for a reason to fix prints one line saying what to do and exits with its
+own code (65 migrations missing, 66 no such database, 69 database unreachable, 73 service port,
+74 metrics port, 77 database credentials, 78 configuration; see docs/operations.md).`;
 
 async function main(argv: string[]): Promise<number> {
   const command = argv[0];
@@ -20,6 +27,9 @@ async function main(argv: string[]): Promise<number> {
     console.log(usage);
     return command === undefined ? 2 : 0;
   }
+  // Straight against the database: the way to a first key when no server or key is at hand.
+  if (command === "admin-key" && argv[1] === "create" && argv.includes("--deployment"))
+    return runDeploymentKeyCommand(argv.slice(2), process.env);
   if (adminCommands.has(command)) return runAdminCommand(argv, process.env);
   let config: ReturnType<typeof configFromEnv>;
   try {
@@ -27,12 +37,27 @@ async function main(argv: string[]): Promise<number> {
   } catch (error) {
     if (error instanceof ConfigError) {
       console.error(error.message);
-      return 78; // EX_CONFIG
+      return exitCodes.config;
     }
     throw error;
   }
-  const logger = createLogger(config.logLevel);
+  const logger = createLogger(config.logLevel, logDestination());
+  try {
+    return await run(command, config, logger);
+  } catch (error) {
+    // One line that says what to do, not a driver's stack, for what an operator can fix.
+    const failure = error instanceof StartupError ? error : databaseStartupError(error, config);
+    if (!failure) throw error;
+    console.error(failure.message);
+    return failure.exitCode;
+  }
+}
 
+async function run(
+  command: string,
+  config: ReturnType<typeof configFromEnv>,
+  logger: ReturnType<typeof createLogger>,
+): Promise<number> {
   if (command === "migrate") {
     const database = await openDatabase(config);
     try {
@@ -61,7 +86,8 @@ async function main(argv: string[]): Promise<number> {
     const keygate = await startKeygate(config, logger);
     if (keygate.bootstrapped) {
       const b = keygate.bootstrapped;
-      // Printed once, to the terminal rather than the log stream: it is a credential.
+      // Printed once, to the terminal rather than the log stream: it is a credential. Only
+      // now, on a start that has bound its listeners: a failed start creates no key.
       process.stdout.write(
         `\nFirst start: created workspace "${b.workspaceSlug}" (${b.workspaceId}) and a deployment admin key.\n` +
           `Store it now, it is not shown again:\n\n  ${b.adminKey}\n\n`,

@@ -105,6 +105,21 @@ export const builtInRateLimits: RateLimits = Object.freeze({
   deployment_ip: { limit: 50, window_seconds: 900 },
 });
 
+/**
+ * The embedded database's limits when KEYGATE_RATE_LIMITS is unset: ten times the ones above.
+ * Embedded mode is for development (one instance, mail printed to the console), where one
+ * person trying curl, a script and the web app from one address would otherwise be locked
+ * out within minutes. The start says so in a warning line.
+ */
+export const developmentRateLimits: RateLimits = Object.freeze(
+  Object.fromEntries(
+    Object.entries(builtInRateLimits).map(([name, rule]) => [
+      name,
+      { limit: Math.min(100_000, rule.limit * 10), window_seconds: rule.window_seconds },
+    ]),
+  ) as RateLimits,
+);
+
 /** Limits that only the deployment sets: a workspace's settings cannot raise them. */
 const deploymentOnlyLimits = { deployment_ip: true } as const;
 
@@ -312,6 +327,8 @@ export interface Config {
   readonly workspaceDefaults: WorkspaceSettings;
   readonly mailTemplatesDir: string | undefined;
   readonly rateLimits: RateLimits;
+  /** True when rateLimits are developmentRateLimits (embedded, KEYGATE_RATE_LIMITS unset). */
+  readonly developmentRateLimits: boolean;
   /** Peers whose X-Forwarded-For is believed (IP addresses or CIDR ranges). */
   readonly trustedProxies: readonly string[];
   /** IPv6 clients are counted by this prefix for per-IP limits (one host holds a /64). */
@@ -436,6 +453,7 @@ export function configFromEnv(env: Record<string, string | undefined>): Config {
   }
   if (problems.length > 0) throw new ConfigError(problems);
 
+  const developmentLimits = e.DATABASE_URL === undefined && e.KEYGATE_RATE_LIMITS === undefined;
   const scheme = e.KEYGATE_TLS_CERT_FILE ? "https" : "http";
   const ownUrl = `${scheme}://${e.KEYGATE_HOST.includes(":") ? `[${e.KEYGATE_HOST}]` : e.KEYGATE_HOST}:${e.KEYGATE_PORT}`;
   let smtp: SmtpConfig | undefined;
@@ -494,7 +512,12 @@ export function configFromEnv(env: Record<string, string | undefined>): Config {
       ...e.KEYGATE_WORKSPACE_DEFAULTS,
     }),
     mailTemplatesDir: e.KEYGATE_MAIL_TEMPLATES_DIR,
-    rateLimits: Object.freeze({ ...builtInRateLimits, ...e.KEYGATE_RATE_LIMITS }),
+    rateLimits: Object.freeze(
+      developmentLimits
+        ? developmentRateLimits
+        : { ...builtInRateLimits, ...e.KEYGATE_RATE_LIMITS },
+    ),
+    developmentRateLimits: developmentLimits,
     trustedProxies: Object.freeze([...e.KEYGATE_TRUSTED_PROXIES]),
     ipv6PrefixLength: e.KEYGATE_IPV6_PREFIX_LENGTH,
     adminKeyMaxLifetimeDays: e.KEYGATE_ADMIN_KEY_MAX_LIFETIME_DAYS,

@@ -1,4 +1,5 @@
 import { type DestinationStream, type Logger, pino } from "pino";
+import pretty from "pino-pretty";
 
 export type { Logger };
 
@@ -34,4 +35,22 @@ export function createLogger(level: string, destination?: DestinationStream): Lo
     },
     destination,
   );
+}
+
+/**
+ * Where the service's log goes: readable lines (pino-pretty) when stdout is a terminal, the
+ * JSON lines that log collectors read otherwise.
+ */
+export function logDestination(
+  stdout: NodeJS.WriteStream = process.stdout,
+): DestinationStream | undefined {
+  if (!stdout.isTTY) return undefined;
+  return pretty({
+    destination: stdout,
+    sync: true,
+    colorize: stdout.hasColors?.() ?? false,
+    translateTime: "SYS:HH:MM:ss.l",
+    ignore: "pid,hostname,service",
+    singleLine: true,
+  });
 }

@@ -160,7 +160,7 @@ describe("SECURITY.md 35: metrics are off the public port", () => {
           KEYGATE_PORT: String(takenPort),
           KEYGATE_METRICS_PORT: String(metricsPort),
         }),
-      ).rejects.toThrow(/EADDRINUSE/);
+      ).rejects.toThrow(/^service port 127\.0\.0\.1:\d+ is in use/);
       expect(await accepts(metricsPort)).toBe(false);
       // The metrics port is taken: the service port must not stay bound.
       const servicePort = await freePort();
@@ -169,7 +169,7 @@ describe("SECURITY.md 35: metrics are off the public port", () => {
           KEYGATE_PORT: String(servicePort),
           KEYGATE_METRICS_PORT: String(takenPort),
         }),
-      ).rejects.toThrow(/EADDRINUSE/);
+      ).rejects.toThrow(/^metrics port 127\.0\.0\.1:\d+ is in use/);
       expect(await accepts(servicePort)).toBe(false);
     } finally {
       await new Promise((resolve) => taken.close(resolve));

@@ -149,10 +149,18 @@ export async function migrationsCurrent(
   pool: Pick<DatabasePool, "any" | "maybeOne">,
   migrations: readonly Migration[],
 ): Promise<boolean> {
+  return (await missingMigrations(pool, migrations)).length === 0;
+}
+
+/** The known migrations not applied yet: all of them on a database never migrated. */
+export async function missingMigrations(
+  pool: Pick<DatabasePool, "any" | "maybeOne">,
+  migrations: readonly Migration[],
+): Promise<Migration[]> {
   const exists = await pool.maybeOne(
     sql.type(z.object({ present: z.boolean() }))`
       SELECT to_regclass('schema_migrations') IS NOT NULL AS present`,
   );
-  if (!exists?.present) return false;
-  return (await pendingMigrations(pool, migrations)).length === 0;
+  if (!exists?.present) return [...migrations];
+  return pendingMigrations(pool, migrations);
 }

@@ -27,7 +27,9 @@ const resultParser: Interceptor = {
 };
 
 /** Opens the configured PostgreSQL, or starts the embedded one when DATABASE_URL is unset. */
-export async function openDatabase(config: Config): Promise<Database> {
+export async function openDatabase(
+  config: Pick<Config, "databaseUrl" | "dbPoolSize" | "dataDir">,
+): Promise<Database> {
   const embedded =
     config.databaseUrl === undefined
       ? await startEmbeddedPostgres({
