@@ -1,9 +1,10 @@
-import { toJson } from "@bufbuild/protobuf";
+import { type JsonObject, toJson } from "@bufbuild/protobuf";
 import { Code, createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { AdminService } from "../gen/keygate/v1/admin_service_pb.js";
 import { AuthService } from "../gen/keygate/v1/auth_service_pb.js";
+import { TokenIntrospectionService } from "../gen/keygate/v1/token_introspection_service_pb.js";
 import {
   AdminKeyRole,
   MembershipSchema,
@@ -174,6 +175,17 @@ describe("SECURITY.md 33: guessing stays bounded however it is spread", () => {
       expect(e.userId).toBe("");
       expect(e.details).toEqual({ reason: "no_member" });
     }
+    // A workspace with open sign-up that signs the address up does not get the account's id
+    // in its log either.
+    const open = await workspace("audit-signup", { signup: true });
+    await authA.signUp({ email: victim, password }, fromAnywhere({ "x-workspace-id": open }));
+    const signups = await admin.listAuditEvents(
+      { workspaceId: open, types: ["signup"] },
+      asAdmin(),
+    );
+    expect(signups.events.map((e) => [e.userId, e.details])).toEqual([
+      ["", { reason: "email_taken" }],
+    ]);
   });
 
   it("ChangePassword's current password counts like a login, and the new one is judged first", async () => {
@@ -573,6 +585,29 @@ describe("SECURITY.md 28: an account that never proved its address is no claim o
     expect((await login(address, password, strict)).result.case).toBe("tokens");
   });
 
+  it("a workspace created with an unproven account as its owner does not open to that password", async () => {
+    const squatter = await squat("made-owner");
+    const userId = await idOf(squatter.address);
+    const made = await admin.createWorkspace(
+      { name: "Big corp", slug: `bigcorp-${++n}-${Date.now().toString(36)}`, ownerUserId: userId },
+      asAdmin(),
+    );
+    const corp = made.workspace?.id as string;
+    const refused = await failure(login(squatter.address, password, corp));
+    expect([refused.code, refused.reason]).toEqual([Code.FailedPrecondition, "EMAIL_NOT_VERIFIED"]);
+    const switched = await failure(
+      authB.switchWorkspace({ workspaceId: corp }, bearer(squatter.tokens.accessToken)),
+    );
+    expect([switched.code, switched.reason]).toEqual([
+      Code.FailedPrecondition,
+      "EMAIL_NOT_VERIFIED",
+    ]);
+    // The mailbox's owner is invited to prove it, and then gets in.
+    const link = linkIn(await mailTo(squatter.address, "accept-invitation"));
+    const accepted = await authA.acceptInvitation({ token: link.token, password: "mine, proven" });
+    expect([accepted.tokens?.workspaceId, accepted.tokens?.role]).toEqual([corp, Role.OWNER]);
+  });
+
   it("a look-alike spelling registered first is stored as the address it stands for", async () => {
     const plain = email("lookalike");
     const fullwidth = [...plain]
@@ -661,6 +696,45 @@ describe("SECURITY.md 29: a workspace sees and changes only its own view of a sh
     ])
       expect((await failure(call())).code).toBe(Code.PermissionDenied);
     expect((await login(address, password, wb)).result.case).toBe("tokens");
+  });
+
+  it("GetSession shows the member this workspace's metadata, never the account's own", async () => {
+    const corp = await workspace("session-meta");
+    const address = await sharedAccount("session-meta", [corp]);
+    const userId = await idOf(address);
+    await admin.updateUserMetadata({ userId, metadata: { operator: "only" } }, asAdmin());
+    await admin.updateUserMetadata({ userId, workspaceId: corp, metadata: { corp: 1 } }, asAdmin());
+    const there = await login(address, password, corp);
+    if (there.result.case !== "tokens") throw new Error("no tokens");
+    const seen = await authA.getSession({}, bearer(there.result.value.accessToken));
+    expect(seen.user?.metadata).toEqual({ corp: 1 });
+  });
+
+  it("metadata holding a lone UTF-16 surrogate is INVALID_ARGUMENT naming the field", async () => {
+    const corp = await workspace("surrogate");
+    const address = await sharedAccount("surrogate", [corp]);
+    const userId = await idOf(address);
+    // As raw Connect JSON: a generated client's UTF-8 encoding would replace the surrogate.
+    const call = async (rpc: string, body: Record<string, unknown>) => {
+      const res = await fetch(`${a.url}/keygate.v1.AdminService/${rpc}`, {
+        method: "POST",
+        headers: { "content-type": "application/json", authorization: `Bearer ${adminKey}` },
+        body: JSON.stringify(body),
+      });
+      const answer = (await res.json()) as {
+        code: string;
+        details?: { debug?: { fieldViolations?: { field: string }[] } }[];
+      };
+      const fields = answer.details?.flatMap((d) => d.debug?.fieldViolations ?? []) ?? [];
+      return [res.status, answer.code, fields.map((f) => f.field)];
+    };
+    const refused = [400, "invalid_argument", ["metadata"]];
+    for (const metadata of [{ s: "\ud800" }, { ["k\udc00"]: 1 }, { n: { deeper: ["x\ud83d"] } }]) {
+      expect(await call("UpdateUserMetadata", { userId, metadata })).toEqual(refused);
+      expect(
+        await call("ProvisionUser", { email: email("surrogate"), workspaceId: corp, metadata }),
+      ).toEqual(refused);
+    }
   });
 
   it("a workspace admin changes nothing of an owner's: metadata, verification, sessions", async () => {
@@ -765,6 +839,62 @@ describe("SECURITY.md 30: adding an existing account to a workspace needs its co
     expect((await failure(authB.acceptInvitation({ token: link.token, password: "" }))).code).toBe(
       Code.Unauthenticated,
     );
+  });
+
+  it("an invitation shows the folded address, whatever spelling the workspace typed", async () => {
+    const corp = await workspace("folded");
+    const key = await workspaceKey(corp);
+    const existing = await sharedAccount("folded-existing");
+    const fresh = email("folded-new");
+    for (const address of [existing, fresh])
+      await admin.addMember({ workspaceId: corp, email: address.toUpperCase() }, withKey(key));
+    const { memberships } = await admin.listMembers({ workspaceId: corp }, withKey(key));
+    const shown = memberships
+      .filter((m) => m.status === MembershipStatus.INVITED)
+      .map((m) => m.user?.email)
+      .sort();
+    expect(shown).toEqual([existing, fresh].sort());
+  });
+
+  it("an acceptance racing RemoveMember or a demotion leaves no live token beyond the membership", async () => {
+    const introspectKey = (
+      await admin.createAdminKey(
+        { name: "gateway", role: AdminKeyRole.READ_ONLY, introspect: true },
+        asAdmin(),
+      )
+    ).secret;
+    const introspect = (token: string, on: typeof admin) =>
+      createClient(
+        TokenIntrospectionService,
+        createConnectTransport({ baseUrl: on === admin ? a.url : b.url, httpVersion: "2" }),
+      ).introspect({ token }, withKey(introspectKey));
+    for (let round = 0; round < 8; round++) {
+      const corp = await workspace(`race-${round}`);
+      const key = await workspaceKey(corp);
+      const address = await sharedAccount(`race-${round}`);
+      const { membership } = await admin.addMember(
+        { workspaceId: corp, email: address, role: Role.ADMIN },
+        withKey(key),
+      );
+      const userId = membership?.userId as string;
+      const link = linkIn(await mailTo(address, "accept-invitation"));
+      const demote = round % 2 === 1;
+      const [accepted] = await Promise.allSettled([
+        authA.acceptInvitation({ token: link.token, password: "" }),
+        demote
+          ? adminB.updateMember({ workspaceId: corp, userId, role: Role.MEMBER }, withKey(key))
+          : adminB.removeMember({ workspaceId: corp, userId }, withKey(key)),
+      ]);
+      if (accepted.status !== "fulfilled") continue;
+      const token = accepted.value.tokens?.accessToken as string;
+      for (const on of [admin, adminB]) {
+        const seen = await introspect(token, on);
+        // Removed: the token is dead. Demoted: the token is dead or says the new role.
+        if (demote)
+          expect(seen.active ? seen.role : "inactive", `round ${round}`).not.toBe("admin");
+        else expect(seen.active, `round ${round}`).toBe(false);
+      }
+    }
   });
 
   it("RemoveMember withdraws an invitation: its link stops working", async () => {

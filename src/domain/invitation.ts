@@ -1,5 +1,6 @@
 import type { DatabaseTransactionConnection } from "slonik";
 import { asService, withTenant } from "../db/with-tenant.js";
+import { lockWorkspace } from "../repositories/admin-workspaces.js";
 import { activateInvitedMembership, findMembership } from "../repositories/memberships.js";
 import { revokeUserSessions } from "../repositories/sessions.js";
 import {
@@ -142,6 +143,11 @@ export async function acceptInvitation(
     hash = await deps.hasher.hash(input.password);
   }
   const draft = await withTenant(deps.pool, workspace.id, async (tx) => {
+    // Membership changes of a workspace take its row lock first (AdminService): taking it
+    // here too orders this acceptance with a concurrent RemoveMember or UpdateMember, so the
+    // session opened below is either seen and ended by them or refused (and the two cannot
+    // deadlock over the membership and code rows).
+    if (!(await lockWorkspace(tx, workspace.id))) return undefined;
     const r = await consumeLink(tx, {
       tokenSecret: deps.tokenSecret,
       purpose: "invitation",

@@ -6,6 +6,7 @@ import {
   claimPending,
   findMembership,
   listActiveMembershipsOfUser,
+  membershipRow,
 } from "../repositories/memberships.js";
 import {
   findSession,
@@ -73,9 +74,13 @@ const sessionView = joined({
   session: { alias: "s", row: sessionRow },
   user: { alias: "u", row: userRow },
   workspace: { alias: "w", row: workspaceRow },
+  membership: { alias: "m", row: membershipRow },
 });
 
-/** GetSession: the caller's session, user and workspace, read in one query. */
+/**
+ * GetSession: the caller's session, user and workspace, read in one query. The user's
+ * metadata is this workspace's object for them (SECURITY.md 29), not the account's own.
+ */
 export async function getSession(
   deps: AuthDeps,
   principal: Principal,
@@ -86,11 +91,13 @@ export async function getSession(
       FROM sessions s
       JOIN users u ON u.id = s.user_id
       JOIN workspaces w ON w.id = s.workspace_id
+      JOIN workspace_members m ON m.workspace_id = s.workspace_id AND m.user_id = s.user_id
       WHERE s.workspace_id = ${principal.workspaceId} AND s.id = ${principal.sessionId}
         AND s.user_id = ${principal.userId}`),
   );
   if (!found) throw new UnauthenticatedError("UNAUTHENTICATED", "the session has ended");
-  return found;
+  const { user, workspace, session, membership } = found;
+  return { user: { ...user, metadata: membership.metadata }, workspace, session };
 }
 
 const sessionCursor = z.object({ c: z.number(), i: z.uuid() });

@@ -92,10 +92,11 @@ export async function signUp(
           ).toString(),
         },
       });
+      // No user in the event: the account has no membership here, and a workspace's audit
+      // log names only its members (SECURITY.md 29).
       await audit(tx, deps, meta, {
         type: "signup",
         workspaceId: workspace?.id ?? null,
-        userId: existing.id,
         outcome: "failure",
         details: { reason: "email_taken" },
       });

@@ -90,8 +90,10 @@ const statusToProto: Record<MembershipRow["status"], MembershipStatus> = {
  * What a workspace sees of an account it invited and that has not accepted: the id and the
  * address it asked for, nothing of the account's state (SECURITY.md 30).
  */
-export function invitedUserOf(u: Pick<UserRow, "id" | "email">) {
-  return create(UserSchema, { id: u.id, email: u.email });
+export function invitedUserOf(u: Pick<UserRow, "id" | "email_normalized">) {
+  // The folded address: the stored spelling of an existing account would differ from what
+  // the workspace typed where a new account's would not, telling the two apart.
+  return create(UserSchema, { id: u.id, email: u.email_normalized });
 }
 
 /** A membership; with `withMetadata`, the workspace's own object for the member (admin answers). */

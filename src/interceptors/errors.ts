@@ -92,8 +92,25 @@ function fromDomainError(error: DomainError): ConnectError {
 /** Socket errors the pg driver passes through unwrapped when the link drops mid-query. */
 const lostConnectionCodes = new Set(["ECONNRESET", "ECONNREFUSED", "EPIPE", "ETIMEDOUT"]);
 
-/** A lost or timed-out database: UNAVAILABLE (HTTP 503), never INTERNAL. */
+/**
+ * SQLSTATEs that mean "try again": a deadlock or a serialization failure between concurrent
+ * transactions (the database rolled this one back), and a server that only reads (a standby,
+ * or a primary being demoted, behind the database address).
+ */
+const retryableSqlStates = new Set(["40P01", "40001", "25006"]);
+
+function sqlStateOf(error: unknown): string | undefined {
+  for (let e = error, depth = 0; e instanceof Error && depth < 5; depth++) {
+    const code = (e as { code?: unknown }).code;
+    if (typeof code === "string" && /^[0-9A-Z]{5}$/.test(code)) return code;
+    e = (e as { cause?: unknown }).cause;
+  }
+  return undefined;
+}
+
+/** A lost, timed-out or momentarily unusable database: UNAVAILABLE (HTTP 503), never INTERNAL. */
 export function isDatabaseUnavailable(error: unknown): boolean {
+  if (retryableSqlStates.has(sqlStateOf(error) ?? "")) return true;
   if (
     error instanceof Error &&
     (lostConnectionCodes.has((error as NodeJS.ErrnoException).code ?? "") ||

@@ -1281,8 +1281,9 @@ export const AdminService: GenService<{
    * admin proves the address for the account; from a workspace-scoped caller it counts for
    * that workspace only. metadata is the membership's. An existing account keeps its
    * password and verification. From a workspace-scoped caller, an existing account that is not
-   * yet a member is invited instead (membership INVITED, the invitation emailed, password and
-   * metadata ignored): no workspace adds someone's account without their consent. From a
+   * yet a member is invited instead (membership INVITED, the invitation emailed, the password
+   * ignored, the metadata kept as the workspace's own): no workspace adds someone's account
+   * without their consent. From a
    * deployment admin it is added at once; when nobody tied its password to the mailbox, that
    * password opens this workspace only after the owner proves the address and sets a password
    * (a reset, or an invitation from AddMember).

@@ -1005,7 +1005,8 @@ export const AuthService: GenService<{
   /**
    * Public (the invitation link's token is the credential). Accepts an invitation from
    * AdminService.AddMember or ProvisionUser: the membership becomes active, the address is
-   * proven, and the answer is tokens for the workspace (its second step and policies apply).
+   * proven, and the answer is tokens for the workspace. The link is an emailed factor, as a
+   * magic link is, so no emailed second step follows it; the password policies apply.
    * The password is required for an account whose password nobody tied to the mailbox, and
    * optional otherwise; when given, it replaces the account's password (the strictest
    * policy of the account's workspaces applies) and ends the account's other sessions.

@@ -298,7 +298,22 @@ function depthOf(value: unknown): number {
   return deepest + 1;
 }
 
+/** A UTF-16 surrogate without its pair: no UTF-8 (nor PostgreSQL's jsonb) can hold it. */
+const loneSurrogate = /[\uD800-\uDFFF]/u;
+
+function hasLoneSurrogate(value: unknown): boolean {
+  if (typeof value === "string") return loneSurrogate.test(value);
+  if (typeof value !== "object" || value === null) return false;
+  for (const [k, v] of Object.entries(value))
+    if (loneSurrogate.test(k) || hasLoneSurrogate(v)) return true;
+  return false;
+}
+
 export function checkMetadataSize(field: string, metadata: Record<string, unknown>): void {
+  if (hasLoneSurrogate(metadata))
+    new Violations()
+      .add(field, "holds a lone UTF-16 surrogate, which is not text (invalid UTF-8)")
+      .throwIfAny();
   if (metadataBytes(metadata) > maxMetadataBytes) {
     new Violations()
       .add(field, `is larger than ${maxMetadataBytes} bytes serialized as JSON`)

@@ -9,7 +9,7 @@ import {
   mergeWorkspaceSettings,
   updateWorkspaceNameSlug,
 } from "../../repositories/admin-workspaces.js";
-import { insertMembershipIfAbsent } from "../../repositories/memberships.js";
+import { insertMembershipIfAbsent, markClaimed } from "../../repositories/memberships.js";
 import { findUserById } from "../../repositories/users.js";
 import { findWorkspaceById, type WorkspaceRow } from "../../repositories/workspaces.js";
 import {
@@ -23,6 +23,7 @@ import {
 import { audit } from "../audit.js";
 import type { AdminDeps, RequestMeta } from "../deps.js";
 import { AlreadyExistsError, NotFoundError, PermissionDeniedError } from "../errors.js";
+import { joining, sendInvitation } from "../invitation.js";
 import { decodePageToken, encodePageToken, pageSize } from "../pagination.js";
 import { effectiveSettings } from "../settings.js";
 import { slugPattern, Violations } from "../validate.js";
@@ -100,6 +101,7 @@ export async function createWorkspace(
   const settings = validateSettingsPatch(input.settings, "settings", v);
   v.uuid("owner_user_id", input.ownerUserId);
   v.throwIfAny();
+  let mailed = false;
   const workspace = await slugUnique(
     deps.pool.transaction(async (tx) => {
       const owner = input.ownerUserId === "" ? null : await findUserById(tx, input.ownerUserId);
@@ -109,12 +111,22 @@ export async function createWorkspace(
         slug: input.slug,
         settings,
       });
-      if (owner)
+      if (owner) {
         await insertMembershipIfAbsent(tx, {
           workspaceId: row.id,
           userId: owner.id,
           role: "owner",
         });
+        // As AddMember from a deployment admin: a password nobody tied to the mailbox does
+        // not open the new workspace until the owner proves the address (SECURITY.md 28).
+        const how = joining({ user: owner, created: false, byDeployment: true });
+        if (how.claimed)
+          await markClaimed(tx, { workspaceId: row.id, userId: owner.id, now: deps.clock.now() });
+        if (how.mailed) {
+          await sendInvitation(tx, deps, { workspace: row, user: owner });
+          mailed = true;
+        }
+      }
       await audit(tx, deps, meta, {
         type: "workspace_created",
         workspaceId: row.id,
@@ -126,6 +138,7 @@ export async function createWorkspace(
       return row;
     }),
   );
+  if (mailed) deps.mail.wake();
   return withEffective(deps, workspace);
 }
 
