@@ -15,6 +15,7 @@ import {
   RetryInfoSchema,
 } from "../../gen/google/rpc/error_details_pb.js";
 import { peerAddressKey, requestIdKey } from "../context-keys.js";
+import { sqlStateOf } from "../db/sql-state.js";
 import {
   AlreadyExistsError,
   DomainError,
@@ -92,8 +93,17 @@ function fromDomainError(error: DomainError): ConnectError {
 /** Socket errors the pg driver passes through unwrapped when the link drops mid-query. */
 const lostConnectionCodes = new Set(["ECONNRESET", "ECONNREFUSED", "EPIPE", "ETIMEDOUT"]);
 
-/** A lost or timed-out database: UNAVAILABLE (HTTP 503), never INTERNAL. */
+/**
+ * SQLSTATEs of a server that cannot take this write or this connection right now, as during a
+ * failover: 25006 read_only_sql_transaction (the address reaches a standby, or a demoted
+ * primary), and class 57P (admin_shutdown, crash_shutdown, cannot_connect_now: shutting down,
+ * starting up, in recovery).
+ */
+const unavailableServerStates = new Set(["25006", "57P01", "57P02", "57P03"]);
+
+/** A lost, timed-out or read-only database: UNAVAILABLE (HTTP 503), never INTERNAL. */
 export function isDatabaseUnavailable(error: unknown): boolean {
+  if (unavailableServerStates.has(sqlStateOf(error) ?? "")) return true;
   if (
     error instanceof Error &&
     (lostConnectionCodes.has((error as NodeJS.ErrnoException).code ?? "") ||
