@@ -387,6 +387,14 @@ describe.runIf(enabled)("PostgreSQL failover under load", { timeout: 180_000 }, 
       readinessWhileReadOnly: readOnlyReasons,
       unavailableForMs: Math.round(promotedAt - crashedAt),
       writesResumedAfterPromotionMs: resumed.map(Math.round),
+      // From the last write acknowledged before the crash to the first one after promotion.
+      writeOutageMs: [0, 1].map((i) =>
+        Math.round(
+          promotedAt +
+            (resumed[i] as number) -
+            Math.max(...(okAt[i] ?? []).filter((t) => t < crashedAt)),
+        ),
+      ),
       listenersOnNewPrimary: listeners,
       oldPrimaryRejoinedMs: Math.round(rejoinMs),
     };
