@@ -45,6 +45,8 @@ describe.runIf(enabled)("PostgreSQL failover under load", { timeout: 180_000 }, 
   let smtp: Awaited<ReturnType<typeof startSmtpServer>>;
   const instances: TestKeygate[] = [];
   let verifier: ChildProcess | undefined;
+  /** Ends the test's loops (load, watchers, feeds), also when an assertion failed mid-way. */
+  const running = { load: true, watching: true, feeds: true };
 
   beforeAll(async () => {
     ha = await startReplicatedPostgres();
@@ -64,6 +66,7 @@ describe.runIf(enabled)("PostgreSQL failover under load", { timeout: 180_000 }, 
     instances.push(first, await startPeerKeygate(first, env));
   }, 120_000);
   afterAll(async () => {
+    running.load = running.watching = running.feeds = false;
     if (verifier && verifier.exitCode === null) {
       const exited = new Promise((r) => verifier?.once("exit", r));
       verifier.kill("SIGTERM");
@@ -141,16 +144,16 @@ describe.runIf(enabled)("PostgreSQL failover under load", { timeout: 180_000 }, 
     step("verifier up");
     // Each instance's revocation feed, followed as a verifier does (resuming from its cursor).
     const feeds = clients.map((client) => {
-      const feed = { cursors: [] as bigint[], cursor: "", stopped: false };
+      const feed = { cursors: [] as bigint[], cursor: "" };
       const follow = async () => {
-        while (!feed.stopped) {
+        while (running.feeds) {
           try {
             const stream = client.introspection.watchRevocations(
               { cursor: feed.cursor },
               { ...root, signal: AbortSignal.timeout(120_000) },
             );
             for await (const event of stream) {
-              if (feed.stopped) return;
+              if (!running.feeds) return;
               if (event.event.case === "revocation") {
                 feed.cursors.push(BigInt(event.event.value.cursor));
                 feed.cursor = event.event.value.cursor;
@@ -205,11 +208,10 @@ describe.runIf(enabled)("PostgreSQL failover under load", { timeout: 180_000 }, 
     const mailed: { email: string; outcome: Outcome }[] = [];
     // Time of each instance's writes answered OK, to measure when writes resume.
     const okAt: number[][] = [[], []];
-    let stop = false;
 
     const worker = async (i: number, w: number) => {
       const client = clients[i] as (typeof clients)[0];
-      for (let step = w; !stop; step++) {
+      for (let step = w; running.load; step++) {
         const op = ["login", "refresh", "refresh", "logout", "block", "mail"][step % 6] as string;
         let outcome: Outcome = "skip";
         const call = async (f: () => Promise<void>) => {
@@ -302,9 +304,8 @@ describe.runIf(enabled)("PostgreSQL failover under load", { timeout: 180_000 }, 
 
     // Watch those two tokens throughout: never active on either instance, never let through.
     const revokedSeen: string[] = [];
-    let watching = true;
     const watcher = (async () => {
-      while (watching) {
+      while (running.watching) {
         for (const token of revokedTokens) {
           for (const client of clients) {
             const answer = await client.introspection
@@ -376,9 +377,9 @@ describe.runIf(enabled)("PostgreSQL failover under load", { timeout: 180_000 }, 
     await ha.settle("load after rejoin", 30_000, async () =>
       okCount() >= okBeforeEnd + 20 ? true : undefined,
     );
-    stop = true;
+    running.load = false;
     await Promise.all(workers);
-    watching = false;
+    running.watching = false;
     await watcher;
 
     step("load stopped");
@@ -507,7 +508,7 @@ describe.runIf(enabled)("PostgreSQL failover under load", { timeout: 180_000 }, 
     }
 
     // The feeds: every revocation committed since the load began, once each, in order.
-    for (const f of feeds) f.feed.stopped = true;
+    running.feeds = false;
     const committed = (
       await ha.query<{ c: string }>(
         db,
