@@ -1,14 +1,20 @@
 import type { DatabasePool } from "slonik";
+import { z } from "zod";
 import { type Migration, migrationsCurrent } from "./db/migrate.js";
+import { sql } from "./db/sql.js";
 import type { Logger } from "./log.js";
 
 export type ReadinessState =
   | { ready: true }
-  | { ready: false; reason: "draining" | "database_unreachable" | "migrations_pending" };
+  | {
+      ready: false;
+      reason: "draining" | "database_unreachable" | "database_read_only" | "migrations_pending";
+    };
 
 /**
- * Whether this instance should receive traffic: not shutting down, the database answers, and
- * every migration this code needs is applied. Checks are shared for a short time so that
+ * Whether this instance should receive traffic: not shutting down, the database answers and
+ * takes writes (during a failover the address may reach a standby or a demoted primary for a
+ * while), and every migration this code needs is applied. Checks are shared for a short time so that
  * probes and health watchers do not each cost a query.
  */
 export class Readiness {
@@ -42,6 +48,11 @@ export class Readiness {
 
   private async probe(): Promise<ReadinessState> {
     try {
+      const readOnly = await this.pool.oneFirst(
+        sql.type(z.object({ read_only: z.boolean() }))`
+          SELECT current_setting('transaction_read_only') = 'on' AS read_only`,
+      );
+      if (readOnly) return { ready: false, reason: "database_read_only" };
       const current = await migrationsCurrent(this.pool, this.migrations);
       return current ? { ready: true } : { ready: false, reason: "migrations_pending" };
     } catch (error) {

@@ -46,7 +46,9 @@ export async function openDatabase(
       connectionTimeout: 5_000,
       statementTimeout: 15_000,
       idleInTransactionSessionTimeout: 15_000,
-      // A failed statement is an answer to the caller, not something to repeat blindly.
+      // A failed statement is an answer to the caller, not something to repeat blindly. Slonik
+      // also destroys the connection it failed on, so one that reached a server refusing writes
+      // (a standby, a demoted primary: SQLSTATE 25006) is replaced by the next call's.
       queryRetryLimit: 0,
       transactionRetryLimit: 0,
       captureStackTrace: false,

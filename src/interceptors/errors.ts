@@ -15,6 +15,7 @@ import {
   RetryInfoSchema,
 } from "../../gen/google/rpc/error_details_pb.js";
 import { peerAddressKey, requestIdKey } from "../context-keys.js";
+import { sqlStateOf } from "../db/sql-state.js";
 import {
   AlreadyExistsError,
   DomainError,
@@ -94,19 +95,12 @@ const lostConnectionCodes = new Set(["ECONNRESET", "ECONNREFUSED", "EPIPE", "ETI
 
 /**
  * SQLSTATEs that mean "try again": a deadlock or a serialization failure between concurrent
- * transactions (the database rolled this one back), and a server that only reads (a standby,
- * or a primary being demoted, behind the database address).
+ * transactions (the database rolled this one back); 25006 read_only_sql_transaction (the
+ * address reaches a standby, or a demoted primary, as during a failover); and class 57P
+ * (admin_shutdown, crash_shutdown, cannot_connect_now: shutting down, starting up, in
+ * recovery).
  */
-const retryableSqlStates = new Set(["40P01", "40001", "25006"]);
-
-function sqlStateOf(error: unknown): string | undefined {
-  for (let e = error, depth = 0; e instanceof Error && depth < 5; depth++) {
-    const code = (e as { code?: unknown }).code;
-    if (typeof code === "string" && /^[0-9A-Z]{5}$/.test(code)) return code;
-    e = (e as { cause?: unknown }).cause;
-  }
-  return undefined;
-}
+const retryableSqlStates = new Set(["40P01", "40001", "25006", "57P01", "57P02", "57P03"]);
 
 /** A lost, timed-out or momentarily unusable database: UNAVAILABLE (HTTP 503), never INTERNAL. */
 export function isDatabaseUnavailable(error: unknown): boolean {

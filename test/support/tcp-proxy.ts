@@ -3,9 +3,12 @@ import net from "node:net";
 /**
  * A loopback TCP proxy whose link can be cut and restored, to take a database away from a
  * running service without stopping the database: cut() drops every open connection and
- * refuses new ones; restore() accepts again on the same port.
+ * refuses new ones; restore() accepts again on the same port. switchTo() points the same port
+ * at another server, the way a managed database's endpoint moves at failover: open connections
+ * drop, new ones reach the new target.
  */
-export async function startTcpProxy(target: { host: string; port: number }) {
+export async function startTcpProxy(initial: { host: string; port: number }) {
+  let target = initial;
   const sockets = new Set<net.Socket>();
   let server: net.Server | undefined;
   let port = 0;
@@ -45,6 +48,10 @@ export async function startTcpProxy(target: { host: string; port: number }) {
     },
     async restore() {
       if (!server) await listen();
+    },
+    switchTo(next: { host: string; port: number }) {
+      target = next;
+      for (const socket of sockets) socket.destroy();
     },
     async stop() {
       await this.cut();
