@@ -3,7 +3,7 @@ import { deploymentKeyUsage, runDeploymentKeyCommand } from "./cli-deployment-ke
 import { ConfigError, configFromEnv } from "./config.js";
 import { loadMigrations, migrate } from "./db/migrate.js";
 import { openDatabase } from "./db/pool.js";
-import { createLogger, logDestination } from "./log.js";
+import { createLogger, serviceLogDestination } from "./log.js";
 import { databaseStartupError, exitCodes, StartupError } from "./startup-failure.js";
 
 const usage = `Usage: keygate <command>
@@ -41,7 +41,7 @@ async function main(argv: string[]): Promise<number> {
     }
     throw error;
   }
-  const logger = createLogger(config.logLevel, logDestination());
+  const logger = createLogger(config.logLevel, serviceLogDestination());
   try {
     return await run(command, config, logger);
   } catch (error) {

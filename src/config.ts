@@ -187,6 +187,7 @@ const envSchema = z.object({
     .max(86_400_000)
     .default(30 * 60_000),
   KEYGATE_LOG_LEVEL: logLevel.default("info"),
+  KEYGATE_LOG_SAMPLE_EVERY: positiveInt(1_000_000).default(100),
   DATABASE_URL: z
     .string()
     .regex(/^postgres(ql)?:\/\//, "expected a postgres:// or postgresql:// URL")
@@ -296,6 +297,11 @@ export interface Config {
     readonly watchMaxAgeMs: number;
   };
   readonly logLevel: z.infer<typeof logLevel>;
+  /**
+   * One successful hot-path call (Introspect, IntrospectBatch, GetJwks, Envoy Check, health
+   * checks, POST /oauth2/introspect) in this many is logged; the rest are counted. 1: all.
+   */
+  readonly logSampleEvery: number;
   /** External PostgreSQL; undefined selects the embedded database under dataDir. */
   readonly databaseUrl: string | undefined;
   readonly dbPoolSize: number;
@@ -485,6 +491,7 @@ export function configFromEnv(env: Record<string, string | undefined>): Config {
       watchMaxAgeMs: e.KEYGATE_WATCH_MAX_AGE_MS,
     }),
     logLevel: e.KEYGATE_LOG_LEVEL,
+    logSampleEvery: e.KEYGATE_LOG_SAMPLE_EVERY,
     databaseUrl: e.DATABASE_URL,
     dbPoolSize: e.KEYGATE_DB_POOL_SIZE,
     dataDir: e.KEYGATE_DATA_DIR,

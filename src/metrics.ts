@@ -14,6 +14,7 @@ import {
  * - keygate_rpc_calls_total{service,method,code}, keygate_rpc_duration_seconds{service,method}
  * - keygate_logins_total{outcome}: success, second_step, or the refusal's reason
  * - keygate_rate_limit_refusals_total{reason}: RATE_LIMITED or ACCOUNT_LOCKED, by RPC method
+ * - keygate_calls_unlogged_total{method}: successful hot-path calls the log sampled out
  * - gauges registered by the composition (outbox, pool, hash queue, introspection)
  * - Node's defaults (event-loop lag, heap, GC, …) from prom-client
  */
@@ -23,6 +24,7 @@ export class Metrics {
   private readonly duration: Histogram<"service" | "method">;
   private readonly logins: Counter<"outcome">;
   private readonly refusals: Counter<"reason" | "method">;
+  private readonly unlogged: Counter<"method">;
 
   constructor() {
     collectDefaultMetrics({ register: this.registry, eventLoopMonitoringPrecision: 10 });
@@ -52,6 +54,17 @@ export class Metrics {
       labelNames: ["reason", "method"],
       registers,
     });
+    this.unlogged = new Counter({
+      name: "keygate_calls_unlogged_total",
+      help: "Successful hot-path calls left out of the log by sampling (KEYGATE_LOG_SAMPLE_EVERY).",
+      labelNames: ["method"],
+      registers,
+    });
+  }
+
+  /** A successful call that the log sampled out; `method` as the log names it. */
+  observeUnloggedCall(method: string): void {
+    this.unlogged.inc({ method });
   }
 
   /** One finished call; `code` in snake case ("ok", "invalid_argument", …). */

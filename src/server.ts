@@ -2,6 +2,7 @@ import { randomUUID } from "node:crypto";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import { createContextValues, type Interceptor } from "@connectrpc/connect";
+import { CallLog } from "./call-log.js";
 import type { Config } from "./config.js";
 import { peerAddressKey, requestIdKey, requestMetaKey } from "./context-keys.js";
 import type { RequestMeta } from "./domain/deps.js";
@@ -31,6 +32,7 @@ export interface ServerDeps {
     | "trustedProxies"
     | "ipv6PrefixLength"
     | "streams"
+    | "logSampleEvery"
   >;
   /** RFC 7662 / 7009 / 8414 endpoints over the same Introspector as the RPCs. */
   readonly oauth?: OAuthDeps;
@@ -61,6 +63,10 @@ export function buildServer(deps: ServerDeps): Server {
   const shutdown = new AbortController();
   let draining = false;
   const clientIp = clientIpResolver(deps.config.trustedProxies);
+  const callLog = new CallLog(deps.logger, {
+    sampleEvery: deps.config.logSampleEvery,
+    ...(deps.metrics ? { metrics: deps.metrics } : {}),
+  });
   /** Who sent a request, for audit entries, limits and log lines (RPCs and plain HTTP). */
   const requestMeta = (req: NodeServerRequest): RequestMeta => {
     const requestId = requestIds.get(req) ?? randomUUID();
@@ -80,6 +86,7 @@ export function buildServer(deps: ServerDeps): Server {
       ? oauthEndpoints({
           ...deps.oauth,
           logger: deps.logger,
+          callLog,
           maxRequestBytes: deps.config.maxRequestBytes,
           requestMeta,
         })
@@ -90,7 +97,7 @@ export function buildServer(deps: ServerDeps): Server {
     routes: routes(deps.handlers),
     interceptors: [
       ...(deps.tracing ? [deps.tracing.interceptor()] : []),
-      errorInterceptor(deps.logger, deps.metrics),
+      errorInterceptor(deps.logger, deps.metrics, callLog),
       jsonFieldsInterceptor(),
       textInterceptor(),
       ...(deps.interceptors ?? []),
@@ -169,6 +176,7 @@ export function buildServer(deps: ServerDeps): Server {
       } finally {
         clearTimeout(abortTimer);
         shutdown.abort();
+        callLog.close();
       }
     },
   };

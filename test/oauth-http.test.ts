@@ -45,7 +45,12 @@ beforeAll(async () => {
   // The issuer is configuration, so the port is chosen before the server starts.
   const port = await freePort();
   keygate = await startTestKeygate(
-    { KEYGATE_PORT: String(port), KEYGATE_ISSUER: `http://127.0.0.1:${port}` },
+    {
+      KEYGATE_PORT: String(port),
+      KEYGATE_ISSUER: `http://127.0.0.1:${port}`,
+      // Every call's line, successful introspections included: these tests read them.
+      KEYGATE_LOG_SAMPLE_EVERY: "1",
+    },
     {
       clock,
       logTo: {

@@ -1,3 +1,4 @@
+import type { CallLog } from "../call-log.js";
 import type { Caller } from "../domain/admin-auth.js";
 import type { RequestMeta } from "../domain/deps.js";
 import { DomainError, InvalidArgumentError, RateLimitedError } from "../domain/errors.js";
@@ -36,6 +37,8 @@ export interface OAuthDeps {
 export function oauthEndpoints(
   deps: OAuthDeps & {
     readonly logger: Logger;
+    /** Where the call lines go (successful introspections sampled); every line when absent. */
+    readonly callLog?: CallLog;
     readonly maxRequestBytes: number;
     requestMeta(req: Req): RequestMeta;
   },
@@ -69,22 +72,25 @@ export function oauthEndpoints(
         if (!res.headersSent) writeError(res, error);
         else res.end();
       }
-      const line = {
+      const method = `${req.method} ${name}`;
+      const line = () => ({
         requestId: meta.requestId,
-        method: `${req.method} ${name}`,
+        method,
         protocol: req.headers["content-type"],
         peer: meta.ipAddress ?? undefined,
         durationMs: Math.round((performance.now() - started) * 100) / 100,
         status: res.statusCode,
         code: failure === undefined ? "ok" : errorCodeOf(failure),
         reason: failure instanceof DomainError ? failure.reason : undefined,
-      };
+      });
       if (res.statusCode >= 500 && !isDatabaseUnavailable(failure)) {
-        deps.logger.error({ ...line, err: failure }, "call");
+        deps.logger.error({ ...line(), err: failure }, "call");
       } else if (failure !== undefined) {
-        deps.logger.warn(line, "call");
+        deps.logger.warn(line(), "call");
+      } else if (deps.callLog) {
+        deps.callLog.ok(method, line);
       } else {
-        deps.logger.info(line, "call");
+        deps.logger.info(line(), "call");
       }
     };
 

@@ -14,6 +14,7 @@ import {
   ErrorInfoSchema,
   RetryInfoSchema,
 } from "../../gen/google/rpc/error_details_pb.js";
+import { CallLog } from "../call-log.js";
 import { peerAddressKey, requestIdKey } from "../context-keys.js";
 import { sqlStateOf } from "../db/sql-state.js";
 import {
@@ -125,10 +126,14 @@ export function isDatabaseUnavailable(error: unknown): boolean {
  * The one place errors become Connect errors. Domain errors keep their code and reason;
  * Connect's own errors (unimplemented, deadline exceeded, undecodable input) get a reason;
  * a lost database is UNAVAILABLE; anything else is logged with its stack and answered as a
- * bare INTERNAL that leaks nothing. Also writes the one log line per call and counts the call
- * in the metrics.
+ * bare INTERNAL that leaks nothing. Also writes the one log line per call through `callLog`
+ * (which samples successful hot-path calls) and counts every call in the metrics.
  */
-export function errorInterceptor(logger: Logger, metrics?: Metrics): Interceptor {
+export function errorInterceptor(
+  logger: Logger,
+  metrics?: Metrics,
+  callLog: CallLog = new CallLog(logger, { sampleEvery: 1 }),
+): Interceptor {
   return (next) => async (req) => {
     const started = performance.now();
     const requestId = req.contextValues.get(requestIdKey);
@@ -151,7 +156,7 @@ export function errorInterceptor(logger: Logger, metrics?: Metrics): Interceptor
         loginStep,
       });
     const succeeded = (message?: unknown) => {
-      logger.info({ ...line(), code: "ok" }, "call");
+      callLog.ok(method, () => ({ ...line(), code: "ok" }));
       // Login answers either tokens or a pending second step.
       const pending =
         (message as { result?: { case?: string } } | undefined)?.result?.case === "pending";
@@ -186,7 +191,7 @@ export function errorInterceptor(logger: Logger, metrics?: Metrics): Interceptor
       const codeName = Code[ce.code].replace(/[A-Z]/g, (c, i) => (i ? "_" : "") + c.toLowerCase());
       const level = ce.code === Code.Internal || ce.code === Code.Unknown ? "error" : "warn";
       const reason = ce.findDetails(ErrorInfoSchema)[0]?.reason;
-      logger[level]({ ...line(), code: codeName, reason }, "call");
+      callLog[level]({ ...line(), code: codeName, reason });
       observe(codeName, reason);
       return ce;
     };

@@ -16,6 +16,7 @@ const benches: Record<
   () => Promise<{ run(args: string[]): Promise<Record<string, unknown>> }>
 > = {
   "one-port": () => import("./one-port.js"),
+  ceilings: () => import("./ceilings.js"),
   "jwt-alg": () => import("./jwt-alg.js"),
   verify: () => import("./verify.js"),
   introspect: () => import("./introspect.js"),

@@ -11,11 +11,10 @@ import path from "node:path";
 import v8 from "node:v8";
 import { runInNewContext } from "node:vm";
 import pg from "pg";
-import { pino } from "pino";
 import { type Keygate, startKeygate } from "../../src/app.js";
 import { type Config, configFromEnv, rateLimitNames } from "../../src/config.js";
 import { loadSecrets } from "../../src/crypto/secrets.js";
-import { createLogger } from "../../src/log.js";
+import { createLogger, logDestination } from "../../src/log.js";
 
 export interface BenchKeygate extends Keygate {
   readonly config: Config;
@@ -141,10 +140,9 @@ export async function startBenchPeer(
   });
 }
 
-/** The service's own logger at its level, written synchronously to BENCH_LOG_FILE or /dev/null. */
+/** The service's own logger at its level, to BENCH_LOG_FILE or /dev/null, as it writes stdout. */
 function benchLogger(level: string) {
-  const dest = process.env.BENCH_LOG_FILE ?? "/dev/null";
-  return createLogger(level, pino.destination({ dest, sync: true }));
+  return createLogger(level, logDestination(process.env.BENCH_LOG_FILE ?? "/dev/null"));
 }
 
 const collectGarbage: (() => void) | undefined = (() => {
