@@ -608,6 +608,43 @@ describe("SECURITY.md 28: an account that never proved its address is no claim o
     expect([accepted.tokens?.workspaceId, accepted.tokens?.role]).toEqual([corp, Role.OWNER]);
   });
 
+  it("a squatter's account never keeps the owner out of another open workspace: SignUp there mails a link to join", async () => {
+    const open = await workspace("open-elsewhere", { signup: true });
+    const squatter = await squat("kept-out");
+    // The mailbox's owner signs up where they want to be; the address has an account already.
+    await authA.signUp(
+      { email: squatter.address, password: "the owner's own password" },
+      fromAnywhere({ "x-workspace-id": open }),
+    );
+    const mail = await mailTo(squatter.address, "accept-invitation");
+    expect(mail.raw).toContain("already an account");
+    // Nothing joins until the link is followed, and the workspace sees nothing of it.
+    const userId = await idOf(squatter.address);
+    const before = await admin.listMembers({ workspaceId: open }, asAdmin());
+    expect(before.memberships.map((m) => m.userId)).not.toContain(userId);
+    expect((await failure(login(squatter.address, password, open))).reason).toBe(
+      "INVALID_CREDENTIALS",
+    );
+    const link = linkIn(mail);
+    // The squatter's password was never tied to the mailbox: joining must replace it.
+    const bare = await failure(authB.acceptInvitation({ token: link.token, password: "" }));
+    expect([bare.code, bare.fields]).toEqual([Code.InvalidArgument, ["password"]]);
+    const joined = await authB.acceptInvitation({
+      token: link.token,
+      password: "the owner's own password",
+    });
+    expect([joined.tokens?.workspaceId, joined.tokens?.role]).toEqual([open, Role.MEMBER]);
+    expect((await failure(login(squatter.address, password, home))).reason).toBe(
+      "INVALID_CREDENTIALS",
+    );
+    expect((await failure(authA.getSession({}, bearer(squatter.tokens.accessToken)))).code).toBe(
+      Code.Unauthenticated,
+    );
+    expect((await failure(authB.acceptInvitation({ token: link.token, password: "" }))).code).toBe(
+      Code.Unauthenticated,
+    );
+  });
+
   it("a look-alike spelling registered first is stored as the address it stands for", async () => {
     const plain = email("lookalike");
     const fullwidth = [...plain]

@@ -18,7 +18,9 @@ export type CodePurpose =
   | "passwordless_sign_in"
   | "sensitive_action"
   | "action_proof"
-  | "invitation";
+  | "invitation"
+  /** An existing account signed up in an open workspace it is not in: joining it, on consent. */
+  | "join";
 
 export const maxCodeAttempts = 5;
 

@@ -1,7 +1,11 @@
 import type { DatabaseTransactionConnection } from "slonik";
 import { asService, withTenant } from "../db/with-tenant.js";
 import { lockWorkspace } from "../repositories/admin-workspaces.js";
-import { activateInvitedMembership, findMembership } from "../repositories/memberships.js";
+import {
+  activateInvitedMembership,
+  ensureMembership,
+  findMembership,
+} from "../repositories/memberships.js";
 import { revokeUserSessions } from "../repositories/sessions.js";
 import {
   findUserByEmail,
@@ -22,7 +26,7 @@ import { type IssuedTokens, openSession, signTokens } from "./sessions.js";
 import { effectiveSettings } from "./settings.js";
 import { Violations } from "./validate.js";
 
-const invitationTtlSeconds = 7 * 86_400;
+export const invitationTtlSeconds = 7 * 86_400;
 
 /**
  * The account an address names: the existing one, or a new one without a password (its
@@ -122,12 +126,24 @@ export async function acceptInvitation(
     new UnauthenticatedError("CODE_INVALID", "the invitation is invalid, used or expired");
   const now = deps.clock.now();
   // Look without using it: the password policy may still refuse the password.
-  const peek = await peekLink(deps.pool, {
+  // An invitation from the workspace, or a link to join it that SignUp mailed an account
+  // that already existed.
+  let purpose: "invitation" | "join" = "invitation";
+  let peek = await peekLink(deps.pool, {
     tokenSecret: deps.tokenSecret,
-    purpose: "invitation",
+    purpose,
     token: input.token,
     now,
   });
+  if (!peek.ok) {
+    purpose = "join";
+    peek = await peekLink(deps.pool, {
+      tokenSecret: deps.tokenSecret,
+      purpose,
+      token: input.token,
+      now,
+    });
+  }
   if (!peek.ok) throw invalid();
   const workspace = (await findWorkspaceById(deps.pool, peek.workspaceId)) as WorkspaceRow;
   const settings = effectiveSettings(workspace, deps.settings.workspaceDefaults);
@@ -150,13 +166,20 @@ export async function acceptInvitation(
     if (!(await lockWorkspace(tx, workspace.id))) return undefined;
     const r = await consumeLink(tx, {
       tokenSecret: deps.tokenSecret,
-      purpose: "invitation",
+      purpose,
       token: input.token,
       now,
     });
     if (!r.ok || r.workspaceId !== workspace.id || r.userId !== account.id) return undefined;
     const user = await findUserById(tx, r.userId);
-    const membership = await findMembership(tx, workspace.id, r.userId);
+    let membership = await findMembership(tx, workspace.id, r.userId);
+    // Joining by SignUp's link: the workspace must still be open to sign-up.
+    if (purpose === "join" && !membership && settings.signup)
+      membership = await ensureMembership(tx, {
+        workspaceId: workspace.id,
+        userId: r.userId,
+        role: "member",
+      });
     if (!user || user.blocked || !membership || membership.status === "disabled") return undefined;
     // The password was checked as proven before the hash; it must still be the same one.
     if (hash === null && user.password_hash !== account.password_hash) return undefined;
@@ -181,7 +204,7 @@ export async function acceptInvitation(
       userId: user.id,
       sessionId: opened.sessionId,
       outcome: "success",
-      details: { password_set: hash !== null },
+      details: { password_set: hash !== null, ...(purpose === "join" ? { joined: true } : {}) },
     });
     return opened;
   });

@@ -1,5 +1,7 @@
+import type { DatabaseTransactionConnection } from "slonik";
 import { sql } from "../db/sql.js";
-import { ensureMembership } from "../repositories/memberships.js";
+import { withTenant } from "../db/with-tenant.js";
+import { ensureMembership, findMembership } from "../repositories/memberships.js";
 import { findUserByEmail, insertUser, normalizeEmail } from "../repositories/users.js";
 import {
   findWorkspaceBySlug,
@@ -7,8 +9,11 @@ import {
   type WorkspaceRow,
 } from "../repositories/workspaces.js";
 import { audit } from "./audit.js";
+import { issueCode } from "./codes.js";
 import type { AuthDeps, RequestMeta } from "./deps.js";
 import { AlreadyExistsError, NotFoundError } from "./errors.js";
+import { invitationTtlSeconds } from "./invitation.js";
+import { appLink } from "./links.js";
 import { effectiveSettings } from "./settings.js";
 import { slugPattern, Violations } from "./validate.js";
 import { sendVerification } from "./verification.js";
@@ -74,7 +79,26 @@ export async function signUp(
   const passwordHash = await deps.hasher.hash(input.password);
   const existing = await findUserByEmail(deps.pool, input.email);
   if (existing) {
-    await deps.pool.transaction(async (tx) => {
+    const inTransaction = <T>(fn: (tx: DatabaseTransactionConnection) => Promise<T>) =>
+      workspace ? withTenant(deps.pool, workspace.id, fn) : deps.pool.transaction(fn);
+    await inTransaction(async (tx) => {
+      // The account's owner may join this open workspace with the account they have: the
+      // mail carries a link to AcceptInvitation, which adds them once they follow it from
+      // the mailbox (and, for a password nobody tied to the mailbox, choose a new one), so a
+      // squatter's SignUp elsewhere never keeps the owner out (SECURITY.md 28, 30).
+      let joinLink = "";
+      if (workspace && !(await findMembership(tx, workspace.id, existing.id))) {
+        const { secret } = await issueCode(tx, {
+          tokenSecret: deps.tokenSecret,
+          workspaceId: workspace.id,
+          userId: existing.id,
+          purpose: "join",
+          kind: "link",
+          now: deps.clock.now(),
+          ttlSeconds: invitationTtlSeconds,
+        });
+        joinLink = appLink(deps.settings.publicUrl, "accept-invitation", secret);
+      }
       await deps.mail.enqueue(tx, {
         workspaceId: workspace?.id ?? null,
         to: existing.email,
@@ -90,6 +114,7 @@ export async function signUp(
             "reset-password",
             `${deps.settings.publicUrl.replace(/\/$/, "")}/`,
           ).toString(),
+          join_link: joinLink,
         },
       });
       // No user in the event: the account has no membership here, and a workspace's audit

@@ -19,7 +19,7 @@ const templateVariables = {
   login_code: ["code", "minutes"],
   action_code: ["code", "minutes"],
   password_changed: ["time"],
-  signup_existing_account: ["login_link", "reset_link"],
+  signup_existing_account: ["login_link", "reset_link", "join_link"],
   invitation: ["link", "days"],
 } as const satisfies Record<string, readonly string[]>;
 
@@ -33,7 +33,7 @@ const commonVariables = ["product", "workspace", "email"] as const;
  * Variables that carry a secret. They may appear in the bodies, which the outbox erases once
  * the message is delivered, but never in the subject, which it keeps.
  */
-const secretVariables = new Set(["code", "link", "login_link", "reset_link"]);
+const secretVariables = new Set(["code", "link", "login_link", "reset_link", "join_link"]);
 
 export const defaultTemplatesDir = fileURLToPath(new URL("./templates/", import.meta.url));
 
