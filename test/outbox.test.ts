@@ -572,6 +572,7 @@ describe("mail templates", () => {
     link: "https://app.example.test/x?token=abc",
     login_link: "https://app.example.test/login",
     reset_link: "https://app.example.test/reset-password",
+    join_link: "https://app.example.test/accept-invitation?token=abc",
     time: "2025-01-01 12:00 UTC",
   };
 
