@@ -905,7 +905,7 @@ describe("SECURITY.md 30: adding an existing account to a workspace needs its co
         TokenIntrospectionService,
         createConnectTransport({ baseUrl: on === admin ? a.url : b.url, httpVersion: "2" }),
       ).introspect({ token }, withKey(introspectKey));
-    for (let round = 0; round < 8; round++) {
+    for (let round = 0; round < 16; round++) {
       const corp = await workspace(`race-${round}`);
       const key = await workspaceKey(corp);
       const address = await sharedAccount(`race-${round}`);

@@ -464,6 +464,8 @@ export class SigningKeys {
     ttlSeconds: number;
     /** iat is made later than this, in whole seconds (a revocation cut-off). */
     issuedAfter?: Date;
+    /** iat is this instant (in whole seconds) instead of now: a token as of when its facts were read. */
+    issuedAt?: Date;
   }): Promise<{ token: string; jti: string; issuedAt: Date; expiresAt: Date }> {
     if (!Number.isInteger(input.ttlSeconds) || input.ttlSeconds < 1) {
       throw new RangeError("ttlSeconds must be a positive integer");
@@ -475,7 +477,7 @@ export class SigningKeys {
     if (now.getTime() - this.lastLoadAt > signingKeySetMaxAgeMs) await this.reload();
     const signer = this.signer;
     if (signer === undefined) throw new UnavailableError("no active signing key");
-    let iat = Math.floor(now.getTime() / 1000);
+    let iat = Math.floor((input.issuedAt ?? now).getTime() / 1000);
     if (input.issuedAfter) iat = Math.max(iat, Math.floor(input.issuedAfter.getTime() / 1000) + 1);
     const exp = iat + input.ttlSeconds;
     const jti = randomUUID();

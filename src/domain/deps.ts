@@ -25,6 +25,8 @@ export interface AuthDeps {
       ttlSeconds: number;
       /** The token's iat must be later than this (in whole seconds). */
       issuedAfter?: Date;
+      /** The token's iat, instead of now (in whole seconds). */
+      issuedAt?: Date;
     }): Promise<{ token: string; jti: string; issuedAt: Date; expiresAt: Date }>;
     verifyAccessToken(token: string): Promise<{
       userId: string;

@@ -9,7 +9,7 @@ import {
   successorRefreshToken,
 } from "../crypto/opaque-tokens.js";
 import { sql } from "../db/sql.js";
-import type { Role } from "../repositories/memberships.js";
+import { lockMembershipForSession, type Role } from "../repositories/memberships.js";
 import {
   findRefreshTokenChild,
   insertRefreshToken,
@@ -23,7 +23,7 @@ import {
 } from "../repositories/sessions.js";
 import { audit } from "./audit.js";
 import type { AuthDeps, Principal, RequestMeta } from "./deps.js";
-import { PermissionDeniedError, UnauthenticatedError } from "./errors.js";
+import { PermissionDeniedError, UnauthenticatedError, UnavailableError } from "./errors.js";
 import { effectiveSettings } from "./settings.js";
 
 export interface IssuedTokens {
@@ -51,25 +51,38 @@ function refreshExpiry(session: Pick<SessionRow, "expires_at">, idleExpiresAt: D
  */
 export interface TokenDraft extends Omit<IssuedTokens, "accessToken" | "accessTokenExpiresAt"> {
   readonly accessTokenTtlSeconds: number;
+  /** When the transaction read what the token says (role, status): its facts are as of then. */
+  readonly readAt: Date;
 }
 
 export async function signTokens(deps: AuthDeps, draft: TokenDraft): Promise<IssuedTokens> {
-  const { accessTokenTtlSeconds, ...rest } = draft;
-  // A token issued in the same second as a cut-off for its user or membership (a role change,
-  // a reset) would count as issued before it: wait for the next second instead.
+  const { accessTokenTtlSeconds, readAt, ...rest } = draft;
   const cutOff = deps.revocations.cutOffFor(draft.userId, draft.workspaceId);
-  const now = deps.clock.now().getTime();
-  if (cutOff !== null && cutOff >= Math.floor(now / 1000) * 1000) {
-    await sleep(1_000 - (now % 1_000) + 1);
-  }
-  const access = await deps.tokens.signAccessToken({
+  const signing = {
     userId: draft.userId,
     workspaceId: draft.workspaceId,
     sessionId: draft.sessionId,
     role: draft.role,
     ttlSeconds: accessTokenTtlSeconds,
-    ...(cutOff === null ? {} : { issuedAfter: new Date(cutOff) }),
-  });
+  };
+  let access: Awaited<ReturnType<typeof deps.tokens.signAccessToken>>;
+  if (cutOff !== null && cutOff > readAt.getTime()) {
+    // The user or membership changed after the transaction read them (a demotion or a
+    // removal racing this login): the token carries the facts as they were then, so it is
+    // issued as of then, and the cut-off ends it like every token from before it.
+    access = await deps.tokens.signAccessToken({ ...signing, issuedAt: readAt });
+  } else {
+    // A token issued in the same second as an earlier cut-off (a role change, a reset) would
+    // count as issued before it: wait for the next second instead.
+    const now = deps.clock.now().getTime();
+    if (cutOff !== null && cutOff >= Math.floor(now / 1000) * 1000) {
+      await sleep(1_000 - (now % 1_000) + 1);
+    }
+    access = await deps.tokens.signAccessToken({
+      ...signing,
+      ...(cutOff === null ? {} : { issuedAfter: new Date(cutOff) }),
+    });
+  }
   return { ...rest, accessToken: access.token, accessTokenExpiresAt: access.expiresAt };
 }
 
@@ -90,6 +103,12 @@ export async function openSession(
   meta: RequestMeta,
   input: { workspaceId: string; userId: string; role: Role; settings: WorkspaceSettings },
 ): Promise<TokenDraft> {
+  // The caller read the membership already; read it again under a share lock, so that a
+  // demotion or removal racing this sign-in either happened before (and is seen here) or
+  // waits for this transaction (and its cut-off, later than readAt, ends the new token).
+  const member = await lockMembershipForSession(tx, input.workspaceId, input.userId);
+  if (member?.status !== "active")
+    throw new UnavailableError("the membership changed while signing in; retry");
   const now = deps.clock.now();
   const idleExpiresAt = addSeconds(now, input.settings.refresh_idle_timeout_seconds);
   const session = await insertSession(tx, {
@@ -116,8 +135,9 @@ export async function openSession(
     sessionId: session.id,
     userId: input.userId,
     workspaceId: input.workspaceId,
-    role: input.role,
+    role: member.role,
     accessTokenTtlSeconds: input.settings.access_token_ttl_seconds,
+    readAt: now,
   };
 }
 
@@ -222,6 +242,7 @@ export async function refresh(
         workspaceId: row.workspace_id,
         role,
         accessTokenTtlSeconds: settings.access_token_ttl_seconds,
+        readAt: now,
       },
     };
   });

@@ -39,6 +39,22 @@ export async function findMembership(
 }
 
 /**
+ * The membership's role and status, share-locked for the rest of the transaction: a
+ * concurrent change of it (a demotion, a removal) waits until this transaction ends, so what
+ * a new session's token says is what holds when it is issued.
+ */
+export async function lockMembershipForSession(
+  db: CommonQueryMethods,
+  workspaceId: string,
+  userId: string,
+): Promise<Pick<MembershipRow, "role" | "status"> | null> {
+  return db.maybeOne(sql.type(membershipRow.pick({ role: true, status: true }))`
+    SELECT role, status FROM workspace_members
+    WHERE workspace_id = ${workspaceId} AND user_id = ${userId}
+    FOR SHARE`);
+}
+
+/**
  * Inserts the membership, or answers null when one exists (a concurrent insert of the same
  * pair waits for the other to commit, then answers null).
  */

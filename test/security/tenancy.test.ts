@@ -51,8 +51,8 @@ let b: Side;
 /** B's identifiers and names: none may appear in an answer to A unless A sent it. */
 const bMarkers = new Set<string>();
 /**
- * Accounts A invited by address: the invitation names the account's id to A (an id is all it
- * learns, the same for a new address), so from then on that id is A's to see.
+ * Accounts A invited by address: the invitation names the account's id and that address to
+ * A (an id is all it learns, the same for a new address), so from then on both are A's to see.
  */
 const invitedByA = new Set<string>();
 /** An account that is a member of both workspaces, with a session in each. */
@@ -310,7 +310,9 @@ const step: fc.Arbitrary<Step> = fc.oneof(
         request,
         run: async () => {
           const res = await admin.addMember(request, who());
-          if (res.membership) invitedByA.add(res.membership.userId);
+          // The invitation (ListMembers) names the account's id and the address A sent.
+          if (res.membership)
+            for (const v of [res.membership.userId, request.email]) invitedByA.add(v);
           return res;
         },
       };
