@@ -174,7 +174,8 @@ const envSchema = z.object({
   KEYGATE_TLS_CERT_FILE: z.string().min(1).optional(),
   KEYGATE_TLS_KEY_FILE: z.string().min(1).optional(),
   KEYGATE_CORS_ORIGINS: list.default([]),
-  KEYGATE_MAX_REQUEST_BYTES: positiveInt(16 * 1024 * 1024).default(64 * 1024),
+  // Room for a full IntrospectBatch (100 access tokens, about 84 KB in binary, more in JSON).
+  KEYGATE_MAX_REQUEST_BYTES: positiveInt(16 * 1024 * 1024).default(128 * 1024),
   KEYGATE_MAX_TIMEOUT_MS: positiveInt(3_600_000).default(30_000),
   KEYGATE_SHUTDOWN_TIMEOUT_MS: positiveInt(600_000).default(10_000),
   KEYGATE_HTTP2_MAX_CONCURRENT_STREAMS: positiveInt(100_000).default(100),

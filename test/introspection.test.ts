@@ -280,6 +280,21 @@ describe("Introspect", () => {
   });
 });
 
+describe("batch size", () => {
+  it("a full batch of 100 access tokens fits the default request limit, over Connect JSON and gRPC", async () => {
+    const user = await signedIn("full-batch");
+    const tokens = Array.from({ length: 100 }, () => ({ token: user.accessToken }));
+    expect(JSON.stringify({ tokens }).length).toBeGreaterThan(64 * 1024);
+    for (const client of [
+      introspection,
+      createClient(TokenIntrospectionService, createGrpcTransport({ baseUrl: keygate.url })),
+    ]) {
+      const res = await client.introspectBatch({ tokens }, asRoot());
+      expect(res.results.filter((r) => r.active)).toHaveLength(100);
+    }
+  });
+});
+
 describe("revocation", () => {
   it("ends a token at once on logout, although it was cached", async () => {
     const user = await signedIn("logout");
