@@ -12,7 +12,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file keygate/v1/types.proto.
  */
 export const file_keygate_v1_types: GenFile = /*@__PURE__*/
-  fileDesc("ChZrZXlnYXRlL3YxL3R5cGVzLnByb3RvEgprZXlnYXRlLnYxIqUCCgRVc2VyEgoKAmlkGAEgASgJEg0KBWVtYWlsGAIgASgJEhYKDmVtYWlsX3ZlcmlmaWVkGAMgASgIEg8KB2Jsb2NrZWQYBCABKAgSKQoIbWV0YWRhdGEYBSABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0Ei8KC2NyZWF0ZV90aW1lGAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgt1cGRhdGVfdGltZRgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMAoMbG9ja2VkX3VudGlsGAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIaChJmYWlsZWRfbG9naW5fY291bnQYCSABKA0ilQEKCVdvcmtzcGFjZRIKCgJpZBgBIAEoCRIMCgRuYW1lGAIgASgJEgwKBHNsdWcYAyABKAkSLwoLY3JlYXRlX3RpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC3VwZGF0ZV90aW1lGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCK2BwoRV29ya3NwYWNlU2V0dGluZ3MSEwoGc2lnbnVwGAEgASgISACIAQESGwoOcmVzZXRfcGFzc3dvcmQYAiABKAhIAYgBARIXCgptYWdpY19saW5rGAMgASgISAKIAQESPQoSZW1haWxfdmVyaWZpY2F0aW9uGAQgASgOMiEua2V5Z2F0ZS52MS5FbWFpbFZlcmlmaWNhdGlvbk1vZGUSJwoacmVxdWlyZV9lbWFpbF92ZXJpZmljYXRpb24YBSABKAhIA4gBARIgChNwYXNzd29yZF9taW5fbGVuZ3RoGAYgASgNSASIAQESKwoJb3RwX2xvZ2luGAcgASgOMhgua2V5Z2F0ZS52MS5PdHBMb2dpbk1vZGUSJQoYYWNjZXNzX3Rva2VuX3R0bF9zZWNvbmRzGAggASgNSAWIAQESKQoccmVmcmVzaF9pZGxlX3RpbWVvdXRfc2Vjb25kcxgJIAEoDUgGiAEBEiUKGHNlc3Npb25fbGlmZXRpbWVfc2Vjb25kcxgKIAEoDUgHiAEBEjUKDnBhc3N3b3JkX3Jlc2V0GAsgASgOMh0ua2V5Z2F0ZS52MS5QYXNzd29yZFJlc2V0TW9kZRIdChBwYXNzd29yZGxlc3Nfb3RwGAwgASgISAiIAQESHAoPb3RwX3R0bF9zZWNvbmRzGA0gASgNSAmIAQESIgoVYWN0aW9uX3Byb29mX3JlcXVpcmVkGA4gASgISAqIAQESQgoLcmF0ZV9saW1pdHMYDyADKAsyLS5rZXlnYXRlLnYxLldvcmtzcGFjZVNldHRpbmdzLlJhdGVMaW1pdHNFbnRyeRpICg9SYXRlTGltaXRzRW50cnkSCwoDa2V5GAEgASgJEiQKBXZhbHVlGAIgASgLMhUua2V5Z2F0ZS52MS5SYXRlTGltaXQ6AjgBQgkKB19zaWdudXBCEQoPX3Jlc2V0X3Bhc3N3b3JkQg0KC19tYWdpY19saW5rQh0KG19yZXF1aXJlX2VtYWlsX3ZlcmlmaWNhdGlvbkIWChRfcGFzc3dvcmRfbWluX2xlbmd0aEIbChlfYWNjZXNzX3Rva2VuX3R0bF9zZWNvbmRzQh8KHV9yZWZyZXNoX2lkbGVfdGltZW91dF9zZWNvbmRzQhsKGV9zZXNzaW9uX2xpZmV0aW1lX3NlY29uZHNCEwoRX3Bhc3N3b3JkbGVzc19vdHBCEgoQX290cF90dGxfc2Vjb25kc0IYChZfYWN0aW9uX3Byb29mX3JlcXVpcmVkIjIKCVJhdGVMaW1pdBINCgVsaW1pdBgBIAEoDRIWCg53aW5kb3dfc2Vjb25kcxgCIAEoDSLYAgoKTWVtYmVyc2hpcBIUCgx3b3Jrc3BhY2VfaWQYASABKAkSDwoHdXNlcl9pZBgCIAEoCRIeCgRyb2xlGAMgASgOMhAua2V5Z2F0ZS52MS5Sb2xlEiwKBnN0YXR1cxgEIAEoDjIcLmtleWdhdGUudjEuTWVtYmVyc2hpcFN0YXR1cxIvCgtjcmVhdGVfdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLdXBkYXRlX3RpbWUYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEigKCXdvcmtzcGFjZRgHIAEoCzIVLmtleWdhdGUudjEuV29ya3NwYWNlEh4KBHVzZXIYCCABKAsyEC5rZXlnYXRlLnYxLlVzZXISKQoIbWV0YWRhdGEYCSABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0IooCCgdTZXNzaW9uEgoKAmlkGAEgASgJEhQKDHdvcmtzcGFjZV9pZBgCIAEoCRIPCgd1c2VyX2lkGAMgASgJEhIKCmlwX2FkZHJlc3MYBCABKAkSEgoKdXNlcl9hZ2VudBgFIAEoCRIvCgtjcmVhdGVfdGltZRgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMQoNbGFzdF91c2VfdGltZRgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLZXhwaXJlX3RpbWUYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg8KB2N1cnJlbnQYCSABKAgioQIKBlRva2VucxIUCgxhY2Nlc3NfdG9rZW4YASABKAkSPAoYYWNjZXNzX3Rva2VuX2V4cGlyZV90aW1lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIVCg1yZWZyZXNoX3Rva2VuGAMgASgJEj0KGXJlZnJlc2hfdG9rZW5fZXhwaXJlX3RpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhIKCnRva2VuX3R5cGUYBSABKAkSEgoKc2Vzc2lvbl9pZBgGIAEoCRIPCgd1c2VyX2lkGAcgASgJEhQKDHdvcmtzcGFjZV9pZBgIIAEoCRIeCgRyb2xlGAkgASgOMhAua2V5Z2F0ZS52MS5Sb2xlIoIBCgxQZW5kaW5nTG9naW4SGAoQcGVuZGluZ19sb2dpbl9pZBgBIAEoCRIvCgtleHBpcmVfdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASJwoHcHVycG9zZRgDIAEoDjIWLmtleWdhdGUudjEuT3RwUHVycG9zZSKyAgoKQXVkaXRFdmVudBIKCgJpZBgBIAEoCRIMCgR0eXBlGAIgASgJEhQKDHdvcmtzcGFjZV9pZBgDIAEoCRIPCgd1c2VyX2lkGAQgASgJEhIKCnNlc3Npb25faWQYBSABKAkSDQoFYWN0b3IYBiABKAkSEgoKaXBfYWRkcmVzcxgHIAEoCRISCgp1c2VyX2FnZW50GAggASgJEikKB291dGNvbWUYCSABKA4yGC5rZXlnYXRlLnYxLkF1ZGl0T3V0Y29tZRIoCgdkZXRhaWxzGAogASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIvCgtjcmVhdGVfdGltZRgLIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEgoKcmVxdWVzdF9pZBgMIAEoCSL8AgoIQWRtaW5LZXkSCgoCaWQYASABKAkSDAoEbmFtZRgCIAEoCRIOCgZwcmVmaXgYAyABKAkSFAoMd29ya3NwYWNlX2lkGAQgASgJEiYKBHJvbGUYBSABKA4yGC5rZXlnYXRlLnYxLkFkbWluS2V5Um9sZRISCgppbnRyb3NwZWN0GAYgASgIEi8KC2NyZWF0ZV90aW1lGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIxCg1sYXN0X3VzZV90aW1lGAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtyZXZva2VfdGltZRgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLZXhwaXJlX3RpbWUYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhIKCmNyZWF0ZWRfYnkYCyABKAkSGgoSY3JlYXRlZF9ieV91c2VyX2lkGAwgASgJItQCCgpTaWduaW5nS2V5EgsKA2tpZBgBIAEoCRIRCglhbGdvcml0aG0YAiABKAkSLAoGc3RhdHVzGAMgASgOMhwua2V5Z2F0ZS52MS5TaWduaW5nS2V5U3RhdHVzEi8KC2NyZWF0ZV90aW1lGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIxCg1hY3RpdmF0ZV90aW1lGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtyZXRpcmVfdGltZRgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMgoOdW5wdWJsaXNoX3RpbWUYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC3Jldm9rZV90aW1lGAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCqlAQoVRW1haWxWZXJpZmljYXRpb25Nb2RlEicKI0VNQUlMX1ZFUklGSUNBVElPTl9NT0RFX1VOU1BFQ0lGSUVEEAASHwobRU1BSUxfVkVSSUZJQ0FUSU9OX01PREVfT0ZGEAESIAocRU1BSUxfVkVSSUZJQ0FUSU9OX01PREVfQ09ERRACEiAKHEVNQUlMX1ZFUklGSUNBVElPTl9NT0RFX0xJTksQAyqAAQoMT3RwTG9naW5Nb2RlEh4KGk9UUF9MT0dJTl9NT0RFX1VOU1BFQ0lGSUVEEAASFgoST1RQX0xPR0lOX01PREVfT0ZGEAESGwoXT1RQX0xPR0lOX01PREVfT1BUSU9OQUwQAhIbChdPVFBfTE9HSU5fTU9ERV9SRVFVSVJFRBADKnQKEVBhc3N3b3JkUmVzZXRNb2RlEiMKH1BBU1NXT1JEX1JFU0VUX01PREVfVU5TUEVDSUZJRUQQABIcChhQQVNTV09SRF9SRVNFVF9NT0RFX0xJTksQARIcChhQQVNTV09SRF9SRVNFVF9NT0RFX0NPREUQAipNCgRSb2xlEhQKEFJPTEVfVU5TUEVDSUZJRUQQABIOCgpST0xFX09XTkVSEAESDgoKUk9MRV9BRE1JThACEg8KC1JPTEVfTUVNQkVSEAMqkgEKEE1lbWJlcnNoaXBTdGF0dXMSIQodTUVNQkVSU0hJUF9TVEFUVVNfVU5TUEVDSUZJRUQQABIcChhNRU1CRVJTSElQX1NUQVRVU19BQ1RJVkUQARIeChpNRU1CRVJTSElQX1NUQVRVU19ESVNBQkxFRBACEh0KGU1FTUJFUlNISVBfU1RBVFVTX0lOVklURUQQAyq4AQoKT3RwUHVycG9zZRIbChdPVFBfUFVSUE9TRV9VTlNQRUNJRklFRBAAEiEKHU9UUF9QVVJQT1NFX0xPR0lOX1NFQ09ORF9TVEVQEAESJAogT1RQX1BVUlBPU0VfUEFTU1dPUkRMRVNTX1NJR05fSU4QAhIiCh5PVFBfUFVSUE9TRV9FTUFJTF9WRVJJRklDQVRJT04QAxIgChxPVFBfUFVSUE9TRV9TRU5TSVRJVkVfQUNUSU9OEAQqYwoMQXVkaXRPdXRjb21lEh0KGUFVRElUX09VVENPTUVfVU5TUEVDSUZJRUQQABIZChVBVURJVF9PVVRDT01FX1NVQ0NFU1MQARIZChVBVURJVF9PVVRDT01FX0ZBSUxVUkUQAipmCgxBZG1pbktleVJvbGUSHgoaQURNSU5fS0VZX1JPTEVfVU5TUEVDSUZJRUQQABIcChhBRE1JTl9LRVlfUk9MRV9SRUFEX09OTFkQARIYChRBRE1JTl9LRVlfUk9MRV9BRE1JThACKrIBChBTaWduaW5nS2V5U3RhdHVzEiIKHlNJR05JTkdfS0VZX1NUQVRVU19VTlNQRUNJRklFRBAAEhsKF1NJR05JTkdfS0VZX1NUQVRVU19ORVhUEAESHQoZU0lHTklOR19LRVlfU1RBVFVTX0FDVElWRRACEh4KGlNJR05JTkdfS0VZX1NUQVRVU19SRVRJUkVEEAMSHgoaU0lHTklOR19LRVlfU1RBVFVTX1JFVk9LRUQQBGIGcHJvdG8z", [file_google_protobuf_struct, file_google_protobuf_timestamp]);
+  fileDesc("ChZrZXlnYXRlL3YxL3R5cGVzLnByb3RvEgprZXlnYXRlLnYxIqUCCgRVc2VyEgoKAmlkGAEgASgJEg0KBWVtYWlsGAIgASgJEhYKDmVtYWlsX3ZlcmlmaWVkGAMgASgIEg8KB2Jsb2NrZWQYBCABKAgSKQoIbWV0YWRhdGEYBSABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0Ei8KC2NyZWF0ZV90aW1lGAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgt1cGRhdGVfdGltZRgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMAoMbG9ja2VkX3VudGlsGAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIaChJmYWlsZWRfbG9naW5fY291bnQYCSABKA0ilQEKCVdvcmtzcGFjZRIKCgJpZBgBIAEoCRIMCgRuYW1lGAIgASgJEgwKBHNsdWcYAyABKAkSLwoLY3JlYXRlX3RpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC3VwZGF0ZV90aW1lGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCLuCAoRV29ya3NwYWNlU2V0dGluZ3MSEwoGc2lnbnVwGAEgASgISACIAQESGwoOcmVzZXRfcGFzc3dvcmQYAiABKAhIAYgBARIXCgptYWdpY19saW5rGAMgASgISAKIAQESPQoSZW1haWxfdmVyaWZpY2F0aW9uGAQgASgOMiEua2V5Z2F0ZS52MS5FbWFpbFZlcmlmaWNhdGlvbk1vZGUSJwoacmVxdWlyZV9lbWFpbF92ZXJpZmljYXRpb24YBSABKAhIA4gBARIgChNwYXNzd29yZF9taW5fbGVuZ3RoGAYgASgNSASIAQESKwoJb3RwX2xvZ2luGAcgASgOMhgua2V5Z2F0ZS52MS5PdHBMb2dpbk1vZGUSJQoYYWNjZXNzX3Rva2VuX3R0bF9zZWNvbmRzGAggASgNSAWIAQESKQoccmVmcmVzaF9pZGxlX3RpbWVvdXRfc2Vjb25kcxgJIAEoDUgGiAEBEiUKGHNlc3Npb25fbGlmZXRpbWVfc2Vjb25kcxgKIAEoDUgHiAEBEjUKDnBhc3N3b3JkX3Jlc2V0GAsgASgOMh0ua2V5Z2F0ZS52MS5QYXNzd29yZFJlc2V0TW9kZRIdChBwYXNzd29yZGxlc3Nfb3RwGAwgASgISAiIAQESHAoPb3RwX3R0bF9zZWNvbmRzGA0gASgNSAmIAQESIgoVYWN0aW9uX3Byb29mX3JlcXVpcmVkGA4gASgISAqIAQESQgoLcmF0ZV9saW1pdHMYDyADKAsyLS5rZXlnYXRlLnYxLldvcmtzcGFjZVNldHRpbmdzLlJhdGVMaW1pdHNFbnRyeRIgCgNtZmEYECABKA4yEy5rZXlnYXRlLnYxLk1mYU1vZGUSLAoSbWZhX3JlcXVpcmVkX3JvbGVzGBEgAygOMhAua2V5Z2F0ZS52MS5Sb2xlEhwKD3Bhc3NrZXlfc2lnbl9pbhgSIAEoCEgLiAEBEh4KEXBhc3N3b3JkbGVzc19vbmx5GBMgASgISAyIAQEaSAoPUmF0ZUxpbWl0c0VudHJ5EgsKA2tleRgBIAEoCRIkCgV2YWx1ZRgCIAEoCzIVLmtleWdhdGUudjEuUmF0ZUxpbWl0OgI4AUIJCgdfc2lnbnVwQhEKD19yZXNldF9wYXNzd29yZEINCgtfbWFnaWNfbGlua0IdChtfcmVxdWlyZV9lbWFpbF92ZXJpZmljYXRpb25CFgoUX3Bhc3N3b3JkX21pbl9sZW5ndGhCGwoZX2FjY2Vzc190b2tlbl90dGxfc2Vjb25kc0IfCh1fcmVmcmVzaF9pZGxlX3RpbWVvdXRfc2Vjb25kc0IbChlfc2Vzc2lvbl9saWZldGltZV9zZWNvbmRzQhMKEV9wYXNzd29yZGxlc3Nfb3RwQhIKEF9vdHBfdHRsX3NlY29uZHNCGAoWX2FjdGlvbl9wcm9vZl9yZXF1aXJlZEISChBfcGFzc2tleV9zaWduX2luQhQKEl9wYXNzd29yZGxlc3Nfb25seSIyCglSYXRlTGltaXQSDQoFbGltaXQYASABKA0SFgoOd2luZG93X3NlY29uZHMYAiABKA0i2AIKCk1lbWJlcnNoaXASFAoMd29ya3NwYWNlX2lkGAEgASgJEg8KB3VzZXJfaWQYAiABKAkSHgoEcm9sZRgDIAEoDjIQLmtleWdhdGUudjEuUm9sZRIsCgZzdGF0dXMYBCABKA4yHC5rZXlnYXRlLnYxLk1lbWJlcnNoaXBTdGF0dXMSLwoLY3JlYXRlX3RpbWUYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC3VwZGF0ZV90aW1lGAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIoCgl3b3Jrc3BhY2UYByABKAsyFS5rZXlnYXRlLnYxLldvcmtzcGFjZRIeCgR1c2VyGAggASgLMhAua2V5Z2F0ZS52MS5Vc2VyEikKCG1ldGFkYXRhGAkgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdCKXAgoHU2Vzc2lvbhIKCgJpZBgBIAEoCRIUCgx3b3Jrc3BhY2VfaWQYAiABKAkSDwoHdXNlcl9pZBgDIAEoCRISCgppcF9hZGRyZXNzGAQgASgJEhIKCnVzZXJfYWdlbnQYBSABKAkSLwoLY3JlYXRlX3RpbWUYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjEKDWxhc3RfdXNlX3RpbWUYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC2V4cGlyZV90aW1lGAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIPCgdjdXJyZW50GAkgASgIEgsKA2FtchgKIAMoCSK7AgoGVG9rZW5zEhQKDGFjY2Vzc190b2tlbhgBIAEoCRI8ChhhY2Nlc3NfdG9rZW5fZXhwaXJlX3RpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhUKDXJlZnJlc2hfdG9rZW4YAyABKAkSPQoZcmVmcmVzaF90b2tlbl9leHBpcmVfdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEgoKdG9rZW5fdHlwZRgFIAEoCRISCgpzZXNzaW9uX2lkGAYgASgJEg8KB3VzZXJfaWQYByABKAkSFAoMd29ya3NwYWNlX2lkGAggASgJEh4KBHJvbGUYCSABKA4yEC5rZXlnYXRlLnYxLlJvbGUSCwoDYW1yGAogAygJEgsKA2FjchgLIAEoCSLIAQoMUGVuZGluZ0xvZ2luEhgKEHBlbmRpbmdfbG9naW5faWQYASABKAkSLwoLZXhwaXJlX3RpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEicKB3B1cnBvc2UYAyABKA4yFi5rZXlnYXRlLnYxLk90cFB1cnBvc2USJwoHZmFjdG9ycxgEIAMoDjIWLmtleWdhdGUudjEuRmFjdG9yVHlwZRIbChNlbnJvbGxtZW50X3JlcXVpcmVkGAUgASgIIrICCgpBdWRpdEV2ZW50EgoKAmlkGAEgASgJEgwKBHR5cGUYAiABKAkSFAoMd29ya3NwYWNlX2lkGAMgASgJEg8KB3VzZXJfaWQYBCABKAkSEgoKc2Vzc2lvbl9pZBgFIAEoCRINCgVhY3RvchgGIAEoCRISCgppcF9hZGRyZXNzGAcgASgJEhIKCnVzZXJfYWdlbnQYCCABKAkSKQoHb3V0Y29tZRgJIAEoDjIYLmtleWdhdGUudjEuQXVkaXRPdXRjb21lEigKB2RldGFpbHMYCiABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0Ei8KC2NyZWF0ZV90aW1lGAsgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBISCgpyZXF1ZXN0X2lkGAwgASgJIvwCCghBZG1pbktleRIKCgJpZBgBIAEoCRIMCgRuYW1lGAIgASgJEg4KBnByZWZpeBgDIAEoCRIUCgx3b3Jrc3BhY2VfaWQYBCABKAkSJgoEcm9sZRgFIAEoDjIYLmtleWdhdGUudjEuQWRtaW5LZXlSb2xlEhIKCmludHJvc3BlY3QYBiABKAgSLwoLY3JlYXRlX3RpbWUYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjEKDWxhc3RfdXNlX3RpbWUYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC3Jldm9rZV90aW1lGAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtleHBpcmVfdGltZRgKIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEgoKY3JlYXRlZF9ieRgLIAEoCRIaChJjcmVhdGVkX2J5X3VzZXJfaWQYDCABKAki1AIKClNpZ25pbmdLZXkSCwoDa2lkGAEgASgJEhEKCWFsZ29yaXRobRgCIAEoCRIsCgZzdGF0dXMYAyABKA4yHC5rZXlnYXRlLnYxLlNpZ25pbmdLZXlTdGF0dXMSLwoLY3JlYXRlX3RpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjEKDWFjdGl2YXRlX3RpbWUYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC3JldGlyZV90aW1lGAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIyCg51bnB1Ymxpc2hfdGltZRgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLcmV2b2tlX3RpbWUYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wKqUBChVFbWFpbFZlcmlmaWNhdGlvbk1vZGUSJwojRU1BSUxfVkVSSUZJQ0FUSU9OX01PREVfVU5TUEVDSUZJRUQQABIfChtFTUFJTF9WRVJJRklDQVRJT05fTU9ERV9PRkYQARIgChxFTUFJTF9WRVJJRklDQVRJT05fTU9ERV9DT0RFEAISIAocRU1BSUxfVkVSSUZJQ0FUSU9OX01PREVfTElOSxADKoABCgxPdHBMb2dpbk1vZGUSHgoaT1RQX0xPR0lOX01PREVfVU5TUEVDSUZJRUQQABIWChJPVFBfTE9HSU5fTU9ERV9PRkYQARIbChdPVFBfTE9HSU5fTU9ERV9PUFRJT05BTBACEhsKF09UUF9MT0dJTl9NT0RFX1JFUVVJUkVEEAMqdAoRUGFzc3dvcmRSZXNldE1vZGUSIwofUEFTU1dPUkRfUkVTRVRfTU9ERV9VTlNQRUNJRklFRBAAEhwKGFBBU1NXT1JEX1JFU0VUX01PREVfTElOSxABEhwKGFBBU1NXT1JEX1JFU0VUX01PREVfQ09ERRACKmMKB01mYU1vZGUSGAoUTUZBX01PREVfVU5TUEVDSUZJRUQQABIQCgxNRkFfTU9ERV9PRkYQARIVChFNRkFfTU9ERV9PUFRJT05BTBACEhUKEU1GQV9NT0RFX1JFUVVJUkVEEAMqTQoEUm9sZRIUChBST0xFX1VOU1BFQ0lGSUVEEAASDgoKUk9MRV9PV05FUhABEg4KClJPTEVfQURNSU4QAhIPCgtST0xFX01FTUJFUhADKpIBChBNZW1iZXJzaGlwU3RhdHVzEiEKHU1FTUJFUlNISVBfU1RBVFVTX1VOU1BFQ0lGSUVEEAASHAoYTUVNQkVSU0hJUF9TVEFUVVNfQUNUSVZFEAESHgoaTUVNQkVSU0hJUF9TVEFUVVNfRElTQUJMRUQQAhIdChlNRU1CRVJTSElQX1NUQVRVU19JTlZJVEVEEAMquAEKCk90cFB1cnBvc2USGwoXT1RQX1BVUlBPU0VfVU5TUEVDSUZJRUQQABIhCh1PVFBfUFVSUE9TRV9MT0dJTl9TRUNPTkRfU1RFUBABEiQKIE9UUF9QVVJQT1NFX1BBU1NXT1JETEVTU19TSUdOX0lOEAISIgoeT1RQX1BVUlBPU0VfRU1BSUxfVkVSSUZJQ0FUSU9OEAMSIAocT1RQX1BVUlBPU0VfU0VOU0lUSVZFX0FDVElPThAEKpMBCgpGYWN0b3JUeXBlEhsKF0ZBQ1RPUl9UWVBFX1VOU1BFQ0lGSUVEEAASGgoWRkFDVE9SX1RZUEVfRU1BSUxfQ09ERRABEhQKEEZBQ1RPUl9UWVBFX1RPVFAQAhIXChNGQUNUT1JfVFlQRV9QQVNTS0VZEAMSHQoZRkFDVE9SX1RZUEVfUkVDT1ZFUllfQ09ERRAEKmMKDEF1ZGl0T3V0Y29tZRIdChlBVURJVF9PVVRDT01FX1VOU1BFQ0lGSUVEEAASGQoVQVVESVRfT1VUQ09NRV9TVUNDRVNTEAESGQoVQVVESVRfT1VUQ09NRV9GQUlMVVJFEAIqZgoMQWRtaW5LZXlSb2xlEh4KGkFETUlOX0tFWV9ST0xFX1VOU1BFQ0lGSUVEEAASHAoYQURNSU5fS0VZX1JPTEVfUkVBRF9PTkxZEAESGAoUQURNSU5fS0VZX1JPTEVfQURNSU4QAiqyAQoQU2lnbmluZ0tleVN0YXR1cxIiCh5TSUdOSU5HX0tFWV9TVEFUVVNfVU5TUEVDSUZJRUQQABIbChdTSUdOSU5HX0tFWV9TVEFUVVNfTkVYVBABEh0KGVNJR05JTkdfS0VZX1NUQVRVU19BQ1RJVkUQAhIeChpTSUdOSU5HX0tFWV9TVEFUVVNfUkVUSVJFRBADEh4KGlNJR05JTkdfS0VZX1NUQVRVU19SRVZPS0VEEARiBnByb3RvMw", [file_google_protobuf_struct, file_google_protobuf_timestamp]);
 
 /**
  * A person's identity, shared by all of the workspaces they are a member of.
@@ -214,6 +214,38 @@ export type WorkspaceSettings = Message<"keygate.v1.WorkspaceSettings"> & {
    * @generated from field: map<string, keygate.v1.RateLimit> rate_limits = 15;
    */
   rateLimits: { [key: string]: RateLimit };
+
+  /**
+   * Factors beyond the password (FactorService): OFF, OPTIONAL (members may set one up, and
+   * who has one is asked for it after the password) or REQUIRED (every member needs one).
+   *
+   * @generated from field: keygate.v1.MfaMode mfa = 16;
+   */
+  mfa: MfaMode;
+
+  /**
+   * Where mfa is OPTIONAL: these roles need a factor as if it were REQUIRED, and their access
+   * tokens need "mfa" for AdminService. Setting it replaces the list; reset it with the field
+   * mask path "mfa_required_roles".
+   *
+   * @generated from field: repeated keygate.v1.Role mfa_required_roles = 17;
+   */
+  mfaRequiredRoles: Role[];
+
+  /**
+   * Username-less sign-in with a passkey (FactorService, PASSKEY_SIGN_IN).
+   *
+   * @generated from field: optional bool passkey_sign_in = 18;
+   */
+  passkeySignIn?: boolean | undefined;
+
+  /**
+   * No password login: members sign in with a passkey (or an emailed code or link where those
+   * are on). Login answers NOT_FOUND (FLOW_DISABLED).
+   *
+   * @generated from field: optional bool passwordless_only = 19;
+   */
+  passwordlessOnly?: boolean | undefined;
 };
 
 /**
@@ -366,6 +398,13 @@ export type Session = Message<"keygate.v1.Session"> & {
    * @generated from field: bool current = 9;
    */
   current: boolean;
+
+  /**
+   * How the session was signed in (see Tokens.amr).
+   *
+   * @generated from field: repeated string amr = 10;
+   */
+  amr: string[];
 };
 
 /**
@@ -431,6 +470,23 @@ export type Tokens = Message<"keygate.v1.Tokens"> & {
    * @generated from field: keygate.v1.Role role = 9;
    */
   role: Role;
+
+  /**
+   * How the user signed in, RFC 8176 values: "pwd" (password), "otp" (authenticator app),
+   * "hwk" or "swk" (a passkey bound to one device, or synced), "email" (an emailed code or
+   * link), "mfa" (two independent factors). The same as the token's amr claim.
+   *
+   * @generated from field: repeated string amr = 10;
+   */
+  amr: string[];
+
+  /**
+   * "1" for one factor, "2" for two, "phr" when a passkey was one of them (phishing-resistant,
+   * OpenID EAP ACR values). The same as the token's acr claim.
+   *
+   * @generated from field: string acr = 11;
+   */
+  acr: string;
 };
 
 /**
@@ -464,6 +520,24 @@ export type PendingLogin = Message<"keygate.v1.PendingLogin"> & {
    * @generated from field: keygate.v1.OtpPurpose purpose = 3;
    */
   purpose: OtpPurpose;
+
+  /**
+   * What finishes it: EMAIL_CODE (OtpService.VerifyOtp, a code was emailed), TOTP and
+   * RECOVERY_CODE (FactorService.VerifyFactor), PASSKEY (FactorService passkey
+   * authentication).
+   *
+   * @generated from field: repeated keygate.v1.FactorType factors = 4;
+   */
+  factors: FactorType[];
+
+  /**
+   * The workspace requires a factor the member has not set up: enroll one through
+   * FactorService with this pending login (EnrollTotp or BeginPasskeyRegistration); confirming
+   * it finishes the login.
+   *
+   * @generated from field: bool enrollment_required = 5;
+   */
+  enrollmentRequired: boolean;
 };
 
 /**
@@ -796,6 +870,37 @@ export const PasswordResetModeSchema: GenEnum<PasswordResetMode> = /*@__PURE__*/
   enumDesc(file_keygate_v1_types, 2);
 
 /**
+ * @generated from enum keygate.v1.MfaMode
+ */
+export enum MfaMode {
+  /**
+   * @generated from enum value: MFA_MODE_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * @generated from enum value: MFA_MODE_OFF = 1;
+   */
+  OFF = 1,
+
+  /**
+   * @generated from enum value: MFA_MODE_OPTIONAL = 2;
+   */
+  OPTIONAL = 2,
+
+  /**
+   * @generated from enum value: MFA_MODE_REQUIRED = 3;
+   */
+  REQUIRED = 3,
+}
+
+/**
+ * Describes the enum keygate.v1.MfaMode.
+ */
+export const MfaModeSchema: GenEnum<MfaMode> = /*@__PURE__*/
+  enumDesc(file_keygate_v1_types, 3);
+
+/**
  * @generated from enum keygate.v1.Role
  */
 export enum Role {
@@ -824,7 +929,7 @@ export enum Role {
  * Describes the enum keygate.v1.Role.
  */
 export const RoleSchema: GenEnum<Role> = /*@__PURE__*/
-  enumDesc(file_keygate_v1_types, 3);
+  enumDesc(file_keygate_v1_types, 4);
 
 /**
  * @generated from enum keygate.v1.MembershipStatus
@@ -858,7 +963,7 @@ export enum MembershipStatus {
  * Describes the enum keygate.v1.MembershipStatus.
  */
 export const MembershipStatusSchema: GenEnum<MembershipStatus> = /*@__PURE__*/
-  enumDesc(file_keygate_v1_types, 4);
+  enumDesc(file_keygate_v1_types, 5);
 
 /**
  * What OtpService codes are for. A code only works for the purpose it was sent for.
@@ -904,7 +1009,53 @@ export enum OtpPurpose {
  * Describes the enum keygate.v1.OtpPurpose.
  */
 export const OtpPurposeSchema: GenEnum<OtpPurpose> = /*@__PURE__*/
-  enumDesc(file_keygate_v1_types, 5);
+  enumDesc(file_keygate_v1_types, 6);
+
+/**
+ * What a factor is.
+ *
+ * @generated from enum keygate.v1.FactorType
+ */
+export enum FactorType {
+  /**
+   * @generated from enum value: FACTOR_TYPE_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * A code emailed to the account's address (OtpService).
+   *
+   * @generated from enum value: FACTOR_TYPE_EMAIL_CODE = 1;
+   */
+  EMAIL_CODE = 1,
+
+  /**
+   * An authenticator app (TOTP, RFC 6238).
+   *
+   * @generated from enum value: FACTOR_TYPE_TOTP = 2;
+   */
+  TOTP = 2,
+
+  /**
+   * A WebAuthn credential.
+   *
+   * @generated from enum value: FACTOR_TYPE_PASSKEY = 3;
+   */
+  PASSKEY = 3,
+
+  /**
+   * One of the membership's single-use recovery codes.
+   *
+   * @generated from enum value: FACTOR_TYPE_RECOVERY_CODE = 4;
+   */
+  RECOVERY_CODE = 4,
+}
+
+/**
+ * Describes the enum keygate.v1.FactorType.
+ */
+export const FactorTypeSchema: GenEnum<FactorType> = /*@__PURE__*/
+  enumDesc(file_keygate_v1_types, 7);
 
 /**
  * @generated from enum keygate.v1.AuditOutcome
@@ -930,7 +1081,7 @@ export enum AuditOutcome {
  * Describes the enum keygate.v1.AuditOutcome.
  */
 export const AuditOutcomeSchema: GenEnum<AuditOutcome> = /*@__PURE__*/
-  enumDesc(file_keygate_v1_types, 6);
+  enumDesc(file_keygate_v1_types, 8);
 
 /**
  * @generated from enum keygate.v1.AdminKeyRole
@@ -956,7 +1107,7 @@ export enum AdminKeyRole {
  * Describes the enum keygate.v1.AdminKeyRole.
  */
 export const AdminKeyRoleSchema: GenEnum<AdminKeyRole> = /*@__PURE__*/
-  enumDesc(file_keygate_v1_types, 7);
+  enumDesc(file_keygate_v1_types, 9);
 
 /**
  * @generated from enum keygate.v1.SigningKeyStatus
@@ -1000,5 +1151,5 @@ export enum SigningKeyStatus {
  * Describes the enum keygate.v1.SigningKeyStatus.
  */
 export const SigningKeyStatusSchema: GenEnum<SigningKeyStatus> = /*@__PURE__*/
-  enumDesc(file_keygate_v1_types, 8);
+  enumDesc(file_keygate_v1_types, 10);
 
