@@ -91,7 +91,8 @@ export type MailTemplateName =
   | "action_code"
   | "password_changed"
   | "signup_existing_account"
-  | "invitation";
+  | "invitation"
+  | "factor_changed";
 
 /** Who made the call and from where, for sessions and the audit log. */
 export interface RequestMeta {

@@ -31,7 +31,10 @@ export type Reason =
   | "UNIMPLEMENTED"
   | "CURRENT_PASSWORD_INVALID"
   | "LAST_OWNER"
-  | "SIGNING_KEY_ACTIVE";
+  | "SIGNING_KEY_ACTIVE"
+  | "PASSKEY_INVALID"
+  | "FACTOR_REQUIRED"
+  | "MFA_REQUIRED";
 
 export interface FieldViolation {
   readonly field: string;

@@ -21,6 +21,7 @@ const templateVariables = {
   password_changed: ["time"],
   signup_existing_account: ["login_link", "reset_link", "join_link"],
   invitation: ["link", "days"],
+  factor_changed: ["change", "time"],
 } as const satisfies Record<string, readonly string[]>;
 
 export type MailTemplate = keyof typeof templateVariables;
