@@ -2,7 +2,8 @@
 -- into its access tokens at every refresh. Sessions from before this migration say nothing.
 ALTER TABLE sessions ADD COLUMN amr text[] NOT NULL DEFAULT '{}';
 
--- What a pending login has proven so far (the password: pwd), and whether it waits for the
--- member to set up a first factor (FactorService enrollment) rather than to use one.
+-- What a pending login has proven so far (the password: pwd), and what finishes it: the
+-- emailed code, a factor of the membership, or setting up a first one (FactorService).
 ALTER TABLE pending_logins ADD COLUMN amr text[] NOT NULL DEFAULT '{pwd}';
-ALTER TABLE pending_logins ADD COLUMN enrollment boolean NOT NULL DEFAULT false;
+ALTER TABLE pending_logins ADD COLUMN step text NOT NULL DEFAULT 'email'
+  CHECK (step IN ('email', 'factor', 'enroll'));

@@ -19,6 +19,11 @@ import { adminUsersHandlers } from "./handlers/admin/users.js";
 import { adminWorkspacesHandlers } from "./handlers/admin/workspaces.js";
 import { AuthServiceHandler, authSignedIn, authSignedInOptional } from "./handlers/auth-service.js";
 import { envoyAuthorizationHandlers } from "./handlers/envoy-authz.js";
+import {
+  FactorServiceHandler,
+  factorSignedIn,
+  factorSignedInOptional,
+} from "./handlers/factor-service.js";
 import { HealthService } from "./handlers/health.js";
 import { OtpServiceHandler, otpSignedInOptional } from "./handlers/otp-service.js";
 import { tokenIntrospectionHandlers } from "./handlers/token-introspection.js";
@@ -229,6 +234,7 @@ export async function startKeygate(
         ),
         auth: new AuthServiceHandler(authDeps),
         otp: new OtpServiceHandler(authDeps),
+        factors: new FactorServiceHandler(authDeps),
         admin: {
           ...adminUsersHandlers(adminDeps),
           ...adminWorkspacesHandlers(adminDeps),
@@ -270,8 +276,12 @@ export async function startKeygate(
         }),
         authnInterceptor({
           authenticate: (token, header) => authenticate(authDeps, token, header),
-          required: authSignedIn,
-          optional: new Set([...authSignedInOptional, ...otpSignedInOptional]),
+          required: new Set([...authSignedIn, ...factorSignedIn]),
+          optional: new Set([
+            ...authSignedInOptional,
+            ...otpSignedInOptional,
+            ...factorSignedInOptional,
+          ]),
         }),
       ],
     });

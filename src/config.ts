@@ -144,6 +144,14 @@ export const workspaceSettingsSchema = z.object({
   access_token_ttl_seconds: z.number().int().min(60).max(86_400),
   refresh_idle_timeout_seconds: z.number().int().min(300).max(31_536_000),
   session_lifetime_seconds: z.number().int().min(300).max(31_536_000),
+  /** Factors beyond the password (FactorService): off, optional, or required of every member. */
+  mfa: z.enum(["off", "optional", "required"]),
+  /** Where mfa is optional: the roles that need a factor (and "mfa" tokens for AdminService). */
+  mfa_required_roles: z.array(z.enum(["owner", "admin", "member"])).max(3),
+  /** Username-less sign-in with a passkey. */
+  passkey_sign_in: z.boolean(),
+  /** No password login: passkeys (and emailed codes or links where those are on). */
+  passwordless_only: z.boolean(),
   /** Per-workspace overrides of single rate limits; the rest come from KEYGATE_RATE_LIMITS. */
   rate_limits: rateLimitsSchema.omit(deploymentOnlyLimits).partial().strict().optional(),
 });
@@ -161,6 +169,10 @@ export const builtInWorkspaceDefaults: WorkspaceSettings = Object.freeze({
   passwordless_otp: false,
   otp_ttl_seconds: 300,
   action_proof_required: false,
+  mfa: "optional",
+  mfa_required_roles: [],
+  passkey_sign_in: true,
+  passwordless_only: false,
   access_token_ttl_seconds: 900,
   refresh_idle_timeout_seconds: 14 * 86_400,
   session_lifetime_seconds: 30 * 86_400,

@@ -3,6 +3,7 @@ import { Authorization } from "../gen/envoy/service/auth/v3/external_auth_pb.js"
 import { Health } from "../gen/grpc/health/v1/health_pb.js";
 import { AdminService } from "../gen/keygate/v1/admin_service_pb.js";
 import { AuthService } from "../gen/keygate/v1/auth_service_pb.js";
+import { FactorService } from "../gen/keygate/v1/factor_service_pb.js";
 import { OtpService } from "../gen/keygate/v1/otp_service_pb.js";
 import { TokenIntrospectionService } from "../gen/keygate/v1/token_introspection_service_pb.js";
 
@@ -11,6 +12,7 @@ export interface Handlers {
   // Methods a handler does not implement yet answer UNIMPLEMENTED.
   readonly auth: Partial<ServiceImpl<typeof AuthService>>;
   readonly otp: Partial<ServiceImpl<typeof OtpService>>;
+  readonly factors: Partial<ServiceImpl<typeof FactorService>>;
   readonly admin: Partial<ServiceImpl<typeof AdminService>>;
   readonly introspection: Partial<ServiceImpl<typeof TokenIntrospectionService>>;
   /** Envoy's external authorization protocol (ext_authz over gRPC). */
@@ -20,6 +22,7 @@ export interface Handlers {
 export const keygateServices = [
   AuthService,
   OtpService,
+  FactorService,
   AdminService,
   TokenIntrospectionService,
   Authorization,
@@ -30,6 +33,7 @@ export function routes(handlers: Handlers) {
     router.service(Health, handlers.health);
     router.service(AuthService, handlers.auth);
     router.service(OtpService, handlers.otp);
+    router.service(FactorService, handlers.factors);
     router.service(AdminService, handlers.admin);
     router.service(TokenIntrospectionService, handlers.introspection);
     router.service(Authorization, handlers.envoy);

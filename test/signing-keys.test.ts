@@ -156,7 +156,12 @@ describe.each(algorithms)("%s access tokens", (algorithm) => {
     await emptyKeyTable();
     const clock = new ManualClock(new Date("2030-01-01T00:00:00.250Z"));
     const keys = await open(algorithm, { clock });
-    const signed = await keys.signAccessToken({ ...subject, ttlSeconds: 900 });
+    const signed = await keys.signAccessToken({
+      ...subject,
+      amr: ["pwd", "otp", "mfa"],
+      acr: "2",
+      ttlSeconds: 900,
+    });
 
     const header = decodeProtectedHeader(signed.token);
     const [row] = await keyRows();
@@ -175,6 +180,8 @@ describe.each(algorithms)("%s access tokens", (algorithm) => {
       jti: signed.jti,
       iat,
       exp: iat + 900,
+      amr: ["pwd", "otp", "mfa"],
+      acr: "2",
     });
     expect(signed.jti).toMatch(
       /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/,
@@ -188,6 +195,7 @@ describe.each(algorithms)("%s access tokens", (algorithm) => {
       issuedAt: signed.issuedAt,
       expiresAt: signed.expiresAt,
       kid: row?.kid,
+      amr: ["pwd", "otp", "mfa"],
     });
     const second = await keys.signAccessToken({ ...subject, ttlSeconds: 900 });
     expect(second.jti).not.toBe(signed.jti);

@@ -1,6 +1,7 @@
 import { type Client, createClient, type Interceptor, type Transport } from "@connectrpc/connect";
 import { AdminService } from "../../gen/keygate/v1/admin_service_pb.js";
 import { AuthService } from "../../gen/keygate/v1/auth_service_pb.js";
+import { FactorService } from "../../gen/keygate/v1/factor_service_pb.js";
 import { OtpService } from "../../gen/keygate/v1/otp_service_pb.js";
 import { TokenIntrospectionService } from "../../gen/keygate/v1/token_introspection_service_pb.js";
 import { sessionInterceptor, TokenRefresher } from "./session.js";
@@ -27,10 +28,11 @@ export interface KeygateClientCommonOptions {
   readonly interceptors?: readonly Interceptor[];
 }
 
-/** Typed clients for Keygate's four services, sharing one session. */
+/** Typed clients for Keygate's services, sharing one session. */
 export interface KeygateClient {
   readonly auth: Client<typeof AuthService>;
   readonly otp: Client<typeof OtpService>;
+  readonly factors: Client<typeof FactorService>;
   readonly admin: Client<typeof AdminService>;
   readonly introspection: Client<typeof TokenIntrospectionService>;
   /** The store the session lives in: read it to know who is signed in, clear it to forget. */
@@ -62,6 +64,7 @@ export function buildKeygateClient(
   return {
     auth,
     otp: createClient(OtpService, transport),
+    factors: createClient(FactorService, transport),
     admin: createClient(AdminService, transport),
     introspection: createClient(TokenIntrospectionService, transport),
     tokens: store,

@@ -22,7 +22,10 @@ export interface KeygateClientOptions extends KeygateClientCommonOptions {
   readonly sessionManager?: Http2SessionManager;
 }
 
-/** Typed clients for AuthService, OtpService, AdminService and TokenIntrospectionService. */
+/**
+ * Typed clients for AuthService, OtpService, FactorService, AdminService and
+ * TokenIntrospectionService.
+ */
 export function createKeygateClient(options: KeygateClientOptions): KeygateClient {
   return buildKeygateClient(options, (interceptors) => {
     const common = {

@@ -17,7 +17,10 @@ export interface KeygateWebClientOptions extends KeygateClientCommonOptions {
   readonly fetch?: typeof globalThis.fetch;
 }
 
-/** Typed clients for AuthService, OtpService, AdminService and TokenIntrospectionService. */
+/**
+ * Typed clients for AuthService, OtpService, FactorService, AdminService and
+ * TokenIntrospectionService.
+ */
 export function createKeygateClient(options: KeygateWebClientOptions): KeygateClient {
   return buildKeygateClient(options, (interceptors) => {
     const common = {

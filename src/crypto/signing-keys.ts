@@ -65,6 +65,8 @@ export interface VerifiedAccessToken {
   issuedAt: Date;
   expiresAt: Date;
   kid: string;
+  /** RFC 8176 methods; empty for tokens from before they were recorded. */
+  amr: string[];
 }
 
 export type TokenInvalidCode =
@@ -145,6 +147,8 @@ const claims = z.object({
   jti: id,
   iat: z.number().int(),
   exp: z.number().int(),
+  // Absent from tokens signed before sessions recorded how they were signed in.
+  amr: z.array(z.string().max(16)).max(8).optional(),
 });
 const requiredClaims = ["iss", "aud", "sub", "workspace_id", "sid", "role", "jti", "iat", "exp"];
 
@@ -461,6 +465,9 @@ export class SigningKeys {
     workspaceId: string;
     sessionId: string;
     role: Role;
+    /** RFC 8176 methods of the session, and the acr that follows from them (none, "1"). */
+    amr?: readonly string[];
+    acr?: string;
     ttlSeconds: number;
     /** iat is made later than this, in whole seconds (a revocation cut-off). */
     issuedAfter?: Date;
@@ -485,6 +492,8 @@ export class SigningKeys {
       workspace_id: input.workspaceId,
       sid: input.sessionId,
       role: input.role,
+      amr: [...(input.amr ?? [])],
+      acr: input.acr ?? "1",
     })
       .setProtectedHeader({ alg: signer.algorithm, kid: signer.kid, typ: tokenType })
       .setIssuer(this.issuer)
@@ -565,6 +574,7 @@ export class SigningKeys {
       issuedAt: new Date(c.iat * 1000),
       expiresAt: new Date(c.exp * 1000),
       kid,
+      amr: c.amr ?? [],
     };
   }
 

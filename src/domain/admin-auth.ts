@@ -6,6 +6,7 @@ import type { Clock } from "../clock.js";
 import { adminKeyMatches, adminKeyPrefix } from "../crypto/admin-key.js";
 import { sql } from "../db/sql.js";
 import type { Role } from "../repositories/memberships.js";
+import type { Amr } from "./amr.js";
 import type { Principal } from "./deps.js";
 import { PermissionDeniedError, UnauthenticatedError } from "./errors.js";
 
@@ -32,6 +33,7 @@ export type Caller =
       readonly workspaceId: string;
       readonly role: Role;
       readonly sessionId: string;
+      readonly amr: readonly Amr[];
     };
 
 /** How the audit log names the one who acted. */
@@ -265,5 +267,6 @@ export function callerFromPrincipal(p: Principal): Caller {
     workspaceId: p.workspaceId,
     role: p.role,
     sessionId: p.sessionId,
+    amr: p.amr,
   };
 }

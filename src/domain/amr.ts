@@ -7,8 +7,8 @@
  * - `hwk` / `swk`: a passkey bound to one authenticator, or synced between devices;
  * - `email`: an emailed code or link. It is not a second factor: whoever reads the mailbox
  *   can also reset the password, so password and emailed code are one factor, the mailbox;
- * - `mfa`: two independent factors (a password and a membership factor), or a passkey with
- *   user verification, which is possession and a PIN or biometric in one.
+ * - `mfa`: two independent factors (the password or the mailbox, and a membership factor), or
+ *   a passkey with user verification, which is possession and a PIN or biometric in one.
  */
 export type Amr = "pwd" | "otp" | "hwk" | "swk" | "email" | "mfa";
 
@@ -27,7 +27,8 @@ export function amrOf(values: readonly string[]): Amr[] {
 export function withMethod(amr: readonly Amr[], method: Amr, verified = false): Amr[] {
   const next = new Set<Amr>([...amr, method]);
   const membershipFactor = next.has("otp") || next.has("hwk") || next.has("swk");
-  if (membershipFactor && (next.has("pwd") || verified)) next.add("mfa");
+  const accountFactor = next.has("pwd") || next.has("email");
+  if (membershipFactor && (accountFactor || verified)) next.add("mfa");
   return amrOf([...next]);
 }
 

@@ -4,6 +4,7 @@ import type { RateLimitName, WorkspaceSettings } from "../config.js";
 import type { SigningKeys } from "../crypto/signing-keys.js";
 import type { Logger } from "../log.js";
 import type { Role } from "../repositories/memberships.js";
+import type { Amr } from "./amr.js";
 
 /** What the auth flows need from the outside, as narrow ports. */
 export interface AuthDeps {
@@ -22,6 +23,8 @@ export interface AuthDeps {
       workspaceId: string;
       sessionId: string;
       role: Role;
+      amr: readonly string[];
+      acr: string;
       ttlSeconds: number;
       /** The token's iat must be later than this (in whole seconds). */
       issuedAfter?: Date;
@@ -36,6 +39,7 @@ export interface AuthDeps {
       jti: string;
       issuedAt: Date;
       expiresAt: Date;
+      amr: string[];
     }>;
   };
   readonly mail: {
@@ -109,6 +113,8 @@ export interface Principal {
   readonly workspaceId: string;
   readonly sessionId: string;
   readonly role: Role;
+  /** How the session was signed in (the access token's amr claim). */
+  readonly amr: readonly Amr[];
 }
 
 /** AdminService needs the auth ports and the signing keys (rotation, listing). */

@@ -21,8 +21,10 @@ import { consumeLink, issueCode, peekLink } from "./codes.js";
 import type { AuthDeps, RequestMeta } from "./deps.js";
 import { UnauthenticatedError } from "./errors.js";
 import { appLink } from "./links.js";
+import type { LoginResult } from "./login.js";
+import { sessionOrPending } from "./otp.js";
 import { strictestPolicy } from "./recovery.js";
-import { type IssuedTokens, openSession, signTokens } from "./sessions.js";
+import { signTokens } from "./sessions.js";
 import { effectiveSettings } from "./settings.js";
 import { Violations } from "./validate.js";
 
@@ -117,7 +119,7 @@ export async function acceptInvitation(
   deps: AuthDeps,
   meta: RequestMeta,
   input: { token: string; password: string },
-): Promise<IssuedTokens> {
+): Promise<LoginResult> {
   const v = new Violations().required("token", input.token, 100);
   if (input.password.length > 4096) v.add("password", "is longer than 4096 characters");
   v.throwIfAny();
@@ -158,7 +160,7 @@ export async function acceptInvitation(
     deps.policy.check(input.password, { minLength: policy.minLength, field: "password" });
     hash = await deps.hasher.hash(input.password);
   }
-  const draft = await withTenant(deps.pool, workspace.id, async (tx) => {
+  const outcome = await withTenant(deps.pool, workspace.id, async (tx) => {
     // Membership changes of a workspace take its row lock first (AdminService): taking it
     // here too orders this acceptance with a concurrent RemoveMember or UpdateMember, so the
     // session opened below is either seen and ended by them or refused (and the two cannot
@@ -191,24 +193,31 @@ export async function acceptInvitation(
       );
     }
     if (!user.email_verified) await markEmailVerified(tx, user.id);
-    // The link is an emailed factor, as a magic link is: no emailed second step after it.
-    const opened = await openSession(tx, deps, meta, {
-      workspaceId: workspace.id,
-      userId: user.id,
+    // The link is an emailed factor, as a magic link is: no emailed second step after it, but
+    // a factor of the workspace where it asks for one.
+    const next = await sessionOrPending(tx, deps, meta, {
+      workspace,
+      user,
       role: membership.role,
       settings,
+      amr: ["email"],
     });
+    const opened = next.kind === "draft" ? next.draft : undefined;
     await audit(tx, deps, meta, {
       type: "invitation_accepted",
       workspaceId: workspace.id,
       userId: user.id,
-      sessionId: opened.sessionId,
+      sessionId: opened?.sessionId ?? null,
       outcome: "success",
       details: { password_set: hash !== null, ...(purpose === "join" ? { joined: true } : {}) },
     });
-    return opened;
+    return next;
   });
-  if (!draft) throw invalid();
+  if (!outcome) throw invalid();
   await deps.revocations.changed();
-  return signTokens(deps, draft);
+  if (outcome.kind === "pending") {
+    deps.mail.wake();
+    return outcome;
+  }
+  return { kind: "tokens", tokens: await signTokens(deps, outcome.draft) };
 }

@@ -3,17 +3,18 @@ import { claimPending, findMembership } from "../repositories/memberships.js";
 import { findUserForLogin, normalizeEmail, setPasswordHash } from "../repositories/users.js";
 import { audit } from "./audit.js";
 import type { AuthDeps, RequestMeta } from "./deps.js";
-import { FailedPreconditionError, UnauthenticatedError } from "./errors.js";
+import { FailedPreconditionError, NotFoundError, UnauthenticatedError } from "./errors.js";
 import { guessSubject } from "./lockout.js";
-import { needsSecondStep, startSecondStep } from "./otp.js";
-import { type IssuedTokens, openSession, signTokens } from "./sessions.js";
+import { sessionOrPending } from "./otp.js";
+import type { PendingLoginView } from "./second-step.js";
+import { type IssuedTokens, signTokens } from "./sessions.js";
 import { effectiveSettings } from "./settings.js";
 import { Violations } from "./validate.js";
 import { lookUpWorkspace } from "./workspace-lookup.js";
 
 export type LoginResult =
   | { kind: "tokens"; tokens: IssuedTokens }
-  | { kind: "pending"; pending: { pendingLoginId: string; expiresAt: Date } };
+  | { kind: "pending"; pending: PendingLoginView };
 
 const invalidCredentials = () =>
   new UnauthenticatedError("INVALID_CREDENTIALS", "invalid email or password");
@@ -41,6 +42,8 @@ export async function login(
     header: meta.workspaceHeader,
   });
   const settings = effectiveSettings(workspace, deps.settings.workspaceDefaults);
+  if (settings.passwordless_only)
+    throw new NotFoundError("password login is disabled", "FLOW_DISABLED");
   const scope = { id: workspace.id, settings };
   const found = await findUserForLogin(deps.pool, workspace.id, input.email);
   const user = found?.role ? found.user : null;
@@ -84,18 +87,15 @@ export async function login(
     }
     if (check.needsRehash)
       await setPasswordHash(tx, user.id, await deps.hasher.hash(input.password), null);
-    if (needsSecondStep(settings, user)) {
-      return {
-        kind: "pending" as const,
-        pending: await startSecondStep(tx, deps, meta, { workspace, user, settings }),
-      };
-    }
-    const draft = await openSession(tx, deps, meta, {
-      workspaceId: workspace.id,
-      userId: user.id,
+    const next = await sessionOrPending(tx, deps, meta, {
+      workspace,
+      user,
       role: membership.role,
       settings,
+      amr: ["pwd"],
     });
+    if (next.kind === "pending") return next;
+    const draft = next.draft;
     await audit(tx, deps, meta, {
       type: "login_succeeded",
       workspaceId: workspace.id,

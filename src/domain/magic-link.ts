@@ -7,8 +7,10 @@ import { consumeLink, issueCode } from "./codes.js";
 import type { AuthDeps, RequestMeta } from "./deps.js";
 import { UnauthenticatedError } from "./errors.js";
 import { appLink } from "./links.js";
+import type { LoginResult } from "./login.js";
+import { sessionOrPending } from "./otp.js";
 import { answerFloor, startEmailFlow } from "./public-flow.js";
-import { type IssuedTokens, openSession, signTokens } from "./sessions.js";
+import { signTokens } from "./sessions.js";
 import { effectiveSettings } from "./settings.js";
 import { Violations } from "./validate.js";
 
@@ -67,13 +69,13 @@ export async function consumeMagicLink(
   deps: AuthDeps,
   meta: RequestMeta,
   token: string,
-): Promise<IssuedTokens> {
+): Promise<LoginResult> {
   new Violations().required("token", token, 100).throwIfAny();
   await deps.limiter.hit(null, [["code_verify_ip", meta.ipAddress ?? "unknown"]]);
   const invalid = () =>
     new UnauthenticatedError("CODE_INVALID", "the link is invalid or has expired");
   const now = deps.clock.now();
-  const draft = await deps.pool.transaction(async (tx) => {
+  const outcome = await deps.pool.transaction(async (tx) => {
     const r = await consumeLink(tx, {
       tokenSecret: deps.tokenSecret,
       purpose: "magic_link",
@@ -96,12 +98,15 @@ export async function consumeMagicLink(
       return undefined;
     }
     if (!user.email_verified) await markEmailVerified(tx, user.id);
-    const issued = await openSession(tx, deps, meta, {
-      workspaceId: r.workspaceId,
-      userId: r.userId,
+    const next = await sessionOrPending(tx, deps, meta, {
+      workspace,
+      user,
       role: membership.role,
       settings,
+      amr: ["email"],
     });
+    if (next.kind === "pending") return next;
+    const issued = next.draft;
     await audit(tx, deps, meta, {
       type: "magic_link_used",
       workspaceId: r.workspaceId,
@@ -109,8 +114,12 @@ export async function consumeMagicLink(
       sessionId: issued.sessionId,
       outcome: "success",
     });
-    return issued;
+    return next;
   });
-  if (!draft) throw invalid();
-  return signTokens(deps, draft);
+  if (!outcome) throw invalid();
+  if (outcome.kind === "pending") {
+    deps.mail.wake();
+    return outcome;
+  }
+  return { kind: "tokens", tokens: await signTokens(deps, outcome.draft) };
 }

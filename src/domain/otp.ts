@@ -1,10 +1,9 @@
 import type { DatabaseTransactionConnection } from "slonik";
-import { z } from "zod";
 import type { WorkspaceSettings } from "../config.js";
 import { isOpaqueToken, newOpaqueToken, opaqueHash } from "../crypto/opaque-tokens.js";
 import { sql } from "../db/sql.js";
 import { withTenant } from "../db/with-tenant.js";
-import { findMembership } from "../repositories/memberships.js";
+import { findMembership, type Role } from "../repositories/memberships.js";
 import {
   findUserByEmail,
   findUserById,
@@ -13,14 +12,22 @@ import {
   type UserRow,
 } from "../repositories/users.js";
 import { findWorkspaceById, type WorkspaceRow } from "../repositories/workspaces.js";
+import type { Amr } from "./amr.js";
 import { audit } from "./audit.js";
 import { consumeCode, consumeLink, issueCode } from "./codes.js";
 import type { AuthDeps, MailTemplateName, Principal, RequestMeta } from "./deps.js";
 import { NotFoundError, PermissionDeniedError, UnauthenticatedError } from "./errors.js";
 import { answerFloor } from "./public-flow.js";
-import { type IssuedTokens, openSession, signTokens } from "./sessions.js";
+import {
+  finishPendingLogin,
+  livePendingLogin,
+  type PendingLoginView,
+  planSecondStep,
+  startPendingLogin,
+} from "./second-step.js";
+import { type IssuedTokens, openSession, signTokens, type TokenDraft } from "./sessions.js";
 import { effectiveSettings } from "./settings.js";
-import { isUuid, Violations } from "./validate.js";
+import { Violations } from "./validate.js";
 import { lookUpWorkspace } from "./workspace-lookup.js";
 
 export type OtpPurpose =
@@ -39,14 +46,6 @@ const templateOf: Record<OtpPurpose, MailTemplateName> = {
 const actionProofTtlSeconds = 5 * 60;
 const codeInvalid = () =>
   new UnauthenticatedError("CODE_INVALID", "the code is invalid or has expired");
-
-const pendingRow = z.object({
-  id: z.string(),
-  workspace_id: z.string(),
-  user_id: z.string(),
-  expires_at: z.number(),
-  completed_at: z.number().nullable(),
-});
 
 async function sendCode(
   tx: DatabaseTransactionConnection,
@@ -80,52 +79,56 @@ async function sendCode(
   });
 }
 
-/** Whether a password login in this workspace needs the emailed second step. */
-export function needsSecondStep(
-  settings: WorkspaceSettings,
-  user: Pick<UserRow, "otp_login_opt_in">,
-): boolean {
-  return (
-    settings.otp_login === "required" ||
-    (settings.otp_login === "optional" && user.otp_login_opt_in)
-  );
-}
-
-/** Opens a pending login and emails its code, in the caller's tenant transaction. */
-export async function startSecondStep(
+/**
+ * After a first factor checked out (`amr`): either a session, or a pending login when the
+ * workspace wants more of this member (second-step.ts), with its code emailed where that is
+ * the step. In the caller's transaction; the caller audits a session it gets.
+ */
+export async function sessionOrPending(
   tx: DatabaseTransactionConnection,
   deps: AuthDeps,
   meta: RequestMeta,
-  input: { workspace: WorkspaceRow; user: UserRow; settings: WorkspaceSettings },
-): Promise<{ pendingLoginId: string; expiresAt: Date }> {
-  const now = deps.clock.now();
-  const expiresAt = new Date(now.getTime() + input.settings.otp_ttl_seconds * 1000);
-  const id = await tx.oneFirst(sql.type(z.object({ id: z.string() }))`
-    INSERT INTO pending_logins (workspace_id, user_id, ip_address, created_at, expires_at)
-    VALUES (${input.workspace.id}, ${input.user.id}, ${meta.ipAddress}, ${sql.timestamp(now)}, ${sql.timestamp(expiresAt)})
-    RETURNING id`);
-  await sendCode(tx, deps, {
-    ...input,
-    purpose: "login_second_step",
-    ttlSeconds: input.settings.otp_ttl_seconds,
+  input: {
+    workspace: WorkspaceRow;
+    user: UserRow;
+    role: Role;
+    settings: WorkspaceSettings;
+    amr: readonly Amr[];
+  },
+): Promise<{ kind: "pending"; pending: PendingLoginView } | { kind: "draft"; draft: TokenDraft }> {
+  const plan = await planSecondStep(tx, {
+    workspaceId: input.workspace.id,
+    user: input.user,
+    role: input.role,
+    settings: input.settings,
+    amr: input.amr,
   });
+  if (!plan) {
+    const draft = await openSession(tx, deps, meta, {
+      workspaceId: input.workspace.id,
+      userId: input.user.id,
+      role: input.role,
+      settings: input.settings,
+      amr: input.amr,
+    });
+    return { kind: "draft", draft };
+  }
+  const pending = await startPendingLogin(tx, deps, meta, { ...input, plan });
+  if (plan.step === "email") {
+    await sendCode(tx, deps, {
+      ...input,
+      purpose: "login_second_step",
+      ttlSeconds: input.settings.otp_ttl_seconds,
+    });
+  }
   await audit(tx, deps, meta, {
     type: "login_second_step_sent",
     workspaceId: input.workspace.id,
     userId: input.user.id,
     outcome: "success",
+    details: { step: plan.step },
   });
-  return { pendingLoginId: id, expiresAt };
-}
-
-async function pendingLogin(deps: AuthDeps, id: string) {
-  if (!isUuid(id)) throw new NotFoundError("pending login not found");
-  const row = await deps.pool.maybeOne(sql.type(pendingRow)`
-    SELECT id, workspace_id, user_id, expires_at, completed_at FROM pending_logins WHERE id = ${id}`);
-  if (!row || row.completed_at !== null || row.expires_at <= deps.clock.now().getTime()) {
-    throw new NotFoundError("pending login not found or expired");
-  }
-  return row;
+  return { kind: "pending", pending };
 }
 
 export interface OtpInput {
@@ -151,7 +154,9 @@ export async function sendOtp(
   const evenOut = answerFloor();
   const purpose = requirePurpose(input.purpose);
   if (purpose === "login_second_step") {
-    const pending = await pendingLogin(deps, input.pendingLoginId);
+    const pending = await livePendingLogin(deps, input.pendingLoginId);
+    // A pending login that waits for a factor of the membership is not finished by email.
+    if (pending.step !== "email") throw new NotFoundError("pending login not found or expired");
     const workspace = (await findWorkspaceById(deps.pool, pending.workspace_id)) as WorkspaceRow;
     const settings = effectiveSettings(workspace, deps.settings.workspaceDefaults);
     const user = (await findUserById(deps.pool, pending.user_id)) as UserRow;
@@ -215,6 +220,7 @@ export async function sendOtp(
 
 export type VerifyOtpResult =
   | { kind: "tokens"; tokens: IssuedTokens }
+  | { kind: "pending"; pending: PendingLoginView }
   | { kind: "email_verified" }
   | { kind: "action_proof"; proof: string; expiresAt: Date };
 
@@ -237,7 +243,8 @@ export async function verifyOtp(
   // nothing when it has none; the refusal waits out the same floor as the sending flows.
   let evenOut: (() => Promise<void>) | undefined;
   if (purpose === "login_second_step") {
-    const pending = await pendingLogin(deps, input.pendingLoginId);
+    const pending = await livePendingLogin(deps, input.pendingLoginId);
+    if (pending.step !== "email") throw new NotFoundError("pending login not found or expired");
     workspace = (await findWorkspaceById(deps.pool, pending.workspace_id)) as WorkspaceRow;
     userId = pending.user_id;
     pendingId = pending.id;
@@ -302,35 +309,34 @@ export async function verifyOtp(
       return { kind: "email_verified" as const };
     }
     if (purpose === "sensitive_action") {
-      const proof = newOpaqueToken("link").replace(/^kgl_/, "kga_");
-      const expiresAt = new Date(now.getTime() + actionProofTtlSeconds * 1000);
-      await tx.query(sql.unsafe`
-        UPDATE one_time_codes SET invalidated_at = ${sql.timestamp(now)}
-        WHERE workspace_id = ${workspace.id} AND user_id = ${uid} AND purpose = 'action_proof'
-          AND consumed_at IS NULL AND invalidated_at IS NULL`);
-      await tx.query(sql.unsafe`
-        INSERT INTO one_time_codes (workspace_id, user_id, purpose, kind, secret_hash, created_at, expires_at)
-        VALUES (${workspace.id}, ${uid}, 'action_proof', 'link', ${sql.binary(opaqueHash(deps.tokenSecret, "link", proof))},
-                ${sql.timestamp(now)}, ${sql.timestamp(expiresAt)})`);
-      return { kind: "action_proof" as const, proof, expiresAt };
+      return {
+        kind: "action_proof" as const,
+        ...(await issueActionProof(tx, deps, workspace.id, uid)),
+      };
+    }
+    if (pendingId) {
+      const draft = await finishPendingLogin(tx, deps, meta, {
+        pending: { id: pendingId, workspace_id: workspace.id, user_id: uid },
+        step: "email",
+        method: "email",
+        settings,
+      });
+      return draft && { kind: "draft" as const, draft };
     }
     const user = await findUserById(tx, uid);
     const membership = await findMembership(tx, workspace.id, uid);
     if (!user || user.blocked || membership?.status !== "active") return undefined;
-    if (pendingId) {
-      await tx.query(
-        sql.unsafe`UPDATE pending_logins SET completed_at = ${sql.timestamp(now)} WHERE id = ${pendingId}`,
-      );
-    } else if (!user.email_verified) {
-      // A code that reached the address proves it.
-      await markEmailVerified(tx, uid);
-    }
-    const draft = await openSession(tx, deps, meta, {
-      workspaceId: workspace.id,
-      userId: uid,
+    // A code that reached the address proves it.
+    if (!user.email_verified) await markEmailVerified(tx, uid);
+    const next = await sessionOrPending(tx, deps, meta, {
+      workspace,
+      user,
       role: membership.role,
       settings,
+      amr: ["email"],
     });
+    if (next.kind === "pending") return next;
+    const draft = next.draft;
     await audit(tx, deps, meta, {
       type: "login_succeeded",
       workspaceId: workspace.id,
@@ -347,7 +353,32 @@ export async function verifyOtp(
   }
   if (outcome.kind === "draft")
     return { kind: "tokens", tokens: await signTokens(deps, outcome.draft) };
+  if (outcome.kind === "pending") deps.mail.wake();
   return outcome;
+}
+
+/**
+ * A fresh action proof for the signed-in user, after a code or factor checked out in the
+ * caller's tenant transaction; it replaces the user's unused one.
+ */
+export async function issueActionProof(
+  tx: DatabaseTransactionConnection,
+  deps: AuthDeps,
+  workspaceId: string,
+  userId: string,
+): Promise<{ proof: string; expiresAt: Date }> {
+  const now = deps.clock.now();
+  const proof = newOpaqueToken("link").replace(/^kgl_/, "kga_");
+  const expiresAt = new Date(now.getTime() + actionProofTtlSeconds * 1000);
+  await tx.query(sql.unsafe`
+    UPDATE one_time_codes SET invalidated_at = ${sql.timestamp(now)}
+    WHERE workspace_id = ${workspaceId} AND user_id = ${userId} AND purpose = 'action_proof'
+      AND consumed_at IS NULL AND invalidated_at IS NULL`);
+  await tx.query(sql.unsafe`
+    INSERT INTO one_time_codes (workspace_id, user_id, purpose, kind, secret_hash, created_at, expires_at)
+    VALUES (${workspaceId}, ${userId}, 'action_proof', 'link', ${sql.binary(opaqueHash(deps.tokenSecret, "link", proof))},
+            ${sql.timestamp(now)}, ${sql.timestamp(expiresAt)})`);
+  return { proof, expiresAt };
 }
 
 /** Consumes an action proof of the signed-in user; PERMISSION_DENIED when it is missing or spent. */

@@ -17,6 +17,7 @@ import {
 } from "../repositories/sessions.js";
 import { findUserById, type UserRow, userRow } from "../repositories/users.js";
 import { findWorkspaceById, type WorkspaceRow, workspaceRow } from "../repositories/workspaces.js";
+import { accountMethods } from "./amr.js";
 import { audit } from "./audit.js";
 import type { AuthDeps, Principal, RequestMeta } from "./deps.js";
 import {
@@ -26,7 +27,7 @@ import {
   UnauthenticatedError,
 } from "./errors.js";
 import type { LoginResult } from "./login.js";
-import { needsSecondStep, startSecondStep } from "./otp.js";
+import { sessionOrPending } from "./otp.js";
 import { decodePageToken, encodePageToken, pageSize } from "./pagination.js";
 import { openSession, signTokens } from "./sessions.js";
 import { effectiveSettings } from "./settings.js";
@@ -218,18 +219,16 @@ export async function switchWorkspace(
         "prove your address for this workspace first: accept its invitation or reset your password",
       );
     }
-    if (needsSecondStep(settings, user)) {
-      return {
-        kind: "pending" as const,
-        pending: await startSecondStep(tx, deps, meta, { workspace, user, settings }),
-      };
-    }
-    const draft = await openSession(tx, deps, meta, {
-      workspaceId,
-      userId: principal.userId,
+    // The account's own proofs carry over; the factors of the workspace it came from do not.
+    const next = await sessionOrPending(tx, deps, meta, {
+      workspace,
+      user,
       role: membership.role,
       settings,
+      amr: accountMethods(principal.amr),
     });
+    if (next.kind === "pending") return next;
+    const draft = next.draft;
     await audit(tx, deps, meta, {
       type: "workspace_switched",
       workspaceId,

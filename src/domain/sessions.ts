@@ -21,6 +21,7 @@ import {
   type SessionRow,
   touchSession,
 } from "../repositories/sessions.js";
+import { type Amr, acrOf, amrOf } from "./amr.js";
 import { audit } from "./audit.js";
 import type { AuthDeps, Principal, RequestMeta } from "./deps.js";
 import { PermissionDeniedError, UnauthenticatedError, UnavailableError } from "./errors.js";
@@ -35,6 +36,9 @@ export interface IssuedTokens {
   readonly userId: string;
   readonly workspaceId: string;
   readonly role: Role;
+  /** How the session was signed in (RFC 8176), and the acr that follows from it. */
+  readonly amr: readonly Amr[];
+  readonly acr: string;
 }
 
 const addSeconds = (d: Date, s: number) => new Date(d.getTime() + s * 1000);
@@ -49,7 +53,8 @@ function refreshExpiry(session: Pick<SessionRow, "expires_at">, idleExpiresAt: D
  * transaction commits: a transaction holds a connection, and the signer may need the pool
  * to pick up keys (and a token must not exist for a session that rolled back).
  */
-export interface TokenDraft extends Omit<IssuedTokens, "accessToken" | "accessTokenExpiresAt"> {
+export interface TokenDraft
+  extends Omit<IssuedTokens, "accessToken" | "accessTokenExpiresAt" | "acr"> {
   readonly accessTokenTtlSeconds: number;
   /** When the transaction read what the token says (role, status): its facts are as of then. */
   readonly readAt: Date;
@@ -63,6 +68,8 @@ export async function signTokens(deps: AuthDeps, draft: TokenDraft): Promise<Iss
     workspaceId: draft.workspaceId,
     sessionId: draft.sessionId,
     role: draft.role,
+    amr: draft.amr,
+    acr: acrOf(draft.amr),
     ttlSeconds: accessTokenTtlSeconds,
   };
   let access: Awaited<ReturnType<typeof deps.tokens.signAccessToken>>;
@@ -83,7 +90,12 @@ export async function signTokens(deps: AuthDeps, draft: TokenDraft): Promise<Iss
       ...(cutOff === null ? {} : { issuedAfter: new Date(cutOff) }),
     });
   }
-  return { ...rest, accessToken: access.token, accessTokenExpiresAt: access.expiresAt };
+  return {
+    ...rest,
+    acr: acrOf(draft.amr),
+    accessToken: access.token,
+    accessTokenExpiresAt: access.expiresAt,
+  };
 }
 
 /**
@@ -101,7 +113,14 @@ export async function openSession(
   tx: DatabaseTransactionConnection,
   deps: AuthDeps,
   meta: RequestMeta,
-  input: { workspaceId: string; userId: string; role: Role; settings: WorkspaceSettings },
+  input: {
+    workspaceId: string;
+    userId: string;
+    role: Role;
+    settings: WorkspaceSettings;
+    /** How the user proved who they are, for the session and each of its tokens. */
+    amr: readonly Amr[];
+  },
 ): Promise<TokenDraft> {
   // The caller read the membership already; read it again under a share lock, so that a
   // demotion or removal racing this sign-in either happened before (and is seen here) or
@@ -120,6 +139,7 @@ export async function openSession(
     idleExpiresAt,
     expiresAt: addSeconds(now, input.settings.session_lifetime_seconds),
     accessExpiresAt: accessExpiry(now, input.settings),
+    amr: input.amr,
   });
   const refreshToken = newOpaqueToken("refresh");
   await insertRefreshToken(tx, {
@@ -136,6 +156,7 @@ export async function openSession(
     userId: input.userId,
     workspaceId: input.workspaceId,
     role: member.role,
+    amr: amrOf(input.amr),
     accessTokenTtlSeconds: input.settings.access_token_ttl_seconds,
     readAt: now,
   };
@@ -241,6 +262,7 @@ export async function refresh(
         userId: row.user_id,
         workspaceId: row.workspace_id,
         role,
+        amr: amrOf(row.amr),
         accessTokenTtlSeconds: settings.access_token_ttl_seconds,
         readAt: now,
       },
@@ -318,5 +340,6 @@ export async function authenticate(
     workspaceId: claims.workspaceId,
     sessionId: claims.sessionId,
     role: (row.role ?? claims.role) as Role,
+    amr: amrOf(claims.amr),
   };
 }

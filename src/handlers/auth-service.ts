@@ -21,7 +21,15 @@ import {
 import { refresh } from "../domain/sessions.js";
 import { signUp } from "../domain/signup.js";
 import { requestEmailVerification, verifyEmail } from "../domain/verification.js";
-import { membershipOf, roleOf, sessionOf, tokensOf, userOf, workspaceOf } from "./convert.js";
+import {
+  membershipOf,
+  pendingLoginOf,
+  roleOf,
+  sessionOf,
+  tokensOf,
+  userOf,
+  workspaceOf,
+} from "./convert.js";
 
 /** Methods that need an access token; the authn interceptor enforces it. */
 export const authSignedIn = new Set(
@@ -55,14 +63,6 @@ function oneofMissing(field: string): never {
   throw new InvalidArgumentError([{ field, description: "is required: set token or code" }]);
 }
 
-function pendingLoginOf(result: Extract<LoginResult, { kind: "pending" }>) {
-  return create(PendingLoginSchema, {
-    pendingLoginId: result.pending.pendingLoginId,
-    expireTime: timestampFromMs(result.pending.expiresAt.getTime()),
-    purpose: OtpPurpose.LOGIN_SECOND_STEP,
-  });
-}
-
 /** AuthService: translates between the API and the flows in src/domain. */
 export class AuthServiceHandler implements ServiceImpl<typeof AuthService> {
   constructor(private readonly deps: AuthDeps) {}
@@ -75,7 +75,7 @@ export class AuthServiceHandler implements ServiceImpl<typeof AuthService> {
     const result = await login(this.deps, meta(ctx), req);
     if (result.kind === "tokens")
       return { result: { case: "tokens" as const, value: tokensOf(result.tokens) } };
-    return { result: { case: "pendingLogin" as const, value: pendingLoginOf(result) } };
+    return { result: { case: "pendingLogin" as const, value: pendingLoginOf(result.pending) } };
   }
 
   async refresh(req: { refreshToken: string }, ctx: HandlerContext) {
@@ -178,7 +178,9 @@ export class AuthServiceHandler implements ServiceImpl<typeof AuthService> {
   }
 
   async consumeMagicLink(req: { token: string }, ctx: HandlerContext) {
-    return { tokens: tokensOf(await consumeMagicLink(this.deps, meta(ctx), req.token)) };
+    const result = await consumeMagicLink(this.deps, meta(ctx), req.token);
+    if (result.kind === "tokens") return { tokens: tokensOf(result.tokens) };
+    return { pendingLogin: pendingLoginOf(result.pending) };
   }
 
   async listMyWorkspaces(req: { pageSize: number; pageToken: string }, ctx: HandlerContext) {
@@ -190,12 +192,14 @@ export class AuthServiceHandler implements ServiceImpl<typeof AuthService> {
   }
 
   async acceptInvitation(req: { token: string; password: string }, ctx: HandlerContext) {
-    return { tokens: tokensOf(await acceptInvitation(this.deps, meta(ctx), req)) };
+    const result = await acceptInvitation(this.deps, meta(ctx), req);
+    if (result.kind === "tokens") return { tokens: tokensOf(result.tokens) };
+    return { pendingLogin: pendingLoginOf(result.pending) };
   }
 
   async switchWorkspace(req: { workspaceId: string }, ctx: HandlerContext) {
     const result = await switchWorkspace(this.deps, meta(ctx), principal(ctx), req.workspaceId);
     if (result.kind === "tokens") return { tokens: tokensOf(result.tokens) };
-    return { pendingLogin: pendingLoginOf(result) };
+    return { pendingLogin: pendingLoginOf(result.pending) };
   }
 }

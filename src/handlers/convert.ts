@@ -2,14 +2,18 @@ import type { JsonObject } from "@bufbuild/protobuf";
 import { create } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import {
+  FactorType,
   MembershipSchema,
   MembershipStatus,
+  OtpPurpose,
+  PendingLoginSchema,
   Role,
   SessionSchema,
   TokensSchema,
   UserSchema,
   WorkspaceSchema,
 } from "../../gen/keygate/v1/types_pb.js";
+import type { FactorKind, PendingLoginView } from "../domain/second-step.js";
 import type { IssuedTokens } from "../domain/sessions.js";
 import type { Role as DomainRole, MembershipRow } from "../repositories/memberships.js";
 import type { SessionRow } from "../repositories/sessions.js";
@@ -39,6 +43,25 @@ export function tokensOf(t: IssuedTokens) {
     userId: t.userId,
     workspaceId: t.workspaceId,
     role: roleOf(t.role),
+    amr: [...t.amr],
+    acr: t.acr,
+  });
+}
+
+const factorKinds: Record<FactorKind, FactorType> = {
+  email_code: FactorType.EMAIL_CODE,
+  totp: FactorType.TOTP,
+  passkey: FactorType.PASSKEY,
+  recovery_code: FactorType.RECOVERY_CODE,
+};
+
+export function pendingLoginOf(p: PendingLoginView) {
+  return create(PendingLoginSchema, {
+    pendingLoginId: p.pendingLoginId,
+    expireTime: timestampFromMs(p.expiresAt.getTime()),
+    purpose: OtpPurpose.LOGIN_SECOND_STEP,
+    factors: p.factors.map((f) => factorKinds[f]),
+    enrollmentRequired: p.enrollmentRequired,
   });
 }
 
@@ -77,6 +100,7 @@ export function sessionOf(s: SessionRow, currentSessionId: string) {
     lastUseTime: timestampFromMs(Math.floor(s.last_used_at)),
     expireTime: timestampFromMs(Math.floor(s.expires_at)),
     current: s.id === currentSessionId,
+    amr: s.amr,
   });
 }
 

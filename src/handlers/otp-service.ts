@@ -11,7 +11,7 @@ import { OtpPurpose } from "../../gen/keygate/v1/types_pb.js";
 import { principalKey, requestMetaKey } from "../context-keys.js";
 import type { AuthDeps } from "../domain/deps.js";
 import { type OtpPurpose as DomainPurpose, sendOtp, verifyOtp } from "../domain/otp.js";
-import { tokensOf } from "./convert.js";
+import { pendingLoginOf, tokensOf } from "./convert.js";
 
 /** Methods that use an access token when one is sent (SENSITIVE_ACTION needs one). */
 export const otpSignedInOptional = new Set(
@@ -55,6 +55,8 @@ export class OtpServiceHandler implements ServiceImpl<typeof OtpService> {
     switch (res.kind) {
       case "tokens":
         return { result: { case: "tokens" as const, value: tokensOf(res.tokens) } };
+      case "pending":
+        return { result: { case: "pendingLogin" as const, value: pendingLoginOf(res.pending) } };
       case "email_verified":
         return { result: { case: "emailVerified" as const, value: true } };
       case "action_proof":

@@ -14,11 +14,12 @@ export const sessionRow = z.object({
   expires_at: z.number(),
   revoked_at: z.number().nullable(),
   revoke_reason: z.string().nullable(),
+  amr: z.array(z.string()),
 });
 export type SessionRow = z.infer<typeof sessionRow>;
 
 const sessionColumns = sql.fragment`id, workspace_id, user_id, ip_address, user_agent, created_at,
-  last_used_at, idle_expires_at, expires_at, revoked_at, revoke_reason`;
+  last_used_at, idle_expires_at, expires_at, revoked_at, revoke_reason, amr`;
 
 export async function insertSession(
   db: CommonQueryMethods,
@@ -31,15 +32,16 @@ export async function insertSession(
     idleExpiresAt: Date;
     expiresAt: Date;
     accessExpiresAt: Date;
+    amr: readonly string[];
   },
 ): Promise<SessionRow> {
   return db.one(sql.type(sessionRow)`
     INSERT INTO sessions (workspace_id, user_id, ip_address, user_agent, created_at, last_used_at,
-                          idle_expires_at, expires_at, access_expires_at)
+                          idle_expires_at, expires_at, access_expires_at, amr)
     VALUES (${input.workspaceId}, ${input.userId}, ${input.ipAddress}, ${input.userAgent},
             ${sql.timestamp(input.now)}, ${sql.timestamp(input.now)},
             ${sql.timestamp(input.idleExpiresAt)}, ${sql.timestamp(input.expiresAt)},
-            ${sql.timestamp(input.accessExpiresAt)})
+            ${sql.timestamp(input.accessExpiresAt)}, ${sql.array([...input.amr], "text")})
     RETURNING ${sessionColumns}`);
 }
 

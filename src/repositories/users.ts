@@ -1,6 +1,6 @@
 import type { CommonQueryMethods } from "slonik";
 import { z } from "zod";
-import { sql } from "../db/sql.js";
+import { sql, voidRow } from "../db/sql.js";
 import { type Role, roles } from "./memberships.js";
 
 export const userRow = z.object({
@@ -116,4 +116,14 @@ export async function vouchForAccount(
 export async function markEmailVerified(db: CommonQueryMethods, userId: string): Promise<void> {
   await db.query(sql.unsafe`
     UPDATE users SET email_verified = true, updated_at = now() WHERE id = ${userId}`);
+}
+
+/** The account's own choice of the emailed second step (where a workspace makes it optional). */
+export async function setEmailCodeSecondStep(
+  db: CommonQueryMethods,
+  userId: string,
+  on: boolean,
+): Promise<void> {
+  await db.query(sql.type(voidRow)`
+    UPDATE users SET otp_login_opt_in = ${on}, updated_at = now() WHERE id = ${userId}`);
 }

@@ -6,7 +6,7 @@ import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegen
 import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
-import type { OtpPurpose, Tokens } from "./types_pb.js";
+import type { OtpPurpose, PendingLogin, Tokens } from "./types_pb.js";
 import { file_keygate_v1_types } from "./types_pb.js";
 import type { Message } from "@bufbuild/protobuf";
 
@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file keygate/v1/otp_service.proto.
  */
 export const file_keygate_v1_otp_service: GenFile = /*@__PURE__*/
-  fileDesc("ChxrZXlnYXRlL3YxL290cF9zZXJ2aWNlLnByb3RvEgprZXlnYXRlLnYxIpABCg5TZW5kT3RwUmVxdWVzdBInCgdwdXJwb3NlGAEgASgOMhYua2V5Z2F0ZS52MS5PdHBQdXJwb3NlEg0KBWVtYWlsGAIgASgJEhgKEHBlbmRpbmdfbG9naW5faWQYAyABKAkSFAoMd29ya3NwYWNlX2lkGAQgASgJEhYKDndvcmtzcGFjZV9zbHVnGAUgASgJIkIKD1NlbmRPdHBSZXNwb25zZRIvCgtleHBpcmVfdGltZRgBIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAioAEKEFZlcmlmeU90cFJlcXVlc3QSJwoHcHVycG9zZRgBIAEoDjIWLmtleWdhdGUudjEuT3RwUHVycG9zZRIMCgRjb2RlGAIgASgJEg0KBWVtYWlsGAMgASgJEhgKEHBlbmRpbmdfbG9naW5faWQYBCABKAkSFAoMd29ya3NwYWNlX2lkGAUgASgJEhYKDndvcmtzcGFjZV9zbHVnGAYgASgJIo4BChFWZXJpZnlPdHBSZXNwb25zZRIkCgZ0b2tlbnMYASABKAsyEi5rZXlnYXRlLnYxLlRva2Vuc0gAEi8KDGFjdGlvbl9wcm9vZhgCIAEoCzIXLmtleWdhdGUudjEuQWN0aW9uUHJvb2ZIABIYCg5lbWFpbF92ZXJpZmllZBgDIAEoCEgAQggKBnJlc3VsdCJNCgtBY3Rpb25Qcm9vZhINCgVwcm9vZhgBIAEoCRIvCgtleHBpcmVfdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAymgEKCk90cFNlcnZpY2USQgoHU2VuZE90cBIaLmtleWdhdGUudjEuU2VuZE90cFJlcXVlc3QaGy5rZXlnYXRlLnYxLlNlbmRPdHBSZXNwb25zZRJICglWZXJpZnlPdHASHC5rZXlnYXRlLnYxLlZlcmlmeU90cFJlcXVlc3QaHS5rZXlnYXRlLnYxLlZlcmlmeU90cFJlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_timestamp, file_keygate_v1_types]);
+  fileDesc("ChxrZXlnYXRlL3YxL290cF9zZXJ2aWNlLnByb3RvEgprZXlnYXRlLnYxIpABCg5TZW5kT3RwUmVxdWVzdBInCgdwdXJwb3NlGAEgASgOMhYua2V5Z2F0ZS52MS5PdHBQdXJwb3NlEg0KBWVtYWlsGAIgASgJEhgKEHBlbmRpbmdfbG9naW5faWQYAyABKAkSFAoMd29ya3NwYWNlX2lkGAQgASgJEhYKDndvcmtzcGFjZV9zbHVnGAUgASgJIkIKD1NlbmRPdHBSZXNwb25zZRIvCgtleHBpcmVfdGltZRgBIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAioAEKEFZlcmlmeU90cFJlcXVlc3QSJwoHcHVycG9zZRgBIAEoDjIWLmtleWdhdGUudjEuT3RwUHVycG9zZRIMCgRjb2RlGAIgASgJEg0KBWVtYWlsGAMgASgJEhgKEHBlbmRpbmdfbG9naW5faWQYBCABKAkSFAoMd29ya3NwYWNlX2lkGAUgASgJEhYKDndvcmtzcGFjZV9zbHVnGAYgASgJIsEBChFWZXJpZnlPdHBSZXNwb25zZRIkCgZ0b2tlbnMYASABKAsyEi5rZXlnYXRlLnYxLlRva2Vuc0gAEi8KDGFjdGlvbl9wcm9vZhgCIAEoCzIXLmtleWdhdGUudjEuQWN0aW9uUHJvb2ZIABIYCg5lbWFpbF92ZXJpZmllZBgDIAEoCEgAEjEKDXBlbmRpbmdfbG9naW4YBCABKAsyGC5rZXlnYXRlLnYxLlBlbmRpbmdMb2dpbkgAQggKBnJlc3VsdCJNCgtBY3Rpb25Qcm9vZhINCgVwcm9vZhgBIAEoCRIvCgtleHBpcmVfdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAymgEKCk90cFNlcnZpY2USQgoHU2VuZE90cBIaLmtleWdhdGUudjEuU2VuZE90cFJlcXVlc3QaGy5rZXlnYXRlLnYxLlNlbmRPdHBSZXNwb25zZRJICglWZXJpZnlPdHASHC5rZXlnYXRlLnYxLlZlcmlmeU90cFJlcXVlc3QaHS5rZXlnYXRlLnYxLlZlcmlmeU90cFJlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_timestamp, file_keygate_v1_types]);
 
 /**
  * @generated from message keygate.v1.SendOtpRequest
@@ -151,6 +151,15 @@ export type VerifyOtpResponse = Message<"keygate.v1.VerifyOtpResponse"> & {
      */
     value: boolean;
     case: "emailVerified";
+  } | {
+    /**
+     * PASSWORDLESS_SIGN_IN where the member must also use (or set up) a factor of the
+     * workspace (FactorService).
+     *
+     * @generated from field: keygate.v1.PendingLogin pending_login = 4;
+     */
+    value: PendingLogin;
+    case: "pendingLogin";
   } | { case: undefined; value?: undefined };
 };
 

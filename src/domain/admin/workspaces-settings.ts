@@ -20,6 +20,10 @@ export const apiSettingKeys = [
   "passwordless_otp",
   "otp_ttl_seconds",
   "action_proof_required",
+  "mfa",
+  "mfa_required_roles",
+  "passkey_sign_in",
+  "passwordless_only",
   "rate_limits",
 ] as const satisfies readonly (keyof WorkspaceSettings)[];
 export type ApiSettingKey = (typeof apiSettingKeys)[number];

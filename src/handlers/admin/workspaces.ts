@@ -20,6 +20,7 @@ import {
   AuditOutcome,
   EmailVerificationMode,
   MembershipStatus,
+  MfaMode,
   OtpLoginMode,
   PasswordResetMode,
   Role,
@@ -68,6 +69,16 @@ const otpLoginModes = {
   [OtpLoginMode.OPTIONAL]: "optional",
   [OtpLoginMode.REQUIRED]: "required",
 } as const satisfies Partial<Record<OtpLoginMode, WorkspaceSettings["otp_login"]>>;
+const mfaModes = {
+  [MfaMode.OFF]: "off",
+  [MfaMode.OPTIONAL]: "optional",
+  [MfaMode.REQUIRED]: "required",
+} as const satisfies Partial<Record<MfaMode, WorkspaceSettings["mfa"]>>;
+const settingRoles = {
+  [Role.OWNER]: "owner",
+  [Role.ADMIN]: "admin",
+  [Role.MEMBER]: "member",
+} as const satisfies Partial<Record<Role, DomainRole>>;
 const passwordResetModes = {
   [PasswordResetMode.LINK]: "link",
   [PasswordResetMode.CODE]: "code",
@@ -101,6 +112,13 @@ function settingsPatchOf(s: WorkspaceSettingsMessage | undefined): SettingsPatch
     passwordless_otp: s.passwordlessOtp,
     otp_ttl_seconds: s.otpTtlSeconds,
     action_proof_required: s.actionProofRequired,
+    mfa: enumIn(mfaModes, s.mfa),
+    mfa_required_roles:
+      s.mfaRequiredRoles.length === 0
+        ? undefined
+        : [...new Set(s.mfaRequiredRoles.map((r) => enumIn(settingRoles, r)))],
+    passkey_sign_in: s.passkeySignIn,
+    passwordless_only: s.passwordlessOnly,
     rate_limits:
       Object.keys(s.rateLimits).length === 0
         ? undefined
@@ -131,6 +149,10 @@ export function settingsOf(s: WorkspaceSettings) {
     passwordlessOtp: s.passwordless_otp,
     otpTtlSeconds: s.otp_ttl_seconds,
     actionProofRequired: s.action_proof_required,
+    mfa: reverse(mfaModes, s.mfa),
+    mfaRequiredRoles: s.mfa_required_roles.map((r) => reverse(settingRoles, r)),
+    passkeySignIn: s.passkey_sign_in,
+    passwordlessOnly: s.passwordless_only,
     rateLimits: Object.fromEntries(
       Object.entries(s.rate_limits ?? {}).map(([name, rule]) => [
         name,
