@@ -574,6 +574,7 @@ describe("mail templates", () => {
     reset_link: "https://app.example.test/reset-password",
     join_link: "https://app.example.test/accept-invitation?token=abc",
     time: "2025-01-01 12:00 UTC",
+    change: "A passkey was added",
   };
 
   it("renders every built-in template: subject without secrets, both parts, no tracking", () => {
