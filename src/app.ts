@@ -14,6 +14,7 @@ import { Introspector } from "./domain/introspection.js";
 import { Lockout } from "./domain/lockout.js";
 import { RateLimiter } from "./domain/rate-limits.js";
 import { RevocationState } from "./domain/revocations.js";
+import { requireAdminFactors } from "./domain/second-step.js";
 import { authenticate } from "./domain/sessions.js";
 import { adminKeysHandlers } from "./handlers/admin/keys.js";
 import { adminUsersHandlers } from "./handlers/admin/users.js";
@@ -275,6 +276,7 @@ export async function startKeygate(
           publicMethods: new Set(["keygate.v1.TokenIntrospectionService/GetJwks"]),
           authenticateAdminKey: (secret) => adminKeys.authenticate(secret),
           authenticateUser: (token, header) => authenticate(authDeps, token, header),
+          checkUser: (principal) => requireAdminFactors(authDeps, principal),
         }),
         authnInterceptor({
           authenticate: (token, header) => authenticate(authDeps, token, header),

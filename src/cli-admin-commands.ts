@@ -15,6 +15,7 @@ import {
   ListWorkspacesResponseSchema,
   ProvisionUserResponseSchema,
   RemoveMemberResponseSchema,
+  ResetMemberFactorsResponseSchema,
   RevokeAdminKeyResponseSchema,
   RevokeSigningKeyResponseSchema,
   RotateSigningKeyResponseSchema,
@@ -345,6 +346,21 @@ const members: CommandGroup = {
       ctx.print(
         RemoveMemberResponseSchema,
         await client.removeMember({ workspaceId, userId }, call),
+      );
+    },
+  },
+  "reset-factors": {
+    args: "USER [--workspace WORKSPACE]",
+    summary:
+      "Removes the member's passkeys, authenticator app and recovery codes in the workspace and ends their sessions there.",
+    options: ws,
+    async run(ctx) {
+      const userId = await ctx.user(positional(ctx, "user (id or email address)"));
+      const { client, call } = ctx.admin();
+      const workspaceId = await ctx.workspace(str(ctx.values, "workspace"), { required: true });
+      ctx.print(
+        ResetMemberFactorsResponseSchema,
+        await client.resetMemberFactors({ workspaceId, userId }, call),
       );
     },
   },

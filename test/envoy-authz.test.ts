@@ -136,6 +136,8 @@ describe("envoy.service.auth.v3.Authorization/Check", () => {
       "x-workspace-id": workspaceId,
       "x-session-id": tokens.sessionId,
       "x-role": "member",
+      "x-amr": "pwd",
+      "x-acr": "1",
     });
     for (const option of res.okResponse?.headers ?? []) {
       expect(option.appendAction).toBe("OVERWRITE_IF_EXISTS_OR_ADD");

@@ -494,6 +494,14 @@ describe("SECURITY.md 39: authenticator-app secrets sealed at rest, codes single
     expect(
       (await failure(admin.removeMember({ workspaceId: ws, userId: uid }, bearer(keyB)))).code,
     ).toBe(Code.PermissionDenied);
+    expect(
+      (await failure(admin.resetMemberFactors({ workspaceId: ws, userId: uid }, bearer(keyB))))
+        .code,
+    ).toBe(Code.PermissionDenied);
+    // Resetting the member's factors in B removes B's app and codes, never A's.
+    const reset = await admin.resetMemberFactors({ workspaceId: b, userId: uid }, bearer(keyB));
+    expect(reset.totpRemoved).toBe(1);
+    expect(reset.recoveryCodesRemoved).toBe(10);
     const auditB = await admin.listAuditEvents({ workspaceId: b, userId: uid }, bearer(keyB));
     expect(auditB.events.every((e) => e.workspaceId === b)).toBe(true);
     await admin.removeMember({ workspaceId: b, userId: uid }, bearer(keyB));

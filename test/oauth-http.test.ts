@@ -190,6 +190,8 @@ describe("POST /oauth2/introspect through openid-client", () => {
       workspace_id: defaultWorkspaceId,
       sid: user.sessionId,
       role: "member",
+      amr: ["pwd"],
+      acr: "1",
     });
   });
 
@@ -387,6 +389,8 @@ describe("one answer, every protocol", () => {
             workspace_id: r.workspaceId,
             sid: r.sid,
             role: r.role,
+            amr: r.amr,
+            acr: r.acr,
           }
         : { active: false };
     for (const token of [user.accessToken, user.refreshToken, "garbage"]) {

@@ -31,6 +31,8 @@ export async function noticeFactorChange(
     user: Pick<UserRow, "id" | "email">;
     change: FactorChange;
     sessionId?: string | null;
+    /** Who acted, when not the account itself ("admin_key:<id>", "user:<id>"). */
+    actor?: string;
     details?: Record<string, string | number | boolean | null>;
   },
 ): Promise<void> {
@@ -39,6 +41,7 @@ export async function noticeFactorChange(
     workspaceId: input.workspace.id,
     userId: input.user.id,
     sessionId: input.sessionId ?? null,
+    ...(input.actor ? { actor: input.actor } : {}),
     outcome: "success",
     ...(input.details ? { details: input.details } : {}),
   });

@@ -10,6 +10,7 @@ import { withTenant } from "../db/with-tenant.js";
 import type { Role } from "../repositories/memberships.js";
 import { revokeSession } from "../repositories/sessions.js";
 import { actorOf, type Caller, requireIntrospect } from "./admin-auth.js";
+import { acrOf, amrOf } from "./amr.js";
 import { audit } from "./audit.js";
 import type { RequestMeta } from "./deps.js";
 import { Violations } from "./validate.js";
@@ -26,6 +27,9 @@ export type Introspection =
       readonly workspaceId: string;
       readonly sid: string;
       readonly role: Role;
+      /** How the session was signed in (RFC 8176), and the acr that follows. */
+      readonly amr: readonly string[];
+      readonly acr: string;
       /** Seconds since the epoch. */
       readonly exp: number;
       readonly iat: number;
@@ -66,6 +70,7 @@ const refreshState = z.object({
   blocked: z.boolean(),
   status: z.string().nullable(),
   role: z.string().nullable(),
+  amr: z.array(z.string()),
 });
 
 /**
@@ -185,6 +190,8 @@ export class Introspector {
       workspaceId: claims.workspaceId,
       sid: claims.sessionId,
       role: claims.role,
+      amr: claims.amr,
+      acr: acrOf(claims.amr),
       exp: claims.expiresAt.getTime() / 1000,
       iat: claims.issuedAt.getTime() / 1000,
       iss: this.deps.issuer,
@@ -215,7 +222,7 @@ export class Introspector {
     // Looked up by hash across workspaces, like Refresh; the token says which one it is in.
     const row = await this.deps.pool.maybeOne(sql.type(refreshState)`
       SELECT t.id, t.created_at, t.rotated_at, s.id AS session_id, s.workspace_id, s.user_id,
-             s.revoked_at, s.expires_at, s.idle_expires_at, u.blocked, m.status, m.role
+             s.revoked_at, s.expires_at, s.idle_expires_at, s.amr, u.blocked, m.status, m.role
       FROM refresh_tokens t
       JOIN sessions s ON s.workspace_id = t.workspace_id AND s.id = t.session_id
       JOIN users u ON u.id = s.user_id
@@ -240,6 +247,8 @@ export class Introspector {
       workspaceId: row.workspace_id,
       sid: row.session_id,
       role: row.role as Role,
+      amr: amrOf(row.amr),
+      acr: acrOf(row.amr),
       exp: Math.floor(expiresAt / 1000),
       iat: Math.floor(row.created_at / 1000),
       iss: this.deps.issuer,

@@ -10,12 +10,13 @@ import {
   type PendingStep,
 } from "../repositories/pending-logins.js";
 import { findUserById, type UserRow } from "../repositories/users.js";
-import type { WorkspaceRow } from "../repositories/workspaces.js";
+import { findWorkspaceById, type WorkspaceRow } from "../repositories/workspaces.js";
 import { type Amr, amrOf, withMethod } from "./amr.js";
 import { audit } from "./audit.js";
-import type { AuthDeps, RequestMeta } from "./deps.js";
-import { NotFoundError } from "./errors.js";
+import type { AuthDeps, Principal, RequestMeta } from "./deps.js";
+import { NotFoundError, PermissionDeniedError } from "./errors.js";
 import { openSession, type TokenDraft } from "./sessions.js";
+import { effectiveSettings } from "./settings.js";
 import { isUuid } from "./validate.js";
 
 /** What can finish a pending login, as PendingLogin.factors lists it. */
@@ -174,4 +175,25 @@ export async function finishPendingLogin(
     details: { method: input.method, second_step: input.step, ...input.details },
   });
   return draft;
+}
+
+/**
+ * AdminService and the other admin surfaces, called with a member's access token: where the
+ * workspace requires a factor of the member's role, the token must carry two factors, so a
+ * stolen password alone never administers the workspace (SECURITY.md 42).
+ */
+export async function requireAdminFactors(
+  deps: Pick<AuthDeps, "pool" | "settings">,
+  principal: Pick<Principal, "workspaceId" | "role" | "amr">,
+): Promise<void> {
+  if (principal.amr.includes("mfa")) return;
+  const workspace = await findWorkspaceById(deps.pool, principal.workspaceId);
+  if (!workspace) return;
+  const settings = effectiveSettings(workspace, deps.settings.workspaceDefaults);
+  if (mfaRequired(settings, principal.role)) {
+    throw new PermissionDeniedError(
+      "MFA_REQUIRED",
+      "this workspace requires a second factor for your role: sign in with it",
+    );
+  }
 }

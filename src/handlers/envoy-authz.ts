@@ -100,6 +100,8 @@ export function envoyAuthorizationHandlers(
               header("x-workspace-id", result.workspaceId),
               header("x-session-id", result.sid),
               header("x-role", result.role),
+              header("x-amr", result.amr.join(" ")),
+              header("x-acr", result.acr),
             ],
           },
         },

@@ -49,6 +49,8 @@ export function introspectResponseOf(i: Introspection): IntrospectResponse {
     aud: [...i.aud],
     jti: i.jti,
     tokenType: i.tokenType,
+    amr: [...i.amr],
+    acr: i.acr,
   });
 }
 

@@ -174,6 +174,8 @@ export function introspectionJson(i: Introspection): Record<string, unknown> {
     workspace_id: i.workspaceId,
     sid: i.sid,
     role: i.role,
+    amr: i.amr,
+    acr: i.acr,
   };
 }
 

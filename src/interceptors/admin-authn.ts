@@ -16,6 +16,8 @@ export function adminAuthnInterceptor(options: {
   publicMethods: ReadonlySet<string>;
   authenticateAdminKey(secret: string): Promise<Caller>;
   authenticateUser(token: string, workspaceHeader: string | null): Promise<Principal>;
+  /** Refuses a member's token that lacks what the workspace asks of admins (two factors). */
+  checkUser?(principal: Principal): Promise<void>;
 }): Interceptor {
   return (next) => async (req) => {
     if (!options.services.has(req.service.typeName)) return next(req);
@@ -26,14 +28,16 @@ export function adminAuthnInterceptor(options: {
         "UNAUTHENTICATED",
         "send `authorization: Bearer <admin key or access token>`",
       );
-    const caller = token.startsWith("kg_")
-      ? await options.authenticateAdminKey(token)
-      : callerFromPrincipal(
-          await options.authenticateUser(
-            token,
-            req.contextValues.get(requestMetaKey).workspaceHeader,
-          ),
-        );
+    let caller: Caller;
+    if (token.startsWith("kg_")) caller = await options.authenticateAdminKey(token);
+    else {
+      const principal = await options.authenticateUser(
+        token,
+        req.contextValues.get(requestMetaKey).workspaceHeader,
+      );
+      await options.checkUser?.(principal);
+      caller = callerFromPrincipal(principal);
+    }
     req.contextValues.set(callerKey, caller);
     return next(req);
   };

@@ -26,3 +26,23 @@ export async function factorSummary(
        WHERE workspace_id = ${workspaceId} AND user_id = ${userId} AND used_at IS NULL) AS recovery`);
   return { totp: row.totp, passkeys: row.passkeys, recoveryCodesLeft: row.recovery };
 }
+
+/** Removes every factor of a membership; answers how many of each went. */
+export async function deleteMemberFactors(
+  db: CommonQueryMethods,
+  workspaceId: string,
+  userId: string,
+): Promise<{ passkeys: number; totp: number; recoveryCodes: number }> {
+  const row = await db.one(sql.type(
+    z.object({ passkeys: z.number(), totp: z.number(), recovery: z.number() }),
+  )`
+    WITH p AS (DELETE FROM passkeys WHERE workspace_id = ${workspaceId} AND user_id = ${userId} RETURNING 1),
+         t AS (DELETE FROM totp_factors WHERE workspace_id = ${workspaceId} AND user_id = ${userId}
+               RETURNING confirmed_at),
+         r AS (DELETE FROM recovery_codes WHERE workspace_id = ${workspaceId} AND user_id = ${userId}
+               RETURNING used_at)
+    SELECT (SELECT count(*)::int FROM p) AS passkeys,
+           (SELECT count(*)::int FROM t WHERE confirmed_at IS NOT NULL) AS totp,
+           (SELECT count(*)::int FROM r WHERE used_at IS NULL) AS recovery`);
+  return { passkeys: row.passkeys, totp: row.totp, recoveryCodes: row.recovery };
+}

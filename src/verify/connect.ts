@@ -13,6 +13,7 @@ const codes: Record<VerifyErrorReason, Code> = {
   revoked: Code.Unauthenticated,
   workspace_mismatch: Code.PermissionDenied,
   membership_inactive: Code.PermissionDenied,
+  mfa_required: Code.PermissionDenied,
   stale: Code.Unavailable,
 };
 
@@ -20,22 +21,29 @@ const codes: Record<VerifyErrorReason, Code> = {
  * A connect-node interceptor that lets only calls with a valid Keygate access token through:
  * `authorization: Bearer <token>`, checked against `x-workspace-id` when sent; the caller is
  * put in the `keygateCallerKey` context value. Refusals are UNAUTHENTICATED (invalid,
- * expired, revoked), PERMISSION_DENIED (workspace_mismatch, membership_inactive) or
- * UNAVAILABLE (stale), each with the reason in the message and the `keygate-reason` trailer.
+ * expired, revoked), PERMISSION_DENIED (workspace_mismatch, membership_inactive,
+ * mfa_required) or UNAVAILABLE (stale), each with the reason in the message and the
+ * `keygate-reason` trailer. `mfaMethods` need a token signed in with two factors (as does
+ * every method when the verifier has `requireMfa`).
  */
 export function keygateInterceptor(
   verifier: Verifier,
-  options: { publicMethods?: ReadonlySet<string> } = {},
+  options: { publicMethods?: ReadonlySet<string>; mfaMethods?: ReadonlySet<string> } = {},
 ): Interceptor {
   return (next) => async (req) => {
-    if (options.publicMethods?.has(`${req.service.typeName}/${req.method.name}`)) return next(req);
+    const method = `${req.service.typeName}/${req.method.name}`;
+    if (options.publicMethods?.has(method)) return next(req);
     const token = req.header.get("authorization")?.match(/^Bearer[ \t]+(\S+)[ \t]*$/i)?.[1];
     if (!token) {
       throw new ConnectError("send `authorization: Bearer <access token>`", Code.Unauthenticated);
     }
     const workspaceId = req.header.get("x-workspace-id") ?? undefined;
     try {
-      req.contextValues.set(keygateCallerKey, await verifier.verify(token, { workspaceId }));
+      const requireMfa = options.mfaMethods?.has(method) ? true : undefined;
+      req.contextValues.set(
+        keygateCallerKey,
+        await verifier.verify(token, { workspaceId, requireMfa }),
+      );
     } catch (error) {
       if (!(error instanceof VerifyError)) throw error;
       throw new ConnectError(

@@ -8,6 +8,7 @@ const statuses: Record<VerifyErrorReason, number> = {
   revoked: 401,
   workspace_mismatch: 403,
   membership_inactive: 403,
+  mfa_required: 401,
   stale: 503,
 };
 
@@ -17,10 +18,12 @@ export type KeygateRequest = IncomingMessage & { keygate?: VerifiedCaller };
 /**
  * Middleware for node:http, Express and Fastify-style handlers `(req, res, next)`: a valid
  * bearer access token sets `req.keygate` and calls `next()`; otherwise it answers 401 (with
- * `WWW-Authenticate: Bearer realm="keygate", error="invalid_token"`), 403
- * (`error="insufficient_scope"`) or 503 (stale), with a JSON body naming the reason.
+ * `WWW-Authenticate: Bearer realm="keygate", error="invalid_token"`, or for a single-factor
+ * token where two are required RFC 9470's `error="insufficient_user_authentication"` with
+ * `acr_values="2 phr"`), 403 (`error="insufficient_scope"`) or 503 (stale), with a JSON body
+ * naming the reason. `requireMfa` asks every request for two factors.
  */
-export function keygateMiddleware(verifier: Verifier) {
+export function keygateMiddleware(verifier: Verifier, options: { requireMfa?: boolean } = {}) {
   return (req: KeygateRequest, res: ServerResponse, next: (error?: unknown) => void): void => {
     const header = req.headers.authorization;
     const token = header?.match(/^Bearer[ \t]+(\S+)[ \t]*$/i)?.[1];
@@ -28,12 +31,18 @@ export function keygateMiddleware(verifier: Verifier) {
     const workspaceId = typeof workspace === "string" ? workspace : undefined;
     const refuse = (reason: VerifyErrorReason, description: string) => {
       const status = statuses[reason];
-      const error = status === 403 ? "insufficient_scope" : "invalid_token";
+      const error =
+        reason === "mfa_required"
+          ? "insufficient_user_authentication"
+          : status === 403
+            ? "insufficient_scope"
+            : "invalid_token";
+      const stepUp = reason === "mfa_required" ? `, acr_values="2 phr"` : "";
       res.statusCode = status;
       if (status !== 503) {
         res.setHeader(
           "www-authenticate",
-          `Bearer realm="keygate", error="${error}", error_description="${description}"`,
+          `Bearer realm="keygate", error="${error}", error_description="${description}"${stepUp}`,
         );
       }
       res.setHeader("content-type", "application/json");
@@ -44,7 +53,7 @@ export function keygateMiddleware(verifier: Verifier) {
       refuse("invalid", "a bearer access token is required");
       return;
     }
-    verifier.verify(token, { workspaceId }).then(
+    verifier.verify(token, { workspaceId, requireMfa: options.requireMfa }).then(
       (caller) => {
         req.keygate = caller;
         next();

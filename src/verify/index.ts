@@ -11,4 +11,5 @@ export {
   type VerifierOptions,
   VerifyError,
   type VerifyErrorReason,
+  type VerifyOptions,
 } from "./verifier.js";

@@ -26,6 +26,7 @@ export type VerifyErrorReason =
   | "revoked"
   | "workspace_mismatch"
   | "membership_inactive"
+  | "mfa_required"
   | "stale";
 
 export class VerifyError extends Error {
@@ -45,6 +46,20 @@ export interface VerifiedCaller {
   readonly sessionId: string;
   readonly role: "owner" | "admin" | "member";
   readonly expiresAt: Date;
+  /**
+   * How the user signed in, RFC 8176 values ("pwd", "otp", "hwk", "swk", "email", "mfa");
+   * empty for tokens from before Keygate recorded it.
+   */
+  readonly amr: readonly string[];
+  /** "1" (one factor), "2" (two) or "phr" (two, one of them a passkey). */
+  readonly acr: string;
+}
+
+/** Per call: pin a workspace, or ask for a token signed in with two factors. */
+export interface VerifyOptions {
+  readonly workspaceId?: string | undefined;
+  /** Refuse a token without amr "mfa" (`mfa_required`); by default the verifier's option. */
+  readonly requireMfa?: boolean | undefined;
 }
 
 export interface VerifierOptions {
@@ -57,6 +72,8 @@ export interface VerifierOptions {
   readonly adminKey: string;
   /** Accept only this workspace's tokens (for a deployment-wide key). */
   readonly workspaceId?: string;
+  /** Accept only tokens signed in with two factors (amr "mfa"); false by default. */
+  readonly requireMfa?: boolean;
   /** KEYGATE_AUDIENCE of the deployment. */
   readonly audience: string;
   /** KEYGATE_ISSUER of the deployment; by default the origin of baseUrl. */
@@ -120,6 +137,7 @@ export class Verifier {
       staleAfterMs: 5_000,
       whenStale: "fail",
       introspectCacheMs: 1_000,
+      requireMfa: false,
       ...options,
       issuer: options.issuer ?? new URL(options.baseUrl).origin,
     };
@@ -151,12 +169,16 @@ export class Verifier {
     return this.synced && performance.now() - this.lastHeardAt <= this.options.staleAfterMs;
   }
 
-  async verify(token: string, options: { workspaceId?: string } = {}): Promise<VerifiedCaller> {
+  async verify(token: string, options: VerifyOptions = {}): Promise<VerifiedCaller> {
     const claims = await this.checkSignature(token);
     // The key's own workspace first: its feed carries no other workspace's revocations.
     for (const pinned of [this.keyWorkspace, this.options.workspaceId, options.workspaceId]) {
       if (pinned !== null && pinned !== undefined && pinned !== claims.workspaceId)
         throw new VerifyError("workspace_mismatch", "the token is for another workspace");
+    }
+    // The signed amr claim decides, so a refusal costs no feed lookup or Introspect.
+    if ((options.requireMfa ?? this.options.requireMfa) && !claims.amr.includes("mfa")) {
+      throw new VerifyError("mfa_required", "sign in with a second factor for this");
     }
     if (!this.current) return this.whenStale(token);
     const kind = this.set.match(claims);
@@ -215,7 +237,7 @@ export class Verifier {
       }
       throw new VerifyError("invalid", "the access token is invalid");
     }
-    const { sub, workspace_id, sid, role, iat, exp } = payload;
+    const { sub, workspace_id, sid, role, iat, exp, amr, acr } = payload;
     if (
       typeof sub !== "string" ||
       typeof workspace_id !== "string" ||
@@ -224,7 +246,9 @@ export class Verifier {
       !roles.has(role) ||
       typeof iat !== "number" ||
       typeof exp !== "number" ||
-      typeof kid !== "string"
+      typeof kid !== "string" ||
+      (amr !== undefined && !(Array.isArray(amr) && amr.every((m) => typeof m === "string"))) ||
+      (acr !== undefined && typeof acr !== "string")
     ) {
       throw new VerifyError("invalid", "the access token's claims are malformed");
     }
@@ -234,6 +258,8 @@ export class Verifier {
       sessionId: sid,
       role: role as VerifiedCaller["role"],
       expiresAt: new Date(exp * 1000),
+      amr: (amr as string[] | undefined) ?? [],
+      acr: (acr as string | undefined) ?? "1",
       issuedAt: new Date(iat * 1000),
       kid,
     };
@@ -261,6 +287,8 @@ export class Verifier {
               sessionId: res.sid,
               role: res.role as VerifiedCaller["role"],
               expiresAt: new Date(Number(res.exp) * 1000),
+              amr: res.amr,
+              acr: res.acr || "1",
             }
           : null;
       } catch {

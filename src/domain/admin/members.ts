@@ -10,6 +10,7 @@ import {
   revokeMemberSessions,
   updateMembership,
 } from "../../repositories/admin-workspaces.js";
+import { deleteMemberFactors } from "../../repositories/factors.js";
 import {
   findMembership,
   insertMembershipIfAbsent,
@@ -30,6 +31,7 @@ import {
 import { audit } from "../audit.js";
 import type { AdminDeps, RequestMeta } from "../deps.js";
 import { AlreadyExistsError, FailedPreconditionError, NotFoundError } from "../errors.js";
+import { noticeFactorChange } from "../factor-notice.js";
 import { accountForAddress, joining, sendInvitation } from "../invitation.js";
 import { decodePageToken, encodePageToken, pageSize } from "../pagination.js";
 import { Violations } from "../validate.js";
@@ -246,6 +248,52 @@ export async function removeMember(
     });
   });
   await deps.revocations.changed();
+}
+
+/**
+ * ResetMemberFactors: a member who lost their factors gets none in this workspace (those of
+ * their other workspaces are untouched), loses their sessions here, and is mailed. Owners'
+ * factors are reset by owners only, as their other protected facts are.
+ */
+export async function resetMemberFactors(
+  deps: AdminDeps,
+  meta: RequestMeta,
+  caller: Caller,
+  input: { workspaceId: string; userId: string },
+): Promise<{ passkeys: number; totp: number; recoveryCodes: number }> {
+  validateIds(input.workspaceId, input.userId);
+  requireWorkspaceAdmin(caller, input.workspaceId);
+  const { workspaceId, userId } = input;
+  const removed = await withTenant(deps.pool, workspaceId, async (tx) => {
+    const workspace = await lockedWorkspace(tx, workspaceId);
+    const member = await findMembership(tx, workspaceId, userId);
+    const user = member && (await findUserById(tx, userId));
+    if (!member || member.status === "invited" || !user) throw memberNotFound();
+    if (member.role === "owner") requireOwnerPower(caller);
+    const removed = await deleteMemberFactors(tx, workspaceId, userId);
+    const ended = await revokeMemberSessions(tx, {
+      workspaceId,
+      userId,
+      reason: "factors_reset",
+      now: deps.clock.now(),
+    });
+    await noticeFactorChange(tx, deps, meta, {
+      workspace,
+      user,
+      change: "factors_reset",
+      actor: actorOf(caller),
+      details: {
+        passkeys: removed.passkeys,
+        totp: removed.totp,
+        recovery_codes: removed.recoveryCodes,
+        sessions_ended: ended.length,
+      },
+    });
+    return removed;
+  });
+  deps.mail.wake();
+  await deps.revocations.changed();
+  return removed;
 }
 
 const membersCursor = z.object({ u: z.uuid() });

@@ -11,6 +11,7 @@ import type {
   ListMembersRequest,
   ListWorkspacesRequest,
   RemoveMemberRequest,
+  ResetMemberFactorsRequest,
   UpdateMemberRequest,
   UpdateWorkspaceRequest,
   UpdateWorkspaceSettingsRequest,
@@ -35,6 +36,7 @@ import {
   listMembers,
   type MembershipStatusValue,
   removeMember,
+  resetMemberFactors,
   updateMember,
 } from "../../domain/admin/members.js";
 import {
@@ -271,6 +273,15 @@ export function adminWorkspacesHandlers(
         status: statusIn(req.status),
       });
       return { membership: membershipOf(row, true) };
+    },
+
+    async resetMemberFactors(req: ResetMemberFactorsRequest, ctx: HandlerContext) {
+      const removed = await resetMemberFactors(deps, meta(ctx), callerOf(ctx), req);
+      return {
+        passkeysRemoved: removed.passkeys,
+        totpRemoved: removed.totp,
+        recoveryCodesRemoved: removed.recoveryCodes,
+      };
     },
 
     async removeMember(req: RemoveMemberRequest, ctx: HandlerContext) {
