@@ -202,6 +202,8 @@ describe("SECURITY.md 39: authenticator-app secrets sealed at rest, codes single
 
     const confirmed = await factors.confirmTotp({ code: oath(enrolled.secret) }, bearer(token));
     expect(confirmed.tokens).toBeUndefined();
+    // The code that confirmed the app has been used.
+    expect((await failure(verifyTotp(token, oath(enrolled.secret)))).reason).toBe("CODE_INVALID");
     expect(confirmed.recoveryCodes).toHaveLength(10);
     const listed = await factors.listFactors({}, bearer(token));
     expect(Number(listed.totpCreateTime?.seconds)).toBe(Math.floor(clock.now().getTime() / 1000));
@@ -244,6 +246,20 @@ describe("SECURITY.md 39: authenticator-app secrets sealed at rest, codes single
       (m) => m.to.includes(address) && mailText(m).includes("An authenticator app was added"),
     );
     expect(mailText(mail)).not.toContain(enrolled.secret);
+  });
+
+  it("an app added next to another factor answers no recovery codes: the member has a set already", async () => {
+    const address = await account("second-factor");
+    const uid = await userId(address);
+    const token = await signIn(address);
+    // A passkey the member set up before (as its flow stores it).
+    await keygate.database.pool.query(sql.unsafe`
+      INSERT INTO passkeys (workspace_id, user_id, credential_id, public_key, name, created_at)
+      VALUES (${ws}, ${uid}, ${sql.binary(Buffer.from(randomUUID()))}, ${sql.binary(Buffer.from("key"))},
+              'laptop', now())`);
+    const { recoveryCodes } = await withApp(token);
+    expect(recoveryCodes).toEqual([]);
+    expect((await factors.listFactors({}, bearer(token))).totpCreateTime).toBeDefined();
   });
 
   it("password and app give tokens with amr pwd, otp, mfa and acr 2, in the answer and the JWT", async () => {
