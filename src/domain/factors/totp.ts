@@ -116,7 +116,7 @@ export async function spendTotpCode(
 }
 
 /** Who enrolls: the signed-in member, or the member of an enrollment pending login. */
-interface EnrollmentCaller {
+export interface EnrollmentCaller {
   readonly workspace: WorkspaceRow;
   readonly user: UserRow;
   readonly role: Role;
@@ -125,7 +125,12 @@ interface EnrollmentCaller {
   readonly principal: Principal | null;
 }
 
-async function enrollmentCaller(
+/**
+ * The member a factor enrollment is for (EnrollTotp, ConfirmTotp, and any other factor's
+ * enrollment): the pending login's when one is named (it must wait for a first factor),
+ * else the signed-in caller's; the membership must be active and factors on.
+ */
+export async function enrollmentCaller(
   deps: AuthDeps,
   principal: Principal | undefined,
   pendingLoginId: string,
