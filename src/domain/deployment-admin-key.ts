@@ -1,6 +1,10 @@
 import type { DatabasePool } from "slonik";
 import { generateAdminKey } from "../crypto/admin-key.js";
-import { type AdminKeyRow, insertAdminKey } from "../repositories/admin-keys.js";
+import {
+  type AdminKeyRow,
+  adminKeyCreatedDetails,
+  insertAdminKey,
+} from "../repositories/admin-keys.js";
 import { insertAuditEvent } from "../repositories/audit.js";
 
 export interface DeploymentAdminKeyInput {
@@ -42,13 +46,7 @@ export async function createDeploymentAdminKey(
       workspaceId: null,
       actor: createdBy,
       outcome: "success",
-      details: {
-        admin_key_id: row.id,
-        prefix: row.prefix,
-        role: row.role,
-        introspect: row.introspect,
-        expire_time: row.expires_at === null ? null : new Date(row.expires_at).toISOString(),
-      },
+      details: adminKeyCreatedDetails(row),
       at: now,
     });
     return row;

@@ -50,3 +50,19 @@ export async function countAdminKeys(db: CommonQueryMethods): Promise<number> {
   return db.oneFirst(sql.type(z.object({ count: z.number() }))`
     SELECT count(*)::int AS count FROM admin_keys`);
 }
+
+/**
+ * What the audit log keeps of a new key: its id and public prefix (ListAdminKeys shows both)
+ * and its powers; the rest of the secret never leaves.
+ */
+export function adminKeyCreatedDetails(
+  row: Pick<AdminKeyRow, "id" | "prefix" | "role" | "introspect" | "expires_at">,
+): Record<string, string | boolean | null> {
+  return {
+    admin_key_id: row.id,
+    prefix: row.prefix,
+    role: row.role,
+    introspect: row.introspect,
+    expire_time: row.expires_at === null ? null : new Date(row.expires_at).toISOString(),
+  };
+}

@@ -254,6 +254,14 @@ const step: fc.Arbitrary<Step> = fc.oneof(
     const request = { workspaceId: b.id, userId: id(), role: Role.ADMIN };
     return { name: "UpdateMember", request, run: () => admin.updateMember(request, who()) };
   }),
+  fc.tuple(callerOfA, workspaceId, fc.boolean()).map(([who, ws, sharedOne]) => {
+    const request = { workspaceId: ws(), userId: sharedOne ? shared.userId : b.member.userId };
+    return {
+      name: "ResetMemberFactors",
+      request,
+      run: () => admin.resetMemberFactors(request, who()),
+    };
+  }),
   fc.tuple(bToken).map(([token]) => {
     const request = { token: token() };
     return {

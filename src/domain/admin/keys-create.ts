@@ -1,6 +1,10 @@
 import { generateAdminKey } from "../../crypto/admin-key.js";
 import { adminKeyExpiry } from "../../repositories/admin-key-management.js";
-import { type AdminKeyRow, insertAdminKey } from "../../repositories/admin-keys.js";
+import {
+  type AdminKeyRow,
+  adminKeyCreatedDetails,
+  insertAdminKey,
+} from "../../repositories/admin-keys.js";
 import { findWorkspaceById } from "../../repositories/workspaces.js";
 import {
   actorOf,
@@ -120,14 +124,7 @@ export async function createAdminKey(
       actor: actorOf(caller),
       sessionId: caller.kind === "user" ? caller.sessionId : null,
       outcome: "success",
-      // The prefix is the key's public name (ListAdminKeys shows it); the rest never leaves.
-      details: {
-        admin_key_id: row.id,
-        prefix: row.prefix,
-        role: row.role,
-        introspect: row.introspect,
-        expire_time: row.expires_at === null ? null : new Date(row.expires_at).toISOString(),
-      },
+      details: adminKeyCreatedDetails(row),
     });
     return row;
   });
