@@ -4,6 +4,7 @@ import type { Config } from "./config.js";
 import { PasswordHasher, PasswordPolicy } from "./crypto/password.js";
 import { loadSecrets } from "./crypto/secrets.js";
 import { SigningKeys } from "./crypto/signing-keys.js";
+import { TotpSecretKey } from "./crypto/totp-secret-key.js";
 import { defaultMigrationsDir, loadMigrations, migrate, missingMigrations } from "./db/migrate.js";
 import { type Database, openDatabase } from "./db/pool.js";
 import { AdminKeyAuthenticator } from "./domain/admin-auth.js";
@@ -148,6 +149,7 @@ export async function startKeygate(
       clock,
       logger,
       tokenSecret: secrets.tokenSecret,
+      totpSecrets: new TotpSecretKey(secrets.keyEncryptionKey),
       hasher,
       policy,
       tokens: signingKeys,

@@ -7,7 +7,8 @@ import { createHmac, randomBytes, randomInt, timingSafeEqual } from "node:crypto
  * token secret are stored (SECURITY.md 7).
  */
 
-export type OpaqueKind = "refresh" | "link" | "code";
+/** "recovery": a membership's recovery codes (src/domain/factors/recovery-codes.ts). */
+export type OpaqueKind = "refresh" | "link" | "code" | "recovery";
 
 const prefixes = { refresh: "kgr_", link: "kgl_" } as const;
 const tokenBody = /^[A-Za-z0-9_-]{43}$/;

@@ -12,6 +12,12 @@ export interface AuthDeps {
   readonly clock: Clock;
   readonly logger: Logger;
   readonly tokenSecret: Buffer;
+  /** Seals authenticator-app secrets at rest, bound to their membership. */
+  readonly totpSecrets: {
+    seal(secret: Buffer, member: { workspaceId: string; userId: string }): Buffer;
+    /** Throws for a value sealed for another membership, or altered. */
+    open(sealed: Uint8Array, member: { workspaceId: string; userId: string }): Buffer;
+  };
   readonly hasher: {
     hash(password: string): Promise<string>;
     verify(password: string, stored: string | null): Promise<{ ok: boolean; needsRehash: boolean }>;

@@ -1,13 +1,26 @@
+import { create } from "@bufbuild/protobuf";
+import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
-import type {
-  FactorService,
-  ListFactorsRequest,
-  UpdateFactorPreferencesRequest,
+import {
+  type ConfirmTotpRequest,
+  type EnrollTotpRequest,
+  FactorPurpose,
+  type FactorService,
+  type ListFactorsRequest,
+  type RegenerateRecoveryCodesRequest,
+  type RemoveTotpRequest,
+  type UpdateFactorPreferencesRequest,
+  type VerifyFactorRequest,
 } from "../../gen/keygate/v1/factor_service_pb.js";
+import { ActionProofSchema } from "../../gen/keygate/v1/otp_service_pb.js";
 import { principalKey, requestMetaKey } from "../context-keys.js";
 import type { AuthDeps, Principal } from "../domain/deps.js";
 import { UnauthenticatedError } from "../domain/errors.js";
 import { factorOverview, updateFactorPreferences } from "../domain/factors/overview.js";
+import { regenerateRecoveryCodes } from "../domain/factors/recovery-codes.js";
+import { confirmTotp, enrollTotp, removeTotp } from "../domain/factors/totp.js";
+import { type VerifyFactorPurpose, verifyFactor } from "../domain/factors/verify-factor.js";
+import { tokensOf } from "./convert.js";
 
 const method = (m: string) => `keygate.v1.FactorService/${m}`;
 
@@ -55,9 +68,13 @@ export class FactorServiceHandler implements Partial<ServiceImpl<typeof FactorSe
   constructor(private readonly deps: AuthDeps) {}
 
   async listFactors(_req: ListFactorsRequest, ctx: HandlerContext) {
-    const { summary, preferences } = await factorOverview(this.deps, principal(ctx));
+    const { summary, totpConfirmedAt, preferences } = await factorOverview(
+      this.deps,
+      principal(ctx),
+    );
     return {
       passkeys: [],
+      ...(totpConfirmedAt ? { totpCreateTime: timestampFromMs(totpConfirmedAt.getTime()) } : {}),
       recoveryCodesLeft: summary.recoveryCodesLeft,
       preferences: { emailCodeSecondStep: preferences.emailCodeSecondStep },
     };
@@ -69,4 +86,70 @@ export class FactorServiceHandler implements Partial<ServiceImpl<typeof FactorSe
     });
     return { preferences: { emailCodeSecondStep: preferences.emailCodeSecondStep } };
   }
+
+  async enrollTotp(req: EnrollTotpRequest, ctx: HandlerContext) {
+    const res = await enrollTotp(this.deps, meta(ctx), ctx.values.get(principalKey), {
+      pendingLoginId: req.pendingLoginId,
+      actionProof: req.actionProof,
+    });
+    return {
+      otpauthUri: res.otpauthUri,
+      secret: res.secret,
+      qrCodeSvg: res.qrCodeSvg,
+      expireTime: timestampFromMs(res.expiresAt.getTime()),
+    };
+  }
+
+  async confirmTotp(req: ConfirmTotpRequest, ctx: HandlerContext) {
+    const res = await confirmTotp(this.deps, meta(ctx), ctx.values.get(principalKey), {
+      code: req.code,
+      pendingLoginId: req.pendingLoginId,
+    });
+    return {
+      recoveryCodes: res.recoveryCodes,
+      ...(res.tokens ? { tokens: tokensOf(res.tokens) } : {}),
+    };
+  }
+
+  async removeTotp(req: RemoveTotpRequest, ctx: HandlerContext) {
+    await removeTotp(this.deps, meta(ctx), principal(ctx), { actionProof: req.actionProof });
+    return {};
+  }
+
+  async regenerateRecoveryCodes(req: RegenerateRecoveryCodesRequest, ctx: HandlerContext) {
+    const recoveryCodes = await regenerateRecoveryCodes(this.deps, meta(ctx), principal(ctx), {
+      actionProof: req.actionProof,
+    });
+    return { recoveryCodes };
+  }
+
+  async verifyFactor(req: VerifyFactorRequest, ctx: HandlerContext) {
+    const res = await verifyFactor(this.deps, meta(ctx), ctx.values.get(principalKey), {
+      purpose: verifyPurposes[req.purpose],
+      pendingLoginId: req.pendingLoginId,
+      factor:
+        req.factor.case === "totpCode"
+          ? { kind: "totp", code: req.factor.value }
+          : req.factor.case === "recoveryCode"
+            ? { kind: "recovery_code", code: req.factor.value }
+            : undefined,
+    });
+    if (res.kind === "tokens") {
+      return { result: { case: "tokens" as const, value: tokensOf(res.tokens) } };
+    }
+    return {
+      result: {
+        case: "actionProof" as const,
+        value: create(ActionProofSchema, {
+          proof: res.proof,
+          expireTime: timestampFromMs(res.expiresAt.getTime()),
+        }),
+      },
+    };
+  }
 }
+
+const verifyPurposes: Partial<Record<FactorPurpose, VerifyFactorPurpose>> = {
+  [FactorPurpose.LOGIN_SECOND_STEP]: "login_second_step",
+  [FactorPurpose.SENSITIVE_ACTION]: "sensitive_action",
+};

@@ -1,5 +1,6 @@
 import { withTenant } from "../../db/with-tenant.js";
 import { type FactorSummary, factorSummary } from "../../repositories/factors.js";
+import { findTotpFactor } from "../../repositories/totp-factors.js";
 import { findUserById, setEmailCodeSecondStep } from "../../repositories/users.js";
 import { audit } from "../audit.js";
 import type { AuthDeps, Principal, RequestMeta } from "../deps.js";
@@ -13,12 +14,19 @@ export interface FactorPreferences {
 export async function factorOverview(
   deps: AuthDeps,
   principal: Principal,
-): Promise<{ summary: FactorSummary; preferences: FactorPreferences }> {
+): Promise<{
+  summary: FactorSummary;
+  /** When the authenticator app was confirmed; null without a confirmed one. */
+  totpConfirmedAt: Date | null;
+  preferences: FactorPreferences;
+}> {
   return withTenant(deps.pool, principal.workspaceId, async (tx) => {
     const user = await findUserById(tx, principal.userId);
     if (!user) throw new UnauthenticatedError("UNAUTHENTICATED", "the session has ended");
+    const totp = await findTotpFactor(tx, principal.workspaceId, principal.userId);
     return {
       summary: await factorSummary(tx, principal.workspaceId, principal.userId),
+      totpConfirmedAt: totp?.confirmed_at != null ? new Date(totp.confirmed_at) : null,
       preferences: { emailCodeSecondStep: user.otp_login_opt_in },
     };
   });
