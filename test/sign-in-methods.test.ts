@@ -2,16 +2,18 @@ import { createServer, type Server } from "node:http";
 import { Code, createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import { decodeJwt } from "jose";
+import { Secret, TOTP } from "otpauth";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { AdminService } from "../gen/keygate/v1/admin_service_pb.js";
 import { AuthService } from "../gen/keygate/v1/auth_service_pb.js";
-import { FactorService } from "../gen/keygate/v1/factor_service_pb.js";
+import { FactorPurpose, FactorService } from "../gen/keygate/v1/factor_service_pb.js";
 import { OtpService } from "../gen/keygate/v1/otp_service_pb.js";
 import {
   TokenIntrospectionService,
   TokenTypeHint,
 } from "../gen/keygate/v1/token_introspection_service_pb.js";
 import {
+  AdminKeyRole,
   FactorType,
   MfaMode,
   OtpLoginMode,
@@ -284,6 +286,91 @@ describe("SECURITY.md 42: a workspace that requires a factor gets one on every w
   });
 });
 
+/** Sets up an authenticator app for a signed-in member; its secret. */
+async function withApp(accessToken: string): Promise<string> {
+  const factors = createClient(FactorService, transport());
+  const enrolled = await factors.enrollTotp({}, bearer(accessToken));
+  await factors.confirmTotp({ code: totpCode(enrolled.secret) }, bearer(accessToken));
+  return enrolled.secret;
+}
+/** The app's code, `steps` 30-second steps from now (a code works once: the next is +1). */
+const totpCode = (secret: string, steps = 0) =>
+  new TOTP({ secret: Secret.fromBase32(secret) }).generate({
+    timestamp: Date.now() + steps * 30_000,
+  });
+
+/** Password, then the app: a two-factor session. */
+async function loginWithApp(email: string, workspaceId: string, secret: string): Promise<Tokens> {
+  const res = await auth.login({ email, password, workspaceId });
+  if (res.result.case !== "pendingLogin") throw new Error("expected a pending login");
+  const factors = createClient(FactorService, transport());
+  const done = await factors.verifyFactor({
+    purpose: FactorPurpose.LOGIN_SECOND_STEP,
+    pendingLoginId: res.result.value.pendingLoginId,
+    // The confirming code spent this step's: one step ahead is within the window.
+    factor: { case: "totpCode", value: totpCode(secret, 1) },
+  });
+  if (done.result.case !== "tokens") throw new Error("expected tokens");
+  return done.result.value;
+}
+
+describe("ResetMemberFactors", () => {
+  it("removes the member's factors in that workspace only, ends the sessions there and mails them", async () => {
+    const a = await workspace();
+    const b = await workspace();
+    const { email, userId } = await account(a, "lost-phone");
+    await admin.addMember({ workspaceId: b, userId, role: Role.MEMBER }, asAdmin());
+    const secretA = await withApp((await login(email, a)).accessToken);
+    const secretB = await withApp((await login(email, b)).accessToken);
+    const inA = await loginWithApp(email, a, secretA);
+    const inB = await loginWithApp(email, b, secretB);
+    expect([inA.amr, inA.acr]).toEqual([["pwd", "otp", "mfa"], "2"]);
+    const keyOfA = (
+      await admin.createAdminKey({ name: "a", workspaceId: a, role: AdminKeyRole.ADMIN }, asAdmin())
+    ).secret;
+
+    // A's key cannot reach B's factors of the same account.
+    const across = await failure(
+      admin.resetMemberFactors({ workspaceId: b, userId }, bearer(keyOfA)),
+    );
+    expect(across.code).toBe(Code.PermissionDenied);
+
+    const removed = await admin.resetMemberFactors({ workspaceId: a, userId }, bearer(keyOfA));
+    expect([removed.totpRemoved, removed.recoveryCodesRemoved]).toEqual([1, 10]);
+    const mail = await smtp.waitFor(
+      (m) =>
+        m.to.includes(email) && m.raw.includes("An administrator removed your sign-in factors"),
+    );
+    expect(mail.raw).not.toContain(secretA);
+    // A's session ended; A now signs in with the password alone (mfa is optional there).
+    expect((await failure(auth.getSession({}, bearer(inA.accessToken)))).code).toBe(
+      Code.Unauthenticated,
+    );
+    expect((await login(email, a)).amr).toEqual(["pwd"]);
+    // B's factor, and B's session, are as they were.
+    await auth.getSession({}, bearer(inB.accessToken));
+    const inBAgain = await auth.login({ email, password, workspaceId: b });
+    expect(inBAgain.result.case).toBe("pendingLogin");
+    expect((inBAgain.result.value as { factors: FactorType[] }).factors).toContain(FactorType.TOTP);
+  });
+
+  it("a workspace admin may not reset an owner's factors", async () => {
+    const ws = await workspace();
+    const { email: ownerEmail, userId: ownerId } = await account(ws, "owner");
+    await admin.updateMember({ workspaceId: ws, userId: ownerId, role: Role.OWNER }, asAdmin());
+    await withApp((await login(ownerEmail, ws)).accessToken);
+    const { email: adminEmail, userId: adminId } = await account(ws, "deputy");
+    await admin.updateMember({ workspaceId: ws, userId: adminId, role: Role.ADMIN }, asAdmin());
+    const deputy = await login(adminEmail, ws);
+    const refused = await failure(
+      admin.resetMemberFactors({ workspaceId: ws, userId: ownerId }, bearer(deputy.accessToken)),
+    );
+    expect(refused.code).toBe(Code.PermissionDenied);
+    const still = await auth.login({ email: ownerEmail, password, workspaceId: ws });
+    expect(still.result.case).toBe("pendingLogin");
+  });
+});
+
 describe("keygate/verify and requireMfa", () => {
   let verifier: ReturnType<typeof createVerifier>;
   let service: Server;
@@ -314,6 +401,19 @@ describe("keygate/verify and requireMfa", () => {
   afterAll(async () => {
     await verifier?.close();
     await new Promise((resolve) => service?.close(resolve));
+  });
+
+  it("accepts a two-factor token where two are required, over Connect and HTTP", async () => {
+    const ws = await workspace();
+    const { email } = await account(ws, "two-factor");
+    const secret = await withApp((await login(email, ws)).accessToken);
+    const strong = await loginWithApp(email, ws, secret);
+    const caller = await until(() => verifier.verify(strong.accessToken, { requireMfa: true }));
+    expect([caller.amr, caller.acr]).toEqual([["pwd", "otp", "mfa"], "2"]);
+    const res = await fetch(serviceUrl, {
+      headers: { authorization: `Bearer ${strong.accessToken}` },
+    });
+    expect([res.status, await res.text()]).toEqual([200, "ok"]);
   });
 
   it("gives the caller's amr and acr, and refuses a single-factor token where two are required", async () => {

@@ -1,11 +1,13 @@
 import { ConnectError, createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import fc from "fast-check";
+import { Secret, TOTP } from "otpauth";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { AdminService } from "../../gen/keygate/v1/admin_service_pb.js";
 import { AuthService } from "../../gen/keygate/v1/auth_service_pb.js";
+import { FactorService } from "../../gen/keygate/v1/factor_service_pb.js";
 import { TokenIntrospectionService } from "../../gen/keygate/v1/token_introspection_service_pb.js";
-import { AdminKeyRole, MembershipStatus, Role } from "../../gen/keygate/v1/types_pb.js";
+import { AdminKeyRole, FactorType, MembershipStatus, Role } from "../../gen/keygate/v1/types_pb.js";
 import { startTestKeygate, type TestKeygate } from "../support/server.js";
 
 // SECURITY.md 21 and 29 as a property: whatever a caller of workspace A does, in any order,
@@ -21,6 +23,7 @@ let rootKey: string;
 let admin: ReturnType<typeof createClient<typeof AdminService>>;
 let auth: ReturnType<typeof createClient<typeof AuthService>>;
 let introspection: ReturnType<typeof createClient<typeof TokenIntrospectionService>>;
+let factors: ReturnType<typeof createClient<typeof FactorService>>;
 
 const password = "correct horse battery staple";
 let counter = 0;
@@ -108,6 +111,7 @@ beforeAll(async () => {
   admin = createClient(AdminService, transport);
   auth = createClient(AuthService, transport);
   introspection = createClient(TokenIntrospectionService, transport);
+  factors = createClient(FactorService, transport);
   a = await side("a");
   b = await side("b");
   for (const v of [b.id, b.name, b.slug]) bMarkers.add(v);
@@ -130,6 +134,11 @@ beforeAll(async () => {
   };
   shared = { email: inA.email, userId: inA.userId, inA, inB };
   await admin.updateUserMetadata({ userId: shared.userId, metadata: { note: bSecret } }, as(b.key));
+  // The account's authenticator app in B: a factor of B's membership, which nothing A does
+  // may remove or use.
+  const enrolled = await factors.enrollTotp({}, as(inB.accessToken));
+  const code = new TOTP({ secret: Secret.fromBase32(enrolled.secret) }).generate();
+  await factors.confirmTotp({ code }, as(inB.accessToken));
   bMarkers.add(bSecret);
   bMarkers.add(inB.sessionId);
 });
@@ -444,8 +453,15 @@ describe("SECURITY.md 21: no sequence of calls shows workspace B's data to a cal
     expect(
       (await introspection.introspect({ token: shared.inB.accessToken }, as(b.key))).active,
     ).toBe(true);
+    // Its way into B still asks for B's own factor, which is still there.
     const again = await auth.login({ email: shared.email, password, workspaceId: b.id });
-    expect(again.result.case).toBe("tokens");
+    expect(again.result.case).toBe("pendingLogin");
+    expect((again.result.value as { factors: FactorType[] }).factors).toEqual([
+      FactorType.TOTP,
+      FactorType.RECOVERY_CODE,
+    ]);
+    const bFactors = await factors.listFactors({}, as(shared.inB.accessToken));
+    expect([bFactors.totpCreateTime !== undefined, bFactors.recoveryCodesLeft]).toEqual([true, 10]);
     // And B's audit log records nothing that A's callers did.
     const aKeys = await admin.listAdminKeys({ workspaceId: a.id }, as(rootKey));
     const actorsOfA = new Set([
