@@ -55,6 +55,23 @@ export async function lockMembershipForSession(
 }
 
 /**
+ * Locks the membership row for a change to its factors: removals of two different factors
+ * run one after the other, so that "is this the last one?" is answered for each with the
+ * other's outcome known (two concurrent removals cannot both see the other factor left).
+ */
+export async function lockMembershipForFactors(
+  db: CommonQueryMethods,
+  workspaceId: string,
+  userId: string,
+): Promise<boolean> {
+  const row = await db.maybeOne(sql.type(z.object({ user_id: z.string() }))`
+    SELECT user_id FROM workspace_members
+    WHERE workspace_id = ${workspaceId} AND user_id = ${userId}
+    FOR NO KEY UPDATE`);
+  return row !== null;
+}
+
+/**
  * Inserts the membership, or answers null when one exists (a concurrent insert of the same
  * pair waits for the other to commit, then answers null).
  */

@@ -5,7 +5,11 @@ import type { DatabaseTransactionConnection } from "slonik";
 import type { WorkspaceSettings } from "../../config.js";
 import { withTenant } from "../../db/with-tenant.js";
 import { factorSummary } from "../../repositories/factors.js";
-import { findMembership, type Role } from "../../repositories/memberships.js";
+import {
+  findMembership,
+  lockMembershipForFactors,
+  type Role,
+} from "../../repositories/memberships.js";
 import type { PendingLoginRow } from "../../repositories/pending-logins.js";
 import { deleteRecoveryCodes } from "../../repositories/recovery-codes.js";
 import {
@@ -336,6 +340,7 @@ export async function removeTotp(
   if (required && have.passkeys === 0) throw factorRequired();
   await consumeActionProof(deps, principal, input.actionProof);
   await withTenant(deps.pool, workspaceId, async (tx) => {
+    if (!(await lockMembershipForFactors(tx, workspaceId, userId))) throw notFound();
     if (!(await deleteConfirmedTotpFactor(tx, workspaceId, userId))) throw notFound();
     const left = await factorSummary(tx, workspaceId, userId);
     if (left.passkeys === 0) {
