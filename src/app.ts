@@ -169,6 +169,7 @@ export async function startKeygate(
         refreshGraceSeconds: config.refreshGraceSeconds,
         publicUrl: config.publicUrl,
         productName,
+        webauthn: config.webauthn,
         adminKeyMaxLifetimeDays: config.adminKeyMaxLifetimeDays,
       },
     };
