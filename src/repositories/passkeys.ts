@@ -41,8 +41,7 @@ export async function findPasskeyByCredentialId(
 ): Promise<PasskeyRow | null> {
   return db.maybeOne(sql.type(passkeyRow)`
     SELECT ${columns} FROM passkeys
-    WHERE workspace_id = ${workspaceId} AND credential_id = ${sql.binary(credentialId)}
-    FOR UPDATE`);
+    WHERE workspace_id = ${workspaceId} AND credential_id = ${sql.binary(credentialId)}`);
 }
 
 /** Inserts a credential; null when the workspace already holds one with its id. */

@@ -34,7 +34,7 @@ import { consumeActionProof } from "../otp.js";
 import { finishPendingLogin, livePendingLogin, mfaRequired } from "../second-step.js";
 import { type IssuedTokens, signTokens } from "../sessions.js";
 import { effectiveSettings } from "../settings.js";
-import { isUuid, Violations } from "../validate.js";
+import { Violations } from "../validate.js";
 import {
   challengeTtlMs,
   descriptorsOf,
@@ -291,7 +291,6 @@ export async function deletePasskey(
     .required("passkey_id", input.passkeyId, 64)
     .uuid("passkey_id", input.passkeyId)
     .throwIfAny();
-  if (!isUuid(input.passkeyId)) throw passkeyNotFound();
   await consumeActionProof(deps, principal, input.actionProof);
   const workspace = await findWorkspaceById(deps.pool, principal.workspaceId);
   if (!workspace) throw unauthenticated();
