@@ -66,6 +66,7 @@ export const rateLimitNames = [
   "code_verify_ip",
   "oauth_client_ip",
   "deployment_ip",
+  "passkey_challenge_ip",
 ] as const;
 export type RateLimitName = (typeof rateLimitNames)[number];
 
@@ -103,6 +104,9 @@ export const builtInRateLimits: RateLimits = Object.freeze({
   // Every per-workspace per-IP limit above also counts here, across all workspaces, so that
   // a client cannot multiply its budget by the number of workspaces it names.
   deployment_ip: { limit: 50, window_seconds: 900 },
+  // Public passkey challenges (every sign-in page load asks for one for autofill), counted
+  // per client across all workspaces: each is a row until it is swept.
+  passkey_challenge_ip: { limit: 300, window_seconds: 600 },
 });
 
 /**
@@ -121,7 +125,7 @@ export const developmentRateLimits: RateLimits = Object.freeze(
 );
 
 /** Limits that only the deployment sets: a workspace's settings cannot raise them. */
-const deploymentOnlyLimits = { deployment_ip: true } as const;
+const deploymentOnlyLimits = { deployment_ip: true, passkey_challenge_ip: true } as const;
 
 /**
  * A workspace's capability flags, as stored (snake_case, as in the API). Every key is

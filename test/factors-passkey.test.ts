@@ -3,13 +3,14 @@ import { createConnectTransport } from "@connectrpc/connect-node";
 import fc from "fast-check";
 import { decodeJwt } from "jose";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { RetryInfoSchema } from "../gen/google/rpc/error_details_pb.js";
 import { AdminService } from "../gen/keygate/v1/admin_service_pb.js";
 import { AuthService } from "../gen/keygate/v1/auth_service_pb.js";
 import { FactorPurpose, FactorService } from "../gen/keygate/v1/factor_service_pb.js";
 import { OtpService } from "../gen/keygate/v1/otp_service_pb.js";
 import { MfaMode, OtpPurpose, Role } from "../gen/keygate/v1/types_pb.js";
 import { ManualClock } from "../src/clock.js";
-import { configFromEnv } from "../src/config.js";
+import { configFromEnv, rateLimitNames } from "../src/config.js";
 import { sql } from "../src/db/sql.js";
 import { failure } from "./support/failure.js";
 import { startTestKeygate, type TestKeygate } from "./support/server.js";
@@ -664,6 +665,52 @@ describe("second step and sensitive actions", () => {
       bearer(token),
     );
     expect((await factors.listFactors({}, bearer(token))).passkeys).toHaveLength(1);
+  });
+});
+
+describe("public passkey challenges", () => {
+  it("are bounded per client across workspaces (RESOURCE_EXHAUSTED with the retry delay)", async () => {
+    const limited = await startTestKeygate({
+      KEYGATE_WEBAUTHN_RP_ID: rpId,
+      KEYGATE_WEBAUTHN_ORIGINS: origin,
+      KEYGATE_RATE_LIMITS: JSON.stringify({
+        ...Object.fromEntries(
+          rateLimitNames.map((r) => [r, { limit: 100_000, window_seconds: 60 }]),
+        ),
+        passkey_challenge_ip: { limit: 2, window_seconds: 600 },
+      }),
+    });
+    try {
+      const client = createClient(
+        FactorService,
+        createConnectTransport({ baseUrl: limited.url, httpVersion: "2" }),
+      );
+      const workspaceId = limited.bootstrapped?.workspaceId as string;
+      const begin = () =>
+        client.beginPasskeyAuthentication({ purpose: FactorPurpose.PASSKEY_SIGN_IN, workspaceId });
+      await begin();
+      await begin();
+      const f = await failure(begin());
+      expect([f.code, f.reason]).toEqual([Code.ResourceExhausted, "RATE_LIMITED"]);
+      expect(f.error.findDetails(RetryInfoSchema)[0]?.retryDelay?.seconds).toBeGreaterThan(0n);
+      // Not per workspace: naming another one does not reset the budget.
+      const made = await createClient(
+        AdminService,
+        createConnectTransport({ baseUrl: limited.url, httpVersion: "2" }),
+      ).createWorkspace(
+        { name: "Other", slug: "other-limited" },
+        bearer(limited.bootstrapped?.adminKey as string),
+      );
+      const other = await failure(
+        client.beginPasskeyAuthentication({
+          purpose: FactorPurpose.PASSKEY_SIGN_IN,
+          workspaceId: made.workspace?.id as string,
+        }),
+      );
+      expect(other.code).toBe(Code.ResourceExhausted);
+    } finally {
+      await limited.stop();
+    }
   });
 });
 

@@ -136,6 +136,10 @@ export async function beginPasskeyAuthentication(
   input: ScopeInput,
 ): Promise<PublicKeyCredentialRequestOptionsJSON> {
   const scope = await scopeOf(deps, meta, principal, input);
+  // Public challenges are rows anyone can ask for: bounded per client, whatever workspace.
+  if (scope.purpose !== "sensitive_action") {
+    await deps.limiter.hit(null, [["passkey_challenge_ip", meta.ipAddress ?? "unknown"]]);
+  }
   return withTenant(deps.pool, scope.workspace.id, async (tx) => {
     let allow: ReturnType<typeof descriptorsOf> = [];
     if (scope.userId) {
