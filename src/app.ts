@@ -172,6 +172,7 @@ export async function startKeygate(
         refreshGraceSeconds: config.refreshGraceSeconds,
         publicUrl: config.publicUrl,
         productName,
+        webauthn: config.webauthn,
         adminKeyMaxLifetimeDays: config.adminKeyMaxLifetimeDays,
       },
     };

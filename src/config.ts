@@ -66,6 +66,7 @@ export const rateLimitNames = [
   "code_verify_ip",
   "oauth_client_ip",
   "deployment_ip",
+  "passkey_challenge_ip",
 ] as const;
 export type RateLimitName = (typeof rateLimitNames)[number];
 
@@ -103,6 +104,9 @@ export const builtInRateLimits: RateLimits = Object.freeze({
   // Every per-workspace per-IP limit above also counts here, across all workspaces, so that
   // a client cannot multiply its budget by the number of workspaces it names.
   deployment_ip: { limit: 50, window_seconds: 900 },
+  // Public passkey challenges (every sign-in page load asks for one for autofill), counted
+  // per client across all workspaces: each is a row until it is swept.
+  passkey_challenge_ip: { limit: 300, window_seconds: 600 },
 });
 
 /**
@@ -121,7 +125,7 @@ export const developmentRateLimits: RateLimits = Object.freeze(
 );
 
 /** Limits that only the deployment sets: a workspace's settings cannot raise them. */
-const deploymentOnlyLimits = { deployment_ip: true } as const;
+const deploymentOnlyLimits = { deployment_ip: true, passkey_challenge_ip: true } as const;
 
 /**
  * A workspace's capability flags, as stored (snake_case, as in the API). Every key is
@@ -222,6 +226,19 @@ const envSchema = z.object({
   KEYGATE_MAIL_DEV_OUTBOX: bool.optional(),
   KEYGATE_PUBLIC_URL: url.optional(),
   KEYGATE_ISSUER: url.optional(),
+  KEYGATE_WEBAUTHN_RP_ID: z
+    .string()
+    .regex(
+      /^(?=.{1,253}$)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*$/,
+      "expected a lower-case host name (no scheme, port or path)",
+    )
+    .optional(),
+  KEYGATE_WEBAUTHN_ORIGINS: list
+    .refine(
+      (items) => items.every((i) => originOf(i) === i),
+      "expected origins such as https://login.example.com (scheme, host and port only)",
+    )
+    .optional(),
   KEYGATE_AUDIENCE: z.string().min(1).default("keygate"),
   KEYGATE_JWT_ALGORITHM: z.enum(["ES256", "EdDSA", "RS256"]).default("RS256"),
   KEYGATE_KEY_ENCRYPTION_KEY: base64Key.optional(),
@@ -277,6 +294,21 @@ const envSchema = z.object({
   KEYGATE_INTROSPECTION_CACHE_SIZE: z.coerce.number().int().min(0).max(10_000_000).default(100_000),
 });
 
+/** The origin of a URL (scheme, host, port), or undefined when it is not an http(s) URL. */
+function originOf(text: string): string | undefined {
+  try {
+    const u = new URL(text);
+    return u.protocol === "https:" || u.protocol === "http:" ? u.origin : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Whether `host` is the RP ID or one of its subdomains, as WebAuthn requires of an origin. */
+function hostWithin(host: string, rpId: string): boolean {
+  return host === rpId || host.endsWith(`.${rpId}`);
+}
+
 /** An IP address or CIDR range, as [address, prefix length, family]. */
 export function parseCidr(text: string): [string, number, "ipv4" | "ipv6"] | undefined {
   const [address = "", prefix] = text.split("/");
@@ -328,6 +360,11 @@ export interface Config {
   readonly publicUrl: string;
   /** Serve the web app at /ui/. */
   readonly ui: boolean;
+  /**
+   * Passkeys (WebAuthn): the relying party's ID and the origins whose answers count. From
+   * configuration only, never from a request's headers.
+   */
+  readonly webauthn: { readonly rpId: string; readonly origins: readonly string[] };
   /** The `iss` of every token, and Keygate's own public URL. */
   readonly issuer: string;
   /** The `aud` of every access token. */
@@ -427,6 +464,8 @@ export function configFromEnv(env: Record<string, string | undefined>): Config {
   }
   const e = parsed.data;
   const problems: string[] = [];
+  const scheme = e.KEYGATE_TLS_CERT_FILE ? "https" : "http";
+  const ownUrl = `${scheme}://${e.KEYGATE_HOST.includes(":") ? `[${e.KEYGATE_HOST}]` : e.KEYGATE_HOST}:${e.KEYGATE_PORT}`;
   if ((e.KEYGATE_TLS_CERT_FILE === undefined) !== (e.KEYGATE_TLS_KEY_FILE === undefined)) {
     problems.push("KEYGATE_TLS_CERT_FILE and KEYGATE_TLS_KEY_FILE: set both or neither");
   }
@@ -470,11 +509,18 @@ export function configFromEnv(env: Record<string, string | undefined>): Config {
   ) {
     problems.push("KEYGATE_METRICS_PORT: must differ from KEYGATE_PORT");
   }
+  const publicUrl = e.KEYGATE_PUBLIC_URL ?? (e.KEYGATE_UI ? `${ownUrl}/ui` : ownUrl);
+  const rpId = e.KEYGATE_WEBAUTHN_RP_ID ?? new URL(publicUrl).hostname.replace(/^\[|\]$/g, "");
+  const webauthnOrigins = e.KEYGATE_WEBAUTHN_ORIGINS ?? [new URL(publicUrl).origin];
+  const outside = webauthnOrigins.filter((o) => !hostWithin(new URL(o).hostname, rpId));
+  if (outside.length > 0) {
+    problems.push(
+      `KEYGATE_WEBAUTHN_ORIGINS: every origin must be on the RP ID ${rpId} or a subdomain of it (${outside.join(", ")})`,
+    );
+  }
   if (problems.length > 0) throw new ConfigError(problems);
 
   const developmentLimits = e.DATABASE_URL === undefined && e.KEYGATE_RATE_LIMITS === undefined;
-  const scheme = e.KEYGATE_TLS_CERT_FILE ? "https" : "http";
-  const ownUrl = `${scheme}://${e.KEYGATE_HOST.includes(":") ? `[${e.KEYGATE_HOST}]` : e.KEYGATE_HOST}:${e.KEYGATE_PORT}`;
   let smtp: SmtpConfig | undefined;
   if (e.KEYGATE_SMTP_URL) smtp = { url: e.KEYGATE_SMTP_URL };
   else if (e.KEYGATE_SMTP_HOST)
@@ -515,8 +561,9 @@ export function configFromEnv(env: Record<string, string | undefined>): Config {
     smtp,
     mailFrom: e.KEYGATE_MAIL_FROM,
     // With the web app on, links in emails open it.
-    publicUrl: e.KEYGATE_PUBLIC_URL ?? (e.KEYGATE_UI ? `${ownUrl}/ui` : ownUrl),
+    publicUrl,
     ui: e.KEYGATE_UI,
+    webauthn: Object.freeze({ rpId, origins: Object.freeze([...webauthnOrigins]) }),
     issuer: e.KEYGATE_ISSUER ?? ownUrl,
     audience: e.KEYGATE_AUDIENCE,
     jwtAlgorithm: e.KEYGATE_JWT_ALGORITHM,

@@ -16,6 +16,7 @@ export interface SweepResult {
   readonly rateLimits: number;
   readonly codes: number;
   readonly pendingLogins: number;
+  readonly passkeyChallenges: number;
   readonly sessions: number;
   readonly revocations: number;
   readonly sentMail: number;
@@ -23,7 +24,7 @@ export interface SweepResult {
 
 /**
  * Deletes what no longer means anything: rate-limit and lockout rows past their window,
- * one-time codes and pending second steps a day after they expired, sessions a week after
+ * one-time codes, pending second steps and passkey challenges a day after they expired, sessions a week after
  * they ended (their refresh tokens go by cascade), revocations an hour after the last token
  * they concern expired, and delivered mail (its body is gone already) after a week. One
  * instance sweeps per round: the round holds a transaction-scoped advisory lock taken with
@@ -43,6 +44,9 @@ export async function sweep(pool: DatabasePool, now: Date): Promise<SweepResult 
     const pendingLogins = await count(sql.unsafe`
       DELETE FROM pending_logins WHERE id IN (
         SELECT id FROM pending_logins WHERE expires_at < ${at(day)} LIMIT ${batch})`);
+    const passkeyChallenges = await count(sql.unsafe`
+      DELETE FROM passkey_challenges WHERE id IN (
+        SELECT id FROM passkey_challenges WHERE expires_at < ${at(day)} LIMIT ${batch})`);
     const sessions = await count(sql.unsafe`
       DELETE FROM sessions WHERE id IN (
         SELECT id FROM sessions
@@ -52,7 +56,15 @@ export async function sweep(pool: DatabasePool, now: Date): Promise<SweepResult 
     const sentMail = await count(sql.unsafe`
       DELETE FROM mail_outbox WHERE id IN (
         SELECT id FROM mail_outbox WHERE sent_at < ${at(7 * day)} LIMIT ${batch})`);
-    return { rateLimits, codes, pendingLogins, sessions, revocations, sentMail };
+    return {
+      rateLimits,
+      codes,
+      pendingLogins,
+      passkeyChallenges,
+      sessions,
+      revocations,
+      sentMail,
+    };
   });
 }
 

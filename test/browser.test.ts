@@ -54,7 +54,7 @@ async function signInForm(workspace: string, pw = password) {
   await page.getByLabel("Email").fill(email);
   await page.getByLabel("Password", { exact: true }).fill(pw);
   await page.getByLabel("Workspace").fill(workspace);
-  await page.getByRole("button", { name: "Sign in" }).click();
+  await page.getByRole("button", { name: "Sign in", exact: true }).click();
 }
 
 async function logOut() {

@@ -86,6 +86,8 @@ export interface AuthDeps {
     /** Base URL of the app; links in emails are built from it, never from request headers. */
     readonly publicUrl: string;
     readonly productName: string;
+    /** Passkeys: the relying party's ID and accepted origins, from configuration only. */
+    readonly webauthn: { readonly rpId: string; readonly origins: readonly string[] };
     /** Longest lifetime of an admin key minted by a signed-in user (or by such a key). */
     readonly adminKeyMaxLifetimeDays: number;
   };

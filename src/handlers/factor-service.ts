@@ -1,14 +1,21 @@
-import { create } from "@bufbuild/protobuf";
+import { create, type JsonObject } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
 import {
+  type BeginPasskeyAuthenticationRequest,
+  type BeginPasskeyRegistrationRequest,
   type ConfirmTotpRequest,
+  type DeletePasskeyRequest,
   type EnrollTotpRequest,
   FactorPurpose,
   type FactorService,
+  type FinishPasskeyAuthenticationRequest,
+  type FinishPasskeyRegistrationRequest,
   type ListFactorsRequest,
+  PasskeySchema,
   type RegenerateRecoveryCodesRequest,
   type RemoveTotpRequest,
+  type RenamePasskeyRequest,
   type UpdateFactorPreferencesRequest,
   type VerifyFactorRequest,
 } from "../../gen/keygate/v1/factor_service_pb.js";
@@ -17,9 +24,22 @@ import { principalKey, requestMetaKey } from "../context-keys.js";
 import type { AuthDeps, Principal } from "../domain/deps.js";
 import { UnauthenticatedError } from "../domain/errors.js";
 import { factorOverview, updateFactorPreferences } from "../domain/factors/overview.js";
+import {
+  beginPasskeyAuthentication,
+  finishPasskeyAuthentication,
+  type PasskeyPurpose,
+} from "../domain/factors/passkey-authentication.js";
+import {
+  beginPasskeyRegistration,
+  deletePasskey,
+  finishPasskeyRegistration,
+  passkeysOf,
+  renamePasskey,
+} from "../domain/factors/passkeys.js";
 import { regenerateRecoveryCodes } from "../domain/factors/recovery-codes.js";
 import { confirmTotp, enrollTotp, removeTotp } from "../domain/factors/totp.js";
 import { type VerifyFactorPurpose, verifyFactor } from "../domain/factors/verify-factor.js";
+import type { PasskeyRow } from "../repositories/passkeys.js";
 import { tokensOf } from "./convert.js";
 
 const method = (m: string) => `keygate.v1.FactorService/${m}`;
@@ -62,18 +82,39 @@ export function principal(ctx: HandlerContext): Principal {
 }
 
 export const meta = (ctx: HandlerContext) => ctx.values.get(requestMetaKey);
+const maybePrincipal = (ctx: HandlerContext) => ctx.values.get(principalKey);
+
+const purposes: Partial<Record<FactorPurpose, PasskeyPurpose>> = {
+  [FactorPurpose.PASSKEY_SIGN_IN]: "passkey_sign_in",
+  [FactorPurpose.LOGIN_SECOND_STEP]: "login_second_step",
+  [FactorPurpose.SENSITIVE_ACTION]: "sensitive_action",
+};
+
+/** WebAuthn options as a Struct: JSON as the browser takes it, without unset members. */
+const struct = (options: object) => JSON.parse(JSON.stringify(options)) as JsonObject;
+
+function passkeyOf(p: PasskeyRow) {
+  return create(PasskeySchema, {
+    id: p.id,
+    name: p.name,
+    createTime: timestampFromMs(Math.floor(p.created_at)),
+    ...(p.last_used_at === null
+      ? {}
+      : { lastUseTime: timestampFromMs(Math.floor(p.last_used_at)) }),
+    backedUp: p.backed_up,
+    transports: [...p.transports],
+  });
+}
 
 /** FactorService: translates between the API and src/domain/factors. */
-export class FactorServiceHandler implements Partial<ServiceImpl<typeof FactorService>> {
+export class FactorServiceHandler implements ServiceImpl<typeof FactorService> {
   constructor(private readonly deps: AuthDeps) {}
 
   async listFactors(_req: ListFactorsRequest, ctx: HandlerContext) {
-    const { summary, totpConfirmedAt, preferences } = await factorOverview(
-      this.deps,
-      principal(ctx),
-    );
+    const caller = principal(ctx);
+    const { summary, totpConfirmedAt, preferences } = await factorOverview(this.deps, caller);
     return {
-      passkeys: [],
+      passkeys: (await passkeysOf(this.deps, caller)).map(passkeyOf),
       ...(totpConfirmedAt ? { totpCreateTime: timestampFromMs(totpConfirmedAt.getTime()) } : {}),
       recoveryCodesLeft: summary.recoveryCodesLeft,
       preferences: { emailCodeSecondStep: preferences.emailCodeSecondStep },
@@ -111,6 +152,20 @@ export class FactorServiceHandler implements Partial<ServiceImpl<typeof FactorSe
     };
   }
 
+  async beginPasskeyRegistration(req: BeginPasskeyRegistrationRequest, ctx: HandlerContext) {
+    const options = await beginPasskeyRegistration(this.deps, maybePrincipal(ctx), req);
+    return { options: struct(options) };
+  }
+
+  async finishPasskeyRegistration(req: FinishPasskeyRegistrationRequest, ctx: HandlerContext) {
+    const res = await finishPasskeyRegistration(this.deps, meta(ctx), maybePrincipal(ctx), req);
+    return {
+      passkey: passkeyOf(res.passkey),
+      recoveryCodes: [...res.recoveryCodes],
+      ...(res.tokens ? { tokens: tokensOf(res.tokens) } : {}),
+    };
+  }
+
   async removeTotp(req: RemoveTotpRequest, ctx: HandlerContext) {
     await removeTotp(this.deps, meta(ctx), principal(ctx), { actionProof: req.actionProof });
     return {};
@@ -137,6 +192,41 @@ export class FactorServiceHandler implements Partial<ServiceImpl<typeof FactorSe
     if (res.kind === "tokens") {
       return { result: { case: "tokens" as const, value: tokensOf(res.tokens) } };
     }
+    return {
+      result: {
+        case: "actionProof" as const,
+        value: create(ActionProofSchema, {
+          proof: res.proof,
+          expireTime: timestampFromMs(res.expiresAt.getTime()),
+        }),
+      },
+    };
+  }
+
+  async renamePasskey(req: RenamePasskeyRequest, ctx: HandlerContext) {
+    return { passkey: passkeyOf(await renamePasskey(this.deps, principal(ctx), req)) };
+  }
+
+  async deletePasskey(req: DeletePasskeyRequest, ctx: HandlerContext) {
+    await deletePasskey(this.deps, meta(ctx), principal(ctx), req);
+    return {};
+  }
+
+  async beginPasskeyAuthentication(req: BeginPasskeyAuthenticationRequest, ctx: HandlerContext) {
+    const options = await beginPasskeyAuthentication(this.deps, meta(ctx), maybePrincipal(ctx), {
+      ...req,
+      purpose: purposes[req.purpose],
+    });
+    return { options: struct(options) };
+  }
+
+  async finishPasskeyAuthentication(req: FinishPasskeyAuthenticationRequest, ctx: HandlerContext) {
+    const res = await finishPasskeyAuthentication(this.deps, meta(ctx), maybePrincipal(ctx), {
+      ...req,
+      purpose: purposes[req.purpose],
+    });
+    if (res.kind === "tokens")
+      return { result: { case: "tokens" as const, value: tokensOf(res.tokens) } };
     return {
       result: {
         case: "actionProof" as const,

@@ -55,23 +55,6 @@ export async function lockMembershipForSession(
 }
 
 /**
- * Locks the membership row for a change to its factors: removals of two different factors
- * run one after the other, so that "is this the last one?" is answered for each with the
- * other's outcome known (two concurrent removals cannot both see the other factor left).
- */
-export async function lockMembershipForFactors(
-  db: CommonQueryMethods,
-  workspaceId: string,
-  userId: string,
-): Promise<boolean> {
-  const row = await db.maybeOne(sql.type(z.object({ user_id: z.string() }))`
-    SELECT user_id FROM workspace_members
-    WHERE workspace_id = ${workspaceId} AND user_id = ${userId}
-    FOR NO KEY UPDATE`);
-  return row !== null;
-}
-
-/**
  * Inserts the membership, or answers null when one exists (a concurrent insert of the same
  * pair waits for the other to commit, then answers null).
  */
@@ -187,4 +170,52 @@ export async function listActiveMembershipsOfUser(
       AND (${afterWorkspaceId}::uuid IS NULL OR m.workspace_id > ${afterWorkspaceId}::uuid)
     ORDER BY m.workspace_id
     LIMIT ${limit}`);
+}
+
+/**
+ * The membership's WebAuthn user handle, made on first use from `candidate` (random bytes):
+ * of concurrent first uses, every caller gets the one that was stored.
+ */
+export async function ensurePasskeyUserHandle(
+  db: CommonQueryMethods,
+  workspaceId: string,
+  userId: string,
+  candidate: Buffer,
+): Promise<Buffer | null> {
+  const row = await db.maybeOne(sql.type(z.object({ passkey_user_handle: z.instanceof(Buffer) }))`
+    UPDATE workspace_members
+    SET passkey_user_handle = COALESCE(passkey_user_handle, ${sql.binary(candidate)})
+    WHERE workspace_id = ${workspaceId} AND user_id = ${userId}
+    RETURNING passkey_user_handle`);
+  return row?.passkey_user_handle ?? null;
+}
+
+/** The membership's WebAuthn user handle, or null before its first passkey. */
+export async function findPasskeyUserHandle(
+  db: CommonQueryMethods,
+  workspaceId: string,
+  userId: string,
+): Promise<Buffer | null> {
+  const row = await db.maybeOne(sql.type(
+    z.object({ passkey_user_handle: z.instanceof(Buffer).nullable() }),
+  )`
+    SELECT passkey_user_handle FROM workspace_members
+    WHERE workspace_id = ${workspaceId} AND user_id = ${userId}`);
+  return row?.passkey_user_handle ?? null;
+}
+
+/**
+ * Locks the membership for a change of its factors: a removal that must leave one factor
+ * waits for any other change, so two concurrent removals cannot both take the last two.
+ */
+export async function lockMembershipForFactorChange(
+  db: CommonQueryMethods,
+  workspaceId: string,
+  userId: string,
+): Promise<boolean> {
+  const row = await db.maybeOne(sql.type(z.object({ user_id: z.string() }))`
+    SELECT user_id FROM workspace_members
+    WHERE workspace_id = ${workspaceId} AND user_id = ${userId}
+    FOR NO KEY UPDATE`);
+  return row !== null;
 }

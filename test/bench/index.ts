@@ -23,6 +23,7 @@ const benches: Record<
   login: () => import("./login.js"),
   memory: () => import("./memory.js"),
   refresh: () => import("./refresh.js"),
+  passkey: () => import("./passkey.js"),
   signup: async () => ({ run: (a) => import("./flows.js").then((m) => m.runFlow("signup", a)) }),
   otp: async () => ({ run: (a) => import("./flows.js").then((m) => m.runFlow("otp", a)) }),
   "magic-link": async () => ({

@@ -5,15 +5,26 @@ import {
   ConnectError,
   createKeygateClient,
   errorReason,
+  FactorPurpose,
+  FactorType,
   type GetSessionResponse,
   type Membership,
   OtpPurpose,
+  type PendingLogin,
   Role,
   type Session,
   sessionStorageTokenStore,
 } from "../../src/client/web.js";
 import { actionButton, type Field, form, h, linkButton } from "./dom.js";
 import { describeError } from "./messages.js";
+import {
+  authenticate,
+  autofillAvailable,
+  cancelCeremony,
+  describePasskeyError,
+  passkeysCard,
+  register,
+} from "./passkeys.js";
 
 const meta = (name: string) =>
   document.querySelector<HTMLMetaElement>(`meta[name="${name}"]`)?.content ?? "";
@@ -49,6 +60,8 @@ function show(
   options: { title: string; lead?: string; banner?: string; wide?: boolean },
   ...body: (Node | null)[]
 ) {
+  // A passkey prompt still waiting in the username field belongs to the page being left.
+  cancelCeremony();
   app.className = options.wide ? "wide" : "";
   const heading = h("h1", { tabindex: "-1" }, options.title);
   const content = options.wide
@@ -79,11 +92,11 @@ const workspaceField = (): Field => ({
   autocomplete: "organization",
   hint: "The short name of your organisation's workspace.",
 });
-const emailField = (value = remembered.email): Field => ({
+const emailField = (value = remembered.email, autocomplete = "email"): Field => ({
   name: "email",
   label: "Email",
   type: "email",
-  autocomplete: "email",
+  autocomplete,
   value,
 });
 const codeField: Field = {
@@ -113,11 +126,20 @@ function fail(handle: { error(message: string, field?: string): void }, error: u
 // ---------------------------------------------------------------------------------------------
 // Signed out
 
+/** After a passkey check: the session, or the workspace's next step. */
+async function passkeyDone(res: Awaited<ReturnType<typeof authenticate>>) {
+  if (res.result.case !== "tokens") throw new Error("the sign-in answered no tokens");
+  await home("You are signed in.");
+}
+
 function signIn(banner?: string) {
   account.replaceChildren();
+  const workspaceScope = (slug: string) =>
+    slug ? { workspaceSlug: slug } : defaultWorkspaceId ? { workspaceId: defaultWorkspaceId } : {};
   const f = form({
     fields: [
-      emailField(),
+      // "webauthn": the browser offers this site's passkeys in the field's autofill.
+      emailField(remembered.email, "username webauthn"),
       {
         name: "password",
         label: "Password",
@@ -137,7 +159,11 @@ function signIn(banner?: string) {
         });
         remembered.workspace = values.workspace as string;
         if (res.result.case === "pendingLogin")
-          return secondStep(res.result.value.pendingLoginId, values.email as string);
+          return secondStep(
+            res.result.value.pendingLoginId,
+            values.email as string,
+            res.result.value,
+          );
         await home("You are signed in.");
       } catch (error) {
         if (errorReason(error) === "EMAIL_NOT_VERIFIED")
@@ -145,6 +171,22 @@ function signIn(banner?: string) {
         fail(handle, error);
       }
     },
+    extra: actionButton(
+      "Sign in with a passkey",
+      async () => {
+        f.clear();
+        const slug = f.input("workspace")?.value.trim() ?? "";
+        try {
+          await passkeyDone(
+            await authenticate(kg, FactorPurpose.PASSKEY_SIGN_IN, workspaceScope(slug)),
+          );
+          if (slug) remembered.workspace = slug;
+        } catch (error) {
+          f.error(describePasskeyError(error));
+        }
+      },
+      { class: "secondary" },
+    ),
   });
   show(
     {
@@ -159,9 +201,33 @@ function signIn(banner?: string) {
       linkButton("Forgot password?", () => forgotPassword()),
     ),
   );
+  // Conditional mediation: the passkeys wait in the email field's autofill while the page
+  // is open; picking one signs in without typing anything.
+  const slug = remembered.workspace;
+  void autofillAvailable().then(async (available) => {
+    if (!available || (!slug && !defaultWorkspaceId)) return;
+    try {
+      await passkeyDone(
+        await authenticate(kg, FactorPurpose.PASSKEY_SIGN_IN, workspaceScope(slug), {
+          autofill: true,
+        }),
+      );
+    } catch (error) {
+      // Only a passkey the server turned down is worth telling: the browser's own refusals
+      // (the page was left, the button was used instead, no passkey here) asked nothing of
+      // the person.
+      if (errorReason(error) === "PASSKEY_INVALID" && f.element.isConnected)
+        f.error(describePasskeyError(error));
+    }
+  });
 }
 
-function secondStep(pendingLoginId: string, email: string) {
+function secondStep(pendingLoginId: string, email: string, pending?: PendingLogin) {
+  const factors = pending?.factors ?? [FactorType.EMAIL_CODE];
+  if (pending?.enrollmentRequired) return enrollPasskey(pendingLoginId);
+  if (factors.includes(FactorType.PASSKEY) && !factors.includes(FactorType.EMAIL_CODE)) {
+    return passkeyStep(pendingLoginId);
+  }
   const f = form({
     fields: [codeField],
     submit: "Continue",
@@ -196,6 +262,58 @@ function secondStep(pendingLoginId: string, email: string) {
       lead: `Your workspace asks for a second step. Enter the code we sent to ${email}.`,
     },
     f.element,
+    links(linkButton("Back to sign in", () => signIn())),
+  );
+}
+
+/** The second step with a passkey of this workspace. */
+function passkeyStep(pendingLoginId: string) {
+  const message = h("p", { class: "message", role: "alert", "aria-live": "assertive" });
+  const use = actionButton("Use a passkey", async () => {
+    message.className = "message";
+    message.textContent = "";
+    try {
+      await passkeyDone(
+        await authenticate(kg, FactorPurpose.LOGIN_SECOND_STEP, { pendingLoginId }),
+      );
+    } catch (error) {
+      message.className = "message error";
+      message.textContent = describePasskeyError(error);
+    }
+  });
+  show(
+    {
+      title: "Confirm it is you",
+      lead: "Your workspace asks for a second step: use a passkey you added to it.",
+    },
+    message,
+    use,
+    links(linkButton("Back to sign in", () => signIn())),
+  );
+}
+
+/** A workspace that requires a factor, and a member with none yet: set up a passkey. */
+function enrollPasskey(pendingLoginId: string) {
+  const message = h("p", { class: "message", role: "alert", "aria-live": "assertive" });
+  const add = actionButton("Set up a passkey", async () => {
+    message.className = "message";
+    message.textContent = "";
+    try {
+      const res = await register(kg, pendingLoginId);
+      if (!res.tokens) throw new Error("the enrollment answered no tokens");
+      await home("Your passkey is set up and you are signed in.");
+    } catch (error) {
+      message.className = "message error";
+      message.textContent = describePasskeyError(error);
+    }
+  });
+  show(
+    {
+      title: "Set up a passkey",
+      lead: "Your workspace asks every member for a second factor. Add a passkey on this device to continue.",
+    },
+    message,
+    add,
     links(linkButton("Back to sign in", () => signIn())),
   );
 }
@@ -624,7 +742,11 @@ async function home(banner?: string) {
                   const res = await kg.auth.switchWorkspace({ workspaceId: m.workspaceId });
                   // The target workspace may ask for its emailed second step first.
                   if (res.pendingLogin)
-                    return secondStep(res.pendingLogin.pendingLoginId, user?.email ?? "");
+                    return secondStep(
+                      res.pendingLogin.pendingLoginId,
+                      user?.email ?? "",
+                      res.pendingLogin,
+                    );
                   await home(`You are now in ${name}.`);
                 } catch (error) {
                   say(describeError(error).message, false);
@@ -698,7 +820,15 @@ async function home(banner?: string) {
   show(
     { title: `Hello, ${user?.email ?? ""}`, wide: true },
     status,
-    h("div", { class: "grid" }, accountCard, workspaceCard, workspacesCard, sessionsCard),
+    h(
+      "div",
+      { class: "grid" },
+      accountCard,
+      workspaceCard,
+      workspacesCard,
+      passkeysCard(kg, when, say),
+      sessionsCard,
+    ),
   );
 }
 

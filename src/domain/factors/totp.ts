@@ -7,7 +7,7 @@ import { withTenant } from "../../db/with-tenant.js";
 import { factorSummary } from "../../repositories/factors.js";
 import {
   findMembership,
-  lockMembershipForFactors,
+  lockMembershipForFactorChange,
   type Role,
 } from "../../repositories/memberships.js";
 import type { PendingLoginRow } from "../../repositories/pending-logins.js";
@@ -340,7 +340,7 @@ export async function removeTotp(
   if (required && have.passkeys === 0) throw factorRequired();
   await consumeActionProof(deps, principal, input.actionProof);
   await withTenant(deps.pool, workspaceId, async (tx) => {
-    if (!(await lockMembershipForFactors(tx, workspaceId, userId))) throw notFound();
+    if (!(await lockMembershipForFactorChange(tx, workspaceId, userId))) throw notFound();
     if (!(await deleteConfirmedTotpFactor(tx, workspaceId, userId))) throw notFound();
     const left = await factorSummary(tx, workspaceId, userId);
     if (left.passkeys === 0) {

@@ -1,0 +1,328 @@
+import {
+  generateAuthenticationOptions,
+  type PublicKeyCredentialRequestOptionsJSON,
+  verifyAuthenticationResponse,
+} from "@simplewebauthn/server";
+import type { WorkspaceSettings } from "../../config.js";
+import { hashesEqual } from "../../crypto/opaque-tokens.js";
+import { withTenant } from "../../db/with-tenant.js";
+import { findMembership, findPasskeyUserHandle } from "../../repositories/memberships.js";
+import type { ChallengePurpose, UserVerification } from "../../repositories/passkey-challenges.js";
+import {
+  findPasskeyByCredentialId,
+  listPasskeys,
+  recordPasskeyUse,
+} from "../../repositories/passkeys.js";
+import type { PendingLoginRow } from "../../repositories/pending-logins.js";
+import { findUserById } from "../../repositories/users.js";
+import { findWorkspaceById, type WorkspaceRow } from "../../repositories/workspaces.js";
+import { withMethod } from "../amr.js";
+import { audit } from "../audit.js";
+import type { AuthDeps, Principal, RequestMeta } from "../deps.js";
+import { FailedPreconditionError, NotFoundError, UnauthenticatedError } from "../errors.js";
+import { issueActionProof, sessionOrPending } from "../otp.js";
+import { finishPendingLogin, livePendingLogin } from "../second-step.js";
+import { type IssuedTokens, signTokens, type TokenDraft } from "../sessions.js";
+import { effectiveSettings } from "../settings.js";
+import { Violations } from "../validate.js";
+import { lookUpWorkspace } from "../workspace-lookup.js";
+import {
+  assertionOf,
+  challengeTtlMs,
+  descriptorsOf,
+  methodOf,
+  newChallenge,
+  passkeyInvalid,
+  spendChallenge,
+} from "./webauthn.js";
+
+/**
+ * Checks with a passkey: username-less sign-in (public), the second step of a login (with
+ * its pending login) and the confirmation of a sensitive action (signed in).
+ */
+
+export type PasskeyPurpose = "passkey_sign_in" | "login_second_step" | "sensitive_action";
+
+interface Scope {
+  readonly purpose: PasskeyPurpose;
+  readonly workspace: WorkspaceRow;
+  readonly settings: WorkspaceSettings;
+  /** Who must answer; null for a sign-in, where the credential names them. */
+  readonly userId: string | null;
+  readonly pending: PendingLoginRow | null;
+  readonly challengePurpose: ChallengePurpose;
+  readonly userVerification: UserVerification;
+}
+
+interface ScopeInput {
+  readonly purpose: PasskeyPurpose | undefined;
+  readonly pendingLoginId: string;
+  readonly workspaceId: string;
+  readonly workspaceSlug: string;
+}
+
+const flowDisabled = () => new NotFoundError("sign-in with a passkey is disabled", "FLOW_DISABLED");
+
+async function scopeOf(
+  deps: AuthDeps,
+  meta: RequestMeta,
+  principal: Principal | undefined,
+  input: ScopeInput,
+): Promise<Scope> {
+  const purpose = input.purpose;
+  if (!purpose) {
+    new Violations().add("purpose", "is required").throwIfAny();
+    throw new Error("unreachable");
+  }
+  if (purpose === "passkey_sign_in") {
+    const workspace = await lookUpWorkspace(deps.pool, {
+      workspaceId: input.workspaceId,
+      workspaceSlug: input.workspaceSlug,
+      header: meta.workspaceHeader,
+    });
+    const settings = effectiveSettings(workspace, deps.settings.workspaceDefaults);
+    if (!settings.passkey_sign_in || settings.mfa === "off") throw flowDisabled();
+    return {
+      purpose,
+      workspace,
+      settings,
+      userId: null,
+      pending: null,
+      challengePurpose: "sign_in",
+      // Alone, a passkey is the whole sign-in: possession and a PIN or biometric.
+      userVerification: "required",
+    };
+  }
+  if (purpose === "login_second_step") {
+    const pending = await livePendingLogin(deps, input.pendingLoginId);
+    if (pending.step !== "factor") throw new NotFoundError("pending login not found or expired");
+    const workspace = (await findWorkspaceById(deps.pool, pending.workspace_id)) as WorkspaceRow;
+    return {
+      purpose,
+      workspace,
+      settings: effectiveSettings(workspace, deps.settings.workspaceDefaults),
+      userId: pending.user_id,
+      pending,
+      challengePurpose: "second_step",
+      userVerification: "preferred",
+    };
+  }
+  if (!principal)
+    throw new UnauthenticatedError(
+      "UNAUTHENTICATED",
+      "send `authorization: Bearer <access token>`",
+    );
+  const workspace = await findWorkspaceById(deps.pool, principal.workspaceId);
+  if (!workspace) throw new UnauthenticatedError("UNAUTHENTICATED", "the session has ended");
+  return {
+    purpose,
+    workspace,
+    settings: effectiveSettings(workspace, deps.settings.workspaceDefaults),
+    userId: principal.userId,
+    pending: null,
+    challengePurpose: "sensitive_action",
+    userVerification: "preferred",
+  };
+}
+
+/**
+ * BeginPasskeyAuthentication. For a sign-in nobody is named and no credential is listed, so
+ * the answer is the same for every caller but for its random challenge.
+ */
+export async function beginPasskeyAuthentication(
+  deps: AuthDeps,
+  meta: RequestMeta,
+  principal: Principal | undefined,
+  input: ScopeInput,
+): Promise<PublicKeyCredentialRequestOptionsJSON> {
+  const scope = await scopeOf(deps, meta, principal, input);
+  // Public challenges are rows anyone can ask for: bounded per client, whatever workspace.
+  if (scope.purpose !== "sensitive_action") {
+    await deps.limiter.hit(null, [["passkey_challenge_ip", meta.ipAddress ?? "unknown"]]);
+  }
+  return withTenant(deps.pool, scope.workspace.id, async (tx) => {
+    let allow: ReturnType<typeof descriptorsOf> = [];
+    if (scope.userId) {
+      allow = descriptorsOf(await listPasskeys(tx, scope.workspace.id, scope.userId));
+      if (allow.length === 0) throw new NotFoundError("no passkey to check");
+    }
+    const challenge = await newChallenge(tx, deps, {
+      workspaceId: scope.workspace.id,
+      userId: scope.userId,
+      pendingLoginId: scope.pending?.id ?? null,
+      purpose: scope.challengePurpose,
+      userVerification: scope.userVerification,
+    });
+    return generateAuthenticationOptions({
+      rpID: deps.settings.webauthn.rpId,
+      challenge: challenge.bytes,
+      timeout: challengeTtlMs,
+      allowCredentials: allow,
+      userVerification: scope.userVerification,
+    });
+  });
+}
+
+export type PasskeyAuthenticationResult =
+  | { kind: "tokens"; tokens: IssuedTokens }
+  | { kind: "action_proof"; proof: string; expiresAt: Date };
+
+/**
+ * FinishPasskeyAuthentication: the challenge once, then the assertion (origin, RP ID, user
+ * verification where asked for, signature), a credential of this workspace (and of the member
+ * the challenge was for), and a signature counter that moved forward. Every refusal answers
+ * UNAUTHENTICATED / PASSKEY_INVALID alike and is audited; a counter that did not move forward
+ * is audited as a cloned authenticator.
+ */
+export async function finishPasskeyAuthentication(
+  deps: AuthDeps,
+  meta: RequestMeta,
+  principal: Principal | undefined,
+  input: ScopeInput & { credential?: unknown },
+): Promise<PasskeyAuthenticationResult> {
+  const { credential, challenge } = assertionOf(input.credential);
+  const scope = await scopeOf(deps, meta, principal, input);
+  const ws = scope.workspace.id;
+  if (scope.purpose === "passkey_sign_in") {
+    await deps.limiter.hit({ id: ws, settings: scope.settings }, [
+      ["login_ip", meta.ipAddress ?? "unknown"],
+    ]);
+  }
+  const refuse = async (
+    reason: string,
+    userId: string | null,
+    type = scope.purpose === "sensitive_action" ? "factor_check_failed" : "login_failed",
+  ) => {
+    await withTenant(deps.pool, ws, (tx) =>
+      audit(tx, deps, meta, {
+        type,
+        workspaceId: ws,
+        userId,
+        outcome: "failure",
+        details: { method: "passkey", purpose: scope.purpose, reason },
+      }),
+    );
+    return passkeyInvalid();
+  };
+
+  try {
+    await spendChallenge(deps, {
+      workspaceId: ws,
+      purpose: scope.challengePurpose,
+      challenge,
+      userId: scope.userId,
+      pendingLoginId: scope.pending?.id ?? null,
+    });
+  } catch {
+    throw await refuse("challenge", scope.userId);
+  }
+  const credentialId = Buffer.from(credential.rawId, "base64url");
+  const found = await withTenant(deps.pool, ws, async (tx) => {
+    const passkey = await findPasskeyByCredentialId(tx, ws, credentialId);
+    const handle = passkey ? await findPasskeyUserHandle(tx, ws, passkey.user_id) : null;
+    return passkey && { passkey, handle };
+  });
+  // Another workspace's credential, even of the same account, is unknown here.
+  if (!found) throw await refuse("unknown_credential", scope.userId);
+  const { passkey } = found;
+  if (scope.userId !== null && passkey.user_id !== scope.userId)
+    throw await refuse("other_member", scope.userId);
+  if (scope.purpose === "passkey_sign_in") {
+    const claimed = credential.response.userHandle;
+    if (!claimed || !found.handle || !hashesEqual(Buffer.from(claimed, "base64url"), found.handle))
+      throw await refuse("user_handle", passkey.user_id);
+  }
+
+  let verified: Awaited<ReturnType<typeof verifyAuthenticationResponse>> | undefined;
+  try {
+    verified = await verifyAuthenticationResponse({
+      response: credential,
+      expectedChallenge: challenge,
+      expectedOrigin: [...deps.settings.webauthn.origins],
+      expectedRPID: deps.settings.webauthn.rpId,
+      // The counter is checked below, where a regression is told apart from a bad signature.
+      credential: {
+        id: credential.rawId,
+        publicKey: new Uint8Array(passkey.public_key),
+        counter: 0,
+        transports: passkey.transports as never,
+      },
+      requireUserVerification: scope.userVerification === "required",
+    });
+  } catch {
+    verified = undefined;
+  }
+  if (!verified?.verified) throw await refuse("assertion", passkey.user_id);
+  const info = verified.authenticationInfo;
+  if ((info.newCounter > 0 || passkey.sign_count > 0) && info.newCounter <= passkey.sign_count) {
+    throw await refuse("counter", passkey.user_id, "passkey_clone_suspected");
+  }
+
+  const method = methodOf(info.credentialBackedUp);
+  const outcome = await withTenant(deps.pool, ws, async (tx) => {
+    const moved = await recordPasskeyUse(tx, {
+      workspaceId: ws,
+      id: passkey.id,
+      previousCount: passkey.sign_count,
+      signCount: info.newCounter,
+      backedUp: info.credentialBackedUp,
+      now: deps.clock.now(),
+    });
+    // Another assertion with this counter got there first (or the passkey was deleted).
+    if (!moved) return undefined;
+    if (scope.purpose === "sensitive_action") {
+      return {
+        kind: "action_proof" as const,
+        ...(await issueActionProof(tx, deps, ws, passkey.user_id)),
+      };
+    }
+    let draft: TokenDraft | undefined;
+    if (scope.pending) {
+      draft = await finishPendingLogin(tx, deps, meta, {
+        pending: scope.pending,
+        step: "factor",
+        method,
+        verified: info.userVerified,
+        settings: scope.settings,
+        details: { passkey_id: passkey.id },
+      });
+    } else {
+      const user = await findUserById(tx, passkey.user_id);
+      const membership = await findMembership(tx, ws, passkey.user_id);
+      if (!user || user.blocked || membership?.status !== "active") return undefined;
+      if (
+        scope.settings.require_email_verification &&
+        !user.email_verified &&
+        !membership.email_verified
+      ) {
+        throw new FailedPreconditionError(
+          "EMAIL_NOT_VERIFIED",
+          "verify your email address before logging in",
+        );
+      }
+      // Through the workspace's rules like any other way in; a verified passkey already
+      // counts as two factors, so no further step is asked for.
+      const next = await sessionOrPending(tx, deps, meta, {
+        workspace: scope.workspace,
+        user,
+        role: membership.role,
+        settings: scope.settings,
+        amr: withMethod([], method, info.userVerified),
+      });
+      if (next.kind === "pending") return undefined;
+      draft = next.draft;
+      await audit(tx, deps, meta, {
+        type: "login_succeeded",
+        workspaceId: ws,
+        userId: user.id,
+        sessionId: draft.sessionId,
+        outcome: "success",
+        details: { method, flow: "passkey_sign_in", passkey_id: passkey.id },
+      });
+    }
+    return draft && { kind: "draft" as const, draft };
+  });
+  if (!outcome) throw await refuse("not_allowed", passkey.user_id);
+  if (outcome.kind === "action_proof") return outcome;
+  return { kind: "tokens", tokens: await signTokens(deps, outcome.draft) };
+}
