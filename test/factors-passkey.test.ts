@@ -217,7 +217,9 @@ describe("registration", () => {
     expect(handle.toString("hex")).not.toContain(userId.replaceAll("-", ""));
     expect(first.res.passkey?.name).toBe("Laptop");
     expect(first.res.passkey?.transports).toEqual(["internal"]);
-    expect(first.res.recoveryCodes).toEqual([]);
+    // The membership's first factor comes with its ten recovery codes; later ones do not.
+    expect(first.res.recoveryCodes).toHaveLength(10);
+    expect(new Set(first.res.recoveryCodes).size).toBe(10);
     expect(first.res.tokens).toBeUndefined();
 
     // The second registration excludes the first and keeps the same handle.
@@ -235,6 +237,9 @@ describe("registration", () => {
 
     const listed = await factors.listFactors({}, bearer(token));
     expect(listed.passkeys.map((p) => p.name)).toEqual(["Laptop"]);
+    expect(listed.recoveryCodesLeft).toBe(10);
+    const second = await register(token, new SoftAuthenticator(origin), "Phone");
+    expect(second.res.recoveryCodes).toEqual([]);
     // Audited and mailed.
     expect((await auditTypes("passkey_added")).some((e) => e.user_id === userId)).toBe(true);
     await smtp.waitFor((m) => m.to.includes(address) && m.raw.includes("A passkey was added"));
