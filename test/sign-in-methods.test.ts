@@ -48,10 +48,14 @@ beforeAll(async () => {
   smtp = await startSmtpServer();
   keygate = await startTestKeygate({
     KEYGATE_SMTP_URL: smtp.url,
+    // The deployment's default lockout, which the test servers otherwise lift.
+    KEYGATE_LOCKOUT_THRESHOLD: "5",
     KEYGATE_RATE_LIMITS: JSON.stringify({
       ...builtInRateLimits,
       signup_ip: { limit: 1000, window_seconds: 3600 },
       login_ip: { limit: 1000, window_seconds: 3600 },
+      code_verify_ip: { limit: 1000, window_seconds: 3600 },
+      deployment_ip: { limit: 10000, window_seconds: 3600 },
     }),
   });
   adminKey = keygate.bootstrapped?.adminKey as string;
@@ -368,6 +372,144 @@ describe("ResetMemberFactors", () => {
     expect(refused.code).toBe(Code.PermissionDenied);
     const still = await auth.login({ email: ownerEmail, password, workspaceId: ws });
     expect(still.result.case).toBe("pendingLogin");
+  });
+});
+
+describe("SECURITY.md 42: the mailbox and a stale session do not stand in for a factor", () => {
+  it("changing a member's factors needs a proof from a factor, not an emailed code", async () => {
+    const ws = await workspace();
+    const { email } = await account(ws, "stale");
+    // Two sessions from before the app: password only, alive through refreshes. Setting up
+    // the first factor in one ends the other.
+    const other = await login(email, ws);
+    const stale = await login(email, ws);
+    const secret = await withApp(stale.accessToken);
+    expect((await failure(auth.getSession({}, bearer(other.accessToken)))).code).toBe(
+      Code.Unauthenticated,
+    );
+    expect((await failure(auth.refresh({ refreshToken: other.refreshToken }))).code).toBe(
+      Code.Unauthenticated,
+    );
+    const otpByMail = async () => {
+      const seen = new Set(smtp.received);
+      await otp.sendOtp({ purpose: OtpPurpose.SENSITIVE_ACTION }, bearer(stale.accessToken));
+      const code = codeIn(
+        await smtp.waitFor(
+          (m) => !seen.has(m) && m.to.includes(email) && m.raw.includes("Confirm your action"),
+        ),
+      );
+      const res = await otp.verifyOtp(
+        { purpose: OtpPurpose.SENSITIVE_ACTION, code },
+        bearer(stale.accessToken),
+      );
+      if (res.result.case !== "actionProof") throw new Error("no action proof");
+      return res.result.value.proof;
+    };
+    const factors = createClient(FactorService, transport());
+    for (const call of [
+      async () =>
+        factors.regenerateRecoveryCodes(
+          { actionProof: await otpByMail() },
+          bearer(stale.accessToken),
+        ),
+      async () => factors.removeTotp({ actionProof: await otpByMail() }, bearer(stale.accessToken)),
+    ]) {
+      const refused = await failure(call());
+      expect([refused.code, refused.reason]).toEqual([
+        Code.PermissionDenied,
+        "ACTION_PROOF_REQUIRED",
+      ]);
+    }
+    expect((await factors.listFactors({}, bearer(stale.accessToken))).totpCreateTime).toBeDefined();
+    // A proof from the app itself does it.
+    const proof = await factors.verifyFactor(
+      {
+        purpose: FactorPurpose.SENSITIVE_ACTION,
+        factor: { case: "totpCode", value: totpCode(secret, 1) },
+      },
+      bearer(stale.accessToken),
+    );
+    const fresh = await factors.regenerateRecoveryCodes(
+      { actionProof: (proof.result.value as { proof: string }).proof },
+      bearer(stale.accessToken),
+    );
+    expect(fresh.recoveryCodes).toHaveLength(10);
+  });
+
+  it("a password login that owes a factor keeps the failure count, so guesses at the factor stay bounded", async () => {
+    const ws = await workspace();
+    const { email } = await account(ws, "guessed");
+    await withApp((await login(email, ws)).accessToken);
+    const factors = createClient(FactorService, transport());
+    let checked = 0;
+    let locked = false;
+    for (let round = 0; round < 6 && !locked; round++) {
+      const res = await auth
+        .login({ email, password, workspaceId: ws })
+        .catch((e: unknown) => e as Error);
+      if (res instanceof Error) {
+        locked = (await failure(Promise.reject(res))).reason === "ACCOUNT_LOCKED";
+        break;
+      }
+      const pendingLoginId = (res.result.value as { pendingLoginId: string }).pendingLoginId;
+      for (let i = 0; i < 2; i++) {
+        const wrong = await failure(
+          factors.verifyFactor({
+            purpose: FactorPurpose.LOGIN_SECOND_STEP,
+            pendingLoginId,
+            factor: { case: "totpCode", value: "000000" },
+          }),
+        );
+        if (wrong.reason === "ACCOUNT_LOCKED") {
+          locked = true;
+          break;
+        }
+        expect(wrong.reason).toBe("CODE_INVALID");
+        checked++;
+      }
+    }
+    // Five attempts in a row lock the account: logins and codes together.
+    expect(locked).toBe(true);
+    expect(checked).toBeLessThan(5);
+  });
+
+  it("ending a member's sessions also ends the logins still waiting for their factor", async () => {
+    const ws = await workspace({ mfa: MfaMode.REQUIRED });
+    const { email, userId } = await account(ws, "half-done");
+    const factors = createClient(FactorService, transport());
+    const res = await auth.login({ email, password, workspaceId: ws });
+    const pendingLoginId = (res.result.value as { pendingLoginId: string }).pendingLoginId;
+    await admin.revokeUserSessions({ userId, workspaceId: ws }, asAdmin());
+    expect((await failure(factors.enrollTotp({ pendingLoginId }))).code).toBe(Code.NotFound);
+
+    // The same for a pending login that waits for an existing factor.
+    const again = await auth.login({ email, password, workspaceId: ws });
+    const enroll = (again.result.value as { pendingLoginId: string }).pendingLoginId;
+    const enrolled = await factors.enrollTotp({ pendingLoginId: enroll });
+    await factors.confirmTotp({ pendingLoginId: enroll, code: totpCode(enrolled.secret) });
+    const step = await auth.login({ email, password, workspaceId: ws });
+    const stepId = (step.result.value as { pendingLoginId: string }).pendingLoginId;
+    await admin.resetMemberFactors({ workspaceId: ws, userId }, asAdmin());
+    const late = await failure(
+      factors.verifyFactor({
+        purpose: FactorPurpose.LOGIN_SECOND_STEP,
+        pendingLoginId: stepId,
+        factor: { case: "totpCode", value: totpCode(enrolled.secret, 1) },
+      }),
+    );
+    expect(late.code).toBe(Code.NotFound);
+  });
+
+  it("SwitchWorkspace does not carry a password into a passwordless workspace", async () => {
+    const open = await workspace();
+    const strict = await workspace({ passwordlessOnly: true });
+    const { email, userId } = await account(open, "switcher");
+    await admin.addMember({ workspaceId: strict, userId, role: Role.MEMBER }, asAdmin());
+    const tokens = await login(email, open);
+    const refused = await failure(
+      auth.switchWorkspace({ workspaceId: strict }, bearer(tokens.accessToken)),
+    );
+    expect([refused.code, refused.reason]).toEqual([Code.NotFound, "FLOW_DISABLED"]);
   });
 });
 

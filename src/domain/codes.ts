@@ -18,6 +18,8 @@ export type CodePurpose =
   | "passwordless_sign_in"
   | "sensitive_action"
   | "action_proof"
+  /** An action proof from a factor of the membership (an app code, a passkey), not the mailbox. */
+  | "factor_action_proof"
   | "invitation"
   /** An existing account signed up in an open workspace it is not in: joining it, on consent. */
   | "join";

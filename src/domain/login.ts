@@ -68,11 +68,10 @@ export async function login(
     );
     throw invalidCredentials();
   }
-  await deps.lockout.clear(subject);
   const outcome = await withTenant(deps.pool, workspace.id, async (tx) => {
     const membership = await findMembership(tx, workspace.id, user.id);
     // Removed or disabled since the lookup above.
-    if (!membership || membership.status !== "active") throw invalidCredentials();
+    if (membership?.status !== "active") throw invalidCredentials();
     if (settings.require_email_verification && !user.email_verified && !membership.email_verified) {
       throw new FailedPreconditionError(
         "EMAIL_NOT_VERIFIED",
@@ -104,7 +103,16 @@ export async function login(
       outcome: "success",
     });
     return { kind: "draft" as const, draft };
+  }).catch(async (error: unknown) => {
+    // The password was right; what refused the login (an unverified address) was not a guess.
+    await deps.lockout.clear(subject);
+    throw error;
   });
+  // The password checked out, but a factor of the membership is still to come: the count
+  // stays, so that guesses at the factor and fresh password logins add up to one lockout
+  // (VerifyFactor clears it on success).
+  const factorNext = outcome.kind === "pending" && !outcome.pending.factors.includes("email_code");
+  if (!factorNext) await deps.lockout.clear(subject);
   if (outcome.kind === "pending") {
     deps.mail.wake();
     return outcome;

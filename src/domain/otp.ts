@@ -366,17 +366,20 @@ export async function issueActionProof(
   deps: AuthDeps,
   workspaceId: string,
   userId: string,
+  /** What confirmed it: an emailed code, or a factor of the membership. */
+  via: "email" | "factor" = "email",
 ): Promise<{ proof: string; expiresAt: Date }> {
+  const purpose = via === "factor" ? "factor_action_proof" : "action_proof";
   const now = deps.clock.now();
   const proof = newOpaqueToken("link").replace(/^kgl_/, "kga_");
   const expiresAt = new Date(now.getTime() + actionProofTtlSeconds * 1000);
   await tx.query(sql.unsafe`
     UPDATE one_time_codes SET invalidated_at = ${sql.timestamp(now)}
-    WHERE workspace_id = ${workspaceId} AND user_id = ${userId} AND purpose = 'action_proof'
+    WHERE workspace_id = ${workspaceId} AND user_id = ${userId} AND purpose = ${purpose}
       AND consumed_at IS NULL AND invalidated_at IS NULL`);
   await tx.query(sql.unsafe`
     INSERT INTO one_time_codes (workspace_id, user_id, purpose, kind, secret_hash, created_at, expires_at)
-    VALUES (${workspaceId}, ${userId}, 'action_proof', 'link', ${sql.binary(opaqueHash(deps.tokenSecret, "link", proof))},
+    VALUES (${workspaceId}, ${userId}, ${purpose}, 'link', ${sql.binary(opaqueHash(deps.tokenSecret, "link", proof))},
             ${sql.timestamp(now)}, ${sql.timestamp(expiresAt)})`);
   return { proof, expiresAt };
 }
@@ -386,17 +389,34 @@ export async function consumeActionProof(
   deps: AuthDeps,
   principal: Principal,
   proof: string,
+  /**
+   * "factor": only a proof from a factor of the membership will do. Changing the factors
+   * themselves needs one: the mailbox alone (an emailed code) must not replace or remove
+   * the second factor it does not count as.
+   */
+  needs: "any" | "factor" = "any",
 ): Promise<void> {
   const denied = () =>
-    new PermissionDeniedError("ACTION_PROOF_REQUIRED", "confirm this action with a code first");
+    new PermissionDeniedError(
+      "ACTION_PROOF_REQUIRED",
+      needs === "factor"
+        ? "confirm this with your authenticator app, a recovery code or a passkey first"
+        : "confirm this action with a code first",
+    );
   if (!proof.startsWith("kga_") || !isOpaqueToken("link", `kgl_${proof.slice(4)}`)) throw denied();
-  const r = await withTenant(deps.pool, principal.workspaceId, (tx) =>
-    consumeLink(tx, {
-      tokenSecret: deps.tokenSecret,
-      purpose: "action_proof",
-      token: proof,
-      now: deps.clock.now(),
-    }),
-  );
+  const purposes =
+    needs === "factor" ? ["factor_action_proof"] : ["action_proof", "factor_action_proof"];
+  const r = await withTenant(deps.pool, principal.workspaceId, async (tx) => {
+    for (const purpose of purposes as ("action_proof" | "factor_action_proof")[]) {
+      const spent = await consumeLink(tx, {
+        tokenSecret: deps.tokenSecret,
+        purpose,
+        token: proof,
+        now: deps.clock.now(),
+      });
+      if (spent.ok) return spent;
+    }
+    return { ok: false as const };
+  });
   if (!r.ok || r.userId !== principal.userId) throw denied();
 }

@@ -1,5 +1,6 @@
 import type { DatabaseTransactionConnection } from "slonik";
 import type { WorkspaceSettings } from "../config.js";
+import { revokeMemberSessions } from "../repositories/admin-workspaces.js";
 import { factorSummary } from "../repositories/factors.js";
 import { findMembership, type Role } from "../repositories/memberships.js";
 import {
@@ -15,7 +16,8 @@ import { type Amr, amrOf, withMethod } from "./amr.js";
 import { audit } from "./audit.js";
 import type { AuthDeps, Principal, RequestMeta } from "./deps.js";
 import { NotFoundError, PermissionDeniedError } from "./errors.js";
-import { openSession, type TokenDraft } from "./sessions.js";
+import { guessSubject } from "./lockout.js";
+import { type IssuedTokens, openSession, signTokens, type TokenDraft } from "./sessions.js";
 import { effectiveSettings } from "./settings.js";
 import { isUuid } from "./validate.js";
 
@@ -196,4 +198,36 @@ export async function requireAdminFactors(
       "this workspace requires a second factor for your role: sign in with it",
     );
   }
+}
+
+/**
+ * Tokens of a sign-in that a factor of the membership finished (a pending login's second step
+ * or enrollment, a passkey sign-in), after its transaction committed. The sign-in succeeded,
+ * so the account's count of failed attempts starts over, as after a password login without a
+ * second step (the password login itself left it standing while a factor was still owed).
+ */
+export async function tokensAfterFactor(deps: AuthDeps, draft: TokenDraft): Promise<IssuedTokens> {
+  const user = await findUserById(deps.pool, draft.userId);
+  if (user) await deps.lockout.clear(guessSubject(user.email, null));
+  return signTokens(deps, draft);
+}
+
+/**
+ * The membership's first factor is set up: its other sessions in the workspace were all
+ * opened without one, so they end (a session stolen before, or the mailbox's, must not
+ * outlive the factor that now guards the membership). The session that set it up stays.
+ */
+export async function endSessionsOpenedWithoutFactor(
+  tx: DatabaseTransactionConnection,
+  deps: Pick<AuthDeps, "clock">,
+  input: { workspaceId: string; userId: string; keepSessionId: string | null },
+): Promise<number> {
+  const ended = await revokeMemberSessions(tx, {
+    workspaceId: input.workspaceId,
+    userId: input.userId,
+    reason: "first_factor_added",
+    now: deps.clock.now(),
+    exceptSessionId: input.keepSessionId,
+  });
+  return ended.length;
 }

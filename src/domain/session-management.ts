@@ -29,7 +29,7 @@ import {
 import type { LoginResult } from "./login.js";
 import { sessionOrPending } from "./otp.js";
 import { decodePageToken, encodePageToken, pageSize } from "./pagination.js";
-import { openSession, signTokens } from "./sessions.js";
+import { signTokens } from "./sessions.js";
 import { effectiveSettings } from "./settings.js";
 import { isUuid, Violations } from "./validate.js";
 
@@ -219,13 +219,23 @@ export async function switchWorkspace(
         "prove your address for this workspace first: accept its invitation or reset your password",
       );
     }
-    // The account's own proofs carry over; the factors of the workspace it came from do not.
+    // The account's own proofs carry over; the factors of the workspace it came from do not,
+    // nor the password into a workspace that takes none.
+    const carried = accountMethods(principal.amr).filter(
+      (m) => !(settings.passwordless_only && m === "pwd"),
+    );
+    if (settings.passwordless_only && carried.length === 0) {
+      throw new NotFoundError(
+        "that workspace takes no password: sign in to it with a passkey",
+        "FLOW_DISABLED",
+      );
+    }
     const next = await sessionOrPending(tx, deps, meta, {
       workspace,
       user,
       role: membership.role,
       settings,
-      amr: accountMethods(principal.amr),
+      amr: carried,
     });
     if (next.kind === "pending") return next;
     const draft = next.draft;

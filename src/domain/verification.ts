@@ -106,7 +106,7 @@ export async function requestEmailVerification(
       : await findUserByEmail(tx, input.email);
     if (!user || user.email_verified || user.blocked) return false;
     const membership = await findMembership(tx, workspace.id, user.id);
-    if (!membership || membership.status !== "active") return false;
+    if (membership?.status !== "active") return false;
     await sendVerification(tx, deps, meta, { workspace, user, mode });
     return true;
   });

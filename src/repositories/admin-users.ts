@@ -2,6 +2,7 @@ import type { CommonQueryMethods } from "slonik";
 import { z } from "zod";
 import { sql } from "../db/sql.js";
 import type { Role } from "./memberships.js";
+import { endPendingLoginsWith } from "./pending-logins.js";
 import { deliveryAddress, normalizeEmail, userRow } from "./users.js";
 import { type WorkspaceRow, workspaceRow } from "./workspaces.js";
 
@@ -194,6 +195,7 @@ export async function revokeSessionsOfUser(
   input: { userId: string; workspaceId: string | null; reason: string; now: Date },
 ): Promise<number> {
   const ids = await db.anyFirst(sql.type(z.object({ id: z.string() }))`
+    WITH ${endPendingLoginsWith(input)}
     UPDATE sessions SET revoked_at = ${sql.timestamp(input.now)}, revoke_reason = ${input.reason}
     WHERE user_id = ${input.userId} AND revoked_at IS NULL
       AND (${input.workspaceId}::uuid IS NULL OR workspace_id = ${input.workspaceId}::uuid)

@@ -2,6 +2,7 @@ import type { CommonQueryMethods } from "slonik";
 import { z } from "zod";
 import { sql } from "../db/sql.js";
 import { type MembershipRow, membershipColumns, membershipRow, type Role } from "./memberships.js";
+import { endPendingLoginsWith } from "./pending-logins.js";
 import { type UserRow, userRow } from "./users.js";
 import { type WorkspaceRow, workspaceRow } from "./workspaces.js";
 
@@ -156,11 +157,21 @@ export async function findUsersByIds(
 /** Revokes every live session of the user in the workspace; answers their ids. */
 export async function revokeMemberSessions(
   db: CommonQueryMethods,
-  input: { workspaceId: string; userId: string; reason: string; now: Date },
+  input: {
+    workspaceId: string;
+    userId: string;
+    reason: string;
+    now: Date;
+    /** A session that stays (the caller's own). */
+    exceptSessionId?: string | null;
+  },
 ): Promise<readonly string[]> {
+  const except = input.exceptSessionId ?? null;
   return db.anyFirst(sql.type(z.object({ id: z.string() }))`
+    WITH ${endPendingLoginsWith(input)}
     UPDATE sessions SET revoked_at = ${sql.timestamp(input.now)}, revoke_reason = ${input.reason}
     WHERE workspace_id = ${input.workspaceId} AND user_id = ${input.userId} AND revoked_at IS NULL
+      AND (${except}::uuid IS NULL OR id <> ${except}::uuid)
     RETURNING id`);
 }
 

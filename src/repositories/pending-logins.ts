@@ -61,3 +61,20 @@ export async function completePendingLogin(
       AND completed_at IS NULL AND expires_at > ${sql.timestamp(input.now)}
     RETURNING ${columns}`);
 }
+
+/**
+ * A data-modifying CTE that ends the user's unfinished pending logins (in one workspace, or
+ * in all), for the statements that end their sessions: whatever ends a user's sessions also
+ * ends the logins still waiting for a second step, which the old password began.
+ */
+export function endPendingLoginsWith(input: {
+  userId: string;
+  workspaceId: string | null;
+  now: Date;
+}) {
+  return sql.fragment`ended_pending_logins AS (
+    UPDATE pending_logins SET expires_at = ${sql.timestamp(input.now)}
+    WHERE user_id = ${input.userId} AND completed_at IS NULL
+      AND expires_at > ${sql.timestamp(input.now)}
+      AND (${input.workspaceId}::uuid IS NULL OR workspace_id = ${input.workspaceId}::uuid))`;
+}

@@ -1,6 +1,7 @@
 import type { CommonQueryMethods } from "slonik";
 import { z } from "zod";
 import { sql } from "../db/sql.js";
+import { endPendingLoginsWith } from "./pending-logins.js";
 
 export const sessionRow = z.object({
   id: z.string(),
@@ -147,6 +148,7 @@ export async function revokeUserSessions(
   input: { userId: string; reason: string; now: Date; exceptSessionId?: string },
 ): Promise<readonly string[]> {
   return db.anyFirst(sql.type(z.object({ id: z.string() }))`
+    WITH ${endPendingLoginsWith({ userId: input.userId, workspaceId: null, now: input.now })}
     UPDATE sessions SET revoked_at = ${sql.timestamp(input.now)}, revoke_reason = ${input.reason}
     WHERE user_id = ${input.userId} AND revoked_at IS NULL
       AND (${input.exceptSessionId ?? null}::uuid IS NULL OR id <> ${input.exceptSessionId ?? null}::uuid)

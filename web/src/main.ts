@@ -15,6 +15,13 @@ import {
   type Session,
   sessionStorageTokenStore,
 } from "../../src/client/web.js";
+import {
+  appCodeField,
+  authenticatorAppCard,
+  enrollmentPanel,
+  recoveryCodeField,
+  recoveryCodesBlock,
+} from "./authenticator-app.js";
 import { actionButton, type Field, form, h, linkButton } from "./dom.js";
 import { describeError } from "./messages.js";
 import {
@@ -224,9 +231,10 @@ function signIn(banner?: string) {
 
 function secondStep(pendingLoginId: string, email: string, pending?: PendingLogin) {
   const factors = pending?.factors ?? [FactorType.EMAIL_CODE];
-  if (pending?.enrollmentRequired) return enrollPasskey(pendingLoginId);
+  if (pending?.enrollmentRequired) return enrollFirstFactor(pendingLoginId);
+  if (factors.includes(FactorType.TOTP)) return appStep(pendingLoginId, factors);
   if (factors.includes(FactorType.PASSKEY) && !factors.includes(FactorType.EMAIL_CODE)) {
-    return passkeyStep(pendingLoginId);
+    return passkeyStep(pendingLoginId, factors);
   }
   const f = form({
     fields: [codeField],
@@ -266,8 +274,55 @@ function secondStep(pendingLoginId: string, email: string, pending?: PendingLogi
   );
 }
 
+/**
+ * The second step with the workspace's authenticator app, or (`recovery`) one of the
+ * recovery codes; links to the other factors the pending login lists.
+ */
+function appStep(pendingLoginId: string, factors: readonly FactorType[], recovery = false) {
+  const f = form({
+    fields: [recovery ? recoveryCodeField : appCodeField],
+    submit: "Continue",
+    async onSubmit(values, handle) {
+      try {
+        await kg.factors.verifyFactor({
+          purpose: FactorPurpose.LOGIN_SECOND_STEP,
+          pendingLoginId,
+          factor: {
+            case: recovery ? "recoveryCode" : "totpCode",
+            value: values.code as string,
+          },
+        });
+        await home("You are signed in.");
+      } catch (error) {
+        fail(handle, error);
+      }
+    },
+  });
+  show(
+    {
+      title: recovery ? "Use a recovery code" : "Confirm it is you",
+      lead: recovery
+        ? "Enter one of the recovery codes you saved."
+        : "Your workspace asks for a second step: enter the code from your authenticator app.",
+    },
+    f.element,
+    links(
+      factors.includes(FactorType.PASSKEY)
+        ? linkButton("Use a passkey instead", () => passkeyStep(pendingLoginId, factors))
+        : null,
+      !recovery && factors.includes(FactorType.RECOVERY_CODE)
+        ? linkButton("Use a recovery code", () => appStep(pendingLoginId, factors, true))
+        : null,
+      recovery && factors.includes(FactorType.TOTP)
+        ? linkButton("Use the authenticator app", () => appStep(pendingLoginId, factors))
+        : null,
+      linkButton("Back to sign in", () => signIn()),
+    ),
+  );
+}
+
 /** The second step with a passkey of this workspace. */
-function passkeyStep(pendingLoginId: string) {
+function passkeyStep(pendingLoginId: string, factors: readonly FactorType[] = []) {
   const message = h("p", { class: "message", role: "alert", "aria-live": "assertive" });
   const use = actionButton("Use a passkey", async () => {
     message.className = "message";
@@ -288,11 +343,71 @@ function passkeyStep(pendingLoginId: string) {
     },
     message,
     use,
+    links(
+      factors.includes(FactorType.TOTP)
+        ? linkButton("Use the authenticator app", () => appStep(pendingLoginId, factors))
+        : null,
+      factors.includes(FactorType.RECOVERY_CODE)
+        ? linkButton("Use a recovery code", () => appStep(pendingLoginId, factors, true))
+        : null,
+      linkButton("Back to sign in", () => signIn()),
+    ),
+  );
+}
+
+/**
+ * A workspace that requires a factor, and a member with none yet: set up a passkey or an
+ * authenticator app with the pending login; the first factor finishes the sign-in.
+ */
+function enrollFirstFactor(pendingLoginId: string) {
+  const message = h("p", { class: "message", role: "alert", "aria-live": "assertive" });
+  const app = actionButton(
+    "Set up an authenticator app",
+    async () => {
+      try {
+        const panel = await enrollmentPanel(kg, {
+          pendingLoginId,
+          async done(res) {
+            if (!res.tokens) throw new Error("the enrollment answered no tokens");
+            show(
+              { title: "You are set up", lead: "Your authenticator app is ready." },
+              recoveryCodesBlock(res.recoveryCodes),
+              actionButton("Continue", () => home("You are signed in.")),
+            );
+          },
+        });
+        show(
+          {
+            title: "Set up an authenticator app",
+            lead: "Your workspace asks every member for a second factor.",
+          },
+          panel,
+          links(linkButton("Back", () => enrollFirstFactor(pendingLoginId))),
+        );
+      } catch (error) {
+        message.className = "message error";
+        message.textContent = describeError(error).message;
+      }
+    },
+    { class: "secondary" },
+  );
+  show(
+    {
+      title: "Set up a second factor",
+      lead: "Your workspace asks every member for a second factor: a passkey on this device, or an authenticator app on your phone.",
+    },
+    message,
+    h(
+      "div",
+      { class: "links" },
+      actionButton("Set up a passkey", async () => enrollPasskey(pendingLoginId)),
+      app,
+    ),
     links(linkButton("Back to sign in", () => signIn())),
   );
 }
 
-/** A workspace that requires a factor, and a member with none yet: set up a passkey. */
+/** Setting up a passkey as the first factor, with the pending login. */
 function enrollPasskey(pendingLoginId: string) {
   const message = h("p", { class: "message", role: "alert", "aria-live": "assertive" });
   const add = actionButton("Set up a passkey", async () => {
@@ -827,6 +942,7 @@ async function home(banner?: string) {
       workspaceCard,
       workspacesCard,
       passkeysCard(kg, when, say),
+      authenticatorAppCard(kg, when, say),
       sessionsCard,
     ),
   );

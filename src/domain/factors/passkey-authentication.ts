@@ -21,8 +21,8 @@ import { audit } from "../audit.js";
 import type { AuthDeps, Principal, RequestMeta } from "../deps.js";
 import { FailedPreconditionError, NotFoundError, UnauthenticatedError } from "../errors.js";
 import { issueActionProof, sessionOrPending } from "../otp.js";
-import { finishPendingLogin, livePendingLogin } from "../second-step.js";
-import { type IssuedTokens, signTokens, type TokenDraft } from "../sessions.js";
+import { finishPendingLogin, livePendingLogin, tokensAfterFactor } from "../second-step.js";
+import type { IssuedTokens, TokenDraft } from "../sessions.js";
 import { effectiveSettings } from "../settings.js";
 import { Violations } from "../validate.js";
 import { lookUpWorkspace } from "../workspace-lookup.js";
@@ -273,7 +273,7 @@ export async function finishPasskeyAuthentication(
     if (scope.purpose === "sensitive_action") {
       return {
         kind: "action_proof" as const,
-        ...(await issueActionProof(tx, deps, ws, passkey.user_id)),
+        ...(await issueActionProof(tx, deps, ws, passkey.user_id, "factor")),
       };
     }
     let draft: TokenDraft | undefined;
@@ -324,5 +324,5 @@ export async function finishPasskeyAuthentication(
   });
   if (!outcome) throw await refuse("not_allowed", passkey.user_id);
   if (outcome.kind === "action_proof") return outcome;
-  return { kind: "tokens", tokens: await signTokens(deps, outcome.draft) };
+  return { kind: "tokens", tokens: await tokensAfterFactor(deps, outcome.draft) };
 }

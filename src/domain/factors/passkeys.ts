@@ -32,8 +32,14 @@ import {
 } from "../errors.js";
 import { noticeFactorChange } from "../factor-notice.js";
 import { consumeActionProof } from "../otp.js";
-import { finishPendingLogin, livePendingLogin, mfaRequired } from "../second-step.js";
-import { type IssuedTokens, signTokens } from "../sessions.js";
+import {
+  endSessionsOpenedWithoutFactor,
+  finishPendingLogin,
+  livePendingLogin,
+  mfaRequired,
+  tokensAfterFactor,
+} from "../second-step.js";
+import type { IssuedTokens } from "../sessions.js";
 import { effectiveSettings } from "../settings.js";
 import { Violations } from "../validate.js";
 import { issueRecoveryCodes } from "./recovery-codes.js";
@@ -234,7 +240,16 @@ export async function finishPasskeyRegistration(
         recovery_codes: recoveryCodes.length,
       },
     });
-    if (!who.pendingLoginId) return { row, recoveryCodes, draft: undefined };
+    if (!who.pendingLoginId) {
+      if (first) {
+        await endSessionsOpenedWithoutFactor(tx, deps, {
+          workspaceId: who.workspace.id,
+          userId: who.user.id,
+          keepSessionId: who.sessionId,
+        });
+      }
+      return { row, recoveryCodes, draft: undefined };
+    }
     const draft = await finishPendingLogin(tx, deps, meta, {
       pending: { id: who.pendingLoginId, workspace_id: who.workspace.id, user_id: who.user.id },
       step: "enroll",
@@ -244,13 +259,22 @@ export async function finishPasskeyRegistration(
       details: { passkey_id: row.id },
     });
     if (!draft) throw new NotFoundError("pending login not found or expired");
+    // After the pending login is finished, so that it is not among what ends.
+    if (first) {
+      await endSessionsOpenedWithoutFactor(tx, deps, {
+        workspaceId: who.workspace.id,
+        userId: who.user.id,
+        keepSessionId: draft.sessionId,
+      });
+    }
     return { row, recoveryCodes, draft };
   });
   deps.mail.wake();
+  if (outcome.recoveryCodes.length > 0) await deps.revocations.changed();
   return {
     passkey: outcome.row,
     recoveryCodes: outcome.recoveryCodes,
-    tokens: outcome.draft ? await signTokens(deps, outcome.draft) : undefined,
+    tokens: outcome.draft ? await tokensAfterFactor(deps, outcome.draft) : undefined,
   };
 }
 
@@ -301,7 +325,7 @@ export async function deletePasskey(
     .required("passkey_id", input.passkeyId, 64)
     .uuid("passkey_id", input.passkeyId)
     .throwIfAny();
-  await consumeActionProof(deps, principal, input.actionProof);
+  await consumeActionProof(deps, principal, input.actionProof, "factor");
   const workspace = await findWorkspaceById(deps.pool, principal.workspaceId);
   if (!workspace) throw unauthenticated();
   const settings = effectiveSettings(workspace, deps.settings.workspaceDefaults);

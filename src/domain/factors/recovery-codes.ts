@@ -105,7 +105,7 @@ export async function regenerateRecoveryCodes(
   };
   // Refused before the proof is spent, and checked again where the codes are written.
   if (!(await withTenant(deps.pool, member.workspaceId, hasFactor))) throw factorRequired();
-  await consumeActionProof(deps, principal, input.actionProof);
+  await consumeActionProof(deps, principal, input.actionProof, "factor");
   const codes = await withTenant(deps.pool, member.workspaceId, async (tx) => {
     if (!(await hasFactor(tx))) throw factorRequired();
     const workspace = await findWorkspaceById(tx, member.workspaceId);

@@ -32,8 +32,14 @@ import {
 } from "../errors.js";
 import { noticeFactorChange } from "../factor-notice.js";
 import { consumeActionProof } from "../otp.js";
-import { finishPendingLogin, livePendingLogin, mfaRequired } from "../second-step.js";
-import { type IssuedTokens, signTokens } from "../sessions.js";
+import {
+  endSessionsOpenedWithoutFactor,
+  finishPendingLogin,
+  livePendingLogin,
+  mfaRequired,
+  tokensAfterFactor,
+} from "../second-step.js";
+import type { IssuedTokens } from "../sessions.js";
 import { effectiveSettings } from "../settings.js";
 import { Violations } from "../validate.js";
 import { issueRecoveryCodes } from "./recovery-codes.js";
@@ -286,7 +292,15 @@ export async function confirmTotp(
       sessionId: caller.principal?.sessionId ?? null,
       details: { recovery_codes: recoveryCodes.length },
     });
-    if (!caller.pending) return { recoveryCodes, draft: undefined };
+    if (!caller.pending) {
+      if (first) {
+        await endSessionsOpenedWithoutFactor(tx, deps, {
+          ...member,
+          keepSessionId: caller.principal?.sessionId ?? null,
+        });
+      }
+      return { recoveryCodes, draft: undefined };
+    }
     const draft = await finishPendingLogin(tx, deps, meta, {
       pending: caller.pending,
       step: "enroll",
@@ -294,15 +308,20 @@ export async function confirmTotp(
       settings: caller.settings,
       details: { factor: "totp" },
     });
+    // After the pending login is finished, so that it is not among what ends.
+    if (first && draft) {
+      await endSessionsOpenedWithoutFactor(tx, deps, { ...member, keepSessionId: draft.sessionId });
+    }
     // Finished meanwhile, or the member was disabled: nothing of this commits.
     if (!draft) throw codeInvalid();
     return { recoveryCodes, draft };
   });
   if (!outcome) throw codeInvalid();
   deps.mail.wake();
+  if (outcome.recoveryCodes.length > 0) await deps.revocations.changed();
   return {
     recoveryCodes: outcome.recoveryCodes,
-    tokens: outcome.draft && (await signTokens(deps, outcome.draft)),
+    tokens: outcome.draft && (await tokensAfterFactor(deps, outcome.draft)),
   };
 }
 
@@ -338,7 +357,7 @@ export async function removeTotp(
   );
   if (!have.totp) throw notFound();
   if (required && have.passkeys === 0) throw factorRequired();
-  await consumeActionProof(deps, principal, input.actionProof);
+  await consumeActionProof(deps, principal, input.actionProof, "factor");
   await withTenant(deps.pool, workspaceId, async (tx) => {
     if (!(await lockMembershipForFactorChange(tx, workspaceId, userId))) throw notFound();
     if (!(await deleteConfirmedTotpFactor(tx, workspaceId, userId))) throw notFound();

@@ -124,7 +124,7 @@ export async function verifyFactor(
       }
       return {
         kind: "action_proof" as const,
-        ...(await issueActionProof(tx, deps, member.workspaceId, member.userId)),
+        ...(await issueActionProof(tx, deps, member.workspaceId, member.userId, "factor")),
       };
     });
   } catch (error) {
