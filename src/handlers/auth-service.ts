@@ -1,13 +1,9 @@
-import { create } from "@bufbuild/protobuf";
-import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
 import type { AuthService } from "../../gen/keygate/v1/auth_service_pb.js";
-import { OtpPurpose, PendingLoginSchema } from "../../gen/keygate/v1/types_pb.js";
-import { principalKey, requestMetaKey } from "../context-keys.js";
-import type { AuthDeps, Principal } from "../domain/deps.js";
-import { InvalidArgumentError, UnauthenticatedError } from "../domain/errors.js";
+import type { AuthDeps } from "../domain/deps.js";
+import { InvalidArgumentError } from "../domain/errors.js";
 import { acceptInvitation } from "../domain/invitation.js";
-import { type LoginResult, login } from "../domain/login.js";
+import { login } from "../domain/login.js";
 import { consumeMagicLink, requestMagicLink } from "../domain/magic-link.js";
 import { changePassword, requestPasswordReset, resetPassword } from "../domain/recovery.js";
 import {
@@ -21,6 +17,7 @@ import {
 import { refresh } from "../domain/sessions.js";
 import { signUp } from "../domain/signup.js";
 import { requestEmailVerification, verifyEmail } from "../domain/verification.js";
+import { maybePrincipal, meta, principal } from "./call-context.js";
 import {
   membershipOf,
   pendingLoginOf,
@@ -47,18 +44,6 @@ export const authSignedInOptional = new Set(
   ["Logout", "SendEmailVerification"].map((m) => `keygate.v1.AuthService/${m}`),
 );
 
-function principal(ctx: HandlerContext): Principal {
-  const p = ctx.values.get(principalKey);
-  if (!p)
-    throw new UnauthenticatedError(
-      "UNAUTHENTICATED",
-      "send `authorization: Bearer <access token>`",
-    );
-  return p;
-}
-
-const meta = (ctx: HandlerContext) => ctx.values.get(requestMetaKey);
-
 function oneofMissing(field: string): never {
   throw new InvalidArgumentError([{ field, description: "is required: set token or code" }]);
 }
@@ -84,7 +69,7 @@ export class AuthServiceHandler implements ServiceImpl<typeof AuthService> {
 
   async logout(req: { refreshToken: string }, ctx: HandlerContext) {
     await logout(this.deps, meta(ctx), {
-      principal: ctx.values.get(principalKey),
+      principal: maybePrincipal(ctx),
       refreshToken: req.refreshToken,
     });
     return {};
@@ -153,7 +138,7 @@ export class AuthServiceHandler implements ServiceImpl<typeof AuthService> {
   ) {
     await requestEmailVerification(this.deps, meta(ctx), {
       ...req,
-      principal: ctx.values.get(principalKey),
+      principal: maybePrincipal(ctx),
     });
     return {};
   }

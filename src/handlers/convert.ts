@@ -1,6 +1,7 @@
 import type { JsonObject } from "@bufbuild/protobuf";
 import { create } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
+import { ActionProofSchema } from "../../gen/keygate/v1/otp_service_pb.js";
 import {
   FactorType,
   MembershipSchema,
@@ -135,4 +136,23 @@ export function membershipOf(
     updateTime: timestampFromMs(Math.floor(m.updated_at)),
     ...(m.workspace ? { workspace: workspaceOf(m.workspace) } : {}),
   });
+}
+
+/** A sensitive action's proof, as OtpService and FactorService answer it. */
+export function actionProofOf(p: { proof: string; expiresAt: Date }) {
+  return create(ActionProofSchema, {
+    proof: p.proof,
+    expireTime: timestampFromMs(p.expiresAt.getTime()),
+  });
+}
+
+/** Tokens, or an action proof: the answer of a factor or code check. */
+export function tokensOrProofOf(
+  res:
+    | { kind: "tokens"; tokens: IssuedTokens }
+    | { kind: "action_proof"; proof: string; expiresAt: Date },
+) {
+  return res.kind === "tokens"
+    ? { result: { case: "tokens" as const, value: tokensOf(res.tokens) } }
+    : { result: { case: "actionProof" as const, value: actionProofOf(res) } };
 }

@@ -19,10 +19,7 @@ import {
   type UpdateFactorPreferencesRequest,
   type VerifyFactorRequest,
 } from "../../gen/keygate/v1/factor_service_pb.js";
-import { ActionProofSchema } from "../../gen/keygate/v1/otp_service_pb.js";
-import { principalKey, requestMetaKey } from "../context-keys.js";
-import type { AuthDeps, Principal } from "../domain/deps.js";
-import { UnauthenticatedError } from "../domain/errors.js";
+import type { AuthDeps } from "../domain/deps.js";
 import { factorOverview, updateFactorPreferences } from "../domain/factors/overview.js";
 import {
   beginPasskeyAuthentication,
@@ -40,7 +37,8 @@ import { regenerateRecoveryCodes } from "../domain/factors/recovery-codes.js";
 import { confirmTotp, enrollTotp, removeTotp } from "../domain/factors/totp.js";
 import { type VerifyFactorPurpose, verifyFactor } from "../domain/factors/verify-factor.js";
 import type { PasskeyRow } from "../repositories/passkeys.js";
-import { tokensOf } from "./convert.js";
+import { maybePrincipal, meta, principal } from "./call-context.js";
+import { tokensOf, tokensOrProofOf } from "./convert.js";
 
 const method = (m: string) => `keygate.v1.FactorService/${m}`;
 
@@ -70,19 +68,6 @@ export const factorSignedInOptional = new Set(
     "VerifyFactor",
   ].map(method),
 );
-
-export function principal(ctx: HandlerContext): Principal {
-  const p = ctx.values.get(principalKey);
-  if (!p)
-    throw new UnauthenticatedError(
-      "UNAUTHENTICATED",
-      "send `authorization: Bearer <access token>`",
-    );
-  return p;
-}
-
-export const meta = (ctx: HandlerContext) => ctx.values.get(requestMetaKey);
-const maybePrincipal = (ctx: HandlerContext) => ctx.values.get(principalKey);
 
 const purposes: Partial<Record<FactorPurpose, PasskeyPurpose>> = {
   [FactorPurpose.PASSKEY_SIGN_IN]: "passkey_sign_in",
@@ -129,7 +114,7 @@ export class FactorServiceHandler implements ServiceImpl<typeof FactorService> {
   }
 
   async enrollTotp(req: EnrollTotpRequest, ctx: HandlerContext) {
-    const res = await enrollTotp(this.deps, meta(ctx), ctx.values.get(principalKey), {
+    const res = await enrollTotp(this.deps, meta(ctx), maybePrincipal(ctx), {
       pendingLoginId: req.pendingLoginId,
       actionProof: req.actionProof,
     });
@@ -142,7 +127,7 @@ export class FactorServiceHandler implements ServiceImpl<typeof FactorService> {
   }
 
   async confirmTotp(req: ConfirmTotpRequest, ctx: HandlerContext) {
-    const res = await confirmTotp(this.deps, meta(ctx), ctx.values.get(principalKey), {
+    const res = await confirmTotp(this.deps, meta(ctx), maybePrincipal(ctx), {
       code: req.code,
       pendingLoginId: req.pendingLoginId,
     });
@@ -179,7 +164,7 @@ export class FactorServiceHandler implements ServiceImpl<typeof FactorService> {
   }
 
   async verifyFactor(req: VerifyFactorRequest, ctx: HandlerContext) {
-    const res = await verifyFactor(this.deps, meta(ctx), ctx.values.get(principalKey), {
+    const res = await verifyFactor(this.deps, meta(ctx), maybePrincipal(ctx), {
       purpose: verifyPurposes[req.purpose],
       pendingLoginId: req.pendingLoginId,
       factor:
@@ -189,18 +174,7 @@ export class FactorServiceHandler implements ServiceImpl<typeof FactorService> {
             ? { kind: "recovery_code", code: req.factor.value }
             : undefined,
     });
-    if (res.kind === "tokens") {
-      return { result: { case: "tokens" as const, value: tokensOf(res.tokens) } };
-    }
-    return {
-      result: {
-        case: "actionProof" as const,
-        value: create(ActionProofSchema, {
-          proof: res.proof,
-          expireTime: timestampFromMs(res.expiresAt.getTime()),
-        }),
-      },
-    };
+    return tokensOrProofOf(res);
   }
 
   async renamePasskey(req: RenamePasskeyRequest, ctx: HandlerContext) {
@@ -225,17 +199,7 @@ export class FactorServiceHandler implements ServiceImpl<typeof FactorService> {
       ...req,
       purpose: purposes[req.purpose],
     });
-    if (res.kind === "tokens")
-      return { result: { case: "tokens" as const, value: tokensOf(res.tokens) } };
-    return {
-      result: {
-        case: "actionProof" as const,
-        value: create(ActionProofSchema, {
-          proof: res.proof,
-          expireTime: timestampFromMs(res.expiresAt.getTime()),
-        }),
-      },
-    };
+    return tokensOrProofOf(res);
   }
 }
 

@@ -1,4 +1,3 @@
-import { create } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
 import type {
@@ -6,12 +5,11 @@ import type {
   SendOtpRequest,
   VerifyOtpRequest,
 } from "../../gen/keygate/v1/otp_service_pb.js";
-import { ActionProofSchema } from "../../gen/keygate/v1/otp_service_pb.js";
 import { OtpPurpose } from "../../gen/keygate/v1/types_pb.js";
-import { principalKey, requestMetaKey } from "../context-keys.js";
 import type { AuthDeps } from "../domain/deps.js";
 import { type OtpPurpose as DomainPurpose, sendOtp, verifyOtp } from "../domain/otp.js";
-import { pendingLoginOf, tokensOf } from "./convert.js";
+import { maybePrincipal, meta } from "./call-context.js";
+import { actionProofOf, pendingLoginOf, tokensOf } from "./convert.js";
 
 /** Methods that use an access token when one is sent (SENSITIVE_ACTION needs one). */
 export const otpSignedInOptional = new Set(
@@ -30,28 +28,18 @@ export class OtpServiceHandler implements ServiceImpl<typeof OtpService> {
   constructor(private readonly deps: AuthDeps) {}
 
   async sendOtp(req: SendOtpRequest, ctx: HandlerContext) {
-    const res = await sendOtp(
-      this.deps,
-      ctx.values.get(requestMetaKey),
-      ctx.values.get(principalKey),
-      {
-        ...req,
-        purpose: purposes[req.purpose],
-      },
-    );
+    const res = await sendOtp(this.deps, meta(ctx), maybePrincipal(ctx), {
+      ...req,
+      purpose: purposes[req.purpose],
+    });
     return { expireTime: timestampFromMs(res.expiresAt.getTime()) };
   }
 
   async verifyOtp(req: VerifyOtpRequest, ctx: HandlerContext) {
-    const res = await verifyOtp(
-      this.deps,
-      ctx.values.get(requestMetaKey),
-      ctx.values.get(principalKey),
-      {
-        ...req,
-        purpose: purposes[req.purpose],
-      },
-    );
+    const res = await verifyOtp(this.deps, meta(ctx), maybePrincipal(ctx), {
+      ...req,
+      purpose: purposes[req.purpose],
+    });
     switch (res.kind) {
       case "tokens":
         return { result: { case: "tokens" as const, value: tokensOf(res.tokens) } };
@@ -60,15 +48,7 @@ export class OtpServiceHandler implements ServiceImpl<typeof OtpService> {
       case "email_verified":
         return { result: { case: "emailVerified" as const, value: true } };
       case "action_proof":
-        return {
-          result: {
-            case: "actionProof" as const,
-            value: create(ActionProofSchema, {
-              proof: res.proof,
-              expireTime: timestampFromMs(res.expiresAt.getTime()),
-            }),
-          },
-        };
+        return { result: { case: "actionProof" as const, value: actionProofOf(res) } };
     }
   }
 }

@@ -1,6 +1,6 @@
 import { create } from "@bufbuild/protobuf";
 import { timestampDate, timestampFromMs } from "@bufbuild/protobuf/wkt";
-import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
+import type { ServiceImpl } from "@connectrpc/connect";
 import type { AdminService } from "../../../gen/keygate/v1/admin_service_pb.js";
 import {
   AdminKeyRole,
@@ -8,7 +8,6 @@ import {
   SigningKeySchema,
   SigningKeyStatus,
 } from "../../../gen/keygate/v1/types_pb.js";
-import { requestMetaKey } from "../../context-keys.js";
 import { createAdminKey } from "../../domain/admin/keys-create.js";
 import { listAdminKeys } from "../../domain/admin/keys-list.js";
 import { revokeAdminKey } from "../../domain/admin/keys-revoke.js";
@@ -17,6 +16,7 @@ import { revokeSigningKey } from "../../domain/admin/signing-keys-revoke.js";
 import type { AdminDeps } from "../../domain/deps.js";
 import type { AdminKeyRow } from "../../repositories/admin-keys.js";
 import type { SigningKeyInfoRow } from "../../repositories/signing-keys.js";
+import { meta } from "../call-context.js";
 import { callerOf } from "./caller.js";
 
 type Impl = ServiceImpl<typeof AdminService>;
@@ -73,8 +73,6 @@ export function signingKeyOf(k: SigningKeyInfoRow) {
     revokeTime: time(k.revoked_at),
   });
 }
-
-const meta = (ctx: HandlerContext) => ctx.values.get(requestMetaKey);
 
 /** AdminService RPCs about keys: admin keys and token signing keys. */
 export function adminKeysHandlers(deps: AdminDeps): Partial<Impl> {

@@ -14,7 +14,6 @@ import {
   UserStatusFilter,
 } from "../../../gen/keygate/v1/admin_service_pb.js";
 import { Role } from "../../../gen/keygate/v1/types_pb.js";
-import { requestMetaKey } from "../../context-keys.js";
 import {
   blockUser,
   deleteUser,
@@ -32,10 +31,9 @@ import type { AdminDeps } from "../../domain/deps.js";
 import { Violations } from "../../domain/validate.js";
 import type { AdminUserRow } from "../../repositories/admin-users.js";
 import type { Role as DomainRole } from "../../repositories/memberships.js";
+import { meta } from "../call-context.js";
 import { invitedUserOf, membershipOf, userOf } from "../convert.js";
 import { callerOf } from "./caller.js";
-
-const meta = (ctx: HandlerContext) => ctx.values.get(requestMetaKey);
 
 /**
  * A user as an admin answer carries it: with the lockout state of the account for

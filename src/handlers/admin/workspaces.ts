@@ -29,7 +29,6 @@ import {
   WorkspaceSettingsSchema,
 } from "../../../gen/keygate/v1/types_pb.js";
 import type { WorkspaceSettings } from "../../config.js";
-import { requestMetaKey } from "../../context-keys.js";
 import { listAuditEvents } from "../../domain/admin/audit-log.js";
 import {
   addMember,
@@ -52,10 +51,9 @@ import type { AdminDeps } from "../../domain/deps.js";
 import { InvalidArgumentError } from "../../domain/errors.js";
 import type { AuditEventRow } from "../../repositories/admin-workspaces.js";
 import type { Role as DomainRole } from "../../repositories/memberships.js";
+import { meta } from "../call-context.js";
 import { invitedUserOf, membershipOf, userOf, workspaceOf } from "../convert.js";
 import { callerOf } from "./caller.js";
-
-const meta = (ctx: HandlerContext) => ctx.values.get(requestMetaKey);
 
 // Proto enum ⇄ stored string. UNSPECIFIED means "not set"; a number the server does not know
 // is passed on as is, so that validation reports it against its field.
