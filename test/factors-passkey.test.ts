@@ -535,6 +535,33 @@ describe("SECURITY.md 41: passkeys", () => {
     expect(regB.credential.userHandle.equals(handleA as Buffer)).toBe(false);
     const tokensB = await signInWith(device, b, regB.credential);
     expect(tokensB.workspaceId).toBe(b);
+    // A session signed in with A's passkey alone proved nothing B takes: it cannot switch.
+    const inA = await signInWith(
+      device,
+      ws,
+      device.credentials.find((c) => c !== regB.credential),
+    );
+    const switched = await failure(
+      auth.switchWorkspace({ workspaceId: b }, bearer(inA.accessToken)),
+    );
+    expect([switched.code, switched.reason]).toEqual([Code.PermissionDenied, "PERMISSION_DENIED"]);
+  });
+
+  it("with factors off in the workspace, no passkey check works, not even for an action proof", async () => {
+    const w = await workspace("off-later");
+    const { token } = await member("off-later", w);
+    await register(token, new SoftAuthenticator(origin));
+    await admin.updateWorkspaceSettings(
+      { workspaceId: w, settings: { mfa: MfaMode.OFF } },
+      asAdmin(),
+    );
+    const f = await failure(
+      factors.beginPasskeyAuthentication(
+        { purpose: FactorPurpose.SENSITIVE_ACTION },
+        bearer(token),
+      ),
+    );
+    expect([f.code, f.reason]).toEqual([Code.NotFound, "FLOW_DISABLED"]);
   });
 
   it("SECURITY.md 41: sign-in is off where the workspace turns it off, before any challenge", async () => {
@@ -739,6 +766,20 @@ describe("public passkey challenges", () => {
         }),
       );
       expect(other.code).toBe(Code.ResourceExhausted);
+      // Signed-in challenges are stored rows too: a session does not get around the budget.
+      const auth = createClient(
+        AuthService,
+        createConnectTransport({ baseUrl: limited.url, httpVersion: "2" }),
+      );
+      const address = email("limited");
+      await auth.signUp(
+        { email: address, password },
+        { headers: { "x-workspace-id": workspaceId } },
+      );
+      const login = await auth.login({ email: address, password, workspaceId });
+      const token = (login.result.value as { accessToken: string }).accessToken;
+      const signedIn = await failure(client.beginPasskeyRegistration({}, bearer(token)));
+      expect(signedIn.code).toBe(Code.ResourceExhausted);
     } finally {
       await limited.stop();
     }

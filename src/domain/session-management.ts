@@ -230,6 +230,15 @@ export async function switchWorkspace(
         "FLOW_DISABLED",
       );
     }
+    // A session that proved nothing of the account (a passkey of the workspace it came from
+    // is that workspace's only) has nothing to carry: sign in to the other one instead.
+    // (Sessions from before methods were recorded say nothing, and switch as they did.)
+    if (carried.length === 0 && principal.amr.length > 0) {
+      throw new PermissionDeniedError(
+        "PERMISSION_DENIED",
+        "this session was signed in with a factor of its own workspace only: sign in to that workspace",
+      );
+    }
     const next = await sessionOrPending(tx, deps, meta, {
       workspace,
       user,

@@ -138,7 +138,7 @@ export class FactorServiceHandler implements ServiceImpl<typeof FactorService> {
   }
 
   async beginPasskeyRegistration(req: BeginPasskeyRegistrationRequest, ctx: HandlerContext) {
-    const options = await beginPasskeyRegistration(this.deps, maybePrincipal(ctx), req);
+    const options = await beginPasskeyRegistration(this.deps, meta(ctx), maybePrincipal(ctx), req);
     return { options: struct(options) };
   }
 

@@ -97,10 +97,13 @@ async function scopeOf(
     const pending = await livePendingLogin(deps, input.pendingLoginId);
     if (pending.step !== "factor") throw new NotFoundError("pending login not found or expired");
     const workspace = (await findWorkspaceById(deps.pool, pending.workspace_id)) as WorkspaceRow;
+    const settings = effectiveSettings(workspace, deps.settings.workspaceDefaults);
+    // Factors switched off after the login began: nothing of them counts any more.
+    if (settings.mfa === "off") throw flowDisabled();
     return {
       purpose,
       workspace,
-      settings: effectiveSettings(workspace, deps.settings.workspaceDefaults),
+      settings,
       userId: pending.user_id,
       pending,
       challengePurpose: "second_step",
@@ -114,10 +117,12 @@ async function scopeOf(
     );
   const workspace = await findWorkspaceById(deps.pool, principal.workspaceId);
   if (!workspace) throw new UnauthenticatedError("UNAUTHENTICATED", "the session has ended");
+  const settings = effectiveSettings(workspace, deps.settings.workspaceDefaults);
+  if (settings.mfa === "off") throw flowDisabled();
   return {
     purpose,
     workspace,
-    settings: effectiveSettings(workspace, deps.settings.workspaceDefaults),
+    settings,
     userId: principal.userId,
     pending: null,
     challengePurpose: "sensitive_action",
@@ -136,10 +141,8 @@ export async function beginPasskeyAuthentication(
   input: ScopeInput,
 ): Promise<PublicKeyCredentialRequestOptionsJSON> {
   const scope = await scopeOf(deps, meta, principal, input);
-  // Public challenges are rows anyone can ask for: bounded per client, whatever workspace.
-  if (scope.purpose !== "sensitive_action") {
-    await deps.limiter.hit(null, [["passkey_challenge_ip", meta.ipAddress ?? "unknown"]]);
-  }
+  // Every challenge is a stored row: bounded per client, whatever workspace or caller.
+  await deps.limiter.hit(null, [["passkey_challenge_ip", meta.ipAddress ?? "unknown"]]);
   return withTenant(deps.pool, scope.workspace.id, async (tx) => {
     let allow: ReturnType<typeof descriptorsOf> = [];
     if (scope.userId) {

@@ -107,10 +107,13 @@ async function registrant(
 /** BeginPasskeyRegistration: creation options for a discoverable credential of the member. */
 export async function beginPasskeyRegistration(
   deps: AuthDeps,
+  meta: RequestMeta,
   principal: Principal | undefined,
   input: { pendingLoginId: string; actionProof: string },
 ): Promise<PublicKeyCredentialCreationOptionsJSON> {
   const who = await registrant(deps, principal, input.pendingLoginId);
+  // Each challenge is a stored row: bounded per client, as the authentication ones are.
+  await deps.limiter.hit(null, [["passkey_challenge_ip", meta.ipAddress ?? "unknown"]]);
   if (principal && who.pendingLoginId === null && who.settings.action_proof_required) {
     await consumeActionProof(deps, principal, input.actionProof);
   }
