@@ -35,13 +35,13 @@ import { consumeActionProof } from "../otp.js";
 import {
   endSessionsOpenedWithoutFactor,
   finishPendingLogin,
-  livePendingLogin,
   mfaRequired,
   tokensAfterFactor,
 } from "../second-step.js";
 import type { IssuedTokens } from "../sessions.js";
 import { effectiveSettings } from "../settings.js";
 import { Violations } from "../validate.js";
+import { enrollmentCaller } from "./enrollment.js";
 import { issueRecoveryCodes } from "./recovery-codes.js";
 import {
   challengeTtlMs,
@@ -70,37 +70,19 @@ interface Registrant {
 const unauthenticated = () =>
   new UnauthenticatedError("UNAUTHENTICATED", "send `authorization: Bearer <access token>`");
 
+/** The member a passkey is registered for: the one factor enrollments share (enrollment.ts). */
 async function registrant(
   deps: AuthDeps,
   principal: Principal | undefined,
   pendingLoginId: string,
 ): Promise<Registrant> {
-  let workspaceId: string;
-  let userId: string;
-  let pendingId: string | null = null;
-  if (pendingLoginId !== "") {
-    const pending = await livePendingLogin(deps, pendingLoginId);
-    // Only a login that waits for a first factor is finished by setting one up.
-    if (pending.step !== "enroll") throw new NotFoundError("pending login not found or expired");
-    workspaceId = pending.workspace_id;
-    userId = pending.user_id;
-    pendingId = pending.id;
-  } else {
-    if (!principal) throw unauthenticated();
-    workspaceId = principal.workspaceId;
-    userId = principal.userId;
-  }
-  const workspace = await findWorkspaceById(deps.pool, workspaceId);
-  const user = await findUserById(deps.pool, userId);
-  if (!workspace || !user) throw unauthenticated();
-  const settings = effectiveSettings(workspace, deps.settings.workspaceDefaults);
-  if (settings.mfa === "off") throw new NotFoundError("passkeys are disabled", "FLOW_DISABLED");
+  const caller = await enrollmentCaller(deps, principal, pendingLoginId);
   return {
-    workspace,
-    settings,
-    user,
-    pendingLoginId: pendingId,
-    sessionId: pendingId ? null : (principal?.sessionId ?? null),
+    workspace: caller.workspace,
+    settings: caller.settings,
+    user: caller.user,
+    pendingLoginId: caller.pending?.id ?? null,
+    sessionId: caller.principal?.sessionId ?? null,
   };
 }
 

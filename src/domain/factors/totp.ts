@@ -2,15 +2,9 @@ import { randomBytes } from "node:crypto";
 import { Secret, TOTP } from "otpauth";
 import QRCode from "qrcode";
 import type { DatabaseTransactionConnection } from "slonik";
-import type { WorkspaceSettings } from "../../config.js";
 import { withTenant } from "../../db/with-tenant.js";
 import { factorSummary } from "../../repositories/factors.js";
-import {
-  findMembership,
-  lockMembershipForFactorChange,
-  type Role,
-} from "../../repositories/memberships.js";
-import type { PendingLoginRow } from "../../repositories/pending-logins.js";
+import { findMembership, lockMembershipForFactorChange } from "../../repositories/memberships.js";
 import { deleteRecoveryCodes } from "../../repositories/recovery-codes.js";
 import {
   confirmTotpEnrollment,
@@ -20,8 +14,8 @@ import {
   upsertTotpEnrollment,
   useTotpStep,
 } from "../../repositories/totp-factors.js";
-import { findUserById, type UserRow } from "../../repositories/users.js";
-import { findWorkspaceById, type WorkspaceRow } from "../../repositories/workspaces.js";
+import { findUserById } from "../../repositories/users.js";
+import { findWorkspaceById } from "../../repositories/workspaces.js";
 import { audit } from "../audit.js";
 import type { AuthDeps, Principal, RequestMeta } from "../deps.js";
 import {
@@ -35,13 +29,13 @@ import { consumeActionProof } from "../otp.js";
 import {
   endSessionsOpenedWithoutFactor,
   finishPendingLogin,
-  livePendingLogin,
   mfaRequired,
   tokensAfterFactor,
 } from "../second-step.js";
 import type { IssuedTokens } from "../sessions.js";
 import { effectiveSettings } from "../settings.js";
 import { Violations } from "../validate.js";
+import { type EnrollmentCaller, enrollmentCaller } from "./enrollment.js";
 import { issueRecoveryCodes } from "./recovery-codes.js";
 
 /**
@@ -123,61 +117,6 @@ export async function spendTotpCode(
   const step = matchingStep(deps, row, member, code, deps.clock.now().getTime());
   if (step === null) return false;
   return useTotpStep(tx, { ...member, step });
-}
-
-/** Who enrolls: the signed-in member, or the member of an enrollment pending login. */
-export interface EnrollmentCaller {
-  readonly workspace: WorkspaceRow;
-  readonly user: UserRow;
-  readonly role: Role;
-  readonly settings: WorkspaceSettings;
-  readonly pending: PendingLoginRow | null;
-  readonly principal: Principal | null;
-}
-
-/**
- * The member a factor enrollment is for (EnrollTotp, ConfirmTotp, and any other factor's
- * enrollment): the pending login's when one is named (it must wait for a first factor),
- * else the signed-in caller's; the membership must be active and factors on.
- */
-export async function enrollmentCaller(
-  deps: AuthDeps,
-  principal: Principal | undefined,
-  pendingLoginId: string,
-): Promise<EnrollmentCaller> {
-  let pending: PendingLoginRow | null = null;
-  let member: Member;
-  if (pendingLoginId !== "") {
-    pending = await livePendingLogin(deps, pendingLoginId);
-    if (pending.step !== "enroll") throw new NotFoundError("pending login not found or expired");
-    member = { workspaceId: pending.workspace_id, userId: pending.user_id };
-  } else if (principal) {
-    member = principal;
-  } else {
-    throw new UnauthenticatedError(
-      "UNAUTHENTICATED",
-      "send `authorization: Bearer <access token>` or the pending login's id",
-    );
-  }
-  const workspace = await findWorkspaceById(deps.pool, member.workspaceId);
-  const user = await findUserById(deps.pool, member.userId);
-  const membership = await findMembership(deps.pool, member.workspaceId, member.userId);
-  if (!workspace || !user || user.blocked || membership?.status !== "active") {
-    if (pending) throw new NotFoundError("pending login not found or expired");
-    throw new UnauthenticatedError("UNAUTHENTICATED", "the session has ended");
-  }
-  const settings = effectiveSettings(workspace, deps.settings.workspaceDefaults);
-  if (settings.mfa === "off") {
-    throw new NotFoundError("factors are off in this workspace", "FLOW_DISABLED");
-  }
-  return {
-    workspace,
-    user,
-    role: membership.role,
-    settings,
-    pending,
-    principal: pending ? null : (principal ?? null),
-  };
 }
 
 const memberOf = (c: EnrollmentCaller): Member => ({
