@@ -7,7 +7,7 @@ import { configFromEnv } from "../src/config.js";
 import { loadMigrations, migrate } from "../src/db/migrate.js";
 import { type Database, openDatabase } from "../src/db/pool.js";
 import { sql } from "../src/db/sql.js";
-import { withTenant } from "../src/db/with-tenant.js";
+import { asService, tenantRole, withTenant } from "../src/db/with-tenant.js";
 import { externalDatabaseEnv, freshDatabaseUrl } from "./support/database.js";
 
 let database: Database;
@@ -131,5 +131,40 @@ describe("the audit log", () => {
       await database.pool.oneFirst(sql.type(z.object({ n: z.number() }))`
         SELECT count(*)::int AS n FROM audit_events WHERE type = 'probe'`),
     ).toBe(1);
+  });
+});
+
+describe("pooled connections", () => {
+  it("carry no workspace or role from one transaction into the next call, so none is reset", async () => {
+    // One connection, so every call below is on the same backend (the pid says so).
+    const one = await openDatabase({ databaseUrl: database.url, dbPoolSize: 1, dataDir });
+    try {
+      const state = sql.type(
+        z.object({ pid: z.number(), workspace: z.string().nullable(), role: z.string() }),
+      )`
+        SELECT pg_backend_pid() AS pid, current_user::text AS role,
+               NULLIF(current_setting('keygate.workspace_id', true), '') AS workspace`;
+      const outside = await one.pool.one(state);
+      expect(outside.workspace).toBeNull();
+      const inside = await withTenant(one.pool, a, (tx) => tx.one(state));
+      expect(inside).toEqual({ pid: outside.pid, workspace: a, role: tenantRole });
+      expect(await one.pool.one(state)).toEqual(outside);
+      await expect(
+        withTenant(one.pool, b, async (tx) => {
+          await tx.one(state);
+          throw new Error("rolled back");
+        }),
+      ).rejects.toThrow("rolled back");
+      // (Slonik may replace a connection whose transaction failed; either way nothing is left.)
+      const after = await one.pool.one(state);
+      expect(after).toEqual({ ...outside, pid: after.pid });
+      const asServiceRole = await withTenant(one.pool, a, (tx) =>
+        asService(tx, () => tx.one(state)),
+      );
+      expect(asServiceRole).toEqual({ ...after, workspace: a });
+      expect(await one.pool.one(state)).toEqual(after);
+    } finally {
+      await one.close();
+    }
   });
 });

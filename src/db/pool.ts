@@ -52,6 +52,10 @@ export async function openDatabase(
       queryRetryLimit: 0,
       transactionRetryLimit: 0,
       captureStackTrace: false,
+      // Keygate keeps no session state on a pooled connection (tenant and role are set with
+      // set_config(..., true), which ends with the transaction), so the DISCARD ALL Slonik
+      // sends on every release would only add a round trip to each query.
+      resetConnection: async () => {},
       interceptors: [resultParser],
     });
     return {
