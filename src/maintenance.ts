@@ -6,6 +6,8 @@ import { sweepRateLimits } from "./domain/rate-limits.js";
 import type { Logger } from "./log.js";
 import { deleteExpiredRevocations } from "./repositories/revocations.js";
 
+const lockedRow = z.object({ locked: z.boolean() });
+
 // "kg-swp" in ASCII; distinct from the other advisory locks.
 const sweepLockKey = "118129447433072";
 /** Rows a sweep deletes from one table per round at most, so a backlog never holds locks long. */
@@ -32,7 +34,7 @@ export interface SweepResult {
  */
 export async function sweep(pool: DatabasePool, now: Date): Promise<SweepResult | null> {
   return pool.transaction(async (tx) => {
-    const mine = await tx.oneFirst(sql.type(z.object({ locked: z.boolean() }))`
+    const mine = await tx.oneFirst(sql.type(lockedRow)`
       SELECT pg_try_advisory_xact_lock(${sweepLockKey}::bigint) AS locked`);
     if (!mine) return null;
     const at = (msAgo: number) => sql.timestamp(new Date(now.getTime() - msAgo));

@@ -3,6 +3,8 @@ import { z } from "zod";
 import { sql } from "./db/sql.js";
 import { Metrics } from "./metrics.js";
 
+const countRow = z.object({ count: z.number() });
+
 /** The instance's metrics, with the gauges read from its parts at each scrape. */
 export function instanceMetrics(sources: {
   pool: DatabasePool;
@@ -15,7 +17,7 @@ export function instanceMetrics(sources: {
   m.gauge("keygate_outbox_depth", "Mail waiting in the outbox (all instances).", async (set) => {
     try {
       set(
-        await sources.pool.oneFirst(sql.type(z.object({ count: z.number() }))`
+        await sources.pool.oneFirst(sql.type(countRow)`
           SELECT count(*)::int AS count FROM mail_outbox WHERE sent_at IS NULL`),
       );
     } catch {

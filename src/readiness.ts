@@ -4,6 +4,8 @@ import { type Migration, migrationsCurrent } from "./db/migrate.js";
 import { sql } from "./db/sql.js";
 import type { Logger } from "./log.js";
 
+const readOnlyRow = z.object({ read_only: z.boolean() });
+
 export type ReadinessState =
   | { ready: true }
   | {
@@ -49,7 +51,7 @@ export class Readiness {
   private async probe(): Promise<ReadinessState> {
     try {
       const readOnly = await this.pool.oneFirst(
-        sql.type(z.object({ read_only: z.boolean() }))`
+        sql.type(readOnlyRow)`
           SELECT current_setting('transaction_read_only') = 'on' AS read_only`,
       );
       if (readOnly) return { ready: false, reason: "database_read_only" };

@@ -6,6 +6,8 @@ import type { DatabasePool } from "slonik";
 import { z } from "zod";
 import { sha256Hex, sql } from "./sql.js";
 
+const presentRow = z.object({ present: z.boolean() });
+
 export const defaultMigrationsDir = fileURLToPath(new URL("../../migrations/", import.meta.url));
 
 /** NNN_<module>_<domain>_<action>.sql */
@@ -158,7 +160,7 @@ export async function missingMigrations(
   migrations: readonly Migration[],
 ): Promise<Migration[]> {
   const exists = await pool.maybeOne(
-    sql.type(z.object({ present: z.boolean() }))`
+    sql.type(presentRow)`
       SELECT to_regclass('schema_migrations') IS NOT NULL AS present`,
   );
   if (!exists?.present) return [...migrations];

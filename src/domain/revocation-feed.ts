@@ -14,6 +14,8 @@ import { UnavailableError } from "./errors.js";
 import type { RevocationState } from "./revocations.js";
 import { Violations } from "./validate.js";
 
+const memberRow = z.object({ member: z.boolean() });
+
 export type FeedEvent =
   | { readonly kind: "revocation"; readonly row: RevocationRow }
   | {
@@ -146,7 +148,7 @@ function visibility(pool: DatabasePool, scope: string | null) {
     // A revoked signing key concerns every workspace's tokens.
     if (row.kind === "signing_key") return true;
     if (row.kind !== "user") return row.workspace_id === scope;
-    return pool.oneFirst(sql.type(z.object({ member: z.boolean() }))`
+    return pool.oneFirst(sql.type(memberRow)`
       SELECT EXISTS (SELECT 1 FROM workspace_members
                      WHERE workspace_id = ${scope} AND user_id = ${row.user_id}) AS member`);
   };

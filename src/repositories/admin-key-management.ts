@@ -3,6 +3,8 @@ import { z } from "zod";
 import { sql } from "../db/sql.js";
 import { type AdminKeyRow, adminKeyRow } from "./admin-keys.js";
 
+const expiresAtRow = z.object({ expires_at: z.number().nullable() });
+
 /**
  * Admin keys as AdminService manages them. A key belongs to one workspace or (workspace_id
  * NULL) to the deployment; every function says which keys it may touch: one workspace's, or
@@ -56,7 +58,7 @@ export async function adminKeyExpiry(
   db: CommonQueryMethods,
   key: { id: string; workspaceId: string | null },
 ): Promise<{ expiresAt: number | null } | null> {
-  const row = await db.maybeOne(sql.type(z.object({ expires_at: z.number().nullable() }))`
+  const row = await db.maybeOne(sql.type(expiresAtRow)`
     SELECT expires_at FROM admin_keys
     WHERE id = ${key.id} AND workspace_id IS NOT DISTINCT FROM ${key.workspaceId}`);
   return row ? { expiresAt: row.expires_at } : null;

@@ -2,6 +2,8 @@ import type { CommonQueryMethods } from "slonik";
 import { z } from "zod";
 import { sql } from "../db/sql.js";
 
+const countRow = z.object({ count: z.number() });
+
 export const adminKeyRow = z.object({
   id: z.string(),
   workspace_id: z.string().nullable(),
@@ -47,7 +49,7 @@ export async function insertAdminKey(
 }
 
 export async function countAdminKeys(db: CommonQueryMethods): Promise<number> {
-  return db.oneFirst(sql.type(z.object({ count: z.number() }))`
+  return db.oneFirst(sql.type(countRow)`
     SELECT count(*)::int AS count FROM admin_keys`);
 }
 

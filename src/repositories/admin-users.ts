@@ -6,6 +6,10 @@ import { endPendingLoginsWith } from "./pending-logins.js";
 import { deliveryAddress, normalizeEmail, userRow } from "./users.js";
 import { type WorkspaceRow, workspaceRow } from "./workspaces.js";
 
+const idRow = z.object({ id: z.string() });
+const roleRow = z.object({ role: z.enum(["owner", "admin", "member"]) });
+const workspaceIdRow = z.object({ workspace_id: z.string() });
+
 /**
  * Queries of AdminService's user RPCs. Users are not tenant-owned (one identity across
  * workspaces); every query that touches workspace_members or sessions filters by workspace
@@ -56,7 +60,7 @@ export async function findAdminUser(
 
 /** Locks the user's row for the rest of the transaction; answers whether it exists. */
 export async function lockUser(db: CommonQueryMethods, userId: string): Promise<boolean> {
-  const row = await db.maybeOne(sql.type(z.object({ id: z.string() }))`
+  const row = await db.maybeOne(sql.type(idRow)`
     SELECT id FROM users WHERE id = ${userId} FOR UPDATE`);
   return row !== null;
 }
@@ -70,7 +74,7 @@ export async function memberRoleIn(
   workspaceId: string,
   userId: string,
 ): Promise<Role | null> {
-  return db.maybeOneFirst(sql.type(z.object({ role: z.enum(["owner", "admin", "member"]) }))`
+  return db.maybeOneFirst(sql.type(roleRow)`
     SELECT role FROM workspace_members
     WHERE workspace_id = ${workspaceId} AND user_id = ${userId} AND status <> 'invited'`);
 }
@@ -90,7 +94,7 @@ export async function insertProvisionedUser(
   },
 ): Promise<string | null> {
   const proven = input.passwordProvenAt ? sql.timestamp(input.passwordProvenAt) : null;
-  return db.maybeOneFirst(sql.type(z.object({ id: z.string() }))`
+  return db.maybeOneFirst(sql.type(idRow)`
     INSERT INTO users (email, email_normalized, password_hash, email_verified, password_proven_at)
     VALUES (${deliveryAddress(input.email)}, ${normalizeEmail(input.email)}, ${input.passwordHash},
             ${input.emailVerified}, ${proven})
@@ -102,7 +106,7 @@ export async function findUserIdByEmail(
   db: CommonQueryMethods,
   email: string,
 ): Promise<string | null> {
-  return db.maybeOneFirst(sql.type(z.object({ id: z.string() }))`
+  return db.maybeOneFirst(sql.type(idRow)`
     SELECT id FROM users WHERE email_normalized = ${normalizeEmail(email)}`);
 }
 
@@ -194,7 +198,7 @@ export async function revokeSessionsOfUser(
   db: CommonQueryMethods,
   input: { userId: string; workspaceId: string | null; reason: string; now: Date },
 ): Promise<number> {
-  const ids = await db.anyFirst(sql.type(z.object({ id: z.string() }))`
+  const ids = await db.anyFirst(sql.type(idRow)`
     WITH ${endPendingLoginsWith(input)}
     UPDATE sessions SET revoked_at = ${sql.timestamp(input.now)}, revoke_reason = ${input.reason}
     WHERE user_id = ${input.userId} AND revoked_at IS NULL
@@ -217,7 +221,7 @@ export async function workspacesWhereLastOwner(
     WHERE o.role = 'owner'
       AND o.workspace_id IN (SELECT workspace_id FROM workspace_members WHERE user_id = ${userId})
     FOR UPDATE`);
-  return db.anyFirst(sql.type(z.object({ workspace_id: z.string() }))`
+  return db.anyFirst(sql.type(workspaceIdRow)`
     SELECT m.workspace_id FROM workspace_members m
     WHERE m.user_id = ${userId} AND m.role = 'owner' AND m.status = 'active'
       AND NOT EXISTS (SELECT 1 FROM workspace_members o

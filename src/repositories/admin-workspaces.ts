@@ -6,6 +6,9 @@ import { endPendingLoginsWith } from "./pending-logins.js";
 import { type UserRow, userRow } from "./users.js";
 import { type WorkspaceRow, workspaceRow } from "./workspaces.js";
 
+const countRow = z.object({ count: z.number() });
+const idRow = z.object({ id: z.string() });
+
 /** SQL behind the AdminService RPCs about workspaces, members and the audit log. */
 
 const workspaceColumns = sql.fragment`id, name, slug, settings, created_at, updated_at`;
@@ -124,7 +127,7 @@ export async function countOtherActiveOwners(
   workspaceId: string,
   exceptUserId: string,
 ): Promise<number> {
-  return db.oneFirst(sql.type(z.object({ count: z.number() }))`
+  return db.oneFirst(sql.type(countRow)`
     SELECT count(*)::int AS count FROM workspace_members
     WHERE workspace_id = ${workspaceId} AND role = 'owner' AND status = 'active'
       AND user_id <> ${exceptUserId}`);
@@ -167,7 +170,7 @@ export async function revokeMemberSessions(
   },
 ): Promise<readonly string[]> {
   const except = input.exceptSessionId ?? null;
-  return db.anyFirst(sql.type(z.object({ id: z.string() }))`
+  return db.anyFirst(sql.type(idRow)`
     WITH ${endPendingLoginsWith(input)}
     UPDATE sessions SET revoked_at = ${sql.timestamp(input.now)}, revoke_reason = ${input.reason}
     WHERE workspace_id = ${input.workspaceId} AND user_id = ${input.userId} AND revoked_at IS NULL

@@ -2,6 +2,8 @@ import type { CommonQueryMethods } from "slonik";
 import { z } from "zod";
 import { sql, voidRow } from "../db/sql.js";
 
+const idRow = z.object({ id: z.string() });
+
 /**
  * Replaces a membership's recovery codes (their keyed hashes) with a new set: the previous
  * set, used codes included, is gone when the caller's transaction commits.
@@ -38,7 +40,7 @@ export async function useRecoveryCode(
   db: CommonQueryMethods,
   input: { workspaceId: string; userId: string; hash: Buffer; now: Date },
 ): Promise<boolean> {
-  const row = await db.maybeOne(sql.type(z.object({ id: z.string() }))`
+  const row = await db.maybeOne(sql.type(idRow)`
     UPDATE recovery_codes SET used_at = ${sql.timestamp(input.now)}
     WHERE workspace_id = ${input.workspaceId} AND user_id = ${input.userId}
       AND code_hash = ${sql.binary(input.hash)} AND used_at IS NULL

@@ -2,6 +2,8 @@ import type { CommonQueryMethods } from "slonik";
 import { z } from "zod";
 import { sql } from "../db/sql.js";
 
+const cursorRow = z.object({ cursor: z.coerce.number().int() });
+
 export const revocationKinds = [
   "session",
   "user",
@@ -27,7 +29,7 @@ const columns = sql.fragment`cursor, kind, workspace_id, user_id, session_id, ki
 
 /** The cursor of the last committed revocation (0 when there is none). */
 export async function latestRevocationCursor(db: CommonQueryMethods): Promise<number> {
-  return db.oneFirst(sql.type(z.object({ cursor: z.coerce.number().int() }))`
+  return db.oneFirst(sql.type(cursorRow)`
     SELECT coalesce(max(cursor), 0) AS cursor FROM revocations`);
 }
 

@@ -3,6 +3,8 @@ import { z } from "zod";
 import { sql } from "../db/sql.js";
 import { endPendingLoginsWith } from "./pending-logins.js";
 
+const idRow = z.object({ id: z.string() });
+
 export const sessionRow = z.object({
   id: z.string(),
   workspace_id: z.string(),
@@ -147,7 +149,7 @@ export async function revokeUserSessions(
   db: CommonQueryMethods,
   input: { userId: string; reason: string; now: Date; exceptSessionId?: string },
 ): Promise<readonly string[]> {
-  return db.anyFirst(sql.type(z.object({ id: z.string() }))`
+  return db.anyFirst(sql.type(idRow)`
     WITH ${endPendingLoginsWith({ userId: input.userId, workspaceId: null, now: input.now })}
     UPDATE sessions SET revoked_at = ${sql.timestamp(input.now)}, revoke_reason = ${input.reason}
     WHERE user_id = ${input.userId} AND revoked_at IS NULL

@@ -2,6 +2,8 @@ import type { CommonQueryMethods, DatabaseTransactionConnection } from "slonik";
 import { z } from "zod";
 import { sql, voidRow } from "../db/sql.js";
 
+const kidRow = z.object({ kid: z.string() });
+
 /** Signing keys are deployment-wide (not tenant-owned), so nothing here takes a workspace. */
 
 export const signingKeyAlgorithm = z.enum(["ES256", "EdDSA", "RS256"]);
@@ -52,7 +54,7 @@ export async function listPublishedSigningKeys(
 }
 
 export async function hasActiveSigningKey(db: CommonQueryMethods): Promise<boolean> {
-  return db.exists(sql.type(z.object({ kid: z.string() }))`
+  return db.exists(sql.type(kidRow)`
     SELECT kid FROM signing_keys WHERE status = 'active'`);
 }
 
@@ -141,7 +143,7 @@ export async function promoteNextSigningKey(
   tx: DatabaseTransactionConnection,
   input: { now: Date; publishedBefore: Date; unpublishAfter: Date },
 ): Promise<string | null> {
-  const kid = await tx.maybeOneFirst(sql.type(z.object({ kid: z.string() }))`
+  const kid = await tx.maybeOneFirst(sql.type(kidRow)`
     SELECT kid FROM signing_keys
     WHERE status = 'next' AND created_at <= ${sql.timestamp(input.publishedBefore)}
     ORDER BY created_at DESC, kid DESC

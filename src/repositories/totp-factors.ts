@@ -2,6 +2,9 @@ import type { CommonQueryMethods } from "slonik";
 import { z } from "zod";
 import { sql } from "../db/sql.js";
 
+const stepRow = z.object({ step: z.coerce.number() });
+const userIdRow = z.object({ user_id: z.string() });
+
 /** A membership's authenticator app (migration 023); the secret stays sealed here. */
 export const totpFactorRow = z.object({
   workspace_id: z.string(),
@@ -79,7 +82,7 @@ export async function useTotpStep(
   db: CommonQueryMethods,
   input: { workspaceId: string; userId: string; step: number },
 ): Promise<boolean> {
-  const row = await db.maybeOne(sql.type(z.object({ step: z.coerce.number() }))`
+  const row = await db.maybeOne(sql.type(stepRow)`
     UPDATE totp_factors SET last_used_step = ${input.step}
     WHERE workspace_id = ${input.workspaceId} AND user_id = ${input.userId}
       AND confirmed_at IS NOT NULL
@@ -94,7 +97,7 @@ export async function deleteConfirmedTotpFactor(
   workspaceId: string,
   userId: string,
 ): Promise<boolean> {
-  const row = await db.maybeOne(sql.type(z.object({ user_id: z.string() }))`
+  const row = await db.maybeOne(sql.type(userIdRow)`
     DELETE FROM totp_factors
     WHERE workspace_id = ${workspaceId} AND user_id = ${userId} AND confirmed_at IS NOT NULL
     RETURNING user_id`);

@@ -19,6 +19,7 @@ export const userRow = z.object({
   updated_at: z.number(),
 });
 export type UserRow = z.infer<typeof userRow>;
+const userWithMemberRoleRow = userRow.extend({ member_role: z.enum(roles).nullable() });
 
 const columns = sql.fragment`id, email, email_normalized, password_hash, email_verified, blocked,
   metadata, tokens_valid_after, otp_login_opt_in, password_proven_at, created_at, updated_at`;
@@ -53,7 +54,7 @@ export async function findUserForLogin(
   workspaceId: string,
   email: string,
 ): Promise<{ user: UserRow; role: Role | null } | null> {
-  const row = await db.maybeOne(sql.type(userRow.extend({ member_role: z.enum(roles).nullable() }))`
+  const row = await db.maybeOne(sql.type(userWithMemberRoleRow)`
     SELECT ${columns}, (
       SELECT m.role FROM workspace_members m
       WHERE m.workspace_id = ${workspaceId} AND m.user_id = users.id AND m.status = 'active'

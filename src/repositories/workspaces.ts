@@ -2,6 +2,8 @@ import type { CommonQueryMethods } from "slonik";
 import { z } from "zod";
 import { sql } from "../db/sql.js";
 
+const countRow = z.object({ count: z.number() });
+
 export const workspaceRow = z.object({
   id: z.string(),
   name: z.string(),
@@ -40,6 +42,6 @@ export async function findWorkspaceBySlug(
 }
 
 export async function countWorkspaces(db: CommonQueryMethods): Promise<number> {
-  return db.oneFirst(sql.type(z.object({ count: z.number() }))`
+  return db.oneFirst(sql.type(countRow)`
     SELECT count(*)::int AS count FROM workspaces`);
 }
