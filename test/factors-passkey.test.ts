@@ -394,7 +394,7 @@ describe("SECURITY.md 41: passkeys", () => {
     expect(strip(signedIn)).toEqual(strip(anonymous));
     expect(strip(byHeader.options as object)).toEqual(strip(anonymous));
     expect(anonymous).toEqual({
-      challenge: expect.stringMatching(/^[A-Za-z0-9_-]{43}$/),
+      challenge: expect.stringMatching(/^[A-Za-z0-9_-]{54}$/),
       rpId,
       timeout: 300_000,
       userVerification: "required",
@@ -464,6 +464,29 @@ describe("SECURITY.md 41: passkeys", () => {
     };
     const crossed = await failure(finishSignIn(device.assert({ challenge: reg.challenge, rpId })));
     expect(crossed.reason).toBe("PASSKEY_INVALID");
+
+    // Nothing is stored when a challenge is handed out, only when one is spent; and what the
+    // browser holds cannot be extended or made up: expiry and binding are sealed into it.
+    const spent = () =>
+      keygate.database.pool.oneFirst(
+        sql.unsafe`SELECT count(*)::int AS n FROM passkey_challenges`,
+      ) as Promise<number>;
+    const before = await spent();
+    const handedOut = await Promise.all([beginSignIn(), beginSignIn(), beginSignIn()]);
+    expect(await spent()).toBe(before);
+    const sealed = Buffer.from(handedOut[0].challenge, "base64url");
+    const extended = Buffer.from(sealed);
+    extended.writeUIntBE(sealed.readUIntBE(2, 6) + 3_600_000, 2, 6);
+    const madeUp = Buffer.concat([sealed.subarray(0, 24), Buffer.alloc(16)]);
+    for (const forged of [extended, madeUp, sealed.subarray(8, 40)]) {
+      const f = await failure(
+        finishSignIn(device.assert({ ...handedOut[0], challenge: forged.toString("base64url") })),
+      );
+      expect([f.code, f.reason]).toEqual([Code.Unauthenticated, "PASSKEY_INVALID"]);
+    }
+    expect(await spent()).toBe(before);
+    expect((await finishSignIn(device.assert(handedOut[0]))).result.case).toBe("tokens");
+    expect(await spent()).toBe(before + 1);
 
     // Of concurrent answers to one challenge exactly one signs in.
     const shared = await beginSignIn();

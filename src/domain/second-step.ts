@@ -206,8 +206,13 @@ export async function requireAdminFactors(
  * so the account's count of failed attempts starts over, as after a password login without a
  * second step (the password login itself left it standing while a factor was still owed).
  */
-export async function tokensAfterFactor(deps: AuthDeps, draft: TokenDraft): Promise<IssuedTokens> {
-  const user = await findUserById(deps.pool, draft.userId);
+export async function tokensAfterFactor(
+  deps: AuthDeps,
+  draft: TokenDraft,
+  /** The signed-in account, when the caller read it already. */
+  known?: Pick<UserRow, "id" | "email"> | null,
+): Promise<IssuedTokens> {
+  const user = known?.id === draft.userId ? known : await findUserById(deps.pool, draft.userId);
   if (user) await deps.lockout.clear(guessSubject(user.email, null));
   return signTokens(deps, draft);
 }

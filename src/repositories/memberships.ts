@@ -3,6 +3,9 @@ import { z } from "zod";
 import { sql, voidRow } from "../db/sql.js";
 import { workspaceRow } from "./workspaces.js";
 
+const passkeyUserHandleRow = z.object({ passkey_user_handle: z.instanceof(Buffer) });
+const userIdRow = z.object({ user_id: z.string() });
+
 export const roles = ["owner", "admin", "member"] as const;
 export type Role = (typeof roles)[number];
 
@@ -182,25 +185,11 @@ export async function ensurePasskeyUserHandle(
   userId: string,
   candidate: Buffer,
 ): Promise<Buffer | null> {
-  const row = await db.maybeOne(sql.type(z.object({ passkey_user_handle: z.instanceof(Buffer) }))`
+  const row = await db.maybeOne(sql.type(passkeyUserHandleRow)`
     UPDATE workspace_members
     SET passkey_user_handle = COALESCE(passkey_user_handle, ${sql.binary(candidate)})
     WHERE workspace_id = ${workspaceId} AND user_id = ${userId}
     RETURNING passkey_user_handle`);
-  return row?.passkey_user_handle ?? null;
-}
-
-/** The membership's WebAuthn user handle, or null before its first passkey. */
-export async function findPasskeyUserHandle(
-  db: CommonQueryMethods,
-  workspaceId: string,
-  userId: string,
-): Promise<Buffer | null> {
-  const row = await db.maybeOne(sql.type(
-    z.object({ passkey_user_handle: z.instanceof(Buffer).nullable() }),
-  )`
-    SELECT passkey_user_handle FROM workspace_members
-    WHERE workspace_id = ${workspaceId} AND user_id = ${userId}`);
   return row?.passkey_user_handle ?? null;
 }
 
@@ -213,7 +202,7 @@ export async function lockMembershipForFactorChange(
   workspaceId: string,
   userId: string,
 ): Promise<boolean> {
-  const row = await db.maybeOne(sql.type(z.object({ user_id: z.string() }))`
+  const row = await db.maybeOne(sql.type(userIdRow)`
     SELECT user_id FROM workspace_members
     WHERE workspace_id = ${workspaceId} AND user_id = ${userId}
     FOR NO KEY UPDATE`);

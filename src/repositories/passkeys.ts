@@ -2,6 +2,8 @@ import type { CommonQueryMethods } from "slonik";
 import { z } from "zod";
 import { sql } from "../db/sql.js";
 
+const idRow = z.object({ id: z.string() });
+
 /** A membership's WebAuthn credential (migration 023). */
 export const passkeyRow = z.object({
   id: z.string(),
@@ -18,6 +20,9 @@ export const passkeyRow = z.object({
   last_used_at: z.number().nullable(),
 });
 export type PasskeyRow = z.infer<typeof passkeyRow>;
+const passkeyWithUserHandleRow = passkeyRow.extend({
+  user_handle: z.instanceof(Buffer).nullable(),
+});
 
 const columns = sql.fragment`id, workspace_id, user_id, credential_id, public_key, sign_count,
   transports, backed_up, device_type, name, created_at, last_used_at`;
@@ -33,15 +38,22 @@ export async function listPasskeys(
     ORDER BY created_at, id`);
 }
 
-/** The credential of this workspace with that id; another workspace's is never found. */
-export async function findPasskeyByCredentialId(
+/**
+ * The credential of this workspace with that id, with its member's passkey user handle (what
+ * a username-less assertion must claim); another workspace's is never found.
+ */
+export async function findPasskeyForAssertion(
   db: CommonQueryMethods,
   workspaceId: string,
   credentialId: Buffer,
-): Promise<PasskeyRow | null> {
-  return db.maybeOne(sql.type(passkeyRow)`
-    SELECT ${columns} FROM passkeys
-    WHERE workspace_id = ${workspaceId} AND credential_id = ${sql.binary(credentialId)}`);
+): Promise<(PasskeyRow & { user_handle: Buffer | null }) | null> {
+  return db.maybeOne(sql.type(passkeyWithUserHandleRow)`
+    SELECT p.id, p.workspace_id, p.user_id, p.credential_id, p.public_key, p.sign_count,
+           p.transports, p.backed_up, p.device_type, p.name, p.created_at, p.last_used_at,
+           m.passkey_user_handle AS user_handle
+    FROM passkeys p
+    JOIN workspace_members m ON m.workspace_id = p.workspace_id AND m.user_id = p.user_id
+    WHERE p.workspace_id = ${workspaceId} AND p.credential_id = ${sql.binary(credentialId)}`);
 }
 
 /** Inserts a credential; null when the workspace already holds one with its id. */
@@ -86,7 +98,7 @@ export async function recordPasskeyUse(
     now: Date;
   },
 ): Promise<boolean> {
-  const row = await db.maybeOne(sql.type(z.object({ id: z.string() }))`
+  const row = await db.maybeOne(sql.type(idRow)`
     UPDATE passkeys SET sign_count = ${input.signCount}, backed_up = ${input.backedUp},
                         last_used_at = ${sql.timestamp(input.now)}
     WHERE workspace_id = ${input.workspaceId} AND id = ${input.id}

@@ -6,15 +6,15 @@ import {
 import type { WorkspaceSettings } from "../../config.js";
 import { hashesEqual } from "../../crypto/opaque-tokens.js";
 import { withTenant } from "../../db/with-tenant.js";
-import { findMembership, findPasskeyUserHandle } from "../../repositories/memberships.js";
+import { findMembership } from "../../repositories/memberships.js";
 import type { ChallengePurpose, UserVerification } from "../../repositories/passkey-challenges.js";
 import {
-  findPasskeyByCredentialId,
+  findPasskeyForAssertion,
   listPasskeys,
   recordPasskeyUse,
 } from "../../repositories/passkeys.js";
 import type { PendingLoginRow } from "../../repositories/pending-logins.js";
-import { findUserById } from "../../repositories/users.js";
+import { findUserById, type UserRow } from "../../repositories/users.js";
 import { findWorkspaceById, type WorkspaceRow } from "../../repositories/workspaces.js";
 import { withMethod } from "../amr.js";
 import { audit } from "../audit.js";
@@ -28,6 +28,7 @@ import { Violations } from "../validate.js";
 import { lookUpWorkspace } from "../workspace-lookup.js";
 import {
   assertionOf,
+  type ChallengeBinding,
   challengeTtlMs,
   descriptorsOf,
   methodOf,
@@ -141,30 +142,37 @@ export async function beginPasskeyAuthentication(
   input: ScopeInput,
 ): Promise<PublicKeyCredentialRequestOptionsJSON> {
   const scope = await scopeOf(deps, meta, principal, input);
-  // Every challenge is a stored row: bounded per client, whatever workspace or caller.
+  // Challenges cost no row, but each is work: bounded per client, whatever workspace or caller.
   await deps.limiter.hit(null, [["passkey_challenge_ip", meta.ipAddress ?? "unknown"]]);
-  return withTenant(deps.pool, scope.workspace.id, async (tx) => {
-    let allow: ReturnType<typeof descriptorsOf> = [];
-    if (scope.userId) {
-      allow = descriptorsOf(await listPasskeys(tx, scope.workspace.id, scope.userId));
-      if (allow.length === 0) throw new NotFoundError("no passkey to check");
-    }
-    const challenge = await newChallenge(tx, deps, {
-      workspaceId: scope.workspace.id,
-      userId: scope.userId,
-      pendingLoginId: scope.pending?.id ?? null,
-      purpose: scope.challengePurpose,
-      userVerification: scope.userVerification,
-    });
-    return generateAuthenticationOptions({
-      rpID: deps.settings.webauthn.rpId,
-      challenge: challenge.bytes,
-      timeout: challengeTtlMs,
-      allowCredentials: allow,
-      userVerification: scope.userVerification,
-    });
+  let allow: ReturnType<typeof descriptorsOf> = [];
+  const userId = scope.userId;
+  if (userId) {
+    allow = descriptorsOf(
+      await withTenant(deps.pool, scope.workspace.id, (tx) =>
+        listPasskeys(tx, scope.workspace.id, userId),
+      ),
+    );
+    if (allow.length === 0) throw new NotFoundError("no passkey to check");
+  }
+  const challenge = newChallenge(deps, {
+    ...bindingOf(scope),
+    userVerification: scope.userVerification,
+  });
+  return generateAuthenticationOptions({
+    rpID: deps.settings.webauthn.rpId,
+    challenge: challenge.bytes,
+    timeout: challengeTtlMs,
+    allowCredentials: allow,
+    userVerification: scope.userVerification,
   });
 }
+
+const bindingOf = (scope: Scope): ChallengeBinding => ({
+  workspaceId: scope.workspace.id,
+  purpose: scope.challengePurpose,
+  userId: scope.userId,
+  pendingLoginId: scope.pending?.id ?? null,
+});
 
 export type PasskeyAuthenticationResult =
   | { kind: "tokens"; tokens: IssuedTokens }
@@ -208,31 +216,27 @@ export async function finishPasskeyAuthentication(
     return passkeyInvalid();
   };
 
-  try {
-    await spendChallenge(deps, {
-      workspaceId: ws,
-      purpose: scope.challengePurpose,
-      challenge,
-      userId: scope.userId,
-      pendingLoginId: scope.pending?.id ?? null,
-    });
-  } catch {
-    throw await refuse("challenge", scope.userId);
-  }
+  // The challenge is spent and the credential read in one transaction, committed whatever the
+  // answer turns out to be.
   const credentialId = Buffer.from(credential.rawId, "base64url");
   const found = await withTenant(deps.pool, ws, async (tx) => {
-    const passkey = await findPasskeyByCredentialId(tx, ws, credentialId);
-    const handle = passkey ? await findPasskeyUserHandle(tx, ws, passkey.user_id) : null;
-    return passkey && { passkey, handle };
+    try {
+      await spendChallenge(tx, deps, { ...bindingOf(scope), challenge });
+    } catch {
+      return "challenge" as const;
+    }
+    return findPasskeyForAssertion(tx, ws, credentialId);
   });
+  if (found === "challenge") throw await refuse("challenge", scope.userId);
   // Another workspace's credential, even of the same account, is unknown here.
   if (!found) throw await refuse("unknown_credential", scope.userId);
-  const { passkey } = found;
+  const passkey = found;
   if (scope.userId !== null && passkey.user_id !== scope.userId)
     throw await refuse("other_member", scope.userId);
   if (scope.purpose === "passkey_sign_in") {
     const claimed = credential.response.userHandle;
-    if (!claimed || !found.handle || !hashesEqual(Buffer.from(claimed, "base64url"), found.handle))
+    const handle = passkey.user_handle;
+    if (!claimed || !handle || !hashesEqual(Buffer.from(claimed, "base64url"), handle))
       throw await refuse("user_handle", passkey.user_id);
   }
 
@@ -280,6 +284,7 @@ export async function finishPasskeyAuthentication(
       };
     }
     let draft: TokenDraft | undefined;
+    let user: UserRow | null = null;
     if (scope.pending) {
       draft = await finishPendingLogin(tx, deps, meta, {
         pending: scope.pending,
@@ -290,7 +295,7 @@ export async function finishPasskeyAuthentication(
         details: { passkey_id: passkey.id },
       });
     } else {
-      const user = await findUserById(tx, passkey.user_id);
+      user = await findUserById(tx, passkey.user_id);
       const membership = await findMembership(tx, ws, passkey.user_id);
       if (!user || user.blocked || membership?.status !== "active") return undefined;
       if (
@@ -323,9 +328,9 @@ export async function finishPasskeyAuthentication(
         details: { method, flow: "passkey_sign_in", passkey_id: passkey.id },
       });
     }
-    return draft && { kind: "draft" as const, draft };
+    return draft && { kind: "draft" as const, draft, user };
   });
   if (!outcome) throw await refuse("not_allowed", passkey.user_id);
   if (outcome.kind === "action_proof") return outcome;
-  return { kind: "tokens", tokens: await tokensAfterFactor(deps, outcome.draft) };
+  return { kind: "tokens", tokens: await tokensAfterFactor(deps, outcome.draft, outcome.user) };
 }

@@ -94,7 +94,7 @@ export async function beginPasskeyRegistration(
   input: { pendingLoginId: string; actionProof: string },
 ): Promise<PublicKeyCredentialCreationOptionsJSON> {
   const who = await registrant(deps, principal, input.pendingLoginId);
-  // Each challenge is a stored row: bounded per client, as the authentication ones are.
+  // Bounded per client, as the authentication challenges are.
   await deps.limiter.hit(null, [["passkey_challenge_ip", meta.ipAddress ?? "unknown"]]);
   if (principal && who.pendingLoginId === null && who.settings.action_proof_required) {
     await consumeActionProof(deps, principal, input.actionProof);
@@ -109,7 +109,7 @@ export async function beginPasskeyRegistration(
     );
     if (!handle) throw unauthenticated();
     const existing = await listPasskeys(tx, who.workspace.id, who.user.id);
-    const challenge = await newChallenge(tx, deps, {
+    const challenge = newChallenge(deps, {
       workspaceId: who.workspace.id,
       userId: who.user.id,
       pendingLoginId: who.pendingLoginId,
@@ -162,19 +162,21 @@ export async function finishPasskeyRegistration(
   const { credential, challenge } = registrationOf(input.credential);
   const name = nameOf("name", input.name);
   const who = await registrant(deps, principal, input.pendingLoginId);
-  const spent = await spendChallenge(deps, {
-    workspaceId: who.workspace.id,
-    purpose: "registration",
-    challenge,
-    userId: who.user.id,
-    pendingLoginId: who.pendingLoginId,
-  });
   const refused = () =>
     new InvalidArgumentError(
       [{ field: "credential", description: "the authenticator's answer did not check out" }],
       "PASSKEY_INVALID",
       "the passkey could not be verified",
     );
+  const spent = await withTenant(deps.pool, who.workspace.id, (tx) =>
+    spendChallenge(tx, deps, {
+      workspaceId: who.workspace.id,
+      purpose: "registration",
+      challenge,
+      userId: who.user.id,
+      pendingLoginId: who.pendingLoginId,
+    }),
+  );
   let info: Awaited<ReturnType<typeof verifyRegistrationResponse>>["registrationInfo"];
   try {
     const r = await verifyRegistrationResponse({
@@ -182,7 +184,7 @@ export async function finishPasskeyRegistration(
       expectedChallenge: challenge,
       expectedOrigin: [...deps.settings.webauthn.origins],
       expectedRPID: deps.settings.webauthn.rpId,
-      requireUserVerification: spent.user_verification === "required",
+      requireUserVerification: spent.userVerification === "required",
     });
     info = r.verified ? r.registrationInfo : undefined;
   } catch {

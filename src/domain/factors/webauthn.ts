@@ -1,13 +1,10 @@
-import { createHmac, randomBytes } from "node:crypto";
+import { createHmac, randomFillSync, timingSafeEqual } from "node:crypto";
 import type { AuthenticationResponseJSON, RegistrationResponseJSON } from "@simplewebauthn/server";
 import type { DatabaseTransactionConnection } from "slonik";
 import { z } from "zod";
-import { withTenant } from "../../db/with-tenant.js";
 import {
   type ChallengePurpose,
-  consumePasskeyChallenge,
-  insertPasskeyChallenge,
-  type PasskeyChallengeRow,
+  spendPasskeyChallenge,
   type UserVerification,
 } from "../../repositories/passkey-challenges.js";
 import type { PasskeyRow } from "../../repositories/passkeys.js";
@@ -15,9 +12,9 @@ import type { AuthDeps } from "../deps.js";
 import { InvalidArgumentError, UnauthenticatedError } from "../errors.js";
 
 /**
- * What the passkey flows share: challenges (random, stored as keyed hashes, single use, five
- * minutes, bound to purpose, workspace, user and pending login) and the checks of the JSON
- * shapes browsers send (PublicKeyCredential.toJSON()).
+ * What the passkey flows share: challenges (random, sealed to their purpose, workspace, user
+ * and pending login, five minutes, single use) and the checks of the JSON shapes browsers
+ * send (PublicKeyCredential.toJSON()).
  */
 
 export const challengeTtlMs = 5 * 60_000;
@@ -25,63 +22,92 @@ export const challengeTtlMs = 5 * 60_000;
 export const passkeyInvalid = () =>
   new UnauthenticatedError("PASSKEY_INVALID", "the passkey could not be verified");
 
+/** What a challenge is bound to: checked when it is answered, from the answer's own scope. */
+export interface ChallengeBinding {
+  readonly workspaceId: string;
+  readonly purpose: ChallengePurpose;
+  /** The member who must answer; null for a username-less sign-in. */
+  readonly userId: string | null;
+  readonly pendingLoginId: string | null;
+}
+
+// A challenge: version (1 byte) ‖ flags (1: bit 0, user verification required) ‖ expiry in ms
+// since the epoch (6) ‖ random nonce (16) ‖ tag (16). The tag is an HMAC under the token
+// secret over the first 24 bytes and the binding, so that a challenge names nothing readable
+// (no user or pending-login id goes to the browser) and cannot be forged, moved to another
+// workspace, purpose, member or pending login, or extended.
+const version = 1;
+const headLength = 24;
+const challengeLength = headLength + 16;
+
+function tagOf(secret: Buffer, head: Buffer, binding: ChallengeBinding): Buffer {
+  return createHmac("sha256", secret)
+    .update("keygate/passkey-challenge/v2\0")
+    .update(head)
+    .update(
+      [
+        binding.workspaceId,
+        binding.purpose,
+        binding.userId ?? "",
+        binding.pendingLoginId ?? "",
+      ].join("\0"),
+    )
+    .digest()
+    .subarray(0, 16);
+}
+
 function challengeHash(secret: Buffer, challenge: string): Buffer {
   return createHmac("sha256", secret).update(`keygate/passkey-challenge/v1\0${challenge}`).digest();
 }
 
 /**
- * A fresh challenge, stored (hashed) in the caller's tenant transaction. Answers its bytes for
- * the options and their base64url form, which is what clientDataJSON carries back.
+ * A fresh challenge for the binding. Nothing is stored: handing one out costs no row, so no
+ * caller can fill the database with challenges; spending it (spendChallenge) stores its hash.
  */
-export async function newChallenge(
-  tx: DatabaseTransactionConnection,
-  deps: AuthDeps,
-  input: {
-    workspaceId: string;
-    userId: string | null;
-    pendingLoginId: string | null;
-    purpose: ChallengePurpose;
-    userVerification: UserVerification;
-  },
-): Promise<{ bytes: Uint8Array<ArrayBuffer>; text: string }> {
-  const bytes = randomBytes(32);
-  const challenge = bytes.toString("base64url");
-  const now = deps.clock.now();
-  await insertPasskeyChallenge(tx, {
-    ...input,
-    hash: challengeHash(deps.tokenSecret, challenge),
-    now,
-    expiresAt: new Date(now.getTime() + challengeTtlMs),
-  });
-  return { bytes: new Uint8Array(bytes), text: challenge };
+export function newChallenge(
+  deps: Pick<AuthDeps, "clock" | "tokenSecret">,
+  binding: ChallengeBinding & { userVerification: UserVerification },
+): { bytes: Uint8Array<ArrayBuffer>; text: string } {
+  const head = Buffer.alloc(headLength);
+  head.writeUInt8(version, 0);
+  head.writeUInt8(binding.userVerification === "required" ? 1 : 0, 1);
+  head.writeUIntBE(deps.clock.now().getTime() + challengeTtlMs, 2, 6);
+  randomFillSync(head, 8, 16);
+  const bytes = Buffer.concat([head, tagOf(deps.tokenSecret, head, binding)]);
+  return { bytes: new Uint8Array(bytes), text: bytes.toString("base64url") };
 }
 
 /**
- * Consumes the challenge the answer signed, in a transaction of its own: it is spent whether
- * or not the rest of the answer checks out, so no answer is tried twice against it.
+ * Spends the challenge an answer signed, in the caller's tenant transaction: one of this
+ * binding, not expired, and not spent before. Answers the user verification it asked for;
+ * UNAUTHENTICATED / PASSKEY_INVALID otherwise. The caller commits the spending whether or not
+ * the rest of the answer checks out, so no answer is tried twice against one challenge.
  */
 export async function spendChallenge(
-  deps: AuthDeps,
-  input: {
-    workspaceId: string;
-    purpose: ChallengePurpose;
-    challenge: string;
-    userId: string | null;
-    pendingLoginId: string | null;
-  },
-): Promise<PasskeyChallengeRow> {
-  const row = await withTenant(deps.pool, input.workspaceId, (tx) =>
-    consumePasskeyChallenge(tx, {
-      workspaceId: input.workspaceId,
-      purpose: input.purpose,
-      hash: challengeHash(deps.tokenSecret, input.challenge),
-      userId: input.userId,
-      pendingLoginId: input.pendingLoginId,
-      now: deps.clock.now(),
-    }),
-  );
-  if (!row) throw passkeyInvalid();
-  return row;
+  tx: DatabaseTransactionConnection,
+  deps: Pick<AuthDeps, "clock" | "tokenSecret">,
+  binding: ChallengeBinding & { challenge: string },
+): Promise<{ userVerification: UserVerification }> {
+  const bytes = Buffer.from(binding.challenge, "base64url");
+  if (bytes.length !== challengeLength || bytes[0] !== version) throw passkeyInvalid();
+  const head = bytes.subarray(0, headLength);
+  if (!timingSafeEqual(bytes.subarray(headLength), tagOf(deps.tokenSecret, head, binding)))
+    throw passkeyInvalid();
+  const now = deps.clock.now();
+  const expiresAt = new Date(head.readUIntBE(2, 6));
+  if (expiresAt.getTime() <= now.getTime()) throw passkeyInvalid();
+  const userVerification = (head.readUInt8(1) & 1) === 1 ? "required" : "preferred";
+  const fresh = await spendPasskeyChallenge(tx, {
+    workspaceId: binding.workspaceId,
+    userId: binding.userId,
+    purpose: binding.purpose,
+    hash: challengeHash(deps.tokenSecret, binding.challenge),
+    userVerification,
+    now,
+    expiresAt,
+  });
+  if (!fresh) throw passkeyInvalid();
+  return { userVerification };
 }
 
 const b64url = z
