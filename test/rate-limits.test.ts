@@ -8,7 +8,7 @@ import { AuthService } from "../gen/keygate/v1/auth_service_pb.js";
 import { ManualClock } from "../src/clock.js";
 import { builtInRateLimits } from "../src/config.js";
 import { sql } from "../src/db/sql.js";
-import { sweepRateLimits } from "../src/domain/rate-limits.js";
+import { RateLimiter, sweepRateLimits } from "../src/domain/rate-limits.js";
 import { startPeerKeygate, startTestKeygate, type TestKeygate } from "./support/server.js";
 
 // The real default limits, two instances on one database, and an injected clock.
@@ -222,6 +222,65 @@ describe("SECURITY.md 18: per-IP limits count each client once, however it sprea
     expect(sixth.reason).toBe("RATE_LIMITED");
     expect(sixth.retryMs).toBeGreaterThan(0);
     expect((await wrongLogin("198.51.100.78", three)).reason).toBe("INVALID_CREDENTIALS");
+  });
+});
+
+describe("the limits of one call", () => {
+  const limiter = () =>
+    new RateLimiter(a.database.pool, clock, {
+      ...builtInRateLimits,
+      login_ip: { limit: 3, window_seconds: 60 },
+      login_account: { limit: 5, window_seconds: 60 },
+    });
+  const hitsOf = (key: string) =>
+    a.database.pool.oneFirst(
+      sql.type(z.object({ n: z.number() }))`
+        SELECT coalesce(cardinality(hits), 0)::int AS n FROM rate_limits WHERE key = ${key}`,
+    );
+  const outcome = (p: Promise<void>) =>
+    p.then(
+      () => "counted",
+      (e: Error) => e.constructor.name,
+    );
+
+  it("count all or nothing: a call refused by one limit spends no budget on the others", async () => {
+    clock.advance(16 * 60_000);
+    const l = limiter();
+    const account = email("all-or-nothing");
+    for (let i = 0; i < 3; i++) {
+      await l.hit(null, [["login_ip", "192.0.2.90"], ["login_account", account]]);
+    }
+    expect(
+      await outcome(l.hit(null, [["login_ip", "192.0.2.90"], ["login_account", account]])),
+    ).toBe("RateLimitedError");
+    expect(await hitsOf(`login_account:-:${account}`)).toBe(3);
+    // The account's own budget is untouched by the refusal: two more from another address.
+    await l.hit(null, [["login_account", account], ["login_ip", "192.0.2.91"]]);
+    await l.hit(null, [["login_ip", "192.0.2.92"], ["login_account", account]]);
+    expect(
+      await outcome(l.hit(null, [["login_ip", "192.0.2.93"], ["login_account", account]])),
+    ).toBe("RateLimitedError");
+    expect(await hitsOf("login_ip:-:192.0.2.93")).toBe(0);
+  });
+
+  it("hold under concurrent calls naming the same keys in any order, without deadlock", async () => {
+    clock.advance(16 * 60_000);
+    const l = limiter();
+    const account = email("concurrent-limits");
+    const calls = Array.from({ length: 12 }, (_, i) =>
+      outcome(
+        l.hit(
+          null,
+          i % 2 === 0
+            ? [["login_ip", "192.0.2.99"], ["login_account", account]]
+            : [["login_account", account], ["login_ip", "192.0.2.99"]],
+        ),
+      ),
+    );
+    const outcomes = await Promise.all(calls);
+    expect(outcomes.filter((o) => o === "counted")).toHaveLength(3);
+    expect(outcomes.filter((o) => o === "RateLimitedError")).toHaveLength(9);
+    expect(await hitsOf(`login_account:-:${account}`)).toBe(3);
   });
 });
 

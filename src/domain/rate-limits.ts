@@ -13,8 +13,9 @@ const perIp = (name: RateLimitName) => name.endsWith("_ip");
 
 /**
  * The one limiter every public flow uses, stored in PostgreSQL so that it holds across
- * instances (migration 012 explains the sliding window). A hit is its own statement, outside
- * the flow's transaction, so it counts even when the flow then fails. Per-IP limits count the
+ * instances (migration 012 explains the sliding window, 024 the counting of several keys at
+ * once). A hit is its own statement, outside the flow's transaction, so it counts even when
+ * the flow then fails. Per-IP limits count the
  * client's bucket (an IPv6 /64, both loopbacks as one), and each per-workspace one also
  * counts against the deployment-wide `deployment_ip` budget, which no workspace can raise.
  */
@@ -26,33 +27,46 @@ export class RateLimiter {
     private readonly options: { readonly ipv6PrefixLength: number } = { ipv6PrefixLength: 64 },
   ) {}
 
-  /** Counts one hit on each (limit, subject); throws RESOURCE_EXHAUSTED when one is full. */
+  /**
+   * Counts one hit on each (limit, subject), in one statement and all or nothing (migration
+   * 024): throws RESOURCE_EXHAUSTED, counting none of them, when one is full.
+   */
   async hit(
     workspace: { id: string; settings: Pick<WorkspaceSettings, "rate_limits"> } | null,
     checks: readonly (readonly [RateLimitName, string])[],
   ): Promise<void> {
-    const now = this.clock.now();
+    const counts: { key: string; rule: RateLimitRule }[] = [];
     for (const [name, given] of checks) {
       const ip = perIp(name);
       const subject = ip ? ipBucket(given, this.options.ipv6PrefixLength) : given;
       const overrides: Partial<Record<RateLimitName, RateLimitRule>> | undefined =
         workspace?.settings.rate_limits;
-      await this.count(
-        `${name}:${workspace?.id ?? "-"}:${subject}`,
-        overrides?.[name] ?? this.defaults[name],
-        now,
-      );
+      counts.push({
+        key: `${name}:${workspace?.id ?? "-"}:${subject}`,
+        rule: overrides?.[name] ?? this.defaults[name],
+      });
       if (ip && workspace !== null) {
-        await this.count(`deployment_ip:-:${subject}`, this.defaults.deployment_ip, now);
+        counts.push({ key: `deployment_ip:-:${subject}`, rule: this.defaults.deployment_ip });
       }
     }
-  }
-
-  private async count(key: string, rule: RateLimitRule, now: Date): Promise<void> {
+    if (counts.length === 0) return;
+    // Rows are locked in key order, so that two calls naming the same keys cannot deadlock.
+    counts.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+    const keys = sql.array(
+      counts.map((c) => c.key),
+      "text",
+    );
+    const limits = sql.array(
+      counts.map((c) => c.rule.limit),
+      "int4",
+    );
+    const windows = sql.array(
+      counts.map((c) => c.rule.window_seconds),
+      "int4",
+    );
     const result = await this.pool.one(sql.type(hitRow)`
       SELECT allowed, retry_after_ms::float8 AS retry_after_ms
-      FROM keygate_rate_limit_hit(${key}, ${rule.limit}, make_interval(secs => ${rule.window_seconds}),
-                                  ${sql.timestamp(now)})`);
+      FROM keygate_rate_limit_hits(${keys}, ${limits}, ${windows}, ${sql.timestamp(this.clock.now())})`);
     if (!result.allowed) throw new RateLimitedError(result.retry_after_ms);
   }
 }
