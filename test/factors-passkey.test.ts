@@ -587,6 +587,35 @@ describe("SECURITY.md 41: passkeys", () => {
     expect([f.code, f.reason]).toEqual([Code.NotFound, "FLOW_DISABLED"]);
   });
 
+  it("SECURITY.md 41: an answer refused after its signature checked out has still spent its challenge", async () => {
+    const w = await workspace("verify-later");
+    const address = email("verify-later");
+    await auth.signUp({ email: address, password }, { headers: { "x-workspace-id": w } });
+    const device = new SoftAuthenticator(origin);
+    await register(await signIn(address, w), device);
+    await admin.updateWorkspaceSettings(
+      { workspaceId: w, settings: { requireEmailVerification: true } },
+      asAdmin(),
+    );
+    const answer = device.assert(await beginSignIn(w));
+    const unverified = await failure(finishSignIn(answer, w));
+    expect([unverified.code, unverified.reason]).toEqual([
+      Code.FailedPrecondition,
+      "EMAIL_NOT_VERIFIED",
+    ]);
+    const replay = await failure(finishSignIn(answer, w));
+    expect([replay.code, replay.reason]).toEqual([Code.Unauthenticated, "PASSKEY_INVALID"]);
+    // What the refused answer began was undone: no session beside the password's, and the
+    // counter stayed at the registration's.
+    const [row] = (await keygate.database.pool.any(sql.unsafe`
+      SELECT (SELECT count(*)::int FROM sessions WHERE workspace_id = ${w}) AS sessions,
+             (SELECT sign_count::int FROM passkeys WHERE workspace_id = ${w}) AS counter`)) as {
+      sessions: number;
+      counter: number;
+    }[];
+    expect(row).toEqual({ sessions: 1, counter: 0 });
+  });
+
   it("SECURITY.md 41: sign-in is off where the workspace turns it off, before any challenge", async () => {
     const off = await workspace("nopasskey", { passkeySignIn: false });
     const mfaOff = await workspace("nomfa", { mfa: MfaMode.OFF });

@@ -248,17 +248,36 @@ describe("the limits of one call", () => {
     const l = limiter();
     const account = email("all-or-nothing");
     for (let i = 0; i < 3; i++) {
-      await l.hit(null, [["login_ip", "192.0.2.90"], ["login_account", account]]);
+      await l.hit(null, [
+        ["login_ip", "192.0.2.90"],
+        ["login_account", account],
+      ]);
     }
     expect(
-      await outcome(l.hit(null, [["login_ip", "192.0.2.90"], ["login_account", account]])),
+      await outcome(
+        l.hit(null, [
+          ["login_ip", "192.0.2.90"],
+          ["login_account", account],
+        ]),
+      ),
     ).toBe("RateLimitedError");
     expect(await hitsOf(`login_account:-:${account}`)).toBe(3);
     // The account's own budget is untouched by the refusal: two more from another address.
-    await l.hit(null, [["login_account", account], ["login_ip", "192.0.2.91"]]);
-    await l.hit(null, [["login_ip", "192.0.2.92"], ["login_account", account]]);
+    await l.hit(null, [
+      ["login_account", account],
+      ["login_ip", "192.0.2.91"],
+    ]);
+    await l.hit(null, [
+      ["login_ip", "192.0.2.92"],
+      ["login_account", account],
+    ]);
     expect(
-      await outcome(l.hit(null, [["login_ip", "192.0.2.93"], ["login_account", account]])),
+      await outcome(
+        l.hit(null, [
+          ["login_ip", "192.0.2.93"],
+          ["login_account", account],
+        ]),
+      ),
     ).toBe("RateLimitedError");
     expect(await hitsOf("login_ip:-:192.0.2.93")).toBe(0);
   });
@@ -272,8 +291,14 @@ describe("the limits of one call", () => {
         l.hit(
           null,
           i % 2 === 0
-            ? [["login_ip", "192.0.2.99"], ["login_account", account]]
-            : [["login_account", account], ["login_ip", "192.0.2.99"]],
+            ? [
+                ["login_ip", "192.0.2.99"],
+                ["login_account", account],
+              ]
+            : [
+                ["login_account", account],
+                ["login_ip", "192.0.2.99"],
+              ],
         ),
       ),
     );

@@ -1,8 +1,11 @@
 import {
+  type AuthenticationResponseJSON,
   generateAuthenticationOptions,
   type PublicKeyCredentialRequestOptionsJSON,
+  type VerifiedAuthenticationResponse,
   verifyAuthenticationResponse,
 } from "@simplewebauthn/server";
+import type { DatabaseTransactionConnection } from "slonik";
 import type { WorkspaceSettings } from "../../config.js";
 import { hashesEqual } from "../../crypto/opaque-tokens.js";
 import { withTenant } from "../../db/with-tenant.js";
@@ -11,6 +14,7 @@ import type { ChallengePurpose, UserVerification } from "../../repositories/pass
 import {
   findPasskeyForAssertion,
   listPasskeys,
+  type PasskeyRow,
   recordPasskeyUse,
 } from "../../repositories/passkeys.js";
 import type { PendingLoginRow } from "../../repositories/pending-logins.js";
@@ -19,7 +23,12 @@ import { findWorkspaceById, type WorkspaceRow } from "../../repositories/workspa
 import { withMethod } from "../amr.js";
 import { audit } from "../audit.js";
 import type { AuthDeps, Principal, RequestMeta } from "../deps.js";
-import { FailedPreconditionError, NotFoundError, UnauthenticatedError } from "../errors.js";
+import {
+  DomainError,
+  FailedPreconditionError,
+  NotFoundError,
+  UnauthenticatedError,
+} from "../errors.js";
 import { issueActionProof, sessionOrPending } from "../otp.js";
 import { finishPendingLogin, livePendingLogin, tokensAfterFactor } from "../second-step.js";
 import type { IssuedTokens, TokenDraft } from "../sessions.js";
@@ -183,7 +192,10 @@ export type PasskeyAuthenticationResult =
  * verification where asked for, signature), a credential of this workspace (and of the member
  * the challenge was for), and a signature counter that moved forward. Every refusal answers
  * UNAUTHENTICATED / PASSKEY_INVALID alike and is audited; a counter that did not move forward
- * is audited as a cloned authenticator.
+ * is audited as a cloned authenticator. One transaction: the challenge is spent and the
+ * credential read, the assertion judged, and what it opens (a session, the pending login's
+ * end, an action proof) written under a savepoint, so that a refusal there undoes its own
+ * writes but never the spending.
  */
 export async function finishPasskeyAuthentication(
   deps: AuthDeps,
@@ -199,48 +211,89 @@ export async function finishPasskeyAuthentication(
       ["login_ip", meta.ipAddress ?? "unknown"],
     ]);
   }
-  const refuse = async (
-    reason: string,
-    userId: string | null,
-    type = scope.purpose === "sensitive_action" ? "factor_check_failed" : "login_failed",
-  ) => {
-    await withTenant(deps.pool, ws, (tx) =>
-      audit(tx, deps, meta, {
-        type,
-        workspaceId: ws,
-        userId,
-        outcome: "failure",
-        details: { method: "passkey", purpose: scope.purpose, reason },
-      }),
-    );
-    return passkeyInvalid();
-  };
-
-  // The challenge is spent and the credential read in one transaction, committed whatever the
-  // answer turns out to be.
-  const credentialId = Buffer.from(credential.rawId, "base64url");
-  const found = await withTenant(deps.pool, ws, async (tx) => {
-    try {
-      await spendChallenge(tx, deps, { ...bindingOf(scope), challenge });
-    } catch {
-      return "challenge" as const;
+  const settled = await withTenant(deps.pool, ws, async (tx) => {
+    const checked = await checkAssertion(tx, deps, scope, credential, challenge);
+    let refusal: Refusal | undefined = checked.kind === "refused" ? checked : undefined;
+    let opened: Opened | undefined;
+    let error: DomainError | undefined;
+    if (checked.kind === "passed") {
+      try {
+        opened = await tx.transaction((sp) => open(sp, deps, meta, scope, checked));
+        if (!opened) refusal = { reason: "not_allowed", userId: checked.passkey.user_id };
+      } catch (e) {
+        if (!(e instanceof DomainError)) throw e;
+        error = e;
+      }
     }
-    return findPasskeyForAssertion(tx, ws, credentialId);
+    if (refusal) {
+      await audit(tx, deps, meta, {
+        type:
+          refusal.type ??
+          (scope.purpose === "sensitive_action" ? "factor_check_failed" : "login_failed"),
+        workspaceId: ws,
+        userId: refusal.userId,
+        outcome: "failure",
+        details: { method: "passkey", purpose: scope.purpose, reason: refusal.reason },
+      });
+    }
+    return { refusal, opened, error };
   });
-  if (found === "challenge") throw await refuse("challenge", scope.userId);
+  if (settled.error) throw settled.error;
+  if (settled.refusal || !settled.opened) throw passkeyInvalid();
+  const opened = settled.opened;
+  if (opened.kind === "action_proof") return opened;
+  return { kind: "tokens", tokens: await tokensAfterFactor(deps, opened.draft, opened.user) };
+}
+
+interface Refusal {
+  readonly reason: string;
+  readonly userId: string | null;
+  /** The audit event; login_failed or factor_check_failed by purpose unless given. */
+  readonly type?: string;
+}
+
+type AuthenticationInfo = VerifiedAuthenticationResponse["authenticationInfo"];
+
+type Checked =
+  | ({ kind: "refused" } & Refusal)
+  | { kind: "passed"; passkey: PasskeyRow; info: AuthenticationInfo };
+
+type Opened =
+  | { kind: "action_proof"; proof: string; expiresAt: Date }
+  | { kind: "draft"; draft: TokenDraft; user: UserRow | null };
+
+/** Spends the challenge and judges the assertion against the workspace's credential. */
+async function checkAssertion(
+  tx: DatabaseTransactionConnection,
+  deps: AuthDeps,
+  scope: Scope,
+  credential: AuthenticationResponseJSON,
+  challenge: string,
+): Promise<Checked> {
+  const ws = scope.workspace.id;
+  const refused = (reason: string, userId: string | null, type?: string): Checked => ({
+    kind: "refused",
+    reason,
+    userId,
+    ...(type ? { type } : {}),
+  });
+  try {
+    await spendChallenge(tx, deps, { ...bindingOf(scope), challenge });
+  } catch {
+    return refused("challenge", scope.userId);
+  }
+  const passkey = await findPasskeyForAssertion(tx, ws, Buffer.from(credential.rawId, "base64url"));
   // Another workspace's credential, even of the same account, is unknown here.
-  if (!found) throw await refuse("unknown_credential", scope.userId);
-  const passkey = found;
+  if (!passkey) return refused("unknown_credential", scope.userId);
   if (scope.userId !== null && passkey.user_id !== scope.userId)
-    throw await refuse("other_member", scope.userId);
+    return refused("other_member", scope.userId);
   if (scope.purpose === "passkey_sign_in") {
     const claimed = credential.response.userHandle;
     const handle = passkey.user_handle;
     if (!claimed || !handle || !hashesEqual(Buffer.from(claimed, "base64url"), handle))
-      throw await refuse("user_handle", passkey.user_id);
+      return refused("user_handle", passkey.user_id);
   }
-
-  let verified: Awaited<ReturnType<typeof verifyAuthenticationResponse>> | undefined;
+  let verified: VerifiedAuthenticationResponse | undefined;
   try {
     verified = await verifyAuthenticationResponse({
       response: credential,
@@ -259,78 +312,81 @@ export async function finishPasskeyAuthentication(
   } catch {
     verified = undefined;
   }
-  if (!verified?.verified) throw await refuse("assertion", passkey.user_id);
+  if (!verified?.verified) return refused("assertion", passkey.user_id);
   const info = verified.authenticationInfo;
   if ((info.newCounter > 0 || passkey.sign_count > 0) && info.newCounter <= passkey.sign_count) {
-    throw await refuse("counter", passkey.user_id, "passkey_clone_suspected");
+    return refused("counter", passkey.user_id, "passkey_clone_suspected");
   }
+  return { kind: "passed", passkey, info };
+}
 
+/** What a checked assertion opens; undefined when it may not (anything changed meanwhile). */
+async function open(
+  tx: DatabaseTransactionConnection,
+  deps: AuthDeps,
+  meta: RequestMeta,
+  scope: Scope,
+  { passkey, info }: { passkey: PasskeyRow; info: AuthenticationInfo },
+): Promise<Opened | undefined> {
+  const ws = scope.workspace.id;
   const method = methodOf(info.credentialBackedUp);
-  const outcome = await withTenant(deps.pool, ws, async (tx) => {
-    const moved = await recordPasskeyUse(tx, {
-      workspaceId: ws,
-      id: passkey.id,
-      previousCount: passkey.sign_count,
-      signCount: info.newCounter,
-      backedUp: info.credentialBackedUp,
-      now: deps.clock.now(),
-    });
-    // Another assertion with this counter got there first (or the passkey was deleted).
-    if (!moved) return undefined;
-    if (scope.purpose === "sensitive_action") {
-      return {
-        kind: "action_proof" as const,
-        ...(await issueActionProof(tx, deps, ws, passkey.user_id, "factor")),
-      };
-    }
-    let draft: TokenDraft | undefined;
-    let user: UserRow | null = null;
-    if (scope.pending) {
-      draft = await finishPendingLogin(tx, deps, meta, {
-        pending: scope.pending,
-        step: "factor",
-        method,
-        verified: info.userVerified,
-        settings: scope.settings,
-        details: { passkey_id: passkey.id },
-      });
-    } else {
-      user = await findUserById(tx, passkey.user_id);
-      const membership = await findMembership(tx, ws, passkey.user_id);
-      if (!user || user.blocked || membership?.status !== "active") return undefined;
-      if (
-        scope.settings.require_email_verification &&
-        !user.email_verified &&
-        !membership.email_verified
-      ) {
-        throw new FailedPreconditionError(
-          "EMAIL_NOT_VERIFIED",
-          "verify your email address before logging in",
-        );
-      }
-      // Through the workspace's rules like any other way in; a verified passkey already
-      // counts as two factors, so no further step is asked for.
-      const next = await sessionOrPending(tx, deps, meta, {
-        workspace: scope.workspace,
-        user,
-        role: membership.role,
-        settings: scope.settings,
-        amr: withMethod([], method, info.userVerified),
-      });
-      if (next.kind === "pending") return undefined;
-      draft = next.draft;
-      await audit(tx, deps, meta, {
-        type: "login_succeeded",
-        workspaceId: ws,
-        userId: user.id,
-        sessionId: draft.sessionId,
-        outcome: "success",
-        details: { method, flow: "passkey_sign_in", passkey_id: passkey.id },
-      });
-    }
-    return draft && { kind: "draft" as const, draft, user };
+  const moved = await recordPasskeyUse(tx, {
+    workspaceId: ws,
+    id: passkey.id,
+    previousCount: passkey.sign_count,
+    signCount: info.newCounter,
+    backedUp: info.credentialBackedUp,
+    now: deps.clock.now(),
   });
-  if (!outcome) throw await refuse("not_allowed", passkey.user_id);
-  if (outcome.kind === "action_proof") return outcome;
-  return { kind: "tokens", tokens: await tokensAfterFactor(deps, outcome.draft, outcome.user) };
+  // Another assertion with this counter got there first (or the passkey was deleted).
+  if (!moved) return undefined;
+  if (scope.purpose === "sensitive_action") {
+    return {
+      kind: "action_proof",
+      ...(await issueActionProof(tx, deps, ws, passkey.user_id, "factor")),
+    };
+  }
+  if (scope.pending) {
+    const draft = await finishPendingLogin(tx, deps, meta, {
+      pending: scope.pending,
+      step: "factor",
+      method,
+      verified: info.userVerified,
+      settings: scope.settings,
+      details: { passkey_id: passkey.id },
+    });
+    return draft && { kind: "draft", draft, user: null };
+  }
+  const user = await findUserById(tx, passkey.user_id);
+  const membership = await findMembership(tx, ws, passkey.user_id);
+  if (!user || user.blocked || membership?.status !== "active") return undefined;
+  if (
+    scope.settings.require_email_verification &&
+    !user.email_verified &&
+    !membership.email_verified
+  ) {
+    throw new FailedPreconditionError(
+      "EMAIL_NOT_VERIFIED",
+      "verify your email address before logging in",
+    );
+  }
+  // Through the workspace's rules like any other way in; a verified passkey already counts
+  // as two factors, so no further step is asked for.
+  const next = await sessionOrPending(tx, deps, meta, {
+    workspace: scope.workspace,
+    user,
+    role: membership.role,
+    settings: scope.settings,
+    amr: withMethod([], method, info.userVerified),
+  });
+  if (next.kind === "pending") return undefined;
+  await audit(tx, deps, meta, {
+    type: "login_succeeded",
+    workspaceId: ws,
+    userId: user.id,
+    sessionId: next.draft.sessionId,
+    outcome: "success",
+    details: { method, flow: "passkey_sign_in", passkey_id: passkey.id },
+  });
+  return { kind: "draft", draft: next.draft, user };
 }
