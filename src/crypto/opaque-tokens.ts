@@ -1,4 +1,12 @@
-import { createHmac, randomBytes, randomInt, timingSafeEqual } from "node:crypto";
+import {
+  createHmac,
+  createSecretKey,
+  type Hmac,
+  type KeyObject,
+  randomBytes,
+  randomInt,
+  timingSafeEqual,
+} from "node:crypto";
 
 /**
  * Opaque secrets handed to clients: refresh tokens ("kgr_"), link tokens ("kgl_") and 6-digit
@@ -22,8 +30,23 @@ export function isOpaqueToken(kind: "refresh" | "link", token: string): boolean 
   return token.startsWith(prefixes[kind]) && tokenBody.test(token.slice(prefixes[kind].length));
 }
 
+const keys = new WeakMap<Buffer, KeyObject>();
+
+/**
+ * An HMAC-SHA-256 keyed with `secret`. The key object is made once per secret: keying an HMAC
+ * with raw bytes imports them on every call, several times the cost of the hash itself.
+ */
+export function hmacSha256(secret: Buffer): Hmac {
+  let key = keys.get(secret);
+  if (!key) {
+    key = createSecretKey(secret);
+    keys.set(secret, key);
+  }
+  return createHmac("sha256", key);
+}
+
 export function opaqueHash(secret: Buffer, kind: OpaqueKind, value: string): Buffer {
-  return createHmac("sha256", secret).update(`keygate/${kind}/v1\0${value}`).digest();
+  return hmacSha256(secret).update(`keygate/${kind}/v1\0${value}`).digest();
 }
 
 /**
@@ -36,9 +59,7 @@ export function opaqueHash(secret: Buffer, kind: OpaqueKind, value: string): Buf
 export function successorRefreshToken(secret: Buffer, parent: string): string {
   return (
     prefixes.refresh +
-    createHmac("sha256", secret)
-      .update(`keygate/refresh-successor/v1\0${parent}`)
-      .digest("base64url")
+    hmacSha256(secret).update(`keygate/refresh-successor/v1\0${parent}`).digest("base64url")
   );
 }
 

@@ -1,4 +1,4 @@
-import { createHmac } from "node:crypto";
+import { createHmac, createSecretKey } from "node:crypto";
 import { readFile } from "node:fs/promises";
 import { createRequire } from "node:module";
 import { Piscina } from "piscina";
@@ -18,7 +18,7 @@ export function normalizePassword(p: string): string {
 // separation: leaked unsalted SHA-384 digests from elsewhere cannot be tried against our bcrypt
 // hashes as if they were passwords ("shucking"). It is not a secret; changing it (the v1) would
 // invalidate every stored hash.
-const prehashLabel = "keygate/password-prehash/v1";
+const prehashLabel = createSecretKey(Buffer.from("keygate/password-prehash/v1"));
 
 function prehash(password: string): string {
   return createHmac("sha384", prehashLabel)

@@ -1,7 +1,8 @@
-import { createHmac, randomFillSync, timingSafeEqual } from "node:crypto";
+import { randomFillSync, timingSafeEqual } from "node:crypto";
 import type { AuthenticationResponseJSON, RegistrationResponseJSON } from "@simplewebauthn/server";
 import type { DatabaseTransactionConnection } from "slonik";
 import { z } from "zod";
+import { hmacSha256 } from "../../crypto/opaque-tokens.js";
 import {
   type ChallengePurpose,
   spendPasskeyChallenge,
@@ -41,7 +42,7 @@ const headLength = 24;
 const challengeLength = headLength + 16;
 
 function tagOf(secret: Buffer, head: Buffer, binding: ChallengeBinding): Buffer {
-  return createHmac("sha256", secret)
+  return hmacSha256(secret)
     .update("keygate/passkey-challenge/v2\0")
     .update(head)
     .update(
@@ -57,7 +58,7 @@ function tagOf(secret: Buffer, head: Buffer, binding: ChallengeBinding): Buffer 
 }
 
 function challengeHash(secret: Buffer, challenge: string): Buffer {
-  return createHmac("sha256", secret).update(`keygate/passkey-challenge/v1\0${challenge}`).digest();
+  return hmacSha256(secret).update(`keygate/passkey-challenge/v1\0${challenge}`).digest();
 }
 
 /**
