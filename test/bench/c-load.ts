@@ -54,6 +54,14 @@ export function ensureCGenerators(): void {
   }
 }
 
+/** A gRPC length-prefixed message, as a request body for h2load. */
+export function grpcFrame(message: Uint8Array): Buffer {
+  const out = Buffer.alloc(5 + message.length);
+  out.writeUInt32BE(message.length, 1);
+  out.set(message, 5);
+  return out;
+}
+
 const luaString = (s: string) => JSON.stringify(s); // JSON's escapes are valid Lua for ASCII
 
 /** HTTP/1.1, closed loop: wrk with one thread and `connections` keep-alive connections. */

@@ -33,7 +33,14 @@ import {
   TokenIntrospectionService,
 } from "../../gen/keygate/v1/token_introspection_service_pb.js";
 import { AdminKeyRole, Role } from "../../gen/keygate/v1/types_pb.js";
-import { type CFigures, type CRequest, ensureCGenerators, h2load, wrk } from "./c-load.js";
+import {
+  type CFigures,
+  type CRequest,
+  ensureCGenerators,
+  grpcFrame,
+  h2load,
+  wrk,
+} from "./c-load.js";
 import {
   benchDatabase,
   median,
@@ -47,13 +54,7 @@ import {
 const self = fileURLToPath(import.meta.url);
 const introspectPath = "/keygate.v1.TokenIntrospectionService/Introspect";
 
-/** A gRPC length-prefixed message. */
-const frame = (message: Uint8Array) => {
-  const out = Buffer.alloc(5 + message.length);
-  out.writeUInt32BE(message.length, 1);
-  out.set(message, 5);
-  return out;
-};
+const frame = grpcFrame;
 
 interface Bodies {
   /** The RFC 7662 answer, the Connect JSON answer and the protobuf answer Keygate gave. */
