@@ -4,6 +4,7 @@ import { createConnectTransport } from "@connectrpc/connect-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { AdminService } from "../gen/keygate/v1/admin_service_pb.js";
 import { AuthService } from "../gen/keygate/v1/auth_service_pb.js";
+import { OtpLoginMode } from "../gen/keygate/v1/types_pb.js";
 import { configFromEnv, rateLimitNames } from "../src/config.js";
 import { startTestKeygate, type TestKeygate } from "./support/server.js";
 import { startSmtpServer } from "./support/smtp.js";
@@ -59,13 +60,33 @@ describe("GET /metrics", () => {
     await auth.login({ email, password: "wrong password", workspaceId }).catch(() => {});
     await auth.login({ email, password, workspaceId }).catch(() => {});
 
+    // A login that answers a pending second step (an emailed code) counts as second_step.
+    const key = { headers: { authorization: `Bearer ${keygate.bootstrapped?.adminKey}` } };
+    const stepped = await admin.createWorkspace(
+      {
+        name: "Metrics second step",
+        slug: `metrics-step-${Date.now()}`,
+        settings: { otpLogin: OtpLoginMode.REQUIRED },
+      },
+      key,
+    );
+    const steppedId = stepped.workspace?.id as string;
+    const other = `metrics-step-${Date.now()}@example.test`;
+    await admin.provisionUser(
+      { email: other, password, workspaceId: steppedId, emailVerified: true },
+      key,
+    );
+    const pending = await auth.login({ email: other, password, workspaceId: steppedId });
+    expect(pending.result.case).toBe("pendingLogin");
+
     const m = await scrape(keygate.metricsUrl);
     const login = 'service="keygate.v1.AuthService",method="Login"';
-    expect(m.get(`keygate_rpc_calls_total{${login},code="ok"}`)).toBe(1);
+    expect(m.get(`keygate_rpc_calls_total{${login},code="ok"}`)).toBe(2);
     expect(m.get(`keygate_rpc_calls_total{${login},code="unauthenticated"}`)).toBe(1);
     expect(m.get(`keygate_rpc_calls_total{${login},code="resource_exhausted"}`)).toBe(1);
-    expect(m.get(`keygate_rpc_duration_seconds_count{${login}}`)).toBe(3);
+    expect(m.get(`keygate_rpc_duration_seconds_count{${login}}`)).toBe(4);
     expect(m.get('keygate_logins_total{outcome="success"}')).toBe(1);
+    expect(m.get('keygate_logins_total{outcome="second_step"}')).toBe(1);
     expect(m.get('keygate_logins_total{outcome="invalid_credentials"}')).toBe(1);
     expect(m.get('keygate_logins_total{outcome="rate_limited"}')).toBe(1);
     expect(m.get('keygate_rate_limit_refusals_total{reason="RATE_LIMITED",method="Login"}')).toBe(

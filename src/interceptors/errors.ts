@@ -14,6 +14,7 @@ import {
   ErrorInfoSchema,
   RetryInfoSchema,
 } from "../../gen/google/rpc/error_details_pb.js";
+import type { LoginResponse } from "../../gen/keygate/v1/auth_service_pb.js";
 import { CallLog } from "../call-log.js";
 import { peerAddressKey, requestIdKey } from "../context-keys.js";
 import { sqlStateOf } from "../db/sql-state.js";
@@ -157,9 +158,10 @@ export function errorInterceptor(
       });
     const succeeded = (message?: unknown) => {
       callLog.ok(method, () => ({ ...line(), code: "ok" }));
-      // Login answers either tokens or a pending second step.
+      // Login answers either tokens or a pending second step (typed, so that a renamed case
+      // fails to compile instead of silently counting every second step as a success).
       const pending =
-        (message as { result?: { case?: string } } | undefined)?.result?.case === "pending";
+        (message as Partial<LoginResponse> | undefined)?.result?.case === "pendingLogin";
       observe("ok", undefined, pending);
     };
     const fail = (error: unknown): ConnectError => {
