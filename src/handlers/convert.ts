@@ -14,6 +14,7 @@ import {
   UserSchema,
   WorkspaceSchema,
 } from "../../gen/keygate/v1/types_pb.js";
+import { InvalidArgumentError } from "../domain/errors.js";
 import type { FactorKind, PendingLoginView } from "../domain/second-step.js";
 import type { IssuedTokens } from "../domain/sessions.js";
 import type { Role as DomainRole, MembershipRow } from "../repositories/memberships.js";
@@ -31,6 +32,25 @@ const roleToProto: Record<DomainRole, Role> = {
 
 export function roleOf(role: DomainRole): Role {
   return roleToProto[role];
+}
+
+/** The domain role of each proto role; UNSPECIFIED has none. */
+export const rolesFromProto = {
+  [Role.OWNER]: "owner",
+  [Role.ADMIN]: "admin",
+  [Role.MEMBER]: "member",
+} as const satisfies Partial<Record<Role, DomainRole>>;
+
+/**
+ * A role given in a request. The one rule for UNSPECIFIED: it is undefined here and the call
+ * says what leaving the role out means (a new member is a member, an update keeps the role).
+ * A number the enum does not have is INVALID_ARGUMENT on `field`.
+ */
+export function roleIn(role: Role, field = "role"): DomainRole | undefined {
+  if (role === Role.UNSPECIFIED) return undefined;
+  const value = (rolesFromProto as Partial<Record<Role, DomainRole>>)[role];
+  if (!value) throw new InvalidArgumentError([{ field, description: "is not a known role" }]);
+  return value;
 }
 
 export function tokensOf(t: IssuedTokens) {

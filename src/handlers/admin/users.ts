@@ -13,7 +13,6 @@ import {
   type UpdateUserMetadataRequest,
   UserStatusFilter,
 } from "../../../gen/keygate/v1/admin_service_pb.js";
-import { Role } from "../../../gen/keygate/v1/types_pb.js";
 import {
   blockUser,
   deleteUser,
@@ -30,9 +29,8 @@ import { type Caller, callerWorkspace } from "../../domain/admin-auth.js";
 import type { AdminDeps } from "../../domain/deps.js";
 import { Violations } from "../../domain/validate.js";
 import type { AdminUserRow } from "../../repositories/admin-users.js";
-import type { Role as DomainRole } from "../../repositories/memberships.js";
 import { meta } from "../call-context.js";
-import { invitedUserOf, membershipOf, userOf } from "../convert.js";
+import { invitedUserOf, membershipOf, roleIn, userOf } from "../convert.js";
 import { callerOf } from "./caller.js";
 
 /**
@@ -48,21 +46,6 @@ function adminUserOf(u: AdminUserRow, now: Date, caller: Caller) {
     user.lockedUntil = timestampFromMs(Math.floor(u.locked_until));
   user.failedLoginCount = Math.max(0, u.failed_login_count);
   return user;
-}
-
-function roleFrom(role: Role): DomainRole {
-  switch (role) {
-    case Role.UNSPECIFIED:
-    case Role.MEMBER:
-      return "member";
-    case Role.ADMIN:
-      return "admin";
-    case Role.OWNER:
-      return "owner";
-    default:
-      new Violations().add("role", "is not a known role").throwIfAny();
-      throw new Error("unreachable");
-  }
 }
 
 function statusFrom(status: UserStatusFilter): UserStatus {
@@ -102,7 +85,7 @@ export function adminUsersHandlers(deps: AdminDeps): Partial<ServiceImpl<typeof 
         metadata: req.metadata,
         workspaceId: req.workspaceId,
         createWorkspace: create ? { name: create.name, slug: create.slug } : undefined,
-        role: roleFrom(req.role),
+        role: roleIn(req.role) ?? "member",
       });
       return {
         user:

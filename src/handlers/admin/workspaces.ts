@@ -24,7 +24,6 @@ import {
   MfaMode,
   OtpLoginMode,
   PasswordResetMode,
-  Role,
   type WorkspaceSettings as WorkspaceSettingsMessage,
   WorkspaceSettingsSchema,
 } from "../../../gen/keygate/v1/types_pb.js";
@@ -50,9 +49,15 @@ import type { SettingsPatch } from "../../domain/admin/workspaces-settings.js";
 import type { AdminDeps } from "../../domain/deps.js";
 import { InvalidArgumentError } from "../../domain/errors.js";
 import type { AuditEventRow } from "../../repositories/admin-workspaces.js";
-import type { Role as DomainRole } from "../../repositories/memberships.js";
 import { meta } from "../call-context.js";
-import { invitedUserOf, membershipOf, userOf, workspaceOf } from "../convert.js";
+import {
+  invitedUserOf,
+  membershipOf,
+  roleIn,
+  rolesFromProto,
+  userOf,
+  workspaceOf,
+} from "../convert.js";
 import { callerOf } from "./caller.js";
 
 // Proto enum ⇄ stored string. UNSPECIFIED means "not set"; a number the server does not know
@@ -74,11 +79,6 @@ const mfaModes = {
   [MfaMode.OPTIONAL]: "optional",
   [MfaMode.REQUIRED]: "required",
 } as const satisfies Partial<Record<MfaMode, WorkspaceSettings["mfa"]>>;
-const settingRoles = {
-  [Role.OWNER]: "owner",
-  [Role.ADMIN]: "admin",
-  [Role.MEMBER]: "member",
-} as const satisfies Partial<Record<Role, DomainRole>>;
 const passwordResetModes = {
   [PasswordResetMode.LINK]: "link",
   [PasswordResetMode.CODE]: "code",
@@ -116,7 +116,7 @@ function settingsPatchOf(s: WorkspaceSettingsMessage | undefined): SettingsPatch
     mfa_required_roles:
       s.mfaRequiredRoles.length === 0
         ? undefined
-        : [...new Set(s.mfaRequiredRoles.map((r) => enumIn(settingRoles, r)))],
+        : [...new Set(s.mfaRequiredRoles.map((r) => enumIn(rolesFromProto, r)))],
     passkey_sign_in: s.passkeySignIn,
     passwordless_only: s.passwordlessOnly,
     rate_limits:
@@ -150,7 +150,7 @@ export function settingsOf(s: WorkspaceSettings) {
     otpTtlSeconds: s.otp_ttl_seconds,
     actionProofRequired: s.action_proof_required,
     mfa: reverse(mfaModes, s.mfa),
-    mfaRequiredRoles: s.mfa_required_roles.map((r) => reverse(settingRoles, r)),
+    mfaRequiredRoles: s.mfa_required_roles.map((r) => reverse(rolesFromProto, r)),
     passkeySignIn: s.passkey_sign_in,
     passwordlessOnly: s.passwordless_only,
     rateLimits: Object.fromEntries(
@@ -160,19 +160,6 @@ export function settingsOf(s: WorkspaceSettings) {
       ]),
     ),
   });
-}
-
-const rolesIn: Partial<Record<Role, DomainRole>> = {
-  [Role.OWNER]: "owner",
-  [Role.ADMIN]: "admin",
-  [Role.MEMBER]: "member",
-};
-
-function roleIn(role: Role): DomainRole | null {
-  if (role === Role.UNSPECIFIED) return null;
-  const value = rolesIn[role];
-  if (!value) throw new InvalidArgumentError([{ field: "role", description: "is not a role" }]);
-  return value;
 }
 
 function statusIn(status: MembershipStatus): MembershipStatusValue | null {
@@ -267,7 +254,7 @@ export function adminWorkspacesHandlers(
       const row = await updateMember(deps, meta(ctx), callerOf(ctx), {
         workspaceId: req.workspaceId,
         userId: req.userId,
-        role: roleIn(req.role),
+        role: roleIn(req.role) ?? null,
         status: statusIn(req.status),
       });
       return { membership: membershipOf(row, true) };
