@@ -22,6 +22,7 @@ import {
 import { sql } from "../src/db/sql.js";
 import { insertWorkspace } from "../src/repositories/workspaces.js";
 import { failure } from "./support/failure.js";
+import { uniqueEmail } from "./support/fixtures.js";
 import { startPeerKeygate, startTestKeygate, type TestKeygate } from "./support/server.js";
 import { startSmtpServer } from "./support/smtp.js";
 
@@ -37,7 +38,6 @@ let otherWorkspaceId: string;
 
 const password = "correct horse battery staple";
 let counter = 0;
-const uniqueEmail = (tag: string) => `${tag}-${Date.now()}-${++counter}@example.test`;
 
 beforeAll(async () => {
   clock = new ManualClock();

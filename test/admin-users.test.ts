@@ -10,6 +10,7 @@ import { generateAdminKey } from "../src/crypto/admin-key.js";
 import { sql } from "../src/db/sql.js";
 import { insertAdminKey } from "../src/repositories/admin-keys.js";
 import { failure } from "./support/failure.js";
+import { uniqueEmail } from "./support/fixtures.js";
 import { startTestKeygate, type TestKeygate } from "./support/server.js";
 
 let keygate: TestKeygate;
@@ -20,7 +21,6 @@ let adminKey: string;
 let adminKeyId: string;
 
 let counter = 0;
-const uniqueEmail = (tag: string) => `${tag}-${Date.now()}-${++counter}@example.test`;
 const password = "correct horse battery staple";
 
 const bearer = (token: string, workspaceId?: string) => ({

@@ -8,6 +8,7 @@ import { AuthService } from "../gen/keygate/v1/auth_service_pb.js";
 import { Role } from "../gen/keygate/v1/types_pb.js";
 import { sql } from "../src/db/sql.js";
 import { failure } from "./support/failure.js";
+import { uniqueEmail } from "./support/fixtures.js";
 import { startTestKeygate, type TestKeygate } from "./support/server.js";
 import { codeIn, linkIn, mailText, startSmtpServer } from "./support/smtp.js";
 
@@ -17,8 +18,7 @@ let auth: ReturnType<typeof createClient<typeof AuthService>>;
 let defaultWorkspaceId: string;
 
 const publicUrl = "https://app.example.test";
-let counter = 0;
-const uniqueEmail = (tag: string) => `${tag}-${Date.now()}-${++counter}@example.test`;
+const counter = 0;
 const password = "correct horse battery staple";
 
 beforeAll(async () => {

@@ -16,6 +16,7 @@ import {
 } from "../src/client/index.js";
 import { ManualClock } from "../src/clock.js";
 import { sql } from "../src/db/sql.js";
+import { uniqueEmail } from "./support/fixtures.js";
 import { startTestKeygate, type TestKeygate } from "./support/server.js";
 import { codeIn, startSmtpServer } from "./support/smtp.js";
 
@@ -26,7 +27,6 @@ let workspaceId: string;
 let adminKey: string;
 const password = "correct horse battery staple";
 let n = 0;
-const uniqueEmail = (tag: string) => `${tag}-${Date.now()}-${++n}@example.test`;
 
 beforeAll(async () => {
   smtp = await startSmtpServer();

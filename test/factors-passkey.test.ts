@@ -13,6 +13,7 @@ import { ManualClock } from "../src/clock.js";
 import { configFromEnv, rateLimitNames } from "../src/config.js";
 import { sql } from "../src/db/sql.js";
 import { failure } from "./support/failure.js";
+import { bearer } from "./support/fixtures.js";
 import { startTestKeygate, type TestKeygate } from "./support/server.js";
 import { codeIn, startSmtpServer } from "./support/smtp.js";
 import { SoftAuthenticator, type SoftCredential } from "./support/soft-authenticator.js";
@@ -35,7 +36,6 @@ let adminKey: string;
 const password = "correct horse battery staple";
 let n = 0;
 const email = (tag: string) => `${tag}-${++n}@example.test`;
-const bearer = (token: string) => ({ headers: { authorization: `Bearer ${token}` } });
 const asAdmin = () => bearer(adminKey);
 
 beforeAll(async () => {

@@ -18,6 +18,7 @@ import { AdminKeyRole, FactorType, Role, UserSchema } from "../gen/keygate/v1/ty
 import { ManualClock } from "../src/clock.js";
 import { sql } from "../src/db/sql.js";
 import { failure } from "./support/failure.js";
+import { bearer } from "./support/fixtures.js";
 import { startTestKeygate, type TestKeygate } from "./support/server.js";
 import { mailText, startSmtpServer } from "./support/smtp.js";
 
@@ -40,7 +41,6 @@ let adminKey: string;
 const password = "correct horse battery staple";
 let n = 0;
 const email = (tag: string) => `${tag}-${++n}@example.test`;
-const bearer = (token: string) => ({ headers: { authorization: `Bearer ${token}` } });
 const asAdmin = () => bearer(adminKey);
 
 beforeAll(async () => {

@@ -12,6 +12,7 @@ import { AdminKeyRole, MembershipStatus, Role } from "../gen/keygate/v1/types_pb
 import { ManualClock } from "../src/clock.js";
 import { usingExternalPostgres } from "./support/database.js";
 import { failure } from "./support/failure.js";
+import { uniqueEmail } from "./support/fixtures.js";
 import { startPeerKeygate, startTestKeygate, type TestKeygate } from "./support/server.js";
 import { startSmtpServer } from "./support/smtp.js";
 import { startTcpProxy, throughProxy } from "./support/tcp-proxy.js";
@@ -28,7 +29,6 @@ let introspection: ReturnType<typeof createClient<typeof TokenIntrospectionServi
 
 const password = "correct horse battery staple";
 let counter = 0;
-const uniqueEmail = (tag: string) => `${tag}-${Date.now()}-${++counter}@example.test`;
 const as = (token: string) => ({ headers: { authorization: `Bearer ${token}` } });
 const asRoot = () => as(rootKey);
 

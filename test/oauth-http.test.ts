@@ -16,6 +16,7 @@ import { adminKeyPrefix } from "../src/crypto/admin-key.js";
 import { AdminKeyAuthenticator } from "../src/domain/admin-auth.js";
 import { RateLimitedError, UnauthenticatedError } from "../src/domain/errors.js";
 import { usingExternalPostgres } from "./support/database.js";
+import { uniqueEmail } from "./support/fixtures.js";
 import { startPeerKeygate, startTestKeygate, type TestKeygate } from "./support/server.js";
 
 let keygate: TestKeygate;
@@ -29,7 +30,6 @@ const logLines: Record<string, unknown>[] = [];
 
 const password = "correct horse battery staple";
 let counter = 0;
-const uniqueEmail = (tag: string) => `${tag}-${Date.now()}-${++counter}@example.test`;
 const asRoot = () => ({ headers: { authorization: `Bearer ${rootKey}` } });
 
 async function freePort(): Promise<number> {

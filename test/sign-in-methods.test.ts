@@ -24,6 +24,7 @@ import {
 import { builtInRateLimits } from "../src/config.js";
 import { createVerifier, keygateMiddleware, VerifyError } from "../src/verify/index.js";
 import { failure } from "./support/failure.js";
+import { bearer } from "./support/fixtures.js";
 import { startTestKeygate, type TestKeygate } from "./support/server.js";
 import { codeIn, linkIn, startSmtpServer } from "./support/smtp.js";
 
@@ -42,7 +43,6 @@ const password = "correct horse battery staple";
 let n = 0;
 const address = (tag: string) => `${tag}-${++n}-${Date.now().toString(36)}@example.test`;
 const asAdmin = () => ({ headers: { authorization: `Bearer ${adminKey}` } });
-const bearer = (token: string) => ({ headers: { authorization: `Bearer ${token}` } });
 
 beforeAll(async () => {
   smtp = await startSmtpServer();

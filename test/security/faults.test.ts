@@ -12,6 +12,7 @@ import { Role } from "../../gen/keygate/v1/types_pb.js";
 import { loadSecrets } from "../../src/crypto/secrets.js";
 import { sql } from "../../src/db/sql.js";
 import { usingExternalPostgres } from "../support/database.js";
+import { uniqueEmail } from "../support/fixtures.js";
 import { startPeerKeygate, startTestKeygate, type TestKeygate } from "../support/server.js";
 import { startSmtpServer } from "../support/smtp.js";
 import { startTcpProxy, throughProxy } from "../support/tcp-proxy.js";
@@ -25,8 +26,6 @@ let admin: ReturnType<typeof createClient<typeof AdminService>>;
 let auth: ReturnType<typeof createClient<typeof AuthService>>;
 
 const password = "correct horse battery staple";
-let counter = 0;
-const uniqueEmail = (tag: string) => `${tag}-${Date.now()}-${++counter}@example.test`;
 const as = (t: string) => ({ headers: { authorization: `Bearer ${t}` } });
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const count = z.object({ n: z.number() });
