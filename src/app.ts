@@ -50,6 +50,7 @@ import {
   listenStartupError,
   migrationsPendingError,
 } from "./startup-failure.js";
+import { StopStack } from "./stop-stack.js";
 import { Tracing } from "./tracing.js";
 
 export interface Keygate {
@@ -78,6 +79,8 @@ export async function startKeygate(
   const database = await openDatabase(config).catch((error: unknown) => {
     throw databaseStartupError(error, config) ?? error;
   });
+  const stops = new StopStack(logger);
+  stops.add("database", () => database.close());
   try {
     if (config.migrateOnStart) {
       const applied = await migrate(
@@ -121,6 +124,7 @@ export async function startKeygate(
       maxStalenessMs: config.revocation.maxStalenessMs,
     });
     await revocations.start();
+    stops.add("revocation feed", () => revocations.stop());
     // A signing key revoked on any instance: stop signing with it and unpublish it here too.
     revocations.subscribe((row) => {
       if (row.kind === "signing_key") void signingKeys.onRevoked();
@@ -130,9 +134,11 @@ export async function startKeygate(
       workers: config.hashWorkers,
       nice: config.hashWorkerNice,
     });
+    stops.add("password hash workers", () => hasher.close());
     const policy = await PasswordPolicy.load();
     const templates = await MailTemplates.load(config.mailTemplatesDir);
     const mailer = options.mailer ?? createMailer(config, logger);
+    stops.add("mailer", () => mailer.close());
     const productName = "Keygate";
     const mailBodyKey = new MailBodyKey(secrets.keyEncryptionKey);
     const sender = new OutboxSender({
@@ -144,6 +150,7 @@ export async function startKeygate(
       concurrency: config.mailConcurrency,
     });
     sender.start();
+    stops.add("outbox sender", () => sender.stop());
     const authDeps: AuthDeps = {
       pool: database.pool,
       clock,
@@ -197,12 +204,14 @@ export async function startKeygate(
       rotationMs: config.signingKeyRotationDays * 86_400_000,
     });
     maintenance.start();
+    stops.add("maintenance", () => maintenance.stop());
     const metrics = config.metrics
       ? instanceMetrics({ pool: database.pool, sender, hasher, revocations, introspector })
       : undefined;
     const tracing = config.otlpEndpoint
       ? new Tracing({ endpoint: config.otlpEndpoint, sampleRatio: config.traceSampleRatio })
       : undefined;
+    if (tracing) stops.add("tracing", () => tracing.shutdown());
     // The page starts from the bootstrapped workspace, when there is one; on a first start
     // that workspace only exists once the listeners are bound (below), and the page is
     // loaded again then.
@@ -290,39 +299,26 @@ export async function startKeygate(
         }),
       ],
     });
+    // On close, calls in flight get the shutdown timeout; after a failed start, none.
+    stops.add("service listener", (graceful) =>
+      server.close(graceful ? config.shutdownTimeoutMs : 0),
+    );
     const metricsListener = metrics ? createMetricsListener(metrics, logger) : undefined;
-    let address: AddressInfo;
-    let metricsUrl: string | undefined;
-    let bootstrapped: BootstrapResult | undefined;
-    try {
-      address = await server.listen(config.port, config.host).catch((error: unknown) => {
-        throw listenStartupError(error, "service", config.host, config.port) ?? error;
+    if (metricsListener) stops.add("metrics listener", () => metricsListener.close());
+    const address = await server.listen(config.port, config.host).catch((error: unknown) => {
+      throw listenStartupError(error, "service", config.host, config.port) ?? error;
+    });
+    const metricsAddress = await metricsListener
+      ?.listen(config.metricsPort, config.metricsHost)
+      .catch((error: unknown) => {
+        throw listenStartupError(error, "metrics", config.metricsHost, config.metricsPort) ?? error;
       });
-      const metricsAddress = await metricsListener
-        ?.listen(config.metricsPort, config.metricsHost)
-        .catch((error: unknown) => {
-          throw (
-            listenStartupError(error, "metrics", config.metricsHost, config.metricsPort) ?? error
-          );
-        });
-      metricsUrl = metricsAddress && `http://${hostPort(metricsAddress)}`;
-      // Last, once nothing else can fail: the first admin key exists only in this process's
-      // answer, so a start that fails after creating it would lose it for good (the next start
-      // sees the workspace and creates nothing).
-      bootstrapped = config.bootstrap ? await bootstrap(database.pool) : undefined;
-      if (bootstrapped && config.ui) page = await loadPage();
-    } catch (error) {
-      // Neither listener, nor anything started above, outlives a failed start.
-      await metricsListener?.close();
-      await server.close(0);
-      await maintenance.stop();
-      await sender.stop();
-      mailer.close();
-      await hasher.close();
-      await revocations.stop();
-      await tracing?.shutdown();
-      throw error;
-    }
+    const metricsUrl = metricsAddress && `http://${hostPort(metricsAddress)}`;
+    // Last, once nothing else can fail: the first admin key exists only in this process's
+    // answer, so a start that fails after creating it would lose it for good (the next start
+    // sees the workspace and creates nothing).
+    const bootstrapped = config.bootstrap ? await bootstrap(database.pool) : undefined;
+    if (bootstrapped && config.ui) page = await loadPage();
     const url = `${config.tls ? "https" : "http"}://${hostPort(address)}`;
     const webAppUrl = config.ui ? `${url}/ui/` : undefined;
     logger.info({ url, webAppUrl, metricsUrl, embedded: database.embedded }, "keygate listening");
@@ -343,20 +339,12 @@ export async function startKeygate(
       mailer,
       webAppUrl,
       bootstrapped,
-      async close() {
-        await maintenance.stop();
-        await server.close(config.shutdownTimeoutMs);
-        await metricsListener?.close();
-        await sender.stop();
-        mailer.close();
-        await hasher.close();
-        await revocations.stop();
-        await tracing?.shutdown();
-        await database.close();
-      },
+      close: () => stops.stopAll(true),
     };
   } catch (error) {
-    await database.close();
+    // Nothing started above outlives a failed start: not a listener, worker, timer or
+    // connection.
+    await stops.stopAll(false);
     throw databaseStartupError(error, config) ?? error;
   }
 }

@@ -1,5 +1,7 @@
 import { execFileSync } from "node:child_process";
+import { readdirSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
+import net from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
@@ -110,5 +112,46 @@ describe("graceful shutdown", () => {
 
     const error = await health.check({}).catch((e) => e);
     expect(ConnectError.from(error).code).toBe(Code.Unavailable);
+  });
+});
+
+describe("a failed start", () => {
+  it("leaves no worker thread, timer or connection behind, wherever it fails", async () => {
+    // Linux lists every thread of the process, worker threads included, in /proc/self/task.
+    const threads = () => readdirSync("/proc/self/task").length;
+    const resources = () => {
+      const counts = new Map<string, number>();
+      for (const r of process.getActiveResourcesInfo()) counts.set(r, (counts.get(r) ?? 0) + 1);
+      return counts;
+    };
+    const settle = () => new Promise((resolve) => setTimeout(resolve, 300));
+    const taken = net.createServer();
+    await new Promise<void>((resolve) => taken.listen(0, "127.0.0.1", resolve));
+    const failures = [
+      // Early: the database, the revocation feed and the hash workers are up, the mail
+      // templates cannot be read.
+      () =>
+        startTestKeygate({
+          KEYGATE_HASH_WORKERS: "3",
+          KEYGATE_MAIL_TEMPLATES_DIR: path.join(tmpdir(), "keygate-no-such-templates"),
+        }),
+      // Late: everything is running but the service port is taken.
+      () =>
+        startTestKeygate({
+          KEYGATE_HASH_WORKERS: "3",
+          KEYGATE_PORT: String((taken.address() as net.AddressInfo).port),
+        }),
+    ];
+    // The first round warms what stays for the process's life (libuv's pool, module state).
+    for (const fail of failures) await expect(fail()).rejects.toThrow();
+    await settle();
+    const before = { threads: threads(), resources: resources() };
+    for (let i = 0; i < 2; i++) for (const fail of failures) await expect(fail()).rejects.toThrow();
+    await settle();
+    await new Promise((resolve) => taken.close(resolve));
+    expect(threads()).toBeLessThanOrEqual(before.threads);
+    for (const [kind, n] of resources()) {
+      expect({ kind, n }).toEqual({ kind, n: Math.min(n, before.resources.get(kind) ?? 0) });
+    }
   });
 });
