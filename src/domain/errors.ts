@@ -1,40 +1,12 @@
+import type { ErrorReason } from "../../gen/keygate/v1/errors_pb.js";
+
 /**
  * Domain errors: typed classes with a stable reason (the names of keygate.v1.ErrorReason
  * without their prefix). Flows throw these; one interceptor turns them into Connect errors.
  */
 
-export type Reason =
-  | "INVALID_ARGUMENT"
-  | "INVALID_CREDENTIALS"
-  | "UNAUTHENTICATED"
-  | "PERMISSION_DENIED"
-  | "WORKSPACE_MISMATCH"
-  | "MEMBERSHIP_INACTIVE"
-  | "EMAIL_NOT_VERIFIED"
-  | "REFRESH_TOKEN_REUSED"
-  | "REFRESH_TOKEN_INVALID"
-  | "SESSION_EXPIRED"
-  | "CODE_INVALID"
-  | "PASSWORD_TOO_SHORT"
-  | "PASSWORD_TOO_COMMON"
-  | "RATE_LIMITED"
-  | "ACCOUNT_LOCKED"
-  | "NOT_FOUND"
-  | "ALREADY_EXISTS"
-  | "INVALID_PAGE_TOKEN"
-  | "SECOND_STEP_REQUIRED"
-  | "ACTION_PROOF_REQUIRED"
-  | "FLOW_DISABLED"
-  | "UNAVAILABLE"
-  | "SHUTTING_DOWN"
-  | "UNDECODABLE_REQUEST"
-  | "UNIMPLEMENTED"
-  | "CURRENT_PASSWORD_INVALID"
-  | "LAST_OWNER"
-  | "SIGNING_KEY_ACTIVE"
-  | "PASSKEY_INVALID"
-  | "FACTOR_REQUIRED"
-  | "MFA_REQUIRED";
+/** Every reason keygate.v1.ErrorReason defines, so that the two cannot drift apart. */
+export type Reason = Exclude<keyof typeof ErrorReason, "UNSPECIFIED">;
 
 export interface FieldViolation {
   readonly field: string;
