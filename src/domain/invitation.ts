@@ -6,7 +6,7 @@ import {
   ensureMembership,
   findMembership,
 } from "../repositories/memberships.js";
-import { revokeUserSessions } from "../repositories/sessions.js";
+import { revokeSessions } from "../repositories/sessions.js";
 import {
   findUserByEmail,
   findUserById,
@@ -189,7 +189,12 @@ export async function acceptInvitation(
     if (hash !== null) {
       await setPasswordHash(tx, user.id, hash, null, now);
       await asService(tx, () =>
-        revokeUserSessions(tx, { userId: user.id, reason: "invitation_accepted", now }),
+        revokeSessions(tx, {
+          userId: user.id,
+          workspaceId: null,
+          reason: "invitation_accepted",
+          now,
+        }),
       );
     }
     if (!user.email_verified) await markEmailVerified(tx, user.id);

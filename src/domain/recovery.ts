@@ -1,7 +1,7 @@
 import type { CommonQueryMethods, DatabaseTransactionConnection } from "slonik";
 import { asService, withTenant } from "../db/with-tenant.js";
 import { findMembership, listActiveMembershipsOfUser } from "../repositories/memberships.js";
-import { revokeUserSessions } from "../repositories/sessions.js";
+import { revokeSessions } from "../repositories/sessions.js";
 import {
   findUserByEmail,
   findUserById,
@@ -81,8 +81,9 @@ export async function changePassword(
     const now = deps.clock.now();
     await setPasswordHash(tx, user.id, hash, null);
     const ended = await asService(tx, () =>
-      revokeUserSessions(tx, {
+      revokeSessions(tx, {
         userId: user.id,
+        workspaceId: null,
         reason: "password_changed",
         now,
         exceptSessionId: principal.sessionId,
@@ -260,7 +261,7 @@ export async function resetPassword(
     await setPasswordHash(tx, user.id, hash, now, now);
     // A reset concerns the identity: its sessions end in every workspace.
     const ended = await asService(tx, () =>
-      revokeUserSessions(tx, { userId: user.id, reason: "password_reset", now }),
+      revokeSessions(tx, { userId: user.id, workspaceId: null, reason: "password_reset", now }),
     );
     await queuePasswordChangedNotice(tx, deps, workspace, user);
     await audit(tx, deps, meta, {

@@ -1,6 +1,5 @@
 import type { DatabaseTransactionConnection } from "slonik";
 import type { WorkspaceSettings } from "../config.js";
-import { revokeMemberSessions } from "../repositories/admin-workspaces.js";
 import { factorSummary } from "../repositories/factors.js";
 import { findMembership, type Role } from "../repositories/memberships.js";
 import {
@@ -10,6 +9,7 @@ import {
   type PendingLoginRow,
   type PendingStep,
 } from "../repositories/pending-logins.js";
+import { revokeSessions } from "../repositories/sessions.js";
 import { findUserById, type UserRow } from "../repositories/users.js";
 import { findWorkspaceById, type WorkspaceRow } from "../repositories/workspaces.js";
 import { type Amr, amrOf, withMethod } from "./amr.js";
@@ -227,7 +227,7 @@ export async function endSessionsOpenedWithoutFactor(
   deps: Pick<AuthDeps, "clock">,
   input: { workspaceId: string; userId: string; keepSessionId: string | null },
 ): Promise<number> {
-  const ended = await revokeMemberSessions(tx, {
+  const ended = await revokeSessions(tx, {
     workspaceId: input.workspaceId,
     userId: input.userId,
     reason: "first_factor_added",

@@ -18,6 +18,7 @@ import {
   lockSession,
   markRefreshTokenRotated,
   refreshAccess,
+  revokeSession,
   type SessionRow,
   touchSession,
 } from "../repositories/sessions.js";
@@ -220,9 +221,12 @@ export async function refresh(
       const child = await findRefreshTokenChild(tx, token.workspace_id, token.id);
       const inGrace = now.getTime() - token.rotated_at <= deps.settings.refreshGraceSeconds * 1000;
       if (!child || child.rotated_at !== null || !inGrace) {
-        await tx.query(sql.unsafe`
-          UPDATE sessions SET revoked_at = ${sql.timestamp(now)}, revoke_reason = 'refresh_token_reuse'
-          WHERE workspace_id = ${token.workspace_id} AND id = ${token.session_id} AND revoked_at IS NULL`);
+        await revokeSession(tx, {
+          workspaceId: token.workspace_id,
+          sessionId: token.session_id,
+          reason: "refresh_token_reuse",
+          now,
+        });
         await audit(tx, deps, meta, {
           type: "refresh_reuse_detected",
           workspaceId: token.workspace_id,

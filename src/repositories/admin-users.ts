@@ -2,7 +2,6 @@ import type { CommonQueryMethods } from "slonik";
 import { z } from "zod";
 import { sql } from "../db/sql.js";
 import type { Role } from "./memberships.js";
-import { endPendingLoginsWith } from "./pending-logins.js";
 import { deliveryAddress, normalizeEmail, userRow } from "./users.js";
 import { type WorkspaceRow, workspaceRow } from "./workspaces.js";
 
@@ -188,23 +187,6 @@ export async function clearLoginFailures(
   await db.query(
     sql.unsafe`DELETE FROM login_failures WHERE email_normalized = ${emailNormalized}`,
   );
-}
-
-/**
- * Revokes the user's live sessions, in one workspace or (workspaceId null) in every one.
- * Answers how many were live.
- */
-export async function revokeSessionsOfUser(
-  db: CommonQueryMethods,
-  input: { userId: string; workspaceId: string | null; reason: string; now: Date },
-): Promise<number> {
-  const ids = await db.anyFirst(sql.type(idRow)`
-    WITH ${endPendingLoginsWith(input)}
-    UPDATE sessions SET revoked_at = ${sql.timestamp(input.now)}, revoke_reason = ${input.reason}
-    WHERE user_id = ${input.userId} AND revoked_at IS NULL
-      AND (${input.workspaceId}::uuid IS NULL OR workspace_id = ${input.workspaceId}::uuid)
-    RETURNING id`);
-  return ids.length;
 }
 
 /**

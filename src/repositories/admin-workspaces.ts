@@ -2,12 +2,11 @@ import type { CommonQueryMethods } from "slonik";
 import { z } from "zod";
 import { sql } from "../db/sql.js";
 import { type MembershipRow, membershipColumns, membershipRow, type Role } from "./memberships.js";
-import { endPendingLoginsWith } from "./pending-logins.js";
 import { type UserRow, userRow } from "./users.js";
 import { type WorkspaceRow, workspaceRow } from "./workspaces.js";
 
 const countRow = z.object({ count: z.number() });
-const idRow = z.object({ id: z.string() });
+const _idRow = z.object({ id: z.string() });
 
 /** SQL behind the AdminService RPCs about workspaces, members and the audit log. */
 
@@ -155,27 +154,6 @@ export async function findUsersByIds(
     SELECT id, email, email_normalized, password_hash, email_verified, blocked, metadata,
            tokens_valid_after, otp_login_opt_in, password_proven_at, created_at, updated_at
     FROM users WHERE id = ANY(${sql.array(ids, "uuid")})`);
-}
-
-/** Revokes every live session of the user in the workspace; answers their ids. */
-export async function revokeMemberSessions(
-  db: CommonQueryMethods,
-  input: {
-    workspaceId: string;
-    userId: string;
-    reason: string;
-    now: Date;
-    /** A session that stays (the caller's own). */
-    exceptSessionId?: string | null;
-  },
-): Promise<readonly string[]> {
-  const except = input.exceptSessionId ?? null;
-  return db.anyFirst(sql.type(idRow)`
-    WITH ${endPendingLoginsWith(input)}
-    UPDATE sessions SET revoked_at = ${sql.timestamp(input.now)}, revoke_reason = ${input.reason}
-    WHERE workspace_id = ${input.workspaceId} AND user_id = ${input.userId} AND revoked_at IS NULL
-      AND (${except}::uuid IS NULL OR id <> ${except}::uuid)
-    RETURNING id`);
 }
 
 export const auditEventRow = z.object({

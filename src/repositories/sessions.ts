@@ -142,18 +142,27 @@ export async function revokeSession(
 }
 
 /**
- * Revokes every live session of the user, in every workspace (password change and reset
- * concern the identity), except `exceptSessionId`. Answers the revoked sessions' ids.
+ * Ends a user's live sessions, and the pending logins that would open new ones: in one
+ * workspace, or in all of them when `workspaceId` is null, but for `exceptSessionId` (the
+ * caller's own). The one way a session is revoked for its user; answers the ids ended.
  */
-export async function revokeUserSessions(
+export async function revokeSessions(
   db: CommonQueryMethods,
-  input: { userId: string; reason: string; now: Date; exceptSessionId?: string },
+  input: {
+    userId: string;
+    workspaceId: string | null;
+    reason: string;
+    now: Date;
+    exceptSessionId?: string | null;
+  },
 ): Promise<readonly string[]> {
+  const except = input.exceptSessionId ?? null;
   return db.anyFirst(sql.type(idRow)`
-    WITH ${endPendingLoginsWith({ userId: input.userId, workspaceId: null, now: input.now })}
+    WITH ${endPendingLoginsWith(input)}
     UPDATE sessions SET revoked_at = ${sql.timestamp(input.now)}, revoke_reason = ${input.reason}
     WHERE user_id = ${input.userId} AND revoked_at IS NULL
-      AND (${input.exceptSessionId ?? null}::uuid IS NULL OR id <> ${input.exceptSessionId ?? null}::uuid)
+      AND (${input.workspaceId}::uuid IS NULL OR workspace_id = ${input.workspaceId}::uuid)
+      AND (${except}::uuid IS NULL OR id <> ${except}::uuid)
     RETURNING id`);
 }
 

@@ -7,7 +7,6 @@ import {
   findUsersByIds,
   listMembersPage,
   lockWorkspace,
-  revokeMemberSessions,
   updateMembership,
 } from "../../repositories/admin-workspaces.js";
 import { deleteMemberFactors } from "../../repositories/factors.js";
@@ -18,6 +17,7 @@ import {
   markClaimed,
   type Role,
 } from "../../repositories/memberships.js";
+import { revokeSessions } from "../../repositories/sessions.js";
 import { findUserById, type UserRow } from "../../repositories/users.js";
 import { findWorkspaceById } from "../../repositories/workspaces.js";
 import {
@@ -188,7 +188,7 @@ export async function updateMember(
     if (!row) throw memberNotFound();
     const ended =
       input.status === "disabled"
-        ? await revokeMemberSessions(tx, {
+        ? await revokeSessions(tx, {
             workspaceId,
             userId,
             reason: "membership_disabled",
@@ -232,7 +232,7 @@ export async function removeMember(
     if (member.role === "owner") requireOwnerPower(caller);
     await keepAnOwner(tx, member, "removed");
     if (!(await deleteMembership(tx, workspaceId, userId))) throw memberNotFound();
-    const ended = await revokeMemberSessions(tx, {
+    const ended = await revokeSessions(tx, {
       workspaceId,
       userId,
       reason: "membership_removed",
@@ -271,7 +271,7 @@ export async function resetMemberFactors(
     if (!member || member.status === "invited" || !user) throw memberNotFound();
     if (member.role === "owner") requireOwnerPower(caller);
     const removed = await deleteMemberFactors(tx, workspaceId, userId);
-    const ended = await revokeMemberSessions(tx, {
+    const ended = await revokeSessions(tx, {
       workspaceId,
       userId,
       reason: "factors_reset",

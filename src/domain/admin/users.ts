@@ -10,7 +10,6 @@ import {
   listAdminUsers,
   lockUser,
   memberRoleIn,
-  revokeSessionsOfUser,
   setUserBlocked,
   setUserMetadata,
   workspacesWhereLastOwner,
@@ -20,6 +19,7 @@ import {
   setMembershipMetadata,
   vouchForMemberEmail,
 } from "../../repositories/memberships.js";
+import { revokeSessions } from "../../repositories/sessions.js";
 import { normalizeEmail, vouchForAccount } from "../../repositories/users.js";
 import {
   actorOf,
@@ -199,12 +199,14 @@ export async function blockUser(
     if (!(await lockUser(tx, input.userId))) throw notFound();
     const now = deps.clock.now();
     await setUserBlocked(tx, { userId: input.userId, blocked: true, now });
-    const revoked = await revokeSessionsOfUser(tx, {
-      userId: input.userId,
-      workspaceId: null,
-      reason: "user_blocked",
-      now,
-    });
+    const revoked = (
+      await revokeSessions(tx, {
+        userId: input.userId,
+        workspaceId: null,
+        reason: "user_blocked",
+        now,
+      })
+    ).length;
     await audit(tx, deps, meta, {
       type: "user_blocked",
       workspaceId: null,
@@ -403,12 +405,14 @@ export async function revokeUserSessions(
   const revoked = await inCallerScope(deps, scope, async (tx) => {
     const { role } = await visibleUser(tx, visibleIn, input.userId);
     requirePowerOver(caller, role);
-    const revoked = await revokeSessionsOfUser(tx, {
-      userId: input.userId,
-      workspaceId: scope,
-      reason: "admin_revoked",
-      now: deps.clock.now(),
-    });
+    const revoked = (
+      await revokeSessions(tx, {
+        userId: input.userId,
+        workspaceId: scope,
+        reason: "admin_revoked",
+        now: deps.clock.now(),
+      })
+    ).length;
     await audit(tx, deps, meta, {
       type: "user_sessions_revoked",
       workspaceId: scope,
