@@ -1,3 +1,4 @@
+import { randomBytes } from "node:crypto";
 import { Code, createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import fc from "fast-check";
@@ -290,7 +291,8 @@ describe("registration", () => {
         bearer(token),
       ),
     );
-    expect([replay.code, replay.reason]).toEqual([Code.Unauthenticated, "PASSKEY_INVALID"]);
+    // Every refusal of a registration answers alike, the challenge's included.
+    expect([replay.code, replay.reason]).toEqual([Code.InvalidArgument, "PASSKEY_INVALID"]);
     // Five minutes later the challenge is gone.
     const late = await factors.beginPasskeyRegistration({}, bearer(token));
     clock.advance(5 * 60_000 + 1);
@@ -302,7 +304,7 @@ describe("registration", () => {
         bearer(token),
       ),
     );
-    expect([expired.code, expired.reason]).toEqual([Code.Unauthenticated, "PASSKEY_INVALID"]);
+    expect([expired.code, expired.reason]).toEqual([Code.InvalidArgument, "PASSKEY_INVALID"]);
     // Another member's challenge is not this member's.
     const other = await member("reg-other");
     const theirs = await factors.beginPasskeyRegistration({}, bearer(other.token));
@@ -316,6 +318,66 @@ describe("registration", () => {
     );
     expect(stolen.reason).toBe("PASSKEY_INVALID");
     expect((await factors.listFactors({}, bearer(token))).passkeys).toHaveLength(1);
+  });
+
+  it("stores only keys that can verify, under the id the authenticator made, and tells no one whose an id is", async () => {
+    const { token } = await member("reg-keys");
+    const device = new SoftAuthenticator(origin);
+    const tryWith = async (
+      bend: Parameters<SoftAuthenticator["register"]>[1],
+      with_ = new SoftAuthenticator(origin),
+    ) => {
+      const begin = await factors.beginPasskeyRegistration({}, bearer(token));
+      const made = with_.register(begin.options as never, bend);
+      return failure(
+        factors.finishPasskeyRegistration({ credential: made.json as never }, bearer(token)),
+      );
+    };
+    const ec = (crv: number, x: Buffer, y: Buffer) =>
+      new Map<never, never>([
+        [1, 2],
+        [3, -7],
+        [-1, crv],
+        [-2, x],
+        [-3, y],
+      ] as never);
+    const unusable = [
+      ec(99, Buffer.alloc(32, 1), Buffer.alloc(32, 2)), // no such curve
+      ec(1, Buffer.alloc(32, 1), Buffer.alloc(32, 2)), // not a point on P-256
+      new Map<never, never>([
+        [1, 3],
+        [3, -257],
+        [-1, Buffer.from([0xc3, 0x5f, 0x01])],
+        [-2, Buffer.from([1, 0, 1])],
+      ] as never), // a 24-bit RSA modulus
+      new Map<never, never>([
+        [1, 1],
+        [3, -8],
+        [-1, 6],
+        [-2, Buffer.alloc(5, 7)],
+      ] as never), // a 5-byte Ed25519 key
+    ];
+    for (const coseKey of unusable) {
+      const f = await tryWith({ coseKey });
+      expect([f.code, f.reason]).toEqual([Code.InvalidArgument, "PASSKEY_INVALID"]);
+    }
+    // The JSON names another id than authenticatorData does.
+    const renamed = await tryWith({ jsonId: randomBytes(32).toString("base64url") });
+    expect(renamed.reason).toBe("PASSKEY_INVALID");
+    expect((await factors.listFactors({}, bearer(token))).passkeys).toEqual([]);
+
+    // Another member's credential id answers like any bad answer; the member's own, ALREADY_EXISTS.
+    const other = await member("reg-keys-other");
+    const otherDevice = new SoftAuthenticator(origin);
+    const theirs = await register(other.token, otherDevice);
+    const taken = await tryWith({ credentialId: theirs.credential.id });
+    expect([taken.code, taken.reason]).toEqual([Code.InvalidArgument, "PASSKEY_INVALID"]);
+    const mine = await register(token, device);
+    const again = await tryWith({ credentialId: mine.credential.id });
+    expect(again.code).toBe(Code.AlreadyExists);
+    // The other member's passkey still signs in.
+    const tokens = await signInWith(otherDevice);
+    expect(tokens.userId).not.toBe("");
   });
 
   it("finishes a login that waits for a first factor, with the passkey's method in the tokens", async () => {
@@ -452,6 +514,29 @@ describe("SECURITY.md 41: passkeys", () => {
     // A fresh signature over the spent challenge is refused too.
     const again = await failure(finishSignIn(device.assert(options)));
     expect(again.reason).toBe("PASSKEY_INVALID");
+    // Nor under another spelling of the same bytes: padding, or other unused low bits in the
+    // last character (base64url decoders ignore both).
+    const text = options.challenge;
+    const last = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_".indexOf(
+      text.slice(-1),
+    );
+    const sibling = `${text.slice(0, -1)}${"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"[last ^ 1]}`;
+    expect(Buffer.from(sibling, "base64url").equals(Buffer.from(text, "base64url"))).toBe(true);
+    for (const spelling of [`${text}=`, `${text}==`, sibling]) {
+      const f = await failure(finishSignIn(device.assert({ ...options, challenge: spelling })));
+      expect([spelling, f.code, f.reason]).toEqual([
+        spelling,
+        Code.Unauthenticated,
+        "PASSKEY_INVALID",
+      ]);
+    }
+    // A fresh challenge written another way is refused too, and stays good in its own spelling.
+    const fresh = await beginSignIn();
+    const padded = await failure(
+      finishSignIn(device.assert({ ...fresh, challenge: `${fresh.challenge}=` })),
+    );
+    expect(padded.reason).toBe("PASSKEY_INVALID");
+    expect((await finishSignIn(device.assert(fresh))).result.case).toBe("tokens");
 
     const late = await beginSignIn();
     clock.advance(5 * 60_000 + 1);

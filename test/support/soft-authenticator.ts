@@ -68,6 +68,12 @@ export interface Bend {
   type?: string;
   /** Sign with another credential's key (a forged signature). */
   signWith?: KeyObject;
+  /** Registration: this COSE key instead of the credential's own (unusable keys). */
+  coseKey?: Map<Cbor, Cbor>;
+  /** Registration: this credential id (another member's, say). */
+  credentialId?: Buffer;
+  /** Registration: this id in the JSON, whatever authenticatorData names. */
+  jsonId?: string;
 }
 
 type CreationOptions = {
@@ -117,16 +123,17 @@ export class SoftAuthenticator {
     const { privateKey, publicKey } = generateKeyPairSync("ec", { namedCurve: "P-256" });
     const jwk = publicKey.export({ format: "jwk" });
     const cose = cbor(
-      new Map<Cbor, Cbor>([
-        [1, 2],
-        [3, -7],
-        [-1, 1],
-        [-2, Buffer.from(jwk.x as string, "base64url")],
-        [-3, Buffer.from(jwk.y as string, "base64url")],
-      ]),
+      bend.coseKey ??
+        new Map<Cbor, Cbor>([
+          [1, 2],
+          [3, -7],
+          [-1, 1],
+          [-2, Buffer.from(jwk.x as string, "base64url")],
+          [-3, Buffer.from(jwk.y as string, "base64url")],
+        ]),
     );
     const cred: SoftCredential = {
-      id: randomBytes(32),
+      id: bend.credentialId ?? randomBytes(32),
       rpId,
       userHandle: Buffer.from(options.user.id, "base64url"),
       privateKey,
@@ -156,8 +163,8 @@ export class SoftAuthenticator {
     return {
       credential: cred,
       json: {
-        id: b64(cred.id),
-        rawId: b64(cred.id),
+        id: bend.jsonId ?? b64(cred.id),
+        rawId: bend.jsonId ?? b64(cred.id),
         type: "public-key",
         clientExtensionResults: {},
         authenticatorAttachment: "platform",

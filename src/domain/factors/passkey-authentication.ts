@@ -71,7 +71,8 @@ interface ScopeInput {
   readonly workspaceSlug: string;
 }
 
-const flowDisabled = () => new NotFoundError("sign-in with a passkey is disabled", "FLOW_DISABLED");
+const flowDisabled = (what = "sign-in with a passkey") =>
+  new NotFoundError(`${what} is disabled in this workspace`, "FLOW_DISABLED");
 
 async function scopeOf(
   deps: AuthDeps,
@@ -109,7 +110,7 @@ async function scopeOf(
     const workspace = (await findWorkspaceById(deps.pool, pending.workspace_id)) as WorkspaceRow;
     const settings = effectiveSettings(workspace, deps.settings.workspaceDefaults);
     // Factors switched off after the login began: nothing of them counts any more.
-    if (settings.mfa === "off") throw flowDisabled();
+    if (settings.mfa === "off") throw flowDisabled("a second factor");
     return {
       purpose,
       workspace,
@@ -128,7 +129,7 @@ async function scopeOf(
   const workspace = await findWorkspaceById(deps.pool, principal.workspaceId);
   if (!workspace) throw new UnauthenticatedError("UNAUTHENTICATED", "the session has ended");
   const settings = effectiveSettings(workspace, deps.settings.workspaceDefaults);
-  if (settings.mfa === "off") throw flowDisabled();
+  if (settings.mfa === "off") throw flowDisabled("confirming with a passkey");
   return {
     purpose,
     workspace,

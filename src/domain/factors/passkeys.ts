@@ -14,6 +14,7 @@ import {
 } from "../../repositories/memberships.js";
 import {
   deletePasskey as deletePasskeyRow,
+  findPasskeyForAssertion,
   insertPasskey,
   listPasskeys,
   type PasskeyRow,
@@ -50,6 +51,7 @@ import {
   newChallenge,
   registrationOf,
   spendChallenge,
+  usablePublicKey,
 } from "./webauthn.js";
 
 /**
@@ -168,6 +170,7 @@ export async function finishPasskeyRegistration(
       "PASSKEY_INVALID",
       "the passkey could not be verified",
     );
+  // Every refusal of the answer is the same INVALID_ARGUMENT, the challenge's included.
   const spent = await withTenant(deps.pool, who.workspace.id, (tx) =>
     spendChallenge(tx, deps, {
       workspaceId: who.workspace.id,
@@ -176,7 +179,9 @@ export async function finishPasskeyRegistration(
       userId: who.user.id,
       pendingLoginId: who.pendingLoginId,
     }),
-  );
+  ).catch((error: unknown) => {
+    throw error instanceof UnauthenticatedError ? refused() : error;
+  });
   let info: Awaited<ReturnType<typeof verifyRegistrationResponse>>["registrationInfo"];
   try {
     const r = await verifyRegistrationResponse({
@@ -190,7 +195,15 @@ export async function finishPasskeyRegistration(
   } catch {
     info = undefined;
   }
-  if (!info) throw refused();
+  // The credential the browser names is the one the authenticator made, and its key can
+  // verify the assertions to come.
+  if (
+    !info ||
+    credential.id !== credential.rawId ||
+    info.credential.id !== credential.rawId ||
+    !usablePublicKey(info.credential.publicKey)
+  )
+    throw refused();
   const registration = info;
   const outcome = await withTenant(deps.pool, who.workspace.id, async (tx) => {
     if (!(await lockMembershipForFactorChange(tx, who.workspace.id, who.user.id)))
@@ -211,7 +224,17 @@ export async function finishPasskeyRegistration(
         `${registration.credentialBackedUp ? "Synced passkey" : "Device passkey"} ${count + 1}`,
       now: deps.clock.now(),
     });
-    if (!row) throw new AlreadyExistsError("this passkey is already registered", "credential");
+    if (!row) {
+      // Already the member's own: say so. Another member's: refuse as any bad answer does, so
+      // that registering tells nobody which credential ids exist.
+      const held = await findPasskeyForAssertion(
+        tx,
+        who.workspace.id,
+        Buffer.from(registration.credential.id, "base64url"),
+      );
+      if (held?.user_id !== who.user.id) throw refused();
+      throw new AlreadyExistsError("this passkey is already registered", "credential");
+    }
     const first = !before.totp && before.passkeys === 0;
     const recoveryCodes = first
       ? await issueRecoveryCodes(tx, deps, { workspaceId: who.workspace.id, userId: who.user.id })

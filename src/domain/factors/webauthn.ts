@@ -1,5 +1,6 @@
-import { randomFillSync, timingSafeEqual } from "node:crypto";
+import { createPublicKey, type JsonWebKey, randomFillSync, timingSafeEqual } from "node:crypto";
 import type { AuthenticationResponseJSON, RegistrationResponseJSON } from "@simplewebauthn/server";
+import { cose, decodeCredentialPublicKey } from "@simplewebauthn/server/helpers";
 import type { DatabaseTransactionConnection } from "slonik";
 import { z } from "zod";
 import { hmacSha256 } from "../../crypto/opaque-tokens.js";
@@ -90,6 +91,10 @@ export async function spendChallenge(
   binding: ChallengeBinding & { challenge: string },
 ): Promise<{ userVerification: UserVerification }> {
   const bytes = Buffer.from(binding.challenge, "base64url");
+  // One spelling per challenge: base64url decoding ignores padding and the unused bits of the
+  // last character, so without this "C", "C=" and fifteen other texts would be one challenge
+  // under seventeen spent-hashes.
+  if (bytes.toString("base64url") !== binding.challenge) throw passkeyInvalid();
   if (bytes.length !== challengeLength || bytes[0] !== version) throw passkeyInvalid();
   const head = bytes.subarray(0, headLength);
   if (!timingSafeEqual(bytes.subarray(headLength), tagOf(deps.tokenSecret, head, binding)))
@@ -190,6 +195,51 @@ export function assertionOf(value: unknown): {
     credential: AuthenticationResponseJSON;
     challenge: string;
   };
+}
+
+const b64 = (v: unknown) => Buffer.from(v as Uint8Array).toString("base64url");
+
+/**
+ * Whether a registration's COSE public key can ever verify an assertion: one of the algorithms
+ * the options ask for (EdDSA on Ed25519, ES256 on P-256, RS256 of at least 2048 bits) and a
+ * key that imports (a point on its curve). Attestation "none" signs nothing at registration,
+ * so without this any bytes would be stored as a factor that can never be used.
+ */
+export function usablePublicKey(publicKey: Uint8Array): boolean {
+  try {
+    // A CBOR map keyed by COSE numbers; read as such, whatever its key type.
+    const key = decodeCredentialPublicKey(new Uint8Array(publicKey)) as unknown as Map<
+      number,
+      unknown
+    >;
+    const kty = key.get(cose.COSEKEYS.kty);
+    const alg = key.get(cose.COSEKEYS.alg);
+    const crv = key.get(cose.COSEKEYS.crv);
+    let jwk: JsonWebKey;
+    if (kty === cose.COSEKTY.EC2 && alg === cose.COSEALG.ES256 && crv === cose.COSECRV.P256) {
+      jwk = {
+        kty: "EC",
+        crv: "P-256",
+        x: b64(key.get(cose.COSEKEYS.x)),
+        y: b64(key.get(cose.COSEKEYS.y)),
+      };
+    } else if (
+      kty === cose.COSEKTY.OKP &&
+      alg === cose.COSEALG.EdDSA &&
+      crv === cose.COSECRV.ED25519
+    ) {
+      jwk = { kty: "OKP", crv: "Ed25519", x: b64(key.get(cose.COSEKEYS.x)) };
+    } else if (kty === cose.COSEKTY.RSA && alg === cose.COSEALG.RS256) {
+      const n = key.get(cose.COSEKEYS.n) as Uint8Array | undefined;
+      if (!n || n.length < 256) return false;
+      jwk = { kty: "RSA", n: b64(n), e: b64(key.get(cose.COSEKEYS.e)) };
+    } else {
+      return false;
+    }
+    return createPublicKey({ key: jwk, format: "jwk" }).type === "public";
+  } catch {
+    return false;
+  }
 }
 
 /** allowCredentials / excludeCredentials entries for a member's passkeys. */
