@@ -1,3 +1,4 @@
+import { generateKeyPairSync } from "node:crypto";
 import {
   type AuthenticationResponseJSON,
   generateAuthenticationOptions,
@@ -5,6 +6,7 @@ import {
   type VerifiedAuthenticationResponse,
   verifyAuthenticationResponse,
 } from "@simplewebauthn/server";
+import { isoCBOR } from "@simplewebauthn/server/helpers";
 import type { DatabaseTransactionConnection } from "slonik";
 import type { WorkspaceSettings } from "../../config.js";
 import { hashesEqual } from "../../crypto/opaque-tokens.js";
@@ -263,6 +265,24 @@ type Opened =
   | { kind: "action_proof"; proof: string; expiresAt: Date }
   | { kind: "draft"; draft: TokenDraft; user: UserRow | null };
 
+/** An ES256 COSE public key whose private half was thrown away at start. */
+const nobodysKey: Buffer = (() => {
+  const jwk = generateKeyPairSync("ec", { namedCurve: "P-256" }).publicKey.export({
+    format: "jwk",
+  });
+  return Buffer.from(
+    isoCBOR.encode(
+      new Map<number, number | Uint8Array>([
+        [1, 2],
+        [3, -7],
+        [-1, 1],
+        [-2, Buffer.from(jwk.x as string, "base64url")],
+        [-3, Buffer.from(jwk.y as string, "base64url")],
+      ]) as never,
+    ),
+  );
+})();
+
 /** Spends the challenge and judges the assertion against the workspace's credential. */
 async function checkAssertion(
   tx: DatabaseTransactionConnection,
@@ -284,16 +304,9 @@ async function checkAssertion(
     return refused("challenge", scope.userId);
   }
   const passkey = await findPasskeyForAssertion(tx, ws, Buffer.from(credential.rawId, "base64url"));
-  // Another workspace's credential, even of the same account, is unknown here.
-  if (!passkey) return refused("unknown_credential", scope.userId);
-  if (scope.userId !== null && passkey.user_id !== scope.userId)
-    return refused("other_member", scope.userId);
-  if (scope.purpose === "passkey_sign_in") {
-    const claimed = credential.response.userHandle;
-    const handle = passkey.user_handle;
-    if (!claimed || !handle || !hashesEqual(Buffer.from(claimed, "base64url"), handle))
-      return refused("user_handle", passkey.user_id);
-  }
+  // The signature is checked whatever was found (against a key nobody holds when nothing
+  // was), so that an unknown credential id answers as slowly as a known one with a bad
+  // signature: the time of a refusal does not tell which ids exist.
   let verified: VerifiedAuthenticationResponse | undefined;
   try {
     verified = await verifyAuthenticationResponse({
@@ -304,14 +317,24 @@ async function checkAssertion(
       // The counter is checked below, where a regression is told apart from a bad signature.
       credential: {
         id: credential.rawId,
-        publicKey: new Uint8Array(passkey.public_key),
+        publicKey: new Uint8Array(passkey?.public_key ?? nobodysKey),
         counter: 0,
-        transports: passkey.transports as never,
+        transports: (passkey?.transports ?? []) as never,
       },
       requireUserVerification: scope.userVerification === "required",
     });
   } catch {
     verified = undefined;
+  }
+  // Another workspace's credential, even of the same account, is unknown here.
+  if (!passkey) return refused("unknown_credential", scope.userId);
+  if (scope.userId !== null && passkey.user_id !== scope.userId)
+    return refused("other_member", scope.userId);
+  if (scope.purpose === "passkey_sign_in") {
+    const claimed = credential.response.userHandle;
+    const handle = passkey.user_handle;
+    if (!claimed || !handle || !hashesEqual(Buffer.from(claimed, "base64url"), handle))
+      return refused("user_handle", passkey.user_id);
   }
   if (!verified?.verified) return refused("assertion", passkey.user_id);
   const info = verified.authenticationInfo;
