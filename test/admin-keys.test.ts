@@ -14,12 +14,12 @@ import {
 import { AuthService } from "../gen/keygate/v1/auth_service_pb.js";
 import { AdminKeyRole, SigningKeyStatus } from "../gen/keygate/v1/types_pb.js";
 import { ManualClock } from "../src/clock.js";
+import { sql } from "../src/db/sql.js";
 import {
   retiredKeyPublishMs,
   signingKeyPromotionDelayMs,
   signingKeySetMaxAgeMs,
-} from "../src/crypto/signing-keys.js";
-import { sql } from "../src/db/sql.js";
+} from "../src/domain/signing-keys.js";
 import { insertWorkspace } from "../src/repositories/workspaces.js";
 import { failure } from "./support/failure.js";
 import { uniqueEmail } from "./support/fixtures.js";

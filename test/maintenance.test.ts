@@ -101,7 +101,7 @@ describe("scheduled signing-key rotation", () => {
             { headers: { authorization: `Bearer ${keygate.bootstrapped?.adminKey}` } },
           )
         ).signingKeys;
-      const { SigningKeys } = await import("../src/crypto/signing-keys.js");
+      const { SigningKeys } = await import("../src/domain/signing-keys.js");
       const { loadSecrets } = await import("../src/crypto/secrets.js");
       const { createLogger } = await import("../src/log.js");
       const open = async () =>

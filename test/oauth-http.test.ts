@@ -14,7 +14,7 @@ import { AdminKeyRole } from "../gen/keygate/v1/types_pb.js";
 import { ManualClock, systemClock } from "../src/clock.js";
 import { adminKeyPrefix } from "../src/crypto/admin-key.js";
 import { AdminKeyAuthenticator } from "../src/domain/admin-auth.js";
-import { RateLimitedError, UnauthenticatedError } from "../src/domain/errors.js";
+import { RateLimitedError, UnauthenticatedError } from "../src/errors.js";
 import { usingExternalPostgres } from "./support/database.js";
 import { uniqueEmail } from "./support/fixtures.js";
 import { startPeerKeygate, startTestKeygate, type TestKeygate } from "./support/server.js";

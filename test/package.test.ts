@@ -177,8 +177,8 @@ describe("the client packages", () => {
         files.filter(
           (f) =>
             !/^(dist\/(src\/(client|verify)|gen)\/|[A-Z]|package\.json$)/.test(f) &&
-            f !== "dist/src/domain/revocation-set.js" &&
-            f !== "dist/src/domain/revocation-set.d.ts",
+            f !== "dist/src/revocation-set.js" &&
+            f !== "dist/src/revocation-set.d.ts",
         ),
       ).toEqual([]);
     }

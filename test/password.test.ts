@@ -3,7 +3,7 @@ import { getPriority } from "node:os";
 import { hashSync } from "bcryptjs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { normalizePassword, PasswordHasher, PasswordPolicy } from "../src/crypto/password.js";
-import { InvalidArgumentError } from "../src/domain/errors.js";
+import { InvalidArgumentError } from "../src/errors.js";
 
 describe("PasswordHasher", () => {
   const hasher = new PasswordHasher({ cost: 10, workers: 2 });

@@ -2,7 +2,7 @@ import { createHmac, createSecretKey } from "node:crypto";
 import { readFile } from "node:fs/promises";
 import { createRequire } from "node:module";
 import { Piscina } from "piscina";
-import { InvalidArgumentError, type Reason } from "../domain/errors.js";
+import { InvalidArgumentError, type Reason } from "../errors.js";
 
 /** Compatibility normalisation, so that visually identical input hashes the same (SECURITY.md 1). */
 export function normalizePassword(p: string): string {

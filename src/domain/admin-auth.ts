@@ -5,10 +5,10 @@ import { z } from "zod";
 import type { Clock } from "../clock.js";
 import { adminKeyMatches, adminKeyPrefix } from "../crypto/admin-key.js";
 import { sql } from "../db/sql.js";
+import { PermissionDeniedError, UnauthenticatedError } from "../errors.js";
 import type { Role } from "../repositories/memberships.js";
 import type { Amr } from "./amr.js";
 import type { Principal } from "./deps.js";
-import { PermissionDeniedError, UnauthenticatedError } from "./errors.js";
 
 /** Who calls AdminService or TokenIntrospectionService. */
 export type Caller =

@@ -4,7 +4,6 @@ import type { DatabasePool } from "slonik";
 import { z } from "zod";
 import type { Clock } from "../clock.js";
 import { isOpaqueToken, opaqueHash } from "../crypto/opaque-tokens.js";
-import { TokenInvalidError, type VerifiedAccessToken } from "../crypto/signing-keys.js";
 import { sql } from "../db/sql.js";
 import { withTenant } from "../db/with-tenant.js";
 import type { Role } from "../repositories/memberships.js";
@@ -13,6 +12,7 @@ import { actorOf, type Caller, requireIntrospect } from "./admin-auth.js";
 import { acrOf, amrOf } from "./amr.js";
 import { audit } from "./audit.js";
 import type { RequestMeta } from "./deps.js";
+import { TokenInvalidError, type VerifiedAccessToken } from "./signing-keys.js";
 import { Violations } from "./validate.js";
 
 export type TokenTypeHint = "access_token" | "refresh_token" | null;

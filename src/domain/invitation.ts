@@ -1,5 +1,6 @@
 import type { DatabaseTransactionConnection } from "slonik";
 import { asService, withTenant } from "../db/with-tenant.js";
+import { UnauthenticatedError } from "../errors.js";
 import { lockWorkspace } from "../repositories/admin-workspaces.js";
 import {
   activateInvitedMembership,
@@ -19,7 +20,6 @@ import { findWorkspaceById, type WorkspaceRow } from "../repositories/workspaces
 import { audit } from "./audit.js";
 import { consumeLink, issueCode, peekLink } from "./codes.js";
 import type { AuthDeps, RequestMeta } from "./deps.js";
-import { UnauthenticatedError } from "./errors.js";
 import { appLink } from "./links.js";
 import type { LoginResult } from "./login.js";
 import { sessionOrPending } from "./otp.js";

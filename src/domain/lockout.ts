@@ -2,8 +2,8 @@ import type { DatabasePool } from "slonik";
 import { z } from "zod";
 import type { Clock } from "../clock.js";
 import { sql, voidRow } from "../db/sql.js";
+import { RateLimitedError } from "../errors.js";
 import { normalizeEmail } from "../repositories/users.js";
-import { RateLimitedError } from "./errors.js";
 
 export interface LockoutPolicy {
   /** Failed logins in a row that lock the address. */

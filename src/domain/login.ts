@@ -1,9 +1,9 @@
 import { withTenant } from "../db/with-tenant.js";
+import { FailedPreconditionError, NotFoundError, UnauthenticatedError } from "../errors.js";
 import { claimPending, findMembership } from "../repositories/memberships.js";
 import { findUserForLogin, normalizeEmail, setPasswordHash } from "../repositories/users.js";
 import { audit } from "./audit.js";
 import type { AuthDeps, RequestMeta } from "./deps.js";
-import { FailedPreconditionError, NotFoundError, UnauthenticatedError } from "./errors.js";
 import { guessSubject } from "./lockout.js";
 import { sessionOrPending } from "./otp.js";
 import type { PendingLoginView } from "./second-step.js";

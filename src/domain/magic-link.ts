@@ -1,11 +1,11 @@
 import { withTenant } from "../db/with-tenant.js";
+import { UnauthenticatedError } from "../errors.js";
 import { findMembership } from "../repositories/memberships.js";
 import { findUserByEmail, findUserById, markEmailVerified } from "../repositories/users.js";
 import { findWorkspaceById, type WorkspaceRow } from "../repositories/workspaces.js";
 import { audit } from "./audit.js";
 import { consumeLink, issueCode } from "./codes.js";
 import type { AuthDeps, RequestMeta } from "./deps.js";
-import { UnauthenticatedError } from "./errors.js";
 import { appLink } from "./links.js";
 import type { LoginResult } from "./login.js";
 import { sessionOrPending } from "./otp.js";

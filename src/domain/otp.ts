@@ -3,6 +3,7 @@ import type { WorkspaceSettings } from "../config.js";
 import { isOpaqueToken, newOpaqueToken, opaqueHash } from "../crypto/opaque-tokens.js";
 import { sql } from "../db/sql.js";
 import { withTenant } from "../db/with-tenant.js";
+import { NotFoundError, PermissionDeniedError, UnauthenticatedError } from "../errors.js";
 import { findMembership, type Role } from "../repositories/memberships.js";
 import {
   findUserByEmail,
@@ -16,7 +17,6 @@ import type { Amr } from "./amr.js";
 import { audit } from "./audit.js";
 import { consumeCode, consumeLink, issueCode } from "./codes.js";
 import type { AuthDeps, MailTemplateName, Principal, RequestMeta } from "./deps.js";
-import { NotFoundError, PermissionDeniedError, UnauthenticatedError } from "./errors.js";
 import { answerFloor } from "./public-flow.js";
 import {
   finishPendingLogin,

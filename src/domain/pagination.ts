@@ -1,5 +1,5 @@
 import type { z } from "zod";
-import { InvalidArgumentError } from "./errors.js";
+import { InvalidArgumentError } from "../errors.js";
 
 export const defaultPageSize = 100;
 export const maxPageSize = 1000;

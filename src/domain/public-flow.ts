@@ -1,9 +1,9 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import type { RateLimitName, WorkspaceSettings } from "../config.js";
+import { NotFoundError } from "../errors.js";
 import { normalizeEmail } from "../repositories/users.js";
 import type { WorkspaceRow } from "../repositories/workspaces.js";
 import type { AuthDeps, RequestMeta } from "./deps.js";
-import { NotFoundError } from "./errors.js";
 import { effectiveSettings } from "./settings.js";
 import { Violations } from "./validate.js";
 import { lookUpWorkspace } from "./workspace-lookup.js";

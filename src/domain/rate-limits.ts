@@ -3,7 +3,7 @@ import { z } from "zod";
 import type { Clock } from "../clock.js";
 import type { RateLimitName, RateLimitRule, RateLimits, WorkspaceSettings } from "../config.js";
 import { sql } from "../db/sql.js";
-import { RateLimitedError } from "./errors.js";
+import { RateLimitedError } from "../errors.js";
 import { ipBucket } from "./ip-bucket.js";
 
 const hitRow = z.object({ allowed: z.boolean(), retry_after_ms: z.number() });

@@ -1,5 +1,6 @@
 import type { CommonQueryMethods, DatabaseTransactionConnection } from "slonik";
 import { asService, withTenant } from "../db/with-tenant.js";
+import { NotFoundError, PermissionDeniedError, UnauthenticatedError } from "../errors.js";
 import { findMembership, listActiveMembershipsOfUser } from "../repositories/memberships.js";
 import { revokeSessions } from "../repositories/sessions.js";
 import {
@@ -12,7 +13,6 @@ import { findWorkspaceById, type WorkspaceRow } from "../repositories/workspaces
 import { audit } from "./audit.js";
 import { type ConsumeResult, consumeCode, consumeLink, issueCode, peekLink } from "./codes.js";
 import type { AuthDeps, Principal, RequestMeta } from "./deps.js";
-import { NotFoundError, PermissionDeniedError, UnauthenticatedError } from "./errors.js";
 import { appLink } from "./links.js";
 import { guessSubject } from "./lockout.js";
 import { consumeActionProof } from "./otp.js";

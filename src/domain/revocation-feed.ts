@@ -3,6 +3,7 @@ import type { DatabasePool } from "slonik";
 import { z } from "zod";
 import type { Clock } from "../clock.js";
 import { sql } from "../db/sql.js";
+import { UnavailableError } from "../errors.js";
 import {
   latestRevocationCursor,
   liveRevocations,
@@ -10,7 +11,6 @@ import {
   revocationsAfter,
 } from "../repositories/revocations.js";
 import { type Caller, requireIntrospect } from "./admin-auth.js";
-import { UnavailableError } from "./errors.js";
 import type { RevocationState } from "./revocations.js";
 import { Violations } from "./validate.js";
 

@@ -2,6 +2,7 @@ import { performance } from "node:perf_hooks";
 import pg from "pg";
 import type { DatabasePool } from "slonik";
 import type { Clock } from "../clock.js";
+import { UnavailableError } from "../errors.js";
 import type { Logger } from "../log.js";
 import {
   latestRevocationCursor,
@@ -9,10 +10,9 @@ import {
   type RevocationRow,
   revocationsAfter,
 } from "../repositories/revocations.js";
-import { UnavailableError } from "./errors.js";
-import { type RevocableToken, type Revocation, RevocationSet } from "./revocation-set.js";
+import { type RevocableToken, type Revocation, RevocationSet } from "../revocation-set.js";
 
-export type { RevocableToken } from "./revocation-set.js";
+export type { RevocableToken } from "../revocation-set.js";
 
 const channel = "keygate_revocations";
 const pageSize = 1_000;

@@ -1,5 +1,6 @@
 import type { DatabaseTransactionConnection } from "slonik";
 import type { WorkspaceSettings } from "../config.js";
+import { NotFoundError, PermissionDeniedError } from "../errors.js";
 import { factorSummary } from "../repositories/factors.js";
 import { findMembership, type Role } from "../repositories/memberships.js";
 import {
@@ -15,7 +16,6 @@ import { findWorkspaceById, type WorkspaceRow } from "../repositories/workspaces
 import { type Amr, amrOf, withMethod } from "./amr.js";
 import { audit } from "./audit.js";
 import type { AuthDeps, Principal, RequestMeta } from "./deps.js";
-import { NotFoundError, PermissionDeniedError } from "./errors.js";
 import { guessSubject } from "./lockout.js";
 import { type IssuedTokens, openSession, signTokens, type TokenDraft } from "./sessions.js";
 import { effectiveSettings } from "./settings.js";

@@ -3,6 +3,12 @@ import { isOpaqueToken, opaqueHash } from "../crypto/opaque-tokens.js";
 import { joined, sql } from "../db/sql.js";
 import { withTenant } from "../db/with-tenant.js";
 import {
+  FailedPreconditionError,
+  NotFoundError,
+  PermissionDeniedError,
+  UnauthenticatedError,
+} from "../errors.js";
+import {
   claimPending,
   findMembership,
   listActiveMembershipsOfUser,
@@ -20,12 +26,6 @@ import { findWorkspaceById, type WorkspaceRow, workspaceRow } from "../repositor
 import { accountMethods } from "./amr.js";
 import { audit } from "./audit.js";
 import type { AuthDeps, Principal, RequestMeta } from "./deps.js";
-import {
-  FailedPreconditionError,
-  NotFoundError,
-  PermissionDeniedError,
-  UnauthenticatedError,
-} from "./errors.js";
 import type { LoginResult } from "./login.js";
 import { sessionOrPending } from "./otp.js";
 import { decodePageToken, encodePageToken, pageSize } from "./pagination.js";

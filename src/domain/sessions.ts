@@ -9,6 +9,7 @@ import {
   successorRefreshToken,
 } from "../crypto/opaque-tokens.js";
 import { sql } from "../db/sql.js";
+import { PermissionDeniedError, UnauthenticatedError, UnavailableError } from "../errors.js";
 import { lockMembershipForSession, type Role } from "../repositories/memberships.js";
 import {
   findRefreshTokenChild,
@@ -25,7 +26,6 @@ import {
 import { type Amr, acrOf, amrOf } from "./amr.js";
 import { audit } from "./audit.js";
 import type { AuthDeps, Principal, RequestMeta } from "./deps.js";
-import { PermissionDeniedError, UnauthenticatedError, UnavailableError } from "./errors.js";
 import { effectiveSettings } from "./settings.js";
 
 export interface IssuedTokens {

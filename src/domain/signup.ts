@@ -1,6 +1,7 @@
 import type { DatabaseTransactionConnection } from "slonik";
 import { sql } from "../db/sql.js";
 import { withTenant } from "../db/with-tenant.js";
+import { AlreadyExistsError, NotFoundError } from "../errors.js";
 import { ensureMembership, findMembership } from "../repositories/memberships.js";
 import { findUserByEmail, insertUser, normalizeEmail } from "../repositories/users.js";
 import {
@@ -11,7 +12,6 @@ import {
 import { audit } from "./audit.js";
 import { issueCode } from "./codes.js";
 import type { AuthDeps, RequestMeta } from "./deps.js";
-import { AlreadyExistsError, NotFoundError } from "./errors.js";
 import { invitationTtlSeconds } from "./invitation.js";
 import { appLink } from "./links.js";
 import { effectiveSettings } from "./settings.js";

@@ -1,5 +1,5 @@
+import { type FieldViolation, InvalidArgumentError } from "../errors.js";
 import { isMailboxAddress } from "../mail/address.js";
-import { type FieldViolation, InvalidArgumentError } from "./errors.js";
 
 const uuidPattern = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 // Controls (CR, LF, tab, NUL...), line and paragraph separators, format characters other

@@ -1,5 +1,6 @@
 import type { DatabaseTransactionConnection } from "slonik";
 import { withTenant } from "../db/with-tenant.js";
+import { NotFoundError, UnauthenticatedError } from "../errors.js";
 import { findMembership } from "../repositories/memberships.js";
 import {
   findUserByEmail,
@@ -12,7 +13,6 @@ import type { WorkspaceRow } from "../repositories/workspaces.js";
 import { audit } from "./audit.js";
 import { consumeCode, consumeLink, issueCode } from "./codes.js";
 import type { AuthDeps, Principal, RequestMeta } from "./deps.js";
-import { NotFoundError, UnauthenticatedError } from "./errors.js";
 import { appLink } from "./links.js";
 import { answerFloor } from "./public-flow.js";
 import { effectiveSettings } from "./settings.js";

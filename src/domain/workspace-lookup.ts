@@ -1,10 +1,10 @@
 import type { CommonQueryMethods } from "slonik";
+import { NotFoundError } from "../errors.js";
 import {
   findWorkspaceById,
   findWorkspaceBySlug,
   type WorkspaceRow,
 } from "../repositories/workspaces.js";
-import { NotFoundError } from "./errors.js";
 import { isUuid, Violations } from "./validate.js";
 
 /**

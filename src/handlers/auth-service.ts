@@ -1,7 +1,6 @@
 import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
 import type { AuthService } from "../../gen/keygate/v1/auth_service_pb.js";
 import type { AuthDeps } from "../domain/deps.js";
-import { InvalidArgumentError } from "../domain/errors.js";
 import { acceptInvitation } from "../domain/invitation.js";
 import { login } from "../domain/login.js";
 import { consumeMagicLink, requestMagicLink } from "../domain/magic-link.js";
@@ -17,6 +16,7 @@ import {
 import { refresh } from "../domain/sessions.js";
 import { signUp } from "../domain/signup.js";
 import { requestEmailVerification, verifyEmail } from "../domain/verification.js";
+import { InvalidArgumentError } from "../errors.js";
 import { maybePrincipal, meta, principal } from "./call-context.js";
 import {
   membershipOf,

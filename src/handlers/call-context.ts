@@ -1,7 +1,7 @@
 import type { HandlerContext } from "@connectrpc/connect";
 import { principalKey, requestMetaKey } from "../context-keys.js";
 import type { Principal, RequestMeta } from "../domain/deps.js";
-import { UnauthenticatedError } from "../domain/errors.js";
+import { UnauthenticatedError } from "../errors.js";
 
 /** Who made a signed-in call; UNAUTHENTICATED when no access token came with it. */
 export function principal(ctx: HandlerContext): Principal {

@@ -1,8 +1,8 @@
 import type { CallLog } from "../call-log.js";
 import type { Caller } from "../domain/admin-auth.js";
 import type { RequestMeta } from "../domain/deps.js";
-import { DomainError, InvalidArgumentError, RateLimitedError } from "../domain/errors.js";
 import type { Introspection, Introspector, TokenTypeHint } from "../domain/introspection.js";
+import { DomainError, InvalidArgumentError, RateLimitedError } from "../errors.js";
 import { isDatabaseUnavailable } from "../interceptors/errors.js";
 import type { Logger } from "../log.js";
 import { json } from "./endpoints.js";

@@ -3,7 +3,7 @@ import { callerKey, requestMetaKey } from "../context-keys.js";
 import type { Caller } from "../domain/admin-auth.js";
 import { callerFromPrincipal } from "../domain/admin-auth.js";
 import type { Principal } from "../domain/deps.js";
-import { UnauthenticatedError } from "../domain/errors.js";
+import { UnauthenticatedError } from "../errors.js";
 
 /**
  * Authenticates the callers of AdminService and TokenIntrospectionService (all methods of

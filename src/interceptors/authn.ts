@@ -1,7 +1,7 @@
 import type { Interceptor } from "@connectrpc/connect";
 import { principalKey, requestMetaKey } from "../context-keys.js";
 import type { Principal } from "../domain/deps.js";
-import { UnauthenticatedError } from "../domain/errors.js";
+import { UnauthenticatedError } from "../errors.js";
 
 /**
  * Puts the signed-in caller in the call's context. Methods listed as `required` refuse calls

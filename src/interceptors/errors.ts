@@ -18,12 +18,7 @@ import type { LoginResponse } from "../../gen/keygate/v1/auth_service_pb.js";
 import { CallLog } from "../call-log.js";
 import { peerAddressKey, requestIdKey } from "../context-keys.js";
 import { sqlStateOf } from "../db/sql-state.js";
-import {
-  AlreadyExistsError,
-  DomainError,
-  type FieldViolation,
-  type Reason,
-} from "../domain/errors.js";
+import { AlreadyExistsError, DomainError, type FieldViolation, type Reason } from "../errors.js";
 import type { Logger } from "../log.js";
 import type { Metrics } from "../metrics.js";
 

@@ -1,6 +1,6 @@
 import { type DescField, type DescMessage, fromJson, type JsonValue } from "@bufbuild/protobuf";
 import { createContextKey, type Interceptor } from "@connectrpc/connect";
-import { type FieldViolation, InvalidArgumentError } from "../domain/errors.js";
+import { type FieldViolation, InvalidArgumentError } from "../errors.js";
 
 /**
  * What a Connect JSON request body said that the request message has no room for, found by

@@ -1,7 +1,7 @@
 import type { Interceptor } from "@connectrpc/connect";
 import { requestMetaKey } from "../context-keys.js";
-import { RateLimitedError } from "../domain/errors.js";
 import { ipBucket } from "../domain/ip-bucket.js";
+import { RateLimitedError } from "../errors.js";
 
 /**
  * Caps the long-lived streams (Health/Watch, WatchRevocations) one client holds open: each

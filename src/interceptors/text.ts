@@ -1,7 +1,7 @@
 import { type DescField, type Message, ScalarType } from "@bufbuild/protobuf";
 import { type ReflectMessage, reflect } from "@bufbuild/protobuf/reflect";
 import type { Interceptor } from "@connectrpc/connect";
-import { InvalidArgumentError } from "../domain/errors.js";
+import { InvalidArgumentError } from "../errors.js";
 
 /**
  * Refuses requests with U+0000 in any string field, wherever it is nested. PostgreSQL text

@@ -13,11 +13,7 @@ import {
   RevocationKind,
   TokenIntrospectionService,
 } from "../../gen/keygate/v1/token_introspection_service_pb.js";
-import {
-  type Revocation,
-  type RevocationKindName,
-  RevocationSet,
-} from "../domain/revocation-set.js";
+import { type Revocation, type RevocationKindName, RevocationSet } from "../revocation-set.js";
 
 /** Why `verify` refused a token. */
 export type VerifyErrorReason =

@@ -27,7 +27,7 @@ import { TokenIntrospectionService } from "../../gen/keygate/v1/token_introspect
 import { AdminKeyRole, Role } from "../../gen/keygate/v1/types_pb.js";
 import { systemClock } from "../../src/clock.js";
 import { loadSecrets } from "../../src/crypto/secrets.js";
-import { type JwtAlgorithm, SigningKeys } from "../../src/crypto/signing-keys.js";
+import { type JwtAlgorithm, SigningKeys } from "../../src/domain/signing-keys.js";
 import { createLogger } from "../../src/log.js";
 import type { LoadFigures } from "./introspect.js";
 import {

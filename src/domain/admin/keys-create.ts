@@ -1,4 +1,5 @@
 import { generateAdminKey } from "../../crypto/admin-key.js";
+import { InvalidArgumentError, PermissionDeniedError } from "../../errors.js";
 import { adminKeyExpiry } from "../../repositories/admin-key-management.js";
 import {
   type AdminKeyRow,
@@ -14,7 +15,6 @@ import {
 } from "../admin-auth.js";
 import { audit } from "../audit.js";
 import type { AuthDeps, RequestMeta } from "../deps.js";
-import { InvalidArgumentError, PermissionDeniedError } from "../errors.js";
 import { Violations } from "../validate.js";
 import { inKeyScope } from "./keys-scope.js";
 

@@ -1,3 +1,4 @@
+import { NotFoundError } from "../../errors.js";
 import {
   findAdminKey,
   revokeAdminKey as revokeKey,
@@ -12,7 +13,6 @@ import {
 } from "../admin-auth.js";
 import { audit } from "../audit.js";
 import type { AdminDeps, RequestMeta } from "../deps.js";
-import { NotFoundError } from "../errors.js";
 import { Violations } from "../validate.js";
 import { inKeyScope, keyScopeOf } from "./keys-scope.js";
 

@@ -1,6 +1,7 @@
 import type { DatabaseTransactionConnection } from "slonik";
 import { z } from "zod";
 import { withTenant } from "../../db/with-tenant.js";
+import { AlreadyExistsError, FailedPreconditionError, NotFoundError } from "../../errors.js";
 import {
   countOtherActiveOwners,
   deleteMembership,
@@ -30,7 +31,6 @@ import {
 } from "../admin-auth.js";
 import { audit } from "../audit.js";
 import type { AdminDeps, RequestMeta } from "../deps.js";
-import { AlreadyExistsError, FailedPreconditionError, NotFoundError } from "../errors.js";
 import { noticeFactorChange } from "../factor-notice.js";
 import { accountForAddress, joining, sendInvitation } from "../invitation.js";
 import { decodePageToken, encodePageToken, pageSize } from "../pagination.js";

@@ -1,4 +1,4 @@
-import { isJwtAlgorithm, signingKeyPromotionDelayMs } from "../../crypto/signing-keys.js";
+import { InvalidArgumentError } from "../../errors.js";
 import { listAllSigningKeys, type SigningKeyInfoRow } from "../../repositories/signing-keys.js";
 import {
   actorOf,
@@ -8,7 +8,7 @@ import {
 } from "../admin-auth.js";
 import { audit } from "../audit.js";
 import type { AdminDeps, RequestMeta } from "../deps.js";
-import { InvalidArgumentError } from "../errors.js";
+import { isJwtAlgorithm, signingKeyPromotionDelayMs } from "../signing-keys.js";
 
 /**
  * RotateSigningKey: publishes a new key as `next`. It starts signing, and the active key

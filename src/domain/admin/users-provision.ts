@@ -1,5 +1,6 @@
 import { sql } from "../../db/sql.js";
 import { tenantRole } from "../../db/with-tenant.js";
+import { AlreadyExistsError, NotFoundError, UnavailableError } from "../../errors.js";
 import {
   type AdminUserRow,
   findAdminUser,
@@ -30,7 +31,6 @@ import {
 } from "../admin-auth.js";
 import { audit } from "../audit.js";
 import type { AdminDeps, RequestMeta } from "../deps.js";
-import { AlreadyExistsError, NotFoundError, UnavailableError } from "../errors.js";
 import { sendInvitation } from "../invitation.js";
 import { effectiveSettings } from "../settings.js";
 import { slugPattern, Violations } from "../validate.js";

@@ -2,6 +2,7 @@ import { createHash } from "node:crypto";
 import type { DatabaseTransactionConnection } from "slonik";
 import { z } from "zod";
 import { withTenant } from "../../db/with-tenant.js";
+import { FailedPreconditionError, InvalidArgumentError, NotFoundError } from "../../errors.js";
 import {
   type AdminUserRow,
   clearLoginFailures,
@@ -33,7 +34,6 @@ import {
 } from "../admin-auth.js";
 import { audit } from "../audit.js";
 import type { AdminDeps, RequestMeta } from "../deps.js";
-import { FailedPreconditionError, InvalidArgumentError, NotFoundError } from "../errors.js";
 import { consumeActionProof } from "../otp.js";
 import { decodePageToken, encodePageToken, pageSize } from "../pagination.js";
 import { Violations } from "../validate.js";

@@ -2,6 +2,7 @@ import { UniqueIntegrityConstraintViolationError } from "slonik";
 import { z } from "zod";
 import type { WorkspaceSettings } from "../../config.js";
 import { withTenant } from "../../db/with-tenant.js";
+import { AlreadyExistsError, NotFoundError, PermissionDeniedError } from "../../errors.js";
 import {
   deleteWorkspaceById,
   insertWorkspaceWithSettings,
@@ -22,7 +23,6 @@ import {
 } from "../admin-auth.js";
 import { audit } from "../audit.js";
 import type { AdminDeps, RequestMeta } from "../deps.js";
-import { AlreadyExistsError, NotFoundError, PermissionDeniedError } from "../errors.js";
 import { joining, sendInvitation } from "../invitation.js";
 import { decodePageToken, encodePageToken, pageSize } from "../pagination.js";
 import { effectiveSettings } from "../settings.js";

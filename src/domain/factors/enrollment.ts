@@ -1,10 +1,10 @@
 import type { WorkspaceSettings } from "../../config.js";
+import { NotFoundError, UnauthenticatedError } from "../../errors.js";
 import { findMembership, type Role } from "../../repositories/memberships.js";
 import type { PendingLoginRow } from "../../repositories/pending-logins.js";
 import { findUserById, type UserRow } from "../../repositories/users.js";
 import { findWorkspaceById, type WorkspaceRow } from "../../repositories/workspaces.js";
 import type { AuthDeps, Principal } from "../deps.js";
-import { NotFoundError, UnauthenticatedError } from "../errors.js";
 import { livePendingLogin } from "../second-step.js";
 import { effectiveSettings } from "../settings.js";
 

@@ -1,10 +1,10 @@
 import { withTenant } from "../../db/with-tenant.js";
+import { UnauthenticatedError } from "../../errors.js";
 import { type FactorSummary, factorSummary } from "../../repositories/factors.js";
 import { findTotpFactor } from "../../repositories/totp-factors.js";
 import { findUserById, setEmailCodeSecondStep } from "../../repositories/users.js";
 import { audit } from "../audit.js";
 import type { AuthDeps, Principal, RequestMeta } from "../deps.js";
-import { UnauthenticatedError } from "../errors.js";
 
 export interface FactorPreferences {
   readonly emailCodeSecondStep: boolean;

@@ -11,6 +11,12 @@ import type { DatabaseTransactionConnection } from "slonik";
 import type { WorkspaceSettings } from "../../config.js";
 import { hashesEqual } from "../../crypto/opaque-tokens.js";
 import { withTenant } from "../../db/with-tenant.js";
+import {
+  DomainError,
+  FailedPreconditionError,
+  NotFoundError,
+  UnauthenticatedError,
+} from "../../errors.js";
 import { findMembership } from "../../repositories/memberships.js";
 import type { ChallengePurpose, UserVerification } from "../../repositories/passkey-challenges.js";
 import {
@@ -25,12 +31,6 @@ import { findWorkspaceById, type WorkspaceRow } from "../../repositories/workspa
 import { withMethod } from "../amr.js";
 import { audit } from "../audit.js";
 import type { AuthDeps, Principal, RequestMeta } from "../deps.js";
-import {
-  DomainError,
-  FailedPreconditionError,
-  NotFoundError,
-  UnauthenticatedError,
-} from "../errors.js";
 import { issueActionProof, sessionOrPending } from "../otp.js";
 import { finishPendingLogin, livePendingLogin, tokensAfterFactor } from "../second-step.js";
 import type { IssuedTokens, TokenDraft } from "../sessions.js";

@@ -6,6 +6,13 @@ import {
 } from "@simplewebauthn/server";
 import type { WorkspaceSettings } from "../../config.js";
 import { withTenant } from "../../db/with-tenant.js";
+import {
+  AlreadyExistsError,
+  FailedPreconditionError,
+  InvalidArgumentError,
+  NotFoundError,
+  UnauthenticatedError,
+} from "../../errors.js";
 import { factorSummary } from "../../repositories/factors.js";
 import {
   ensurePasskeyUserHandle,
@@ -24,13 +31,6 @@ import { deleteRecoveryCodes } from "../../repositories/recovery-codes.js";
 import { findUserById, type UserRow } from "../../repositories/users.js";
 import { findWorkspaceById, type WorkspaceRow } from "../../repositories/workspaces.js";
 import type { AuthDeps, Principal, RequestMeta } from "../deps.js";
-import {
-  AlreadyExistsError,
-  FailedPreconditionError,
-  InvalidArgumentError,
-  NotFoundError,
-  UnauthenticatedError,
-} from "../errors.js";
 import { noticeFactorChange } from "../factor-notice.js";
 import { consumeActionProof } from "../otp.js";
 import {

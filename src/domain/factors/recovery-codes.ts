@@ -2,12 +2,12 @@ import { randomInt } from "node:crypto";
 import type { DatabaseTransactionConnection } from "slonik";
 import { opaqueHash } from "../../crypto/opaque-tokens.js";
 import { withTenant } from "../../db/with-tenant.js";
+import { FailedPreconditionError, UnauthenticatedError } from "../../errors.js";
 import { factorSummary } from "../../repositories/factors.js";
 import { replaceRecoveryCodes, useRecoveryCode } from "../../repositories/recovery-codes.js";
 import { findUserById } from "../../repositories/users.js";
 import { findWorkspaceById } from "../../repositories/workspaces.js";
 import type { AuthDeps, Principal, RequestMeta } from "../deps.js";
-import { FailedPreconditionError, UnauthenticatedError } from "../errors.js";
 import { noticeFactorChange } from "../factor-notice.js";
 import { consumeActionProof } from "../otp.js";
 

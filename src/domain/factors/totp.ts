@@ -3,6 +3,12 @@ import { Secret, TOTP } from "otpauth";
 import QRCode from "qrcode";
 import type { DatabaseTransactionConnection } from "slonik";
 import { withTenant } from "../../db/with-tenant.js";
+import {
+  AlreadyExistsError,
+  FailedPreconditionError,
+  NotFoundError,
+  UnauthenticatedError,
+} from "../../errors.js";
 import { factorSummary } from "../../repositories/factors.js";
 import { findMembership, lockMembershipForFactorChange } from "../../repositories/memberships.js";
 import { deleteRecoveryCodes } from "../../repositories/recovery-codes.js";
@@ -18,12 +24,6 @@ import { findUserById } from "../../repositories/users.js";
 import { findWorkspaceById } from "../../repositories/workspaces.js";
 import { audit } from "../audit.js";
 import type { AuthDeps, Principal, RequestMeta } from "../deps.js";
-import {
-  AlreadyExistsError,
-  FailedPreconditionError,
-  NotFoundError,
-  UnauthenticatedError,
-} from "../errors.js";
 import { noticeFactorChange } from "../factor-notice.js";
 import { consumeActionProof } from "../otp.js";
 import {

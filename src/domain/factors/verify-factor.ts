@@ -1,10 +1,10 @@
 import { withTenant } from "../../db/with-tenant.js";
+import { NotFoundError, UnauthenticatedError } from "../../errors.js";
 import { factorSummary } from "../../repositories/factors.js";
 import { findUserById } from "../../repositories/users.js";
 import { findWorkspaceById } from "../../repositories/workspaces.js";
 import { audit } from "../audit.js";
 import type { AuthDeps, Principal, RequestMeta } from "../deps.js";
-import { NotFoundError, UnauthenticatedError } from "../errors.js";
 import { noticeFactorChange } from "../factor-notice.js";
 import { guessSubject } from "../lockout.js";
 import { issueActionProof } from "../otp.js";

@@ -4,6 +4,7 @@ import { cose, decodeCredentialPublicKey } from "@simplewebauthn/server/helpers"
 import type { DatabaseTransactionConnection } from "slonik";
 import { z } from "zod";
 import { hmacSha256 } from "../../crypto/opaque-tokens.js";
+import { InvalidArgumentError, UnauthenticatedError } from "../../errors.js";
 import {
   type ChallengePurpose,
   spendPasskeyChallenge,
@@ -11,7 +12,6 @@ import {
 } from "../../repositories/passkey-challenges.js";
 import type { PasskeyRow } from "../../repositories/passkeys.js";
 import type { AuthDeps } from "../deps.js";
-import { InvalidArgumentError, UnauthenticatedError } from "../errors.js";
 
 /**
  * What the passkey flows share: challenges (random, sealed to their purpose, workspace, user

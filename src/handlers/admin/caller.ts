@@ -1,7 +1,7 @@
 import type { HandlerContext } from "@connectrpc/connect";
 import { callerKey } from "../../context-keys.js";
 import type { Caller } from "../../domain/admin-auth.js";
-import { UnauthenticatedError } from "../../domain/errors.js";
+import { UnauthenticatedError } from "../../errors.js";
 
 /** The authenticated admin caller of this call (set by the admin authn interceptor). */
 export function callerOf(ctx: HandlerContext): Caller {

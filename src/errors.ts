@@ -1,4 +1,4 @@
-import type { ErrorReason } from "../../gen/keygate/v1/errors_pb.js";
+import type { ErrorReason } from "../gen/keygate/v1/errors_pb.js";
 
 /**
  * Domain errors: typed classes with a stable reason (the names of keygate.v1.ErrorReason

@@ -14,13 +14,14 @@ import {
 import type { CommonQueryMethods, DatabasePool, DatabaseTransactionConnection } from "slonik";
 import { z } from "zod";
 import { type Clock, systemClock } from "../clock.js";
+import { decryptPrivateKey, encryptPrivateKey } from "../crypto/key-encryption.js";
 import { sql } from "../db/sql.js";
 import {
   FailedPreconditionError,
   NotFoundError,
   UnauthenticatedError,
   UnavailableError,
-} from "../domain/errors.js";
+} from "../errors.js";
 import type { Logger } from "../log.js";
 import {
   findSigningKeyInfo,
@@ -34,7 +35,6 @@ import {
   type SigningKeyInfoRow,
   type SigningKeyRow,
 } from "../repositories/signing-keys.js";
-import { decryptPrivateKey, encryptPrivateKey } from "./key-encryption.js";
 
 /**
  * Access tokens (SECURITY.md 5) and the keys that sign them (SECURITY.md 27).
