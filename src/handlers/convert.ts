@@ -14,13 +14,16 @@ import {
   UserSchema,
   WorkspaceSchema,
 } from "../../gen/keygate/v1/types_pb.js";
+import type {
+  Role as DomainRole,
+  MembershipRow,
+  SessionRow,
+  UserRow,
+  WorkspaceRow,
+} from "../domain/model.js";
 import type { FactorKind, PendingLoginView } from "../domain/second-step.js";
 import type { IssuedTokens } from "../domain/sessions.js";
 import { InvalidArgumentError } from "../errors.js";
-import type { Role as DomainRole, MembershipRow } from "../repositories/memberships.js";
-import type { SessionRow } from "../repositories/sessions.js";
-import type { UserRow } from "../repositories/users.js";
-import type { WorkspaceRow } from "../repositories/workspaces.js";
 
 /** Proto ⇄ domain mapping shared by the handlers. */
 

@@ -36,7 +36,7 @@ import {
 import { regenerateRecoveryCodes } from "../domain/factors/recovery-codes.js";
 import { confirmTotp, enrollTotp, removeTotp } from "../domain/factors/totp.js";
 import { type VerifyFactorPurpose, verifyFactor } from "../domain/factors/verify-factor.js";
-import type { PasskeyRow } from "../repositories/passkeys.js";
+import type { PasskeyRow } from "../domain/model.js";
 import { maybePrincipal, meta, principal } from "./call-context.js";
 import { tokensOf, tokensOrProofOf } from "./convert.js";
 

@@ -17,9 +17,9 @@ import type {
   Introspection,
   Introspector,
 } from "../domain/introspection.js";
+import type { RevocationRow } from "../domain/model.js";
 import { type FeedDeps, type FeedEvent, watchRevocations } from "../domain/revocation-feed.js";
 import type { JwksSource } from "../http/endpoints.js";
-import type { RevocationRow } from "../repositories/revocations.js";
 import { callerOf } from "./admin/caller.js";
 import { streamLifetime } from "./stream-lifetime.js";
 

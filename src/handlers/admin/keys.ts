@@ -14,8 +14,7 @@ import { revokeAdminKey } from "../../domain/admin/keys-revoke.js";
 import { listSigningKeys, rotateSigningKey } from "../../domain/admin/signing-keys.js";
 import { revokeSigningKey } from "../../domain/admin/signing-keys-revoke.js";
 import type { AdminDeps } from "../../domain/deps.js";
-import type { AdminKeyRow } from "../../repositories/admin-keys.js";
-import type { SigningKeyInfoRow } from "../../repositories/signing-keys.js";
+import type { AdminKeyRow, SigningKeyInfoRow } from "../../domain/model.js";
 import { meta } from "../call-context.js";
 import { callerOf } from "./caller.js";
 

@@ -27,8 +27,8 @@ import {
 import { provisionUser } from "../../domain/admin/users-provision.js";
 import { type Caller, callerWorkspace } from "../../domain/admin-auth.js";
 import type { AdminDeps } from "../../domain/deps.js";
+import type { AdminUserRow } from "../../domain/model.js";
 import { Violations } from "../../domain/validate.js";
-import type { AdminUserRow } from "../../repositories/admin-users.js";
 import { meta } from "../call-context.js";
 import { invitedUserOf, membershipOf, roleIn, userOf } from "../convert.js";
 import { callerOf } from "./caller.js";

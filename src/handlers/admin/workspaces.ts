@@ -47,8 +47,8 @@ import {
 } from "../../domain/admin/workspaces.js";
 import type { SettingsPatch } from "../../domain/admin/workspaces-settings.js";
 import type { AdminDeps } from "../../domain/deps.js";
+import type { AuditEventRow } from "../../domain/model.js";
 import { InvalidArgumentError } from "../../errors.js";
-import type { AuditEventRow } from "../../repositories/admin-workspaces.js";
 import { meta } from "../call-context.js";
 import {
   invitedUserOf,
