@@ -12,7 +12,7 @@ Commands:
   serve     Start the service (embedded PostgreSQL when DATABASE_URL is unset)
   migrate   Apply pending database migrations and exit
 
-Configuration comes from KEYGATE_* environment variables and DATABASE_URL (see README).
+Configuration comes from KEYGATE_* environment variables and DATABASE_URL (see docs/configuration.md).
 
 ${adminUsage}
 ${deploymentKeyUsage}

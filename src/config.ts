@@ -612,5 +612,5 @@ export function configFromEnv(env: Record<string, string | undefined>): Config {
   });
 }
 
-/** The names of every variable read, for the README table check. */
+/** The names of every variable read, for the table check of docs/configuration.md. */
 export const settingNames: readonly string[] = Object.keys(envSchema.shape);

@@ -4,7 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createVerifier } from "../src/verify/index.js";
 import { startTestKeygate, type TestKeygate } from "./support/server.js";
 
-// One spelling of a role per surface, as the README's "Roles" convention says: the enum's
+// One spelling of a role per surface, as the "Roles" convention of docs/api.md says: the enum's
 // names in AuthService and AdminService messages, the token claim's in what describes a token.
 
 let keygate: TestKeygate;
@@ -32,8 +32,8 @@ async function call(service: string, method: string, body: unknown, headers = {}
 
 describe("role spelling", () => {
   it("is the enum's name in messages and the claim's in what describes a token, as documented", async () => {
-    const readme = await readFile(path.resolve(import.meta.dirname, "../README.md"), "utf8");
-    const convention = /- \*\*Roles\.\*\*([\s\S]*?)\n- /.exec(readme)?.[1] ?? "";
+    const doc = await readFile(path.resolve(import.meta.dirname, "../docs/api.md"), "utf8");
+    const convention = /- \*\*Roles\.\*\*([\s\S]*?)\n- /.exec(doc)?.[1] ?? "";
     expect(convention).toContain("`ROLE_MEMBER`");
     expect(convention).toContain("`member`");
 

@@ -12,7 +12,7 @@ import { startTestKeygate, type TestKeygate } from "./support/server.js";
 
 // Workspace settings as an admin sends them: over Connect JSON by hand (curl's view, where a
 // misspelt field or a value the server does not know must not be taken as "unchanged"), and
-// through the generated client, for every flag the README's table lists.
+// through the generated client, for every flag the table of docs/configuration.md lists.
 
 let keygate: TestKeygate;
 let adminKey: string;
@@ -104,7 +104,7 @@ describe("UpdateWorkspaceSettings over Connect JSON", () => {
     expect(listed.workspaces).toEqual([]);
   });
 
-  it("takes the values the README's table gives, and answers them the same way", async () => {
+  it("takes the values the flags table gives, and answers them the same way", async () => {
     const res = await post("UpdateWorkspaceSettings", {
       workspaceId,
       settings: {
@@ -250,11 +250,16 @@ describe("UpdateWorkspaceSettings through the generated client", () => {
   });
 });
 
-describe("the README's table of workspace flags", () => {
+describe("the table of workspace flags in docs/configuration.md", () => {
   async function table() {
-    const readme = await readFile(path.resolve(import.meta.dirname, "../README.md"), "utf8");
-    const start = readme.indexOf("### Workspace capability flags");
-    const section = readme.slice(start, readme.indexOf("\n## ", start));
+    const doc = await readFile(
+      path.resolve(import.meta.dirname, "../docs/configuration.md"),
+      "utf8",
+    );
+    const start = doc.indexOf("\n## Workspace capability flags\n");
+    expect(start).toBeGreaterThan(-1);
+    const end = doc.indexOf("\n## ", start + 1);
+    const section = doc.slice(start, end === -1 ? undefined : end);
     return [...section.matchAll(/^\| `([a-z_]+)` \| ([^|]+) \| (.+) \|$/gm)].map((m) => ({
       flag: m[1] as string,
       builtIn: (m[2] as string).trim(),

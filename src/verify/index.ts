@@ -1,6 +1,6 @@
 /**
  * keygate/verify: verify Keygate access tokens inside a Node service, locally, with
- * revocations pushed by Keygate (WatchRevocations). See README "Protecting your service".
+ * revocations pushed by Keygate (WatchRevocations). See docs/protecting-a-service.md.
  */
 export { keygateCallerKey, keygateInterceptor } from "./connect.js";
 export { type KeygateRequest, keygateMiddleware } from "./http.js";

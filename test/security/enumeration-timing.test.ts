@@ -11,7 +11,7 @@ import { startSmtpServer } from "../support/smtp.js";
 
 // SECURITY.md 17, timing: interleaved samples of known and unknown addresses for each public
 // flow. The machine is shared, so the assertion is deliberately loose (a difference of medians
-// within the spread of the samples); the figures are printed for the README.
+// within the spread of the samples); the figures are printed for docs/security-testing.md.
 
 let keygate: TestKeygate;
 let smtp: Awaited<ReturnType<typeof startSmtpServer>>;

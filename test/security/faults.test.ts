@@ -78,7 +78,7 @@ describe(`SECURITY.md 24: database down under load fails closed and recovers wit
       let stop = false;
       // Writers provision users with unique emails, one call at a time each. On the embedded
       // database one writer only: pglite-socket interleaves the extended-protocol messages of
-      // concurrent statements outside transactions (see the README, "Database").
+      // concurrent statements outside transactions (see docs/database.md).
       const writers = Array.from({ length: usingExternalPostgres ? 4 : 1 }, async () => {
         while (!stop) {
           const email = uniqueEmail("load");

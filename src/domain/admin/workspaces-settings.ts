@@ -27,7 +27,7 @@ export const apiSettingKeys = [
   "rate_limits",
 ] as const satisfies readonly (keyof WorkspaceSettings)[];
 export type ApiSettingKey = (typeof apiSettingKeys)[number];
-// A stored flag the API cannot set is a flag the README would list in vain.
+// A stored flag the API cannot set is a flag docs/configuration.md would list in vain.
 const everyKeyExposed: Exclude<keyof WorkspaceSettings, ApiSettingKey> extends never
   ? true
   : never = true;
