@@ -9,12 +9,12 @@ import { TokenIntrospectionService } from "../gen/keygate/v1/token_introspection
 
 export interface Handlers {
   readonly health: ServiceImpl<typeof Health>;
-  // Methods a handler does not implement yet answer UNIMPLEMENTED.
-  readonly auth: Partial<ServiceImpl<typeof AuthService>>;
-  readonly otp: Partial<ServiceImpl<typeof OtpService>>;
-  readonly factors: Partial<ServiceImpl<typeof FactorService>>;
-  readonly admin: Partial<ServiceImpl<typeof AdminService>>;
-  readonly introspection: Partial<ServiceImpl<typeof TokenIntrospectionService>>;
+  // Every RPC of every service: one left out is a compile error, not an UNIMPLEMENTED answer.
+  readonly auth: ServiceImpl<typeof AuthService>;
+  readonly otp: ServiceImpl<typeof OtpService>;
+  readonly factors: ServiceImpl<typeof FactorService>;
+  readonly admin: ServiceImpl<typeof AdminService>;
+  readonly introspection: ServiceImpl<typeof TokenIntrospectionService>;
   /** Envoy's external authorization protocol (ext_authz over gRPC). */
   readonly envoy: ServiceImpl<typeof Authorization>;
 }

@@ -74,7 +74,7 @@ export function signingKeyOf(k: SigningKeyInfoRow) {
 }
 
 /** AdminService RPCs about keys: admin keys and token signing keys. */
-export function adminKeysHandlers(deps: AdminDeps): Partial<Impl> {
+export function adminKeysHandlers(deps: AdminDeps) {
   return {
     async createAdminKey(req, ctx) {
       const { key, secret } = await createAdminKey(deps, meta(ctx), callerOf(ctx), {
@@ -121,5 +121,5 @@ export function adminKeysHandlers(deps: AdminDeps): Partial<Impl> {
       const keys = await listSigningKeys(deps, callerOf(ctx));
       return { signingKeys: keys.map(signingKeyOf) };
     },
-  };
+  } satisfies Partial<Impl>;
 }

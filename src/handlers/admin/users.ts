@@ -63,7 +63,7 @@ function statusFrom(status: UserStatusFilter): UserStatus {
 }
 
 /** AdminService RPCs about users: proto ⇄ domain only; the flows are in src/domain/admin. */
-export function adminUsersHandlers(deps: AdminDeps): Partial<ServiceImpl<typeof AdminService>> {
+export function adminUsersHandlers(deps: AdminDeps) {
   const now = () => deps.clock.now();
   return {
     async provisionUser(req: ProvisionUserRequest, ctx: HandlerContext) {
@@ -156,5 +156,5 @@ export function adminUsersHandlers(deps: AdminDeps): Partial<ServiceImpl<typeof 
       });
       return { user: adminUserOf(user, now(), callerOf(ctx)) };
     },
-  };
+  } satisfies Partial<ServiceImpl<typeof AdminService>>;
 }

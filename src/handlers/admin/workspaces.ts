@@ -197,9 +197,7 @@ function auditEventOf(e: AuditEventRow) {
 }
 
 /** AdminService RPCs about workspaces, their members and the audit log. */
-export function adminWorkspacesHandlers(
-  deps: AdminDeps,
-): Partial<ServiceImpl<typeof AdminService>> {
+export function adminWorkspacesHandlers(deps: AdminDeps) {
   return {
     async createWorkspace(req: CreateWorkspaceRequest, ctx: HandlerContext) {
       const created = await createWorkspace(deps, meta(ctx), callerOf(ctx), {
@@ -302,5 +300,5 @@ export function adminWorkspacesHandlers(
       });
       return { events: page.events.map(auditEventOf), nextPageToken: page.nextPageToken };
     },
-  };
+  } satisfies Partial<ServiceImpl<typeof AdminService>>;
 }
