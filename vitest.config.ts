@@ -1,8 +1,28 @@
 import { defineConfig } from "vitest/config";
 
+// Three tiers, all run by `npm test`: `unit` (no database, no server: seconds), `database`
+// (repositories, migrations, row-level security, the outbox on PGlite or PostgreSQL) and `e2e`
+// (real servers and stock clients). `npx vitest run --project unit` runs one tier.
+const unit = [
+  "test/amr.test.ts",
+  "test/config.test.ts",
+  "test/layers.test.ts",
+  "test/password.test.ts",
+  "test/role-spelling.test.ts",
+  "test/security/coverage.test.ts",
+];
+const database = [
+  "test/database-isolation.test.ts",
+  "test/mail.test.ts",
+  "test/migrate-data.test.ts",
+  "test/migrate.test.ts",
+  "test/outbox.test.ts",
+  "test/row-level-security.test.ts",
+  "test/signing-keys.test.ts",
+];
+
 export default defineConfig({
   test: {
-    include: ["test/**/*.test.ts"],
     testTimeout: 30_000,
     hookTimeout: 60_000,
     // Each file starts its own server and database; two at a time fit two cores.
@@ -14,5 +34,13 @@ export default defineConfig({
     execArgv: ["--no-memory-protection-keys"],
     maxWorkers: 2,
     reporters: ["default"],
+    projects: [
+      { extends: true, test: { name: "unit", include: unit } },
+      { extends: true, test: { name: "database", include: database } },
+      {
+        extends: true,
+        test: { name: "e2e", include: ["test/**/*.test.ts"], exclude: [...unit, ...database] },
+      },
+    ],
   },
 });
