@@ -5,6 +5,7 @@ import { defineConfig } from "vitest/config";
 // (real servers and stock clients). `npx vitest run --project unit` runs one tier.
 const unit = [
   "test/amr.test.ts",
+  "test/classify-error.test.ts",
   "test/config.test.ts",
   "test/layers.test.ts",
   "test/password.test.ts",

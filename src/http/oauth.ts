@@ -3,7 +3,7 @@ import type { Caller } from "../domain/admin-auth.js";
 import type { RequestMeta } from "../domain/deps.js";
 import type { Introspection, Introspector, TokenTypeHint } from "../domain/introspection.js";
 import { DomainError, InvalidArgumentError, RateLimitedError } from "../errors.js";
-import { isDatabaseUnavailable } from "../interceptors/errors.js";
+import { classifyError } from "../interceptors/classify-error.js";
 import type { Logger } from "../log.js";
 import { json } from "./endpoints.js";
 import type { NodeServerRequest, NodeServerResponse } from "./types.js";
@@ -83,7 +83,7 @@ export function oauthEndpoints(
         code: failure === undefined ? "ok" : errorCodeOf(failure),
         reason: failure instanceof DomainError ? failure.reason : undefined,
       });
-      if (res.statusCode >= 500 && !isDatabaseUnavailable(failure)) {
+      if (res.statusCode >= 500 && classifyError(failure).kind === "unexpected") {
         deps.logger.error({ ...line(), err: failure }, "call");
       } else if (failure !== undefined) {
         deps.logger.warn(line(), "call");
@@ -197,9 +197,24 @@ const invalidClient = (description: string) =>
   });
 
 function errorCodeOf(error: unknown): string {
-  if (error instanceof OAuthError) return error.error;
-  if (error instanceof DomainError) return oauthErrorOf(error).error;
-  return isDatabaseUnavailable(error) ? "temporarily_unavailable" : "server_error";
+  return oauthErrorFor(error).error;
+}
+
+/** The RFC 6749 answer for any failure: its own errors as they are, the rest classified. */
+function oauthErrorFor(error: unknown): OAuthError {
+  if (error instanceof OAuthError) return error;
+  const classified = classifyError(error);
+  switch (classified.kind) {
+    case "domain":
+      return oauthErrorOf(classified.error);
+    case "unavailable":
+      // Introspection fails closed: never active when the answer could not be checked.
+      return new OAuthError(503, "temporarily_unavailable", "service unavailable, retry later", {
+        "retry-after": "1",
+      });
+    default:
+      return new OAuthError(500, "server_error", "internal error");
+  }
 }
 
 function oauthErrorOf(error: DomainError): OAuthError {
@@ -233,15 +248,7 @@ function oauthErrorOf(error: DomainError): OAuthError {
 }
 
 function writeError(res: Res, error: unknown): void {
-  let e: OAuthError;
-  if (error instanceof OAuthError) e = error;
-  else if (error instanceof DomainError) e = oauthErrorOf(error);
-  else if (isDatabaseUnavailable(error)) {
-    // Introspection fails closed: never active when the answer could not be checked.
-    e = new OAuthError(503, "temporarily_unavailable", "service unavailable, retry later", {
-      "retry-after": "1",
-    });
-  } else e = new OAuthError(500, "server_error", "internal error");
+  const e = oauthErrorFor(error);
   json(
     res,
     e.status,

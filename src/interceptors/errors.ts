@@ -2,13 +2,6 @@ import { create, type DescMessage, type MessageShape } from "@bufbuild/protobuf"
 import { durationFromMs } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
 import {
-  BackendTerminatedError,
-  BackendTerminatedUnexpectedlyError,
-  ConnectionError,
-  StatementTimeoutError,
-  UniqueIntegrityConstraintViolationError,
-} from "slonik";
-import {
   BadRequest_FieldViolationSchema,
   BadRequestSchema,
   ErrorInfoSchema,
@@ -17,10 +10,15 @@ import {
 import type { LoginResponse } from "../../gen/keygate/v1/auth_service_pb.js";
 import { CallLog } from "../call-log.js";
 import { peerAddressKey, requestIdKey } from "../context-keys.js";
-import { sqlStateOf } from "../db/sql-state.js";
-import { AlreadyExistsError, DomainError, type FieldViolation, type Reason } from "../errors.js";
+import {
+  AlreadyExistsError,
+  type DomainError,
+  type FieldViolation,
+  type Reason,
+} from "../errors.js";
 import type { Logger } from "../log.js";
 import type { Metrics } from "../metrics.js";
+import { classifyError } from "./classify-error.js";
 
 export const errorDomain = "keygate.dev";
 
@@ -87,42 +85,12 @@ function fromDomainError(error: DomainError): ConnectError {
   return new ConnectError(error.message, codeOfKind[error.kind], undefined, details);
 }
 
-/** Socket errors the pg driver passes through unwrapped when the link drops mid-query. */
-const lostConnectionCodes = new Set(["ECONNRESET", "ECONNREFUSED", "EPIPE", "ETIMEDOUT"]);
-
 /**
- * SQLSTATEs that mean "try again": a deadlock or a serialization failure between concurrent
- * transactions (the database rolled this one back); 25006 read_only_sql_transaction (the
- * address reaches a standby, or a demoted primary, as during a failover); and class 57P
- * (admin_shutdown, crash_shutdown, cannot_connect_now: shutting down, starting up, in
- * recovery).
- */
-const retryableSqlStates = new Set(["40P01", "40001", "25006", "57P01", "57P02", "57P03"]);
-
-/** A lost, timed-out or momentarily unusable database: UNAVAILABLE (HTTP 503), never INTERNAL. */
-export function isDatabaseUnavailable(error: unknown): boolean {
-  if (retryableSqlStates.has(sqlStateOf(error) ?? "")) return true;
-  if (
-    error instanceof Error &&
-    (lostConnectionCodes.has((error as NodeJS.ErrnoException).code ?? "") ||
-      error.message === "Connection terminated unexpectedly")
-  )
-    return true;
-  return (
-    error instanceof ConnectionError ||
-    error instanceof BackendTerminatedError ||
-    // The connection dropped under a query (network cut, server restart): not a sibling
-    // class of BackendTerminatedError in Slonik, so it needs its own check.
-    error instanceof BackendTerminatedUnexpectedlyError ||
-    error instanceof StatementTimeoutError
-  );
-}
-
-/**
- * The one place errors become Connect errors. Domain errors keep their code and reason;
- * Connect's own errors (unimplemented, deadline exceeded, undecodable input) get a reason;
- * a lost database is UNAVAILABLE; anything else is logged with its stack and answered as a
- * bare INTERNAL that leaks nothing. Also writes the one log line per call through `callLog`
+ * The one place errors become Connect errors, after classifyError (which the RFC 6749
+ * endpoints share). Domain errors keep their code and reason; Connect's own errors
+ * (unimplemented, deadline exceeded, undecodable input) get a reason; a lost database is
+ * UNAVAILABLE; anything else is logged with its stack and answered as a bare INTERNAL that
+ * leaks nothing. Also writes the one log line per call through `callLog`
  * (which samples successful hot-path calls) and counts every call in the metrics.
  */
 export function errorInterceptor(
@@ -161,9 +129,8 @@ export function errorInterceptor(
     };
     const fail = (error: unknown): ConnectError => {
       let ce: ConnectError;
-      if (error instanceof DomainError) {
-        ce = fromDomainError(error);
-      } else if (error instanceof ConnectError) {
+      const classified = error instanceof ConnectError ? undefined : classifyError(error);
+      if (error instanceof ConnectError) {
         ce = error;
         if (ce.findDetails(ErrorInfoSchema).length === 0) {
           ce = new ConnectError(ce.rawMessage, ce.code, ce.metadata, [
@@ -171,12 +138,14 @@ export function errorInterceptor(
             errorInfo(reasonOfCode[ce.code] ?? "UNAVAILABLE"),
           ]);
         }
-      } else if (error instanceof UniqueIntegrityConstraintViolationError) {
-        // The one place a unique violation becomes ALREADY_EXISTS; the constraint names the key.
+      } else if (classified?.kind === "domain") {
+        ce = fromDomainError(classified.error);
+      } else if (classified?.kind === "exists") {
+        // The constraint names the key.
         ce = new ConnectError("already exists", Code.AlreadyExists, undefined, [
-          errorInfo("ALREADY_EXISTS", { constraint: error.constraint ?? "" }),
+          errorInfo("ALREADY_EXISTS", { constraint: classified.constraint }),
         ]);
-      } else if (isDatabaseUnavailable(error)) {
+      } else if (classified?.kind === "unavailable") {
         ce = new ConnectError("service unavailable, retry later", Code.Unavailable, undefined, [
           errorInfo("UNAVAILABLE"),
         ]);
