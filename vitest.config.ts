@@ -4,6 +4,7 @@ import { defineConfig } from "vitest/config";
 // (repositories, migrations, row-level security, the outbox on PGlite or PostgreSQL) and `e2e`
 // (real servers and stock clients). `npx vitest run --project unit` runs one tier.
 const unit = [
+  "test/access.test.ts",
   "test/amr.test.ts",
   "test/classify-error.test.ts",
   "test/config.test.ts",

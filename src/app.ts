@@ -16,18 +16,15 @@ import { RevocationState } from "./domain/revocations.js";
 import { requireAdminFactors } from "./domain/second-step.js";
 import { authenticate } from "./domain/sessions.js";
 import { SigningKeys } from "./domain/signing-keys.js";
+import { accessOf } from "./handlers/access.js";
 import { adminKeysHandlers } from "./handlers/admin/keys.js";
 import { adminUsersHandlers } from "./handlers/admin/users.js";
 import { adminWorkspacesHandlers } from "./handlers/admin/workspaces.js";
-import { AuthServiceHandler, authSignedIn, authSignedInOptional } from "./handlers/auth-service.js";
+import { AuthServiceHandler } from "./handlers/auth-service.js";
 import { envoyAuthorizationHandlers } from "./handlers/envoy-authz.js";
-import {
-  FactorServiceHandler,
-  factorSignedIn,
-  factorSignedInOptional,
-} from "./handlers/factor-service.js";
+import { FactorServiceHandler } from "./handlers/factor-service.js";
 import { HealthService } from "./handlers/health.js";
-import { OtpServiceHandler, otpSignedInOptional } from "./handlers/otp-service.js";
+import { OtpServiceHandler } from "./handlers/otp-service.js";
 import { tokenIntrospectionHandlers } from "./handlers/token-introspection.js";
 import { createMetricsListener } from "./http/metrics-listener.js";
 import { defaultWebAppDir, loadWebApp, type WebApp } from "./http/web-app.js";
@@ -278,24 +275,14 @@ export async function startKeygate(
           ipv6PrefixLength: config.ipv6PrefixLength,
         }),
         adminAuthnInterceptor({
-          services: new Set([
-            "keygate.v1.AdminService",
-            "keygate.v1.TokenIntrospectionService",
-            "envoy.service.auth.v3.Authorization",
-          ]),
-          publicMethods: new Set(["keygate.v1.TokenIntrospectionService/GetJwks"]),
+          access: accessOf,
           authenticateAdminKey: (secret) => adminKeys.authenticate(secret),
           authenticateUser: (token, header) => authenticate(authDeps, token, header),
           checkUser: (principal) => requireAdminFactors(authDeps, principal),
         }),
         authnInterceptor({
           authenticate: (token, header) => authenticate(authDeps, token, header),
-          required: new Set([...authSignedIn, ...factorSignedIn]),
-          optional: new Set([
-            ...authSignedInOptional,
-            ...otpSignedInOptional,
-            ...factorSignedInOptional,
-          ]),
+          access: accessOf,
         }),
       ],
     });

@@ -28,22 +28,6 @@ import {
   workspaceOf,
 } from "./convert.js";
 
-/** Methods that need an access token; the authn interceptor enforces it. */
-export const authSignedIn = new Set(
-  [
-    "GetSession",
-    "ListSessions",
-    "RevokeSession",
-    "ChangePassword",
-    "ListMyWorkspaces",
-    "SwitchWorkspace",
-  ].map((m) => `keygate.v1.AuthService/${m}`),
-);
-/** Methods that use an access token when one is sent. */
-export const authSignedInOptional = new Set(
-  ["Logout", "SendEmailVerification"].map((m) => `keygate.v1.AuthService/${m}`),
-);
-
 function oneofMissing(field: string): never {
   throw new InvalidArgumentError([{ field, description: "is required: set token or code" }]);
 }

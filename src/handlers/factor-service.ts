@@ -40,34 +40,7 @@ import type { PasskeyRow } from "../domain/model.js";
 import { maybePrincipal, meta, principal } from "./call-context.js";
 import { tokensOf, tokensOrProofOf } from "./convert.js";
 
-const method = (m: string) => `keygate.v1.FactorService/${m}`;
-
-/** Methods that need an access token. */
-export const factorSignedIn = new Set(
-  [
-    "ListFactors",
-    "RemoveTotp",
-    "RegenerateRecoveryCodes",
-    "RenamePasskey",
-    "DeletePasskey",
-    "UpdateFactorPreferences",
-  ].map(method),
-);
-/**
- * Methods that use an access token when one is sent: enrollment also works with an
- * enrollment pending login, and factor checks are public for a second step or a sign-in.
- */
-export const factorSignedInOptional = new Set(
-  [
-    "EnrollTotp",
-    "ConfirmTotp",
-    "BeginPasskeyRegistration",
-    "FinishPasskeyRegistration",
-    "BeginPasskeyAuthentication",
-    "FinishPasskeyAuthentication",
-    "VerifyFactor",
-  ].map(method),
-);
+const _method = (m: string) => `keygate.v1.FactorService/${m}`;
 
 const purposes: Partial<Record<FactorPurpose, PasskeyPurpose>> = {
   [FactorPurpose.PASSKEY_SIGN_IN]: "passkey_sign_in",

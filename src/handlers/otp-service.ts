@@ -11,11 +11,6 @@ import { type OtpPurpose as DomainPurpose, sendOtp, verifyOtp } from "../domain/
 import { maybePrincipal, meta } from "./call-context.js";
 import { actionProofOf, pendingLoginOf, tokensOf } from "./convert.js";
 
-/** Methods that use an access token when one is sent (SENSITIVE_ACTION needs one). */
-export const otpSignedInOptional = new Set(
-  ["SendOtp", "VerifyOtp"].map((m) => `keygate.v1.OtpService/${m}`),
-);
-
 const purposes: Partial<Record<OtpPurpose, DomainPurpose>> = {
   [OtpPurpose.LOGIN_SECOND_STEP]: "login_second_step",
   [OtpPurpose.PASSWORDLESS_SIGN_IN]: "passwordless_sign_in",

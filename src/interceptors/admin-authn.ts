@@ -4,24 +4,23 @@ import type { Caller } from "../domain/admin-auth.js";
 import { callerFromPrincipal } from "../domain/admin-auth.js";
 import type { Principal } from "../domain/deps.js";
 import { UnauthenticatedError } from "../errors.js";
+import type { accessOf } from "../handlers/access.js";
 
 /**
- * Authenticates the callers of AdminService and TokenIntrospectionService (all methods of
- * the listed services but the public ones): `authorization: Bearer <admin key>` or a user's
- * access token (what a user may do is decided per RPC from their role). Puts the Caller in the
- * call's context.
+ * Authenticates the callers of the access table's `admin` methods (AdminService,
+ * TokenIntrospectionService but GetJwks, Envoy's Check): `authorization: Bearer <admin key>`
+ * or a user's access token (what a user may do is decided per RPC from their role). Puts the
+ * Caller in the call's context.
  */
 export function adminAuthnInterceptor(options: {
-  services: ReadonlySet<string>;
-  publicMethods: ReadonlySet<string>;
+  access: typeof accessOf;
   authenticateAdminKey(secret: string): Promise<Caller>;
   authenticateUser(token: string, workspaceHeader: string | null): Promise<Principal>;
   /** Refuses a member's token that lacks what the workspace asks of admins (two factors). */
   checkUser?(principal: Principal): Promise<void>;
 }): Interceptor {
   return (next) => async (req) => {
-    if (!options.services.has(req.service.typeName)) return next(req);
-    if (options.publicMethods.has(`${req.service.typeName}/${req.method.name}`)) return next(req);
+    if (options.access(req.service, req.method.name) !== "admin") return next(req);
     const token = req.header.get("authorization")?.match(/^Bearer\s+(\S+)\s*$/i)?.[1];
     if (!token)
       throw new UnauthenticatedError(

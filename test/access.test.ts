@@ -1,0 +1,33 @@
+import { describe, expect, it } from "vitest";
+import { Health } from "../gen/grpc/health/v1/health_pb.js";
+import { accessOf } from "../src/handlers/access.js";
+import { keygateServices } from "../src/routes.js";
+
+describe("the access table", () => {
+  it("says who may call every method of every service served", () => {
+    const unlisted: string[] = [];
+    for (const service of [...keygateServices, Health]) {
+      for (const method of service.methods) {
+        if (accessOf(service, method.name) === undefined)
+          unlisted.push(`${service.typeName}/${method.name}`);
+      }
+    }
+    expect(unlisted).toEqual([]);
+  });
+
+  it("opens only what is meant to be open", () => {
+    const open = [...keygateServices, Health].flatMap((s) =>
+      s.methods
+        .filter((m) => accessOf(s, m.name) === "public")
+        .map((m) => `${s.typeName}/${m.name}`),
+    );
+    // Every AdminService and introspection method needs a caller, but the public keys.
+    expect(open.filter((m) => !m.startsWith("keygate.v1.AuthService/"))).toEqual([
+      "keygate.v1.TokenIntrospectionService/GetJwks",
+      "grpc.health.v1.Health/Check",
+      "grpc.health.v1.Health/Watch",
+    ]);
+    expect(accessOf({ typeName: "keygate.v1.AdminService" }, "NoSuchMethod")).toBeUndefined();
+    expect(accessOf({ typeName: "keygate.v1.AuthService" }, "GetSession")).toBe("signed_in");
+  });
+});
