@@ -4,7 +4,7 @@ import type { RateLimitName, WorkspaceSettings } from "../config.js";
 import type { Logger } from "../log.js";
 import type { Role } from "../repositories/memberships.js";
 import type { Amr } from "./amr.js";
-import type { SigningKeys } from "./signing-keys.js";
+import type { SigningKeys, VerifiedAccessToken } from "./signing-keys.js";
 
 /** What the auth flows need from the outside, as narrow ports. */
 export interface AuthDeps {
@@ -37,16 +37,7 @@ export interface AuthDeps {
       /** The token's iat, instead of now (in whole seconds). */
       issuedAt?: Date;
     }): Promise<{ token: string; jti: string; issuedAt: Date; expiresAt: Date }>;
-    verifyAccessToken(token: string): Promise<{
-      userId: string;
-      workspaceId: string;
-      sessionId: string;
-      role: Role;
-      jti: string;
-      issuedAt: Date;
-      expiresAt: Date;
-      amr: string[];
-    }>;
+    verifyAccessToken(token: string): Promise<Omit<VerifiedAccessToken, "kid">>;
   };
   readonly mail: {
     enqueue(
