@@ -24,9 +24,9 @@ import { createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import bcrypt from "bcryptjs";
 import pg from "pg";
-import { AdminService } from "../../gen/keygate/v1/admin_service_pb.js";
-import { AuthService } from "../../gen/keygate/v1/auth_service_pb.js";
-import { Role } from "../../gen/keygate/v1/types_pb.js";
+import { AdminService } from "../gen/keygate/v1/admin_service_pb.js";
+import { AuthService } from "../gen/keygate/v1/auth_service_pb.js";
+import { Role } from "../gen/keygate/v1/types_pb.js";
 import {
   closedLoop,
   loadGenerator,

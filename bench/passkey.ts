@@ -18,15 +18,15 @@ import { fileURLToPath } from "node:url";
 import { create, toBinary } from "@bufbuild/protobuf";
 import { createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
-import { AdminService } from "../../gen/keygate/v1/admin_service_pb.js";
-import { AuthService } from "../../gen/keygate/v1/auth_service_pb.js";
-import { FactorPurpose, FactorService } from "../../gen/keygate/v1/factor_service_pb.js";
+import { AdminService } from "../gen/keygate/v1/admin_service_pb.js";
+import { AuthService } from "../gen/keygate/v1/auth_service_pb.js";
+import { FactorPurpose, FactorService } from "../gen/keygate/v1/factor_service_pb.js";
 import {
   IntrospectRequestSchema,
   TokenIntrospectionService,
-} from "../../gen/keygate/v1/token_introspection_service_pb.js";
-import { AdminKeyRole, Role } from "../../gen/keygate/v1/types_pb.js";
-import { SoftAuthenticator } from "../support/soft-authenticator.js";
+} from "../gen/keygate/v1/token_introspection_service_pb.js";
+import { AdminKeyRole, Role } from "../gen/keygate/v1/types_pb.js";
+import { SoftAuthenticator } from "../test/support/soft-authenticator.js";
 import { ensureCGenerators, grpcFrame, h2load } from "./c-load.js";
 import {
   benchDatabase,
@@ -196,10 +196,15 @@ export async function run(args: string[]): Promise<Record<string, unknown>> {
     });
     const targets = {
       "passkey sign-ins/s >= 300": { figure: `${f.perSecond}/s`, met: f.perSecond >= 300 },
-      "Introspect p99 during passkey sign-ins within 1 ms of alone": {
-        figure: `${during.p99Ms} ms (alone ${alone.p99Ms} ms)`,
-        met: during.p99Ms <= alone.p99Ms + 1,
-      },
+      // Judged only when Introspect ran beside the sign-ins.
+      ...(introspectRate > 0
+        ? {
+            "Introspect p99 during passkey sign-ins within 1 ms of alone": {
+              figure: `${during.p99Ms} ms (alone ${alone.p99Ms} ms)`,
+              met: during.p99Ms <= alone.p99Ms + 1,
+            },
+          }
+        : {}),
     };
     for (const [t, c] of Object.entries(targets)) {
       console.log(`  ${verdict(c.met).padEnd(7)} ${t}: ${c.figure}`);

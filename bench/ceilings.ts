@@ -23,16 +23,16 @@ import { create, fromBinary, toBinary, toJsonString } from "@bufbuild/protobuf";
 import { type ConnectRouter, createClient } from "@connectrpc/connect";
 import { connectNodeAdapter, createConnectTransport } from "@connectrpc/connect-node";
 import * as grpc from "@grpc/grpc-js";
-import { CheckRequestSchema } from "../../gen/envoy/service/auth/v3/external_auth_pb.js";
-import { AdminService } from "../../gen/keygate/v1/admin_service_pb.js";
-import { AuthService } from "../../gen/keygate/v1/auth_service_pb.js";
+import { CheckRequestSchema } from "../gen/envoy/service/auth/v3/external_auth_pb.js";
+import { AdminService } from "../gen/keygate/v1/admin_service_pb.js";
+import { AuthService } from "../gen/keygate/v1/auth_service_pb.js";
 import {
   IntrospectBatchRequestSchema,
   IntrospectRequestSchema,
   IntrospectResponseSchema,
   TokenIntrospectionService,
-} from "../../gen/keygate/v1/token_introspection_service_pb.js";
-import { AdminKeyRole, Role } from "../../gen/keygate/v1/types_pb.js";
+} from "../gen/keygate/v1/token_introspection_service_pb.js";
+import { AdminKeyRole, Role } from "../gen/keygate/v1/types_pb.js";
 import {
   type CFigures,
   type CRequest,

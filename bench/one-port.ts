@@ -14,8 +14,8 @@ import type { ConnectRouter } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import * as grpc from "@grpc/grpc-js";
 import * as protoLoader from "@grpc/proto-loader";
-import { Health, HealthCheckResponse_ServingStatus } from "../../gen/grpc/health/v1/health_pb.js";
-import { createListener } from "../../src/http/listener.js";
+import { Health, HealthCheckResponse_ServingStatus } from "../gen/grpc/health/v1/health_pb.js";
+import { createListener } from "../src/http/listener.js";
 import type { Ratio } from "./support.js";
 
 const self = fileURLToPath(import.meta.url);
@@ -43,7 +43,7 @@ interface Figures {
 
 async function drive(port: number, calls: number, concurrency: number): Promise<Figures> {
   const definition = protoLoader.loadSync("grpc/health/v1/health.proto", {
-    includeDirs: [path.resolve(path.dirname(self), "../../proto")],
+    includeDirs: [path.resolve(path.dirname(self), "../proto")],
   });
   // biome-ignore lint/suspicious/noExplicitAny: proto-loader builds the client classes at run time.
   const loaded = grpc.loadPackageDefinition(definition) as any;

@@ -10,11 +10,11 @@
 import { fileURLToPath } from "node:url";
 import { createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
-import { AdminService } from "../../gen/keygate/v1/admin_service_pb.js";
-import { AuthService } from "../../gen/keygate/v1/auth_service_pb.js";
-import { OtpService } from "../../gen/keygate/v1/otp_service_pb.js";
-import { OtpPurpose, Role } from "../../gen/keygate/v1/types_pb.js";
-import { codeIn, linkIn, type ReceivedMail, startSmtpServer } from "../support/smtp.js";
+import { AdminService } from "../gen/keygate/v1/admin_service_pb.js";
+import { AuthService } from "../gen/keygate/v1/auth_service_pb.js";
+import { OtpService } from "../gen/keygate/v1/otp_service_pb.js";
+import { OtpPurpose, Role } from "../gen/keygate/v1/types_pb.js";
+import { codeIn, linkIn, type ReceivedMail, startSmtpServer } from "../test/support/smtp.js";
 import {
   benchDatabase,
   loadGenerator,

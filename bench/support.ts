@@ -11,10 +11,10 @@ import path from "node:path";
 import v8 from "node:v8";
 import { runInNewContext } from "node:vm";
 import pg from "pg";
-import { type Keygate, startKeygate } from "../../src/app.js";
-import { type Config, configFromEnv, rateLimitNames } from "../../src/config.js";
-import { loadSecrets } from "../../src/crypto/secrets.js";
-import { createLogger, logDestination } from "../../src/log.js";
+import { type Keygate, startKeygate } from "../src/app.js";
+import { type Config, configFromEnv, rateLimitNames } from "../src/config.js";
+import { loadSecrets } from "../src/crypto/secrets.js";
+import { createLogger, logDestination } from "../src/log.js";
 
 export interface BenchKeygate extends Keygate {
   readonly config: Config;

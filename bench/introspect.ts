@@ -18,10 +18,10 @@ import { fileURLToPath } from "node:url";
 import { createClient } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect-node";
 import { importJWK, type JWK, jwtVerify } from "jose";
-import { AdminService } from "../../gen/keygate/v1/admin_service_pb.js";
-import { AuthService } from "../../gen/keygate/v1/auth_service_pb.js";
-import { TokenIntrospectionService } from "../../gen/keygate/v1/token_introspection_service_pb.js";
-import { AdminKeyRole, Role } from "../../gen/keygate/v1/types_pb.js";
+import { AdminService } from "../gen/keygate/v1/admin_service_pb.js";
+import { AuthService } from "../gen/keygate/v1/auth_service_pb.js";
+import { TokenIntrospectionService } from "../gen/keygate/v1/token_introspection_service_pb.js";
+import { AdminKeyRole, Role } from "../gen/keygate/v1/types_pb.js";
 import {
   benchDatabase,
   closedLoop,

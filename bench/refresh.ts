@@ -16,9 +16,9 @@ import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
-import { AdminService } from "../../gen/keygate/v1/admin_service_pb.js";
-import { AuthService } from "../../gen/keygate/v1/auth_service_pb.js";
-import { Role } from "../../gen/keygate/v1/types_pb.js";
+import { AdminService } from "../gen/keygate/v1/admin_service_pb.js";
+import { AuthService } from "../gen/keygate/v1/auth_service_pb.js";
+import { Role } from "../gen/keygate/v1/types_pb.js";
 import {
   loadGenerator,
   median,

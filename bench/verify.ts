@@ -13,10 +13,10 @@ import path from "node:path";
 import { createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import { importJWK, type JWK, jwtVerify } from "jose";
-import { AdminService } from "../../gen/keygate/v1/admin_service_pb.js";
-import { AuthService } from "../../gen/keygate/v1/auth_service_pb.js";
-import { AdminKeyRole } from "../../gen/keygate/v1/types_pb.js";
-import { createVerifier } from "../../src/verify/index.js";
+import { AdminService } from "../gen/keygate/v1/admin_service_pb.js";
+import { AuthService } from "../gen/keygate/v1/auth_service_pb.js";
+import { AdminKeyRole } from "../gen/keygate/v1/types_pb.js";
+import { createVerifier } from "../src/verify/index.js";
 import { type Ratio, startBenchKeygate } from "./support.js";
 
 const password = "correct horse battery staple";
@@ -101,7 +101,11 @@ export async function run(args: string[]): Promise<Record<string, unknown>> {
     // Revocation to refusal, in another process.
     child = spawn(
       process.execPath,
-      ["--import", "tsx", path.resolve(import.meta.dirname, "../fixtures/internal-service.ts")],
+      [
+        "--import",
+        "tsx",
+        path.resolve(import.meta.dirname, "../test/fixtures/internal-service.ts"),
+      ],
       {
         env: {
           ...process.env,

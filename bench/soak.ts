@@ -12,11 +12,11 @@
  */
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect-node";
-import { Health } from "../../gen/grpc/health/v1/health_pb.js";
-import { AdminService } from "../../gen/keygate/v1/admin_service_pb.js";
-import { AuthService } from "../../gen/keygate/v1/auth_service_pb.js";
-import { TokenIntrospectionService } from "../../gen/keygate/v1/token_introspection_service_pb.js";
-import { AdminKeyRole, Role } from "../../gen/keygate/v1/types_pb.js";
+import { Health } from "../gen/grpc/health/v1/health_pb.js";
+import { AdminService } from "../gen/keygate/v1/admin_service_pb.js";
+import { AuthService } from "../gen/keygate/v1/auth_service_pb.js";
+import { TokenIntrospectionService } from "../gen/keygate/v1/token_introspection_service_pb.js";
+import { AdminKeyRole, Role } from "../gen/keygate/v1/types_pb.js";
 import { benchDatabase, memorySample, type Ratio, startBenchKeygate } from "./support.js";
 
 const password = "correct horse battery staple";

@@ -19,10 +19,10 @@ import { fileURLToPath } from "node:url";
 import { createClient } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect-node";
 import bcrypt from "bcryptjs";
-import { AdminService } from "../../gen/keygate/v1/admin_service_pb.js";
-import { AuthService } from "../../gen/keygate/v1/auth_service_pb.js";
-import { TokenIntrospectionService } from "../../gen/keygate/v1/token_introspection_service_pb.js";
-import { AdminKeyRole, Role } from "../../gen/keygate/v1/types_pb.js";
+import { AdminService } from "../gen/keygate/v1/admin_service_pb.js";
+import { AuthService } from "../gen/keygate/v1/auth_service_pb.js";
+import { TokenIntrospectionService } from "../gen/keygate/v1/token_introspection_service_pb.js";
+import { AdminKeyRole, Role } from "../gen/keygate/v1/types_pb.js";
 import {
   type BenchKeygate,
   benchDatabase,
