@@ -32,7 +32,6 @@ import {
   IntrospectResponseSchema,
   TokenIntrospectionService,
 } from "../gen/keygate/v1/token_introspection_service_pb.js";
-import { AdminKeyRole, Role } from "../gen/keygate/v1/types_pb.js";
 import {
   type CFigures,
   type CRequest,
@@ -43,6 +42,7 @@ import {
 } from "./c-load.js";
 import {
   benchDatabase,
+  benchGateway,
   median,
   type Ratio,
   round,
@@ -234,7 +234,7 @@ async function h1call(req: CRequest): Promise<Buffer> {
 
 // ---- the benchmark ----
 
-const password = "correct horse battery staple";
+const _password = "correct horse battery staple";
 
 type Wire = "h1" | "h2";
 interface Target {
@@ -258,26 +258,10 @@ export async function run(args: string[]): Promise<Record<string, unknown>> {
   let child: ReturnType<typeof fork> | undefined;
   try {
     const transport = createConnectTransport({ baseUrl: keygate.url, httpVersion: "2" });
-    const admin = createClient(AdminService, transport);
-    const auth = createClient(AuthService, transport);
-    const root = { headers: { authorization: `Bearer ${keygate.rootKey}` } };
-    const { secret: key } = await admin.createAdminKey(
-      {
-        name: "bench gateway",
-        workspaceId: keygate.workspaceId,
-        role: AdminKeyRole.READ_ONLY,
-        introspect: true,
-      },
-      root,
-    );
-    const email = `bench-${Date.now()}@example.test`;
-    await admin.provisionUser(
-      { email, password, workspaceId: keygate.workspaceId, role: Role.MEMBER, emailVerified: true },
-      root,
-    );
-    const login = await auth.login({ email, password, workspaceId: keygate.workspaceId });
-    if (login.result.case !== "tokens") throw new Error("login did not answer tokens");
-    const token = login.result.value.accessToken;
+    const _admin = createClient(AdminService, transport);
+    const _auth = createClient(AuthService, transport);
+    const _root = { headers: { authorization: `Bearer ${keygate.rootKey}` } };
+    const { key, token } = await benchGateway(keygate);
 
     const bearer = { authorization: `Bearer ${key}` };
     const grpcHeaders = { "content-type": "application/grpc", te: "trailers", ...bearer };

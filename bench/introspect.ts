@@ -21,9 +21,9 @@ import { importJWK, type JWK, jwtVerify } from "jose";
 import { AdminService } from "../gen/keygate/v1/admin_service_pb.js";
 import { AuthService } from "../gen/keygate/v1/auth_service_pb.js";
 import { TokenIntrospectionService } from "../gen/keygate/v1/token_introspection_service_pb.js";
-import { AdminKeyRole, Role } from "../gen/keygate/v1/types_pb.js";
 import {
   benchDatabase,
+  benchGateway,
   closedLoop,
   loadGenerator,
   median,
@@ -144,7 +144,7 @@ async function client(): Promise<void> {
 
 // ---- the benchmark ----
 
-const password = "correct horse battery staple";
+const _password = "correct horse battery staple";
 
 export async function run(args: string[]): Promise<Record<string, unknown>> {
   const ms = Number(args[0] ?? 3_000);
@@ -163,27 +163,10 @@ export async function run(args: string[]): Promise<Record<string, unknown>> {
   const generator = await loadGenerator(self);
   try {
     const transport = createConnectTransport({ baseUrl: keygate.url, httpVersion: "2" });
-    const admin = createClient(AdminService, transport);
-    const auth = createClient(AuthService, transport);
-    const root = { headers: { authorization: `Bearer ${keygate.rootKey}` } };
-    // A gateway's key: workspace-wide reads and the introspect permission, nothing more.
-    const { secret: key } = await admin.createAdminKey(
-      {
-        name: "bench gateway",
-        workspaceId: keygate.workspaceId,
-        role: AdminKeyRole.READ_ONLY,
-        introspect: true,
-      },
-      root,
-    );
-    const email = `bench-${Date.now()}@example.test`;
-    await admin.provisionUser(
-      { email, password, workspaceId: keygate.workspaceId, role: Role.MEMBER, emailVerified: true },
-      root,
-    );
-    const login = await auth.login({ email, password, workspaceId: keygate.workspaceId });
-    if (login.result.case !== "tokens") throw new Error("login did not answer tokens");
-    const token = login.result.value.accessToken;
+    const _admin = createClient(AdminService, transport);
+    const _auth = createClient(AuthService, transport);
+    const _root = { headers: { authorization: `Bearer ${keygate.rootKey}` } };
+    const { key, token } = await benchGateway(keygate);
 
     // Raw verify: the same token, the public key from the JWKS, the checks SigningKeys makes.
     const jwks = (await (await fetch(`${keygate.url}/.well-known/jwks.json`)).json()) as {

@@ -25,11 +25,12 @@ import {
   IntrospectRequestSchema,
   TokenIntrospectionService,
 } from "../gen/keygate/v1/token_introspection_service_pb.js";
-import { AdminKeyRole, Role } from "../gen/keygate/v1/types_pb.js";
+import { Role } from "../gen/keygate/v1/types_pb.js";
 import { SoftAuthenticator } from "../test/support/soft-authenticator.js";
 import { ensureCGenerators, grpcFrame, h2load } from "./c-load.js";
 import {
   benchDatabase,
+  benchGateway,
   loadGenerator,
   quantile,
   type Ratio,
@@ -129,26 +130,17 @@ export async function run(args: string[]): Promise<Record<string, unknown>> {
   try {
     const transport = createConnectTransport({ baseUrl: keygate.url, httpVersion: "2" });
     const admin = createClient(AdminService, transport);
-    const auth = createClient(AuthService, transport);
+    const _auth = createClient(AuthService, transport);
     const root = { headers: { authorization: `Bearer ${keygate.rootKey}` } };
     const workspaceId = keygate.workspaceId;
     const emails = Array.from({ length: inFlight }, (_, i) => `passkey-${i}@example.test`);
-    for (const email of [...emails, "gateway-user@example.test"]) {
+    for (const email of emails) {
       await admin.provisionUser(
         { email, password, workspaceId, role: Role.MEMBER, emailVerified: true },
         root,
       );
     }
-    const { secret: key } = await admin.createAdminKey(
-      { name: "bench gateway", workspaceId, role: AdminKeyRole.READ_ONLY, introspect: true },
-      root,
-    );
-    const signedIn = await auth.login({
-      email: "gateway-user@example.test",
-      password,
-      workspaceId,
-    });
-    if (signedIn.result.case !== "tokens") throw new Error("login did not answer tokens");
+    const { key, token } = await benchGateway(keygate);
     const introspect = {
       url: `${keygate.url}/${TokenIntrospectionService.typeName}/Introspect`,
       headers: {
@@ -157,10 +149,7 @@ export async function run(args: string[]): Promise<Record<string, unknown>> {
         authorization: `Bearer ${key}`,
       },
       body: grpcFrame(
-        toBinary(
-          IntrospectRequestSchema,
-          create(IntrospectRequestSchema, { token: signedIn.result.value.accessToken }),
-        ),
+        toBinary(IntrospectRequestSchema, create(IntrospectRequestSchema, { token })),
       ),
     };
     const probe = async () => {

@@ -10,7 +10,12 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import v8 from "node:v8";
 import { runInNewContext } from "node:vm";
+import { createClient } from "@connectrpc/connect";
+import { createConnectTransport } from "@connectrpc/connect-node";
 import pg from "pg";
+import { AdminService } from "../gen/keygate/v1/admin_service_pb.js";
+import { AuthService } from "../gen/keygate/v1/auth_service_pb.js";
+import { AdminKeyRole, Role } from "../gen/keygate/v1/types_pb.js";
 import { type Keygate, startKeygate } from "../src/app.js";
 import { type Config, configFromEnv, rateLimitNames } from "../src/config.js";
 import { loadSecrets } from "../src/crypto/secrets.js";
@@ -313,4 +318,38 @@ export async function loadGenerator(script: string): Promise<LoadGenerator> {
         child.send(job);
       }),
   };
+}
+
+/**
+ * What a gateway holds against a bench server: an admin key with workspace-wide reads and the
+ * introspect permission, nothing more, and the access token of a member it is to introspect.
+ */
+export async function benchGateway(
+  keygate: Pick<BenchKeygate, "url" | "rootKey" | "workspaceId">,
+): Promise<{ key: string; token: string }> {
+  const transport = createConnectTransport({ baseUrl: keygate.url, httpVersion: "2" });
+  const admin = createClient(AdminService, transport);
+  const root = { headers: { authorization: `Bearer ${keygate.rootKey}` } };
+  const { secret: key } = await admin.createAdminKey(
+    {
+      name: "bench gateway",
+      workspaceId: keygate.workspaceId,
+      role: AdminKeyRole.READ_ONLY,
+      introspect: true,
+    },
+    root,
+  );
+  const email = `bench-gateway-${randomBytes(4).toString("hex")}@example.test`;
+  const password = "correct horse battery staple";
+  await admin.provisionUser(
+    { email, password, workspaceId: keygate.workspaceId, role: Role.MEMBER, emailVerified: true },
+    root,
+  );
+  const login = await createClient(AuthService, transport).login({
+    email,
+    password,
+    workspaceId: keygate.workspaceId,
+  });
+  if (login.result.case !== "tokens") throw new Error("login did not answer tokens");
+  return { key, token: login.result.value.accessToken };
 }
