@@ -1,8 +1,7 @@
 import type { DatabasePool } from "slonik";
-import { z } from "zod";
 import type { Clock } from "../clock.js";
-import { sql, voidRow } from "../db/sql.js";
 import { RateLimitedError } from "../errors.js";
+import { clearLoginFailures, reserveLoginAttempt } from "../repositories/login-failures.js";
 import { normalizeEmail } from "../repositories/users.js";
 
 export interface LockoutPolicy {
@@ -23,8 +22,6 @@ export function guessSubject(email: string, workspaceId: string | null): string 
   return workspaceId === null ? address : `${workspaceId}:${address}`;
 }
 
-const attemptRow = z.object({ allowed: z.boolean(), retry_after_ms: z.number() });
-
 /**
  * Temporary lockout after repeated failed logins (SECURITY.md 19, 33). Each attempt is
  * reserved as a failure before its password is checked, atomically, so concurrent guesses get
@@ -41,10 +38,13 @@ export class Lockout {
   /** Counts an attempt, or throws RESOURCE_EXHAUSTED (ACCOUNT_LOCKED) with the time left. */
   async reserve(subject: string): Promise<void> {
     const { threshold, baseSeconds, maxSeconds } = this.policy;
-    const result = await this.pool.one(sql.type(attemptRow)`
-      SELECT allowed, retry_after_ms::float8 AS retry_after_ms
-      FROM keygate_login_attempt(${subject}, ${threshold}, ${baseSeconds}, ${maxSeconds},
-                                 ${sql.timestamp(this.clock.now())})`);
+    const result = await reserveLoginAttempt(this.pool, {
+      subject,
+      threshold,
+      baseSeconds,
+      maxSeconds,
+      now: this.clock.now(),
+    });
     if (!result.allowed) {
       throw new RateLimitedError(
         result.retry_after_ms,
@@ -56,8 +56,6 @@ export class Lockout {
 
   /** After a success: the reserved attempt and the failures before it are forgotten. */
   async clear(subject: string): Promise<void> {
-    await this.pool.query(
-      sql.type(voidRow)`DELETE FROM login_failures WHERE email_normalized = ${subject}`,
-    );
+    await clearLoginFailures(this.pool, subject);
   }
 }

@@ -1,12 +1,10 @@
 import type { CommonQueryMethods, DatabasePool } from "slonik";
-import { z } from "zod";
 import type { Clock } from "../clock.js";
 import type { RateLimitName, RateLimitRule, RateLimits, WorkspaceSettings } from "../config.js";
-import { sql } from "../db/sql.js";
 import { RateLimitedError } from "../errors.js";
+import { sweepLoginFailures } from "../repositories/login-failures.js";
+import { countRateLimitHits, sweepRateLimitWindows } from "../repositories/rate-limits.js";
 import { ipBucket } from "./ip-bucket.js";
-
-const hitRow = z.object({ allowed: z.boolean(), retry_after_ms: z.number() });
 
 /** Limits whose subject is the client's IP address (counted by its bucket, see ip-bucket.ts). */
 const perIp = (name: RateLimitName) => name.endsWith("_ip");
@@ -52,21 +50,14 @@ export class RateLimiter {
     if (counts.length === 0) return;
     // Rows are locked in key order, so that two calls naming the same keys cannot deadlock.
     counts.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
-    const keys = sql.array(
-      counts.map((c) => c.key),
-      "text",
-    );
-    const limits = sql.array(
-      counts.map((c) => c.rule.limit),
-      "int4",
-    );
-    const windows = sql.array(
-      counts.map((c) => c.rule.window_seconds),
-      "int4",
-    );
-    const result = await this.pool.one(sql.type(hitRow)`
-      SELECT allowed, retry_after_ms::float8 AS retry_after_ms
-      FROM keygate_rate_limit_hits(${keys}, ${limits}, ${windows}, ${sql.timestamp(this.clock.now())})`);
+    const result = await countRateLimitHits(this.pool, {
+      counts: counts.map((c) => ({
+        key: c.key,
+        limit: c.rule.limit,
+        windowSeconds: c.rule.window_seconds,
+      })),
+      now: this.clock.now(),
+    });
     if (!result.allowed) throw new RateLimitedError(result.retry_after_ms);
   }
 }
@@ -76,12 +67,5 @@ export class RateLimiter {
  * and were last touched a day ago. Safe on every instance at once; answers the rows removed.
  */
 export async function sweepRateLimits(pool: CommonQueryMethods, now: Date): Promise<number> {
-  const limits = await pool.query(sql.unsafe`
-    DELETE FROM rate_limits WHERE key IN (
-      SELECT key FROM rate_limits WHERE expires_at < ${sql.timestamp(now)} LIMIT 5000)`);
-  const failures = await pool.query(sql.unsafe`
-    DELETE FROM login_failures
-    WHERE (locked_until IS NULL OR locked_until < ${sql.timestamp(now)})
-      AND updated_at < ${sql.timestamp(now)}::timestamptz - interval '1 day'`);
-  return limits.rowCount + failures.rowCount;
+  return (await sweepRateLimitWindows(pool, now)) + (await sweepLoginFailures(pool, now));
 }

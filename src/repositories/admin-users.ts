@@ -1,6 +1,7 @@
 import type { CommonQueryMethods } from "slonik";
 import { z } from "zod";
 import { sql } from "../db/sql.js";
+import { clearLoginFailures } from "./login-failures.js";
 import type { Role } from "./memberships.js";
 import { deliveryAddress, normalizeEmail, userRow } from "./users.js";
 import { type WorkspaceRow, workspaceRow } from "./workspaces.js";
@@ -177,16 +178,6 @@ export async function setUserMetadata(
   await db.query(sql.unsafe`
     UPDATE users SET metadata = ${sql.jsonb(metadata as never)}, updated_at = now()
     WHERE id = ${userId}`);
-}
-
-/** Forgets the failed-login count and lockout of an address. */
-export async function clearLoginFailures(
-  db: CommonQueryMethods,
-  emailNormalized: string,
-): Promise<void> {
-  await db.query(
-    sql.unsafe`DELETE FROM login_failures WHERE email_normalized = ${emailNormalized}`,
-  );
 }
 
 /**

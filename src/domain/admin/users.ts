@@ -5,7 +5,6 @@ import { withTenant } from "../../db/with-tenant.js";
 import { FailedPreconditionError, InvalidArgumentError, NotFoundError } from "../../errors.js";
 import {
   type AdminUserRow,
-  clearLoginFailures,
   eraseUser,
   findAdminUser,
   listAdminUsers,
@@ -15,6 +14,7 @@ import {
   setUserMetadata,
   workspacesWhereLastOwner,
 } from "../../repositories/admin-users.js";
+import { clearLoginFailures } from "../../repositories/login-failures.js";
 import {
   type Role,
   setMembershipMetadata,
