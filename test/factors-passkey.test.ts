@@ -15,7 +15,7 @@ import { configFromEnv, rateLimitNames } from "../src/config.js";
 import { sql } from "../src/db/sql.js";
 import { failure } from "./support/failure.js";
 import { bearer } from "./support/fixtures.js";
-import { startTestKeygate, type TestKeygate } from "./support/server.js";
+import { startPeerKeygate, startTestKeygate, type TestKeygate } from "./support/server.js";
 import { codeIn, startSmtpServer } from "./support/smtp.js";
 import { SoftAuthenticator, type SoftCredential } from "./support/soft-authenticator.js";
 
@@ -578,6 +578,40 @@ describe("SECURITY.md 41: passkeys", () => {
     const racers = [device.assert(shared), device.assert(shared), device.assert(shared)];
     const outcomes = await Promise.allSettled(racers.map((r) => finishSignIn(r)));
     expect(outcomes.filter((o) => o.status === "fulfilled")).toHaveLength(1);
+  });
+
+  it("SECURITY.md 41: a challenge one instance hands out works on another, and once across them", async () => {
+    const { token } = await member("peer");
+    const device = new SoftAuthenticator(origin);
+    await register(token, device);
+    const peer = await startPeerKeygate(keygate, {}, { clock });
+    try {
+      const peerFactors = createClient(
+        FactorService,
+        createConnectTransport({ baseUrl: peer.url, httpVersion: "2" }),
+      );
+      const finishOn = (client: typeof factors, credential: unknown) =>
+        client.finishPasskeyAuthentication({
+          purpose: FactorPurpose.PASSKEY_SIGN_IN,
+          credential: credential as never,
+          workspaceId: ws,
+        });
+      // Handed out here, answered on both instances at once: exactly one signs in.
+      const answer = device.assert(await beginSignIn());
+      const outcomes = await Promise.allSettled(
+        [peerFactors, factors, peerFactors, factors].map((c) => finishOn(c, answer)),
+      );
+      expect(outcomes.filter((o) => o.status === "fulfilled")).toHaveLength(1);
+      // Handed out by the peer, answered here.
+      const fromPeer = await peerFactors.beginPasskeyAuthentication({
+        purpose: FactorPurpose.PASSKEY_SIGN_IN,
+        workspaceId: ws,
+      });
+      const res = await finishOn(factors, device.assert(fromPeer.options as never));
+      expect(res.result.case).toBe("tokens");
+    } finally {
+      await peer.stop();
+    }
   });
 
   it("SECURITY.md 41: a signature counter that does not move forward is refused and audited", async () => {
