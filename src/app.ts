@@ -18,12 +18,14 @@ import { authenticate } from "./domain/sessions.js";
 import { SigningKeys } from "./domain/signing-keys.js";
 import { accessOf } from "./handlers/access.js";
 import { adminKeysHandlers } from "./handlers/admin/keys.js";
+import { adminOAuthClientsHandlers } from "./handlers/admin/oauth-clients.js";
 import { adminUsersHandlers } from "./handlers/admin/users.js";
 import { adminWorkspacesHandlers } from "./handlers/admin/workspaces.js";
 import { AuthServiceHandler } from "./handlers/auth-service.js";
 import { envoyAuthorizationHandlers } from "./handlers/envoy-authz.js";
 import { FactorServiceHandler } from "./handlers/factor-service.js";
 import { HealthService } from "./handlers/health.js";
+import { oauthServiceHandlers } from "./handlers/oauth-service.js";
 import { OtpServiceHandler } from "./handlers/otp-service.js";
 import { tokenIntrospectionHandlers } from "./handlers/token-introspection.js";
 import { createMetricsListener } from "./http/metrics-listener.js";
@@ -38,7 +40,7 @@ import { MailTemplates } from "./mail/templates.js";
 import { Maintenance } from "./maintenance.js";
 import { instanceMetrics } from "./metrics-sources.js";
 import { Readiness } from "./readiness.js";
-import { findWorkspaceBySlug } from "./repositories/workspaces.js";
+import { findWorkspaceById, findWorkspaceBySlug } from "./repositories/workspaces.js";
 import { keygateServices } from "./routes.js";
 import { buildServer } from "./server.js";
 import {
@@ -110,6 +112,23 @@ export async function startKeygate(
       clock,
       logger,
     });
+    // ID tokens: RS256, the one algorithm every OpenID relying party must accept.
+    const idTokenKeys = await SigningKeys.open({
+      pool: database.pool,
+      keyEncryptionKey: secrets.keyEncryptionKey,
+      purpose: "id_token",
+      algorithm: "RS256",
+      issuer: config.issuer,
+      audience: config.audience,
+      clock,
+      logger,
+    });
+    const jwks = {
+      jwks: async () => {
+        const [access, id] = await Promise.all([signingKeys.jwks(), idTokenKeys.jwks()]);
+        return { keys: [...access.keys, ...id.keys] };
+      },
+    };
     const revocations = new RevocationState({
       pool: database.pool,
       // PGlite's wire server does not deliver notifications: the embedded (single-instance)
@@ -124,7 +143,10 @@ export async function startKeygate(
     stops.add("revocation feed", () => revocations.stop());
     // A signing key revoked on any instance: stop signing with it and unpublish it here too.
     revocations.subscribe((row) => {
-      if (row.kind === "signing_key") void signingKeys.onRevoked();
+      if (row.kind === "signing_key") {
+        void signingKeys.onRevoked();
+        void idTokenKeys.onRevoked();
+      }
     });
     const hasher = new PasswordHasher({
       cost: config.bcryptCost,
@@ -181,7 +203,15 @@ export async function startKeygate(
       },
     };
     const adminKeys = new AdminKeyAuthenticator(database.pool, clock);
-    const adminDeps: AdminDeps = { ...authDeps, signingKeys, adminKeys };
+    const adminDeps: AdminDeps = { ...authDeps, signingKeys, idTokenKeys, adminKeys };
+    const issuerBase = config.issuer.replace(/\/+$/, "");
+    const providerDeps = {
+      ...authDeps,
+      issuerBase,
+      // The app's page, like the links in emails: the hosted /ui/ or a workspace's own app.
+      signInUrl: `${config.publicUrl.replace(/\/+$/, "")}/authorize`,
+      idTokens: idTokenKeys,
+    };
     const introspector = new Introspector({
       pool: database.pool,
       clock,
@@ -197,7 +227,12 @@ export async function startKeygate(
       clock,
       logger,
       intervalMs: config.sweepIntervalMs,
-      signingKeys,
+      signingKeys: {
+        rotateIfDue: async (maxAgeMs: number) => {
+          await signingKeys.rotateIfDue(maxAgeMs);
+          await idTokenKeys.rotateIfDue(maxAgeMs);
+        },
+      },
       rotationMs: config.signingKeyRotationDays * 86_400_000,
     });
     maintenance.start();
@@ -228,8 +263,12 @@ export async function startKeygate(
       metrics,
       tracing,
       readiness,
-      jwks: signingKeys,
+      jwks,
       webApp,
+      provider: {
+        provider: providerDeps,
+        workspaceExists: async (id) => (await findWorkspaceById(database.pool, id)) !== null,
+      },
       oauth: {
         issuer: config.issuer,
         introspector,
@@ -249,9 +288,11 @@ export async function startKeygate(
           ...adminUsersHandlers(adminDeps),
           ...adminWorkspacesHandlers(adminDeps),
           ...adminKeysHandlers(adminDeps),
+          ...adminOAuthClientsHandlers(adminDeps, issuerBase),
         },
+        oauth: oauthServiceHandlers(providerDeps),
         introspection: tokenIntrospectionHandlers({
-          jwks: signingKeys,
+          jwks,
           introspector,
           feed: {
             pool: database.pool,

@@ -4,6 +4,7 @@ import { Health } from "../gen/grpc/health/v1/health_pb.js";
 import { AdminService } from "../gen/keygate/v1/admin_service_pb.js";
 import { AuthService } from "../gen/keygate/v1/auth_service_pb.js";
 import { FactorService } from "../gen/keygate/v1/factor_service_pb.js";
+import { OAuthService } from "../gen/keygate/v1/oauth_service_pb.js";
 import { OtpService } from "../gen/keygate/v1/otp_service_pb.js";
 import { TokenIntrospectionService } from "../gen/keygate/v1/token_introspection_service_pb.js";
 
@@ -14,6 +15,7 @@ export interface Handlers {
   readonly otp: ServiceImpl<typeof OtpService>;
   readonly factors: ServiceImpl<typeof FactorService>;
   readonly admin: ServiceImpl<typeof AdminService>;
+  readonly oauth: ServiceImpl<typeof OAuthService>;
   readonly introspection: ServiceImpl<typeof TokenIntrospectionService>;
   /** Envoy's external authorization protocol (ext_authz over gRPC). */
   readonly envoy: ServiceImpl<typeof Authorization>;
@@ -24,6 +26,7 @@ export const keygateServices = [
   OtpService,
   FactorService,
   AdminService,
+  OAuthService,
   TokenIntrospectionService,
   Authorization,
 ];
@@ -35,6 +38,7 @@ export function routes(handlers: Handlers) {
     router.service(OtpService, handlers.otp);
     router.service(FactorService, handlers.factors);
     router.service(AdminService, handlers.admin);
+    router.service(OAuthService, handlers.oauth);
     router.service(TokenIntrospectionService, handlers.introspection);
     router.service(Authorization, handlers.envoy);
   };

@@ -11,6 +11,7 @@ import { corsMiddleware } from "./http/cors.js";
 import { httpEndpoints, type JwksSource, json } from "./http/endpoints.js";
 import { createListener } from "./http/listener.js";
 import { type OAuthDeps, oauthEndpoints } from "./http/oauth.js";
+import { openIdProviderRoutes, type ProviderHttpDeps } from "./http/openid-provider.js";
 import { rpcAdapter } from "./http/rpc-adapter.js";
 import type { NodeServerRequest, NodeServerResponse } from "./http/types.js";
 import type { WebApp } from "./http/web-app.js";
@@ -36,6 +37,11 @@ export interface ServerDeps {
   >;
   /** RFC 7662 / 7009 / 8414 endpoints over the same Introspector as the RPCs. */
   readonly oauth?: OAuthDeps;
+  /** The workspaces' OpenID Providers, when enabled. */
+  readonly provider?: Omit<
+    ProviderHttpDeps,
+    "logger" | "callLog" | "maxRequestBytes" | "requestMeta"
+  >;
   readonly logger: Logger;
   readonly readiness: Readiness;
   readonly jwks: JwksSource;
@@ -90,6 +96,15 @@ export function buildServer(deps: ServerDeps): Server {
           maxRequestBytes: deps.config.maxRequestBytes,
           requestMeta,
         })
+      : undefined,
+    resolve: deps.provider
+      ? openIdProviderRoutes({
+          ...deps.provider,
+          logger: deps.logger,
+          callLog,
+          maxRequestBytes: deps.config.maxRequestBytes,
+          requestMeta,
+        }).resolve
       : undefined,
   });
   const rpc = rpcAdapter({

@@ -21,8 +21,11 @@ describe("the access table", () => {
         .filter((m) => accessOf(s, m.name) === "public")
         .map((m) => `${s.typeName}/${m.name}`),
     );
-    // Every AdminService and introspection method needs a caller, but the public keys.
+    // Every AdminService and introspection method needs a caller, but the public keys; of
+    // the provider's sign-in step, looking at a request and declining it.
     expect(open.filter((m) => !m.startsWith("keygate.v1.AuthService/"))).toEqual([
+      "keygate.v1.OAuthService/GetAuthorizationRequest",
+      "keygate.v1.OAuthService/RejectAuthorizationRequest",
       "keygate.v1.TokenIntrospectionService/GetJwks",
       "grpc.health.v1.Health/Check",
       "grpc.health.v1.Health/Watch",

@@ -196,6 +196,8 @@ describe.each(algorithms)("%s access tokens", (algorithm) => {
       expiresAt: signed.expiresAt,
       kid: row?.kid,
       amr: ["pwd", "otp", "mfa"],
+      clientId: null,
+      scopes: [],
     });
     const second = await keys.signAccessToken({ ...subject, ttlSeconds: 900 });
     expect(second.jti).not.toBe(signed.jti);
@@ -521,6 +523,7 @@ describe("SECURITY.md 27: keys at rest and across instances", () => {
     const kid = await calculateJwkThumbprint(publicJwk);
     const { encryptPrivateKey } = await import("../src/crypto/key-encryption.js");
     await insertSigningKey(main.database.pool, {
+      purpose: "access",
       kid,
       algorithm: "EdDSA",
       publicJwk,

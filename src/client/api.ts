@@ -4,6 +4,7 @@ export * from "../../gen/google/rpc/error_details_pb.js";
 export * from "../../gen/keygate/v1/admin_service_pb.js";
 export * from "../../gen/keygate/v1/auth_service_pb.js";
 export * from "../../gen/keygate/v1/factor_service_pb.js";
+export * from "../../gen/keygate/v1/oauth_service_pb.js";
 export * from "../../gen/keygate/v1/otp_service_pb.js";
 export * from "../../gen/keygate/v1/token_introspection_service_pb.js";
 export * from "../../gen/keygate/v1/types_pb.js";

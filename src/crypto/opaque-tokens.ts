@@ -15,18 +15,38 @@ import {
  * token secret are stored (SECURITY.md 7).
  */
 
-/** "recovery": a membership's recovery codes (src/domain/factors/recovery-codes.ts). */
-export type OpaqueKind = "refresh" | "link" | "code" | "recovery";
+/**
+ * "recovery": a membership's recovery codes (src/domain/factors/recovery-codes.ts). The
+ * OpenID Provider's (src/domain/oauth/): authorization codes, client secrets, the browser
+ * cookie that ties an authorization request to the browser that made it, and the provider's
+ * session cookie.
+ */
+export type OpaqueKind =
+  | "refresh"
+  | "link"
+  | "code"
+  | "recovery"
+  | "authorization_code"
+  | "client_secret"
+  | "browser"
+  | "provider_session";
 
-const prefixes = { refresh: "kgr_", link: "kgl_" } as const;
+const prefixes = {
+  refresh: "kgr_",
+  link: "kgl_",
+  authorization_code: "kgac_",
+  client_secret: "kgcs_",
+  browser: "kgb_",
+} as const;
+type PrefixedKind = keyof typeof prefixes;
 const tokenBody = /^[A-Za-z0-9_-]{43}$/;
 
-export function newOpaqueToken(kind: "refresh" | "link"): string {
+export function newOpaqueToken(kind: PrefixedKind): string {
   return prefixes[kind] + randomBytes(32).toString("base64url");
 }
 
 /** True when `token` is well-formed for its kind (checked before any database work). */
-export function isOpaqueToken(kind: "refresh" | "link", token: string): boolean {
+export function isOpaqueToken(kind: PrefixedKind, token: string): boolean {
   return token.startsWith(prefixes[kind]) && tokenBody.test(token.slice(prefixes[kind].length));
 }
 

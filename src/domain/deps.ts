@@ -31,6 +31,8 @@ export interface AuthDeps {
       role: Role;
       amr: readonly string[];
       acr: string;
+      clientId?: string | null;
+      scopes?: readonly string[] | null;
       ttlSeconds: number;
       /** The token's iat must be later than this (in whole seconds). */
       issuedAfter?: Date;
@@ -119,6 +121,8 @@ export interface Principal {
 /** AdminService needs the auth ports and the signing keys (rotation, listing). */
 export interface AdminDeps extends AuthDeps {
   readonly signingKeys: SigningKeys;
+  /** The key ring of the OpenID Provider's ID tokens (RS256). */
+  readonly idTokenKeys?: SigningKeys;
   /** Admin-key authentication, whose short-lived cache a key revocation clears. */
   readonly adminKeys: { clear(): void };
 }

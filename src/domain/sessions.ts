@@ -13,6 +13,7 @@ import { PermissionDeniedError, UnauthenticatedError, UnavailableError } from ".
 import { lockMembershipForSession, type Role } from "../repositories/memberships.js";
 import {
   findRefreshTokenChild,
+  type GrantOfSession,
   insertRefreshToken,
   insertSession,
   lockRefreshTokenByHash,
@@ -59,10 +60,12 @@ export interface TokenDraft
   readonly accessTokenTtlSeconds: number;
   /** When the transaction read what the token says (role, status): its facts are as of then. */
   readonly readAt: Date;
+  /** A grant's client and scopes, for its access tokens (RFC 9068). */
+  readonly grant?: { readonly clientId: string; readonly scopes: readonly string[] };
 }
 
 export async function signTokens(deps: AuthDeps, draft: TokenDraft): Promise<IssuedTokens> {
-  const { accessTokenTtlSeconds, readAt, ...rest } = draft;
+  const { accessTokenTtlSeconds, readAt, grant, ...rest } = draft;
   const cutOff = deps.revocations.cutOffFor(draft.userId, draft.workspaceId);
   const signing = {
     userId: draft.userId,
@@ -71,6 +74,7 @@ export async function signTokens(deps: AuthDeps, draft: TokenDraft): Promise<Iss
     role: draft.role,
     amr: draft.amr,
     acr: acrOf(draft.amr),
+    ...(grant ? { clientId: grant.clientId, scopes: grant.scopes } : {}),
     ttlSeconds: accessTokenTtlSeconds,
   };
   let access: Awaited<ReturnType<typeof deps.tokens.signAccessToken>>;
@@ -121,6 +125,8 @@ export async function openSession(
     settings: WorkspaceSettings;
     /** How the user proved who they are, for the session and each of its tokens. */
     amr: readonly Amr[];
+    /** A grant of the OpenID Provider (its client, the browser session it hangs from). */
+    grant?: GrantOfSession;
   },
 ): Promise<TokenDraft> {
   // The caller read the membership already; read it again under a share lock, so that a
@@ -141,6 +147,7 @@ export async function openSession(
     expiresAt: addSeconds(now, input.settings.session_lifetime_seconds),
     accessExpiresAt: accessExpiry(now, input.settings),
     amr: input.amr,
+    ...(input.grant ? { grant: input.grant } : {}),
   });
   const refreshToken = newOpaqueToken("refresh");
   await insertRefreshToken(tx, {
@@ -160,6 +167,9 @@ export async function openSession(
     amr: amrOf(input.amr),
     accessTokenTtlSeconds: input.settings.access_token_ttl_seconds,
     readAt: now,
+    ...(input.grant
+      ? { grant: { clientId: input.grant.clientId, scopes: input.grant.scopes } }
+      : {}),
   };
 }
 
@@ -184,6 +194,11 @@ export async function refresh(
   deps: AuthDeps,
   meta: RequestMeta,
   presented: string,
+  /**
+   * The OAuth client refreshing (the token endpoint), or null (AuthService.Refresh): a
+   * grant's refresh token works only for its own client, a session's only through AuthService.
+   */
+  clientId: string | null = null,
 ): Promise<IssuedTokens> {
   if (!isOpaqueToken("refresh", presented)) throw invalidRefresh();
   const hash = opaqueHash(deps.tokenSecret, "refresh", presented);
@@ -195,7 +210,7 @@ export async function refresh(
     );
     const row = await lockSession(tx, token.workspace_id, token.session_id);
     const now = deps.clock.now();
-    if (!row || row.revoked_at !== null)
+    if (!row || row.revoked_at !== null || row.client_id !== clientId)
       return { kind: "invalid", reason: "REFRESH_TOKEN_INVALID" };
     if (row.expires_at <= now.getTime() || row.idle_expires_at <= now.getTime()) {
       return { kind: "invalid", reason: "SESSION_EXPIRED" };
@@ -269,6 +284,9 @@ export async function refresh(
         amr: amrOf(row.amr),
         accessTokenTtlSeconds: settings.access_token_ttl_seconds,
         readAt: now,
+        ...(row.client_id !== null
+          ? { grant: { clientId: row.client_id, scopes: row.scopes ?? [] } }
+          : {}),
       },
     };
   });
@@ -311,8 +329,21 @@ export async function authenticate(
   deps: AuthDeps,
   token: string,
   workspaceHeader: string | null,
+  /**
+   * Whose token is expected: Keygate's own sessions' (every RPC), or an OAuth client's (the
+   * provider's userinfo). A client's token never calls Keygate's API as its user.
+   */
+  issuedTo: "keygate" | "client" = "keygate",
 ): Promise<Principal> {
   const claims = await deps.tokens.verifyAccessToken(token);
+  if (((claims.clientId ?? null) !== null) !== (issuedTo === "client")) {
+    throw new UnauthenticatedError(
+      "UNAUTHENTICATED",
+      issuedTo === "keygate"
+        ? "this token was issued to an OAuth client; it cannot call Keygate's API"
+        : "not an access token issued to an OAuth client",
+    );
+  }
   if (workspaceHeader !== null && workspaceHeader !== claims.workspaceId) {
     throw new PermissionDeniedError(
       "WORKSPACE_MISMATCH",

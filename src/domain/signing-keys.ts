@@ -11,11 +11,10 @@ import {
   jwtVerify,
   SignJWT,
 } from "jose";
-import type { CommonQueryMethods, DatabasePool, DatabaseTransactionConnection } from "slonik";
+import type { DatabasePool, DatabaseTransactionConnection } from "slonik";
 import { z } from "zod";
 import { type Clock, systemClock } from "../clock.js";
 import { decryptPrivateKey, encryptPrivateKey } from "../crypto/key-encryption.js";
-import { sql } from "../db/sql.js";
 import {
   FailedPreconditionError,
   NotFoundError,
@@ -33,7 +32,9 @@ import {
   promoteNewestNextSigningKey,
   promoteNextSigningKey,
   type SigningKeyInfoRow,
+  type SigningKeyPurpose,
   type SigningKeyRow,
+  signingKeyRotationState,
 } from "../repositories/signing-keys.js";
 
 /**
@@ -67,6 +68,10 @@ export interface VerifiedAccessToken {
   kid: string;
   /** RFC 8176 methods; empty for tokens from before they were recorded. */
   amr: string[];
+  /** The OAuth client the token was issued to (a grant of the OpenID Provider), or null. */
+  clientId: string | null;
+  /** The scopes granted to that client (RFC 9068 `scope`); empty otherwise. */
+  scopes: string[];
 }
 
 export type TokenInvalidCode =
@@ -149,6 +154,9 @@ const claims = z.object({
   exp: z.number().int(),
   // Absent from tokens signed before sessions recorded how they were signed in.
   amr: z.array(z.string().max(16)).max(8).optional(),
+  // Only in tokens of a grant of the OpenID Provider (RFC 9068 section 2.2).
+  client_id: id.optional(),
+  scope: z.string().max(1000).optional(),
 });
 const requiredClaims = ["iss", "aud", "sub", "workspace_id", "sid", "role", "jti", "iat", "exp"];
 
@@ -170,6 +178,11 @@ interface Signer {
 interface Options {
   pool: DatabasePool;
   keyEncryptionKey: Buffer;
+  /**
+   * What this ring signs (default access tokens). Each purpose has its own keys, active key
+   * and rotation; the JWKS publishes all of them, and only access keys verify access tokens.
+   */
+  purpose?: SigningKeyPurpose;
   algorithm: JwtAlgorithm;
   issuer: string;
   audience: string;
@@ -180,6 +193,7 @@ interface Options {
 export class SigningKeys {
   private readonly pool: DatabasePool;
   private readonly kek: Buffer;
+  readonly purpose: SigningKeyPurpose;
   private readonly algorithm: JwtAlgorithm;
   private readonly issuer: string;
   private readonly audience: string;
@@ -202,6 +216,7 @@ export class SigningKeys {
     }
     this.pool = opts.pool;
     this.kek = opts.keyEncryptionKey;
+    this.purpose = opts.purpose ?? "access";
     this.algorithm = opts.algorithm;
     this.issuer = opts.issuer;
     this.audience = opts.audience;
@@ -215,7 +230,7 @@ export class SigningKeys {
    */
   static async open(opts: Options): Promise<SigningKeys> {
     const keys = new SigningKeys(opts);
-    if (!(await hasActiveSigningKey(opts.pool))) await keys.createFirstKey();
+    if (!(await hasActiveSigningKey(opts.pool, keys.purpose))) await keys.createFirstKey();
     await keys.reload();
     if (keys.signer === undefined) throw new Error("no active signing key after creating one");
     if (keys.signer.algorithm !== keys.algorithm) {
@@ -235,10 +250,11 @@ export class SigningKeys {
   private async createFirstKey(): Promise<void> {
     await this.pool.transaction(async (tx) => {
       await lockSigningKeys(tx);
-      if (await hasActiveSigningKey(tx)) return;
+      if (await hasActiveSigningKey(tx, this.purpose)) return;
       const key = await generateSigningKey(this.algorithm);
       await insertSigningKey(tx, {
         kid: key.kid,
+        purpose: this.purpose,
         algorithm: this.algorithm,
         publicJwk: key.publicJwk,
         privateKeyEncrypted: encryptPrivateKey(key.privateJwk, this.kek, key.kid),
@@ -246,7 +262,7 @@ export class SigningKeys {
         now: this.clock.now(),
       });
       this.logger.info(
-        { kid: key.kid, algorithm: this.algorithm },
+        { kid: key.kid, algorithm: this.algorithm, purpose: this.purpose },
         "created the first signing key, active",
       );
     });
@@ -274,10 +290,10 @@ export class SigningKeys {
       !row.has_next &&
       row.activated_at !== null &&
       this.clock.now().getTime() - row.activated_at >= maxAgeMs;
-    if (!due(await rotationState(this.pool))) return null;
+    if (!due(await signingKeyRotationState(this.pool, this.purpose))) return null;
     try {
       return await this.rotate({
-        onlyIf: async (tx) => due(await rotationState(tx)),
+        onlyIf: async (tx) => due(await signingKeyRotationState(tx, this.purpose)),
       });
     } catch (error) {
       if (error instanceof NotDue) return null;
@@ -302,6 +318,7 @@ export class SigningKeys {
       if (options.onlyIf && !(await options.onlyIf(tx))) throw new NotDue();
       await insertSigningKey(tx, {
         kid: key.kid,
+        purpose: this.purpose,
         algorithm,
         publicJwk: key.publicJwk,
         privateKeyEncrypted: encryptPrivateKey(key.privateJwk, this.kek, key.kid),
@@ -345,12 +362,15 @@ export class SigningKeys {
     const result = await this.pool.transaction(async (tx) => {
       await lockSigningKeys(tx);
       const before = await findSigningKeyInfo(tx, kid);
-      if (before === null) throw new NotFoundError("no signing key has this kid");
+      if (before === null || before.purpose !== this.purpose) {
+        throw new NotFoundError("no signing key has this kid");
+      }
       if (before.status === "revoked") return { key: before, promoted: null, changed: false };
       const now = this.clock.now();
       let promoted: string | null = null;
       if (before.status === "active") {
         promoted = await promoteNewestNextSigningKey(tx, {
+          purpose: this.purpose,
           now,
           unpublishAfter: new Date(now.getTime() + retiredKeyPublishMs),
         });
@@ -397,6 +417,7 @@ export class SigningKeys {
       const kid = await this.pool.transaction(async (tx) => {
         await lockSigningKeys(tx);
         return promoteNextSigningKey(tx, {
+          purpose: this.purpose,
           now,
           publishedBefore: new Date(now.getTime() - signingKeyPromotionDelayMs),
           unpublishAfter: new Date(now.getTime() + retiredKeyPublishMs),
@@ -426,10 +447,12 @@ export class SigningKeys {
   private async load(): Promise<void> {
     const now = this.clock.now();
     this.lastLoadAt = now.getTime();
-    let rows = await listPublishedSigningKeys(this.pool, now);
+    let rows = await listPublishedSigningKeys(this.pool, this.purpose, now);
     const due = now.getTime() - signingKeyPromotionDelayMs;
     if (rows.some((r) => r.status === "next" && r.created_at <= due)) {
-      if (await this.promoteDueKey(now)) rows = await listPublishedSigningKeys(this.pool, now);
+      if (await this.promoteDueKey(now)) {
+        rows = await listPublishedSigningKeys(this.pool, this.purpose, now);
+      }
     }
     const published = new Map<string, PublishedKey>();
     let signer: Signer | undefined;
@@ -468,6 +491,9 @@ export class SigningKeys {
     /** RFC 8176 methods of the session, and the acr that follows from them (none, "1"). */
     amr?: readonly string[];
     acr?: string;
+    /** A grant's client and scopes (RFC 9068); absent for Keygate's own sessions. */
+    clientId?: string | null;
+    scopes?: readonly string[] | null;
     ttlSeconds: number;
     /** iat is made later than this, in whole seconds (a revocation cut-off). */
     issuedAfter?: Date;
@@ -494,6 +520,9 @@ export class SigningKeys {
       role: input.role,
       amr: [...(input.amr ?? [])],
       acr: input.acr ?? "1",
+      ...(input.clientId
+        ? { client_id: input.clientId, scope: (input.scopes ?? []).join(" ") }
+        : {}),
     })
       .setProtectedHeader({ alg: signer.algorithm, kid: signer.kid, typ: tokenType })
       .setIssuer(this.issuer)
@@ -504,6 +533,32 @@ export class SigningKeys {
       .setExpirationTime(exp)
       .sign(signer.key);
     return { token, jti, issuedAt: new Date(iat * 1000), expiresAt: new Date(exp * 1000) };
+  }
+
+  /**
+   * Signs an OpenID Connect ID token with this ring's active key (the `id_token` ring: RS256
+   * unless configured otherwise). The caller gives every claim but iat and exp.
+   */
+  async signIdToken(input: {
+    claims: Record<string, unknown>;
+    ttlSeconds: number;
+  }): Promise<{ token: string; algorithm: JwtAlgorithm; expiresAt: Date }> {
+    if (this.purpose !== "id_token") throw new Error("this key ring does not sign ID tokens");
+    const now = this.clock.now();
+    if (now.getTime() - this.lastLoadAt > signingKeySetMaxAgeMs) await this.reload();
+    const signer = this.signer;
+    if (signer === undefined) throw new UnavailableError("no active signing key");
+    const iat = Math.floor(now.getTime() / 1000);
+    const token = await new SignJWT({ ...input.claims })
+      .setProtectedHeader({ alg: signer.algorithm, kid: signer.kid, typ: "JWT" })
+      .setIssuedAt(iat)
+      .setExpirationTime(iat + input.ttlSeconds)
+      .sign(signer.key);
+    return {
+      token,
+      algorithm: signer.algorithm,
+      expiresAt: new Date((iat + input.ttlSeconds) * 1000),
+    };
   }
 
   /**
@@ -575,6 +630,8 @@ export class SigningKeys {
       expiresAt: new Date(c.exp * 1000),
       kid,
       amr: c.amr ?? [],
+      clientId: c.client_id ?? null,
+      scopes: c.scope === undefined || c.scope === "" ? [] : c.scope.split(" "),
     };
   }
 
@@ -618,14 +675,6 @@ export class SigningKeys {
 }
 
 class NotDue extends Error {}
-
-async function rotationState(db: CommonQueryMethods) {
-  return db.maybeOne(sql.type(
-    z.object({ activated_at: z.number().nullable(), has_next: z.boolean() }),
-  )`
-    SELECT (SELECT activated_at FROM signing_keys WHERE status = 'active') AS activated_at,
-           EXISTS (SELECT 1 FROM signing_keys WHERE status = 'next') AS has_next`);
-}
 
 function fromJose(error: unknown): TokenInvalidError {
   if (error instanceof errors.JWTExpired) {

@@ -4,6 +4,7 @@ import { Health } from "../../gen/grpc/health/v1/health_pb.js";
 import { AdminService } from "../../gen/keygate/v1/admin_service_pb.js";
 import { AuthService } from "../../gen/keygate/v1/auth_service_pb.js";
 import { FactorService } from "../../gen/keygate/v1/factor_service_pb.js";
+import { OAuthService } from "../../gen/keygate/v1/oauth_service_pb.js";
 import { OtpService } from "../../gen/keygate/v1/otp_service_pb.js";
 import { TokenIntrospectionService } from "../../gen/keygate/v1/token_introspection_service_pb.js";
 
@@ -59,6 +60,12 @@ const entries: readonly (readonly [DescMethod, Access])[] = [
   [FactorService.method.updateFactorPreferences, "signed_in"],
 
   ...AdminService.methods.map((m) => [m, "admin"] as const),
+
+  // The provider's sign-in step: anyone holding the request's id may look at it or decline
+  // it; only a user signed in to the request's workspace may accept it.
+  [OAuthService.method.getAuthorizationRequest, "public"],
+  [OAuthService.method.acceptAuthorizationRequest, "signed_in"],
+  [OAuthService.method.rejectAuthorizationRequest, "public"],
 
   [TokenIntrospectionService.method.introspect, "admin"],
   [TokenIntrospectionService.method.introspectBatch, "admin"],

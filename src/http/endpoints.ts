@@ -35,10 +35,12 @@ export function httpEndpoints(deps: {
   jwks: JwksSource;
   webApp?: WebApp | undefined;
   routes?: ReadonlyMap<string, (req: Req, res: Res) => Promise<void>>;
+  /** Routes by pattern (the OpenID Providers' paths), asked after the exact ones. */
+  resolve?: ((path: string) => ((req: Req, res: Res) => Promise<void>) | undefined) | undefined;
 }) {
   return async (req: Req, res: Res): Promise<void> => {
     const path = (req.url ?? "/").split("?")[0] ?? "/";
-    const route = deps.routes?.get(path);
+    const route = deps.routes?.get(path) ?? deps.resolve?.(path);
     if (route) {
       await route(req, res);
       return;

@@ -2,6 +2,7 @@ import type { CallLog } from "../call-log.js";
 import type { Caller } from "../domain/admin-auth.js";
 import type { RequestMeta } from "../domain/deps.js";
 import type { Introspection, Introspector, TokenTypeHint } from "../domain/introspection.js";
+import { OAuthProtocolError } from "../domain/oauth/errors.js";
 import { DomainError, InvalidArgumentError, RateLimitedError } from "../errors.js";
 import { classifyError } from "../interceptors/classify-error.js";
 import type { Logger } from "../log.js";
@@ -58,41 +59,7 @@ export function oauthEndpoints(
     token_endpoint_auth_methods_supported: [],
   });
 
-  /** One log line per call, like the RPCs' (never the token or the client secret). */
-  const logged =
-    (name: string, handle: (req: Req, res: Res, meta: RequestMeta) => Promise<void>): Handler =>
-    async (req, res) => {
-      const started = performance.now();
-      const meta = deps.requestMeta(req);
-      let failure: unknown;
-      try {
-        await handle(req, res, meta);
-      } catch (error) {
-        failure = error;
-        if (!res.headersSent) writeError(res, error);
-        else res.end();
-      }
-      const method = `${req.method} ${name}`;
-      const line = () => ({
-        requestId: meta.requestId,
-        method,
-        protocol: req.headers["content-type"],
-        peer: meta.ipAddress ?? undefined,
-        durationMs: Math.round((performance.now() - started) * 100) / 100,
-        status: res.statusCode,
-        code: failure === undefined ? "ok" : errorCodeOf(failure),
-        reason: failure instanceof DomainError ? failure.reason : undefined,
-      });
-      if (res.statusCode >= 500 && classifyError(failure).kind === "unexpected") {
-        deps.logger.error({ ...line(), err: failure }, "call");
-      } else if (failure !== undefined) {
-        deps.logger.warn(line(), "call");
-      } else if (deps.callLog) {
-        deps.callLog.ok(method, line);
-      } else {
-        deps.logger.info(line(), "call");
-      }
-    };
+  const logged = oauthCallLogger(deps);
 
   /** Client authentication (RFC 6749 section 2.3.1), then the form's token. */
   async function authorized(req: Req, meta: RequestMeta) {
@@ -113,7 +80,6 @@ export function oauthEndpoints(
       },
     };
   }
-
   const noStore = { "cache-control": "no-store", pragma: "no-cache" };
   const postOnly = (req: Req) => {
     if (req.method !== "POST") {
@@ -159,6 +125,53 @@ export function oauthEndpoints(
   return routes;
 }
 
+/**
+ * One log line per call, like the RPCs' (never the token, the code or the client secret),
+ * and the RFC 6749 error answer for a failure that has not answered yet.
+ */
+export function oauthCallLogger(deps: {
+  readonly logger: Logger;
+  readonly callLog?: CallLog;
+  requestMeta(req: Req): RequestMeta;
+}) {
+  return (
+    name: string,
+    handle: (req: Req, res: Res, meta: RequestMeta) => Promise<void>,
+  ): Handler =>
+    async (req, res) => {
+      const started = performance.now();
+      const meta = deps.requestMeta(req);
+      let failure: unknown;
+      try {
+        await handle(req, res, meta);
+      } catch (error) {
+        failure = error;
+        if (!res.headersSent) writeError(res, error);
+        else res.end();
+      }
+      const method = `${req.method} ${name}`;
+      const line = () => ({
+        requestId: meta.requestId,
+        method,
+        protocol: req.headers["content-type"],
+        peer: meta.ipAddress ?? undefined,
+        durationMs: Math.round((performance.now() - started) * 100) / 100,
+        status: res.statusCode,
+        code: failure === undefined ? "ok" : errorCodeOf(failure),
+        reason: failure instanceof DomainError ? failure.reason : undefined,
+      });
+      if (res.statusCode >= 500 && classifyError(failure).kind === "unexpected") {
+        deps.logger.error({ ...line(), err: failure }, "call");
+      } else if (failure !== undefined) {
+        deps.logger.warn(line(), "call");
+      } else if (deps.callLog) {
+        deps.callLog.ok(method, line);
+      } else {
+        deps.logger.info(line(), "call");
+      }
+    };
+}
+
 /** RFC 7662 section 2.2: an active token's claims, or exactly `{"active": false}`. */
 export function introspectionJson(i: Introspection): Record<string, unknown> {
   if (!i.active) return { active: false };
@@ -180,7 +193,7 @@ export function introspectionJson(i: Introspection): Record<string, unknown> {
 }
 
 /** An RFC 6749 section 5.2 error answer. */
-class OAuthError extends Error {
+export class OAuthError extends Error {
   constructor(
     readonly status: number,
     readonly error: string,
@@ -203,6 +216,14 @@ function errorCodeOf(error: unknown): string {
 /** The RFC 6749 answer for any failure: its own errors as they are, the rest classified. */
 function oauthErrorFor(error: unknown): OAuthError {
   if (error instanceof OAuthError) return error;
+  if (error instanceof OAuthProtocolError) {
+    return new OAuthError(
+      error.status,
+      error.error,
+      error.description,
+      error.error === "invalid_client" ? { "www-authenticate": 'Basic realm="keygate"' } : {},
+    );
+  }
   const classified = classifyError(error);
   switch (classified.kind) {
     case "domain":
@@ -247,7 +268,7 @@ function oauthErrorOf(error: DomainError): OAuthError {
   }
 }
 
-function writeError(res: Res, error: unknown): void {
+export function writeError(res: Res, error: unknown): void {
   const e = oauthErrorFor(error);
   json(
     res,
@@ -299,13 +320,58 @@ function withClientId(clientId: string | undefined, secret: string): string {
   return secret;
 }
 
+/**
+ * An OAuth client's credentials (RFC 6749 section 2.3.1): HTTP Basic (each part
+ * form-urlencoded before base64), or client_id and client_secret in the form, or client_id
+ * alone for a public client. More than one method is refused.
+ */
+export function clientCredentialsOf(
+  authorization: string | undefined,
+  form: URLSearchParams,
+): {
+  clientId: string;
+  secret: string | undefined;
+  method: "client_secret_basic" | "client_secret_post" | "none";
+} {
+  const postedId = single(form, "client_id");
+  const posted = single(form, "client_secret");
+  if (authorization === undefined) {
+    if (postedId === undefined || postedId === "") throw invalidClient("client_id is required");
+    return posted === undefined
+      ? { clientId: postedId, secret: undefined, method: "none" }
+      : { clientId: postedId, secret: posted, method: "client_secret_post" };
+  }
+  if (posted !== undefined) {
+    throw new OAuthError(400, "invalid_request", "use one client authentication method");
+  }
+  const [scheme = "", value = ""] = authorization.trim().split(/\s+/, 2);
+  if (scheme.toLowerCase() !== "basic" || value === "") {
+    throw invalidClient("use HTTP Basic client authentication");
+  }
+  const decoded = Buffer.from(value, "base64").toString("utf8");
+  const colon = decoded.indexOf(":");
+  if (colon < 0) throw invalidClient("malformed Basic credentials");
+  let clientId: string;
+  let secret: string;
+  try {
+    clientId = formDecode(decoded.slice(0, colon));
+    secret = formDecode(decoded.slice(colon + 1));
+  } catch {
+    throw invalidClient("malformed Basic credentials");
+  }
+  if (postedId !== undefined && postedId !== clientId) {
+    throw new OAuthError(400, "invalid_request", "client_id differs from the Basic credentials");
+  }
+  return { clientId, secret, method: "client_secret_basic" };
+}
+
 /** application/x-www-form-urlencoded decoding: `+` is a space. */
 function formDecode(text: string): string {
   return decodeURIComponent(text.replace(/\+/g, " "));
 }
 
 /** A form parameter sent at most once (RFC 6749 section 3.2); undefined when absent. */
-function single(form: URLSearchParams, name: string): string | undefined {
+export function single(form: URLSearchParams, name: string): string | undefined {
   const values = form.getAll(name);
   if (values.length > 1) {
     throw new OAuthError(400, "invalid_request", `${name} is sent more than once`);
@@ -314,7 +380,7 @@ function single(form: URLSearchParams, name: string): string | undefined {
 }
 
 /** The request body as a form, refusing other content types and bodies over the limit. */
-async function readForm(req: Req, maxBytes: number): Promise<URLSearchParams> {
+export async function readForm(req: Req, maxBytes: number): Promise<URLSearchParams> {
   const type = (req.headers["content-type"] ?? "").split(";")[0]?.trim().toLowerCase();
   if (type !== "application/x-www-form-urlencoded") {
     throw new OAuthError(

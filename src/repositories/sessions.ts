@@ -18,11 +18,26 @@ export const sessionRow = z.object({
   revoked_at: z.number().nullable(),
   revoke_reason: z.string().nullable(),
   amr: z.array(z.string()),
+  /** A grant of the OpenID Provider: its client, and the browser session it came from. */
+  client_id: z.string().nullable(),
+  parent_session_id: z.string().nullable(),
+  scopes: z.array(z.string()).nullable(),
+  /** When the user last proved who they are, when that is not created_at (a grant). */
+  auth_time: z.number().nullable(),
 });
 export type SessionRow = z.infer<typeof sessionRow>;
 
 const sessionColumns = sql.fragment`id, workspace_id, user_id, ip_address, user_agent, created_at,
-  last_used_at, idle_expires_at, expires_at, revoked_at, revoke_reason, amr`;
+  last_used_at, idle_expires_at, expires_at, revoked_at, revoke_reason, amr, client_id,
+  parent_session_id, scopes, auth_time`;
+
+/** What makes a session a grant of the OpenID Provider. */
+export interface GrantOfSession {
+  readonly clientId: string;
+  readonly parentSessionId: string;
+  readonly scopes: readonly string[];
+  readonly authTime: Date;
+}
 
 export async function insertSession(
   db: CommonQueryMethods,
@@ -36,15 +51,22 @@ export async function insertSession(
     expiresAt: Date;
     accessExpiresAt: Date;
     amr: readonly string[];
+    /** For a grant of the OpenID Provider. */
+    grant?: GrantOfSession;
   },
 ): Promise<SessionRow> {
+  const grant = input.grant;
   return db.one(sql.type(sessionRow)`
     INSERT INTO sessions (workspace_id, user_id, ip_address, user_agent, created_at, last_used_at,
-                          idle_expires_at, expires_at, access_expires_at, amr)
+                          idle_expires_at, expires_at, access_expires_at, amr, client_id,
+                          parent_session_id, scopes, auth_time)
     VALUES (${input.workspaceId}, ${input.userId}, ${input.ipAddress}, ${input.userAgent},
             ${sql.timestamp(input.now)}, ${sql.timestamp(input.now)},
             ${sql.timestamp(input.idleExpiresAt)}, ${sql.timestamp(input.expiresAt)},
-            ${sql.timestamp(input.accessExpiresAt)}, ${sql.array([...input.amr], "text")})
+            ${sql.timestamp(input.accessExpiresAt)}, ${sql.array([...input.amr], "text")},
+            ${grant?.clientId ?? null}, ${grant?.parentSessionId ?? null},
+            ${grant ? sql.array([...grant.scopes], "text") : null},
+            ${grant ? sql.timestamp(grant.authTime) : null})
     RETURNING ${sessionColumns}`);
 }
 
@@ -224,4 +246,32 @@ export async function markRefreshTokenRotated(
   await db.query(sql.unsafe`
     UPDATE refresh_tokens SET rotated_at = ${sql.timestamp(input.now)}
     WHERE workspace_id = ${input.workspaceId} AND id = ${input.id}`);
+}
+
+const browserSessionRow = z.object({
+  id: z.string(),
+  user_id: z.string(),
+  auth_time: z.number(),
+  amr: z.array(z.string()),
+});
+export type BrowserSessionRow = z.infer<typeof browserSessionRow>;
+
+/**
+ * A session a browser may sign in to an OAuth client with: live, not itself a grant, of an
+ * unblocked user with an active membership. Answers when its user last proved who they are.
+ */
+export async function findLiveBrowserSession(
+  db: CommonQueryMethods,
+  input: { workspaceId: string; sessionId: string; now: Date },
+): Promise<BrowserSessionRow | null> {
+  const now = sql.timestamp(input.now);
+  return db.maybeOne(sql.type(browserSessionRow)`
+    SELECT s.id, s.user_id, coalesce(s.auth_time, s.created_at) AS auth_time, s.amr
+    FROM sessions s
+    JOIN users u ON u.id = s.user_id
+    JOIN workspace_members m ON m.workspace_id = s.workspace_id AND m.user_id = s.user_id
+    WHERE s.workspace_id = ${input.workspaceId} AND s.id = ${input.sessionId}
+      AND s.revoked_at IS NULL AND s.client_id IS NULL
+      AND s.expires_at > ${now} AND s.idle_expires_at > ${now}
+      AND NOT u.blocked AND m.status = 'active'`);
 }

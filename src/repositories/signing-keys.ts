@@ -8,6 +8,8 @@ const kidRow = z.object({ kid: z.string() });
 
 export const signingKeyAlgorithm = z.enum(["ES256", "EdDSA", "RS256"]);
 export const signingKeyStatus = z.enum(["next", "active", "retired", "revoked"]);
+/** What a key signs: access tokens, or the OpenID Provider's ID tokens (RS256 by default). */
+export type SigningKeyPurpose = "access" | "id_token";
 
 export const signingKeyRow = z.object({
   kid: z.string(),
@@ -42,26 +44,44 @@ export async function lockSigningKeys(tx: DatabaseTransactionConnection): Promis
 /** The keys in the JWKS at `now`: next, active, and retired ones until unpublish_after. */
 export async function listPublishedSigningKeys(
   db: CommonQueryMethods,
+  purpose: SigningKeyPurpose,
   now: Date,
 ): Promise<readonly SigningKeyRow[]> {
   return db.any(sql.type(signingKeyRow)`
     SELECT kid, algorithm, public_jwk, private_key_encrypted, status, created_at, activated_at,
            retired_at, unpublish_after, revoked_at
     FROM signing_keys
-    WHERE status IN ('next', 'active')
-       OR (status = 'retired' AND unpublish_after > ${sql.timestamp(now)})
+    WHERE purpose = ${purpose}
+      AND (status IN ('next', 'active')
+           OR (status = 'retired' AND unpublish_after > ${sql.timestamp(now)}))
     ORDER BY created_at, kid`);
 }
 
-export async function hasActiveSigningKey(db: CommonQueryMethods): Promise<boolean> {
+export async function hasActiveSigningKey(
+  db: CommonQueryMethods,
+  purpose: SigningKeyPurpose,
+): Promise<boolean> {
   return db.exists(sql.type(kidRow)`
-    SELECT kid FROM signing_keys WHERE status = 'active'`);
+    SELECT kid FROM signing_keys WHERE status = 'active' AND purpose = ${purpose}`);
+}
+
+const rotationStateRow = z.object({ activated_at: z.number().nullable(), has_next: z.boolean() });
+
+/** When the active key of a purpose began signing, and whether a next key is waiting. */
+export async function signingKeyRotationState(
+  db: CommonQueryMethods,
+  purpose: SigningKeyPurpose,
+): Promise<z.infer<typeof rotationStateRow> | null> {
+  return db.maybeOne(sql.type(rotationStateRow)`
+    SELECT (SELECT activated_at FROM signing_keys WHERE status = 'active' AND purpose = ${purpose}) AS activated_at,
+           EXISTS (SELECT 1 FROM signing_keys WHERE status = 'next' AND purpose = ${purpose}) AS has_next`);
 }
 
 export async function insertSigningKey(
   db: CommonQueryMethods,
   input: {
     kid: string;
+    purpose: SigningKeyPurpose;
     algorithm: z.infer<typeof signingKeyAlgorithm>;
     publicJwk: Record<string, string>;
     privateKeyEncrypted: Buffer;
@@ -71,18 +91,17 @@ export async function insertSigningKey(
 ): Promise<void> {
   const activatedAt = input.status === "active" ? sql.timestamp(input.now) : null;
   await db.query(sql.type(voidRow)`
-    INSERT INTO signing_keys (kid, algorithm, public_jwk, private_key_encrypted, status,
+    INSERT INTO signing_keys (kid, purpose, algorithm, public_jwk, private_key_encrypted, status,
                               created_at, activated_at)
-    VALUES (${input.kid}, ${input.algorithm}, ${sql.jsonb(input.publicJwk)},
+    VALUES (${input.kid}, ${input.purpose}, ${input.algorithm}, ${sql.jsonb(input.publicJwk)},
             ${sql.binary(input.privateKeyEncrypted)}, ${input.status},
             ${sql.timestamp(input.now)}, ${activatedAt})`);
 }
 
 /** What may leave the service about a key: everything but the private part. */
-export const signingKeyInfoRow = signingKeyRow.omit({
-  private_key_encrypted: true,
-  public_jwk: true,
-});
+export const signingKeyInfoRow = signingKeyRow
+  .omit({ private_key_encrypted: true, public_jwk: true })
+  .extend({ purpose: z.enum(["access", "id_token"]) });
 export type SigningKeyInfoRow = z.infer<typeof signingKeyInfoRow>;
 
 /** Every key ever created, unpublished ones included, oldest first; never the private part. */
@@ -90,7 +109,7 @@ export async function listAllSigningKeys(
   db: CommonQueryMethods,
 ): Promise<readonly SigningKeyInfoRow[]> {
   return db.any(sql.type(signingKeyInfoRow)`
-    SELECT kid, algorithm, status, created_at, activated_at, retired_at, unpublish_after,
+    SELECT kid, purpose, algorithm, status, created_at, activated_at, retired_at, unpublish_after,
            revoked_at
     FROM signing_keys
     ORDER BY created_at, kid`);
@@ -101,7 +120,7 @@ export async function findSigningKeyInfo(
   kid: string,
 ): Promise<SigningKeyInfoRow | null> {
   return db.maybeOne(sql.type(signingKeyInfoRow)`
-    SELECT kid, algorithm, status, created_at, activated_at, retired_at, unpublish_after,
+    SELECT kid, purpose, algorithm, status, created_at, activated_at, retired_at, unpublish_after,
            revoked_at
     FROM signing_keys WHERE kid = ${kid}`);
 }
@@ -128,7 +147,7 @@ export async function markSigningKeyRevoked(
  */
 export async function promoteNewestNextSigningKey(
   tx: DatabaseTransactionConnection,
-  input: { now: Date; unpublishAfter: Date },
+  input: { purpose: SigningKeyPurpose; now: Date; unpublishAfter: Date },
 ): Promise<string | null> {
   return promoteNextSigningKey(tx, { ...input, publishedBefore: input.now });
 }
@@ -141,11 +160,12 @@ export async function promoteNewestNextSigningKey(
  */
 export async function promoteNextSigningKey(
   tx: DatabaseTransactionConnection,
-  input: { now: Date; publishedBefore: Date; unpublishAfter: Date },
+  input: { purpose: SigningKeyPurpose; now: Date; publishedBefore: Date; unpublishAfter: Date },
 ): Promise<string | null> {
+  const purpose = input.purpose;
   const kid = await tx.maybeOneFirst(sql.type(kidRow)`
     SELECT kid FROM signing_keys
-    WHERE status = 'next' AND created_at <= ${sql.timestamp(input.publishedBefore)}
+    WHERE status = 'next' AND purpose = ${purpose} AND created_at <= ${sql.timestamp(input.publishedBefore)}
     ORDER BY created_at DESC, kid DESC
     LIMIT 1`);
   if (kid === null) return null;
@@ -153,11 +173,11 @@ export async function promoteNextSigningKey(
   await tx.query(sql.type(voidRow)`
     UPDATE signing_keys
     SET status = 'retired', retired_at = ${now}, unpublish_after = ${sql.timestamp(input.unpublishAfter)}
-    WHERE status = 'active'`);
+    WHERE status = 'active' AND purpose = ${purpose}`);
   await tx.query(sql.type(voidRow)`
     UPDATE signing_keys
     SET status = 'retired', retired_at = ${now}, unpublish_after = ${now}
-    WHERE status = 'next' AND kid <> ${kid} AND created_at <= ${sql.timestamp(input.publishedBefore)}`);
+    WHERE status = 'next' AND purpose = ${purpose} AND kid <> ${kid} AND created_at <= ${sql.timestamp(input.publishedBefore)}`);
   await tx.query(sql.type(voidRow)`
     UPDATE signing_keys SET status = 'active', activated_at = ${now} WHERE kid = ${kid}`);
   return kid;

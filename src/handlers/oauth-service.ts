@@ -1,0 +1,45 @@
+import { create } from "@bufbuild/protobuf";
+import { timestampFromMs } from "@bufbuild/protobuf/wkt";
+import type { ServiceImpl } from "@connectrpc/connect";
+import {
+  AuthorizationRequestSchema,
+  type OAuthService,
+} from "../../gen/keygate/v1/oauth_service_pb.js";
+import {
+  acceptAuthorizationRequest,
+  getAuthorizationRequest,
+  type ProviderDeps,
+  rejectAuthorizationRequest,
+} from "../domain/oauth/authorize.js";
+import { principal } from "./call-context.js";
+
+/** OAuthService: the sign-in step of the workspaces' OpenID Providers. */
+export function oauthServiceHandlers(deps: ProviderDeps): ServiceImpl<typeof OAuthService> {
+  return {
+    async getAuthorizationRequest(req) {
+      const { interaction, client } = await getAuthorizationRequest(deps, req.requestId);
+      const after = interaction.request.sign_in_after;
+      return {
+        request: create(AuthorizationRequestSchema, {
+          id: interaction.id,
+          workspaceId: interaction.workspace_id,
+          clientId: client.client_id,
+          clientName: client.name,
+          scopes: interaction.request.scopes,
+          needsConsent: !client.first_party,
+          signInAfter: after === null ? undefined : timestampFromMs(after),
+          loginHint: interaction.request.login_hint ?? "",
+          expireTime: timestampFromMs(interaction.expires_at),
+        }),
+      };
+    },
+    async acceptAuthorizationRequest(req, ctx) {
+      return {
+        redirectTo: await acceptAuthorizationRequest(deps, principal(ctx), req.requestId),
+      };
+    },
+    async rejectAuthorizationRequest(req) {
+      return { redirectTo: await rejectAuthorizationRequest(deps, req.requestId) };
+    },
+  };
+}

@@ -1,0 +1,286 @@
+import type { CallLog } from "../call-log.js";
+import type { RequestMeta } from "../domain/deps.js";
+import {
+  type AuthorizeOutcome,
+  authorize,
+  type BrowserCookies,
+  resume,
+  workspaceIssuer,
+} from "../domain/oauth/authorize.js";
+import { OAuthProtocolError } from "../domain/oauth/errors.js";
+import { supportedScopes } from "../domain/oauth/scopes.js";
+import {
+  authenticateClient,
+  exchangeCode,
+  refreshGrant,
+  type TokenDeps,
+  userinfo,
+} from "../domain/oauth/token.js";
+import type { Logger } from "../log.js";
+import { json } from "./endpoints.js";
+import { clientCredentialsOf, OAuthError, oauthCallLogger, readForm, single } from "./oauth.js";
+import type { NodeServerRequest, NodeServerResponse } from "./types.js";
+
+type Req = NodeServerRequest;
+type Res = NodeServerResponse;
+type Handler = (req: Req, res: Res) => Promise<void>;
+
+const browserCookie = "kg_browser";
+const providerSessionCookie = "kg_provider_session";
+const browserCookieMaxAge = 400 * 86_400;
+
+export interface ProviderHttpDeps {
+  readonly provider: TokenDeps;
+  /** Whether a workspace exists (discovery answers 404 for one that does not). */
+  workspaceExists(workspaceId: string): Promise<boolean>;
+  readonly logger: Logger;
+  readonly callLog?: CallLog;
+  readonly maxRequestBytes: number;
+  requestMeta(req: Req): RequestMeta;
+}
+
+/**
+ * Each workspace's OpenID Provider (docs/openid-provider.md), under its issuer
+ * `<KEYGATE_ISSUER>/w/<workspace id>`: discovery (and RFC 8414's form of it), the
+ * authorization endpoint and its resume step, the token endpoint and userinfo. Answers the
+ * paths it knows (resolve answers undefined for any other).
+ */
+export function openIdProviderRoutes(deps: ProviderHttpDeps) {
+  const base = deps.provider.issuerBase;
+  const basePath = new URL(base).pathname.replace(/\/+$/, "");
+  const secure = new URL(base).protocol === "https:";
+  const logged = oauthCallLogger(deps);
+  const noStore = { "cache-control": "no-store", pragma: "no-cache" };
+  const workspacePath = new RegExp(`^${escapeRegExp(basePath)}/w/([0-9a-fA-F-]{36})(/.*)$`);
+  const wellKnownRfc8414 = new RegExp(
+    `^/\\.well-known/oauth-authorization-server${escapeRegExp(basePath)}/w/([0-9a-fA-F-]{36})$`,
+  );
+
+  const metadataOf = (workspaceId: string) => {
+    const issuer = workspaceIssuer(base, workspaceId);
+    return {
+      issuer,
+      authorization_endpoint: `${issuer}/oauth2/authorize`,
+      token_endpoint: `${issuer}/oauth2/token`,
+      userinfo_endpoint: `${issuer}/oauth2/userinfo`,
+      jwks_uri: `${base}/.well-known/jwks.json`,
+      scopes_supported: supportedScopes,
+      response_types_supported: ["code"],
+      response_modes_supported: ["query"],
+      grant_types_supported: ["authorization_code", "refresh_token"],
+      subject_types_supported: ["public"],
+      id_token_signing_alg_values_supported: ["RS256"],
+      token_endpoint_auth_methods_supported: ["client_secret_basic", "client_secret_post", "none"],
+      code_challenge_methods_supported: ["S256"],
+      prompt_values_supported: ["none", "login", "consent", "select_account"],
+      claims_supported: [
+        "iss",
+        "sub",
+        "aud",
+        "exp",
+        "iat",
+        "auth_time",
+        "nonce",
+        "at_hash",
+        "sid",
+        "amr",
+        "acr",
+        "azp",
+        "email",
+        "email_verified",
+      ],
+      authorization_response_iss_parameter_supported: true,
+      claims_parameter_supported: false,
+      request_parameter_supported: false,
+      request_uri_parameter_supported: false,
+    };
+  };
+
+  const discovery = (workspaceId: string) =>
+    logged("GET openid-configuration", async (req, res) => {
+      if (req.method !== "GET" && req.method !== "HEAD") {
+        throw new OAuthError(405, "invalid_request", "use GET", { allow: "GET, HEAD" });
+      }
+      if (!(await deps.workspaceExists(workspaceId))) {
+        throw new OAuthError(404, "invalid_request", "no such provider");
+      }
+      json(res, 200, metadataOf(workspaceId), { "cache-control": "public, max-age=300" });
+    });
+
+  const authorizeHandler = (workspaceId: string) =>
+    logged("authorize", async (req, res) => {
+      let params: URLSearchParams;
+      if (req.method === "GET" || req.method === "HEAD") params = queryOf(req);
+      else if (req.method === "POST") params = await readForm(req, deps.maxRequestBytes);
+      else throw new OAuthError(405, "invalid_request", "use GET or POST", { allow: "GET, POST" });
+      const outcome = await authorize(deps.provider, workspaceId, params, cookiesOf(req));
+      answerAuthorize(res, workspaceId, outcome);
+    });
+
+  const resumeHandler = (workspaceId: string) =>
+    logged("authorize/resume", async (req, res) => {
+      if (req.method !== "GET") {
+        throw new OAuthError(405, "invalid_request", "use GET", { allow: "GET" });
+      }
+      const requestId = queryOf(req).get("request") ?? "";
+      const outcome = await resume(deps.provider, workspaceId, requestId, cookiesOf(req));
+      answerAuthorize(res, workspaceId, outcome);
+    });
+
+  const tokenHandler = (workspaceId: string) =>
+    logged("token", async (req, res, meta) => {
+      if (req.method !== "POST") {
+        throw new OAuthError(405, "invalid_request", "use POST", { allow: "POST" });
+      }
+      const form = await readForm(req, deps.maxRequestBytes);
+      for (const name of new Set(form.keys())) single(form, name);
+      const client = await authenticateClient(
+        deps.provider,
+        workspaceId,
+        clientCredentialsOf(req.headers.authorization, form),
+      );
+      const grantType = form.get("grant_type");
+      let answer: Awaited<ReturnType<typeof exchangeCode>>;
+      if (grantType === "authorization_code") {
+        answer = await exchangeCode(deps.provider, meta, client, {
+          code: form.get("code") ?? "",
+          redirectUri: form.get("redirect_uri") ?? undefined,
+          codeVerifier: form.get("code_verifier") ?? undefined,
+        });
+      } else if (grantType === "refresh_token") {
+        answer = await refreshGrant(deps.provider, meta, client, form.get("refresh_token") ?? "");
+      } else if (grantType === null) {
+        throw new OAuthError(400, "invalid_request", "grant_type is required");
+      } else {
+        throw new OAuthError(
+          400,
+          "unsupported_grant_type",
+          "use authorization_code or refresh_token",
+        );
+      }
+      json(res, 200, answer, noStore);
+    });
+
+  const userinfoHandler = (workspaceId: string) =>
+    logged("userinfo", async (req, res) => {
+      if (req.method !== "GET" && req.method !== "POST") {
+        throw new OAuthError(405, "invalid_request", "use GET or POST", { allow: "GET, POST" });
+      }
+      const [scheme = "", token = ""] = (req.headers.authorization ?? "").trim().split(/\s+/, 2);
+      try {
+        if (scheme.toLowerCase() !== "bearer" || token === "") {
+          throw new OAuthProtocolError(
+            "invalid_token",
+            "send the access token as a Bearer token",
+            401,
+          );
+        }
+        json(res, 200, await userinfo(deps.provider, workspaceId, token), noStore);
+      } catch (error) {
+        // RFC 6750 section 3: the challenge names the error.
+        if (error instanceof OAuthProtocolError) {
+          res.setHeader(
+            "www-authenticate",
+            `Bearer error="${error.error}", error_description="${error.description}"`,
+          );
+        }
+        throw error;
+      }
+    });
+
+  const answerAuthorize = (res: Res, workspaceId: string, outcome: AuthorizeOutcome) => {
+    if (outcome.kind === "page") {
+      errorPage(res, outcome.status, outcome.error, outcome.description);
+      return;
+    }
+    const path = `${basePath}/w/${workspaceId}/`;
+    const cookies: string[] = [];
+    const attributes = `Path=${path}; HttpOnly; SameSite=Lax${secure ? "; Secure" : ""}`;
+    if (outcome.browser !== undefined) {
+      cookies.push(
+        `${browserCookie}=${outcome.browser}; Max-Age=${browserCookieMaxAge}; ${attributes}`,
+      );
+    }
+    if (outcome.providerSession !== undefined) {
+      cookies.push(
+        `${providerSessionCookie}=${outcome.providerSession.value}; Max-Age=${outcome.providerSession.maxAgeSeconds}; ${attributes}`,
+      );
+    }
+    if (cookies.length > 0) res.setHeader("set-cookie", cookies);
+    res.statusCode = 303;
+    res.setHeader("location", outcome.location);
+    res.setHeader("cache-control", "no-store");
+    res.setHeader("referrer-policy", "no-referrer");
+    res.setHeader("content-length", 0);
+    res.end();
+  };
+
+  return {
+    /** The handler of a provider path, or undefined when the path is not one. */
+    resolve(path: string): Handler | undefined {
+      const wellKnown = wellKnownRfc8414.exec(path);
+      if (wellKnown) return discovery((wellKnown[1] as string).toLowerCase());
+      const match = workspacePath.exec(path);
+      if (!match) return undefined;
+      const workspaceId = (match[1] as string).toLowerCase();
+      switch (match[2]) {
+        case "/.well-known/openid-configuration":
+          return discovery(workspaceId);
+        case "/oauth2/authorize":
+          return authorizeHandler(workspaceId);
+        case "/oauth2/authorize/resume":
+          return resumeHandler(workspaceId);
+        case "/oauth2/token":
+          return tokenHandler(workspaceId);
+        case "/oauth2/userinfo":
+          return userinfoHandler(workspaceId);
+        default:
+          return undefined;
+      }
+    },
+  };
+}
+
+function queryOf(req: Req): URLSearchParams {
+  const url = req.url ?? "/";
+  const q = url.indexOf("?");
+  return new URLSearchParams(q < 0 ? "" : url.slice(q + 1));
+}
+
+function cookiesOf(req: Req): BrowserCookies {
+  const found: Record<string, string> = {};
+  const header = req.headers.cookie;
+  for (const part of (Array.isArray(header) ? header.join(";") : (header ?? "")).split(";")) {
+    const eq = part.indexOf("=");
+    if (eq < 0) continue;
+    const name = part.slice(0, eq).trim();
+    // The first of a name wins: the most specific path comes first (RFC 6265 section 5.4).
+    if (!(name in found)) found[name] = part.slice(eq + 1).trim();
+  }
+  return { browser: found[browserCookie], providerSession: found[providerSessionCookie] };
+}
+
+const htmlEscapes: Record<string, string> = {
+  "&": "&amp;",
+  "<": "&lt;",
+  ">": "&gt;",
+  '"': "&quot;",
+  "'": "&#39;",
+};
+const escapeHtml = (text: string) => text.replace(/[&<>"']/g, (c) => htmlEscapes[c] as string);
+
+/** What the user sees when nothing can go back to the client. */
+function errorPage(res: Res, status: number, error: string, description: string) {
+  const body = `<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Sign-in failed</title></head><body><h1>Sign-in failed</h1><p>${escapeHtml(description)}</p><p><code>${escapeHtml(error)}</code></p></body></html>`;
+  res.statusCode = status;
+  res.setHeader("content-type", "text/html; charset=utf-8");
+  res.setHeader("content-security-policy", "default-src 'none'; frame-ancestors 'none'");
+  res.setHeader("x-content-type-options", "nosniff");
+  res.setHeader("cache-control", "no-store");
+  res.setHeader("content-length", Buffer.byteLength(body));
+  res.end(body);
+}
+
+function escapeRegExp(text: string): string {
+  return text.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+}

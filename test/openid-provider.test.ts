@@ -1,0 +1,515 @@
+import { Code, ConnectError, createClient } from "@connectrpc/connect";
+import { createConnectTransport } from "@connectrpc/connect-node";
+import { decodeJwt, decodeProtectedHeader } from "jose";
+import * as client from "openid-client";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { AdminService } from "../gen/keygate/v1/admin_service_pb.js";
+import { AuthService } from "../gen/keygate/v1/auth_service_pb.js";
+import { OAuthService } from "../gen/keygate/v1/oauth_service_pb.js";
+import { TokenIntrospectionService } from "../gen/keygate/v1/token_introspection_service_pb.js";
+import { ManualClock } from "../src/clock.js";
+import { bearer, freePort, uniqueEmail } from "./support/fixtures.js";
+import { startTestKeygate, type TestKeygate } from "./support/server.js";
+
+/**
+ * The workspaces' OpenID Providers, driven by an unmodified openid-client relying party; the
+ * browser's part (following redirects, holding cookies) is played by fetch with a cookie jar,
+ * the sign-in page's part by the RPCs the page uses. test/openid-provider-browser.test.ts
+ * does the same in Chromium through the hosted page.
+ */
+
+let keygate: TestKeygate;
+let clock: ManualClock;
+let rootKey: string;
+let defaultWorkspaceId: string;
+let admin: ReturnType<typeof createClient<typeof AdminService>>;
+let auth: ReturnType<typeof createClient<typeof AuthService>>;
+let oauth: ReturnType<typeof createClient<typeof OAuthService>>;
+let introspection: ReturnType<typeof createClient<typeof TokenIntrospectionService>>;
+const password = "correct horse battery staple";
+const redirectUri = "http://127.0.0.1:9/callback";
+const asRoot = () => bearer(rootKey);
+
+beforeAll(async () => {
+  clock = new ManualClock();
+  const port = await freePort();
+  keygate = await startTestKeygate(
+    { KEYGATE_PORT: String(port), KEYGATE_ISSUER: `http://127.0.0.1:${port}` },
+    { clock },
+  );
+  rootKey = keygate.bootstrapped?.adminKey as string;
+  defaultWorkspaceId = keygate.bootstrapped?.workspaceId as string;
+  const transport = createConnectTransport({ baseUrl: keygate.url, httpVersion: "2" });
+  admin = createClient(AdminService, transport);
+  auth = createClient(AuthService, transport);
+  oauth = createClient(OAuthService, transport);
+  introspection = createClient(TokenIntrospectionService, transport);
+});
+afterAll(async () => {
+  await keygate?.stop();
+});
+
+const issuerOf = (workspaceId: string) => `${keygate.config.issuer}/w/${workspaceId}`;
+
+async function user(workspaceId = defaultWorkspaceId) {
+  const email = uniqueEmail("rp-user");
+  await admin.provisionUser({ email, password, workspaceId, emailVerified: true }, asRoot());
+  return email;
+}
+
+async function signIn(email: string, workspaceId = defaultWorkspaceId) {
+  const res = await auth.login({ email, password, workspaceId });
+  if (res.result.case !== "tokens") throw new Error("no tokens");
+  return res.result.value;
+}
+
+async function registered(
+  options: { workspaceId?: string; confidential?: boolean; firstParty?: boolean } = {},
+) {
+  const res = await admin.createOAuthClient(
+    {
+      workspaceId: options.workspaceId ?? defaultWorkspaceId,
+      name: "Example app",
+      redirectUris: [redirectUri],
+      confidential: options.confidential ?? true,
+      firstParty: options.firstParty ?? true,
+    },
+    asRoot(),
+  );
+  return { clientId: res.client?.clientId as string, secret: res.clientSecret };
+}
+
+async function relyingParty(
+  registration: { clientId: string; secret: string },
+  workspaceId = defaultWorkspaceId,
+) {
+  return client.discovery(
+    new URL(issuerOf(workspaceId)),
+    registration.clientId,
+    undefined,
+    registration.secret === "" ? client.None() : client.ClientSecretBasic(registration.secret),
+    { execute: [client.allowInsecureRequests] },
+  );
+}
+
+/** A browser: follows nothing by itself, keeps the cookies it is given. */
+class Browser {
+  private readonly jar = new Map<string, string>();
+  async get(url: string) {
+    const res = await fetch(url, {
+      redirect: "manual",
+      headers: { cookie: [...this.jar].map(([k, v]) => `${k}=${v}`).join("; ") },
+    });
+    for (const cookie of res.headers.getSetCookie()) {
+      const [pair = ""] = cookie.split(";");
+      const eq = pair.indexOf("=");
+      this.jar.set(pair.slice(0, eq), pair.slice(eq + 1));
+    }
+    return res;
+  }
+  cookies() {
+    return new Map(this.jar);
+  }
+}
+
+interface Started {
+  url: URL;
+  verifier: string;
+  state: string;
+  nonce: string;
+}
+
+async function authorizationUrl(
+  config: client.Configuration,
+  extra: Record<string, string> = {},
+): Promise<Started> {
+  const verifier = client.randomPKCECodeVerifier();
+  const state = client.randomState();
+  const nonce = client.randomNonce();
+  const url = client.buildAuthorizationUrl(config, {
+    redirect_uri: redirectUri,
+    scope: "openid email",
+    code_challenge: await client.calculatePKCECodeChallenge(verifier),
+    code_challenge_method: "S256",
+    state,
+    nonce,
+    ...extra,
+  });
+  return { url, verifier, state, nonce };
+}
+
+/** The whole dance: authorize, sign in on the page's RPCs, accept, come back with a code. */
+async function signInThroughProvider(
+  config: client.Configuration,
+  email: string,
+  options: { browser?: Browser; workspaceId?: string; extra?: Record<string, string> } = {},
+) {
+  const browser = options.browser ?? new Browser();
+  const started = await authorizationUrl(config, options.extra);
+  const first = await browser.get(started.url.toString());
+  expect(first.status).toBe(303);
+  const toPage = new URL(first.headers.get("location") as string);
+  const requestId = toPage.searchParams.get("request") as string;
+  expect(requestId).toMatch(/^[0-9a-f-]{36}$/);
+  const tokens = await signIn(email, options.workspaceId);
+  const { redirectTo } = await oauth.acceptAuthorizationRequest(
+    { requestId },
+    bearer(tokens.accessToken),
+  );
+  const back = await browser.get(redirectTo);
+  expect(back.status).toBe(303);
+  const callback = new URL(back.headers.get("location") as string);
+  return { browser, started, callback, tokens, requestId };
+}
+
+async function exchange(config: client.Configuration, callback: URL, started: Started) {
+  return client.authorizationCodeGrant(config, callback, {
+    pkceCodeVerifier: started.verifier,
+    expectedState: started.state,
+    expectedNonce: started.nonce,
+    idTokenExpected: true,
+  });
+}
+
+describe("the OpenID Provider with an unmodified openid-client", () => {
+  it("discovery says RS256, S256, code, and the workspace's own issuer", async () => {
+    const config = await relyingParty(await registered());
+    const meta = config.serverMetadata();
+    expect(meta.issuer).toBe(issuerOf(defaultWorkspaceId));
+    expect(meta.id_token_signing_alg_values_supported).toContain("RS256");
+    expect(meta.code_challenge_methods_supported).toEqual(["S256"]);
+    expect(meta.response_types_supported).toEqual(["code"]);
+    expect(meta.authorization_response_iss_parameter_supported).toBe(true);
+    // RFC 8414's location answers the same document.
+    const rfc8414 = await fetch(
+      `${keygate.url}/.well-known/oauth-authorization-server/w/${defaultWorkspaceId}`,
+    );
+    expect(await rfc8414.json()).toEqual(meta);
+    const unknown = await fetch(
+      `${keygate.url}/w/00000000-0000-4000-8000-000000000000/.well-known/openid-configuration`,
+    );
+    expect(unknown.status).toBe(404);
+  });
+
+  it("code flow: ID token with iss, aud, nonce, auth_time, at_hash, sid; userinfo; iss in the answer", async () => {
+    const config = await relyingParty(await registered());
+    const email = await user();
+    const { callback, started, tokens: uiTokens } = await signInThroughProvider(config, email);
+    expect(callback.origin + callback.pathname).toBe(redirectUri);
+    expect(callback.searchParams.get("iss")).toBe(issuerOf(defaultWorkspaceId));
+    expect(callback.searchParams.get("state")).toBe(started.state);
+
+    const tokens = await exchange(config, callback, started);
+    expect(decodeProtectedHeader(tokens.id_token as string).alg).toBe("RS256");
+    const claims = tokens.claims();
+    expect(claims?.iss).toBe(issuerOf(defaultWorkspaceId));
+    expect(claims?.aud).toBe(config.clientMetadata().client_id);
+    expect(claims?.nonce).toBe(started.nonce);
+    expect(claims?.email).toBe(email);
+    expect(claims?.email_verified).toBe(true);
+    expect(claims?.amr).toEqual(["pwd"]);
+    expect(typeof claims?.auth_time).toBe("number");
+    const hash = new Uint8Array(
+      await crypto.subtle.digest("SHA-256", new TextEncoder().encode(tokens.access_token)),
+    );
+    expect(claims?.at_hash).toBe(Buffer.from(hash.subarray(0, 16)).toString("base64url"));
+    // The grant is a session of its own, hanging from the browser's.
+    expect(claims?.sid).toBe(decodeJwt(tokens.access_token).sid);
+    expect(claims?.sid).not.toBe(uiTokens.sessionId);
+    expect(decodeJwt(tokens.access_token).client_id).toBe(config.clientMetadata().client_id);
+
+    const info = await client.fetchUserInfo(config, tokens.access_token, claims?.sub as string);
+    expect(info).toEqual({ sub: claims?.sub, email, email_verified: true });
+
+    const active = await introspection.introspect({ token: tokens.access_token }, asRoot());
+    expect(active.active).toBe(true);
+  });
+
+  it("a signed-in browser gets its next code without signing in again; prompt=login asks again", async () => {
+    const config = await relyingParty(await registered());
+    const email = await user();
+    const { browser } = await signInThroughProvider(config, email);
+    expect([...browser.cookies().keys()].sort()).toEqual(["kg_browser", "kg_provider_session"]);
+    const again = await authorizationUrl(config);
+    const res = await browser.get(again.url.toString());
+    const location = new URL(res.headers.get("location") as string);
+    expect(location.origin + location.pathname).toBe(redirectUri);
+    expect((await exchange(config, location, again)).claims()?.nonce).toBe(again.nonce);
+
+    const login = await authorizationUrl(config, { prompt: "login" });
+    const toPage = new URL(
+      (await browser.get(login.url.toString())).headers.get("location") as string,
+    );
+    expect(toPage.searchParams.has("request")).toBe(true);
+    // max_age=0 too; a session signed in before the request is refused when accepting.
+    const old = await signIn(email);
+    clock.advance(2_000);
+    const maxAge = await authorizationUrl(config, { max_age: "0" });
+    const page = new URL(
+      (await browser.get(maxAge.url.toString())).headers.get("location") as string,
+    );
+    const requestId = page.searchParams.get("request") as string;
+    expect((await oauth.getAuthorizationRequest({ requestId })).request?.signInAfter).toBeDefined();
+    const refused = await oauth
+      .acceptAuthorizationRequest({ requestId }, bearer(old.accessToken))
+      .catch((e: unknown) => e);
+    expect(ConnectError.from(refused).code).toBe(Code.FailedPrecondition);
+    const newer = await signIn(email);
+    await oauth.acceptAuthorizationRequest({ requestId }, bearer(newer.accessToken));
+  });
+
+  it("refresh rotates; a reused refresh token ends the grant", async () => {
+    const config = await relyingParty(await registered());
+    const { callback, started } = await signInThroughProvider(config, await user());
+    const tokens = await exchange(config, callback, started);
+    const next = await client.refreshTokenGrant(config, tokens.refresh_token as string);
+    expect(next.refresh_token).not.toBe(tokens.refresh_token);
+    expect(next.claims()?.sid).toBe(tokens.claims()?.sid);
+    clock.advance(60_000);
+    const reused = await client
+      .refreshTokenGrant(config, tokens.refresh_token as string)
+      .catch((e: unknown) => e);
+    expect((reused as client.ResponseBodyError).error).toBe("invalid_grant");
+    expect((await introspection.introspect({ token: next.access_token }, asRoot())).active).toBe(
+      false,
+    );
+  });
+
+  it("signing out of the browser's session ends the grants made from it", async () => {
+    const config = await relyingParty(await registered());
+    const { callback, started, tokens: ui } = await signInThroughProvider(config, await user());
+    const tokens = await exchange(config, callback, started);
+    await auth.logout({}, bearer(ui.accessToken));
+    expect((await introspection.introspect({ token: tokens.access_token }, asRoot())).active).toBe(
+      false,
+    );
+    const refreshed = await client
+      .refreshTokenGrant(config, tokens.refresh_token as string)
+      .catch((e: unknown) => e);
+    expect((refreshed as client.ResponseBodyError).error).toBe("invalid_grant");
+  });
+
+  it("a public client uses PKCE without a secret", async () => {
+    const registration = await registered({ confidential: false });
+    expect(registration.secret).toBe("");
+    const config = await relyingParty(registration);
+    const { callback, started } = await signInThroughProvider(config, await user());
+    expect((await exchange(config, callback, started)).claims()?.sub).toBeDefined();
+  });
+});
+
+describe("what the provider refuses", () => {
+  const authorizeUrl = (workspaceId: string, params: Record<string, string>) =>
+    `${issuerOf(workspaceId)}/oauth2/authorize?${new URLSearchParams(params)}`;
+  const challenge = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
+
+  it("a redirect URI that is not an exact match gets a page, never a redirect", async () => {
+    const { clientId } = await registered();
+    for (const uri of [
+      "http://127.0.0.1:9/callback/extra",
+      "http://127.0.0.1:9/callbac",
+      "http://127.0.0.1:10/callback",
+      "http://127.0.0.1:9/callback?x=1",
+      "http://127.0.0.1:9/*",
+      "https://127.0.0.1:9/callback",
+      "http://evil.example/callback",
+    ]) {
+      const res = await fetch(
+        authorizeUrl(defaultWorkspaceId, {
+          client_id: clientId,
+          redirect_uri: uri,
+          response_type: "code",
+          code_challenge: challenge,
+          code_challenge_method: "S256",
+        }),
+        { redirect: "manual" },
+      );
+      expect(res.status, uri).toBe(400);
+      expect(res.headers.get("location"), uri).toBeNull();
+    }
+  });
+
+  it("PKCE plain or none, other response types, prompt=none without a session: errors at the client", async () => {
+    const { clientId } = await registered();
+    const base = { client_id: clientId, redirect_uri: redirectUri, state: "s1" };
+    const cases: [Record<string, string>, string][] = [
+      [
+        { response_type: "code", code_challenge: challenge, code_challenge_method: "plain" },
+        "invalid_request",
+      ],
+      [{ response_type: "code" }, "invalid_request"],
+      [
+        { response_type: "token", code_challenge: challenge, code_challenge_method: "S256" },
+        "unsupported_response_type",
+      ],
+      [
+        {
+          response_type: "code",
+          code_challenge: challenge,
+          code_challenge_method: "S256",
+          prompt: "none",
+        },
+        "login_required",
+      ],
+      [
+        {
+          response_type: "code",
+          code_challenge: challenge,
+          code_challenge_method: "S256",
+          scope: "openid admin",
+        },
+        "invalid_scope",
+      ],
+    ];
+    for (const [params, error] of cases) {
+      const res = await fetch(authorizeUrl(defaultWorkspaceId, { ...base, ...params }), {
+        redirect: "manual",
+      });
+      expect(res.status).toBe(303);
+      const location = new URL(res.headers.get("location") as string);
+      expect(location.origin + location.pathname).toBe(redirectUri);
+      expect(location.searchParams.get("error"), JSON.stringify(params)).toBe(error);
+      expect(location.searchParams.get("state")).toBe("s1");
+      expect(location.searchParams.get("iss")).toBe(issuerOf(defaultWorkspaceId));
+    }
+  });
+
+  it("a reused code is refused and what it gave is revoked; a code older than 60 s is refused", async () => {
+    const config = await relyingParty(await registered());
+    const email = await user();
+    const { callback, started } = await signInThroughProvider(config, email);
+    const tokens = await exchange(config, callback, started);
+    const again = await exchange(config, callback, started).catch((e: unknown) => e);
+    expect((again as client.ResponseBodyError).error).toBe("invalid_grant");
+    expect((await introspection.introspect({ token: tokens.access_token }, asRoot())).active).toBe(
+      false,
+    );
+
+    const late = await signInThroughProvider(config, email);
+    clock.advance(61_000);
+    const expired = await exchange(config, late.callback, late.started).catch((e: unknown) => e);
+    expect((expired as client.ResponseBodyError).error).toBe("invalid_grant");
+  });
+
+  it("a wrong verifier, another redirect URI or another client's code is refused", async () => {
+    const first = await registered();
+    const config = await relyingParty(first);
+    const { callback, started } = await signInThroughProvider(config, await user());
+    const code = callback.searchParams.get("code") as string;
+    const token = (body: Record<string, string>, secret = first.secret, id = first.clientId) =>
+      fetch(`${issuerOf(defaultWorkspaceId)}/oauth2/token`, {
+        method: "POST",
+        headers: {
+          "content-type": "application/x-www-form-urlencoded",
+          authorization: `Basic ${Buffer.from(`${id}:${secret}`).toString("base64")}`,
+        },
+        body: new URLSearchParams({ grant_type: "authorization_code", code, ...body }),
+      });
+    const wrongVerifier = await token({ redirect_uri: redirectUri, code_verifier: "x".repeat(43) });
+    expect(wrongVerifier.status).toBe(400);
+    expect((await wrongVerifier.json()).error).toBe("invalid_grant");
+    const other = await registered();
+    const otherClient = await token(
+      { redirect_uri: redirectUri, code_verifier: started.verifier },
+      other.secret,
+      other.clientId,
+    );
+    expect((await otherClient.json()).error).toBe("invalid_grant");
+    const badSecret = await token(
+      { redirect_uri: redirectUri, code_verifier: started.verifier },
+      "kgcs_wrong",
+    );
+    expect(badSecret.status).toBe(401);
+    expect((await badSecret.json()).error).toBe("invalid_client");
+    // The code is still good for its own client after all that.
+    expect((await exchange(config, callback, started)).access_token).toBeTruthy();
+  });
+
+  it("a client's token cannot call Keygate's API, nor accept requests for another client", async () => {
+    const config = await relyingParty(await registered());
+    const email = await user();
+    const { callback, started } = await signInThroughProvider(config, email);
+    const tokens = await exchange(config, callback, started);
+    const session = await auth.getSession({}, bearer(tokens.access_token)).catch((e: unknown) => e);
+    expect(ConnectError.from(session).code).toBe(Code.Unauthenticated);
+
+    const victimConfig = await relyingParty(await registered());
+    const pending = await authorizationUrl(victimConfig);
+    const res = await new Browser().get(pending.url.toString());
+    const requestId = new URL(res.headers.get("location") as string).searchParams.get(
+      "request",
+    ) as string;
+    const accepted = await oauth
+      .acceptAuthorizationRequest({ requestId }, bearer(tokens.access_token))
+      .catch((e: unknown) => e);
+    expect(ConnectError.from(accepted).code).toBe(Code.Unauthenticated);
+  });
+
+  it("a request completes only in the browser that made it", async () => {
+    const config = await relyingParty(await registered());
+    const email = await user();
+    const started = await authorizationUrl(config);
+    const victim = new Browser();
+    const first = await victim.get(started.url.toString());
+    const requestId = new URL(first.headers.get("location") as string).searchParams.get(
+      "request",
+    ) as string;
+    const tokens = await signIn(email);
+    const { redirectTo } = await oauth.acceptAuthorizationRequest(
+      { requestId },
+      bearer(tokens.accessToken),
+    );
+    const elsewhere = await new Browser().get(redirectTo);
+    expect(elsewhere.status).toBe(403);
+    expect(elsewhere.headers.get("location")).toBeNull();
+    // The right browser still can.
+    expect((await victim.get(redirectTo)).status).toBe(303);
+  });
+
+  it("the tenant boundary: a client of A is unknown at B; a member of B only cannot accept A's request", async () => {
+    const other = await admin.createWorkspace(
+      { name: "Other", slug: `other-${Date.now()}` },
+      asRoot(),
+    );
+    const otherId = other.workspace?.id as string;
+    const { clientId } = await registered();
+    const atOther = await fetch(
+      authorizeUrl(otherId, {
+        client_id: clientId,
+        redirect_uri: redirectUri,
+        response_type: "code",
+        code_challenge: challenge,
+        code_challenge_method: "S256",
+      }),
+      { redirect: "manual" },
+    );
+    expect(atOther.status).toBe(400);
+    expect(atOther.headers.get("location")).toBeNull();
+
+    const config = await relyingParty(await registered());
+    const pending = await authorizationUrl(config);
+    const res = await new Browser().get(pending.url.toString());
+    const requestId = new URL(res.headers.get("location") as string).searchParams.get(
+      "request",
+    ) as string;
+    const outsider = await signIn(await user(otherId), otherId);
+    const accepted = await oauth
+      .acceptAuthorizationRequest({ requestId }, bearer(outsider.accessToken))
+      .catch((e: unknown) => e);
+    expect(ConnectError.from(accepted).code).toBe(Code.PermissionDenied);
+  });
+
+  it("a declined request sends access_denied to the client", async () => {
+    const config = await relyingParty(await registered());
+    const started = await authorizationUrl(config);
+    const browser = new Browser();
+    const first = await browser.get(started.url.toString());
+    const requestId = new URL(first.headers.get("location") as string).searchParams.get(
+      "request",
+    ) as string;
+    const { redirectTo } = await oauth.rejectAuthorizationRequest({ requestId });
+    const back = new URL((await browser.get(redirectTo)).headers.get("location") as string);
+    expect(back.searchParams.get("error")).toBe("access_denied");
+    expect(back.searchParams.get("state")).toBe(started.state);
+  });
+});
