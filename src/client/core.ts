@@ -2,6 +2,7 @@ import { type Client, createClient, type Interceptor, type Transport } from "@co
 import { AdminService } from "../../gen/keygate/v1/admin_service_pb.js";
 import { AuthService } from "../../gen/keygate/v1/auth_service_pb.js";
 import { FactorService } from "../../gen/keygate/v1/factor_service_pb.js";
+import { OAuthService } from "../../gen/keygate/v1/oauth_service_pb.js";
 import { OtpService } from "../../gen/keygate/v1/otp_service_pb.js";
 import { TokenIntrospectionService } from "../../gen/keygate/v1/token_introspection_service_pb.js";
 import { sessionInterceptor, TokenRefresher } from "./session.js";
@@ -34,6 +35,8 @@ export interface KeygateClient {
   readonly otp: Client<typeof OtpService>;
   readonly factors: Client<typeof FactorService>;
   readonly admin: Client<typeof AdminService>;
+  /** The sign-in step of a workspace's OpenID Provider (a sign-in page's own UI). */
+  readonly oauth: Client<typeof OAuthService>;
   readonly introspection: Client<typeof TokenIntrospectionService>;
   /** The store the session lives in: read it to know who is signed in, clear it to forget. */
   readonly tokens: TokenStore;
@@ -66,6 +69,7 @@ export function buildKeygateClient(
     otp: createClient(OtpService, transport),
     factors: createClient(FactorService, transport),
     admin: createClient(AdminService, transport),
+    oauth: createClient(OAuthService, transport),
     introspection: createClient(TokenIntrospectionService, transport),
     tokens: store,
     transport,

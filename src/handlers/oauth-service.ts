@@ -17,7 +17,10 @@ import { principal } from "./call-context.js";
 export function oauthServiceHandlers(deps: ProviderDeps): ServiceImpl<typeof OAuthService> {
   return {
     async getAuthorizationRequest(req) {
-      const { interaction, client } = await getAuthorizationRequest(deps, req.requestId);
+      const { interaction, client, workspace } = await getAuthorizationRequest(
+        deps,
+        req.requestId,
+      );
       const after = interaction.request.sign_in_after;
       return {
         request: create(AuthorizationRequestSchema, {
@@ -30,6 +33,8 @@ export function oauthServiceHandlers(deps: ProviderDeps): ServiceImpl<typeof OAu
           signInAfter: after === null ? undefined : timestampFromMs(after),
           loginHint: interaction.request.login_hint ?? "",
           expireTime: timestampFromMs(interaction.expires_at),
+          workspaceSlug: workspace.slug,
+          workspaceName: workspace.name,
         }),
       };
     },

@@ -1,6 +1,7 @@
 import "./styles.css";
 import { type Timestamp, timestampDate } from "@bufbuild/protobuf/wkt";
 import {
+  type AuthorizationRequest,
   Code,
   ConnectError,
   createKeygateClient,
@@ -129,6 +130,102 @@ function fail(handle: { error(message: string, field?: string): void }, error: u
   const { message, field } = describeError(error);
   handle.error(message, field);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Signing in to an application (the workspace's OpenID Provider)
+
+/**
+ * An application sent the browser here to sign in (/ui/authorize?request=<id>). The request
+ * is kept in this tab while the person signs in, whichever way they do; once signed in, the
+ * next page is the application's (after consent, for a third-party one) instead of home.
+ */
+const pendingAuthorization = {
+  get id(): string | null {
+    return sessionStorage.getItem("keygate.authorization");
+  },
+  set id(value: string | null) {
+    if (value === null) sessionStorage.removeItem("keygate.authorization");
+    else sessionStorage.setItem("keygate.authorization", value);
+  },
+};
+
+async function authorizeStart(requestId: string) {
+  const { request } = await kg.oauth.getAuthorizationRequest({ requestId });
+  if (!request) throw new Error("the authorization request answered nothing");
+  pendingAuthorization.id = request.id;
+  remembered.workspace = request.workspaceSlug;
+  if (request.loginHint) remembered.email = request.loginHint;
+  const tokens = await kg.tokens.get();
+  if (tokens && tokens.workspaceId === request.workspaceId && !request.signInAfter) {
+    return authorizeContinue(request);
+  }
+  signIn(`Sign in to continue to ${request.clientName}.`);
+}
+
+/** Signed in with a request pending: consent if the client is a third party, then back. */
+async function authorizeContinue(known?: AuthorizationRequest): Promise<void> {
+  const requestId = known?.id ?? pendingAuthorization.id;
+  if (!requestId) return home();
+  let request = known;
+  try {
+    request ??= (await kg.oauth.getAuthorizationRequest({ requestId })).request;
+  } catch (error) {
+    pendingAuthorization.id = null;
+    if (error instanceof ConnectError && error.code === Code.NotFound) {
+      return home("The application's sign-in request has expired. Start again from the application.");
+    }
+    throw error;
+  }
+  if (!request) return home();
+  const accept = async () => {
+    try {
+      const { redirectTo } = await kg.oauth.acceptAuthorizationRequest({ requestId });
+      pendingAuthorization.id = null;
+      location.assign(redirectTo);
+    } catch (error) {
+      if (errorReason(error) === "LOGIN_REQUIRED") {
+        await kg.tokens.set(undefined);
+        return signIn(`${request.clientName} asks you to sign in again.`);
+      }
+      pendingAuthorization.id = null;
+      throw error;
+    }
+  };
+  if (!request.needsConsent) return accept();
+  const scopes = request.scopes.filter((s) => s !== "openid");
+  show(
+    {
+      title: `Allow ${request.clientName}?`,
+      lead: `${request.clientName} wants to sign you in with your ${request.workspaceName} account.`,
+    },
+    h(
+      "ul",
+      { class: "rows", "aria-label": "What it asks for" },
+      h("li", {}, "Know who you are (your account's id)"),
+      ...scopes.map((scope) => h("li", {}, scopeText[scope] ?? scope)),
+    ),
+    h(
+      "div",
+      { class: "links" },
+      actionButton("Allow", accept),
+      actionButton(
+        "Deny",
+        async () => {
+          const { redirectTo } = await kg.oauth.rejectAuthorizationRequest({ requestId });
+          pendingAuthorization.id = null;
+          location.assign(redirectTo);
+        },
+        { class: "secondary" },
+      ),
+    ),
+  );
+}
+
+const scopeText: Record<string, string> = {
+  email: "Your email address, and whether it is verified",
+  profile: "Your profile",
+  offline_access: "Stay signed in to it while you are away",
+};
 
 // ---------------------------------------------------------------------------------------------
 // Signed out
@@ -745,7 +842,9 @@ function device(userAgent: string): string {
   return os ? `${browser} on ${os}` : browser;
 }
 
-async function home(banner?: string) {
+async function home(banner?: string): Promise<void> {
+  // An application is waiting for this sign-in: go on there instead.
+  if (pendingAuthorization.id) return authorizeContinue();
   let me: GetSessionResponse;
   let sessions: Session[];
   let memberships: Membership[];
@@ -968,6 +1067,11 @@ async function start() {
       return resetWithLink(token);
     case "accept-invitation":
       return acceptInvitation(token);
+    case "authorize": {
+      const requestId = new URLSearchParams(location.search).get("request") ?? "";
+      history.replaceState(null, "", "/ui/");
+      return authorizeStart(requestId);
+    }
   }
   if (route) history.replaceState(null, "", "/ui/");
   if (await kg.tokens.get()) return home();

@@ -20,6 +20,7 @@ import {
   type OAuthInteractionRow,
 } from "../../repositories/oauth-interactions.js";
 import { findLiveBrowserSession } from "../../repositories/sessions.js";
+import { findWorkspaceById } from "../../repositories/workspaces.js";
 import type { AuthDeps, Principal } from "../deps.js";
 import { Violations } from "../validate.js";
 import { parseScope } from "./scopes.js";
@@ -381,11 +382,14 @@ async function providerSessionOf(
 /** OAuthService.GetAuthorizationRequest. */
 export async function getAuthorizationRequest(deps: ProviderDeps, requestId: string) {
   const interaction = await liveInteraction(deps, requestId);
-  const client = await withTenant(deps.pool, interaction.workspace_id, (tx) =>
-    findOAuthClient(tx, interaction.workspace_id, interaction.client_id),
-  );
-  if (client === null) throw new NotFoundError("no such authorization request");
-  return { interaction, client };
+  const found = await withTenant(deps.pool, interaction.workspace_id, async (tx) => ({
+    client: await findOAuthClient(tx, interaction.workspace_id, interaction.client_id),
+    workspace: await findWorkspaceById(tx, interaction.workspace_id),
+  }));
+  if (found.client === null || found.workspace === null) {
+    throw new NotFoundError("no such authorization request");
+  }
+  return { interaction, client: found.client, workspace: found.workspace };
 }
 
 /**
