@@ -57,7 +57,11 @@ async function start(config: client.Configuration) {
 }
 
 /** Waits until the browser is at the relying party's callback, and exchanges the code there. */
-async function landed(page: Page, config: client.Configuration, started: Awaited<ReturnType<typeof start>>) {
+async function landed(
+  page: Page,
+  config: client.Configuration,
+  started: Awaited<ReturnType<typeof start>>,
+) {
   await page.waitForURL((url) => url.toString().startsWith(`${callbackBase}/callback`), waitLong);
   await expect.poll(() => page.textContent("body"), waitLong).toContain("back at the app");
   return client.authorizationCodeGrant(config, new URL(page.url()), {
@@ -74,7 +78,11 @@ describe.skipIf(!hasChromium)(
     beforeAll(async () => {
       const port = await freePort();
       keygate = await startTestKeygate(
-        { KEYGATE_UI: "true", KEYGATE_PORT: String(port), KEYGATE_ISSUER: `http://127.0.0.1:${port}` },
+        {
+          KEYGATE_UI: "true",
+          KEYGATE_PORT: String(port),
+          KEYGATE_ISSUER: `http://127.0.0.1:${port}`,
+        },
         { webAppDir: await buildWebApp() },
       );
       admin = createKeygateClient({
@@ -147,7 +155,10 @@ describe.skipIf(!hasChromium)(
       const denied = await start(third);
       await page.goto(denied.url.toString());
       await page.getByRole("button", { name: "Deny" }).click();
-      await page.waitForURL((url) => url.toString().startsWith(`${callbackBase}/callback`), waitLong);
+      await page.waitForURL(
+        (url) => url.toString().startsWith(`${callbackBase}/callback`),
+        waitLong,
+      );
       expect(new URL(page.url()).searchParams.get("error")).toBe("access_denied");
       await context.close();
     });

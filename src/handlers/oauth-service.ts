@@ -17,10 +17,7 @@ import { principal } from "./call-context.js";
 export function oauthServiceHandlers(deps: ProviderDeps): ServiceImpl<typeof OAuthService> {
   return {
     async getAuthorizationRequest(req) {
-      const { interaction, client, workspace } = await getAuthorizationRequest(
-        deps,
-        req.requestId,
-      );
+      const { interaction, client, workspace } = await getAuthorizationRequest(deps, req.requestId);
       const after = interaction.request.sign_in_after;
       return {
         request: create(AuthorizationRequestSchema, {

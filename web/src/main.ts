@@ -172,7 +172,9 @@ async function authorizeContinue(known?: AuthorizationRequest): Promise<void> {
   } catch (error) {
     pendingAuthorization.id = null;
     if (error instanceof ConnectError && error.code === Code.NotFound) {
-      return home("The application's sign-in request has expired. Start again from the application.");
+      return home(
+        "The application's sign-in request has expired. Start again from the application.",
+      );
     }
     throw error;
   }
