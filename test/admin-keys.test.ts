@@ -12,7 +12,7 @@ import {
   ListSigningKeysResponseSchema,
 } from "../gen/keygate/v1/admin_service_pb.js";
 import { AuthService } from "../gen/keygate/v1/auth_service_pb.js";
-import { AdminKeyRole, SigningKeyStatus } from "../gen/keygate/v1/types_pb.js";
+import { AdminKeyRole, SigningKeyPurpose, SigningKeyStatus } from "../gen/keygate/v1/types_pb.js";
 import { ManualClock } from "../src/clock.js";
 import { sql } from "../src/db/sql.js";
 import {
@@ -543,7 +543,7 @@ describe("SECURITY.md 27: RotateSigningKey", () => {
       await auth.getSession({}, as(user.tokens.accessToken, defaultWorkspaceId));
       await viaPeer.getSession({}, as(user.tokens.accessToken, defaultWorkspaceId));
       const statuses = (await admin.listSigningKeys({}, as(rootKey))).signingKeys.filter(
-        (k) => k.status === SigningKeyStatus.ACTIVE,
+        (k) => k.status === SigningKeyStatus.ACTIVE && k.purpose === SigningKeyPurpose.ACCESS_TOKEN,
       );
       expect(statuses.map((k) => k.kid)).toEqual([kid]);
     } finally {

@@ -5,6 +5,7 @@ import type { AdminService } from "../../../gen/keygate/v1/admin_service_pb.js";
 import {
   AdminKeyRole,
   AdminKeySchema,
+  SigningKeyPurpose,
   SigningKeySchema,
   SigningKeyStatus,
 } from "../../../gen/keygate/v1/types_pb.js";
@@ -70,6 +71,7 @@ export function signingKeyOf(k: SigningKeyInfoRow) {
           ? time(k.revoked_at)
           : undefined,
     revokeTime: time(k.revoked_at),
+    purpose: k.purpose === "id_token" ? SigningKeyPurpose.ID_TOKEN : SigningKeyPurpose.ACCESS_TOKEN,
   });
 }
 
