@@ -22,6 +22,8 @@ CREATE TABLE oauth_clients (
   -- First-party clients skip the consent screen.
   first_party boolean NOT NULL DEFAULT false,
   scopes text[] NOT NULL,
+  -- OpenID Connect Back-Channel Logout: where a logout token goes when a grant ends.
+  backchannel_logout_uri text,
   created_at timestamptz NOT NULL,
   PRIMARY KEY (workspace_id, client_id)
 );
@@ -92,11 +94,49 @@ CREATE TRIGGER sessions_end_children
   FOR EACH ROW WHEN (OLD.revoked_at IS NULL AND NEW.revoked_at IS NOT NULL)
   EXECUTE FUNCTION keygate_end_child_sessions();
 
+-- Logout tokens owed to clients (OpenID Connect Back-Channel Logout 1.0): one row per ended
+-- grant whose client listens, written by the trigger below whichever path ended it, and sent
+-- by whichever instance claims it first.
+CREATE TABLE oauth_logouts (
+  id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+  workspace_id uuid NOT NULL,
+  client_id text NOT NULL,
+  session_id uuid NOT NULL,
+  user_id uuid NOT NULL,
+  created_at timestamptz NOT NULL DEFAULT now(),
+  attempts integer NOT NULL DEFAULT 0,
+  next_attempt_at timestamptz NOT NULL DEFAULT now(),
+  delivered_at timestamptz,
+  abandoned_at timestamptz,
+  last_error text,
+  FOREIGN KEY (workspace_id, client_id) REFERENCES oauth_clients (workspace_id, client_id) ON DELETE CASCADE
+);
+CREATE INDEX oauth_logouts_due_idx ON oauth_logouts (next_attempt_at)
+  WHERE delivered_at IS NULL AND abandoned_at IS NULL;
+
+CREATE FUNCTION keygate_owe_logout() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT
+AS $$
+BEGIN
+  INSERT INTO oauth_logouts (workspace_id, client_id, session_id, user_id)
+  SELECT NEW.workspace_id, NEW.client_id, NEW.id, NEW.user_id
+  FROM oauth_clients c
+  WHERE c.workspace_id = NEW.workspace_id AND c.client_id = NEW.client_id
+    AND c.backchannel_logout_uri IS NOT NULL;
+  RETURN NEW;
+END
+$$;
+
+CREATE TRIGGER sessions_owe_logout
+  AFTER UPDATE OF revoked_at ON sessions
+  FOR EACH ROW WHEN (OLD.revoked_at IS NULL AND NEW.revoked_at IS NOT NULL AND NEW.client_id IS NOT NULL)
+  EXECUTE FUNCTION keygate_owe_logout();
+
 DO $$
 DECLARE
   t text;
 BEGIN
-  FOREACH t IN ARRAY ARRAY['oauth_clients', 'oauth_interactions', 'oauth_codes']
+  FOREACH t IN ARRAY ARRAY['oauth_clients', 'oauth_interactions', 'oauth_codes', 'oauth_logouts']
   LOOP
     EXECUTE format('ALTER TABLE %I ENABLE ROW LEVEL SECURITY', t);
     EXECUTE format('ALTER TABLE %I FORCE ROW LEVEL SECURITY', t);

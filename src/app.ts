@@ -11,6 +11,7 @@ import { type BootstrapResult, bootstrap } from "./domain/bootstrap.js";
 import type { AdminDeps, AuthDeps } from "./domain/deps.js";
 import { Introspector } from "./domain/introspection.js";
 import { Lockout } from "./domain/lockout.js";
+import { BackchannelLogoutSender } from "./domain/oauth/backchannel.js";
 import { RateLimiter } from "./domain/rate-limits.js";
 import { RevocationState } from "./domain/revocations.js";
 import { requireAdminFactors } from "./domain/second-step.js";
@@ -221,6 +222,22 @@ export async function startKeygate(
       cacheSize: config.introspectionCacheSize,
       tokens: signingKeys,
       revocations,
+    });
+    const logouts = new BackchannelLogoutSender({
+      pool: database.pool,
+      clock,
+      logger,
+      issuerBase,
+      idTokens: idTokenKeys,
+      allowPrivateNetworks: config.oidcLogoutPrivateNetworks,
+    });
+    logouts.start();
+    stops.add("back-channel logout sender", () => logouts.stop());
+    // A session ended on any instance: the grants among them owe their clients a logout.
+    revocations.subscribe((row) => {
+      if (row.kind === "session" || row.kind === "user" || row.kind === "membership") {
+        logouts.wake();
+      }
     });
     const maintenance = new Maintenance({
       pool: database.pool,

@@ -266,6 +266,7 @@ const envSchema = z.object({
   KEYGATE_UI: bool.default(false),
   KEYGATE_LOCKOUT_THRESHOLD: z.coerce.number().int().min(1).max(1000).default(5),
   KEYGATE_ADMIN_KEY_MAX_LIFETIME_DAYS: z.coerce.number().int().min(1).max(3650).default(90),
+  KEYGATE_OIDC_LOGOUT_PRIVATE_NETWORKS: bool.optional(),
   KEYGATE_LOCKOUT_BASE_SECONDS: z.coerce.number().int().min(1).max(86_400).default(60),
   KEYGATE_LOCKOUT_MAX_SECONDS: z.coerce
     .number()
@@ -391,6 +392,11 @@ export interface Config {
   readonly ipv6PrefixLength: number;
   /** Longest lifetime of an admin key minted by a signed-in user (or by such a key). */
   readonly adminKeyMaxLifetimeDays: number;
+  /**
+   * Whether back-channel logout tokens may go to loopback, private and link-local addresses
+   * (a workspace admin names the URL). Default: only with the embedded database.
+   */
+  readonly oidcLogoutPrivateNetworks: boolean;
   readonly lockout: {
     readonly threshold: number;
     readonly baseSeconds: number;
@@ -588,6 +594,8 @@ export function configFromEnv(env: Record<string, string | undefined>): Config {
     trustedProxies: Object.freeze([...e.KEYGATE_TRUSTED_PROXIES]),
     ipv6PrefixLength: e.KEYGATE_IPV6_PREFIX_LENGTH,
     adminKeyMaxLifetimeDays: e.KEYGATE_ADMIN_KEY_MAX_LIFETIME_DAYS,
+    oidcLogoutPrivateNetworks:
+      e.KEYGATE_OIDC_LOGOUT_PRIVATE_NETWORKS ?? e.DATABASE_URL === undefined,
     lockout: Object.freeze({
       threshold: e.KEYGATE_LOCKOUT_THRESHOLD,
       baseSeconds: e.KEYGATE_LOCKOUT_BASE_SECONDS,

@@ -1,6 +1,8 @@
+import http from "node:http";
+import type { AddressInfo } from "node:net";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
-import { decodeJwt, decodeProtectedHeader } from "jose";
+import { createRemoteJWKSet, decodeJwt, decodeProtectedHeader, jwtVerify } from "jose";
 import * as client from "openid-client";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { AdminService } from "../gen/keygate/v1/admin_service_pb.js";
@@ -28,13 +30,36 @@ let oauth: ReturnType<typeof createClient<typeof OAuthService>>;
 let introspection: ReturnType<typeof createClient<typeof TokenIntrospectionService>>;
 const password = "correct horse battery staple";
 const redirectUri = "http://127.0.0.1:9/callback";
+const afterLogout = "http://127.0.0.1:9/signed-out";
 const asRoot = () => bearer(rootKey);
+/** The relying parties' back-channel logout endpoint: every logout token it was sent. */
+let logoutReceiver: http.Server;
+let logoutUri: string;
+const logoutTokens: string[] = [];
 
 beforeAll(async () => {
   clock = new ManualClock();
   const port = await freePort();
+  logoutReceiver = http.createServer((req, res) => {
+    let body = "";
+    req.on("data", (chunk: Buffer) => {
+      body += chunk.toString();
+    });
+    req.on("end", () => {
+      const token = new URLSearchParams(body).get("logout_token");
+      if (token) logoutTokens.push(token);
+      res.statusCode = 200;
+      res.end();
+    });
+  });
+  await new Promise<void>((resolve) => logoutReceiver.listen(0, "127.0.0.1", resolve));
+  logoutUri = `http://127.0.0.1:${(logoutReceiver.address() as AddressInfo).port}/backchannel`;
   keygate = await startTestKeygate(
-    { KEYGATE_PORT: String(port), KEYGATE_ISSUER: `http://127.0.0.1:${port}` },
+    {
+      KEYGATE_PORT: String(port),
+      KEYGATE_ISSUER: `http://127.0.0.1:${port}`,
+      KEYGATE_OIDC_LOGOUT_PRIVATE_NETWORKS: "true",
+    },
     { clock },
   );
   rootKey = keygate.bootstrapped?.adminKey as string;
@@ -47,6 +72,7 @@ beforeAll(async () => {
 });
 afterAll(async () => {
   await keygate?.stop();
+  await new Promise((resolve) => logoutReceiver?.close(resolve));
 });
 
 const issuerOf = (workspaceId: string) => `${keygate.config.issuer}/w/${workspaceId}`;
@@ -64,15 +90,22 @@ async function signIn(email: string, workspaceId = defaultWorkspaceId) {
 }
 
 async function registered(
-  options: { workspaceId?: string; confidential?: boolean; firstParty?: boolean } = {},
+  options: {
+    workspaceId?: string;
+    confidential?: boolean;
+    firstParty?: boolean;
+    backchannel?: boolean;
+  } = {},
 ) {
   const res = await admin.createOAuthClient(
     {
       workspaceId: options.workspaceId ?? defaultWorkspaceId,
       name: "Example app",
       redirectUris: [redirectUri],
+      postLogoutRedirectUris: [afterLogout],
       confidential: options.confidential ?? true,
       firstParty: options.firstParty ?? true,
+      backchannelLogoutUri: options.backchannel ? logoutUri : "",
     },
     asRoot(),
   );
@@ -511,5 +544,114 @@ describe("what the provider refuses", () => {
     const back = new URL((await browser.get(redirectTo)).headers.get("location") as string);
     expect(back.searchParams.get("error")).toBe("access_denied");
     expect(back.searchParams.get("state")).toBe(started.state);
+  });
+});
+
+describe("logout", () => {
+  /** The logout tokens sent for a grant, checked as a relying party checks them. */
+  async function logoutTokenFor(sid: string, clientId: string) {
+    await expect
+      .poll(() => logoutTokens.filter((t) => decodeJwt(t).sid === sid).length, { timeout: 10_000 })
+      .toBe(1);
+    const token = logoutTokens.find((t) => decodeJwt(t).sid === sid) as string;
+    const jwks = createRemoteJWKSet(new URL(`${keygate.url}/.well-known/jwks.json`));
+    const { payload, protectedHeader } = await jwtVerify(token, jwks, {
+      issuer: issuerOf(defaultWorkspaceId),
+      audience: clientId,
+      typ: "logout+jwt",
+      currentDate: clock.now(),
+    });
+    expect(protectedHeader.alg).toBe("RS256");
+    expect(payload.events).toEqual({ "http://schemas.openid.net/event/backchannel-logout": {} });
+    expect(payload.nonce).toBeUndefined();
+    expect(typeof payload.jti).toBe("string");
+    return payload;
+  }
+
+  it("RP-initiated logout ends the browser's session, its grants, and tells each client", async () => {
+    const first = await registered({ backchannel: true });
+    const config = await relyingParty(first);
+    const second = await relyingParty(await registered({ backchannel: true }));
+    const email = await user();
+    const { browser, callback, started } = await signInThroughProvider(config, email);
+    const tokens = await exchange(config, callback, started);
+    // The same browser signs in to a second client without signing in again.
+    const again = await authorizationUrl(second);
+    const location = new URL(
+      (await browser.get(again.url.toString())).headers.get("location") as string,
+    );
+    const other = await exchange(second, location, again);
+
+    const logout = client.buildEndSessionUrl(config, {
+      id_token_hint: tokens.id_token as string,
+      post_logout_redirect_uri: afterLogout,
+      state: "bye",
+    });
+    const res = await browser.get(logout.toString());
+    expect(res.status).toBe(303);
+    expect(res.headers.get("location")).toBe(`${afterLogout}?state=bye`);
+    expect(browser.cookies().get("kg_provider_session")).toBe("");
+    for (const token of [tokens.access_token, other.access_token]) {
+      expect((await introspection.introspect({ token }, asRoot())).active).toBe(false);
+    }
+    const payload = await logoutTokenFor(tokens.claims()?.sid as string, first.clientId);
+    expect(payload.sub).toBe(tokens.claims()?.sub);
+    await logoutTokenFor(other.claims()?.sid as string, second.clientMetadata().client_id);
+    // The next authorization asks for a sign-in again.
+    const after = await authorizationUrl(config);
+    const next = new URL(
+      (await browser.get(after.url.toString())).headers.get("location") as string,
+    );
+    expect(next.searchParams.has("request")).toBe(true);
+  });
+
+  it("a post-logout redirect that is not registered is refused (no open redirect)", async () => {
+    const config = await relyingParty(await registered());
+    const { callback, started } = await signInThroughProvider(config, await user());
+    const tokens = await exchange(config, callback, started);
+    const logout = client.buildEndSessionUrl(config, {
+      id_token_hint: tokens.id_token as string,
+      post_logout_redirect_uri: "https://evil.example/",
+    });
+    const res = await fetch(logout, { redirect: "manual" });
+    expect(res.status).toBe(400);
+    expect(res.headers.get("location")).toBeNull();
+    // Nothing was ended.
+    expect((await introspection.introspect({ token: tokens.access_token }, asRoot())).active).toBe(
+      true,
+    );
+  });
+
+  it("without an ID token the person confirms first; a cross-site GET signs nobody out", async () => {
+    const config = await relyingParty(await registered());
+    const { browser, callback, started } = await signInThroughProvider(config, await user());
+    const tokens = await exchange(config, callback, started);
+    const endpoint = `${issuerOf(defaultWorkspaceId)}/oauth2/end_session`;
+    const ask = await browser.get(endpoint);
+    expect(ask.status).toBe(200);
+    expect(await ask.text()).toContain('name="confirm" value="yes"');
+    expect((await introspection.introspect({ token: tokens.access_token }, asRoot())).active).toBe(
+      true,
+    );
+    const jar = [...browser.cookies()].map(([k, v]) => `${k}=${v}`).join("; ");
+    const confirmed = await fetch(endpoint, {
+      method: "POST",
+      headers: { "content-type": "application/x-www-form-urlencoded", cookie: jar },
+      body: "confirm=yes",
+    });
+    expect(confirmed.status).toBe(200);
+    expect((await introspection.introspect({ token: tokens.access_token }, asRoot())).active).toBe(
+      false,
+    );
+  });
+
+  it("blocking the user sends the back-channel logout too", async () => {
+    const registration = await registered({ backchannel: true });
+    const config = await relyingParty(registration);
+    const email = await user();
+    const { callback, started } = await signInThroughProvider(config, email);
+    const tokens = await exchange(config, callback, started);
+    await admin.blockUser({ userId: tokens.claims()?.sub as string }, asRoot());
+    await logoutTokenFor(tokens.claims()?.sid as string, registration.clientId);
   });
 });

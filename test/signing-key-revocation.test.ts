@@ -5,7 +5,12 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { AdminService } from "../gen/keygate/v1/admin_service_pb.js";
 import { AuthService } from "../gen/keygate/v1/auth_service_pb.js";
 import { TokenIntrospectionService } from "../gen/keygate/v1/token_introspection_service_pb.js";
-import { AdminKeyRole, Role, SigningKeyStatus } from "../gen/keygate/v1/types_pb.js";
+import {
+  AdminKeyRole,
+  Role,
+  SigningKeyPurpose,
+  SigningKeyStatus,
+} from "../gen/keygate/v1/types_pb.js";
 import { errorReason } from "../src/client/errors.js";
 import { createVerifier, type Verifier, VerifyError } from "../src/verify/index.js";
 import { usingExternalPostgres } from "./support/database.js";
@@ -175,7 +180,13 @@ describe("SECURITY.md 38: a revoked signing key is refused by every instance and
     expect(revoked.promotedKid).toBe("");
     expect(await jwksKids(keygate.url)).not.toContain(kid);
     const keys = await here.admin.listSigningKeys({}, as(rootKey));
-    expect(keys.signingKeys.filter((k) => k.status === SigningKeyStatus.ACTIVE)).toHaveLength(1);
+    const active = keys.signingKeys.filter((k) => k.status === SigningKeyStatus.ACTIVE);
+    // One access-token key, one ID-token key; the revoked next key is neither.
+    expect(active.map((k) => k.purpose).sort()).toEqual([
+      SigningKeyPurpose.ACCESS_TOKEN,
+      SigningKeyPurpose.ID_TOKEN,
+    ]);
+    expect(active.map((k) => k.kid)).not.toContain(kid);
   });
 
   it("answers INVALID_ARGUMENT, NOT_FOUND and PERMISSION_DENIED deliberately", async () => {

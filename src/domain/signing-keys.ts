@@ -2,6 +2,7 @@ import { randomUUID } from "node:crypto";
 import {
   type CryptoKey,
   calculateJwkThumbprint,
+  compactVerify,
   decodeProtectedHeader,
   errors,
   exportJWK,
@@ -542,6 +543,8 @@ export class SigningKeys {
   async signIdToken(input: {
     claims: Record<string, unknown>;
     ttlSeconds: number;
+    /** The JWT's typ: "JWT" for ID tokens, "logout+jwt" for back-channel logout tokens. */
+    typ?: string;
   }): Promise<{ token: string; algorithm: JwtAlgorithm; expiresAt: Date }> {
     if (this.purpose !== "id_token") throw new Error("this key ring does not sign ID tokens");
     const now = this.clock.now();
@@ -550,7 +553,7 @@ export class SigningKeys {
     if (signer === undefined) throw new UnavailableError("no active signing key");
     const iat = Math.floor(now.getTime() / 1000);
     const token = await new SignJWT({ ...input.claims })
-      .setProtectedHeader({ alg: signer.algorithm, kid: signer.kid, typ: "JWT" })
+      .setProtectedHeader({ alg: signer.algorithm, kid: signer.kid, typ: input.typ ?? "JWT" })
       .setIssuedAt(iat)
       .setExpirationTime(iat + input.ttlSeconds)
       .sign(signer.key);
@@ -559,6 +562,28 @@ export class SigningKeys {
       algorithm: signer.algorithm,
       expiresAt: new Date((iat + input.ttlSeconds) * 1000),
     };
+  }
+
+  /**
+   * The claims of an ID token this ring signed, expired or not (an id_token_hint at logout may
+   * be old): the signature and the issuer are checked, nothing else. Null when it is not one.
+   */
+  async idTokenHintClaims(token: string, issuer: string): Promise<Record<string, unknown> | null> {
+    if (typeof token !== "string" || token.length === 0 || token.length > maxTokenLength)
+      return null;
+    try {
+      const header = decodeProtectedHeader(token);
+      if (typeof header.kid !== "string" || header.typ !== "JWT") return null;
+      const key = await this.keyFor(header.kid);
+      if (key === undefined || header.alg !== key.algorithm) return null;
+      const { payload } = await compactVerify(token, key.verifyKey, {
+        algorithms: [key.algorithm],
+      });
+      const claims = JSON.parse(new TextDecoder().decode(payload)) as Record<string, unknown>;
+      return claims.iss === issuer ? claims : null;
+    } catch {
+      return null;
+    }
   }
 
   /**

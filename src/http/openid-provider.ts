@@ -7,6 +7,7 @@ import {
   resume,
   workspaceIssuer,
 } from "../domain/oauth/authorize.js";
+import { endSession } from "../domain/oauth/end-session.js";
 import { OAuthProtocolError } from "../domain/oauth/errors.js";
 import { supportedScopes } from "../domain/oauth/scopes.js";
 import {
@@ -63,6 +64,9 @@ export function openIdProviderRoutes(deps: ProviderHttpDeps) {
       authorization_endpoint: `${issuer}/oauth2/authorize`,
       token_endpoint: `${issuer}/oauth2/token`,
       userinfo_endpoint: `${issuer}/oauth2/userinfo`,
+      end_session_endpoint: `${issuer}/oauth2/end_session`,
+      backchannel_logout_supported: true,
+      backchannel_logout_session_supported: true,
       jwks_uri: `${base}/.well-known/jwks.json`,
       scopes_supported: supportedScopes,
       response_types_supported: ["code"],
@@ -188,6 +192,44 @@ export function openIdProviderRoutes(deps: ProviderHttpDeps) {
       }
     });
 
+  const endSessionHandler = (workspaceId: string) =>
+    logged("end_session", async (req, res, meta) => {
+      let params: URLSearchParams;
+      if (req.method === "GET" || req.method === "HEAD") params = queryOf(req);
+      else if (req.method === "POST") params = await readForm(req, deps.maxRequestBytes);
+      else throw new OAuthError(405, "invalid_request", "use GET or POST", { allow: "GET, POST" });
+      const outcome = await endSession(
+        deps.provider,
+        meta,
+        workspaceId,
+        params,
+        cookiesOf(req),
+        req.method === "POST" && params.get("confirm") === "yes",
+      );
+      if (outcome.kind === "page") {
+        errorPage(res, outcome.status, "invalid_request", outcome.message);
+        return;
+      }
+      if (outcome.kind === "confirm") {
+        confirmPage(res, params);
+        return;
+      }
+      // The browser's provider session is over, whichever session the hint named.
+      res.setHeader(
+        "set-cookie",
+        `${providerSessionCookie}=; Max-Age=0; Path=${basePath}/w/${workspaceId}/; HttpOnly; SameSite=Lax${secure ? "; Secure" : ""}`,
+      );
+      if (outcome.kind === "redirect") {
+        res.statusCode = 303;
+        res.setHeader("location", outcome.location);
+        res.setHeader("cache-control", "no-store");
+        res.setHeader("content-length", 0);
+        res.end();
+        return;
+      }
+      htmlPage(res, 200, "Signed out", "<h1>Signed out</h1><p>You are signed out.</p>");
+    });
+
   const answerAuthorize = (res: Res, workspaceId: string, outcome: AuthorizeOutcome) => {
     if (outcome.kind === "page") {
       errorPage(res, outcome.status, outcome.error, outcome.description);
@@ -234,6 +276,8 @@ export function openIdProviderRoutes(deps: ProviderHttpDeps) {
           return tokenHandler(workspaceId);
         case "/oauth2/userinfo":
           return userinfoHandler(workspaceId);
+        case "/oauth2/end_session":
+          return endSessionHandler(workspaceId);
         default:
           return undefined;
       }
@@ -271,10 +315,39 @@ const escapeHtml = (text: string) => text.replace(/[&<>"']/g, (c) => htmlEscapes
 
 /** What the user sees when nothing can go back to the client. */
 function errorPage(res: Res, status: number, error: string, description: string) {
-  const body = `<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Sign-in failed</title></head><body><h1>Sign-in failed</h1><p>${escapeHtml(description)}</p><p><code>${escapeHtml(error)}</code></p></body></html>`;
+  htmlPage(
+    res,
+    status,
+    "Sign-in failed",
+    `<h1>Sign-in failed</h1><p>${escapeHtml(description)}</p><p><code>${escapeHtml(error)}</code></p>`,
+  );
+}
+
+/** Signing out without an ID token naming the session: the person confirms it. */
+function confirmPage(res: Res, params: URLSearchParams) {
+  const hidden = ["client_id", "post_logout_redirect_uri", "state"]
+    .filter((name) => params.has(name))
+    .map(
+      (name) =>
+        `<input type="hidden" name="${name}" value="${escapeHtml(params.get(name) as string)}">`,
+    )
+    .join("");
+  htmlPage(
+    res,
+    200,
+    "Sign out?",
+    `<h1>Sign out?</h1><form method="post">${hidden}<input type="hidden" name="confirm" value="yes"><button type="submit">Sign out</button></form>`,
+  );
+}
+
+function htmlPage(res: Res, status: number, title: string, bodyHtml: string) {
+  const body = `<!doctype html><html lang="en"><head><meta charset="utf-8"><title>${escapeHtml(title)}</title></head><body>${bodyHtml}</body></html>`;
   res.statusCode = status;
   res.setHeader("content-type", "text/html; charset=utf-8");
-  res.setHeader("content-security-policy", "default-src 'none'; frame-ancestors 'none'");
+  res.setHeader(
+    "content-security-policy",
+    "default-src 'none'; form-action 'self'; frame-ancestors 'none'",
+  );
   res.setHeader("x-content-type-options", "nosniff");
   res.setHeader("cache-control", "no-store");
   res.setHeader("content-length", Buffer.byteLength(body));

@@ -11,12 +11,13 @@ export const oauthClientRow = z.object({
   post_logout_redirect_uris: z.array(z.string()),
   first_party: z.boolean(),
   scopes: z.array(z.string()),
+  backchannel_logout_uri: z.string().nullable(),
   created_at: z.number(),
 });
 export type OAuthClientRow = z.infer<typeof oauthClientRow>;
 
 const columns = sql.fragment`workspace_id, client_id, name, secret_hash, redirect_uris,
-  post_logout_redirect_uris, first_party, scopes, created_at`;
+  post_logout_redirect_uris, first_party, scopes, backchannel_logout_uri, created_at`;
 
 export async function insertOAuthClient(
   db: CommonQueryMethods,
@@ -29,18 +30,20 @@ export async function insertOAuthClient(
     postLogoutRedirectUris: readonly string[];
     firstParty: boolean;
     scopes: readonly string[];
+    backchannelLogoutUri: string | null;
     now: Date;
   },
 ): Promise<OAuthClientRow> {
   return db.one(sql.type(oauthClientRow)`
     INSERT INTO oauth_clients (workspace_id, client_id, name, secret_hash, redirect_uris,
-                               post_logout_redirect_uris, first_party, scopes, created_at)
+                               post_logout_redirect_uris, first_party, scopes,
+                               backchannel_logout_uri, created_at)
     VALUES (${input.workspaceId}, ${input.clientId}, ${input.name},
             ${input.secretHash === null ? null : sql.binary(input.secretHash)},
             ${sql.array([...input.redirectUris], "text")},
             ${sql.array([...input.postLogoutRedirectUris], "text")},
             ${input.firstParty}, ${sql.array([...input.scopes], "text")},
-            ${sql.timestamp(input.now)})
+            ${input.backchannelLogoutUri}, ${sql.timestamp(input.now)})
     RETURNING ${columns}`);
 }
 

@@ -364,7 +364,7 @@ function providerSessionMac(secret: Buffer, workspaceId: string, sessionId: stri
     .digest("base64url");
 }
 
-async function providerSessionOf(
+export async function providerSessionOf(
   tx: CommonQueryMethods,
   deps: ProviderDeps,
   workspaceId: string,

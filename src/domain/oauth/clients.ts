@@ -28,6 +28,8 @@ export interface CreateOAuthClientInput {
   readonly confidential: boolean;
   readonly firstParty: boolean;
   readonly scopes: readonly string[];
+  /** Empty for none. */
+  readonly backchannelLogoutUri: string;
 }
 
 const maxUris = 10;
@@ -71,6 +73,13 @@ export async function createOAuthClient(
     .displayName("name", input.name, 200);
   checkUris(v, "redirect_uris", input.redirectUris, 1);
   checkUris(v, "post_logout_redirect_uris", input.postLogoutRedirectUris, 0);
+  if (input.backchannelLogoutUri !== "") {
+    const problem = redirectUriProblem(input.backchannelLogoutUri);
+    if (problem !== null) v.add("backchannel_logout_uri", problem);
+    else if (!/^https?:/.test(input.backchannelLogoutUri)) {
+      v.add("backchannel_logout_uri", "must be https (http only for loopback hosts)");
+    }
+  }
   input.scopes.forEach((scope, i) => {
     if (!supportedScopes.includes(scope)) {
       v.add(`scopes[${i}]`, `must be one of ${supportedScopes.join(", ")}`);
@@ -93,6 +102,7 @@ export async function createOAuthClient(
       postLogoutRedirectUris: [...new Set(input.postLogoutRedirectUris)],
       firstParty: input.firstParty,
       scopes: input.scopes.length === 0 ? supportedScopes : [...new Set(input.scopes)],
+      backchannelLogoutUri: input.backchannelLogoutUri === "" ? null : input.backchannelLogoutUri,
       now,
     });
     await audit(tx, deps, meta, {

@@ -23,7 +23,9 @@ export interface TokenDeps extends ProviderDeps {
     signIdToken(input: {
       claims: Record<string, unknown>;
       ttlSeconds: number;
+      typ?: string;
     }): Promise<{ token: string; algorithm: JwtAlgorithm; expiresAt: Date }>;
+    idTokenHintClaims(token: string, issuer: string): Promise<Record<string, unknown> | null>;
   };
 }
 

@@ -31,6 +31,7 @@ export function adminOAuthClientsHandlers(deps: AdminDeps, issuerBase: string) {
       scopes: c.scopes,
       createTime: timestampFromMs(c.created_at),
       issuer: workspaceIssuer(issuerBase, c.workspace_id),
+      backchannelLogoutUri: c.backchannel_logout_uri ?? "",
     });
   return {
     async createOAuthClient(req, ctx) {
@@ -42,6 +43,7 @@ export function adminOAuthClientsHandlers(deps: AdminDeps, issuerBase: string) {
         confidential: req.confidential,
         firstParty: req.firstParty,
         scopes: req.scopes,
+        backchannelLogoutUri: req.backchannelLogoutUri,
       });
       return { client: clientOf(client), clientSecret: secret ?? "" };
     },

@@ -1,0 +1,65 @@
+import type { CommonQueryMethods } from "slonik";
+import { z } from "zod";
+import { sql, voidRow } from "../db/sql.js";
+
+/**
+ * Logout tokens owed to clients (migration 025's trigger writes them). Read and written as
+ * the service role: the sender works for every workspace, one claimed row at a time.
+ */
+
+const owedLogoutRow = z.object({
+  id: z.string(),
+  workspace_id: z.string(),
+  client_id: z.string(),
+  session_id: z.string(),
+  user_id: z.string(),
+  attempts: z.number(),
+  backchannel_logout_uri: z.string().nullable(),
+});
+export type OwedLogoutRow = z.infer<typeof owedLogoutRow>;
+
+/**
+ * Claims up to `limit` due logouts for `leaseMs`: another instance sees them again only if
+ * this one neither delivers nor reschedules them by then. SKIP LOCKED keeps instances apart.
+ */
+export async function claimDueLogouts(
+  db: CommonQueryMethods,
+  input: { now: Date; leaseMs: number; limit: number },
+): Promise<readonly OwedLogoutRow[]> {
+  const now = sql.timestamp(input.now);
+  const leaseUntil = sql.timestamp(new Date(input.now.getTime() + input.leaseMs));
+  return db.any(sql.type(owedLogoutRow)`
+    UPDATE oauth_logouts l SET attempts = l.attempts + 1, next_attempt_at = ${leaseUntil}
+    FROM oauth_clients c
+    WHERE l.id IN (
+        SELECT id FROM oauth_logouts
+        WHERE delivered_at IS NULL AND abandoned_at IS NULL AND next_attempt_at <= ${now}
+        ORDER BY next_attempt_at
+        LIMIT ${input.limit}
+        FOR UPDATE SKIP LOCKED)
+      AND c.workspace_id = l.workspace_id AND c.client_id = l.client_id
+    RETURNING l.id, l.workspace_id, l.client_id, l.session_id, l.user_id, l.attempts,
+              c.backchannel_logout_uri`);
+}
+
+export async function markLogoutDelivered(
+  db: CommonQueryMethods,
+  input: { id: string; now: Date },
+): Promise<void> {
+  await db.query(sql.type(voidRow)`
+    UPDATE oauth_logouts SET delivered_at = ${sql.timestamp(input.now)}, last_error = NULL
+    WHERE id = ${input.id}`);
+}
+
+/** A failed attempt: tried again at `retryAt`, or given up on when that is null. */
+export async function markLogoutFailed(
+  db: CommonQueryMethods,
+  input: { id: string; now: Date; retryAt: Date | null; error: string },
+): Promise<void> {
+  await db.query(sql.type(voidRow)`
+    UPDATE oauth_logouts
+    SET last_error = ${input.error.slice(0, 500)},
+        next_attempt_at = ${input.retryAt === null ? sql.timestamp(input.now) : sql.timestamp(input.retryAt)},
+        abandoned_at = ${input.retryAt === null ? sql.timestamp(input.now) : null}
+    WHERE id = ${input.id}`);
+}
