@@ -153,5 +153,5 @@ describe("a failed start", () => {
     for (const [kind, n] of resources()) {
       expect({ kind, n }).toEqual({ kind, n: Math.min(n, before.resources.get(kind) ?? 0) });
     }
-  });
+  }, 120_000 /* six starts, each making its first RSA keys: a bound for a hung run */);
 });
