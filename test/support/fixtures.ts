@@ -1,6 +1,13 @@
 /** Small helpers every suite uses to make its data and its calls. */
+import type { Client } from "@connectrpc/connect";
+import type { AdminService } from "../../gen/keygate/v1/admin_service_pb.js";
+import type { AuthService } from "../../gen/keygate/v1/auth_service_pb.js";
+import type { Role, Tokens } from "../../gen/keygate/v1/types_pb.js";
 
 let sequence = 0;
+
+/** The password of every user the suites make. */
+export const password = "correct horse battery staple";
 
 /** An address no other test in this run has used (unique across files and instances). */
 export function uniqueEmail(tag: string): string {
@@ -10,4 +17,27 @@ export function uniqueEmail(tag: string): string {
 /** Call options that send `token` as the bearer credential. */
 export function bearer(token: string): { headers: { authorization: string } } {
   return { headers: { authorization: `Bearer ${token}` } };
+}
+
+/** What provisions users and logs them in: clients of one instance and an admin key for it. */
+export interface Provisioner {
+  admin: Client<typeof AdminService>;
+  auth: Client<typeof AuthService>;
+  adminKey: string;
+  /** Where users are made unless a call names another workspace. */
+  workspaceId: string;
+}
+
+/** A user with `password`, provisioned by the admin key and logged in once. */
+export async function signedIn(
+  by: Provisioner,
+  tag: string,
+  options: { workspaceId?: string; role?: Role; emailVerified?: boolean } = {},
+): Promise<Tokens & { email: string }> {
+  const { workspaceId = by.workspaceId, ...rest } = options;
+  const email = uniqueEmail(tag);
+  await by.admin.provisionUser({ email, password, workspaceId, ...rest }, bearer(by.adminKey));
+  const res = await by.auth.login({ email, password, workspaceId });
+  if (res.result.case !== "tokens") throw new Error("no tokens");
+  return { email, ...res.result.value };
 }
