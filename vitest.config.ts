@@ -1,8 +1,9 @@
 import { defineConfig } from "vitest/config";
 
-// Three tiers, all run by `npm test`: `unit` (no database, no server: seconds), `database`
-// (repositories, migrations, row-level security, the outbox on PGlite or PostgreSQL) and `e2e`
-// (real servers and stock clients). `npx vitest run --project unit` runs one tier.
+// Four tiers, all run by `npm test`: `unit` (no database, no server: seconds), `database`
+// (repositories, migrations, row-level security, the outbox on PGlite or PostgreSQL), `router`
+// (the real routes and interceptors over createRouterTransport: a database, no listener) and
+// `e2e` (real servers and stock clients). `npx vitest run --project unit` runs one tier.
 const unit = [
   "test/access.test.ts",
   "test/amr.test.ts",
@@ -22,6 +23,7 @@ const database = [
   "test/row-level-security.test.ts",
   "test/signing-keys.test.ts",
 ];
+const router = ["test/**/*.router.test.ts"];
 
 export default defineConfig({
   test: {
@@ -39,9 +41,14 @@ export default defineConfig({
     projects: [
       { extends: true, test: { name: "unit", include: unit } },
       { extends: true, test: { name: "database", include: database } },
+      { extends: true, test: { name: "router", include: router } },
       {
         extends: true,
-        test: { name: "e2e", include: ["test/**/*.test.ts"], exclude: [...unit, ...database] },
+        test: {
+          name: "e2e",
+          include: ["test/**/*.test.ts"],
+          exclude: [...unit, ...database, ...router],
+        },
       },
     ],
   },

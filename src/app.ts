@@ -43,7 +43,7 @@ import { instanceMetrics } from "./metrics-sources.js";
 import { Readiness } from "./readiness.js";
 import { findWorkspaceById, findWorkspaceBySlug } from "./repositories/workspaces.js";
 import { keygateServices } from "./routes.js";
-import { buildServer } from "./server.js";
+import { buildServer, type ServerDeps } from "./server.js";
 import {
   databaseStartupError,
   describeDatabase,
@@ -69,12 +69,27 @@ export interface Keygate {
   close(): Promise<void>;
 }
 
-/** Opens the database, migrates when configured, bootstraps, and listens. */
-export async function startKeygate(
+/**
+ * An instance's parts, built and started (database, workers, feeds, sweeps) before anything
+ * listens: what buildServer takes but the web app, and what stops them again.
+ */
+export interface KeygateServices {
+  readonly database: Database;
+  readonly mailer: Mailer;
+  readonly server: Omit<ServerDeps, "webApp">;
+  /** Everything started for these parts, stopped in reverse order. */
+  readonly stops: StopStack;
+}
+
+/**
+ * Opens the database, migrates when configured, and builds the services with their handlers
+ * and interceptors; startKeygate serves them, tests also over an in-memory transport.
+ */
+export async function composeKeygate(
   config: Config,
   logger: Logger,
-  options: { migrationsDir?: string; mailer?: Mailer; clock?: Clock; webAppDir?: string } = {},
-): Promise<Keygate> {
+  options: { migrationsDir?: string; mailer?: Mailer; clock?: Clock } = {},
+): Promise<KeygateServices> {
   const migrations = await loadMigrations(options.migrationsDir ?? defaultMigrationsDir);
   const database = await openDatabase(config).catch((error: unknown) => {
     throw databaseStartupError(error, config) ?? error;
@@ -261,27 +276,13 @@ export async function startKeygate(
       ? new Tracing({ endpoint: config.otlpEndpoint, sampleRatio: config.traceSampleRatio })
       : undefined;
     if (tracing) stops.add("tracing", () => tracing.shutdown());
-    // The page starts from the bootstrapped workspace, when there is one; on a first start
-    // that workspace only exists once the listeners are bound (below), and the page is
-    // loaded again then.
-    const loadPage = async () => {
-      const start = await findWorkspaceBySlug(database.pool, "default");
-      return loadWebApp(options.webAppDir ?? defaultWebAppDir, {
-        workspace: start ? { id: start.id, slug: start.slug } : undefined,
-      });
-    };
-    let page = config.ui ? await loadPage() : undefined;
-    const webApp: WebApp | undefined = page && {
-      serve: (req, res) => page?.serve(req, res) ?? false,
-    };
-    const server = buildServer({
+    const server: KeygateServices["server"] = {
       config,
       logger,
       metrics,
       tracing,
       readiness,
       jwks,
-      webApp,
       provider: {
         provider: providerDeps,
         workspaceExists: async (id) => (await findWorkspaceById(database.pool, id)) !== null,
@@ -343,7 +344,40 @@ export async function startKeygate(
           access: accessOf,
         }),
       ],
-    });
+    };
+    return { database, mailer, server, stops };
+  } catch (error) {
+    // Nothing started above outlives a failed start: not a listener, worker, timer or
+    // connection.
+    await stops.stopAll(false);
+    throw databaseStartupError(error, config) ?? error;
+  }
+}
+
+/** Opens the database, migrates when configured, bootstraps, and listens. */
+export async function startKeygate(
+  config: Config,
+  logger: Logger,
+  options: { migrationsDir?: string; mailer?: Mailer; clock?: Clock; webAppDir?: string } = {},
+): Promise<Keygate> {
+  const services = await composeKeygate(config, logger, options);
+  const { database, mailer, stops } = services;
+  const { metrics } = services.server;
+  try {
+    // The page starts from the bootstrapped workspace, when there is one; on a first start
+    // that workspace only exists once the listeners are bound (below), and the page is
+    // loaded again then.
+    const loadPage = async () => {
+      const start = await findWorkspaceBySlug(database.pool, "default");
+      return loadWebApp(options.webAppDir ?? defaultWebAppDir, {
+        workspace: start ? { id: start.id, slug: start.slug } : undefined,
+      });
+    };
+    let page = config.ui ? await loadPage() : undefined;
+    const webApp: WebApp | undefined = page && {
+      serve: (req, res) => page?.serve(req, res) ?? false,
+    };
+    const server = buildServer({ ...services.server, webApp });
     // On close, calls in flight get the shutdown timeout; after a failed start, none.
     stops.add("service listener", (graceful) =>
       server.close(graceful ? config.shutdownTimeoutMs : 0),
@@ -387,8 +421,6 @@ export async function startKeygate(
       close: () => stops.stopAll(true),
     };
   } catch (error) {
-    // Nothing started above outlives a failed start: not a listener, worker, timer or
-    // connection.
     await stops.stopAll(false);
     throw databaseStartupError(error, config) ?? error;
   }

@@ -1,6 +1,13 @@
-import { isIP } from "node:net";
 import { availableParallelism } from "node:os";
-import { z } from "zod";
+import type { z } from "zod";
+import { envSchema, type logLevel } from "./config-env.js";
+import {
+  builtInRateLimits,
+  builtInWorkspaceDefaults,
+  developmentRateLimits,
+  type RateLimits,
+  type WorkspaceSettings,
+} from "./workspace-settings.js";
 
 /**
  * Every setting Keygate reads, from KEYGATE_* variables (and DATABASE_URL). Parsed once at
@@ -8,320 +15,18 @@ import { z } from "zod";
  * with `configFromEnv({...})` or by spreading `defaultConfig()`.
  */
 
-const bool = z
-  .enum(["true", "false", "1", "0", "yes", "no"], { error: "expected true or false" })
-  .transform((v) => v === "true" || v === "1" || v === "yes");
-
-const port = z.coerce
-  .number({ error: "expected a port number" })
-  .int()
-  .min(0, "expected a port number (0-65535)")
-  .max(65535, "expected a port number (0-65535)");
-
-const positiveInt = (max: number) =>
-  z.coerce
-    .number({ error: "expected a whole number" })
-    .int("expected a whole number")
-    .min(1, "expected at least 1")
-    .max(max, `expected at most ${max}`);
-
-const list = z.string().transform((v) =>
-  v
-    .split(",")
-    .map((s) => s.trim())
-    .filter((s) => s.length > 0),
-);
-
-const url = z.url({ error: "expected a URL" });
-
-/** A variable holding JSON, parsed before its schema checks it. */
-const json = z.string().transform((text, ctx) => {
-  try {
-    return JSON.parse(text) as unknown;
-  } catch {
-    ctx.addIssue({ code: "custom", message: "expected a JSON object" });
-    return z.NEVER;
-  }
-});
-
-/** 32 or more random bytes, base64 or base64url encoded. */
-const base64Key = z
-  .string()
-  .regex(/^[A-Za-z0-9+/_-]+={0,2}$/, "expected base64")
-  .transform((v) => Buffer.from(v, "base64"))
-  .refine((b) => b.length >= 32, "expected at least 32 bytes (base64 of `openssl rand 32`)");
-
-/** The rate limits every public flow goes through; each holds per workspace and subject. */
-export const rateLimitNames = [
-  "login_ip",
-  "login_account",
-  "signup_ip",
-  "signup_address",
-  "password_reset_ip",
-  "password_reset_address",
-  "magic_link_ip",
-  "magic_link_address",
-  "verification_address",
-  "otp_send_address",
-  "code_verify_ip",
-  "oauth_client_ip",
-  "deployment_ip",
-  "passkey_challenge_ip",
-] as const;
-export type RateLimitName = (typeof rateLimitNames)[number];
-
-const rateLimitRule = z.object({
-  limit: z.number().int().min(1).max(100_000),
-  window_seconds: z
-    .number()
-    .int()
-    .min(1)
-    .max(7 * 86_400),
-});
-export type RateLimitRule = z.infer<typeof rateLimitRule>;
-const rateLimitsSchema = z.object(
-  Object.fromEntries(rateLimitNames.map((n) => [n, rateLimitRule])) as Record<
-    RateLimitName,
-    typeof rateLimitRule
-  >,
-);
-export type RateLimits = z.infer<typeof rateLimitsSchema>;
-
-export const builtInRateLimits: RateLimits = Object.freeze({
-  login_ip: { limit: 10, window_seconds: 900 },
-  login_account: { limit: 10, window_seconds: 900 },
-  signup_ip: { limit: 10, window_seconds: 3600 },
-  signup_address: { limit: 3, window_seconds: 3600 },
-  password_reset_ip: { limit: 10, window_seconds: 3600 },
-  password_reset_address: { limit: 3, window_seconds: 3600 },
-  magic_link_ip: { limit: 10, window_seconds: 3600 },
-  magic_link_address: { limit: 5, window_seconds: 3600 },
-  verification_address: { limit: 3, window_seconds: 600 },
-  otp_send_address: { limit: 3, window_seconds: 600 },
-  code_verify_ip: { limit: 30, window_seconds: 600 },
-  // A known client key is looked up at most once a second per instance; wrong ones every time.
-  oauth_client_ip: { limit: 300, window_seconds: 60 },
-  // Every per-workspace per-IP limit above also counts here, across all workspaces, so that
-  // a client cannot multiply its budget by the number of workspaces it names.
-  deployment_ip: { limit: 50, window_seconds: 900 },
-  // Public passkey challenges (every sign-in page load asks for one for autofill), counted
-  // per client across all workspaces: each is a row until it is swept.
-  passkey_challenge_ip: { limit: 300, window_seconds: 600 },
-});
-
-/**
- * The embedded database's limits when KEYGATE_RATE_LIMITS is unset: ten times the ones above.
- * Embedded mode is for development (one instance, mail printed to the console), where one
- * person trying curl, a script and the web app from one address would otherwise be locked
- * out within minutes. The start says so in a warning line.
- */
-export const developmentRateLimits: RateLimits = Object.freeze(
-  Object.fromEntries(
-    Object.entries(builtInRateLimits).map(([name, rule]) => [
-      name,
-      { limit: Math.min(100_000, rule.limit * 10), window_seconds: rule.window_seconds },
-    ]),
-  ) as RateLimits,
-);
-
-/** Limits that only the deployment sets: a workspace's settings cannot raise them. */
-const deploymentOnlyLimits = { deployment_ip: true, passkey_challenge_ip: true } as const;
-
-/**
- * A workspace's capability flags, as stored (snake_case, as in the API). Every key is
- * optional in storage; the server defaults fill the gaps.
- */
-export const workspaceSettingsSchema = z.object({
-  signup: z.boolean(),
-  reset_password: z.boolean(),
-  password_reset: z.enum(["link", "code"]),
-  magic_link: z.boolean(),
-  email_verification: z.enum(["off", "code", "link"]),
-  require_email_verification: z.boolean(),
-  password_min_length: z.number().int().min(8).max(256),
-  otp_login: z.enum(["off", "optional", "required"]),
-  passwordless_otp: z.boolean(),
-  /** Lifetime of emailed one-time codes (OtpService), at most 10 minutes. */
-  otp_ttl_seconds: z.number().int().min(60).max(600),
-  /** ChangePassword needs a fresh action proof from OtpService (purpose SENSITIVE_ACTION). */
-  action_proof_required: z.boolean(),
-  access_token_ttl_seconds: z.number().int().min(60).max(86_400),
-  refresh_idle_timeout_seconds: z.number().int().min(300).max(31_536_000),
-  session_lifetime_seconds: z.number().int().min(300).max(31_536_000),
-  /** Factors beyond the password (FactorService): off, optional, or required of every member. */
-  mfa: z.enum(["off", "optional", "required"]),
-  /** Where mfa is optional: the roles that need a factor (and "mfa" tokens for AdminService). */
-  mfa_required_roles: z.array(z.enum(["owner", "admin", "member"])).max(3),
-  /** Username-less sign-in with a passkey. */
-  passkey_sign_in: z.boolean(),
-  /** No password login: passkeys (and emailed codes or links where those are on). */
-  passwordless_only: z.boolean(),
-  /** Per-workspace overrides of single rate limits; the rest come from KEYGATE_RATE_LIMITS. */
-  rate_limits: rateLimitsSchema.omit(deploymentOnlyLimits).partial().strict().optional(),
-});
-export type WorkspaceSettings = z.infer<typeof workspaceSettingsSchema>;
-
-export const builtInWorkspaceDefaults: WorkspaceSettings = Object.freeze({
-  signup: true,
-  reset_password: true,
-  password_reset: "link",
-  magic_link: true,
-  email_verification: "code",
-  require_email_verification: false,
-  password_min_length: 8,
-  otp_login: "off",
-  passwordless_otp: false,
-  otp_ttl_seconds: 300,
-  action_proof_required: false,
-  mfa: "optional",
-  mfa_required_roles: [],
-  passkey_sign_in: true,
-  passwordless_only: false,
-  access_token_ttl_seconds: 900,
-  refresh_idle_timeout_seconds: 14 * 86_400,
-  session_lifetime_seconds: 30 * 86_400,
-});
-
-const logLevel = z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]);
-
-const envSchema = z.object({
-  KEYGATE_HOST: z.string().min(1).default("127.0.0.1"),
-  KEYGATE_PORT: port.default(8080),
-  KEYGATE_TLS_CERT_FILE: z.string().min(1).optional(),
-  KEYGATE_TLS_KEY_FILE: z.string().min(1).optional(),
-  KEYGATE_CORS_ORIGINS: list.default([]),
-  // Room for a full IntrospectBatch (100 access tokens, about 84 KB in binary, more in JSON).
-  KEYGATE_MAX_REQUEST_BYTES: positiveInt(16 * 1024 * 1024).default(128 * 1024),
-  KEYGATE_MAX_TIMEOUT_MS: positiveInt(3_600_000).default(30_000),
-  KEYGATE_SHUTDOWN_TIMEOUT_MS: positiveInt(600_000).default(10_000),
-  KEYGATE_HTTP2_MAX_CONCURRENT_STREAMS: positiveInt(100_000).default(100),
-  KEYGATE_MAX_CONNECTIONS_PER_IP: positiveInt(1_000_000).default(256),
-  KEYGATE_MAX_WATCH_STREAMS_PER_IP: positiveInt(1_000_000).default(64),
-  KEYGATE_WATCH_MAX_AGE_MS: z.coerce
-    .number()
-    .int()
-    .min(100)
-    .max(86_400_000)
-    .default(30 * 60_000),
-  KEYGATE_LOG_LEVEL: logLevel.default("info"),
-  KEYGATE_LOG_SAMPLE_EVERY: positiveInt(1_000_000).default(100),
-  DATABASE_URL: z
-    .string()
-    .regex(/^postgres(ql)?:\/\//, "expected a postgres:// or postgresql:// URL")
-    .optional(),
-  KEYGATE_DB_POOL_SIZE: positiveInt(500).default(10),
-  KEYGATE_DATA_DIR: z.string().min(1).default(".keygate"),
-  KEYGATE_MIGRATE_ON_START: bool.optional(),
-  KEYGATE_BOOTSTRAP: bool.default(true),
-  KEYGATE_SMTP_URL: z
-    .string()
-    .regex(/^smtps?:\/\//, "expected an smtp:// or smtps:// URL")
-    .optional(),
-  KEYGATE_SMTP_HOST: z.string().min(1).optional(),
-  KEYGATE_SMTP_PORT: port.optional(),
-  KEYGATE_SMTP_USER: z.string().min(1).optional(),
-  KEYGATE_SMTP_PASSWORD: z.string().min(1).optional(),
-  KEYGATE_SMTP_SECURE: bool.default(false),
-  KEYGATE_MAIL_FROM: z.string().min(3).default("Keygate <no-reply@keygate.localhost>"),
-  KEYGATE_MAIL_DEV_OUTBOX: bool.optional(),
-  KEYGATE_PUBLIC_URL: url.optional(),
-  KEYGATE_ISSUER: url.optional(),
-  KEYGATE_WEBAUTHN_RP_ID: z
-    .string()
-    .regex(
-      /^(?=.{1,253}$)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*$/,
-      "expected a lower-case host name (no scheme, port or path)",
-    )
-    .optional(),
-  KEYGATE_WEBAUTHN_ORIGINS: list
-    .refine(
-      (items) => items.every((i) => originOf(i) === i),
-      "expected origins such as https://login.example.com (scheme, host and port only)",
-    )
-    .optional(),
-  KEYGATE_AUDIENCE: z.string().min(1).default("keygate"),
-  KEYGATE_JWT_ALGORITHM: z.enum(["ES256", "EdDSA", "RS256"]).default("RS256"),
-  KEYGATE_KEY_ENCRYPTION_KEY: base64Key.optional(),
-  KEYGATE_TOKEN_SECRET: base64Key.optional(),
-  KEYGATE_BCRYPT_COST: z.coerce
-    .number()
-    .int()
-    .min(10, "expected at least 10")
-    .max(16, "expected at most 16")
-    .default(10),
-  KEYGATE_HASH_WORKERS: positiveInt(64).optional(),
-  KEYGATE_HASH_WORKER_NICE: z.coerce.number().int().min(0).max(19).default(10),
-  KEYGATE_REFRESH_GRACE_SECONDS: z.coerce.number().int().min(0).max(120).default(10),
-  KEYGATE_ALLOW_WORKSPACE_CREATION: bool.default(false),
-  KEYGATE_WORKSPACE_DEFAULTS: json.pipe(workspaceSettingsSchema.partial().strict()).optional(),
-  KEYGATE_MAIL_TEMPLATES_DIR: z.string().min(1).optional(),
-  KEYGATE_RATE_LIMITS: json.pipe(rateLimitsSchema.partial().strict()).optional(),
-  KEYGATE_TRUSTED_PROXIES: list
-    .refine(
-      (items) => items.every((i) => parseCidr(i) !== undefined),
-      "expected IP addresses or CIDR ranges",
-    )
-    .default([]),
-  KEYGATE_IPV6_PREFIX_LENGTH: z.coerce.number().int().min(32).max(128).default(64),
-  KEYGATE_UI: bool.default(false),
-  KEYGATE_LOCKOUT_THRESHOLD: z.coerce.number().int().min(1).max(1000).default(5),
-  KEYGATE_ADMIN_KEY_MAX_LIFETIME_DAYS: z.coerce.number().int().min(1).max(3650).default(90),
-  KEYGATE_OIDC_LOGOUT_PRIVATE_NETWORKS: bool.optional(),
-  KEYGATE_LOCKOUT_BASE_SECONDS: z.coerce.number().int().min(1).max(86_400).default(60),
-  KEYGATE_LOCKOUT_MAX_SECONDS: z.coerce
-    .number()
-    .int()
-    .min(1)
-    .max(7 * 86_400)
-    .default(3600),
-  KEYGATE_REVOCATION_RESYNC_MS: z.coerce.number().int().min(50).max(600_000).default(5_000),
-  KEYGATE_REVOCATION_MAX_STALENESS_MS: z.coerce
-    .number()
-    .int()
-    .min(100)
-    .max(3_600_000)
-    .default(15_000),
-  KEYGATE_REVOCATION_HEARTBEAT_MS: z.coerce.number().int().min(100).max(300_000).default(1_000),
-  KEYGATE_METRICS: bool.default(true),
-  KEYGATE_METRICS_HOST: z.string().min(1).default("127.0.0.1"),
-  KEYGATE_METRICS_PORT: port.default(9464),
-  KEYGATE_OTLP_ENDPOINT: url.optional(),
-  KEYGATE_TRACE_SAMPLE_RATIO: z.coerce.number().min(0).max(1).default(1),
-  KEYGATE_MAIL_LEASE_MS: z.coerce.number().int().min(1_000).max(3_600_000).default(60_000),
-  KEYGATE_MAIL_CONCURRENCY: z.coerce.number().int().min(1).max(64).default(4),
-  KEYGATE_DIRECT_DATABASE_URL: z.string().min(1).optional(),
-  KEYGATE_SIGNING_KEY_ROTATION_DAYS: z.coerce.number().int().min(0).max(3650).default(30),
-  KEYGATE_SWEEP_INTERVAL_MS: z.coerce.number().int().min(1_000).max(86_400_000).default(300_000),
-  KEYGATE_INTROSPECTION_CACHE_SIZE: z.coerce.number().int().min(0).max(10_000_000).default(100_000),
-});
-
-/** The origin of a URL (scheme, host, port), or undefined when it is not an http(s) URL. */
-function originOf(text: string): string | undefined {
-  try {
-    const u = new URL(text);
-    return u.protocol === "https:" || u.protocol === "http:" ? u.origin : undefined;
-  } catch {
-    return undefined;
-  }
-}
-
-/** Whether `host` is the RP ID or one of its subdomains, as WebAuthn requires of an origin. */
-function hostWithin(host: string, rpId: string): boolean {
-  return host === rpId || host.endsWith(`.${rpId}`);
-}
-
-/** An IP address or CIDR range, as [address, prefix length, family]. */
-export function parseCidr(text: string): [string, number, "ipv4" | "ipv6"] | undefined {
-  const [address = "", prefix] = text.split("/");
-  const family = isIP(address);
-  if (family === 0) return undefined;
-  const max = family === 4 ? 32 : 128;
-  const bits = prefix === undefined ? max : Number(prefix);
-  if (!Number.isInteger(bits) || bits < 0 || bits > max) return undefined;
-  return [address, bits, family === 4 ? "ipv4" : "ipv6"];
-}
-
-export type Env = z.input<typeof envSchema>;
+export { type Env, parseCidr, settingNames } from "./config-env.js";
+export {
+  builtInRateLimits,
+  builtInWorkspaceDefaults,
+  developmentRateLimits,
+  type RateLimitName,
+  type RateLimitRule,
+  type RateLimits,
+  rateLimitNames,
+  type WorkspaceSettings,
+  workspaceSettingsSchema,
+} from "./workspace-settings.js";
 
 export interface Config {
   readonly host: string;
@@ -620,5 +325,7 @@ export function configFromEnv(env: Record<string, string | undefined>): Config {
   });
 }
 
-/** The names of every variable read, for the table check of docs/configuration.md. */
-export const settingNames: readonly string[] = Object.keys(envSchema.shape);
+/** Whether `host` is the RP ID or one of its subdomains, as WebAuthn requires of an origin. */
+function hostWithin(host: string, rpId: string): boolean {
+  return host === rpId || host.endsWith(`.${rpId}`);
+}

@@ -1,7 +1,11 @@
 import { randomUUID } from "node:crypto";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
-import { createContextValues, type Interceptor } from "@connectrpc/connect";
+import {
+  type ConnectRouterOptions,
+  createContextValues,
+  type Interceptor,
+} from "@connectrpc/connect";
 import { CallLog } from "./call-log.js";
 import type { Config } from "./config.js";
 import { peerAddressKey, requestIdKey, requestMetaKey } from "./context-keys.js";
@@ -61,6 +65,31 @@ export interface Server {
   close(deadlineMs: number): Promise<void>;
 }
 
+/**
+ * What every RPC passes through, whatever carries it: the interceptors, outermost first, and
+ * the router's limits. buildServer adds the listener's own (request ids, shutdown, HTTP).
+ */
+export function rpcRouterOptions(
+  deps: Pick<ServerDeps, "config" | "logger" | "metrics" | "tracing" | "interceptors">,
+  callLog: CallLog,
+) {
+  return {
+    interceptors: [
+      ...(deps.tracing ? [deps.tracing.interceptor()] : []),
+      errorInterceptor(deps.logger, deps.metrics, callLog),
+      jsonFieldsInterceptor(),
+      textInterceptor(),
+      ...(deps.interceptors ?? []),
+    ],
+    readMaxBytes: deps.config.maxRequestBytes,
+    // Connect JSON as protobuf defines it: a field name or enum value the schema does not have
+    // is refused (INVALID_ARGUMENT, see rpcAdapter for the field details) rather than dropped,
+    // so a misspelt setting never reads as "unchanged". connect-es alone would ignore both.
+    jsonOptions: { ignoreUnknownFields: false },
+    maxTimeoutMs: deps.config.maxTimeoutMs,
+  } satisfies ConnectRouterOptions;
+}
+
 const requestIdPattern = /^[\w.:-]{1,128}$/;
 const requestIds = new WeakMap<object, string>();
 
@@ -110,19 +139,7 @@ export function buildServer(deps: ServerDeps): Server {
   const rpc = rpcAdapter({
     logger: deps.logger,
     routes: routes(deps.handlers),
-    interceptors: [
-      ...(deps.tracing ? [deps.tracing.interceptor()] : []),
-      errorInterceptor(deps.logger, deps.metrics, callLog),
-      jsonFieldsInterceptor(),
-      textInterceptor(),
-      ...(deps.interceptors ?? []),
-    ],
-    readMaxBytes: deps.config.maxRequestBytes,
-    // Connect JSON as protobuf defines it: a field name or enum value the schema does not have
-    // is refused (INVALID_ARGUMENT, see rpcAdapter for the field details) rather than dropped,
-    // so a misspelt setting never reads as "unchanged". connect-es alone would ignore both.
-    jsonOptions: { ignoreUnknownFields: false },
-    maxTimeoutMs: deps.config.maxTimeoutMs,
+    ...rpcRouterOptions(deps, callLog),
     shutdownSignal: shutdown.signal,
     contextValues: (req) => {
       const meta = requestMeta(req);

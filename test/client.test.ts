@@ -16,6 +16,7 @@ import {
 } from "../src/client/index.js";
 import { ManualClock } from "../src/clock.js";
 import { sql } from "../src/db/sql.js";
+import { failure } from "./support/failure.js";
 import { uniqueEmail } from "./support/fixtures.js";
 import { startTestKeygate, type TestKeygate } from "./support/server.js";
 import { codeIn, startSmtpServer } from "./support/smtp.js";
@@ -61,15 +62,6 @@ function client(options: Partial<Parameters<typeof createKeygateClient>[0]> = {}
     workspaceId,
     ...options,
   });
-}
-
-async function failure(p: Promise<unknown>): Promise<ConnectError> {
-  return ConnectError.from(
-    await p.then(
-      () => new Error("expected the call to fail"),
-      (e: unknown) => e,
-    ),
-  );
 }
 
 /** Signs up with the client (x-workspace-id from its options), verifies the code, logs in. */
@@ -178,12 +170,12 @@ describe("the session interceptor", () => {
     const admin = client({ adminKey });
     await admin.admin.revokeUserSessions({ userId: tokens.userId });
     clock.advance(16 * 60_000);
-    const error = await failure(kg.auth.getSession({}));
+    const { error } = await failure(kg.auth.getSession({}));
     expect(error.code).toBe(Code.Unauthenticated);
     expect(errorReason(error)).toBe("REFRESH_TOKEN_INVALID");
     expect(await kg.tokens.get()).toBeUndefined();
     // Signed out, public calls still work and signed-in ones say so.
-    expect(errorReason(await failure(kg.auth.getSession({})))).toBe("UNAUTHENTICATED");
+    expect(errorReason((await failure(kg.auth.getSession({}))).error)).toBe("UNAUTHENTICATED");
   });
 
   it("forgets the session on Logout, after which its refresh token is dead", async () => {
@@ -193,7 +185,7 @@ describe("the session interceptor", () => {
     await kg.auth.logout({});
     expect(await kg.tokens.get()).toBeUndefined();
     const again = client();
-    const error = await failure(again.auth.refresh({ refreshToken: tokens.refreshToken }));
+    const { error } = await failure(again.auth.refresh({ refreshToken: tokens.refreshToken }));
     expect(errorReason(error)).toBe("REFRESH_TOKEN_INVALID");
   });
 
@@ -242,7 +234,7 @@ describe("the session interceptor", () => {
     const page = await withKey.admin.listWorkspaces({});
     expect(page.workspaces.map((w) => w.id)).toContain(workspaceId);
     const without = client();
-    const error = await failure(without.admin.listWorkspaces({}));
+    const { error } = await failure(without.admin.listWorkspaces({}));
     expect(error.code).toBe(Code.Unauthenticated);
     expect(errorReason(error)).toBe("UNAUTHENTICATED");
   });
@@ -251,7 +243,7 @@ describe("the session interceptor", () => {
 describe("errors", () => {
   it("surface as ConnectError with a typed reason", async () => {
     const kg = client();
-    const error = await failure(
+    const { error } = await failure(
       kg.auth.login({ email: uniqueEmail("nobody"), password: "not the password at all" }),
     );
     expect(error).toBeInstanceOf(ConnectError);

@@ -1,5 +1,5 @@
 import path from "node:path";
-import { createClient } from "@connectrpc/connect";
+import { type Client, createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import * as grpc from "@grpc/grpc-js";
 import * as protoLoader from "@grpc/proto-loader";
@@ -7,6 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { AdminService } from "../gen/keygate/v1/admin_service_pb.js";
 import { AuthService } from "../gen/keygate/v1/auth_service_pb.js";
 import { AdminKeyRole } from "../gen/keygate/v1/types_pb.js";
+import { type Provisioner, signedIn } from "./support/fixtures.js";
 import { startTestKeygate, type TestKeygate } from "./support/server.js";
 import { startSmtpServer } from "./support/smtp.js";
 
@@ -27,6 +28,8 @@ let keygate: TestKeygate;
 let smtp: Awaited<ReturnType<typeof startSmtpServer>>;
 let rootKey: string;
 let workspaceId: string;
+let auth: Client<typeof AuthService>;
+let byRoot: Provisioner;
 let envoy: grpc.Client & {
   check(
     req: unknown,
@@ -35,13 +38,14 @@ let envoy: grpc.Client & {
   ): void;
 };
 
-const password = "correct horse battery staple";
-
 beforeAll(async () => {
   smtp = await startSmtpServer();
   keygate = await startTestKeygate({ KEYGATE_SMTP_URL: smtp.url });
   rootKey = keygate.bootstrapped?.adminKey as string;
   workspaceId = keygate.bootstrapped?.workspaceId as string;
+  const transport = createConnectTransport({ baseUrl: keygate.url, httpVersion: "2" });
+  auth = createClient(AuthService, transport);
+  byRoot = { admin: createClient(AdminService, transport), auth, adminKey: rootKey, workspaceId };
   // A stock grpc-js client built from the .proto files at run time, as Envoy is built from
   // its own copies of them.
   const definition = protoLoader.loadSync("envoy/service/auth/v3/external_auth.proto", {
@@ -110,22 +114,9 @@ function headersOf(options: HeaderOption[] | undefined): Record<string, string> 
   return Object.fromEntries((options ?? []).map((o) => [o.header.key, o.header.value]));
 }
 
-async function signedIn() {
-  const transport = createConnectTransport({ baseUrl: keygate.url, httpVersion: "2" });
-  const email = `envoy-${Date.now()}-${Math.random().toString(36).slice(2)}@example.test`;
-  await createClient(AdminService, transport).provisionUser(
-    { email, password, workspaceId },
-    { headers: { authorization: `Bearer ${rootKey}` } },
-  );
-  const auth = createClient(AuthService, transport);
-  const res = await auth.login({ email, password, workspaceId });
-  if (res.result.case !== "tokens") throw new Error("no tokens");
-  return { tokens: res.result.value, auth };
-}
-
 describe("envoy.service.auth.v3.Authorization/Check", () => {
   it("allows an active token and sets the identity headers, overwriting the client's", async () => {
-    const { tokens } = await signedIn();
+    const tokens = await signedIn(byRoot, "envoy");
     const res = await check(
       checkRequest({ authorization: `Bearer ${tokens.accessToken}`, "x-user-id": "spoofed" }),
     );
@@ -146,7 +137,7 @@ describe("envoy.service.auth.v3.Authorization/Check", () => {
   });
 
   it("denies with 401 and WWW-Authenticate: no token, garbage, a refresh token, a revoked one", async () => {
-    const { tokens, auth } = await signedIn();
+    const tokens = await signedIn(byRoot, "envoy");
     await auth.logout({}, { headers: { authorization: `Bearer ${tokens.accessToken}` } });
     const cases: Record<string, string>[] = [
       {},
@@ -167,7 +158,7 @@ describe("envoy.service.auth.v3.Authorization/Check", () => {
   });
 
   it("denies with 403 when x-workspace-id names another workspace than the token's", async () => {
-    const { tokens } = await signedIn();
+    const tokens = await signedIn(byRoot, "envoy");
     const res = await check(
       checkRequest({
         authorization: `Bearer ${tokens.accessToken}`,
@@ -181,7 +172,7 @@ describe("envoy.service.auth.v3.Authorization/Check", () => {
   });
 
   it("refuses a caller without an introspecting admin key as a gRPC error", async () => {
-    const { tokens } = await signedIn();
+    const tokens = await signedIn(byRoot, "envoy");
     const req = checkRequest({ authorization: `Bearer ${tokens.accessToken}` });
     const none = await check(req, new grpc.Metadata()).catch((e: grpc.ServiceError) => e);
     expect((none as grpc.ServiceError).code).toBe(grpc.status.UNAUTHENTICATED);

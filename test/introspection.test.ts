@@ -12,7 +12,7 @@ import { AdminKeyRole, MembershipStatus, Role } from "../gen/keygate/v1/types_pb
 import { ManualClock } from "../src/clock.js";
 import { usingExternalPostgres } from "./support/database.js";
 import { failure } from "./support/failure.js";
-import { uniqueEmail } from "./support/fixtures.js";
+import { type Provisioner, password, signedIn, uniqueEmail } from "./support/fixtures.js";
 import { startPeerKeygate, startTestKeygate, type TestKeygate } from "./support/server.js";
 import { startSmtpServer } from "./support/smtp.js";
 import { startTcpProxy, throughProxy } from "./support/tcp-proxy.js";
@@ -26,8 +26,8 @@ let defaultWorkspaceId: string;
 let admin: ReturnType<typeof createClient<typeof AdminService>>;
 let auth: ReturnType<typeof createClient<typeof AuthService>>;
 let introspection: ReturnType<typeof createClient<typeof TokenIntrospectionService>>;
+let byRoot: Provisioner;
 
-const password = "correct horse battery staple";
 let counter = 0;
 const as = (token: string) => ({ headers: { authorization: `Bearer ${token}` } });
 const asRoot = () => as(rootKey);
@@ -42,6 +42,7 @@ beforeAll(async () => {
   admin = createClient(AdminService, transport);
   auth = createClient(AuthService, transport);
   introspection = createClient(TokenIntrospectionService, transport);
+  byRoot = { admin, auth, adminKey: rootKey, workspaceId: defaultWorkspaceId };
 });
 afterAll(async () => {
   await keygate?.stop();
@@ -54,13 +55,6 @@ async function workspace(tag: string) {
     asRoot(),
   );
   return res.workspace?.id as string;
-}
-
-/** A user with a password in the workspace, signed in once. */
-async function signedIn(tag: string, workspaceId = defaultWorkspaceId, role = Role.MEMBER) {
-  const email = uniqueEmail(tag);
-  await admin.provisionUser({ email, password, workspaceId, role }, asRoot());
-  return { email, ...(await login(email, workspaceId)) };
 }
 
 async function login(email: string, workspaceId = defaultWorkspaceId) {
@@ -95,7 +89,7 @@ function expectInactive(res: IntrospectResponse) {
 
 describe("Introspect", () => {
   it("answers an access token's claims over Connect and gRPC alike", async () => {
-    const user = await signedIn("claims", defaultWorkspaceId, Role.ADMIN);
+    const user = await signedIn(byRoot, "claims", { role: Role.ADMIN });
     const res = await check(user.accessToken);
     expect(res).toMatchObject({
       active: true,
@@ -120,7 +114,7 @@ describe("Introspect", () => {
   });
 
   it("refuses callers without an introspecting admin key", async () => {
-    const user = await signedIn("callers");
+    const user = await signedIn(byRoot, "callers");
     expect((await failure(introspection.introspect({ token: user.accessToken }))).code).toBe(
       Code.Unauthenticated,
     );
@@ -157,7 +151,7 @@ describe("Introspect", () => {
   });
 
   it("answers only active=false for garbage, tampered, unsigned and foreign tokens", async () => {
-    const user = await signedIn("forged");
+    const user = await signedIn(byRoot, "forged");
     const [header, payload, signature] = user.accessToken.split(".") as [string, string, string];
     const claims = JSON.parse(Buffer.from(payload, "base64url").toString());
     const forgedPayload = Buffer.from(JSON.stringify({ ...claims, role: "owner" })).toString(
@@ -198,7 +192,7 @@ describe("Introspect", () => {
   });
 
   it("answers active=false once the token has expired, cached or not", async () => {
-    const user = await signedIn("expiry");
+    const user = await signedIn(byRoot, "expiry");
     expect((await check(user.accessToken)).active).toBe(true);
     clock.advance(15 * 60_000 + 1_000);
     expectInactive(await check(user.accessToken));
@@ -206,8 +200,8 @@ describe("Introspect", () => {
 
   it("sees a workspace-scoped key's own workspace only", async () => {
     const mine = await workspace("mine");
-    const user = await signedIn("scoped", mine);
-    const stranger = await signedIn("stranger");
+    const user = await signedIn(byRoot, "scoped", { workspaceId: mine });
+    const stranger = await signedIn(byRoot, "stranger");
     const scoped = await keyWith({ workspaceId: mine, introspect: true });
     expect((await check(user.accessToken, scoped)).active).toBe(true);
     expectInactive(await check(stranger.accessToken, scoped));
@@ -215,7 +209,7 @@ describe("Introspect", () => {
   });
 
   it("introspects refresh tokens: live, then rotated, then ended", async () => {
-    const user = await signedIn("refresh");
+    const user = await signedIn(byRoot, "refresh");
     const live = await introspection.introspect(
       { token: user.refreshToken, tokenTypeHint: TokenTypeHint.REFRESH_TOKEN },
       asRoot(),
@@ -237,7 +231,7 @@ describe("Introspect", () => {
   });
 
   it("SECURITY.md 6: answers a live refresh token as inactive unless the hint asks for one", async () => {
-    const user = await signedIn("refresh-hint");
+    const user = await signedIn(byRoot, "refresh-hint");
     expectInactive(await check(user.refreshToken));
     expectInactive(
       await introspection.introspect(
@@ -261,7 +255,7 @@ describe("Introspect", () => {
   });
 
   it("answers a batch in order", async () => {
-    const user = await signedIn("batch");
+    const user = await signedIn(byRoot, "batch");
     const res = await introspection.introspectBatch(
       {
         tokens: [
@@ -282,7 +276,7 @@ describe("Introspect", () => {
 
 describe("batch size", () => {
   it("a full batch of 100 access tokens fits the default request limit, over Connect JSON and gRPC", async () => {
-    const user = await signedIn("full-batch");
+    const user = await signedIn(byRoot, "full-batch");
     const tokens = Array.from({ length: 100 }, () => ({ token: user.accessToken }));
     expect(JSON.stringify({ tokens }).length).toBeGreaterThan(64 * 1024);
     for (const client of [
@@ -297,14 +291,14 @@ describe("batch size", () => {
 
 describe("revocation", () => {
   it("ends a token at once on logout, although it was cached", async () => {
-    const user = await signedIn("logout");
+    const user = await signedIn(byRoot, "logout");
     expect((await check(user.accessToken)).active).toBe(true);
     await auth.logout({}, as(user.accessToken));
     expectInactive(await check(user.accessToken));
   });
 
   it("ends every token of a blocked user, and unblocking does not revive them", async () => {
-    const user = await signedIn("blocked");
+    const user = await signedIn(byRoot, "blocked");
     const second = await login(user.email);
     await admin.blockUser({ userId: user.userId, reason: "test" }, asRoot());
     expectInactive(await check(user.accessToken));
@@ -318,8 +312,8 @@ describe("revocation", () => {
 
   it("ends a member's tokens when the membership is disabled or removed", async () => {
     const ws = await workspace("members");
-    const disabled = await signedIn("disabled", ws);
-    const removed = await signedIn("removed", ws);
+    const disabled = await signedIn(byRoot, "disabled", { workspaceId: ws });
+    const removed = await signedIn(byRoot, "removed", { workspaceId: ws });
     await admin.updateMember(
       { workspaceId: ws, userId: disabled.userId, status: MembershipStatus.DISABLED },
       asRoot(),
@@ -330,7 +324,7 @@ describe("revocation", () => {
   });
 
   it("ends tokens that carry an old role; the refreshed token carries the new one", async () => {
-    const user = await signedIn("promoted");
+    const user = await signedIn(byRoot, "promoted");
     expect((await check(user.accessToken)).role).toBe("member");
     await admin.updateMember(
       { workspaceId: defaultWorkspaceId, userId: user.userId, role: Role.ADMIN },
@@ -347,7 +341,7 @@ describe("revocation", () => {
 
   it("ends the other sessions on a password change and every token of a deleted workspace", async () => {
     const ws = await workspace("doomed");
-    const user = await signedIn("changer", ws);
+    const user = await signedIn(byRoot, "changer", { workspaceId: ws });
     const other = await login(user.email, ws);
     await auth.changePassword(
       { currentPassword: password, newPassword: `${password} again` },
@@ -360,7 +354,7 @@ describe("revocation", () => {
   });
 
   it("RevokeToken ends the session of a refresh or access token, RFC 7009 style", async () => {
-    const byRefresh = await signedIn("revoke-refresh");
+    const byRefresh = await signedIn(byRoot, "revoke-refresh");
     await introspection.revokeToken(
       { token: byRefresh.refreshToken, tokenTypeHint: TokenTypeHint.REFRESH_TOKEN },
       asRoot(),
@@ -370,7 +364,7 @@ describe("revocation", () => {
       Code.Unauthenticated,
     );
 
-    const byAccess = await signedIn("revoke-access");
+    const byAccess = await signedIn(byRoot, "revoke-access");
     await introspection.revokeToken({ token: byAccess.accessToken }, asRoot());
     expectInactive(await check(byAccess.refreshToken));
 
@@ -381,7 +375,7 @@ describe("revocation", () => {
 
     // A workspace-scoped key cannot end another workspace's session.
     const scoped = await keyWith({ workspaceId: await workspace("elsewhere"), introspect: true });
-    const bystander = await signedIn("bystander");
+    const bystander = await signedIn(byRoot, "bystander");
     await introspection.revokeToken({ token: bystander.refreshToken }, as(scoped));
     expect((await check(bystander.accessToken)).active).toBe(true);
     expect((await failure(introspection.revokeToken({ token: "" }, asRoot()))).fields).toEqual([
@@ -404,7 +398,7 @@ describe("two instances", () => {
         createConnectTransport({ baseUrl: peer.url, httpVersion: "2" }),
       );
       for (let i = 0; i < 3; i++) {
-        const user = await signedIn(`peer-${i}`);
+        const user = await signedIn(byRoot, `peer-${i}`);
         expect((await onPeer.introspect({ token: user.accessToken }, asRoot())).active).toBe(true);
         await auth.logout({}, as(user.accessToken));
         await until(
@@ -435,7 +429,7 @@ describe("two instances", () => {
           SELECT pg_terminate_backend(pid) FROM pg_stat_activity
           WHERE datname = current_database() AND query ILIKE 'LISTEN%'`);
         expect(killed.length).toBeGreaterThanOrEqual(1);
-        const user = await signedIn("unheard");
+        const user = await signedIn(byRoot, "unheard");
         await auth.logout({}, as(user.accessToken));
         await until(
           async () => !(await onPeer.introspect({ token: user.accessToken }, asRoot())).active,
@@ -462,7 +456,7 @@ describe("two instances", () => {
         TokenIntrospectionService,
         createConnectTransport({ baseUrl: peer.url, httpVersion: "2" }),
       );
-      const user = await signedIn("partitioned");
+      const user = await signedIn(byRoot, "partitioned");
       expect((await onPeer.introspect({ token: user.accessToken }, asRoot())).active).toBe(true);
       await proxy.cut();
       await auth.logout({}, as(user.accessToken));

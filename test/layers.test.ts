@@ -20,6 +20,8 @@ const floors: readonly (readonly [string, (file: string) => boolean])[] = [
         "src/revocation-set.ts",
         "src/clock.ts",
         "src/config.ts",
+        "src/config-env.ts",
+        "src/workspace-settings.ts",
         "src/log.ts",
       ].includes(f),
   ],

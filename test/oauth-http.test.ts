@@ -16,7 +16,7 @@ import { adminKeyPrefix } from "../src/crypto/admin-key.js";
 import { AdminKeyAuthenticator } from "../src/domain/admin-auth.js";
 import { RateLimitedError, UnauthenticatedError } from "../src/errors.js";
 import { usingExternalPostgres } from "./support/database.js";
-import { uniqueEmail } from "./support/fixtures.js";
+import { type Provisioner, signedIn } from "./support/fixtures.js";
 import { startPeerKeygate, startTestKeygate, type TestKeygate } from "./support/server.js";
 
 let keygate: TestKeygate;
@@ -26,9 +26,9 @@ let rootPrefix: string;
 let defaultWorkspaceId: string;
 let admin: ReturnType<typeof createClient<typeof AdminService>>;
 let auth: ReturnType<typeof createClient<typeof AuthService>>;
+let byRoot: Provisioner;
 const logLines: Record<string, unknown>[] = [];
 
-const password = "correct horse battery staple";
 let counter = 0;
 const asRoot = () => ({ headers: { authorization: `Bearer ${rootKey}` } });
 
@@ -66,6 +66,7 @@ beforeAll(async () => {
   const transport = createConnectTransport({ baseUrl: keygate.url, httpVersion: "2" });
   admin = createClient(AdminService, transport);
   auth = createClient(AuthService, transport);
+  byRoot = { admin, auth, adminKey: rootKey, workspaceId: defaultWorkspaceId };
 });
 afterAll(async () => {
   await keygate?.stop();
@@ -77,14 +78,6 @@ async function workspace(tag: string) {
     asRoot(),
   );
   return res.workspace?.id as string;
-}
-
-async function signedIn(tag: string, workspaceId = defaultWorkspaceId) {
-  const email = uniqueEmail(tag);
-  await admin.provisionUser({ email, password, workspaceId }, asRoot());
-  const res = await auth.login({ email, password, workspaceId });
-  if (res.result.case !== "tokens") throw new Error("no tokens");
-  return res.result.value;
 }
 
 /** A new admin key as an OAuth client: client_id is its visible prefix. */
@@ -175,7 +168,7 @@ describe("RFC 8414 metadata", () => {
 
 describe("POST /oauth2/introspect through openid-client", () => {
   it("answers an active access token's claims", async () => {
-    const user = await signedIn("active");
+    const user = await signedIn(byRoot, "active");
     const config = await discovered(rootPrefix, rootKey);
     const res = await client.tokenIntrospection(config, user.accessToken);
     expect(res).toEqual({
@@ -196,13 +189,13 @@ describe("POST /oauth2/introspect through openid-client", () => {
   });
 
   it("accepts client_secret_post as well", async () => {
-    const user = await signedIn("post");
+    const user = await signedIn(byRoot, "post");
     const config = await discovered(rootPrefix, rootKey, client.ClientSecretPost);
     expect((await client.tokenIntrospection(config, user.accessToken)).active).toBe(true);
   });
 
   it("answers exactly {active: false} for an expired token", async () => {
-    const user = await signedIn("expired");
+    const user = await signedIn(byRoot, "expired");
     const config = await discovered(rootPrefix, rootKey);
     expect((await client.tokenIntrospection(config, user.accessToken)).active).toBe(true);
     clock.advance(15 * 60_000 + 1_000);
@@ -210,7 +203,7 @@ describe("POST /oauth2/introspect through openid-client", () => {
   });
 
   it("answers exactly {active: false} for a revoked token", async () => {
-    const user = await signedIn("revoked");
+    const user = await signedIn(byRoot, "revoked");
     const config = await discovered(rootPrefix, rootKey);
     await auth.logout({}, { headers: { authorization: `Bearer ${user.accessToken}` } });
     expect(await client.tokenIntrospection(config, user.accessToken)).toEqual({ active: false });
@@ -219,8 +212,8 @@ describe("POST /oauth2/introspect through openid-client", () => {
 
   it("shows a workspace-scoped key only its own workspace's tokens as active", async () => {
     const mine = await workspace("mine");
-    const own = await signedIn("own", mine);
-    const stranger = await signedIn("stranger");
+    const own = await signedIn(byRoot, "own", { workspaceId: mine });
+    const stranger = await signedIn(byRoot, "stranger");
     const key = await keyWith({ workspaceId: mine, introspect: true });
     const config = await discovered(key.clientId, key.secret);
     expect(await client.tokenIntrospection(config, own.accessToken)).toMatchObject({
@@ -238,7 +231,7 @@ describe("POST /oauth2/introspect through openid-client", () => {
   });
 
   it("SECURITY.md 6: answers a refresh token as inactive without the refresh_token hint", async () => {
-    const user = await signedIn("refresh-no-hint");
+    const user = await signedIn(byRoot, "refresh-no-hint");
     const config = await discovered(rootPrefix, rootKey);
     expect(await client.tokenIntrospection(config, user.refreshToken)).toEqual({ active: false });
     expect(
@@ -259,7 +252,7 @@ describe("POST /oauth2/introspect through openid-client", () => {
   });
 
   it("introspects a refresh token with its hint", async () => {
-    const user = await signedIn("refresh");
+    const user = await signedIn(byRoot, "refresh");
     const config = await discovered(rootPrefix, rootKey);
     expect(
       await client.tokenIntrospection(config, user.refreshToken, {
@@ -277,7 +270,7 @@ describe("POST /oauth2/introspect through openid-client", () => {
 
 describe("POST /oauth2/revoke through openid-client", () => {
   it("ends the session of a refresh token: Refresh fails, its access token is inactive", async () => {
-    const user = await signedIn("revoke");
+    const user = await signedIn(byRoot, "revoke");
     const config = await discovered(rootPrefix, rootKey);
     await client.tokenRevocation(config, user.refreshToken, { token_type_hint: "refresh_token" });
     const refreshed = await auth.refresh({ refreshToken: user.refreshToken }).then(
@@ -289,7 +282,7 @@ describe("POST /oauth2/revoke through openid-client", () => {
   });
 
   it("ends the session of an access token", async () => {
-    const user = await signedIn("revoke-access");
+    const user = await signedIn(byRoot, "revoke-access");
     const config = await discovered(rootPrefix, rootKey);
     await client.tokenRevocation(config, user.accessToken);
     expect(
@@ -300,7 +293,7 @@ describe("POST /oauth2/revoke through openid-client", () => {
   });
 
   it("answers 200 for unknown, garbage and already revoked tokens", async () => {
-    const user = await signedIn("twice");
+    const user = await signedIn(byRoot, "twice");
     const config = await discovered(rootPrefix, rootKey);
     await client.tokenRevocation(config, user.refreshToken);
     await client.tokenRevocation(config, user.refreshToken);
@@ -314,7 +307,7 @@ describe("POST /oauth2/revoke through openid-client", () => {
 
   it("leaves another workspace's session alone for a workspace-scoped key", async () => {
     const key = await keyWith({ workspaceId: await workspace("elsewhere"), introspect: true });
-    const bystander = await signedIn("bystander");
+    const bystander = await signedIn(byRoot, "bystander");
     await client.tokenRevocation(
       await discovered(key.clientId, key.secret),
       bystander.refreshToken,
@@ -346,7 +339,7 @@ describe("two instances", () => {
         ).json();
       const config = await discovered(rootPrefix, rootKey);
       for (let i = 0; i < 3; i++) {
-        const user = await signedIn(`peer-${i}`);
+        const user = await signedIn(byRoot, `peer-${i}`);
         expect(await onPeer(user.accessToken)).toMatchObject({ active: true });
         await client.tokenRevocation(config, user.refreshToken);
         let inactive = false;
@@ -365,7 +358,7 @@ describe("two instances", () => {
 
 describe("one answer, every protocol", () => {
   it("answers the same through Introspect over gRPC and Connect and through HTTP", async () => {
-    const user = await signedIn("same");
+    const user = await signedIn(byRoot, "same");
     const grpc = createClient(
       TokenIntrospectionService,
       createGrpcTransport({ baseUrl: keygate.url }),
@@ -435,7 +428,7 @@ describe("errors, as curl would meet them", () => {
       }
     }
     // A user's access token is no client credential.
-    const user = await signedIn("not-a-client");
+    const user = await signedIn(byRoot, "not-a-client");
     const res = await post("/oauth2/introspect", form({ token: user.accessToken }), {
       ...typeOnly,
       authorization: `Bearer ${user.accessToken}`,
@@ -508,7 +501,7 @@ describe("errors, as curl would meet them", () => {
   });
 
   it("writes one log line per call, without the token or the client secret", async () => {
-    const user = await signedIn("logged");
+    const user = await signedIn(byRoot, "logged");
     const before = logLines.length;
     await post("/oauth2/introspect", form({ token: user.accessToken }), {
       "content-type": "application/x-www-form-urlencoded",

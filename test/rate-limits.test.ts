@@ -1,14 +1,15 @@
-import { Code, ConnectError, createClient } from "@connectrpc/connect";
+import { Code, createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { z } from "zod";
-import { ErrorInfoSchema, RetryInfoSchema } from "../gen/google/rpc/error_details_pb.js";
+import { RetryInfoSchema } from "../gen/google/rpc/error_details_pb.js";
 import { AdminService } from "../gen/keygate/v1/admin_service_pb.js";
 import { AuthService } from "../gen/keygate/v1/auth_service_pb.js";
 import { ManualClock } from "../src/clock.js";
 import { builtInRateLimits } from "../src/config.js";
 import { sql } from "../src/db/sql.js";
 import { RateLimiter, sweepRateLimits } from "../src/domain/rate-limits.js";
+import { failure } from "./support/failure.js";
 import { startPeerKeygate, startTestKeygate, type TestKeygate } from "./support/server.js";
 
 // The real default limits, two instances on one database, and an injected clock.
@@ -46,18 +47,13 @@ afterAll(async () => {
 });
 
 async function refused(p: Promise<unknown>) {
-  const e = ConnectError.from(
-    await p.then(
-      () => new Error("expected a refusal"),
-      (x) => x,
-    ),
-  );
-  const delay = e.findDetails(RetryInfoSchema)[0]?.retryDelay;
+  const { code, reason, error } = await failure(p);
+  const delay = error.findDetails(RetryInfoSchema)[0]?.retryDelay;
   return {
-    code: e.code,
-    reason: e.findDetails(ErrorInfoSchema)[0]?.reason,
+    code,
+    reason,
     retryMs: delay ? Number(delay.seconds) * 1000 + delay.nanos / 1e6 : undefined,
-    message: e.rawMessage,
+    message: error.rawMessage,
   };
 }
 

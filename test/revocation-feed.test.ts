@@ -10,6 +10,7 @@ import {
   type WatchRevocationsResponse,
 } from "../gen/keygate/v1/token_introspection_service_pb.js";
 import { AdminKeyRole } from "../gen/keygate/v1/types_pb.js";
+import { type Provisioner, signedIn } from "./support/fixtures.js";
 import { startPeerKeygate, startTestKeygate, type TestKeygate } from "./support/server.js";
 import { startSmtpServer } from "./support/smtp.js";
 
@@ -19,8 +20,8 @@ let rootKey: string;
 let defaultWorkspaceId: string;
 let admin: ReturnType<typeof createClient<typeof AdminService>>;
 let auth: ReturnType<typeof createClient<typeof AuthService>>;
+let byRoot: Provisioner;
 
-const password = "correct horse battery staple";
 let counter = 0;
 const as = (token: string) => ({ headers: { authorization: `Bearer ${token}` } });
 
@@ -35,19 +36,12 @@ beforeAll(async () => {
   const transport = createConnectTransport({ baseUrl: keygate.url, httpVersion: "2" });
   admin = createClient(AdminService, transport);
   auth = createClient(AuthService, transport);
+  byRoot = { admin, auth, adminKey: rootKey, workspaceId: defaultWorkspaceId };
 });
 afterAll(async () => {
   await keygate?.stop();
   await smtp?.stop();
 });
-
-async function signedIn(workspaceId = defaultWorkspaceId) {
-  const email = `feed-${Date.now()}-${++counter}@example.test`;
-  await admin.provisionUser({ email, password, workspaceId }, as(rootKey));
-  const res = await auth.login({ email, password, workspaceId });
-  if (res.result.case !== "tokens") throw new Error("no tokens");
-  return res.result.value;
-}
 
 /** An open WatchRevocations stream whose events are collected as they arrive. */
 function watch(options: { cursor?: string; key?: string; baseUrl?: string; grpc?: boolean } = {}) {
@@ -108,7 +102,7 @@ const snapshotDone = (events: WatchRevocationsResponse["event"][]) =>
 
 describe("WatchRevocations", () => {
   it("sends what can still matter, then each revocation as it is committed", async () => {
-    const before = await signedIn();
+    const before = await signedIn(byRoot, "feed");
     await auth.logout({}, as(before.accessToken));
     const stream = watch();
     try {
@@ -119,7 +113,7 @@ describe("WatchRevocations", () => {
       const snapshotCursor = Number(complete?.case === "snapshotComplete" && complete.value.cursor);
       expect(snapshot.every((r) => Number(r.cursor) <= snapshotCursor)).toBe(true);
 
-      const live = await signedIn();
+      const live = await signedIn(byRoot, "feed");
       await auth.logout({}, as(live.accessToken));
       await stream.until(() => stream.revocations().some((r) => r.sessionId === live.sessionId));
       const event = stream.revocations().find((r) => r.sessionId === live.sessionId);
@@ -133,7 +127,7 @@ describe("WatchRevocations", () => {
         Number(live.accessTokenExpireTime?.seconds),
       );
 
-      const blocked = await signedIn();
+      const blocked = await signedIn(byRoot, "feed");
       await admin.blockUser({ userId: blocked.userId, reason: "feed" }, as(rootKey));
       await stream.until(() =>
         stream
@@ -155,7 +149,7 @@ describe("WatchRevocations", () => {
     const cursor = complete?.case === "snapshotComplete" ? complete.value.cursor : "";
     await first.close();
 
-    const missed = [await signedIn(), await signedIn()];
+    const missed = [await signedIn(byRoot, "feed"), await signedIn(byRoot, "feed")];
     for (const t of missed) await auth.logout({}, as(t.accessToken));
     const resumed = watch({ cursor, grpc: true });
     try {
@@ -171,7 +165,7 @@ describe("WatchRevocations", () => {
     const stream = watch();
     try {
       await stream.until(snapshotDone);
-      const user = await signedIn();
+      const user = await signedIn(byRoot, "feed");
       const onPeer = createClient(
         AuthService,
         createConnectTransport({ baseUrl: peer.url, httpVersion: "2" }),
@@ -206,8 +200,8 @@ describe("WatchRevocations", () => {
     const stream = watch({ key: secret });
     try {
       await stream.until(snapshotDone);
-      const outsider = await signedIn();
-      const insider = await signedIn(workspaceId);
+      const outsider = await signedIn(byRoot, "feed");
+      const insider = await signedIn(byRoot, "feed", { workspaceId });
       await auth.logout({}, as(outsider.accessToken));
       await auth.logout({}, as(insider.accessToken));
       await stream.until(() => stream.revocations().some((r) => r.sessionId === insider.sessionId));

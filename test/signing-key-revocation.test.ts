@@ -1,4 +1,4 @@
-import { Code, ConnectError, createClient } from "@connectrpc/connect";
+import { Code, createClient } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect-node";
 import { decodeProtectedHeader } from "jose";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -14,6 +14,8 @@ import {
 import { errorReason } from "../src/client/errors.js";
 import { createVerifier, type Verifier, VerifyError } from "../src/verify/index.js";
 import { usingExternalPostgres } from "./support/database.js";
+import { failure } from "./support/failure.js";
+import { type Provisioner, signedIn } from "./support/fixtures.js";
 import { startPeerKeygate, startTestKeygate, type TestKeygate } from "./support/server.js";
 import { until } from "./support/wait.js";
 
@@ -27,8 +29,6 @@ let peer: TestKeygate;
 let verifier: Verifier;
 let rootKey: string;
 let workspaceId: string;
-const password = "correct horse battery staple";
-let counter = 0;
 
 const clients = (url: string) => {
   const transport = createConnectTransport({ baseUrl: url, httpVersion: "2" });
@@ -40,6 +40,9 @@ const clients = (url: string) => {
 };
 let here: ReturnType<typeof clients>;
 let there: ReturnType<typeof clients>;
+let byRoot: Provisioner;
+/** The users this file makes: members whose address is already verified. */
+const verifiedMember = { role: Role.MEMBER, emailVerified: true };
 const as = (token: string) => ({ headers: { authorization: `Bearer ${token}` } });
 
 /** On the embedded database the peer hears of revocations by its resync only. */
@@ -54,23 +57,13 @@ beforeAll(async () => {
   workspaceId = keygate.bootstrapped?.workspaceId as string;
   here = clients(keygate.url);
   there = clients(peer.url);
+  byRoot = { ...here, adminKey: rootKey, workspaceId };
 });
 afterAll(async () => {
   await verifier?.close();
   await peer?.stop();
   await keygate?.stop();
 });
-
-async function signedIn() {
-  const email = `revoke-key-${++counter}@example.test`;
-  await here.admin.provisionUser(
-    { email, password, workspaceId, role: Role.MEMBER, emailVerified: true },
-    as(rootKey),
-  );
-  const res = await here.auth.login({ email, password, workspaceId });
-  if (res.result.case !== "tokens") throw new Error("no tokens");
-  return res.result.value;
-}
 
 const kidOf = (token: string) => decodeProtectedHeader(token).kid as string;
 const jwksKids = async (url: string) =>
@@ -80,19 +73,10 @@ const jwksKids = async (url: string) =>
 const active = async (token: string) =>
   (await there.introspection.introspect({ token }, as(rootKey))).active;
 
-async function failure(call: Promise<unknown>): Promise<ConnectError> {
-  try {
-    await call;
-  } catch (error) {
-    return ConnectError.from(error);
-  }
-  throw new Error("the call succeeded");
-}
-
 describe("SECURITY.md 38: a revoked signing key is refused by every instance and verifier within a second", () => {
   it("unpublishes the key, kills its tokens everywhere, and lets their sessions refresh", async () => {
-    const victim = await signedIn();
-    const bystander = await signedIn();
+    const victim = await signedIn(byRoot, "revoke-key", verifiedMember);
+    const bystander = await signedIn(byRoot, "revoke-key", verifiedMember);
     const revokedKid = kidOf(victim.accessToken);
     const { signingKey: next } = await here.admin.rotateSigningKey({}, as(rootKey));
     const nextKid = next?.kid as string;
@@ -110,7 +94,9 @@ describe("SECURITY.md 38: a revoked signing key is refused by every instance and
     expect(await active(victim.accessToken)).toBe(true);
     expect(await jwksKids(peer.url)).toEqual(expect.arrayContaining([revokedKid, nextKid]));
     // Not signing yet: the next key waits out the promotion delay.
-    expect(kidOf((await signedIn()).accessToken)).toBe(revokedKid);
+    expect(kidOf((await signedIn(byRoot, "revoke-key", verifiedMember)).accessToken)).toBe(
+      revokedKid,
+    );
 
     const revoked = await here.admin.revokeSigningKey({ kid: revokedKid }, as(rootKey));
     expect(revoked.signingKey?.status).toBe(SigningKeyStatus.REVOKED);
@@ -161,15 +147,15 @@ describe("SECURITY.md 38: a revoked signing key is refused by every instance and
   });
 
   it("refuses to revoke the active key when no next key can take over, and keeps it signing", async () => {
-    const before = await signedIn();
+    const before = await signedIn(byRoot, "revoke-key", verifiedMember);
     const kid = kidOf(before.accessToken);
     const keys = await here.admin.listSigningKeys({}, as(rootKey));
     expect(keys.signingKeys.some((k) => k.status === SigningKeyStatus.NEXT)).toBe(false);
-    const refused = await failure(here.admin.revokeSigningKey({ kid }, as(rootKey)));
+    const { error: refused } = await failure(here.admin.revokeSigningKey({ kid }, as(rootKey)));
     expect(refused.code).toBe(Code.FailedPrecondition);
     expect(errorReason(refused)).toBe("SIGNING_KEY_ACTIVE");
     expect(await active(before.accessToken)).toBe(true);
-    expect(kidOf((await signedIn()).accessToken)).toBe(kid);
+    expect(kidOf((await signedIn(byRoot, "revoke-key", verifiedMember)).accessToken)).toBe(kid);
   });
 
   it("revokes a next key before it ever signs: it never becomes active", async () => {
@@ -190,10 +176,12 @@ describe("SECURITY.md 38: a revoked signing key is refused by every instance and
   });
 
   it("answers INVALID_ARGUMENT, NOT_FOUND and PERMISSION_DENIED deliberately", async () => {
-    const empty = await failure(here.admin.revokeSigningKey({ kid: "" }, as(rootKey)));
+    const { error: empty } = await failure(here.admin.revokeSigningKey({ kid: "" }, as(rootKey)));
     expect(empty.code).toBe(Code.InvalidArgument);
     expect(empty.rawMessage).toContain("kid");
-    const unknown = await failure(here.admin.revokeSigningKey({ kid: "no-such-kid" }, as(rootKey)));
+    const { error: unknown } = await failure(
+      here.admin.revokeSigningKey({ kid: "no-such-kid" }, as(rootKey)),
+    );
     expect(unknown.code).toBe(Code.NotFound);
     const scoped = await here.admin.createAdminKey(
       { name: "workspace admin", workspaceId, role: AdminKeyRole.ADMIN },
@@ -201,7 +189,9 @@ describe("SECURITY.md 38: a revoked signing key is refused by every instance and
     );
     const keys = await here.admin.listSigningKeys({}, as(rootKey));
     const kid = keys.signingKeys[0]?.kid as string;
-    const denied = await failure(here.admin.revokeSigningKey({ kid }, as(scoped.secret)));
+    const { error: denied } = await failure(
+      here.admin.revokeSigningKey({ kid }, as(scoped.secret)),
+    );
     expect(denied.code).toBe(Code.PermissionDenied);
     const readOnly = await here.admin.createAdminKey(
       { name: "deployment reader", role: AdminKeyRole.READ_ONLY },

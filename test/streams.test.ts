@@ -17,6 +17,7 @@ import {
   freshDatabaseUrl,
   usingExternalPostgres,
 } from "./support/database.js";
+import { failure } from "./support/failure.js";
 import { startTestKeygate, type TestKeygate } from "./support/server.js";
 
 // What an anonymous caller can hold open: streams per connection (HTTP/2 SETTINGS) and per
@@ -44,15 +45,6 @@ async function openWatch(transport: Transport, headers: Record<string, string> =
     }
   })();
   return { close: () => abort.abort(), rest };
-}
-
-async function refusal(p: Promise<unknown>) {
-  return ConnectError.from(
-    await p.then(
-      () => new Error("expected a refusal"),
-      (e: unknown) => e,
-    ),
-  );
 }
 
 describe("SECURITY.md 36: streams and connections one client can hold", () => {
@@ -96,7 +88,9 @@ describe("SECURITY.md 36: streams and connections one client can hold", () => {
     ]) {
       opened.push(await openWatch(transport, client));
     }
-    const fourth = await refusal(openWatch(createGrpcTransport({ baseUrl: keygate.url }), client));
+    const { error: fourth } = await failure(
+      openWatch(createGrpcTransport({ baseUrl: keygate.url }), client),
+    );
     expect(fourth.code).toBe(Code.ResourceExhausted);
     expect(fourth.rawMessage).toMatch(/too many open streams/);
 
@@ -108,7 +102,7 @@ describe("SECURITY.md 36: streams and connections one client can hold", () => {
       { cursor: "" },
       { headers: { ...client, authorization: `Bearer ${keygate.bootstrapped?.adminKey}` } },
     );
-    const revocations = await refusal(
+    const { error: revocations } = await failure(
       (async () => {
         for await (const _ of feed) break;
       })(),
@@ -143,7 +137,7 @@ describe("SECURITY.md 36: streams and connections one client can hold", () => {
         }),
       );
     }
-    const refused = await refusal(
+    const { error: refused } = await failure(
       openWatch(createGrpcTransport({ baseUrl: keygate.url }), {
         "x-forwarded-for": "2001:db8:36:0:ffff::1",
       }),
@@ -170,8 +164,8 @@ describe("SECURITY.md 36: connections per client", () => {
         return session;
       }),
     );
-    const check = (transport: Transport) =>
-      refusal(createClient(Health, transport).check({ service: "" }));
+    const check = async (transport: Transport) =>
+      (await failure(createClient(Health, transport).check({ service: "" }))).error;
     for (const transport of [
       createGrpcTransport({ baseUrl: keygate.url }),
       createConnectTransport({ baseUrl: keygate.url, httpVersion: "2" }),

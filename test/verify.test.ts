@@ -9,6 +9,8 @@ import { AuthService } from "../gen/keygate/v1/auth_service_pb.js";
 import { AdminKeyRole, Role } from "../gen/keygate/v1/types_pb.js";
 import { ManualClock } from "../src/clock.js";
 import { usingExternalPostgres } from "./support/database.js";
+import { failure } from "./support/failure.js";
+import { type Provisioner, password, signedIn } from "./support/fixtures.js";
 import { startPeerKeygate, startTestKeygate, type TestKeygate } from "./support/server.js";
 import { startSmtpServer } from "./support/smtp.js";
 
@@ -24,6 +26,7 @@ let gatewayKey: string;
 let defaultWorkspaceId: string;
 let admin: ReturnType<typeof createClient<typeof AdminService>>;
 let auth: ReturnType<typeof createClient<typeof AuthService>>;
+let byRoot: Provisioner;
 const services: InternalService[] = [];
 /**
  * On PostgreSQL the instances hear each other through LISTEN/NOTIFY; the embedded database
@@ -33,7 +36,6 @@ const feedEnv: Record<string, string> = usingExternalPostgres
   ? {}
   : { KEYGATE_REVOCATION_RESYNC_MS: "200" };
 
-const password = "correct horse battery staple";
 let counter = 0;
 const as = (token: string, workspaceId?: string) => ({
   headers: {
@@ -105,6 +107,7 @@ beforeAll(async () => {
   const transport = createConnectTransport({ baseUrl: keygate.url, httpVersion: "2" });
   admin = createClient(AdminService, transport);
   auth = createClient(AuthService, transport);
+  byRoot = { admin, auth, adminKey: rootKey, workspaceId: defaultWorkspaceId };
   gatewayKey = (
     await admin.createAdminKey(
       { name: "internal service", role: AdminKeyRole.READ_ONLY, introspect: true },
@@ -119,22 +122,9 @@ afterAll(async () => {
   await smtp?.stop();
 });
 
-async function signedIn(workspaceId = defaultWorkspaceId, role = Role.MEMBER) {
-  const email = `verify-${Date.now()}-${++counter}@example.test`;
-  await admin.provisionUser({ email, password, workspaceId, role }, as(rootKey));
-  const res = await auth.login({ email, password, workspaceId });
-  if (res.result.case !== "tokens") throw new Error("no tokens");
-  return { email, ...res.result.value };
-}
-
 async function refusal(p: Promise<unknown>) {
-  const error = ConnectError.from(
-    await p.then(
-      () => new Error("expected a refusal"),
-      (e) => e,
-    ),
-  );
-  return { code: error.code, reason: error.metadata.get("keygate-reason") };
+  const { code, error } = await failure(p);
+  return { code, reason: error.metadata.get("keygate-reason") };
 }
 
 /** Polls the service until it refuses the token (at most `ms`). */
@@ -158,7 +148,7 @@ describe("keygate/verify in an internal service", () => {
   });
 
   it("lets a valid token through and hands the handler the caller", async () => {
-    const user = await signedIn(defaultWorkspaceId, Role.ADMIN);
+    const user = await signedIn(byRoot, "verify", { role: Role.ADMIN });
     const res = await service.client.getSession({}, as(user.accessToken, defaultWorkspaceId));
     expect(res.user?.id).toBe(user.userId);
     expect(res.workspace?.id).toBe(defaultWorkspaceId);
@@ -178,7 +168,7 @@ describe("keygate/verify in an internal service", () => {
   });
 
   it("refuses another workspace, an expired token, an unknown key and alg none", async () => {
-    const user = await signedIn();
+    const user = await signedIn(byRoot, "verify");
     expect(
       await refusal(
         service.client.getSession({}, as(user.accessToken, "00000000-0000-4000-8000-000000000000")),
@@ -243,17 +233,17 @@ describe("keygate/verify in an internal service", () => {
       as(rootKey),
     );
     const workspaceId = ws.workspace?.id as string;
-    const loggedOut = await signedIn();
-    const blocked = await signedIn();
-    const changer = await signedIn();
+    const loggedOut = await signedIn(byRoot, "verify");
+    const blocked = await signedIn(byRoot, "verify");
+    const changer = await signedIn(byRoot, "verify");
     const otherSession = await auth.login({
       email: changer.email,
       password,
       workspaceId: defaultWorkspaceId,
     });
     if (otherSession.result.case !== "tokens") throw new Error("no tokens");
-    const removed = await signedIn(workspaceId);
-    const deleted = await signedIn(workspaceId);
+    const removed = await signedIn(byRoot, "verify", { workspaceId: workspaceId });
+    const deleted = await signedIn(byRoot, "verify", { workspaceId: workspaceId });
     const tokens = [loggedOut, blocked, otherSession.result.value, removed, deleted];
     for (const t of tokens) {
       await service.client.getSession({}, as(t.accessToken));
@@ -290,14 +280,14 @@ describe("keygate/verify in an internal service", () => {
 
   it("resumes after the Keygate instance it follows restarts, missing nothing", async () => {
     const port = new URL(feedPeer.url).port;
-    const victims = [await signedIn(), await signedIn()];
+    const victims = [await signedIn(byRoot, "verify"), await signedIn(byRoot, "verify")];
     for (const v of victims) await service.client.getSession({}, as(v.accessToken));
     await feedPeer.stop();
     for (const v of victims) await auth.logout({}, as(v.accessToken));
     feedPeer = await startPeerKeygate(keygate, { ...feedEnv, KEYGATE_PORT: port });
     for (const v of victims) await refusedWithin(service, v.accessToken, 10_000);
     expect((await service.stats()).watch).toBeGreaterThan(1);
-    const alive = await signedIn();
+    const alive = await signedIn(byRoot, "verify");
     expect((await service.client.getSession({}, as(alive.accessToken))).user?.id).toBe(
       alive.userId,
     );
@@ -320,7 +310,7 @@ describe("a verifier whose feed goes quiet", () => {
         VERIFIER_TRANSPORT: "connect",
       });
       await new Promise((r) => setTimeout(r, 600));
-      const user = await signedIn();
+      const user = await signedIn(byRoot, "verify");
       expect(await refusal(strict.client.getSession({}, as(user.accessToken)))).toEqual({
         code: Code.Unavailable,
         reason: "stale",
@@ -357,8 +347,8 @@ describe("SECURITY.md 34: a verifier with a workspace-scoped key accepts that wo
       )
     ).secret;
     const service = await startService(feedPeer.url, { KEYGATE_ADMIN_KEY: scopedKey });
-    const mine = await signedIn(defaultWorkspaceId);
-    const theirs = await signedIn(otherId);
+    const mine = await signedIn(byRoot, "verify");
+    const theirs = await signedIn(byRoot, "verify", { workspaceId: otherId });
     expect((await service.client.getSession({}, as(mine.accessToken))).user?.id).toBe(mine.userId);
     const mismatch = { code: Code.PermissionDenied, reason: "workspace_mismatch" };
     expect(await refusal(service.client.getSession({}, as(theirs.accessToken)))).toEqual(mismatch);

@@ -24,8 +24,8 @@ import { factorOverview, updateFactorPreferences } from "../domain/factors/overv
 import {
   beginPasskeyAuthentication,
   finishPasskeyAuthentication,
-  type PasskeyPurpose,
 } from "../domain/factors/passkey-authentication.js";
+import type { PasskeyPurpose } from "../domain/factors/passkey-scope.js";
 import {
   beginPasskeyRegistration,
   deletePasskey,

@@ -61,13 +61,16 @@ export async function startPeerKeygate(
   });
 }
 
-export async function startTestKeygate(
-  env: Record<string, string> = {},
-  options: { clock?: Clock; webAppDir?: string; logTo?: DestinationStream; logger?: Logger } = {},
-): Promise<TestKeygate> {
-  const dataDir = await mkdtemp(path.join(tmpdir(), "keygate-test-"));
-  const db = await freshDatabaseUrl();
-  const fullEnv: Record<string, string | undefined> = withMailSettings({
+/**
+ * The environment of a test instance: ephemeral ports, its own data directory and database,
+ * quiet logs and limits far above what a suite does, then the suite's own settings.
+ */
+export function testEnv(
+  dataDir: string,
+  databaseUrl: string | undefined,
+  env: Record<string, string>,
+): Record<string, string | undefined> {
+  return withMailSettings({
     KEYGATE_PORT: "0",
     KEYGATE_METRICS_PORT: "0",
     KEYGATE_DATA_DIR: dataDir,
@@ -80,9 +83,18 @@ export async function startTestKeygate(
       Object.fromEntries(rateLimitNames.map((n) => [n, { limit: 100_000, window_seconds: 60 }])),
     ),
     KEYGATE_LOCKOUT_THRESHOLD: "1000",
-    ...externalDatabaseEnv(db.url),
+    ...externalDatabaseEnv(databaseUrl),
     ...env,
   });
+}
+
+export async function startTestKeygate(
+  env: Record<string, string> = {},
+  options: { clock?: Clock; webAppDir?: string; logTo?: DestinationStream; logger?: Logger } = {},
+): Promise<TestKeygate> {
+  const dataDir = await mkdtemp(path.join(tmpdir(), "keygate-test-"));
+  const db = await freshDatabaseUrl();
+  const fullEnv = testEnv(dataDir, db.url, env);
   const config = configFromEnv(fullEnv);
   const logger =
     options.logger ??

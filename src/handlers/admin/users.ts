@@ -14,16 +14,18 @@ import {
   UserStatusFilter,
 } from "../../../gen/keygate/v1/admin_service_pb.js";
 import {
-  blockUser,
-  deleteUser,
   getUser,
   listUsers,
   markUserEmailVerified,
-  revokeUserSessions,
   type UserStatus,
-  unblockUser,
   updateUserMetadata,
 } from "../../domain/admin/users.js";
+import {
+  blockUser,
+  deleteUser,
+  revokeUserSessions,
+  unblockUser,
+} from "../../domain/admin/users-access.js";
 import { provisionUser } from "../../domain/admin/users-provision.js";
 import { type Caller, callerWorkspace } from "../../domain/admin-auth.js";
 import type { AdminDeps } from "../../domain/deps.js";
