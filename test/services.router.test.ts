@@ -63,7 +63,11 @@ describe("who may call what", () => {
     const health = await createClient(Health, keygate.transport).check({});
     expect(health.status).toBe(HealthCheckResponse_ServingStatus.SERVING);
     const { jwks } = await createClient(TokenIntrospectionService, keygate.transport).getJwks({});
-    expect(jwks?.keys).toEqual([expect.objectContaining({ kid: expect.any(String) })]);
+    // The access-token key and the ID-token key.
+    expect(jwks?.keys).toEqual([
+      expect.objectContaining({ kid: expect.any(String) }),
+      expect.objectContaining({ kid: expect.any(String), alg: "RS256" }),
+    ]);
   });
 
   it("refuses a signed-in RPC without a token, or with one that is not an access token", async () => {
