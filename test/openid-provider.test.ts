@@ -291,7 +291,7 @@ describe("the OpenID Provider with an unmodified openid-client", () => {
     await oauth.acceptAuthorizationRequest({ requestId }, bearer(newer.accessToken));
   });
 
-  it("refresh rotates; a reused refresh token ends the grant", async () => {
+  it("SECURITY.md 46: refresh rotates; a reused refresh token ends the grant", async () => {
     const config = await relyingParty(await registered());
     const { callback, started } = await signInThroughProvider(config, await user());
     const tokens = await exchange(config, callback, started);
@@ -308,7 +308,7 @@ describe("the OpenID Provider with an unmodified openid-client", () => {
     );
   });
 
-  it("signing out of the browser's session ends the grants made from it", async () => {
+  it("SECURITY.md 46: signing out of the browser's session ends the grants made from it", async () => {
     const config = await relyingParty(await registered());
     const { callback, started, tokens: ui } = await signInThroughProvider(config, await user());
     const tokens = await exchange(config, callback, started);
@@ -336,7 +336,7 @@ describe("what the provider refuses", () => {
     `${issuerOf(workspaceId)}/oauth2/authorize?${new URLSearchParams(params)}`;
   const challenge = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
 
-  it("a redirect URI that is not an exact match gets a page, never a redirect", async () => {
+  it("SECURITY.md 44: a redirect URI that is not an exact match gets a page, never a redirect", async () => {
     const { clientId } = await registered();
     for (const uri of [
       "http://127.0.0.1:9/callback/extra",
@@ -407,7 +407,7 @@ describe("what the provider refuses", () => {
     }
   });
 
-  it("a reused code is refused and what it gave is revoked; a code older than 60 s is refused", async () => {
+  it("SECURITY.md 43: a reused code is refused and what it gave is revoked; a code older than 60 s is refused", async () => {
     const config = await relyingParty(await registered());
     const email = await user();
     const { callback, started } = await signInThroughProvider(config, email);
@@ -424,7 +424,7 @@ describe("what the provider refuses", () => {
     expect((expired as client.ResponseBodyError).error).toBe("invalid_grant");
   });
 
-  it("a wrong verifier, another redirect URI or another client's code is refused", async () => {
+  it("SECURITY.md 43: a wrong verifier, another redirect URI or another client's code is refused", async () => {
     const first = await registered();
     const config = await relyingParty(first);
     const { callback, started } = await signInThroughProvider(config, await user());
@@ -458,7 +458,7 @@ describe("what the provider refuses", () => {
     expect((await exchange(config, callback, started)).access_token).toBeTruthy();
   });
 
-  it("a client's token cannot call Keygate's API, nor accept requests for another client", async () => {
+  it("SECURITY.md 45: a client's token cannot call Keygate's API, nor accept requests for another client", async () => {
     const config = await relyingParty(await registered());
     const email = await user();
     const { callback, started } = await signInThroughProvider(config, email);
@@ -478,7 +478,7 @@ describe("what the provider refuses", () => {
     expect(ConnectError.from(accepted).code).toBe(Code.Unauthenticated);
   });
 
-  it("a request completes only in the browser that made it", async () => {
+  it("SECURITY.md 45: a request completes only in the browser that made it", async () => {
     const config = await relyingParty(await registered());
     const email = await user();
     const started = await authorizationUrl(config);
@@ -499,7 +499,7 @@ describe("what the provider refuses", () => {
     expect((await victim.get(redirectTo)).status).toBe(303);
   });
 
-  it("the tenant boundary: a client of A is unknown at B; a member of B only cannot accept A's request", async () => {
+  it("SECURITY.md 45: the tenant boundary: a client of A is unknown at B; a member of B only cannot accept A's request", async () => {
     const other = await admin.createWorkspace(
       { name: "Other", slug: `other-${Date.now()}` },
       asRoot(),
@@ -605,7 +605,7 @@ describe("logout", () => {
     expect(next.searchParams.has("request")).toBe(true);
   });
 
-  it("a post-logout redirect that is not registered is refused (no open redirect)", async () => {
+  it("SECURITY.md 44: a post-logout redirect that is not registered is refused (no open redirect)", async () => {
     const config = await relyingParty(await registered());
     const { callback, started } = await signInThroughProvider(config, await user());
     const tokens = await exchange(config, callback, started);
@@ -645,7 +645,7 @@ describe("logout", () => {
     );
   });
 
-  it("blocking the user sends the back-channel logout too", async () => {
+  it("SECURITY.md 46: blocking the user sends the back-channel logout too", async () => {
     const registration = await registered({ backchannel: true });
     const config = await relyingParty(registration);
     const email = await user();
