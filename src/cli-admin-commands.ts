@@ -21,6 +21,7 @@ import {
 } from "../gen/keygate/v1/admin_service_pb.js";
 import { AdminKeyRole, MembershipStatus, Role } from "../gen/keygate/v1/types_pb.js";
 import { allPages, positional, role, str, time, ws } from "./cli-admin-arguments.js";
+import { clients } from "./cli-admin-clients.js";
 import { type CommandGroup, isUuid, UsageError } from "./cli-admin-context.js";
 import { settings, workspaces } from "./cli-admin-workspaces.js";
 
@@ -354,5 +355,6 @@ export const adminCommandGroups: Readonly<Record<string, CommandGroup>> = {
   "provision-user": provisionUser,
   "admin-key": adminKey,
   keys,
+  clients,
   audit,
 };

@@ -95,6 +95,57 @@ describe("keygate admin commands", { timeout: 60_000 }, () => {
     expect((await cli(["keys", "list"])).stdout).toContain(key.kid);
   });
 
+  it("creates, lists and deletes an OAuth client of the provider", async () => {
+    const created = await cli([
+      "clients",
+      "create",
+      "--workspace",
+      defaultSlug(),
+      "--name",
+      "Grafana",
+      "--redirect-uri",
+      "https://grafana.example.test/login/generic_oauth",
+      "--scope",
+      "openid",
+      "--scope",
+      "email",
+    ]);
+    expect(created.code).toBe(0);
+    const answer = JSON.parse(created.stdout) as {
+      client: { clientId: string; confidential: boolean; firstParty: boolean; scopes: string[] };
+      clientSecret: string;
+    };
+    expect(answer.client).toMatchObject({ confidential: true, firstParty: true });
+    expect(answer.client.scopes).toEqual(["openid", "email"]);
+    expect(answer.clientSecret).toMatch(/^kgcs_/);
+    const listed = await cli(["clients", "list", "--workspace", defaultSlug()]);
+    expect(listed.stdout).toContain(answer.client.clientId);
+    expect(listed.stdout).not.toContain(answer.clientSecret);
+    const refused = await cli([
+      "clients",
+      "create",
+      "--workspace",
+      defaultSlug(),
+      "--name",
+      "Bad",
+      "--redirect-uri",
+      "http://evil.example.test/cb",
+    ]);
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toContain("redirect_uris[0]");
+    const deleted = await cli([
+      "clients",
+      "delete",
+      answer.client.clientId,
+      "--workspace",
+      defaultSlug(),
+    ]);
+    expect(deleted.code).toBe(0);
+    expect((await cli(["clients", "list", "--workspace", defaultSlug()])).stdout).not.toContain(
+      answer.client.clientId,
+    );
+  });
+
   it("revokes a signing key: it leaves the key set", async () => {
     const rotated = await cli(["keys", "rotate"]);
     const kid = (JSON.parse(rotated.stdout) as { signingKey: { kid: string } }).signingKey.kid;
