@@ -52,9 +52,10 @@ export function openIdProviderRoutes(deps: ProviderHttpDeps) {
   const secure = new URL(base).protocol === "https:";
   const logged = oauthCallLogger(deps);
   const noStore = { "cache-control": "no-store", pragma: "no-cache" };
-  const workspacePath = new RegExp(`^${escapeRegExp(basePath)}/w/([0-9a-fA-F-]{36})(/.*)$`);
+  const uuid = "[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}";
+  const workspacePath = new RegExp(`^${escapeRegExp(basePath)}/w/(${uuid})(/.*)$`);
   const wellKnownRfc8414 = new RegExp(
-    `^/\\.well-known/oauth-authorization-server${escapeRegExp(basePath)}/w/([0-9a-fA-F-]{36})$`,
+    `^/\\.well-known/oauth-authorization-server${escapeRegExp(basePath)}/w/(${uuid})$`,
   );
 
   const metadataOf = (workspaceId: string) => {
