@@ -38,6 +38,9 @@ CREATE TABLE oauth_interactions (
   request jsonb NOT NULL,
   browser_hash bytea NOT NULL CHECK (octet_length(browser_hash) = 32),
   session_id uuid REFERENCES sessions (id) ON DELETE CASCADE,
+  -- Keyed hash of the secret handed to whoever answered (in its redirect_to): the browser
+  -- that comes back must hold both the cookie that made the request and this.
+  answer_hash bytea CHECK (octet_length(answer_hash) = 32),
   -- accepted or rejected by the interaction RPCs, then completed once the browser returns.
   outcome text CHECK (outcome IN ('accepted', 'rejected')),
   created_at timestamptz NOT NULL,

@@ -10,6 +10,7 @@ import { AuthService } from "../gen/keygate/v1/auth_service_pb.js";
 import { OAuthService } from "../gen/keygate/v1/oauth_service_pb.js";
 import { TokenIntrospectionService } from "../gen/keygate/v1/token_introspection_service_pb.js";
 import { ManualClock } from "../src/clock.js";
+import { createVerifier } from "../src/verify/index.js";
 import { bearer, freePort, uniqueEmail } from "./support/fixtures.js";
 import { startTestKeygate, type TestKeygate } from "./support/server.js";
 
@@ -76,6 +77,14 @@ afterAll(async () => {
 });
 
 const issuerOf = (workspaceId: string) => `${keygate.config.issuer}/w/${workspaceId}`;
+
+/** Whether the provider still takes a grant's access token (its userinfo answers). */
+async function served(accessToken: string, workspaceId = defaultWorkspaceId) {
+  const res = await fetch(`${issuerOf(workspaceId)}/oauth2/userinfo`, {
+    headers: { authorization: `Bearer ${accessToken}` },
+  });
+  return res.status === 200;
+}
 
 async function user(workspaceId = defaultWorkspaceId) {
   const email = uniqueEmail("rp-user");
@@ -254,8 +263,27 @@ describe("the OpenID Provider with an unmodified openid-client", () => {
     const info = await client.fetchUserInfo(config, tokens.access_token, claims?.sub as string);
     expect(info).toEqual({ sub: claims?.sub, email, email_verified: true });
 
-    const active = await introspection.introspect({ token: tokens.access_token }, asRoot());
-    expect(active.active).toBe(true);
+    // The grant's token is for the provider, not for the services behind Keygate: it names
+    // the workspace's issuer as audience, so Introspect and keygate/verify do not take it.
+    expect(decodeJwt(tokens.access_token).aud).toBe(issuerOf(defaultWorkspaceId));
+    const introspected = await introspection.introspect({ token: tokens.access_token }, asRoot());
+    expect(introspected.active).toBe(false);
+    const verifier = createVerifier({
+      baseUrl: keygate.url,
+      adminKey: rootKey,
+      audience: keygate.config.audience,
+      issuer: keygate.config.issuer,
+      transport: "connect",
+    });
+    try {
+      await verifier.ready();
+      await expect(verifier.verify(tokens.access_token)).rejects.toThrow();
+      // The same verifier takes the person's own Keygate token.
+      expect((await verifier.verify(uiTokens.accessToken)).userId).toBe(claims?.sub);
+    } finally {
+      await verifier.close();
+    }
+    expect(await served(tokens.access_token)).toBe(true);
   });
 
   it("a signed-in browser gets its next code without signing in again; prompt=login asks again", async () => {
@@ -303,9 +331,7 @@ describe("the OpenID Provider with an unmodified openid-client", () => {
       .refreshTokenGrant(config, tokens.refresh_token as string)
       .catch((e: unknown) => e);
     expect((reused as client.ResponseBodyError).error).toBe("invalid_grant");
-    expect((await introspection.introspect({ token: next.access_token }, asRoot())).active).toBe(
-      false,
-    );
+    expect(await served(next.access_token)).toBe(false);
   });
 
   it("SECURITY.md 46: signing out of the browser's session ends the grants made from it", async () => {
@@ -313,9 +339,7 @@ describe("the OpenID Provider with an unmodified openid-client", () => {
     const { callback, started, tokens: ui } = await signInThroughProvider(config, await user());
     const tokens = await exchange(config, callback, started);
     await auth.logout({}, bearer(ui.accessToken));
-    expect((await introspection.introspect({ token: tokens.access_token }, asRoot())).active).toBe(
-      false,
-    );
+    expect(await served(tokens.access_token)).toBe(false);
     const refreshed = await client
       .refreshTokenGrant(config, tokens.refresh_token as string)
       .catch((e: unknown) => e);
@@ -414,9 +438,7 @@ describe("what the provider refuses", () => {
     const tokens = await exchange(config, callback, started);
     const again = await exchange(config, callback, started).catch((e: unknown) => e);
     expect((again as client.ResponseBodyError).error).toBe("invalid_grant");
-    expect((await introspection.introspect({ token: tokens.access_token }, asRoot())).active).toBe(
-      false,
-    );
+    expect(await served(tokens.access_token)).toBe(false);
 
     const late = await signInThroughProvider(config, email);
     clock.advance(61_000);
@@ -492,11 +514,46 @@ describe("what the provider refuses", () => {
       { requestId },
       bearer(tokens.accessToken),
     );
-    const elsewhere = await new Browser().get(redirectTo);
-    expect(elsewhere.status).toBe(403);
-    expect(elsewhere.headers.get("location")).toBeNull();
-    // The right browser still can.
+    // Without the answer's secret, even the browser that made the request gets nothing.
+    const bare = new URL(redirectTo);
+    bare.searchParams.delete("answer");
+    expect((await victim.get(bare.toString())).status).toBe(403);
+    bare.searchParams.set("answer", "x".repeat(43));
+    expect((await victim.get(bare.toString())).status).toBe(403);
     expect((await victim.get(redirectTo)).status).toBe(303);
+  });
+
+  it("SECURITY.md 45: an attacker's request answered by a victim completes for neither", async () => {
+    const config = await relyingParty(await registered());
+    const email = await user();
+    // The attacker makes the request in their own browser and sends the victim the page.
+    const attacker = new Browser();
+    const started = await authorizationUrl(config);
+    const first = await attacker.get(started.url.toString());
+    const requestId = new URL(first.headers.get("location") as string).searchParams.get(
+      "request",
+    ) as string;
+    // The victim signs in on the genuine page and accepts; their browser comes back.
+    const tokens = await signIn(email);
+    const { redirectTo } = await oauth.acceptAuthorizationRequest(
+      { requestId },
+      bearer(tokens.accessToken),
+    );
+    const victim = new Browser();
+    const refused = await victim.get(redirectTo);
+    expect(refused.status).toBe(403);
+    expect(refused.headers.get("location")).toBeNull();
+    // The attacker's browser has the cookie but never saw the answer; and the request is over.
+    const resume = `${issuerOf(defaultWorkspaceId)}/oauth2/authorize/resume?request=${requestId}`;
+    const attempt = await attacker.get(resume);
+    expect(attempt.headers.get("location")).toBeNull();
+    expect([...attacker.cookies().keys()]).not.toContain("kg_provider_session");
+    // A planted browser cookie (not Keygate's own) is replaced, not adopted.
+    const planted = await fetch(started.url, {
+      redirect: "manual",
+      headers: { cookie: `kg_browser=kgb_${"A".repeat(43)}.forged` },
+    });
+    expect(planted.headers.getSetCookie().some((c) => c.startsWith("kg_browser="))).toBe(true);
   });
 
   it("SECURITY.md 45: the tenant boundary: a client of A is unknown at B; a member of B only cannot accept A's request", async () => {
@@ -544,6 +601,12 @@ describe("what the provider refuses", () => {
     const back = new URL((await browser.get(redirectTo)).headers.get("location") as string);
     expect(back.searchParams.get("error")).toBe("access_denied");
     expect(back.searchParams.get("state")).toBe(started.state);
+    // The first answer stands: accepting after declining finds nothing.
+    const tokens = await signIn(await user());
+    const late = await oauth
+      .acceptAuthorizationRequest({ requestId }, bearer(tokens.accessToken))
+      .catch((e: unknown) => e);
+    expect(ConnectError.from(late).code).toBe(Code.NotFound);
   });
 });
 
@@ -592,7 +655,7 @@ describe("logout", () => {
     expect(res.headers.get("location")).toBe(`${afterLogout}?state=bye`);
     expect(browser.cookies().get("kg_provider_session")).toBe("");
     for (const token of [tokens.access_token, other.access_token]) {
-      expect((await introspection.introspect({ token }, asRoot())).active).toBe(false);
+      expect(await served(token)).toBe(false);
     }
     const payload = await logoutTokenFor(tokens.claims()?.sid as string, first.clientId);
     expect(payload.sub).toBe(tokens.claims()?.sub);
@@ -617,32 +680,40 @@ describe("logout", () => {
     expect(res.status).toBe(400);
     expect(res.headers.get("location")).toBeNull();
     // Nothing was ended.
-    expect((await introspection.introspect({ token: tokens.access_token }, asRoot())).active).toBe(
-      true,
-    );
+    expect(await served(tokens.access_token)).toBe(true);
   });
 
-  it("without an ID token the person confirms first; a cross-site GET signs nobody out", async () => {
+  it("without an ID token of this browser's session the person confirms first, on a form only this page can post", async () => {
     const config = await relyingParty(await registered());
     const { browser, callback, started } = await signInThroughProvider(config, await user());
     const tokens = await exchange(config, callback, started);
     const endpoint = `${issuerOf(defaultWorkspaceId)}/oauth2/end_session`;
+    // An ID token alone, from somewhere without the browser's cookie, ends nothing.
+    const elsewhere = await fetch(
+      `${endpoint}?${new URLSearchParams({ id_token_hint: tokens.id_token as string })}`,
+      { redirect: "manual" },
+    );
+    expect(elsewhere.status).toBe(200);
+    expect(await served(tokens.access_token)).toBe(true);
     const ask = await browser.get(endpoint);
     expect(ask.status).toBe(200);
-    expect(await ask.text()).toContain('name="confirm" value="yes"');
-    expect((await introspection.introspect({ token: tokens.access_token }, asRoot())).active).toBe(
-      true,
-    );
+    const page = await ask.text();
+    expect(page).toContain('name="confirm" value="yes"');
+    const confirmToken = /name="confirm_token" value="([^"]+)"/.exec(page)?.[1] as string;
+    expect(await served(tokens.access_token)).toBe(true);
     const jar = [...browser.cookies()].map(([k, v]) => `${k}=${v}`).join("; ");
-    const confirmed = await fetch(endpoint, {
-      method: "POST",
-      headers: { "content-type": "application/x-www-form-urlencoded", cookie: jar },
-      body: "confirm=yes",
-    });
+    const post = (body: string) =>
+      fetch(endpoint, {
+        method: "POST",
+        headers: { "content-type": "application/x-www-form-urlencoded", cookie: jar },
+        body,
+      });
+    // A forged confirmation (another origin on the same site cannot read the token) is asked again.
+    expect(await (await post("confirm=yes&confirm_token=forged")).text()).toContain("Sign out?");
+    expect(await served(tokens.access_token)).toBe(true);
+    const confirmed = await post(`confirm=yes&confirm_token=${encodeURIComponent(confirmToken)}`);
     expect(confirmed.status).toBe(200);
-    expect((await introspection.introspect({ token: tokens.access_token }, asRoot())).active).toBe(
-      false,
-    );
+    expect(await served(tokens.access_token)).toBe(false);
   });
 
   it("SECURITY.md 46: blocking the user sends the back-channel logout too", async () => {

@@ -39,7 +39,11 @@ export interface AuthDeps {
       /** The token's iat, instead of now (in whole seconds). */
       issuedAt?: Date;
     }): Promise<{ token: string; jti: string; issuedAt: Date; expiresAt: Date }>;
-    verifyAccessToken(token: string): Promise<Omit<VerifiedAccessToken, "kid">>;
+    /** `audience`: a grant's tokens are checked against their workspace's issuer. */
+    verifyAccessToken(
+      token: string,
+      options?: { audience?: string },
+    ): Promise<Omit<VerifiedAccessToken, "kid">>;
   };
   readonly mail: {
     enqueue(

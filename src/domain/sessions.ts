@@ -330,18 +330,23 @@ export async function authenticate(
   token: string,
   workspaceHeader: string | null,
   /**
-   * Whose token is expected: Keygate's own sessions' (every RPC), or an OAuth client's (the
-   * provider's userinfo). A client's token never calls Keygate's API as its user.
+   * Whose token is expected: Keygate's own sessions' (every RPC), or an OAuth client's for
+   * the provider whose issuer is `audience` (its userinfo). A client's token never calls
+   * Keygate's API as its user.
    */
-  issuedTo: "keygate" | "client" = "keygate",
+  issuedTo: "keygate" | { readonly clientOf: string } = "keygate",
 ): Promise<Principal> {
-  const claims = await deps.tokens.verifyAccessToken(token);
-  if (((claims.clientId ?? null) !== null) !== (issuedTo === "client")) {
+  const forClient = issuedTo !== "keygate";
+  const claims = await deps.tokens.verifyAccessToken(
+    token,
+    forClient ? { audience: issuedTo.clientOf } : {},
+  );
+  if (((claims.clientId ?? null) !== null) !== forClient) {
     throw new UnauthenticatedError(
       "UNAUTHENTICATED",
-      issuedTo === "keygate"
-        ? "this token was issued to an OAuth client; it cannot call Keygate's API"
-        : "not an access token issued to an OAuth client",
+      forClient
+        ? "not an access token issued to an OAuth client"
+        : "this token was issued to an OAuth client; it cannot call Keygate's API",
     );
   }
   if (workspaceHeader !== null && workspaceHeader !== claims.workspaceId) {

@@ -527,7 +527,9 @@ export class SigningKeys {
     })
       .setProtectedHeader({ alg: signer.algorithm, kid: signer.kid, typ: tokenType })
       .setIssuer(this.issuer)
-      .setAudience(this.audience)
+      // A grant's token is for its workspace's provider (userinfo), not for the services that
+      // take Keygate's own sessions' tokens: keygate/verify, Introspect and Envoy refuse it.
+      .setAudience(input.clientId ? this.providerAudience(input.workspaceId) : this.audience)
       .setSubject(input.userId)
       .setJti(jti)
       .setIssuedAt(iat)
@@ -591,7 +593,15 @@ export class SigningKeys {
    * only a failed reload for an unknown kid (database down) is an UnavailableError instead,
    * since the token could not be checked.
    */
-  async verifyAccessToken(token: string): Promise<VerifiedAccessToken> {
+  /** The audience of a grant's access tokens: the workspace's issuer. */
+  providerAudience(workspaceId: string): string {
+    return `${this.issuer.replace(/\/+$/, "")}/w/${workspaceId}`;
+  }
+
+  async verifyAccessToken(
+    token: string,
+    options: { audience?: string } = {},
+  ): Promise<VerifiedAccessToken> {
     if (typeof token !== "string" || token.length === 0 || token.length > maxTokenLength) {
       throw new TokenInvalidError("ERR_JWT_INVALID", "malformed access token");
     }
@@ -631,7 +641,7 @@ export class SigningKeys {
       ({ payload } = await jwtVerify(token, key.verifyKey, {
         algorithms: [key.algorithm],
         issuer: this.issuer,
-        audience: this.audience,
+        audience: options.audience ?? this.audience,
         typ: tokenType,
         currentDate: now,
         requiredClaims,

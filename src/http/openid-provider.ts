@@ -116,7 +116,8 @@ export function openIdProviderRoutes(deps: ProviderHttpDeps) {
     logged("authorize", async (req, res) => {
       let params: URLSearchParams;
       if (req.method === "GET" || req.method === "HEAD") params = queryOf(req);
-      else if (req.method === "POST") params = await readForm(req, deps.maxRequestBytes);
+      else if (req.method === "POST")
+        params = withoutNul(await readForm(req, deps.maxRequestBytes));
       else throw new OAuthError(405, "invalid_request", "use GET or POST", { allow: "GET, POST" });
       const outcome = await authorize(deps.provider, workspaceId, params, cookiesOf(req));
       answerAuthorize(res, workspaceId, outcome);
@@ -127,8 +128,14 @@ export function openIdProviderRoutes(deps: ProviderHttpDeps) {
       if (req.method !== "GET") {
         throw new OAuthError(405, "invalid_request", "use GET", { allow: "GET" });
       }
-      const requestId = queryOf(req).get("request") ?? "";
-      const outcome = await resume(deps.provider, workspaceId, requestId, cookiesOf(req));
+      const query = queryOf(req);
+      const outcome = await resume(
+        deps.provider,
+        workspaceId,
+        query.get("request") ?? "",
+        query.get("answer") ?? "",
+        cookiesOf(req),
+      );
       answerAuthorize(res, workspaceId, outcome);
     });
 
@@ -137,7 +144,7 @@ export function openIdProviderRoutes(deps: ProviderHttpDeps) {
       if (req.method !== "POST") {
         throw new OAuthError(405, "invalid_request", "use POST", { allow: "POST" });
       }
-      const form = await readForm(req, deps.maxRequestBytes);
+      const form = withoutNul(await readForm(req, deps.maxRequestBytes));
       for (const name of new Set(form.keys())) single(form, name);
       const client = await authenticateClient(
         deps.provider,
@@ -197,7 +204,8 @@ export function openIdProviderRoutes(deps: ProviderHttpDeps) {
     logged("end_session", async (req, res, meta) => {
       let params: URLSearchParams;
       if (req.method === "GET" || req.method === "HEAD") params = queryOf(req);
-      else if (req.method === "POST") params = await readForm(req, deps.maxRequestBytes);
+      else if (req.method === "POST")
+        params = withoutNul(await readForm(req, deps.maxRequestBytes));
       else throw new OAuthError(405, "invalid_request", "use GET or POST", { allow: "GET, POST" });
       const outcome = await endSession(
         deps.provider,
@@ -205,14 +213,16 @@ export function openIdProviderRoutes(deps: ProviderHttpDeps) {
         workspaceId,
         params,
         cookiesOf(req),
-        req.method === "POST" && params.get("confirm") === "yes",
+        req.method === "POST" && params.get("confirm") === "yes"
+          ? (params.get("confirm_token") ?? "")
+          : null,
       );
       if (outcome.kind === "page") {
         errorPage(res, outcome.status, "invalid_request", outcome.message);
         return;
       }
       if (outcome.kind === "confirm") {
-        confirmPage(res, params);
+        confirmPage(res, params, outcome.confirmToken);
         return;
       }
       // The browser's provider session is over, whichever session the hint named.
@@ -289,7 +299,17 @@ export function openIdProviderRoutes(deps: ProviderHttpDeps) {
 function queryOf(req: Req): URLSearchParams {
   const url = req.url ?? "/";
   const q = url.indexOf("?");
-  return new URLSearchParams(q < 0 ? "" : url.slice(q + 1));
+  return withoutNul(new URLSearchParams(q < 0 ? "" : url.slice(q + 1)));
+}
+
+/** No parameter may hold U+0000: nothing downstream (PostgreSQL text above all) takes it. */
+function withoutNul(params: URLSearchParams): URLSearchParams {
+  for (const [name, value] of params) {
+    if (name.includes("\0") || value.includes("\0")) {
+      throw new OAuthError(400, "invalid_request", "parameters must not contain U+0000");
+    }
+  }
+  return params;
 }
 
 function cookiesOf(req: Req): BrowserCookies {
@@ -325,7 +345,7 @@ function errorPage(res: Res, status: number, error: string, description: string)
 }
 
 /** Signing out without an ID token naming the session: the person confirms it. */
-function confirmPage(res: Res, params: URLSearchParams) {
+function confirmPage(res: Res, params: URLSearchParams, confirmToken: string) {
   const hidden = ["client_id", "post_logout_redirect_uri", "state"]
     .filter((name) => params.has(name))
     .map(
@@ -337,7 +357,7 @@ function confirmPage(res: Res, params: URLSearchParams) {
     res,
     200,
     "Sign out?",
-    `<h1>Sign out?</h1><form method="post">${hidden}<input type="hidden" name="confirm" value="yes"><button type="submit">Sign out</button></form>`,
+    `<h1>Sign out?</h1><form method="post">${hidden}<input type="hidden" name="confirm" value="yes"><input type="hidden" name="confirm_token" value="${escapeHtml(confirmToken)}"><button type="submit">Sign out</button></form>`,
   );
 }
 

@@ -23,6 +23,7 @@ export const oauthInteractionRow = z.object({
   request: authorizationRequestParams,
   browser_hash: z.instanceof(Buffer),
   session_id: z.string().nullable(),
+  answer_hash: z.instanceof(Buffer).nullable(),
   outcome: z.enum(["accepted", "rejected"]).nullable(),
   created_at: z.number(),
   expires_at: z.number(),
@@ -31,7 +32,7 @@ export const oauthInteractionRow = z.object({
 export type OAuthInteractionRow = z.infer<typeof oauthInteractionRow>;
 
 const columns = sql.fragment`id, workspace_id, client_id, request, browser_hash, session_id,
-  outcome, created_at, expires_at, completed_at`;
+  answer_hash, outcome, created_at, expires_at, completed_at`;
 
 export async function insertOAuthInteraction(
   db: CommonQueryMethods,
@@ -73,10 +74,12 @@ export async function answerOAuthInteraction(
     id: string;
     outcome: "accepted" | "rejected";
     sessionId: string | null;
+    answerHash: Buffer;
   },
 ): Promise<boolean> {
   const result = await db.query(sql.type(voidRow)`
-    UPDATE oauth_interactions SET outcome = ${input.outcome}, session_id = ${input.sessionId}
+    UPDATE oauth_interactions SET outcome = ${input.outcome}, session_id = ${input.sessionId},
+                                  answer_hash = ${sql.binary(input.answerHash)}
     WHERE workspace_id = ${input.workspaceId} AND id = ${input.id}
       AND completed_at IS NULL AND outcome IS NULL`);
   return result.rowCount > 0;

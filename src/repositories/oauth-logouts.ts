@@ -19,12 +19,14 @@ const owedLogoutRow = z.object({
 export type OwedLogoutRow = z.infer<typeof owedLogoutRow>;
 
 /**
- * Claims up to `limit` due logouts for `leaseMs`: another instance sees them again only if
- * this one neither delivers nor reschedules them by then. SKIP LOCKED keeps instances apart.
+ * Claims up to `limit` due logouts for `leaseMs`, at most `perClient` of any one client and
+ * none of the clients in `busy` (those this instance is still sending to): a client that
+ * answers slowly holds up only its own logouts. Another instance sees a claimed row again only
+ * if this one neither delivers nor reschedules it by then; SKIP LOCKED keeps instances apart.
  */
 export async function claimDueLogouts(
   db: CommonQueryMethods,
-  input: { now: Date; leaseMs: number; limit: number },
+  input: { now: Date; leaseMs: number; limit: number; perClient: number; busy: readonly string[] },
 ): Promise<readonly OwedLogoutRow[]> {
   const now = sql.timestamp(input.now);
   const leaseUntil = sql.timestamp(new Date(input.now.getTime() + input.leaseMs));
@@ -32,12 +34,16 @@ export async function claimDueLogouts(
     UPDATE oauth_logouts l SET attempts = l.attempts + 1, next_attempt_at = ${leaseUntil}
     FROM oauth_clients c
     WHERE l.id IN (
-        SELECT id FROM oauth_logouts
-        WHERE delivered_at IS NULL AND abandoned_at IS NULL AND next_attempt_at <= ${now}
-        ORDER BY next_attempt_at
-        LIMIT ${input.limit}
-        FOR UPDATE SKIP LOCKED)
+        SELECT id FROM (
+          SELECT id, row_number() OVER (PARTITION BY workspace_id, client_id ORDER BY next_attempt_at) AS n
+          FROM oauth_logouts
+          WHERE delivered_at IS NULL AND abandoned_at IS NULL AND next_attempt_at <= ${now}
+            AND NOT (workspace_id::text || '/' || client_id = ANY(${sql.array([...input.busy], "text")}))
+        ) due
+        WHERE n <= ${input.perClient}
+        LIMIT ${input.limit})
       AND c.workspace_id = l.workspace_id AND c.client_id = l.client_id
+      AND l.delivered_at IS NULL AND l.abandoned_at IS NULL AND l.next_attempt_at <= ${now}
     RETURNING l.id, l.workspace_id, l.client_id, l.session_id, l.user_id, l.attempts,
               c.backchannel_logout_uri`);
 }

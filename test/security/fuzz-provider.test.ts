@@ -100,6 +100,7 @@ const value = () =>
       "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM",
       "eyJhbGciOiJub25lIn0.eyJzdWIiOiJ4In0.",
       "00000000-0000-4000-8000-000000000000",
+      "a\u0000b",
     ),
     fc.string({ maxLength: 80 }),
     fc.string({ unit: "binary", maxLength: 40 }),

@@ -1,4 +1,4 @@
-import { createHash } from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
 import type { CommonQueryMethods } from "slonik";
 import {
   hashesEqual,
@@ -128,7 +128,11 @@ export async function authorize(
   }
 
   const stateValues = params.getAll("state");
-  const state = stateValues.length === 1 ? (stateValues[0] as string) : null;
+  // A state too long to keep is not echoed either (it would only bloat the redirect).
+  const state =
+    stateValues.length === 1 && (stateValues[0] as string).length <= 2048
+      ? (stateValues[0] as string)
+      : null;
   const refuse = (error: string, description: string): AuthorizeOutcome => ({
     kind: "redirect",
     location: back(redirectUri, issuer, { error, error_description: description, state }),
@@ -173,7 +177,11 @@ export async function authorize(
   }
   const nonce = get("nonce") ?? null;
   const loginHint = get("login_hint") ?? null;
-  if ((nonce?.length ?? 0) > 512 || (state?.length ?? 0) > 2048 || (loginHint?.length ?? 0) > 320) {
+  if (
+    (nonce?.length ?? 0) > 512 ||
+    (stateValues[0]?.length ?? 0) > 2048 ||
+    (loginHint?.length ?? 0) > 320
+  ) {
     return refuse("invalid_request", "nonce, state or login_hint is too long");
   }
 
@@ -221,11 +229,8 @@ export async function authorize(
         ? refuse("consent_required", "the user has to approve this client")
         : refuse("login_required", "the user has to sign in");
     }
-    const browser =
-      cookies.browser !== undefined && isOpaqueToken("browser", cookies.browser)
-        ? cookies.browser
-        : undefined;
-    const browserToken = browser ?? newOpaqueToken("browser");
+    const browser = validBrowserCookie(deps.tokenSecret, cookies.browser);
+    const browserToken = browser ?? newBrowserCookie(deps.tokenSecret);
     const interaction = await insertOAuthInteraction(tx, {
       workspaceId,
       clientId: client.client_id,
@@ -249,6 +254,8 @@ export async function resume(
   deps: ProviderDeps,
   workspaceId: string,
   requestId: string,
+  /** The secret the answer's redirect_to carried. */
+  answer: string,
   cookies: BrowserCookies,
 ): Promise<AuthorizeOutcome> {
   if (!uuidPattern.test(workspaceId) || !uuidPattern.test(requestId)) {
@@ -270,14 +277,31 @@ export async function resume(
         "this sign-in request is unknown, finished or expired: start again from the application",
       );
     }
-    // Only the browser that made the request collects its code: a link to someone else's
-    // request (login CSRF, a phished resume URL) gets nothing.
-    const browser = cookies.browser;
+    const sameBrowser =
+      validBrowserCookie(deps.tokenSecret, cookies.browser) !== undefined &&
+      hashesEqual(
+        opaqueHash(deps.tokenSecret, "browser", cookies.browser as string),
+        interaction.browser_hash,
+      );
+    if (interaction.outcome === null) {
+      if (!sameBrowser)
+        return page(403, "access_denied", "this sign-in was started in another browser");
+      const location = new URL(deps.signInUrl);
+      location.searchParams.set("request", interaction.id);
+      return { kind: "redirect", location: location.toString() } satisfies AuthorizeOutcome;
+    }
+    // The code goes only to a browser that holds both the cookie that made the request and the
+    // secret handed to whoever answered it: a request made in one browser and answered in
+    // another (a victim signing in to an attacker's link) completes in neither.
     if (
-      browser === undefined ||
-      !isOpaqueToken("browser", browser) ||
-      !hashesEqual(opaqueHash(deps.tokenSecret, "browser", browser), interaction.browser_hash)
+      answer === "" ||
+      interaction.answer_hash === null ||
+      !hashesEqual(answerHash(deps.tokenSecret, answer), interaction.answer_hash)
     ) {
+      return page(403, "access_denied", "this sign-in was answered elsewhere");
+    }
+    if (!sameBrowser) {
+      await completeOAuthInteraction(tx, { workspaceId, id: interaction.id, now });
       return page(403, "access_denied", "this sign-in was started in another browser");
     }
     const client = await findOAuthClient(tx, workspaceId, interaction.client_id);
@@ -291,11 +315,6 @@ export async function resume(
         state: request.state,
       }),
     });
-    if (interaction.outcome === null) {
-      const location = new URL(deps.signInUrl);
-      location.searchParams.set("request", interaction.id);
-      return { kind: "redirect", location: location.toString() } satisfies AuthorizeOutcome;
-    }
     await completeOAuthInteraction(tx, { workspaceId, id: interaction.id, now });
     if (interaction.outcome === "rejected" || interaction.session_id === null) {
       return refuse("access_denied", "the user declined");
@@ -352,6 +371,30 @@ async function issueCode(
   });
   return code;
 }
+
+/**
+ * The browser cookie: a random token and Keygate's MAC of it, so a value planted from outside
+ * (a sibling host setting cookies for this one) is never taken as the browser's.
+ */
+function newBrowserCookie(secret: Buffer): string {
+  const token = newOpaqueToken("browser");
+  return `${token}.${browserMac(secret, token)}`;
+}
+
+function browserMac(secret: Buffer, token: string): string {
+  return hmacSha256(secret).update(`keygate/browser/v1\0${token}`).digest("base64url");
+}
+
+function validBrowserCookie(secret: Buffer, value: string | undefined): string | undefined {
+  if (value === undefined) return undefined;
+  const [token = "", mac = ""] = value.split(".", 2);
+  if (!isOpaqueToken("browser", token)) return undefined;
+  return hashesEqual(Buffer.from(mac), Buffer.from(browserMac(secret, token))) ? value : undefined;
+}
+
+/** The secret in an answer's redirect_to, kept as a keyed hash on the request. */
+const answerHash = (secret: Buffer, answer: string) =>
+  opaqueHash(secret, "browser", `answer\0${answer}`);
 
 /** The provider session cookie: a session id and a MAC binding it to the workspace. */
 function providerSessionCookie(secret: Buffer, workspaceId: string, sessionId: string): string {
@@ -410,6 +453,7 @@ export async function acceptAuthorizationRequest(
     );
   }
   const now = deps.clock.now();
+  const answer = randomBytes(32).toString("base64url");
   await withTenant(deps.pool, interaction.workspace_id, async (tx) => {
     const session = await findLiveBrowserSession(tx, {
       workspaceId: principal.workspaceId,
@@ -435,12 +479,13 @@ export async function acceptAuthorizationRequest(
         id: interaction.id,
         outcome: "accepted",
         sessionId: session.id,
+        answerHash: answerHash(deps.tokenSecret, answer),
       }))
     ) {
       throw new NotFoundError("no such authorization request");
     }
   });
-  return resumeUrl(deps, interaction);
+  return resumeUrl(deps, interaction, answer);
 }
 
 /** OAuthService.RejectAuthorizationRequest: the client will get access_denied. */
@@ -449,20 +494,24 @@ export async function rejectAuthorizationRequest(
   requestId: string,
 ): Promise<string> {
   const interaction = await liveInteraction(deps, requestId);
-  await withTenant(deps.pool, interaction.workspace_id, (tx) =>
+  const answer = randomBytes(32).toString("base64url");
+  const answered = await withTenant(deps.pool, interaction.workspace_id, (tx) =>
     answerOAuthInteraction(tx, {
       workspaceId: interaction.workspace_id,
       id: interaction.id,
       outcome: "rejected",
       sessionId: null,
+      answerHash: answerHash(deps.tokenSecret, answer),
     }),
   );
-  return resumeUrl(deps, interaction);
+  // Only the first answer counts: a request accepted already cannot be declined after.
+  if (!answered) throw new NotFoundError("no such authorization request");
+  return resumeUrl(deps, interaction, answer);
 }
 
-function resumeUrl(deps: ProviderDeps, interaction: OAuthInteractionRow): string {
+function resumeUrl(deps: ProviderDeps, interaction: OAuthInteractionRow, answer: string): string {
   const issuer = workspaceIssuer(deps.issuerBase, interaction.workspace_id);
-  return `${issuer}/oauth2/authorize/resume?request=${interaction.id}`;
+  return `${issuer}/oauth2/authorize/resume?request=${interaction.id}&answer=${answer}`;
 }
 
 async function liveInteraction(deps: ProviderDeps, requestId: string) {

@@ -40,6 +40,8 @@ export interface BackchannelDeps {
 const logoutEvent = "http://schemas.openid.net/event/backchannel-logout";
 const sendTimeoutMs = 5_000;
 const leaseMs = 30_000;
+const maxInFlight = 32;
+const perClientInFlight = 2;
 /** Delays before the 2nd, 3rd… attempts; after the last one the logout is given up. */
 const retryDelaysMs = [5_000, 30_000, 120_000, 600_000, 3_600_000];
 
@@ -65,6 +67,10 @@ for (const [network, prefix] of [
   ["fe80::", 10],
   ["ff00::", 8],
   ["::ffff:0:0", 96],
+  // IPv4-compatible and NAT64 forms, which reach IPv4 addresses through the IPv6 stack.
+  ["::", 96],
+  ["64:ff9b::", 96],
+  ["64:ff9b:1::", 48],
 ] as const) {
   privateNetworks.addSubnet(network, prefix, "ipv6");
 }
@@ -75,6 +81,8 @@ export class BackchannelLogoutSender {
   private wakes = 0;
   private sleeper: (() => void) | undefined;
   private readonly pollIntervalMs: number;
+  private readonly inFlight = new Set<Promise<void>>();
+  private readonly perClient = new Map<string, number>();
 
   constructor(private readonly deps: BackchannelDeps) {
     this.pollIntervalMs = deps.pollIntervalMs ?? 1_000;
@@ -96,6 +104,7 @@ export class BackchannelLogoutSender {
     this.stopping = true;
     this.sleeper?.();
     await this.loop;
+    await Promise.allSettled([...this.inFlight]);
     this.loop = undefined;
   }
 
@@ -121,14 +130,34 @@ export class BackchannelLogoutSender {
     }
   }
 
-  /** Claims and sends what is due; answers how many it claimed. */
+  /**
+   * Claims what is due and starts sending it; answers how many it claimed. Deliveries run on
+   * their own, two at most per client and `maxInFlight` in all, so a client that answers
+   * slowly (or never) delays only its own logouts, not other workspaces'.
+   */
   async tick(): Promise<number> {
+    const room = maxInFlight - this.inFlight.size;
+    if (room <= 0) return 0;
+    const busy = [...this.perClient].filter(([, n]) => n >= perClientInFlight).map(([k]) => k);
     const rows = await claimDueLogouts(this.deps.pool, {
       now: this.deps.clock.now(),
       leaseMs,
-      limit: 10,
+      limit: room,
+      perClient: perClientInFlight,
+      busy,
     });
-    await Promise.all(rows.map((row) => this.deliver(row)));
+    for (const row of rows) {
+      const key = `${row.workspace_id}/${row.client_id}`;
+      this.perClient.set(key, (this.perClient.get(key) ?? 0) + 1);
+      const sending: Promise<void> = this.deliver(row).finally(() => {
+        this.inFlight.delete(sending);
+        const left = (this.perClient.get(key) ?? 1) - 1;
+        if (left <= 0) this.perClient.delete(key);
+        else this.perClient.set(key, left);
+        this.wake();
+      });
+      this.inFlight.add(sending);
+    }
     return rows.length;
   }
 

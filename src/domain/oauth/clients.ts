@@ -49,6 +49,9 @@ export function redirectUriProblem(uri: string): string | null {
     return "is not an absolute URL";
   }
   if (url.hash !== "" || uri.includes("#")) return "must not have a fragment";
+  // Stored as the browser will be sent there: a spelling that parses to another URL (a
+  // backslash, a control character, an IDN host) would read as one place and lead to another.
+  if (url.toString() !== uri) return `is not in its canonical form (${url.toString()})`;
   if (url.username !== "" || url.password !== "") return "must not carry credentials";
   if (uri.includes("*")) return "must not have a wildcard";
   if (url.protocol === "https:") return url.hostname === "" ? "has no host" : null;

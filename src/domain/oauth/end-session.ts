@@ -1,3 +1,4 @@
+import { hashesEqual, hmacSha256 } from "../../crypto/opaque-tokens.js";
 import { withTenant } from "../../db/with-tenant.js";
 import { findOAuthClient } from "../../repositories/oauth-clients.js";
 import { findSession, revokeSession } from "../../repositories/sessions.js";
@@ -16,10 +17,21 @@ const uuidPattern = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{1
 
 export type EndSessionOutcome =
   | { readonly kind: "page"; readonly status: number; readonly message: string }
-  /** No id_token_hint: ask the person before signing them out (a cross-site GET must not). */
-  | { readonly kind: "confirm" }
+  /**
+   * Ask the person first: no id_token_hint, or one that does not name this browser's session
+   * (anyone may hold an old ID token). `confirmToken` goes into the form, so a page of another
+   * origin on the same site cannot post the confirmation for them.
+   */
+  | { readonly kind: "confirm"; readonly confirmToken: string }
   | { readonly kind: "redirect"; readonly location: string }
   | { readonly kind: "signed_out" };
+
+/** The confirmation's anti-forgery token: a MAC of the browser's provider-session cookie. */
+function confirmTokenOf(secret: Buffer, cookie: string | undefined): string {
+  return hmacSha256(secret)
+    .update(`keygate/logout-confirm/v1\0${cookie ?? ""}`)
+    .digest("base64url");
+}
 
 export async function endSession(
   deps: TokenDeps,
@@ -27,7 +39,8 @@ export async function endSession(
   workspaceId: string,
   params: URLSearchParams,
   cookies: BrowserCookies,
-  confirmed: boolean,
+  /** A POST of the confirmation form: its `confirm_token`. */
+  confirmation: string | null,
 ): Promise<EndSessionOutcome> {
   const issuer = workspaceIssuer(deps.issuerBase, workspaceId);
   const hint = params.get("id_token_hint");
@@ -48,6 +61,9 @@ export async function endSession(
   }
   const redirect = params.get("post_logout_redirect_uri");
   const now = deps.clock.now();
+  const expected = confirmTokenOf(deps.tokenSecret, cookies.providerSession);
+  const confirmed =
+    confirmation !== null && hashesEqual(Buffer.from(confirmation), Buffer.from(expected));
   return withTenant(deps.pool, workspaceId, async (tx) => {
     // Only a URI registered for the client named by the hint (or client_id): no open redirect.
     let location: string | null = null;
@@ -66,34 +82,30 @@ export async function endSession(
       if (state !== null) url.searchParams.set("state", state);
       location = url.toString();
     }
-    // The session to end: the hint's grant's browser session, else the browser's own.
-    let sessionId: string | null = null;
-    if (claims && typeof claims.sid === "string") {
-      const grant = uuidPattern.test(claims.sid)
-        ? await findSession(tx, workspaceId, claims.sid)
-        : null;
+    // Only this browser's own session ends: at once when the hint names it, else once the
+    // person confirms on the page.
+    const browser = await providerSessionOf(tx, deps, workspaceId, cookies.providerSession, now);
+    let hinted: string | null = null;
+    if (claims && typeof claims.sid === "string" && uuidPattern.test(claims.sid)) {
+      const grant = await findSession(tx, workspaceId, claims.sid);
       if (grant !== null && grant.user_id === claims.sub)
-        sessionId = grant.parent_session_id ?? grant.id;
-    } else {
-      if (!confirmed) return { kind: "confirm" } as const;
-      sessionId =
-        (await providerSessionOf(tx, deps, workspaceId, cookies.providerSession, now))?.id ?? null;
+        hinted = grant.parent_session_id ?? grant.id;
     }
-    if (sessionId !== null) {
-      const session = await findSession(tx, workspaceId, sessionId);
-      if (
-        session !== null &&
-        (await revokeSession(tx, { workspaceId, sessionId, reason: "logout", now }))
-      ) {
-        await audit(tx, deps, meta, {
-          type: "logout",
-          workspaceId,
-          userId: session.user_id,
-          sessionId,
-          outcome: "success",
-          details: { via: "end_session", ...(clientId ? { client_id: clientId } : {}) },
-        });
-      }
+    if (browser !== null && !(hinted === browser.id || confirmed)) {
+      return { kind: "confirm", confirmToken: expected } as const;
+    }
+    if (
+      browser !== null &&
+      (await revokeSession(tx, { workspaceId, sessionId: browser.id, reason: "logout", now }))
+    ) {
+      await audit(tx, deps, meta, {
+        type: "logout",
+        workspaceId,
+        userId: browser.user_id,
+        sessionId: browser.id,
+        outcome: "success",
+        details: { via: "end_session", ...(clientId ? { client_id: clientId } : {}) },
+      });
     }
     return location === null
       ? ({ kind: "signed_out" } as const)

@@ -47,7 +47,11 @@ export async function authenticateClient(
   workspaceId: string,
   credentials: ClientCredentials,
 ): Promise<OAuthClientRow> {
-  if (credentials.clientId === "" || credentials.clientId.length > 100) {
+  if (
+    credentials.clientId === "" ||
+    credentials.clientId.length > 100 ||
+    credentials.clientId.includes("\0")
+  ) {
     throw invalidClient("client authentication failed");
   }
   const client = await withTenant(deps.pool, workspaceId, (tx) =>
@@ -282,7 +286,9 @@ export async function userinfo(
     new OAuthProtocolError("invalid_token", description, 401);
   let principal: Awaited<ReturnType<typeof authenticate>>;
   try {
-    principal = await authenticate(deps, accessToken, workspaceId, "client");
+    principal = await authenticate(deps, accessToken, workspaceId, {
+      clientOf: workspaceIssuer(deps.issuerBase, workspaceId),
+    });
   } catch (error) {
     if (error instanceof DomainError && error.kind !== "unavailable") {
       throw invalidToken("the access token is invalid, expired or revoked");
