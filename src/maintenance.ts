@@ -4,6 +4,7 @@ import type { Clock } from "./clock.js";
 import { sql } from "./db/sql.js";
 import { sweepRateLimits } from "./domain/rate-limits.js";
 import type { Logger } from "./log.js";
+import { sweepExpiredCodes } from "./repositories/one-time-codes.js";
 import { deleteExpiredRevocations } from "./repositories/revocations.js";
 
 const lockedRow = z.object({ locked: z.boolean() });
@@ -37,12 +38,11 @@ export async function sweep(pool: DatabasePool, now: Date): Promise<SweepResult 
     const mine = await tx.oneFirst(sql.type(lockedRow)`
       SELECT pg_try_advisory_xact_lock(${sweepLockKey}::bigint) AS locked`);
     if (!mine) return null;
-    const at = (msAgo: number) => sql.timestamp(new Date(now.getTime() - msAgo));
+    const ago = (ms: number) => new Date(now.getTime() - ms);
+    const at = (msAgo: number) => sql.timestamp(ago(msAgo));
     const count = async (q: ReturnType<typeof sql.unsafe>) => (await tx.query(q)).rowCount;
     const rateLimits = await sweepRateLimits(tx, now);
-    const codes = await count(sql.unsafe`
-      DELETE FROM one_time_codes WHERE id IN (
-        SELECT id FROM one_time_codes WHERE expires_at < ${at(day)} LIMIT ${batch})`);
+    const codes = await sweepExpiredCodes(tx, { before: ago(day), limit: batch });
     const pendingLogins = await count(sql.unsafe`
       DELETE FROM pending_logins WHERE id IN (
         SELECT id FROM pending_logins WHERE expires_at < ${at(day)} LIMIT ${batch})`);

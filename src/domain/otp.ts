@@ -1,10 +1,10 @@
 import type { DatabaseTransactionConnection } from "slonik";
 import type { WorkspaceSettings } from "../config.js";
 import { isOpaqueToken, newOpaqueToken, opaqueHash } from "../crypto/opaque-tokens.js";
-import { sql } from "../db/sql.js";
 import { withTenant } from "../db/with-tenant.js";
 import { NotFoundError, PermissionDeniedError, UnauthenticatedError } from "../errors.js";
 import { findMembership, type Role } from "../repositories/memberships.js";
+import { insertActionProof, invalidateLiveCodes } from "../repositories/one-time-codes.js";
 import {
   findUserByEmail,
   findUserById,
@@ -373,14 +373,15 @@ export async function issueActionProof(
   const now = deps.clock.now();
   const proof = newOpaqueToken("link").replace(/^kgl_/, "kga_");
   const expiresAt = new Date(now.getTime() + actionProofTtlSeconds * 1000);
-  await tx.query(sql.unsafe`
-    UPDATE one_time_codes SET invalidated_at = ${sql.timestamp(now)}
-    WHERE workspace_id = ${workspaceId} AND user_id = ${userId} AND purpose = ${purpose}
-      AND consumed_at IS NULL AND invalidated_at IS NULL`);
-  await tx.query(sql.unsafe`
-    INSERT INTO one_time_codes (workspace_id, user_id, purpose, kind, secret_hash, created_at, expires_at)
-    VALUES (${workspaceId}, ${userId}, ${purpose}, 'link', ${sql.binary(opaqueHash(deps.tokenSecret, "link", proof))},
-            ${sql.timestamp(now)}, ${sql.timestamp(expiresAt)})`);
+  await invalidateLiveCodes(tx, { workspaceId, userId, purpose, now });
+  await insertActionProof(tx, {
+    workspaceId,
+    userId,
+    purpose,
+    hash: opaqueHash(deps.tokenSecret, "link", proof),
+    now,
+    expiresAt,
+  });
   return { proof, expiresAt };
 }
 
