@@ -22,6 +22,7 @@ import {
 } from "../../repositories/memberships.js";
 import { revokeSessions } from "../../repositories/sessions.js";
 import { normalizeEmail, vouchForAccount } from "../../repositories/users.js";
+import { consumeActionProof } from "../action-proofs.js";
 import {
   actorOf,
   type Caller,
@@ -34,7 +35,6 @@ import {
 } from "../admin-auth.js";
 import { audit } from "../audit.js";
 import type { AdminDeps, RequestMeta } from "../deps.js";
-import { consumeActionProof } from "../otp.js";
 import { decodePageToken, encodePageToken, pageSize } from "../pagination.js";
 import { Violations } from "../validate.js";
 

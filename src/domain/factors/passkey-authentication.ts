@@ -28,10 +28,11 @@ import {
 import type { PendingLoginRow } from "../../repositories/pending-logins.js";
 import { findUserById, type UserRow } from "../../repositories/users.js";
 import { findWorkspaceById, type WorkspaceRow } from "../../repositories/workspaces.js";
+import { issueActionProof } from "../action-proofs.js";
 import { withMethod } from "../amr.js";
 import { audit } from "../audit.js";
 import type { AuthDeps, Principal, RequestMeta } from "../deps.js";
-import { issueActionProof, sessionOrPending } from "../otp.js";
+import { sessionOrPending } from "../otp.js";
 import { finishPendingLogin, livePendingLogin, tokensAfterFactor } from "../second-step.js";
 import type { IssuedTokens, TokenDraft } from "../sessions.js";
 import { effectiveSettings } from "../settings.js";
