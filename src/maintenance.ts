@@ -5,6 +5,7 @@ import { sql } from "./db/sql.js";
 import { sweepRateLimits } from "./domain/rate-limits.js";
 import type { Logger } from "./log.js";
 import { sweepExpiredCodes } from "./repositories/one-time-codes.js";
+import { sweepSentMail } from "./repositories/outbox.js";
 import { deleteExpiredRevocations } from "./repositories/revocations.js";
 
 const lockedRow = z.object({ locked: z.boolean() });
@@ -55,9 +56,7 @@ export async function sweep(pool: DatabasePool, now: Date): Promise<SweepResult 
         WHERE least(coalesce(revoked_at, 'infinity'), expires_at, idle_expires_at) < ${at(7 * day)}
         LIMIT ${batch})`);
     const revocations = await deleteExpiredRevocations(tx, new Date(now.getTime() - 3_600_000));
-    const sentMail = await count(sql.unsafe`
-      DELETE FROM mail_outbox WHERE id IN (
-        SELECT id FROM mail_outbox WHERE sent_at < ${at(7 * day)} LIMIT ${batch})`);
+    const sentMail = await sweepSentMail(tx, { before: ago(7 * day), limit: batch });
     return {
       rateLimits,
       codes,
