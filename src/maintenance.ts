@@ -7,6 +7,7 @@ import type { Logger } from "./log.js";
 import { sweepExpiredCodes } from "./repositories/one-time-codes.js";
 import { sweepSentMail } from "./repositories/outbox.js";
 import { deleteExpiredRevocations } from "./repositories/revocations.js";
+import { sweepEndedSessions } from "./repositories/sessions.js";
 
 const lockedRow = z.object({ locked: z.boolean() });
 
@@ -50,11 +51,7 @@ export async function sweep(pool: DatabasePool, now: Date): Promise<SweepResult 
     const passkeyChallenges = await count(sql.unsafe`
       DELETE FROM passkey_challenges WHERE id IN (
         SELECT id FROM passkey_challenges WHERE expires_at < ${at(day)} LIMIT ${batch})`);
-    const sessions = await count(sql.unsafe`
-      DELETE FROM sessions WHERE id IN (
-        SELECT id FROM sessions
-        WHERE least(coalesce(revoked_at, 'infinity'), expires_at, idle_expires_at) < ${at(7 * day)}
-        LIMIT ${batch})`);
+    const sessions = await sweepEndedSessions(tx, { before: ago(7 * day), limit: batch });
     const revocations = await deleteExpiredRevocations(tx, new Date(now.getTime() - 3_600_000));
     const sentMail = await sweepSentMail(tx, { before: ago(7 * day), limit: batch });
     return {

@@ -1,6 +1,5 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import type { DatabaseTransactionConnection } from "slonik";
-import { z } from "zod";
 import type { WorkspaceSettings } from "../config.js";
 import {
   isOpaqueToken,
@@ -13,6 +12,7 @@ import { PermissionDeniedError, UnauthenticatedError, UnavailableError } from ".
 import { lockMembershipForSession, type Role } from "../repositories/memberships.js";
 import {
   findRefreshTokenChild,
+  findSessionAccess,
   type GrantOfSession,
   insertRefreshToken,
   insertSession,
@@ -306,14 +306,6 @@ export async function refresh(
   }
 }
 
-const liveRow = z.object({
-  revoked_at: z.number().nullable(),
-  expires_at: z.number(),
-  blocked: z.boolean(),
-  status: z.string().nullable(),
-  role: z.string().nullable(),
-});
-
 /**
  * The caller behind an access token: signature, issuer, audience and expiry (the signer's
  * checks), the x-workspace-id header against the token's workspace, then in one query that
@@ -350,12 +342,7 @@ export async function authenticate(
       "x-workspace-id does not match the token's workspace",
     );
   }
-  const row = await deps.pool.maybeOne(sql.type(liveRow)`
-    SELECT s.revoked_at, s.expires_at, u.blocked, m.status, m.role
-    FROM sessions s
-    JOIN users u ON u.id = s.user_id
-    LEFT JOIN workspace_members m ON m.workspace_id = s.workspace_id AND m.user_id = s.user_id
-    WHERE s.workspace_id = ${claims.workspaceId} AND s.id = ${claims.sessionId} AND s.user_id = ${claims.userId}`);
+  const row = await findSessionAccess(deps.pool, claims);
   if (
     !row ||
     row.revoked_at !== null ||
