@@ -6,6 +6,8 @@ import { sweepRateLimits } from "./domain/rate-limits.js";
 import type { Logger } from "./log.js";
 import { sweepExpiredCodes } from "./repositories/one-time-codes.js";
 import { sweepSentMail } from "./repositories/outbox.js";
+import { sweepExpiredPasskeyChallenges } from "./repositories/passkey-challenges.js";
+import { sweepExpiredPendingLogins } from "./repositories/pending-logins.js";
 import { deleteExpiredRevocations } from "./repositories/revocations.js";
 import { sweepEndedSessions } from "./repositories/sessions.js";
 
@@ -41,16 +43,13 @@ export async function sweep(pool: DatabasePool, now: Date): Promise<SweepResult 
       SELECT pg_try_advisory_xact_lock(${sweepLockKey}::bigint) AS locked`);
     if (!mine) return null;
     const ago = (ms: number) => new Date(now.getTime() - ms);
-    const at = (msAgo: number) => sql.timestamp(ago(msAgo));
-    const count = async (q: ReturnType<typeof sql.unsafe>) => (await tx.query(q)).rowCount;
     const rateLimits = await sweepRateLimits(tx, now);
     const codes = await sweepExpiredCodes(tx, { before: ago(day), limit: batch });
-    const pendingLogins = await count(sql.unsafe`
-      DELETE FROM pending_logins WHERE id IN (
-        SELECT id FROM pending_logins WHERE expires_at < ${at(day)} LIMIT ${batch})`);
-    const passkeyChallenges = await count(sql.unsafe`
-      DELETE FROM passkey_challenges WHERE id IN (
-        SELECT id FROM passkey_challenges WHERE expires_at < ${at(day)} LIMIT ${batch})`);
+    const pendingLogins = await sweepExpiredPendingLogins(tx, { before: ago(day), limit: batch });
+    const passkeyChallenges = await sweepExpiredPasskeyChallenges(tx, {
+      before: ago(day),
+      limit: batch,
+    });
     const sessions = await sweepEndedSessions(tx, { before: ago(7 * day), limit: batch });
     const revocations = await deleteExpiredRevocations(tx, new Date(now.getTime() - 3_600_000));
     const sentMail = await sweepSentMail(tx, { before: ago(7 * day), limit: batch });
