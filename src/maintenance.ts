@@ -1,7 +1,6 @@
 import type { DatabasePool } from "slonik";
-import { z } from "zod";
 import type { Clock } from "./clock.js";
-import { sql } from "./db/sql.js";
+import { tryAdvisoryXactLock } from "./db/advisory-locks.js";
 import { sweepRateLimits } from "./domain/rate-limits.js";
 import type { Logger } from "./log.js";
 import { sweepExpiredCodes } from "./repositories/one-time-codes.js";
@@ -10,8 +9,6 @@ import { sweepExpiredPasskeyChallenges } from "./repositories/passkey-challenges
 import { sweepExpiredPendingLogins } from "./repositories/pending-logins.js";
 import { deleteExpiredRevocations } from "./repositories/revocations.js";
 import { sweepEndedSessions } from "./repositories/sessions.js";
-
-const lockedRow = z.object({ locked: z.boolean() });
 
 // "kg-swp" in ASCII; distinct from the other advisory locks.
 const sweepLockKey = "118129447433072";
@@ -39,9 +36,7 @@ export interface SweepResult {
  */
 export async function sweep(pool: DatabasePool, now: Date): Promise<SweepResult | null> {
   return pool.transaction(async (tx) => {
-    const mine = await tx.oneFirst(sql.type(lockedRow)`
-      SELECT pg_try_advisory_xact_lock(${sweepLockKey}::bigint) AS locked`);
-    if (!mine) return null;
+    if (!(await tryAdvisoryXactLock(tx, sweepLockKey))) return null;
     const ago = (ms: number) => new Date(now.getTime() - ms);
     const rateLimits = await sweepRateLimits(tx, now);
     const codes = await sweepExpiredCodes(tx, { before: ago(day), limit: batch });
