@@ -7,7 +7,7 @@ import {
   opaqueHash,
   successorRefreshToken,
 } from "../crypto/opaque-tokens.js";
-import { sql } from "../db/sql.js";
+import { setTenantWorkspace } from "../db/with-tenant.js";
 import { PermissionDeniedError, UnauthenticatedError, UnavailableError } from "../errors.js";
 import { lockMembershipForSession, type Role } from "../repositories/memberships.js";
 import {
@@ -205,9 +205,7 @@ export async function refresh(
   const outcome = await deps.pool.transaction(async (tx): Promise<RefreshOutcome> => {
     const token = await lockRefreshTokenByHash(tx, hash);
     if (!token) return { kind: "invalid", reason: "REFRESH_TOKEN_INVALID" };
-    await tx.query(
-      sql.unsafe`SELECT set_config('keygate.workspace_id', ${token.workspace_id}, true)`,
-    );
+    await setTenantWorkspace(tx, token.workspace_id);
     const row = await lockSession(tx, token.workspace_id, token.session_id);
     const now = deps.clock.now();
     if (!row || row.revoked_at !== null || row.client_id !== clientId)
