@@ -11,6 +11,24 @@ tsc --noEmit
 step "lint and format (biome)"
 biome ci .
 
+step "SQL only in src/repositories/ and src/db/"
+# Statements are written, typed and tenant-scoped in one place: a repository per table, or
+# db/ for what concerns no table (locks, settings, migrations). Anywhere else under src/, an
+# import of the sql tag (db/sql.js, or slonik's own) or a sql.<tag> template is refused.
+sql_outside=$(
+  {
+    grep -rlE 'from "[^"]*db/sql(\.js)?"' src
+    grep -rlzE 'import[[:space:]]*(type[[:space:]]*)?\{[^}]*\bsql\b[^}]*\}[[:space:]]*from[[:space:]]*"slonik"' src
+    grep -rlE '\bsql\.[A-Za-z]+[[:space:]]*[(`]' src
+  } | grep -vE '^src/(repositories|db)/' | sort -u || true
+)
+if [ -n "$sql_outside" ]; then
+  echo "SQL outside src/repositories/ and src/db/ (move it into the table's repository):" >&2
+  printf '  %s\n' $sql_outside >&2
+  exit 1
+fi
+echo "ok"
+
 step "buf lint"
 buf lint
 

@@ -1,12 +1,14 @@
 import type { DatabasePool } from "slonik";
-import { z } from "zod";
 import type { Clock } from "./clock.js";
-import { sql } from "./db/sql.js";
+import { tryAdvisoryXactLock } from "./db/advisory-locks.js";
 import { sweepRateLimits } from "./domain/rate-limits.js";
 import type { Logger } from "./log.js";
+import { sweepExpiredCodes } from "./repositories/one-time-codes.js";
+import { sweepSentMail } from "./repositories/outbox.js";
+import { sweepExpiredPasskeyChallenges } from "./repositories/passkey-challenges.js";
+import { sweepExpiredPendingLogins } from "./repositories/pending-logins.js";
 import { deleteExpiredRevocations } from "./repositories/revocations.js";
-
-const lockedRow = z.object({ locked: z.boolean() });
+import { sweepEndedSessions } from "./repositories/sessions.js";
 
 // "kg-swp" in ASCII; distinct from the other advisory locks.
 const sweepLockKey = "118129447433072";
@@ -34,30 +36,18 @@ export interface SweepResult {
  */
 export async function sweep(pool: DatabasePool, now: Date): Promise<SweepResult | null> {
   return pool.transaction(async (tx) => {
-    const mine = await tx.oneFirst(sql.type(lockedRow)`
-      SELECT pg_try_advisory_xact_lock(${sweepLockKey}::bigint) AS locked`);
-    if (!mine) return null;
-    const at = (msAgo: number) => sql.timestamp(new Date(now.getTime() - msAgo));
-    const count = async (q: ReturnType<typeof sql.unsafe>) => (await tx.query(q)).rowCount;
+    if (!(await tryAdvisoryXactLock(tx, sweepLockKey))) return null;
+    const ago = (ms: number) => new Date(now.getTime() - ms);
     const rateLimits = await sweepRateLimits(tx, now);
-    const codes = await count(sql.unsafe`
-      DELETE FROM one_time_codes WHERE id IN (
-        SELECT id FROM one_time_codes WHERE expires_at < ${at(day)} LIMIT ${batch})`);
-    const pendingLogins = await count(sql.unsafe`
-      DELETE FROM pending_logins WHERE id IN (
-        SELECT id FROM pending_logins WHERE expires_at < ${at(day)} LIMIT ${batch})`);
-    const passkeyChallenges = await count(sql.unsafe`
-      DELETE FROM passkey_challenges WHERE id IN (
-        SELECT id FROM passkey_challenges WHERE expires_at < ${at(day)} LIMIT ${batch})`);
-    const sessions = await count(sql.unsafe`
-      DELETE FROM sessions WHERE id IN (
-        SELECT id FROM sessions
-        WHERE least(coalesce(revoked_at, 'infinity'), expires_at, idle_expires_at) < ${at(7 * day)}
-        LIMIT ${batch})`);
+    const codes = await sweepExpiredCodes(tx, { before: ago(day), limit: batch });
+    const pendingLogins = await sweepExpiredPendingLogins(tx, { before: ago(day), limit: batch });
+    const passkeyChallenges = await sweepExpiredPasskeyChallenges(tx, {
+      before: ago(day),
+      limit: batch,
+    });
+    const sessions = await sweepEndedSessions(tx, { before: ago(7 * day), limit: batch });
     const revocations = await deleteExpiredRevocations(tx, new Date(now.getTime() - 3_600_000));
-    const sentMail = await count(sql.unsafe`
-      DELETE FROM mail_outbox WHERE id IN (
-        SELECT id FROM mail_outbox WHERE sent_at < ${at(7 * day)} LIMIT ${batch})`);
+    const sentMail = await sweepSentMail(tx, { before: ago(7 * day), limit: batch });
     return {
       rateLimits,
       codes,

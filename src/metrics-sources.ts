@@ -1,9 +1,6 @@
 import type { DatabasePool } from "slonik";
-import { z } from "zod";
-import { sql } from "./db/sql.js";
 import { Metrics } from "./metrics.js";
-
-const countRow = z.object({ count: z.number() });
+import { countUnsentMail } from "./repositories/outbox.js";
 
 /** The instance's metrics, with the gauges read from its parts at each scrape. */
 export function instanceMetrics(sources: {
@@ -16,10 +13,7 @@ export function instanceMetrics(sources: {
   const m = new Metrics();
   m.gauge("keygate_outbox_depth", "Mail waiting in the outbox (all instances).", async (set) => {
     try {
-      set(
-        await sources.pool.oneFirst(sql.type(countRow)`
-          SELECT count(*)::int AS count FROM mail_outbox WHERE sent_at IS NULL`),
-      );
+      set(await countUnsentMail(sources.pool));
     } catch {
       // The database is away; the pool and readiness metrics say so.
     }

@@ -1,10 +1,7 @@
 import type { DatabasePool } from "slonik";
-import { z } from "zod";
 import { type Migration, migrationsCurrent } from "./db/migrate.js";
-import { sql } from "./db/sql.js";
+import { databaseReadOnly } from "./db/read-only.js";
 import type { Logger } from "./log.js";
-
-const readOnlyRow = z.object({ read_only: z.boolean() });
 
 export type ReadinessState =
   | { ready: true }
@@ -50,11 +47,7 @@ export class Readiness {
 
   private async probe(): Promise<ReadinessState> {
     try {
-      const readOnly = await this.pool.oneFirst(
-        sql.type(readOnlyRow)`
-          SELECT current_setting('transaction_read_only') = 'on' AS read_only`,
-      );
-      if (readOnly) return { ready: false, reason: "database_read_only" };
+      if (await databaseReadOnly(this.pool)) return { ready: false, reason: "database_read_only" };
       const current = await migrationsCurrent(this.pool, this.migrations);
       return current ? { ready: true } : { ready: false, reason: "migrations_pending" };
     } catch (error) {

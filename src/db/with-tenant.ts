@@ -16,10 +16,35 @@ export function withTenant<T>(
   fn: (tx: DatabaseTransactionConnection) => Promise<T>,
 ): Promise<T> {
   return pool.transaction(async (tx) => {
-    await tx.query(sql.unsafe`
-      SELECT set_config('keygate.workspace_id', ${workspaceId}, true), set_config('role', ${tenantRole}, true)`);
+    await enterTenant(tx, workspaceId);
     return fn(tx);
   });
+}
+
+/**
+ * Scopes the rest of a transaction to one workspace as withTenant does from its start, for
+ * a transaction that learns its workspace on the way (creating it, or finding it by slug).
+ */
+export async function enterTenant(
+  tx: DatabaseTransactionConnection,
+  workspaceId: string,
+): Promise<void> {
+  // Unsafe because there is no row to type: set_config answers the values just set, in two
+  // columns of one name, and the statement is run for its settings alone.
+  await tx.query(sql.unsafe`
+    SELECT set_config('keygate.workspace_id', ${workspaceId}, true), set_config('role', ${tenantRole}, true)`);
+}
+
+/**
+ * Sets the workspace id that row-level security policies read for the rest of the
+ * transaction, without taking the tenant role: the transaction stays the service's.
+ */
+export async function setTenantWorkspace(
+  tx: DatabaseTransactionConnection,
+  workspaceId: string,
+): Promise<void> {
+  // Unsafe for the same reason as in enterTenant: the value set_config answers is not read.
+  await tx.query(sql.unsafe`SELECT set_config('keygate.workspace_id', ${workspaceId}, true)`);
 }
 
 /**

@@ -1,11 +1,10 @@
 import { createHash } from "node:crypto";
 import { LRUCache } from "lru-cache";
 import type { DatabasePool } from "slonik";
-import { z } from "zod";
 import type { Clock } from "../clock.js";
 import { adminKeyMatches, adminKeyPrefix } from "../crypto/admin-key.js";
-import { sql } from "../db/sql.js";
 import { PermissionDeniedError, UnauthenticatedError } from "../errors.js";
+import { findAdminKeyForAuthentication, touchAdminKey } from "../repositories/admin-keys.js";
 import type { Role } from "../repositories/memberships.js";
 import type { Amr } from "./amr.js";
 import type { Principal } from "./deps.js";
@@ -110,18 +109,6 @@ export function callerWorkspace(caller: Caller): string | null {
   return caller.kind === "admin_key" ? caller.workspaceId : caller.workspaceId;
 }
 
-const keyRow = z.object({
-  id: z.string(),
-  workspace_id: z.string().nullable(),
-  secret_hash: z.instanceof(Buffer),
-  role: z.enum(["read_only", "admin"]),
-  introspect: z.boolean(),
-  expires_at: z.number().nullable(),
-  revoked_at: z.number().nullable(),
-  created_by_user_id: z.string().nullable(),
-  creator_role: z.enum(["owner", "admin", "member"]).nullable(),
-});
-
 /**
  * Authenticates an admin key: found by its visible prefix, compared in constant time against
  * its SHA-256, refused when revoked or expired, or when the user who minted it is no longer an
@@ -136,13 +123,7 @@ export async function authenticateAdminKey(
   const invalid = () => new UnauthenticatedError("UNAUTHENTICATED", "invalid or revoked admin key");
   const prefix = adminKeyPrefix(secret);
   if (!prefix) throw invalid();
-  const row = await pool.maybeOne(sql.type(keyRow)`
-    SELECT k.id, k.workspace_id, k.secret_hash, k.role, k.introspect, k.expires_at, k.revoked_at,
-           k.created_by_user_id,
-           (SELECT m.role FROM workspace_members m JOIN users u ON u.id = m.user_id
-            WHERE m.workspace_id = k.workspace_id AND m.user_id = k.created_by_user_id
-              AND m.status = 'active' AND NOT u.blocked) AS creator_role
-    FROM admin_keys k WHERE k.prefix = ${prefix}`);
+  const row = await findAdminKeyForAuthentication(pool, prefix);
   const now = clock.now().getTime();
   if (
     !row ||
@@ -156,9 +137,7 @@ export async function authenticateAdminKey(
     throw invalid();
   }
   // At most one write a minute per key.
-  await pool.query(sql.unsafe`
-    UPDATE admin_keys SET last_used_at = ${sql.timestamp(new Date(now))}
-    WHERE id = ${row.id} AND (last_used_at IS NULL OR last_used_at < ${sql.timestamp(new Date(now - 60_000))})`);
+  await touchAdminKey(pool, row.id, new Date(now));
   return {
     kind: "admin_key",
     keyId: row.id,

@@ -1,6 +1,6 @@
 import type { DatabasePool } from "slonik";
 import { generateAdminKey } from "../crypto/admin-key.js";
-import { sql } from "../db/sql.js";
+import { advisoryXactLock } from "../db/advisory-locks.js";
 import { countAdminKeys, insertAdminKey } from "../repositories/admin-keys.js";
 import { countWorkspaces, insertWorkspace } from "../repositories/workspaces.js";
 
@@ -23,7 +23,7 @@ const bootstrapLockKey = 0x6b6762737472n;
  */
 export async function bootstrap(pool: DatabasePool): Promise<BootstrapResult | undefined> {
   return pool.transaction(async (tx) => {
-    await tx.query(sql.unsafe`SELECT pg_advisory_xact_lock(${bootstrapLockKey})`);
+    await advisoryXactLock(tx, bootstrapLockKey);
     if ((await countWorkspaces(tx)) > 0 || (await countAdminKeys(tx)) > 0) return undefined;
     const workspace = await insertWorkspace(tx, { name: "Default", slug: "default" });
     const key = generateAdminKey();

@@ -1,13 +1,19 @@
 import { randomUUID } from "node:crypto";
 import type { CommonQueryMethods, DatabaseTransactionConnection } from "slonik";
-import { z } from "zod";
 import {
   hashesEqual,
   newNumericCode,
   newOpaqueToken,
   opaqueHash,
 } from "../crypto/opaque-tokens.js";
-import { sql } from "../db/sql.js";
+import {
+  findUnusedLinkByHash,
+  insertCode,
+  invalidateLiveCodes,
+  lockLatestUnusedCode,
+  markCodeConsumed,
+  recordWrongCode,
+} from "../repositories/one-time-codes.js";
 
 /** What a code or link is for; one never works for another (SECURITY.md 14). */
 export type CodePurpose =
@@ -25,17 +31,6 @@ export type CodePurpose =
   | "join";
 
 export const maxCodeAttempts = 5;
-
-const codeRow = z.object({
-  id: z.string(),
-  workspace_id: z.string(),
-  user_id: z.string(),
-  purpose: z.string(),
-  kind: z.enum(["code", "link"]),
-  secret_hash: z.instanceof(Buffer),
-  attempts: z.number(),
-  expires_at: z.number(),
-});
 
 /**
  * Issues a 6-digit code or a 256-bit link token for (workspace, user, purpose), invalidating
@@ -60,14 +55,17 @@ export async function issueCode(
       ? opaqueHash(input.tokenSecret, "code", `${id}\0${secret}`)
       : opaqueHash(input.tokenSecret, "link", secret);
   const expiresAt = new Date(input.now.getTime() + input.ttlSeconds * 1000);
-  await tx.query(sql.unsafe`
-    UPDATE one_time_codes SET invalidated_at = ${sql.timestamp(input.now)}
-    WHERE workspace_id = ${input.workspaceId} AND user_id = ${input.userId} AND purpose = ${input.purpose}
-      AND consumed_at IS NULL AND invalidated_at IS NULL`);
-  await tx.query(sql.unsafe`
-    INSERT INTO one_time_codes (id, workspace_id, user_id, purpose, kind, secret_hash, created_at, expires_at)
-    VALUES (${id}, ${input.workspaceId}, ${input.userId}, ${input.purpose}, ${input.kind},
-            ${sql.binary(hash)}, ${sql.timestamp(input.now)}, ${sql.timestamp(expiresAt)})`);
+  await invalidateLiveCodes(tx, input);
+  await insertCode(tx, {
+    id,
+    workspaceId: input.workspaceId,
+    userId: input.userId,
+    purpose: input.purpose,
+    kind: input.kind,
+    hash,
+    now: input.now,
+    expiresAt,
+  });
   return { secret, expiresAt };
 }
 
@@ -81,11 +79,7 @@ async function findLiveLink(
   lock: boolean,
 ) {
   const hash = opaqueHash(input.tokenSecret, "link", input.token);
-  const row = await db.maybeOne(sql.type(codeRow)`
-    SELECT id, workspace_id, user_id, purpose, kind, secret_hash, attempts, expires_at FROM one_time_codes
-    WHERE secret_hash = ${sql.binary(hash)} AND kind = 'link'
-      AND consumed_at IS NULL AND invalidated_at IS NULL
-    ${lock ? sql.fragment`FOR UPDATE` : sql.fragment``}`);
+  const row = await findUnusedLinkByHash(db, hash, lock);
   return row && row.purpose === input.purpose && row.expires_at > input.now.getTime() ? row : null;
 }
 
@@ -113,8 +107,7 @@ export async function consumeLink(
 ): Promise<ConsumeResult> {
   const row = await findLiveLink(tx, input, true);
   if (!row) return { ok: false, attemptRecorded: false };
-  await tx.query(sql.unsafe`
-    UPDATE one_time_codes SET consumed_at = ${sql.timestamp(input.now)} WHERE id = ${row.id}`);
+  await markCodeConsumed(tx, { id: row.id, now: input.now });
   return { ok: true, workspaceId: row.workspace_id, userId: row.user_id };
 }
 
@@ -135,25 +128,15 @@ export async function consumeCode(
     now: Date;
   },
 ): Promise<ConsumeResult> {
-  const row = await tx.maybeOne(sql.type(codeRow)`
-    SELECT id, workspace_id, user_id, purpose, kind, secret_hash, attempts, expires_at FROM one_time_codes
-    WHERE workspace_id = ${input.workspaceId} AND user_id = ${input.userId} AND purpose = ${input.purpose}
-      AND kind = 'code' AND consumed_at IS NULL AND invalidated_at IS NULL
-    ORDER BY created_at DESC
-    LIMIT 1
-    FOR UPDATE`);
+  const row = await lockLatestUnusedCode(tx, input);
   if (!row || row.expires_at <= input.now.getTime() || row.attempts >= maxCodeAttempts) {
     return { ok: false, attemptRecorded: false };
   }
   const given = opaqueHash(input.tokenSecret, "code", `${row.id}\0${input.code}`);
   if (!/^\d{6}$/.test(input.code) || !hashesEqual(given, row.secret_hash)) {
-    await tx.query(sql.unsafe`
-      UPDATE one_time_codes SET attempts = attempts + 1,
-        invalidated_at = CASE WHEN attempts + 1 >= ${maxCodeAttempts} THEN ${sql.timestamp(input.now)} END
-      WHERE id = ${row.id}`);
+    await recordWrongCode(tx, { id: row.id, maxAttempts: maxCodeAttempts, now: input.now });
     return { ok: false, attemptRecorded: true };
   }
-  await tx.query(sql.unsafe`
-    UPDATE one_time_codes SET consumed_at = ${sql.timestamp(input.now)} WHERE id = ${row.id}`);
+  await markCodeConsumed(tx, { id: row.id, now: input.now });
   return { ok: true, workspaceId: row.workspace_id, userId: row.user_id };
 }

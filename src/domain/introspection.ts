@@ -1,13 +1,15 @@
 import { createHash } from "node:crypto";
 import { LRUCache } from "lru-cache";
 import type { DatabasePool } from "slonik";
-import { z } from "zod";
 import type { Clock } from "../clock.js";
 import { isOpaqueToken, opaqueHash } from "../crypto/opaque-tokens.js";
-import { sql } from "../db/sql.js";
 import { withTenant } from "../db/with-tenant.js";
 import type { Role } from "../repositories/memberships.js";
-import { revokeSession } from "../repositories/sessions.js";
+import {
+  findRefreshTokenSession,
+  findRefreshTokenState,
+  revokeSession,
+} from "../repositories/sessions.js";
 import { actorOf, type Caller, requireIntrospect } from "./admin-auth.js";
 import { acrOf, amrOf } from "./amr.js";
 import { audit } from "./audit.js";
@@ -56,22 +58,6 @@ export interface IntrospectionDeps {
     changed(): Promise<void>;
   };
 }
-
-const refreshState = z.object({
-  id: z.string(),
-  created_at: z.number(),
-  rotated_at: z.number().nullable(),
-  session_id: z.string(),
-  workspace_id: z.string(),
-  user_id: z.string(),
-  revoked_at: z.number().nullable(),
-  expires_at: z.number(),
-  idle_expires_at: z.number(),
-  blocked: z.boolean(),
-  status: z.string().nullable(),
-  role: z.string().nullable(),
-  amr: z.array(z.string()),
-});
 
 /**
  * Token introspection (TokenIntrospectionService.Introspect, IntrospectBatch, RevokeToken).
@@ -220,14 +206,7 @@ export class Introspector {
   private async checkRefreshToken(token: string): Promise<Introspection> {
     const hash = opaqueHash(this.deps.tokenSecret, "refresh", token);
     // Looked up by hash across workspaces, like Refresh; the token says which one it is in.
-    const row = await this.deps.pool.maybeOne(sql.type(refreshState)`
-      SELECT t.id, t.created_at, t.rotated_at, s.id AS session_id, s.workspace_id, s.user_id,
-             s.revoked_at, s.expires_at, s.idle_expires_at, s.amr, u.blocked, m.status, m.role
-      FROM refresh_tokens t
-      JOIN sessions s ON s.workspace_id = t.workspace_id AND s.id = t.session_id
-      JOIN users u ON u.id = s.user_id
-      LEFT JOIN workspace_members m ON m.workspace_id = s.workspace_id AND m.user_id = s.user_id
-      WHERE t.token_hash = ${sql.binary(hash)}`);
+    const row = await findRefreshTokenState(this.deps.pool, hash);
     const now = this.deps.clock.now().getTime();
     const expiresAt = row ? Math.min(row.expires_at, row.idle_expires_at) : 0;
     if (
@@ -263,10 +242,7 @@ export class Introspector {
   ): Promise<{ workspaceId: string; sessionId: string } | null> {
     if (isOpaqueToken("refresh", token)) {
       const hash = opaqueHash(this.deps.tokenSecret, "refresh", token);
-      const row = await this.deps.pool.maybeOne(sql.type(
-        z.object({ workspace_id: z.string(), session_id: z.string() }),
-      )`
-        SELECT workspace_id, session_id FROM refresh_tokens WHERE token_hash = ${sql.binary(hash)}`);
+      const row = await findRefreshTokenSession(this.deps.pool, hash);
       return row ? { workspaceId: row.workspace_id, sessionId: row.session_id } : null;
     }
     try {

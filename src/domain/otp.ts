@@ -1,9 +1,7 @@
 import type { DatabaseTransactionConnection } from "slonik";
 import type { WorkspaceSettings } from "../config.js";
-import { isOpaqueToken, newOpaqueToken, opaqueHash } from "../crypto/opaque-tokens.js";
-import { sql } from "../db/sql.js";
 import { withTenant } from "../db/with-tenant.js";
-import { NotFoundError, PermissionDeniedError, UnauthenticatedError } from "../errors.js";
+import { NotFoundError, UnauthenticatedError } from "../errors.js";
 import { findMembership, type Role } from "../repositories/memberships.js";
 import {
   findUserByEmail,
@@ -13,9 +11,10 @@ import {
   type UserRow,
 } from "../repositories/users.js";
 import { findWorkspaceById, type WorkspaceRow } from "../repositories/workspaces.js";
+import { issueActionProof } from "./action-proofs.js";
 import type { Amr } from "./amr.js";
 import { audit } from "./audit.js";
-import { consumeCode, consumeLink, issueCode } from "./codes.js";
+import { consumeCode, issueCode } from "./codes.js";
 import type { AuthDeps, MailTemplateName, Principal, RequestMeta } from "./deps.js";
 import { answerFloor } from "./public-flow.js";
 import {
@@ -43,7 +42,6 @@ const templateOf: Record<OtpPurpose, MailTemplateName> = {
   sensitive_action: "action_code",
 };
 
-const actionProofTtlSeconds = 5 * 60;
 const codeInvalid = () =>
   new UnauthenticatedError("CODE_INVALID", "the code is invalid or has expired");
 
@@ -355,68 +353,4 @@ export async function verifyOtp(
     return { kind: "tokens", tokens: await signTokens(deps, outcome.draft) };
   if (outcome.kind === "pending") deps.mail.wake();
   return outcome;
-}
-
-/**
- * A fresh action proof for the signed-in user, after a code or factor checked out in the
- * caller's tenant transaction; it replaces the user's unused one.
- */
-export async function issueActionProof(
-  tx: DatabaseTransactionConnection,
-  deps: AuthDeps,
-  workspaceId: string,
-  userId: string,
-  /** What confirmed it: an emailed code, or a factor of the membership. */
-  via: "email" | "factor" = "email",
-): Promise<{ proof: string; expiresAt: Date }> {
-  const purpose = via === "factor" ? "factor_action_proof" : "action_proof";
-  const now = deps.clock.now();
-  const proof = newOpaqueToken("link").replace(/^kgl_/, "kga_");
-  const expiresAt = new Date(now.getTime() + actionProofTtlSeconds * 1000);
-  await tx.query(sql.unsafe`
-    UPDATE one_time_codes SET invalidated_at = ${sql.timestamp(now)}
-    WHERE workspace_id = ${workspaceId} AND user_id = ${userId} AND purpose = ${purpose}
-      AND consumed_at IS NULL AND invalidated_at IS NULL`);
-  await tx.query(sql.unsafe`
-    INSERT INTO one_time_codes (workspace_id, user_id, purpose, kind, secret_hash, created_at, expires_at)
-    VALUES (${workspaceId}, ${userId}, ${purpose}, 'link', ${sql.binary(opaqueHash(deps.tokenSecret, "link", proof))},
-            ${sql.timestamp(now)}, ${sql.timestamp(expiresAt)})`);
-  return { proof, expiresAt };
-}
-
-/** Consumes an action proof of the signed-in user; PERMISSION_DENIED when it is missing or spent. */
-export async function consumeActionProof(
-  deps: AuthDeps,
-  principal: Principal,
-  proof: string,
-  /**
-   * "factor": only a proof from a factor of the membership will do. Changing the factors
-   * themselves needs one: the mailbox alone (an emailed code) must not replace or remove
-   * the second factor it does not count as.
-   */
-  needs: "any" | "factor" = "any",
-): Promise<void> {
-  const denied = () =>
-    new PermissionDeniedError(
-      "ACTION_PROOF_REQUIRED",
-      needs === "factor"
-        ? "confirm this with your authenticator app, a recovery code or a passkey first"
-        : "confirm this action with a code first",
-    );
-  if (!proof.startsWith("kga_") || !isOpaqueToken("link", `kgl_${proof.slice(4)}`)) throw denied();
-  const purposes =
-    needs === "factor" ? ["factor_action_proof"] : ["action_proof", "factor_action_proof"];
-  const r = await withTenant(deps.pool, principal.workspaceId, async (tx) => {
-    for (const purpose of purposes as ("action_proof" | "factor_action_proof")[]) {
-      const spent = await consumeLink(tx, {
-        tokenSecret: deps.tokenSecret,
-        purpose,
-        token: proof,
-        now: deps.clock.now(),
-      });
-      if (spent.ok) return spent;
-    }
-    return { ok: false as const };
-  });
-  if (!r.ok || r.userId !== principal.userId) throw denied();
 }

@@ -10,12 +10,12 @@ import {
   type UserRow,
 } from "../repositories/users.js";
 import { findWorkspaceById, type WorkspaceRow } from "../repositories/workspaces.js";
+import { consumeActionProof } from "./action-proofs.js";
 import { audit } from "./audit.js";
 import { type ConsumeResult, consumeCode, consumeLink, issueCode, peekLink } from "./codes.js";
 import type { AuthDeps, Principal, RequestMeta } from "./deps.js";
 import { appLink } from "./links.js";
 import { guessSubject } from "./lockout.js";
-import { consumeActionProof } from "./otp.js";
 import { answerFloor, startEmailFlow } from "./public-flow.js";
 import { effectiveSettings } from "./settings.js";
 import { Violations } from "./validate.js";

@@ -1,9 +1,8 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import type { DatabasePool } from "slonik";
-import { z } from "zod";
 import type { Clock } from "../clock.js";
-import { sql } from "../db/sql.js";
 import { UnavailableError } from "../errors.js";
+import { isMember } from "../repositories/memberships.js";
 import {
   latestRevocationCursor,
   liveRevocations,
@@ -13,8 +12,6 @@ import {
 import { type Caller, requireIntrospect } from "./admin-auth.js";
 import type { RevocationState } from "./revocations.js";
 import { Violations } from "./validate.js";
-
-const memberRow = z.object({ member: z.boolean() });
 
 export type FeedEvent =
   | { readonly kind: "revocation"; readonly row: RevocationRow }
@@ -148,8 +145,7 @@ function visibility(pool: DatabasePool, scope: string | null) {
     // A revoked signing key concerns every workspace's tokens.
     if (row.kind === "signing_key") return true;
     if (row.kind !== "user") return row.workspace_id === scope;
-    return pool.oneFirst(sql.type(memberRow)`
-      SELECT EXISTS (SELECT 1 FROM workspace_members
-                     WHERE workspace_id = ${scope} AND user_id = ${row.user_id}) AS member`);
+    // A user row always names its user (migration 015).
+    return row.user_id !== null && isMember(pool, scope, row.user_id);
   };
 }

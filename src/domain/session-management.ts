@@ -1,6 +1,5 @@
 import { z } from "zod";
 import { isOpaqueToken, opaqueHash } from "../crypto/opaque-tokens.js";
-import { joined, sql } from "../db/sql.js";
 import { withTenant } from "../db/with-tenant.js";
 import {
   FailedPreconditionError,
@@ -12,17 +11,17 @@ import {
   claimPending,
   findMembership,
   listActiveMembershipsOfUser,
-  membershipRow,
 } from "../repositories/memberships.js";
 import {
+  findRefreshTokenSession,
   findSession,
+  findSessionView,
   listLiveSessions,
   revokeSession,
   type SessionRow,
-  sessionRow,
 } from "../repositories/sessions.js";
-import { findUserById, type UserRow, userRow } from "../repositories/users.js";
-import { findWorkspaceById, type WorkspaceRow, workspaceRow } from "../repositories/workspaces.js";
+import { findUserById, type UserRow } from "../repositories/users.js";
+import { findWorkspaceById, type WorkspaceRow } from "../repositories/workspaces.js";
 import { accountMethods } from "./amr.js";
 import { audit } from "./audit.js";
 import type { AuthDeps, Principal, RequestMeta } from "./deps.js";
@@ -43,11 +42,10 @@ export async function logout(
   if (input.principal) {
     target = { workspaceId: input.principal.workspaceId, sessionId: input.principal.sessionId };
   } else if (isOpaqueToken("refresh", input.refreshToken)) {
-    const row = await deps.pool.maybeOne(sql.type(
-      z.object({ workspace_id: z.string(), session_id: z.string() }),
-    )`
-      SELECT workspace_id, session_id FROM refresh_tokens
-      WHERE token_hash = ${sql.binary(opaqueHash(deps.tokenSecret, "refresh", input.refreshToken))}`);
+    const row = await findRefreshTokenSession(
+      deps.pool,
+      opaqueHash(deps.tokenSecret, "refresh", input.refreshToken),
+    );
     if (row) target = { workspaceId: row.workspace_id, sessionId: row.session_id };
   } else if (input.refreshToken === "") {
     throw new UnauthenticatedError("UNAUTHENTICATED", "send an access token or the refresh token");
@@ -71,13 +69,6 @@ export async function logout(
   await deps.revocations.changed();
 }
 
-const sessionView = joined({
-  session: { alias: "s", row: sessionRow },
-  user: { alias: "u", row: userRow },
-  workspace: { alias: "w", row: workspaceRow },
-  membership: { alias: "m", row: membershipRow },
-});
-
 /**
  * GetSession: the caller's session, user and workspace, read in one query. The user's
  * metadata is this workspace's object for them (SECURITY.md 29), not the account's own.
@@ -87,14 +78,7 @@ export async function getSession(
   principal: Principal,
 ): Promise<{ user: UserRow; workspace: WorkspaceRow; session: SessionRow }> {
   const found = await withTenant(deps.pool, principal.workspaceId, (tx) =>
-    tx.maybeOne(sql.type(sessionView.row)`
-      SELECT ${sessionView.columns}
-      FROM sessions s
-      JOIN users u ON u.id = s.user_id
-      JOIN workspaces w ON w.id = s.workspace_id
-      JOIN workspace_members m ON m.workspace_id = s.workspace_id AND m.user_id = s.user_id
-      WHERE s.workspace_id = ${principal.workspaceId} AND s.id = ${principal.sessionId}
-        AND s.user_id = ${principal.userId}`),
+    findSessionView(tx, principal),
   );
   if (!found) throw new UnauthenticatedError("UNAUTHENTICATED", "the session has ended");
   const { user, workspace, session, membership } = found;

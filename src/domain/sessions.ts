@@ -1,6 +1,5 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import type { DatabaseTransactionConnection } from "slonik";
-import { z } from "zod";
 import type { WorkspaceSettings } from "../config.js";
 import {
   isOpaqueToken,
@@ -8,11 +7,12 @@ import {
   opaqueHash,
   successorRefreshToken,
 } from "../crypto/opaque-tokens.js";
-import { sql } from "../db/sql.js";
+import { setTenantWorkspace } from "../db/with-tenant.js";
 import { PermissionDeniedError, UnauthenticatedError, UnavailableError } from "../errors.js";
 import { lockMembershipForSession, type Role } from "../repositories/memberships.js";
 import {
   findRefreshTokenChild,
+  findSessionAccess,
   type GrantOfSession,
   insertRefreshToken,
   insertSession,
@@ -205,9 +205,7 @@ export async function refresh(
   const outcome = await deps.pool.transaction(async (tx): Promise<RefreshOutcome> => {
     const token = await lockRefreshTokenByHash(tx, hash);
     if (!token) return { kind: "invalid", reason: "REFRESH_TOKEN_INVALID" };
-    await tx.query(
-      sql.unsafe`SELECT set_config('keygate.workspace_id', ${token.workspace_id}, true)`,
-    );
+    await setTenantWorkspace(tx, token.workspace_id);
     const row = await lockSession(tx, token.workspace_id, token.session_id);
     const now = deps.clock.now();
     if (!row || row.revoked_at !== null || row.client_id !== clientId)
@@ -306,14 +304,6 @@ export async function refresh(
   }
 }
 
-const liveRow = z.object({
-  revoked_at: z.number().nullable(),
-  expires_at: z.number(),
-  blocked: z.boolean(),
-  status: z.string().nullable(),
-  role: z.string().nullable(),
-});
-
 /**
  * The caller behind an access token: signature, issuer, audience and expiry (the signer's
  * checks), the x-workspace-id header against the token's workspace, then in one query that
@@ -355,12 +345,7 @@ export async function authenticate(
       "x-workspace-id does not match the token's workspace",
     );
   }
-  const row = await deps.pool.maybeOne(sql.type(liveRow)`
-    SELECT s.revoked_at, s.expires_at, u.blocked, m.status, m.role
-    FROM sessions s
-    JOIN users u ON u.id = s.user_id
-    LEFT JOIN workspace_members m ON m.workspace_id = s.workspace_id AND m.user_id = s.user_id
-    WHERE s.workspace_id = ${claims.workspaceId} AND s.id = ${claims.sessionId} AND s.user_id = ${claims.userId}`);
+  const row = await findSessionAccess(deps.pool, claims);
   if (
     !row ||
     row.revoked_at !== null ||

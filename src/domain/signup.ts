@@ -1,6 +1,5 @@
 import type { DatabaseTransactionConnection } from "slonik";
-import { sql } from "../db/sql.js";
-import { withTenant } from "../db/with-tenant.js";
+import { setTenantWorkspace, withTenant } from "../db/with-tenant.js";
 import { AlreadyExistsError, NotFoundError } from "../errors.js";
 import { ensureMembership, findMembership } from "../repositories/memberships.js";
 import { findUserByEmail, insertUser, normalizeEmail } from "../repositories/users.js";
@@ -138,7 +137,7 @@ export async function signUp(
           name: input.workspaceName.trim(),
           slug: input.workspaceSlug,
         }));
-      await tx.query(sql.unsafe`SELECT set_config('keygate.workspace_id', ${target.id}, true)`);
+      await setTenantWorkspace(tx, target.id);
       const user = await insertUser(tx, { email: input.email, passwordHash });
       // A concurrent sign-up with the same address won the race: roll back, and answer as for
       // a taken address.

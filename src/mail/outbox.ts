@@ -1,8 +1,14 @@
 import type { CommonQueryMethods, DatabasePool } from "slonik";
-import { z } from "zod";
 import { SealingKey } from "../crypto/key-encryption.js";
-import { sql, voidRow } from "../db/sql.js";
 import type { Logger } from "../log.js";
+import {
+  type ClaimedMailRow,
+  claimDueMail,
+  giveUpMail,
+  insertMail,
+  markMailSent,
+  retryMailLater,
+} from "../repositories/outbox.js";
 import { isMailboxAddress } from "./address.js";
 import type { Mailer } from "./mailer.js";
 import type { MailTemplate, MailTemplates } from "./templates.js";
@@ -66,24 +72,14 @@ export async function enqueueMail(
     { template: input.template, recipient: input.to },
     { text: mail.text, html: mail.html },
   );
-  await db.query(sql.type(voidRow)`
-    INSERT INTO mail_outbox (workspace_id, template, recipient, subject, body_sealed)
-    VALUES (${input.workspaceId}, ${input.template}, ${input.to}, ${mail.subject},
-            ${sql.binary(sealed)})`);
+  await insertMail(db, {
+    workspaceId: input.workspaceId,
+    template: input.template,
+    recipient: input.to,
+    subject: mail.subject,
+    bodySealed: sealed,
+  });
 }
-
-const claimedRow = z.object({
-  id: z.bigint(),
-  template: z.string(),
-  recipient: z.string(),
-  subject: z.string(),
-  // In clear only for messages enqueued before bodies were sealed (migration 019).
-  body_text: z.string().nullable(),
-  body_html: z.string().nullable(),
-  body_sealed: z.instanceof(Buffer).nullable(),
-  attempts: z.number(),
-});
-type ClaimedRow = z.infer<typeof claimedRow>;
 
 export interface OutboxSenderOptions {
   readonly pool: DatabasePool;
@@ -270,44 +266,23 @@ export class OutboxSender {
   }
 
   /** The body in clear, only in memory and only while it is being sent. */
-  private bodyOf(row: ClaimedRow): MailBody {
+  private bodyOf(row: ClaimedMailRow): MailBody {
     if (row.body_sealed) return this.bodyKey.open(row, row.body_sealed);
     if (row.body_text !== null) return { text: row.body_text, html: row.body_html };
     throw new Error("the message has no body");
   }
 
-  private claim(): Promise<ClaimedRow | null> {
-    // A statement of its own: the row lock lasts only for the claim; the lease (locked_until)
-    // is what keeps other senders away while the message is sent. SKIP LOCKED lets concurrent
-    // claims pass each other instead of queueing on the same row.
-    return this.pool.maybeOne(sql.type(claimedRow)`
-      UPDATE mail_outbox
-      SET locked_until = now() + ${sql.interval({ seconds: this.leaseMs / 1000 })},
-          attempts = attempts + 1
-      WHERE id = (
-        SELECT id FROM mail_outbox
-        WHERE sent_at IS NULL
-          AND given_up_at IS NULL
-          AND next_attempt_at <= now()
-          AND (locked_until IS NULL OR locked_until < now())
-          AND attempts < ${this.maxAttempts}
-        ORDER BY id
-        FOR UPDATE SKIP LOCKED
-        LIMIT 1
-      )
-      RETURNING id, template, recipient, subject, body_text, body_html, body_sealed, attempts`);
+  private claim(): Promise<ClaimedMailRow | null> {
+    // On the pool, outside any transaction: the claim's row lock must end with its statement.
+    return claimDueMail(this.pool, { leaseMs: this.leaseMs, maxAttempts: this.maxAttempts });
   }
 
-  private async recordSent(row: ClaimedRow, context: object): Promise<void> {
+  private async recordSent(row: ClaimedMailRow, context: object): Promise<void> {
     this.counters.sent += 1;
     try {
       // Recorded even if the lease ran out meanwhile: the message did go out, and marking it
       // spares the recipient a copy. The bodies go: they may hold codes and links.
-      await this.pool.query(sql.type(voidRow)`
-        UPDATE mail_outbox
-        SET sent_at = now(), locked_until = NULL, body_text = NULL, body_html = NULL,
-            body_sealed = NULL
-        WHERE id = ${row.id} AND sent_at IS NULL`);
+      await markMailSent(this.pool, row.id);
     } catch (error) {
       this.logger.error(
         { ...context, err: { message: errorMessage(error) } },
@@ -318,7 +293,11 @@ export class OutboxSender {
     this.logger.info(context, "mail outbox: mail sent");
   }
 
-  private async recordFailure(row: ClaimedRow, context: object, message: string): Promise<void> {
+  private async recordFailure(
+    row: ClaimedMailRow,
+    context: object,
+    message: string,
+  ): Promise<void> {
     this.counters.failed += 1;
     const givingUp = row.attempts >= this.maxAttempts;
     const delayMs = this.backoffMs(row.attempts);
@@ -326,23 +305,19 @@ export class OutboxSender {
     // may have claimed the row (attempts moved on) and owns its state now.
     if (givingUp) {
       // Nothing will send it any more, so its body (a code or link) goes.
-      await this.pool.query(sql.type(voidRow)`
-        UPDATE mail_outbox
-        SET locked_until = NULL, last_error = ${message}, given_up_at = now(),
-            body_text = NULL, body_html = NULL, body_sealed = NULL
-        WHERE id = ${row.id} AND attempts = ${row.attempts} AND sent_at IS NULL`);
+      await giveUpMail(this.pool, { id: row.id, attempts: row.attempts, error: message });
       this.logger.error(
         { ...context, err: { message } },
         "mail outbox: delivery failed for the last time; the message stays in the outbox unsent, its body erased",
       );
       return;
     }
-    await this.pool.query(sql.type(voidRow)`
-      UPDATE mail_outbox
-      SET locked_until = NULL,
-          last_error = ${message},
-          next_attempt_at = now() + ${sql.interval({ seconds: delayMs / 1000 })}
-      WHERE id = ${row.id} AND attempts = ${row.attempts} AND sent_at IS NULL`);
+    await retryMailLater(this.pool, {
+      id: row.id,
+      attempts: row.attempts,
+      error: message,
+      delayMs,
+    });
     this.logger.warn(
       { ...context, retryInMs: delayMs, err: { message } },
       "mail outbox: delivery failed, will retry",

@@ -1,6 +1,6 @@
 import type { CommonQueryMethods } from "slonik";
 import { z } from "zod";
-import { sql } from "../db/sql.js";
+import { sql, voidRow } from "../db/sql.js";
 
 const countRow = z.object({ count: z.number() });
 
@@ -51,6 +51,42 @@ export async function insertAdminKey(
 export async function countAdminKeys(db: CommonQueryMethods): Promise<number> {
   return db.oneFirst(sql.type(countRow)`
     SELECT count(*)::int AS count FROM admin_keys`);
+}
+
+const keyForAuthenticationRow = z.object({
+  id: z.string(),
+  workspace_id: z.string().nullable(),
+  secret_hash: z.instanceof(Buffer),
+  role: z.enum(["read_only", "admin"]),
+  introspect: z.boolean(),
+  expires_at: z.number().nullable(),
+  revoked_at: z.number().nullable(),
+  created_by_user_id: z.string().nullable(),
+  creator_role: z.enum(["owner", "admin", "member"]).nullable(),
+});
+
+/**
+ * The key with this visible prefix, with its secret hash to compare and the role its creator
+ * holds now in the key's workspace (null unless an active, unblocked member).
+ */
+export async function findAdminKeyForAuthentication(
+  db: CommonQueryMethods,
+  prefix: string,
+): Promise<z.infer<typeof keyForAuthenticationRow> | null> {
+  return db.maybeOne(sql.type(keyForAuthenticationRow)`
+    SELECT k.id, k.workspace_id, k.secret_hash, k.role, k.introspect, k.expires_at, k.revoked_at,
+           k.created_by_user_id,
+           (SELECT m.role FROM workspace_members m JOIN users u ON u.id = m.user_id
+            WHERE m.workspace_id = k.workspace_id AND m.user_id = k.created_by_user_id
+              AND m.status = 'active' AND NOT u.blocked) AS creator_role
+    FROM admin_keys k WHERE k.prefix = ${prefix}`);
+}
+
+/** Records a use of the key at `now`, unless one was recorded in the minute before. */
+export async function touchAdminKey(db: CommonQueryMethods, id: string, now: Date): Promise<void> {
+  await db.query(sql.type(voidRow)`
+    UPDATE admin_keys SET last_used_at = ${sql.timestamp(now)}
+    WHERE id = ${id} AND (last_used_at IS NULL OR last_used_at < ${sql.timestamp(new Date(now.getTime() - 60_000))})`);
 }
 
 /**

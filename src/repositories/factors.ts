@@ -2,6 +2,9 @@ import type { CommonQueryMethods } from "slonik";
 import { z } from "zod";
 import { sql } from "../db/sql.js";
 
+const summaryRow = z.object({ totp: z.boolean(), passkeys: z.number(), recovery: z.number() });
+const deletedRow = z.object({ passkeys: z.number(), totp: z.number(), recovery: z.number() });
+
 /** Which factors a membership has set up (confirmed ones only). */
 export interface FactorSummary {
   readonly totp: boolean;
@@ -14,9 +17,7 @@ export async function factorSummary(
   workspaceId: string,
   userId: string,
 ): Promise<FactorSummary> {
-  const row = await db.one(sql.type(
-    z.object({ totp: z.boolean(), passkeys: z.number(), recovery: z.number() }),
-  )`
+  const row = await db.one(sql.type(summaryRow)`
     SELECT
       EXISTS (SELECT 1 FROM totp_factors
               WHERE workspace_id = ${workspaceId} AND user_id = ${userId} AND confirmed_at IS NOT NULL) AS totp,
@@ -33,9 +34,7 @@ export async function deleteMemberFactors(
   workspaceId: string,
   userId: string,
 ): Promise<{ passkeys: number; totp: number; recoveryCodes: number }> {
-  const row = await db.one(sql.type(
-    z.object({ passkeys: z.number(), totp: z.number(), recovery: z.number() }),
-  )`
+  const row = await db.one(sql.type(deletedRow)`
     WITH p AS (DELETE FROM passkeys WHERE workspace_id = ${workspaceId} AND user_id = ${userId} RETURNING 1),
          t AS (DELETE FROM totp_factors WHERE workspace_id = ${workspaceId} AND user_id = ${userId}
                RETURNING confirmed_at),

@@ -5,6 +5,7 @@ import { workspaceRow } from "./workspaces.js";
 
 const passkeyUserHandleRow = z.object({ passkey_user_handle: z.instanceof(Buffer) });
 const userIdRow = z.object({ user_id: z.string() });
+const memberRow = z.object({ member: z.boolean() });
 
 export const roles = ["owner", "admin", "member"] as const;
 export type Role = (typeof roles)[number];
@@ -39,6 +40,17 @@ export async function findMembership(
   return db.maybeOne(sql.type(membershipRow)`
     SELECT ${columns} FROM workspace_members
     WHERE workspace_id = ${workspaceId} AND user_id = ${userId}`);
+}
+
+/** Whether the user has a membership in the workspace, of any status. */
+export async function isMember(
+  db: CommonQueryMethods,
+  workspaceId: string,
+  userId: string,
+): Promise<boolean> {
+  return db.oneFirst(sql.type(memberRow)`
+    SELECT EXISTS (SELECT 1 FROM workspace_members
+                   WHERE workspace_id = ${workspaceId} AND user_id = ${userId}) AS member`);
 }
 
 /**

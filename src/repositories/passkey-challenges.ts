@@ -1,6 +1,6 @@
 import type { CommonQueryMethods } from "slonik";
 import { z } from "zod";
-import { sql } from "../db/sql.js";
+import { sql, voidRow } from "../db/sql.js";
 
 const idRow = z.object({ id: z.string() });
 
@@ -38,4 +38,15 @@ export async function spendPasskeyChallenge(
     ON CONFLICT ON CONSTRAINT passkey_challenges_challenge_hash_key DO NOTHING
     RETURNING id`);
   return row !== null;
+}
+
+/** Deletes up to `limit` spent challenges that expired before `before`; answers how many. */
+export async function sweepExpiredPasskeyChallenges(
+  db: CommonQueryMethods,
+  input: { before: Date; limit: number },
+): Promise<number> {
+  const result = await db.query(sql.type(voidRow)`
+    DELETE FROM passkey_challenges WHERE id IN (
+      SELECT id FROM passkey_challenges WHERE expires_at < ${sql.timestamp(input.before)} LIMIT ${input.limit})`);
+  return result.rowCount;
 }

@@ -1,6 +1,6 @@
 import type { CommonQueryMethods } from "slonik";
 import { z } from "zod";
-import { sql } from "../db/sql.js";
+import { sql, voidRow } from "../db/sql.js";
 
 /** What finishes a pending login: the emailed code, a membership factor, or a first factor. */
 export type PendingStep = "email" | "factor" | "enroll";
@@ -77,4 +77,15 @@ export function endPendingLoginsWith(input: {
     WHERE user_id = ${input.userId} AND completed_at IS NULL
       AND expires_at > ${sql.timestamp(input.now)}
       AND (${input.workspaceId}::uuid IS NULL OR workspace_id = ${input.workspaceId}::uuid))`;
+}
+
+/** Deletes up to `limit` pending logins that expired before `before`; answers how many. */
+export async function sweepExpiredPendingLogins(
+  db: CommonQueryMethods,
+  input: { before: Date; limit: number },
+): Promise<number> {
+  const result = await db.query(sql.type(voidRow)`
+    DELETE FROM pending_logins WHERE id IN (
+      SELECT id FROM pending_logins WHERE expires_at < ${sql.timestamp(input.before)} LIMIT ${input.limit})`);
+  return result.rowCount;
 }

@@ -1,9 +1,25 @@
 import type { CommonQueryMethods } from "slonik";
 import { z } from "zod";
-import { sql } from "../db/sql.js";
+import { joined, sql, voidRow } from "../db/sql.js";
+import { membershipRow } from "./memberships.js";
 import { endPendingLoginsWith } from "./pending-logins.js";
+import { userRow } from "./users.js";
+import { workspaceRow } from "./workspaces.js";
 
 const idRow = z.object({ id: z.string() });
+const refreshAccessRow = z.object({
+  blocked: z.boolean(),
+  role: z.enum(["owner", "admin", "member"]).nullable(),
+  status: z.string().nullable(),
+  settings: z.record(z.string(), z.unknown()),
+});
+const sessionAccessRow = z.object({
+  revoked_at: z.number().nullable(),
+  expires_at: z.number(),
+  blocked: z.boolean(),
+  status: z.string().nullable(),
+  role: z.string().nullable(),
+});
 
 export const sessionRow = z.object({
   id: z.string(),
@@ -95,19 +111,51 @@ export async function lockSession(
  * the membership's role and status, and the workspace's settings.
  */
 export async function refreshAccess(db: CommonQueryMethods, workspaceId: string, userId: string) {
-  return db.maybeOne(sql.type(
-    z.object({
-      blocked: z.boolean(),
-      role: z.enum(["owner", "admin", "member"]).nullable(),
-      status: z.string().nullable(),
-      settings: z.record(z.string(), z.unknown()),
-    }),
-  )`
+  return db.maybeOne(sql.type(refreshAccessRow)`
     SELECT u.blocked, m.role, m.status, w.settings
     FROM users u
     JOIN workspaces w ON w.id = ${workspaceId}
     LEFT JOIN workspace_members m ON m.workspace_id = w.id AND m.user_id = u.id
     WHERE u.id = ${userId}`);
+}
+
+/**
+ * What an access token's call must know of its session, user and membership, in one
+ * statement: whether the session is revoked or expired, the user blocked, and the membership's
+ * status and role.
+ */
+export async function findSessionAccess(
+  db: CommonQueryMethods,
+  input: { workspaceId: string; sessionId: string; userId: string },
+): Promise<z.infer<typeof sessionAccessRow> | null> {
+  return db.maybeOne(sql.type(sessionAccessRow)`
+    SELECT s.revoked_at, s.expires_at, u.blocked, m.status, m.role
+    FROM sessions s
+    JOIN users u ON u.id = s.user_id
+    LEFT JOIN workspace_members m ON m.workspace_id = s.workspace_id AND m.user_id = s.user_id
+    WHERE s.workspace_id = ${input.workspaceId} AND s.id = ${input.sessionId} AND s.user_id = ${input.userId}`);
+}
+
+const sessionView = joined({
+  session: { alias: "s", row: sessionRow },
+  user: { alias: "u", row: userRow },
+  workspace: { alias: "w", row: workspaceRow },
+  membership: { alias: "m", row: membershipRow },
+});
+
+/** The session with its user, workspace and membership, read in one query. */
+export async function findSessionView(
+  db: CommonQueryMethods,
+  input: { workspaceId: string; sessionId: string; userId: string },
+): Promise<z.output<typeof sessionView.row> | null> {
+  return db.maybeOne(sql.type(sessionView.row)`
+    SELECT ${sessionView.columns}
+    FROM sessions s
+    JOIN users u ON u.id = s.user_id
+    JOIN workspaces w ON w.id = s.workspace_id
+    JOIN workspace_members m ON m.workspace_id = s.workspace_id AND m.user_id = s.user_id
+    WHERE s.workspace_id = ${input.workspaceId} AND s.id = ${input.sessionId}
+      AND s.user_id = ${input.userId}`);
 }
 
 /** The user's sessions in the workspace that are neither revoked nor expired, newest first. */
@@ -186,6 +234,22 @@ export async function revokeSessions(
       AND (${input.workspaceId}::uuid IS NULL OR workspace_id = ${input.workspaceId}::uuid)
       AND (${except}::uuid IS NULL OR id <> ${except}::uuid)
     RETURNING id`);
+}
+
+/**
+ * Deletes up to `limit` sessions that ended (revoked or expired) before `before`, their
+ * refresh tokens by cascade; answers how many.
+ */
+export async function sweepEndedSessions(
+  db: CommonQueryMethods,
+  input: { before: Date; limit: number },
+): Promise<number> {
+  const result = await db.query(sql.type(voidRow)`
+    DELETE FROM sessions WHERE id IN (
+      SELECT id FROM sessions
+      WHERE least(coalesce(revoked_at, 'infinity'), expires_at, idle_expires_at) < ${sql.timestamp(input.before)}
+      LIMIT ${input.limit})`);
+  return result.rowCount;
 }
 
 export const refreshTokenRow = z.object({
@@ -274,4 +338,53 @@ export async function findLiveBrowserSession(
       AND s.revoked_at IS NULL AND s.client_id IS NULL
       AND s.expires_at > ${now} AND s.idle_expires_at > ${now}
       AND NOT u.blocked AND m.status = 'active'`);
+}
+
+const tokenSessionRow = z.object({ workspace_id: z.string(), session_id: z.string() });
+
+/**
+ * The workspace and session of the refresh token with this hash, rotated or not. Not
+ * tenant-scoped, like lockRefreshTokenByHash: the token says which workspace it is in.
+ */
+export async function findRefreshTokenSession(
+  db: CommonQueryMethods,
+  hash: Buffer,
+): Promise<z.infer<typeof tokenSessionRow> | null> {
+  return db.maybeOne(sql.type(tokenSessionRow)`
+    SELECT workspace_id, session_id FROM refresh_tokens WHERE token_hash = ${sql.binary(hash)}`);
+}
+
+const refreshTokenStateRow = z.object({
+  id: z.string(),
+  created_at: z.number(),
+  rotated_at: z.number().nullable(),
+  session_id: z.string(),
+  workspace_id: z.string(),
+  user_id: z.string(),
+  revoked_at: z.number().nullable(),
+  expires_at: z.number(),
+  idle_expires_at: z.number(),
+  blocked: z.boolean(),
+  status: z.string().nullable(),
+  role: z.string().nullable(),
+  amr: z.array(z.string()),
+});
+
+/**
+ * The refresh token with this hash and what decides whether it is active, in one query: its
+ * session, its user's block and its membership. Looked up across workspaces, like
+ * lockRefreshTokenByHash.
+ */
+export async function findRefreshTokenState(
+  db: CommonQueryMethods,
+  hash: Buffer,
+): Promise<z.infer<typeof refreshTokenStateRow> | null> {
+  return db.maybeOne(sql.type(refreshTokenStateRow)`
+    SELECT t.id, t.created_at, t.rotated_at, s.id AS session_id, s.workspace_id, s.user_id,
+           s.revoked_at, s.expires_at, s.idle_expires_at, s.amr, u.blocked, m.status, m.role
+    FROM refresh_tokens t
+    JOIN sessions s ON s.workspace_id = t.workspace_id AND s.id = t.session_id
+    JOIN users u ON u.id = s.user_id
+    LEFT JOIN workspace_members m ON m.workspace_id = s.workspace_id AND m.user_id = s.user_id
+    WHERE t.token_hash = ${sql.binary(hash)}`);
 }

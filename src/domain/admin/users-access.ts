@@ -9,6 +9,7 @@ import {
 } from "../../repositories/admin-users.js";
 import { clearLoginFailures } from "../../repositories/login-failures.js";
 import { revokeSessions } from "../../repositories/sessions.js";
+import { consumeActionProof } from "../action-proofs.js";
 import {
   actorOf,
   type Caller,
@@ -18,7 +19,6 @@ import {
 } from "../admin-auth.js";
 import { audit } from "../audit.js";
 import type { AdminDeps, RequestMeta } from "../deps.js";
-import { consumeActionProof } from "../otp.js";
 import { Violations } from "../validate.js";
 import {
   inCallerScope,

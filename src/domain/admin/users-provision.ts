@@ -1,5 +1,4 @@
-import { sql } from "../../db/sql.js";
-import { tenantRole } from "../../db/with-tenant.js";
+import { enterTenant } from "../../db/with-tenant.js";
 import { AlreadyExistsError, NotFoundError, UnavailableError } from "../../errors.js";
 import {
   type AdminUserRow,
@@ -130,8 +129,7 @@ export async function provisionUser(
     }
     if (!workspace) throw new NotFoundError("workspace not found");
     // The rest is tenant-owned: row-level security on, as in withTenant.
-    await tx.query(sql.unsafe`
-      SELECT set_config('keygate.workspace_id', ${workspace.id}, true), set_config('role', ${tenantRole}, true)`);
+    await enterTenant(tx, workspace.id);
 
     // Only a deployment admin speaks for the address everywhere; a workspace's word that it
     // is verified holds for that workspace only (its membership).

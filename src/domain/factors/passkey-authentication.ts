@@ -19,10 +19,11 @@ import {
   recordPasskeyUse,
 } from "../../repositories/passkeys.js";
 import { findUserById, type UserRow } from "../../repositories/users.js";
+import { issueActionProof } from "../action-proofs.js";
 import { withMethod } from "../amr.js";
 import { audit } from "../audit.js";
 import type { AuthDeps, Principal, RequestMeta } from "../deps.js";
-import { issueActionProof, sessionOrPending } from "../otp.js";
+import { sessionOrPending } from "../otp.js";
 import { finishPendingLogin, tokensAfterFactor } from "../second-step.js";
 import type { IssuedTokens, TokenDraft } from "../sessions.js";
 import { bindingOf, type Scope, type ScopeInput, scopeOf } from "./passkey-scope.js";

@@ -30,9 +30,9 @@ import {
 import { deleteRecoveryCodes } from "../../repositories/recovery-codes.js";
 import { findUserById, type UserRow } from "../../repositories/users.js";
 import { findWorkspaceById, type WorkspaceRow } from "../../repositories/workspaces.js";
+import { consumeActionProof } from "../action-proofs.js";
 import type { AuthDeps, Principal, RequestMeta } from "../deps.js";
 import { noticeFactorChange } from "../factor-notice.js";
-import { consumeActionProof } from "../otp.js";
 import {
   endSessionsOpenedWithoutFactor,
   finishPendingLogin,

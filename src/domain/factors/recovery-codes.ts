@@ -7,9 +7,9 @@ import { factorSummary } from "../../repositories/factors.js";
 import { replaceRecoveryCodes, useRecoveryCode } from "../../repositories/recovery-codes.js";
 import { findUserById } from "../../repositories/users.js";
 import { findWorkspaceById } from "../../repositories/workspaces.js";
+import { consumeActionProof } from "../action-proofs.js";
 import type { AuthDeps, Principal, RequestMeta } from "../deps.js";
 import { noticeFactorChange } from "../factor-notice.js";
-import { consumeActionProof } from "../otp.js";
 
 /**
  * Recovery codes: ten per membership, each `xxxx-xxxx-xx` of Crockford's base32 in lower case

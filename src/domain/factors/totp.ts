@@ -22,10 +22,10 @@ import {
 } from "../../repositories/totp-factors.js";
 import { findUserById } from "../../repositories/users.js";
 import { findWorkspaceById } from "../../repositories/workspaces.js";
+import { consumeActionProof } from "../action-proofs.js";
 import { audit } from "../audit.js";
 import type { AuthDeps, Principal, RequestMeta } from "../deps.js";
 import { noticeFactorChange } from "../factor-notice.js";
-import { consumeActionProof } from "../otp.js";
 import {
   endSessionsOpenedWithoutFactor,
   finishPendingLogin,
