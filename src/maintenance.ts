@@ -3,6 +3,9 @@ import type { Clock } from "./clock.js";
 import { tryAdvisoryXactLock } from "./db/advisory-locks.js";
 import { sweepRateLimits } from "./domain/rate-limits.js";
 import type { Logger } from "./log.js";
+import { sweepExpiredOAuthCodes } from "./repositories/oauth-codes.js";
+import { sweepExpiredOAuthInteractions } from "./repositories/oauth-interactions.js";
+import { sweepFinishedLogouts } from "./repositories/oauth-logouts.js";
 import { sweepExpiredCodes } from "./repositories/one-time-codes.js";
 import { sweepSentMail } from "./repositories/outbox.js";
 import { sweepExpiredPasskeyChallenges } from "./repositories/passkey-challenges.js";
@@ -24,13 +27,17 @@ export interface SweepResult {
   readonly sessions: number;
   readonly revocations: number;
   readonly sentMail: number;
+  /** The provider's authorization requests, codes and logouts. */
+  readonly oauth: number;
 }
 
 /**
  * Deletes what no longer means anything: rate-limit and lockout rows past their window,
  * one-time codes, pending second steps and passkey challenges a day after they expired, sessions a week after
  * they ended (their refresh tokens go by cascade), revocations an hour after the last token
- * they concern expired, and delivered mail (its body is gone already) after a week. One
+ * they concern expired, delivered mail (its body is gone already) after a week, and the
+provider's authorization requests and codes a day after they expired and its logouts a week
+after they were delivered or given up. One
  * instance sweeps per round: the round holds a transaction-scoped advisory lock taken with
  * try, so the others skip it rather than repeat it. Answers null when another instance had it.
  */
@@ -48,6 +55,10 @@ export async function sweep(pool: DatabasePool, now: Date): Promise<SweepResult 
     const sessions = await sweepEndedSessions(tx, { before: ago(7 * day), limit: batch });
     const revocations = await deleteExpiredRevocations(tx, new Date(now.getTime() - 3_600_000));
     const sentMail = await sweepSentMail(tx, { before: ago(7 * day), limit: batch });
+    const oauth =
+      (await sweepExpiredOAuthInteractions(tx, { before: ago(day), limit: batch })) +
+      (await sweepExpiredOAuthCodes(tx, { before: ago(day), limit: batch })) +
+      (await sweepFinishedLogouts(tx, { before: ago(7 * day), limit: batch }));
     return {
       rateLimits,
       codes,
@@ -56,6 +67,7 @@ export async function sweep(pool: DatabasePool, now: Date): Promise<SweepResult 
       sessions,
       revocations,
       sentMail,
+      oauth,
     };
   });
 }

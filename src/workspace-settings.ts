@@ -20,6 +20,7 @@ export const rateLimitNames = [
   "otp_send_address",
   "code_verify_ip",
   "oauth_client_ip",
+  "oauth_authorize_ip",
   "deployment_ip",
   "passkey_challenge_ip",
 ] as const;
@@ -56,6 +57,8 @@ export const builtInRateLimits: RateLimits = Object.freeze({
   code_verify_ip: { limit: 30, window_seconds: 600 },
   // A known client key is looked up at most once a second per instance; wrong ones every time.
   oauth_client_ip: { limit: 300, window_seconds: 60 },
+  // Each authorization request that needs the user writes a row: anonymous writes are bounded.
+  oauth_authorize_ip: { limit: 120, window_seconds: 60 },
   // Every per-workspace per-IP limit above also counts here, across all workspaces, so that
   // a client cannot multiply its budget by the number of workspaces it names.
   deployment_ip: { limit: 50, window_seconds: 900 },

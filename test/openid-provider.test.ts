@@ -10,6 +10,7 @@ import { AuthService } from "../gen/keygate/v1/auth_service_pb.js";
 import { OAuthService } from "../gen/keygate/v1/oauth_service_pb.js";
 import { TokenIntrospectionService } from "../gen/keygate/v1/token_introspection_service_pb.js";
 import { ManualClock } from "../src/clock.js";
+import { sweep } from "../src/maintenance.js";
 import { createVerifier } from "../src/verify/index.js";
 import { bearer, freePort, uniqueEmail } from "./support/fixtures.js";
 import { startTestKeygate, type TestKeygate } from "./support/server.js";
@@ -77,6 +78,11 @@ afterAll(async () => {
 });
 
 const issuerOf = (workspaceId: string) => `${keygate.config.issuer}/w/${workspaceId}`;
+
+/** The authorization request an /authorize answer sends the browser to sign in for. */
+function requestIdOf(res: Response): string {
+  return new URL(res.headers.get("location") as string).searchParams.get("request") as string;
+}
 
 /** Whether the provider still takes a grant's access token (its userinfo answers). */
 async function served(accessToken: string, workspaceId = defaultWorkspaceId) {
@@ -491,9 +497,7 @@ describe("what the provider refuses", () => {
     const victimConfig = await relyingParty(await registered());
     const pending = await authorizationUrl(victimConfig);
     const res = await new Browser().get(pending.url.toString());
-    const requestId = new URL(res.headers.get("location") as string).searchParams.get(
-      "request",
-    ) as string;
+    const requestId = requestIdOf(res);
     const accepted = await oauth
       .acceptAuthorizationRequest({ requestId }, bearer(tokens.access_token))
       .catch((e: unknown) => e);
@@ -506,9 +510,7 @@ describe("what the provider refuses", () => {
     const started = await authorizationUrl(config);
     const victim = new Browser();
     const first = await victim.get(started.url.toString());
-    const requestId = new URL(first.headers.get("location") as string).searchParams.get(
-      "request",
-    ) as string;
+    const requestId = requestIdOf(first);
     const tokens = await signIn(email);
     const { redirectTo } = await oauth.acceptAuthorizationRequest(
       { requestId },
@@ -530,9 +532,7 @@ describe("what the provider refuses", () => {
     const attacker = new Browser();
     const started = await authorizationUrl(config);
     const first = await attacker.get(started.url.toString());
-    const requestId = new URL(first.headers.get("location") as string).searchParams.get(
-      "request",
-    ) as string;
+    const requestId = requestIdOf(first);
     // The victim signs in on the genuine page and accepts; their browser comes back.
     const tokens = await signIn(email);
     const { redirectTo } = await oauth.acceptAuthorizationRequest(
@@ -579,9 +579,7 @@ describe("what the provider refuses", () => {
     const config = await relyingParty(await registered());
     const pending = await authorizationUrl(config);
     const res = await new Browser().get(pending.url.toString());
-    const requestId = new URL(res.headers.get("location") as string).searchParams.get(
-      "request",
-    ) as string;
+    const requestId = requestIdOf(res);
     const outsider = await signIn(await user(otherId), otherId);
     const accepted = await oauth
       .acceptAuthorizationRequest({ requestId }, bearer(outsider.accessToken))
@@ -594,9 +592,7 @@ describe("what the provider refuses", () => {
     const started = await authorizationUrl(config);
     const browser = new Browser();
     const first = await browser.get(started.url.toString());
-    const requestId = new URL(first.headers.get("location") as string).searchParams.get(
-      "request",
-    ) as string;
+    const requestId = requestIdOf(first);
     const { redirectTo } = await oauth.rejectAuthorizationRequest({ requestId });
     const back = new URL((await browser.get(redirectTo)).headers.get("location") as string);
     expect(back.searchParams.get("error")).toBe("access_denied");
@@ -724,5 +720,38 @@ describe("logout", () => {
     const tokens = await exchange(config, callback, started);
     await admin.blockUser({ userId: tokens.claims()?.sub as string }, asRoot());
     await logoutTokenFor(tokens.claims()?.sid as string, registration.clientId);
+  });
+});
+
+describe("what anonymous callers can leave behind", () => {
+  it("expired authorization requests and codes are swept a day later", async () => {
+    const config = await relyingParty(await registered());
+    const pending = await authorizationUrl(config);
+    const res = await new Browser().get(pending.url.toString());
+    const requestId = requestIdOf(res);
+    const { callback } = await signInThroughProvider(config, await user());
+    expect(callback.searchParams.get("code")).toBeTruthy();
+    clock.advance(86_400_000 + 11 * 60_000);
+    const swept = await sweep(keygate.database.pool, clock.now());
+    // At least this test's request and code (other tests' expired rows go too).
+    expect(swept?.oauth).toBeGreaterThanOrEqual(2);
+    const gone = await oauth.getAuthorizationRequest({ requestId }).catch((e: unknown) => e);
+    expect(ConnectError.from(gone).code).toBe(Code.NotFound);
+  });
+
+  it("authorization requests from one address are rate limited (oauth_authorize_ip)", async () => {
+    const limited = await startTestKeygate({
+      KEYGATE_RATE_LIMITS: JSON.stringify({
+        oauth_authorize_ip: { limit: 2, window_seconds: 600 },
+      }),
+    });
+    try {
+      const url = `${limited.url}/w/${limited.bootstrapped?.workspaceId}/oauth2/authorize?client_id=x`;
+      const statuses: number[] = [];
+      for (let i = 0; i < 3; i++) statuses.push((await fetch(url, { redirect: "manual" })).status);
+      expect(statuses).toEqual([400, 400, 429]);
+    } finally {
+      await limited.stop();
+    }
   });
 });

@@ -113,13 +113,13 @@ export function openIdProviderRoutes(deps: ProviderHttpDeps) {
     });
 
   const authorizeHandler = (workspaceId: string) =>
-    logged("authorize", async (req, res) => {
+    logged("authorize", async (req, res, meta) => {
       let params: URLSearchParams;
       if (req.method === "GET" || req.method === "HEAD") params = queryOf(req);
       else if (req.method === "POST")
         params = withoutNul(await readForm(req, deps.maxRequestBytes));
       else throw new OAuthError(405, "invalid_request", "use GET or POST", { allow: "GET, POST" });
-      const outcome = await authorize(deps.provider, workspaceId, params, cookiesOf(req));
+      const outcome = await authorize(deps.provider, meta, workspaceId, params, cookiesOf(req));
       answerAuthorize(res, workspaceId, outcome);
     });
 

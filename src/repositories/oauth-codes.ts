@@ -67,3 +67,14 @@ export async function markOAuthCodeUsed(
                            grant_session_id = ${input.grantSessionId}
     WHERE workspace_id = ${input.workspaceId} AND code_hash = ${sql.binary(input.codeHash)}`);
 }
+
+/** Deletes up to `limit` codes that expired before `before` (the sweep). */
+export async function sweepExpiredOAuthCodes(
+  db: CommonQueryMethods,
+  input: { before: Date; limit: number },
+): Promise<number> {
+  const result = await db.query(sql.type(voidRow)`
+    DELETE FROM oauth_codes WHERE code_hash IN (
+      SELECT code_hash FROM oauth_codes WHERE expires_at < ${sql.timestamp(input.before)} LIMIT ${input.limit})`);
+  return result.rowCount;
+}

@@ -109,3 +109,14 @@ export async function findLiveOAuthInteractionById(
     SELECT ${columns} FROM oauth_interactions
     WHERE id = ${input.id} AND completed_at IS NULL AND expires_at > ${sql.timestamp(input.now)}`);
 }
+
+/** Deletes up to `limit` rows that expired before `before` (the sweep). */
+export async function sweepExpiredOAuthInteractions(
+  db: CommonQueryMethods,
+  input: { before: Date; limit: number },
+): Promise<number> {
+  const result = await db.query(sql.type(voidRow)`
+    DELETE FROM oauth_interactions WHERE id IN (
+      SELECT id FROM oauth_interactions WHERE expires_at < ${sql.timestamp(input.before)} LIMIT ${input.limit})`);
+  return result.rowCount;
+}

@@ -69,3 +69,14 @@ export async function markLogoutFailed(
         abandoned_at = ${input.retryAt === null ? sql.timestamp(input.now) : null}
     WHERE id = ${input.id}`);
 }
+
+/** Deletes up to `limit` rows delivered or given up before `before` (the sweep). */
+export async function sweepFinishedLogouts(
+  db: CommonQueryMethods,
+  input: { before: Date; limit: number },
+): Promise<number> {
+  const result = await db.query(sql.type(voidRow)`
+    DELETE FROM oauth_logouts WHERE id IN (
+      SELECT id FROM oauth_logouts WHERE coalesce(delivered_at, abandoned_at) < ${sql.timestamp(input.before)} LIMIT ${input.limit})`);
+  return result.rowCount;
+}

@@ -21,8 +21,8 @@ import {
 } from "../../repositories/oauth-interactions.js";
 import { findLiveBrowserSession } from "../../repositories/sessions.js";
 import { findWorkspaceById } from "../../repositories/workspaces.js";
-import type { AuthDeps, Principal } from "../deps.js";
-import { Violations } from "../validate.js";
+import type { AuthDeps, Principal, RequestMeta } from "../deps.js";
+import { isUuid, Violations } from "../validate.js";
 import { parseScope } from "./scopes.js";
 
 /**
@@ -80,7 +80,6 @@ const page = (status: number, error: string, description: string): AuthorizeOutc
   description,
 });
 
-const uuidPattern = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 /** A base64url SHA-256: what S256 makes of any verifier (RFC 7636 section 4.2). */
 const s256Challenge = /^[A-Za-z0-9_-]{43}$/;
 const promptValues = new Set(["none", "login", "consent", "select_account"]);
@@ -102,11 +101,15 @@ function back(
 /** GET or POST /w/<workspace>/oauth2/authorize. */
 export async function authorize(
   deps: ProviderDeps,
+  meta: RequestMeta,
   workspaceId: string,
   params: URLSearchParams,
   cookies: BrowserCookies,
 ): Promise<AuthorizeOutcome> {
-  if (!uuidPattern.test(workspaceId)) return page(404, "invalid_request", "no such provider");
+  if (!isUuid(workspaceId)) return page(404, "invalid_request", "no such provider");
+  // Anyone may ask, and a request that needs the user is a row: RESOURCE_EXHAUSTED (429) past
+  // the per-address limit, before any lookup.
+  await deps.limiter.hit(null, [["oauth_authorize_ip", meta.ipAddress ?? "unknown"]]);
   const issuer = workspaceIssuer(deps.issuerBase, workspaceId);
   // Until the client and its redirect URI check out, nothing goes back to anyone's URL.
   const clientIds = params.getAll("client_id");
@@ -258,7 +261,7 @@ export async function resume(
   answer: string,
   cookies: BrowserCookies,
 ): Promise<AuthorizeOutcome> {
-  if (!uuidPattern.test(workspaceId) || !uuidPattern.test(requestId)) {
+  if (!isUuid(workspaceId) || !isUuid(requestId)) {
     return page(400, "invalid_request", "no such sign-in request");
   }
   const issuer = workspaceIssuer(deps.issuerBase, workspaceId);
@@ -416,7 +419,7 @@ export async function providerSessionOf(
 ) {
   if (cookie === undefined) return null;
   const [sessionId = "", mac = ""] = cookie.split(".", 2);
-  if (!uuidPattern.test(sessionId)) return null;
+  if (!isUuid(sessionId)) return null;
   const expected = Buffer.from(providerSessionMac(deps.tokenSecret, workspaceId, sessionId));
   if (!hashesEqual(Buffer.from(mac), expected)) return null;
   return findLiveBrowserSession(tx, { workspaceId, sessionId, now });

@@ -4,10 +4,9 @@ import { findOAuthClient } from "../../repositories/oauth-clients.js";
 import { findSession, revokeSession } from "../../repositories/sessions.js";
 import { audit } from "../audit.js";
 import type { RequestMeta } from "../deps.js";
+import { isUuid } from "../validate.js";
 import { type BrowserCookies, providerSessionOf, workspaceIssuer } from "./authorize.js";
 import type { TokenDeps } from "./token.js";
-
-const uuidPattern = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 /**
  * RP-initiated logout (OpenID Connect RP-Initiated Logout 1.0) at
@@ -86,7 +85,7 @@ export async function endSession(
     // person confirms on the page.
     const browser = await providerSessionOf(tx, deps, workspaceId, cookies.providerSession, now);
     let hinted: string | null = null;
-    if (claims && typeof claims.sid === "string" && uuidPattern.test(claims.sid)) {
+    if (claims && typeof claims.sid === "string" && isUuid(claims.sid)) {
       const grant = await findSession(tx, workspaceId, claims.sid);
       if (grant !== null && grant.user_id === claims.sub)
         hinted = grant.parent_session_id ?? grant.id;
