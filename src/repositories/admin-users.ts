@@ -1,6 +1,6 @@
 import type { CommonQueryMethods } from "slonik";
 import { z } from "zod";
-import { sql } from "../db/sql.js";
+import { sql, voidRow } from "../db/sql.js";
 import { clearLoginFailures } from "./login-failures.js";
 import type { Role } from "./memberships.js";
 import { deliveryAddress, normalizeEmail, userRow } from "./users.js";
@@ -9,6 +9,7 @@ import { type WorkspaceRow, workspaceRow } from "./workspaces.js";
 const idRow = z.object({ id: z.string() });
 const roleRow = z.object({ role: z.enum(["owner", "admin", "member"]) });
 const workspaceIdRow = z.object({ workspace_id: z.string() });
+const userIdRow = z.object({ user_id: z.string() });
 
 /**
  * Queries of AdminService's user RPCs. Users are not tenant-owned (one identity across
@@ -163,7 +164,7 @@ export async function setUserBlocked(
   db: CommonQueryMethods,
   input: { userId: string; blocked: boolean; now: Date },
 ): Promise<void> {
-  await db.query(sql.unsafe`
+  await db.query(sql.type(voidRow)`
     UPDATE users SET blocked = ${input.blocked}, updated_at = now(),
       tokens_valid_after = CASE WHEN ${input.blocked} THEN ${sql.timestamp(input.now)}
                                 ELSE tokens_valid_after END
@@ -175,7 +176,7 @@ export async function setUserMetadata(
   userId: string,
   metadata: Record<string, unknown>,
 ): Promise<void> {
-  await db.query(sql.unsafe`
+  await db.query(sql.type(voidRow)`
     UPDATE users SET metadata = ${sql.jsonb(metadata as never)}, updated_at = now()
     WHERE id = ${userId}`);
 }
@@ -189,7 +190,7 @@ export async function workspacesWhereLastOwner(
   db: CommonQueryMethods,
   userId: string,
 ): Promise<readonly string[]> {
-  await db.query(sql.unsafe`
+  await db.query(sql.type(userIdRow)`
     SELECT o.user_id FROM workspace_members o
     WHERE o.role = 'owner'
       AND o.workspace_id IN (SELECT workspace_id FROM workspace_members WHERE user_id = ${userId})
@@ -214,8 +215,8 @@ export async function eraseUser(
   db: CommonQueryMethods,
   user: { id: string; emailNormalized: string },
 ): Promise<void> {
-  await db.query(sql.unsafe`DELETE FROM users WHERE id = ${user.id}`);
+  await db.query(sql.type(voidRow)`DELETE FROM users WHERE id = ${user.id}`);
   await clearLoginFailures(db, user.emailNormalized);
-  await db.query(sql.unsafe`
+  await db.query(sql.type(voidRow)`
     DELETE FROM mail_outbox WHERE lower(btrim(recipient)) = ${user.emailNormalized}`);
 }

@@ -1,6 +1,6 @@
 import type { CommonQueryMethods } from "slonik";
 import { z } from "zod";
-import { sql } from "../db/sql.js";
+import { sql, voidRow } from "../db/sql.js";
 import { type MembershipRow, membershipColumns, membershipRow, type Role } from "./memberships.js";
 import { type UserRow, userRow } from "./users.js";
 import { type WorkspaceRow, workspaceRow } from "./workspaces.js";
@@ -85,7 +85,9 @@ export async function deleteWorkspaceById(
   db: CommonQueryMethods,
   workspaceId: string,
 ): Promise<boolean> {
-  const result = await db.query(sql.unsafe`DELETE FROM workspaces WHERE id = ${workspaceId}`);
+  const result = await db.query(
+    sql.type(voidRow)`DELETE FROM workspaces WHERE id = ${workspaceId}`,
+  );
   return result.rowCount > 0;
 }
 
@@ -115,7 +117,7 @@ export async function deleteMembership(
   workspaceId: string,
   userId: string,
 ): Promise<boolean> {
-  const result = await db.query(sql.unsafe`
+  const result = await db.query(sql.type(voidRow)`
     DELETE FROM workspace_members WHERE workspace_id = ${workspaceId} AND user_id = ${userId}`);
   return result.rowCount > 0;
 }

@@ -1,5 +1,5 @@
 import type { CommonQueryMethods } from "slonik";
-import { sql } from "../db/sql.js";
+import { sql, voidRow } from "../db/sql.js";
 
 export interface AuditEventInput {
   readonly type: string;
@@ -17,7 +17,7 @@ export interface AuditEventInput {
 }
 
 export async function insertAuditEvent(db: CommonQueryMethods, e: AuditEventInput): Promise<void> {
-  await db.query(sql.unsafe`
+  await db.query(sql.type(voidRow)`
     INSERT INTO audit_events (workspace_id, type, user_id, session_id, actor, ip_address, user_agent,
                               outcome, details, request_id, created_at)
     VALUES (${e.workspaceId}, ${e.type}, ${e.userId ?? null}, ${e.sessionId ?? null}, ${e.actor ?? null},

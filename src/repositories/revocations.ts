@@ -1,6 +1,6 @@
 import type { CommonQueryMethods } from "slonik";
 import { z } from "zod";
-import { sql } from "../db/sql.js";
+import { sql, voidRow } from "../db/sql.js";
 
 const cursorRow = z.object({ cursor: z.coerce.number().int() });
 
@@ -61,7 +61,7 @@ export async function deleteExpiredRevocations(
   db: CommonQueryMethods,
   before: Date,
 ): Promise<number> {
-  const result = await db.query(sql.unsafe`
+  const result = await db.query(sql.type(voidRow)`
     DELETE FROM revocations WHERE expire_time < ${sql.timestamp(before)} AND cursor IS NOT NULL`);
   return result.rowCount;
 }

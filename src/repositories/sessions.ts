@@ -192,7 +192,7 @@ export async function touchSession(
     accessExpiresAt: Date;
   },
 ): Promise<void> {
-  await db.query(sql.unsafe`
+  await db.query(sql.type(voidRow)`
     UPDATE sessions SET last_used_at = ${sql.timestamp(input.now)},
       idle_expires_at = ${sql.timestamp(input.idleExpiresAt)},
       access_expires_at = greatest(access_expires_at, ${sql.timestamp(input.accessExpiresAt)})
@@ -204,7 +204,7 @@ export async function revokeSession(
   db: CommonQueryMethods,
   input: { workspaceId: string; sessionId: string; userId?: string; reason: string; now: Date },
 ): Promise<boolean> {
-  const result = await db.query(sql.unsafe`
+  const result = await db.query(sql.type(voidRow)`
     UPDATE sessions SET revoked_at = ${sql.timestamp(input.now)}, revoke_reason = ${input.reason}
     WHERE workspace_id = ${input.workspaceId} AND id = ${input.sessionId} AND revoked_at IS NULL
       AND (${input.userId ?? null}::uuid IS NULL OR user_id = ${input.userId ?? null}::uuid)`);
@@ -307,7 +307,7 @@ export async function markRefreshTokenRotated(
   db: CommonQueryMethods,
   input: { workspaceId: string; id: string; now: Date },
 ): Promise<void> {
-  await db.query(sql.unsafe`
+  await db.query(sql.type(voidRow)`
     UPDATE refresh_tokens SET rotated_at = ${sql.timestamp(input.now)}
     WHERE workspace_id = ${input.workspaceId} AND id = ${input.id}`);
 }

@@ -94,7 +94,7 @@ export async function setPasswordHash(
   tokensValidAfter: Date | null,
   proven: Date | null = null,
 ): Promise<void> {
-  await db.query(sql.unsafe`
+  await db.query(sql.type(voidRow)`
     UPDATE users SET password_hash = ${hash}, updated_at = now(),
       password_proven_at = COALESCE(${proven ? sql.timestamp(proven) : null}, password_proven_at),
       tokens_valid_after = COALESCE(${tokensValidAfter ? sql.timestamp(tokensValidAfter) : null}, tokens_valid_after)
@@ -107,7 +107,7 @@ export async function vouchForAccount(
   userId: string,
   now: Date,
 ): Promise<void> {
-  await db.query(sql.unsafe`
+  await db.query(sql.type(voidRow)`
     UPDATE users SET email_verified = true, updated_at = now(),
       password_proven_at = CASE WHEN password_hash IS NULL THEN password_proven_at
                                 ELSE COALESCE(password_proven_at, ${sql.timestamp(now)}) END
@@ -115,7 +115,7 @@ export async function vouchForAccount(
 }
 
 export async function markEmailVerified(db: CommonQueryMethods, userId: string): Promise<void> {
-  await db.query(sql.unsafe`
+  await db.query(sql.type(voidRow)`
     UPDATE users SET email_verified = true, updated_at = now() WHERE id = ${userId}`);
 }
 

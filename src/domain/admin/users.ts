@@ -9,7 +9,6 @@ import {
 } from "../../repositories/admin-users.js";
 import { setMembershipMetadata, vouchForMemberEmail } from "../../repositories/memberships.js";
 import { normalizeEmail, vouchForAccount } from "../../repositories/users.js";
-import { consumeActionProof } from "../action-proofs.js";
 import {
   actorOf,
   type Caller,
