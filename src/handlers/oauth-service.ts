@@ -5,12 +5,12 @@ import {
   AuthorizationRequestSchema,
   type OAuthService,
 } from "../../gen/keygate/v1/oauth_service_pb.js";
+import type { ProviderDeps } from "../domain/oauth/authorize.js";
 import {
   acceptAuthorizationRequest,
   getAuthorizationRequest,
-  type ProviderDeps,
   rejectAuthorizationRequest,
-} from "../domain/oauth/authorize.js";
+} from "../domain/oauth/interactions.js";
 import { principal } from "./call-context.js";
 
 /** OAuthService: the sign-in step of the workspaces' OpenID Providers. */

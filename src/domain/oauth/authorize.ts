@@ -1,28 +1,25 @@
-import { createHash, randomBytes } from "node:crypto";
+import { createHash } from "node:crypto";
 import type { CommonQueryMethods } from "slonik";
-import {
-  hashesEqual,
-  hmacSha256,
-  isOpaqueToken,
-  newOpaqueToken,
-  opaqueHash,
-} from "../../crypto/opaque-tokens.js";
+import { hashesEqual, newOpaqueToken, opaqueHash } from "../../crypto/opaque-tokens.js";
 import { withTenant } from "../../db/with-tenant.js";
-import { FailedPreconditionError, NotFoundError, PermissionDeniedError } from "../../errors.js";
 import { findOAuthClient, type OAuthClientRow } from "../../repositories/oauth-clients.js";
 import { insertOAuthCode } from "../../repositories/oauth-codes.js";
 import {
-  answerOAuthInteraction,
   completeOAuthInteraction,
   findLiveOAuthInteraction,
-  findLiveOAuthInteractionById,
   insertOAuthInteraction,
   type OAuthInteractionRow,
 } from "../../repositories/oauth-interactions.js";
 import { findLiveBrowserSession } from "../../repositories/sessions.js";
-import { findWorkspaceById } from "../../repositories/workspaces.js";
-import type { AuthDeps, Principal, RequestMeta } from "../deps.js";
-import { isUuid, Violations } from "../validate.js";
+import type { AuthDeps, RequestMeta } from "../deps.js";
+import { isUuid } from "../validate.js";
+import {
+  answerHash,
+  newBrowserCookie,
+  providerSessionCookie,
+  providerSessionOf,
+  validBrowserCookie,
+} from "./browser-cookies.js";
 import { parseScope } from "./scopes.js";
 
 /**
@@ -207,7 +204,13 @@ export async function authorize(
   };
 
   return withTenant(deps.pool, workspaceId, async (tx) => {
-    const session = await providerSessionOf(tx, deps, workspaceId, cookies.providerSession, now);
+    const session = await providerSessionOf(
+      tx,
+      deps.tokenSecret,
+      workspaceId,
+      cookies.providerSession,
+      now,
+    );
     // auth_time is in whole seconds in the ID token, so max_age compares seconds too.
     const fresh =
       session !== null &&
@@ -373,161 +376,6 @@ async function issueCode(
     expiresAt: new Date(now.getTime() + codeLifetimeMs),
   });
   return code;
-}
-
-/**
- * The browser cookie: a random token and Keygate's MAC of it, so a value planted from outside
- * (a sibling host setting cookies for this one) is never taken as the browser's.
- */
-function newBrowserCookie(secret: Buffer): string {
-  const token = newOpaqueToken("browser");
-  return `${token}.${browserMac(secret, token)}`;
-}
-
-function browserMac(secret: Buffer, token: string): string {
-  return hmacSha256(secret).update(`keygate/browser/v1\0${token}`).digest("base64url");
-}
-
-function validBrowserCookie(secret: Buffer, value: string | undefined): string | undefined {
-  if (value === undefined) return undefined;
-  const [token = "", mac = ""] = value.split(".", 2);
-  if (!isOpaqueToken("browser", token)) return undefined;
-  return hashesEqual(Buffer.from(mac), Buffer.from(browserMac(secret, token))) ? value : undefined;
-}
-
-/** The secret in an answer's redirect_to, kept as a keyed hash on the request. */
-const answerHash = (secret: Buffer, answer: string) =>
-  opaqueHash(secret, "browser", `answer\0${answer}`);
-
-/** The provider session cookie: a session id and a MAC binding it to the workspace. */
-function providerSessionCookie(secret: Buffer, workspaceId: string, sessionId: string): string {
-  return `${sessionId}.${providerSessionMac(secret, workspaceId, sessionId)}`;
-}
-
-function providerSessionMac(secret: Buffer, workspaceId: string, sessionId: string): string {
-  return hmacSha256(secret)
-    .update(`keygate/provider_session/v1\0${workspaceId}\0${sessionId}`)
-    .digest("base64url");
-}
-
-export async function providerSessionOf(
-  tx: CommonQueryMethods,
-  deps: ProviderDeps,
-  workspaceId: string,
-  cookie: string | undefined,
-  now: Date,
-) {
-  if (cookie === undefined) return null;
-  const [sessionId = "", mac = ""] = cookie.split(".", 2);
-  if (!isUuid(sessionId)) return null;
-  const expected = Buffer.from(providerSessionMac(deps.tokenSecret, workspaceId, sessionId));
-  if (!hashesEqual(Buffer.from(mac), expected)) return null;
-  return findLiveBrowserSession(tx, { workspaceId, sessionId, now });
-}
-
-/** OAuthService.GetAuthorizationRequest. */
-export async function getAuthorizationRequest(deps: ProviderDeps, requestId: string) {
-  const interaction = await liveInteraction(deps, requestId);
-  const found = await withTenant(deps.pool, interaction.workspace_id, async (tx) => ({
-    client: await findOAuthClient(tx, interaction.workspace_id, interaction.client_id),
-    workspace: await findWorkspaceById(tx, interaction.workspace_id),
-  }));
-  if (found.client === null || found.workspace === null) {
-    throw new NotFoundError("no such authorization request");
-  }
-  return { interaction, client: found.client, workspace: found.workspace };
-}
-
-/**
- * OAuthService.AcceptAuthorizationRequest: grants the request to the caller's session. Only a
- * session signed in to Keygate itself may; a grant's token (one a client holds) may not, so
- * no client can approve requests for another.
- */
-export async function acceptAuthorizationRequest(
-  deps: ProviderDeps,
-  principal: Principal,
-  requestId: string,
-): Promise<string> {
-  const interaction = await liveInteraction(deps, requestId);
-  if (interaction.workspace_id !== principal.workspaceId) {
-    throw new PermissionDeniedError(
-      "WORKSPACE_MISMATCH",
-      "the request is for another workspace: sign in to that one",
-    );
-  }
-  const now = deps.clock.now();
-  const answer = randomBytes(32).toString("base64url");
-  await withTenant(deps.pool, interaction.workspace_id, async (tx) => {
-    const session = await findLiveBrowserSession(tx, {
-      workspaceId: principal.workspaceId,
-      sessionId: principal.sessionId,
-      now,
-    });
-    if (session === null) {
-      throw new PermissionDeniedError(
-        "PERMISSION_DENIED",
-        "only a session signed in to Keygate itself can accept an authorization request",
-      );
-    }
-    const after = interaction.request.sign_in_after;
-    if (after !== null && Math.floor(session.auth_time / 1000) < Math.floor(after / 1000)) {
-      throw new FailedPreconditionError(
-        "LOGIN_REQUIRED",
-        "the client asks for a newer sign-in: sign in again, then accept",
-      );
-    }
-    if (
-      !(await answerOAuthInteraction(tx, {
-        workspaceId: interaction.workspace_id,
-        id: interaction.id,
-        outcome: "accepted",
-        sessionId: session.id,
-        answerHash: answerHash(deps.tokenSecret, answer),
-      }))
-    ) {
-      throw new NotFoundError("no such authorization request");
-    }
-  });
-  return resumeUrl(deps, interaction, answer);
-}
-
-/** OAuthService.RejectAuthorizationRequest: the client will get access_denied. */
-export async function rejectAuthorizationRequest(
-  deps: ProviderDeps,
-  requestId: string,
-): Promise<string> {
-  const interaction = await liveInteraction(deps, requestId);
-  const answer = randomBytes(32).toString("base64url");
-  const answered = await withTenant(deps.pool, interaction.workspace_id, (tx) =>
-    answerOAuthInteraction(tx, {
-      workspaceId: interaction.workspace_id,
-      id: interaction.id,
-      outcome: "rejected",
-      sessionId: null,
-      answerHash: answerHash(deps.tokenSecret, answer),
-    }),
-  );
-  // Only the first answer counts: a request accepted already cannot be declined after.
-  if (!answered) throw new NotFoundError("no such authorization request");
-  return resumeUrl(deps, interaction, answer);
-}
-
-function resumeUrl(deps: ProviderDeps, interaction: OAuthInteractionRow, answer: string): string {
-  const issuer = workspaceIssuer(deps.issuerBase, interaction.workspace_id);
-  return `${issuer}/oauth2/authorize/resume?request=${interaction.id}&answer=${answer}`;
-}
-
-async function liveInteraction(deps: ProviderDeps, requestId: string) {
-  new Violations()
-    .required("request_id", requestId, 100)
-    .uuid("request_id", requestId)
-    .throwIfAny();
-  const interaction = await findLiveOAuthInteractionById(deps.pool, {
-    id: requestId,
-    now: deps.clock.now(),
-  });
-  if (interaction === null) throw new NotFoundError("no such authorization request");
-  return interaction;
 }
 
 /** RFC 7636 section 4.6: BASE64URL(SHA256(ASCII(code_verifier))) == code_challenge. */

@@ -5,7 +5,8 @@ import { findSession, revokeSession } from "../../repositories/sessions.js";
 import { audit } from "../audit.js";
 import type { RequestMeta } from "../deps.js";
 import { isUuid } from "../validate.js";
-import { type BrowserCookies, providerSessionOf, workspaceIssuer } from "./authorize.js";
+import { type BrowserCookies, workspaceIssuer } from "./authorize.js";
+import { providerSessionOf } from "./browser-cookies.js";
 import type { TokenDeps } from "./token.js";
 
 /**
@@ -83,7 +84,13 @@ export async function endSession(
     }
     // Only this browser's own session ends: at once when the hint names it, else once the
     // person confirms on the page.
-    const browser = await providerSessionOf(tx, deps, workspaceId, cookies.providerSession, now);
+    const browser = await providerSessionOf(
+      tx,
+      deps.tokenSecret,
+      workspaceId,
+      cookies.providerSession,
+      now,
+    );
     let hinted: string | null = null;
     if (claims && typeof claims.sid === "string" && isUuid(claims.sid)) {
       const grant = await findSession(tx, workspaceId, claims.sid);

@@ -1,0 +1,126 @@
+import { randomBytes } from "node:crypto";
+import { withTenant } from "../../db/with-tenant.js";
+import { FailedPreconditionError, NotFoundError, PermissionDeniedError } from "../../errors.js";
+import { findOAuthClient } from "../../repositories/oauth-clients.js";
+import {
+  answerOAuthInteraction,
+  findLiveOAuthInteractionById,
+  type OAuthInteractionRow,
+} from "../../repositories/oauth-interactions.js";
+import { findLiveBrowserSession } from "../../repositories/sessions.js";
+import { findWorkspaceById } from "../../repositories/workspaces.js";
+import type { Principal } from "../deps.js";
+import { Violations } from "../validate.js";
+import { type ProviderDeps, workspaceIssuer } from "./authorize.js";
+import { answerHash } from "./browser-cookies.js";
+
+/**
+ * The headless interaction RPCs (OAuthService): a workspace's own UI, or the hosted page,
+ * reads a pending authorization request and answers it; the answer's redirect_to sends the
+ * browser back to the authorization endpoint for its code.
+ */
+
+/** OAuthService.GetAuthorizationRequest. */
+export async function getAuthorizationRequest(deps: ProviderDeps, requestId: string) {
+  const interaction = await liveInteraction(deps, requestId);
+  const found = await withTenant(deps.pool, interaction.workspace_id, async (tx) => ({
+    client: await findOAuthClient(tx, interaction.workspace_id, interaction.client_id),
+    workspace: await findWorkspaceById(tx, interaction.workspace_id),
+  }));
+  if (found.client === null || found.workspace === null) {
+    throw new NotFoundError("no such authorization request");
+  }
+  return { interaction, client: found.client, workspace: found.workspace };
+}
+
+/**
+ * OAuthService.AcceptAuthorizationRequest: grants the request to the caller's session. Only a
+ * session signed in to Keygate itself may; a grant's token (one a client holds) may not, so
+ * no client can approve requests for another.
+ */
+export async function acceptAuthorizationRequest(
+  deps: ProviderDeps,
+  principal: Principal,
+  requestId: string,
+): Promise<string> {
+  const interaction = await liveInteraction(deps, requestId);
+  if (interaction.workspace_id !== principal.workspaceId) {
+    throw new PermissionDeniedError(
+      "WORKSPACE_MISMATCH",
+      "the request is for another workspace: sign in to that one",
+    );
+  }
+  const now = deps.clock.now();
+  const answer = randomBytes(32).toString("base64url");
+  await withTenant(deps.pool, interaction.workspace_id, async (tx) => {
+    const session = await findLiveBrowserSession(tx, {
+      workspaceId: principal.workspaceId,
+      sessionId: principal.sessionId,
+      now,
+    });
+    if (session === null) {
+      throw new PermissionDeniedError(
+        "PERMISSION_DENIED",
+        "only a session signed in to Keygate itself can accept an authorization request",
+      );
+    }
+    const after = interaction.request.sign_in_after;
+    if (after !== null && Math.floor(session.auth_time / 1000) < Math.floor(after / 1000)) {
+      throw new FailedPreconditionError(
+        "LOGIN_REQUIRED",
+        "the client asks for a newer sign-in: sign in again, then accept",
+      );
+    }
+    if (
+      !(await answerOAuthInteraction(tx, {
+        workspaceId: interaction.workspace_id,
+        id: interaction.id,
+        outcome: "accepted",
+        sessionId: session.id,
+        answerHash: answerHash(deps.tokenSecret, answer),
+      }))
+    ) {
+      throw new NotFoundError("no such authorization request");
+    }
+  });
+  return resumeUrl(deps, interaction, answer);
+}
+
+/** OAuthService.RejectAuthorizationRequest: the client will get access_denied. */
+export async function rejectAuthorizationRequest(
+  deps: ProviderDeps,
+  requestId: string,
+): Promise<string> {
+  const interaction = await liveInteraction(deps, requestId);
+  const answer = randomBytes(32).toString("base64url");
+  const answered = await withTenant(deps.pool, interaction.workspace_id, (tx) =>
+    answerOAuthInteraction(tx, {
+      workspaceId: interaction.workspace_id,
+      id: interaction.id,
+      outcome: "rejected",
+      sessionId: null,
+      answerHash: answerHash(deps.tokenSecret, answer),
+    }),
+  );
+  // Only the first answer counts: a request accepted already cannot be declined after.
+  if (!answered) throw new NotFoundError("no such authorization request");
+  return resumeUrl(deps, interaction, answer);
+}
+
+function resumeUrl(deps: ProviderDeps, interaction: OAuthInteractionRow, answer: string): string {
+  const issuer = workspaceIssuer(deps.issuerBase, interaction.workspace_id);
+  return `${issuer}/oauth2/authorize/resume?request=${interaction.id}&answer=${answer}`;
+}
+
+async function liveInteraction(deps: ProviderDeps, requestId: string) {
+  new Violations()
+    .required("request_id", requestId, 100)
+    .uuid("request_id", requestId)
+    .throwIfAny();
+  const interaction = await findLiveOAuthInteractionById(deps.pool, {
+    id: requestId,
+    now: deps.clock.now(),
+  });
+  if (interaction === null) throw new NotFoundError("no such authorization request");
+  return interaction;
+}
