@@ -12,6 +12,7 @@ import type { AdminDeps, AuthDeps } from "./domain/deps.js";
 import { Introspector } from "./domain/introspection.js";
 import { Lockout } from "./domain/lockout.js";
 import { BackchannelLogoutSender } from "./domain/oauth/backchannel.js";
+import { providerFeatures } from "./domain/oauth/registration.js";
 import { RateLimiter } from "./domain/rate-limits.js";
 import { RevocationState } from "./domain/revocations.js";
 import { requireAdminFactors } from "./domain/second-step.js";
@@ -41,7 +42,7 @@ import { MailTemplates } from "./mail/templates.js";
 import { Maintenance } from "./maintenance.js";
 import { instanceMetrics } from "./metrics-sources.js";
 import { Readiness } from "./readiness.js";
-import { findWorkspaceById, findWorkspaceBySlug } from "./repositories/workspaces.js";
+import { findWorkspaceBySlug } from "./repositories/workspaces.js";
 import { keygateServices } from "./routes.js";
 import { buildServer, type ServerDeps } from "./server.js";
 import {
@@ -226,6 +227,7 @@ export async function composeKeygate(
       issuerBase,
       // The app's page, like the links in emails: the hosted /ui/ or a workspace's own app.
       signInUrl: `${config.publicUrl.replace(/\/+$/, "")}/authorize`,
+      audience: config.audience,
       idTokens: idTokenKeys,
     };
     const introspector = new Introspector({
@@ -285,7 +287,7 @@ export async function composeKeygate(
       jwks,
       provider: {
         provider: providerDeps,
-        workspaceExists: async (id) => (await findWorkspaceById(database.pool, id)) !== null,
+        providerFeatures: (id) => providerFeatures(providerDeps, id),
       },
       oauth: {
         issuer: config.issuer,

@@ -21,6 +21,7 @@ export const rateLimitNames = [
   "code_verify_ip",
   "oauth_client_ip",
   "oauth_authorize_ip",
+  "oauth_register_ip",
   "deployment_ip",
   "passkey_challenge_ip",
 ] as const;
@@ -59,6 +60,8 @@ export const builtInRateLimits: RateLimits = Object.freeze({
   oauth_client_ip: { limit: 300, window_seconds: 60 },
   // Each authorization request that needs the user writes a row: anonymous writes are bounded.
   oauth_authorize_ip: { limit: 120, window_seconds: 60 },
+  // Each registration is a client row (where a workspace allows them at all).
+  oauth_register_ip: { limit: 20, window_seconds: 3600 },
   // Every per-workspace per-IP limit above also counts here, across all workspaces, so that
   // a client cannot multiply its budget by the number of workspaces it names.
   deployment_ip: { limit: 50, window_seconds: 900 },
@@ -114,6 +117,8 @@ export const workspaceSettingsSchema = z.object({
   passkey_sign_in: z.boolean(),
   /** No password login: passkeys (and emailed codes or links where those are on). */
   passwordless_only: z.boolean(),
+  /** RFC 7591 dynamic registration of third-party OAuth clients at /oauth2/register. */
+  oauth_dynamic_registration: z.boolean(),
   /** Per-workspace overrides of single rate limits; the rest come from KEYGATE_RATE_LIMITS. */
   rate_limits: rateLimitsSchema.omit(deploymentOnlyLimits).partial().strict().optional(),
 });
@@ -135,6 +140,7 @@ export const builtInWorkspaceDefaults: WorkspaceSettings = Object.freeze({
   mfa_required_roles: [],
   passkey_sign_in: true,
   passwordless_only: false,
+  oauth_dynamic_registration: false,
   access_token_ttl_seconds: 900,
   refresh_idle_timeout_seconds: 14 * 86_400,
   session_lifetime_seconds: 30 * 86_400,

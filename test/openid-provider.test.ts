@@ -12,6 +12,7 @@ import { TokenIntrospectionService } from "../gen/keygate/v1/token_introspection
 import { ManualClock } from "../src/clock.js";
 import { sweep } from "../src/maintenance.js";
 import { createVerifier } from "../src/verify/index.js";
+import { CookieBrowser as Browser } from "./support/cookie-browser.js";
 import { bearer, freePort, uniqueEmail } from "./support/fixtures.js";
 import { startTestKeygate, type TestKeygate } from "./support/server.js";
 
@@ -138,26 +139,6 @@ async function relyingParty(
     registration.secret === "" ? client.None() : client.ClientSecretBasic(registration.secret),
     { execute: [client.allowInsecureRequests] },
   );
-}
-
-/** A browser: follows nothing by itself, keeps the cookies it is given. */
-class Browser {
-  private readonly jar = new Map<string, string>();
-  async get(url: string) {
-    const res = await fetch(url, {
-      redirect: "manual",
-      headers: { cookie: [...this.jar].map(([k, v]) => `${k}=${v}`).join("; ") },
-    });
-    for (const cookie of res.headers.getSetCookie()) {
-      const [pair = ""] = cookie.split(";");
-      const eq = pair.indexOf("=");
-      this.jar.set(pair.slice(0, eq), pair.slice(eq + 1));
-    }
-    return res;
-  }
-  cookies() {
-    return new Map(this.jar);
-  }
 }
 
 interface Started {

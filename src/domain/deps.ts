@@ -33,16 +33,18 @@ export interface AuthDeps {
       acr: string;
       clientId?: string | null;
       scopes?: readonly string[] | null;
+      /** A grant's RFC 8707 resources: the token's audience instead of the provider. */
+      resources?: readonly string[] | null;
       ttlSeconds: number;
       /** The token's iat must be later than this (in whole seconds). */
       issuedAfter?: Date;
       /** The token's iat, instead of now (in whole seconds). */
       issuedAt?: Date;
     }): Promise<{ token: string; jti: string; issuedAt: Date; expiresAt: Date }>;
-    /** `audience`: a grant's tokens are checked against their workspace's issuer. */
+    /** A grant's tokens are checked against their workspace's issuer, as iss and aud. */
     verifyAccessToken(
       token: string,
-      options?: { audience?: string },
+      options?: { provider?: string },
     ): Promise<Omit<VerifiedAccessToken, "kid">>;
   };
   readonly mail: {

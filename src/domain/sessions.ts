@@ -27,6 +27,7 @@ import {
 import { type Amr, acrOf, amrOf } from "./amr.js";
 import { audit } from "./audit.js";
 import type { AuthDeps, Principal, RequestMeta } from "./deps.js";
+import { narrowResources } from "./oauth/resources.js";
 import { effectiveSettings } from "./settings.js";
 
 export interface IssuedTokens {
@@ -60,8 +61,15 @@ export interface TokenDraft
   readonly accessTokenTtlSeconds: number;
   /** When the transaction read what the token says (role, status): its facts are as of then. */
   readonly readAt: Date;
-  /** A grant's client and scopes, for its access tokens (RFC 9068). */
-  readonly grant?: { readonly clientId: string; readonly scopes: readonly string[] };
+  /** A grant's client, scopes and RFC 8707 resources, for its access tokens (RFC 9068). */
+  readonly grant?: TokenGrant;
+}
+
+export interface TokenGrant {
+  readonly clientId: string;
+  readonly scopes: readonly string[];
+  /** The token's audience; empty: the workspace's provider. */
+  readonly resources: readonly string[];
 }
 
 export async function signTokens(deps: AuthDeps, draft: TokenDraft): Promise<IssuedTokens> {
@@ -74,7 +82,9 @@ export async function signTokens(deps: AuthDeps, draft: TokenDraft): Promise<Iss
     role: draft.role,
     amr: draft.amr,
     acr: acrOf(draft.amr),
-    ...(grant ? { clientId: grant.clientId, scopes: grant.scopes } : {}),
+    ...(grant
+      ? { clientId: grant.clientId, scopes: grant.scopes, resources: grant.resources }
+      : {}),
     ttlSeconds: accessTokenTtlSeconds,
   };
   let access: Awaited<ReturnType<typeof deps.tokens.signAccessToken>>;
@@ -168,7 +178,13 @@ export async function openSession(
     accessTokenTtlSeconds: input.settings.access_token_ttl_seconds,
     readAt: now,
     ...(input.grant
-      ? { grant: { clientId: input.grant.clientId, scopes: input.grant.scopes } }
+      ? {
+          grant: {
+            clientId: input.grant.clientId,
+            scopes: input.grant.scopes,
+            resources: input.grant.resources,
+          },
+        }
       : {}),
   };
 }
@@ -195,11 +211,13 @@ export async function refresh(
   meta: RequestMeta,
   presented: string,
   /**
-   * The OAuth client refreshing (the token endpoint), or null (AuthService.Refresh): a
-   * grant's refresh token works only for its own client, a session's only through AuthService.
+   * The OAuth client refreshing (the token endpoint) and the RFC 8707 resources it names, or
+   * null (AuthService.Refresh): a grant's refresh token works only for its own client, a
+   * session's only through AuthService.
    */
-  clientId: string | null = null,
+  client: { readonly id: string; readonly resources: readonly string[] } | null = null,
 ): Promise<IssuedTokens> {
+  const clientId = client?.id ?? null;
   if (!isOpaqueToken("refresh", presented)) throw invalidRefresh();
   const hash = opaqueHash(deps.tokenSecret, "refresh", presented);
   const outcome = await deps.pool.transaction(async (tx): Promise<RefreshOutcome> => {
@@ -283,7 +301,14 @@ export async function refresh(
         accessTokenTtlSeconds: settings.access_token_ttl_seconds,
         readAt: now,
         ...(row.client_id !== null
-          ? { grant: { clientId: row.client_id, scopes: row.scopes ?? [] } }
+          ? {
+              grant: {
+                clientId: row.client_id,
+                scopes: row.scopes ?? [],
+                // A resource outside the grant throws: the rotation rolls back with the call.
+                resources: narrowResources(row.resources ?? [], client?.resources ?? []),
+              },
+            }
           : {}),
       },
     };
@@ -329,7 +354,7 @@ export async function authenticate(
   const forClient = issuedTo !== "keygate";
   const claims = await deps.tokens.verifyAccessToken(
     token,
-    forClient ? { audience: issuedTo.clientOf } : {},
+    forClient ? { provider: issuedTo.clientOf } : {},
   );
   if (((claims.clientId ?? null) !== null) !== forClient) {
     throw new UnauthenticatedError(

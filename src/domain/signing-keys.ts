@@ -495,6 +495,8 @@ export class SigningKeys {
     /** A grant's client and scopes (RFC 9068); absent for Keygate's own sessions. */
     clientId?: string | null;
     scopes?: readonly string[] | null;
+    /** A grant's RFC 8707 resources: its audience instead of the workspace's provider. */
+    resources?: readonly string[] | null;
     ttlSeconds: number;
     /** iat is made later than this, in whole seconds (a revocation cut-off). */
     issuedAfter?: Date;
@@ -526,10 +528,12 @@ export class SigningKeys {
         : {}),
     })
       .setProtectedHeader({ alg: signer.algorithm, kid: signer.kid, typ: tokenType })
-      .setIssuer(this.issuer)
-      // A grant's token is for its workspace's provider (userinfo), not for the services that
-      // take Keygate's own sessions' tokens: keygate/verify, Introspect and Envoy refuse it.
-      .setAudience(input.clientId ? this.providerAudience(input.workspaceId) : this.audience)
+      // A grant's token comes from its workspace's provider (RFC 9068: iss is the issuer its
+      // metadata names) and is for that provider's userinfo, or for the resources it was
+      // granted for; never for the services that take Keygate's own sessions' tokens
+      // (keygate/verify without a resource, Introspect and Envoy refuse it).
+      .setIssuer(input.clientId ? this.providerAudience(input.workspaceId) : this.issuer)
+      .setAudience(input.clientId ? this.grantAudience(input) : this.audience)
       .setSubject(input.userId)
       .setJti(jti)
       .setIssuedAt(iat)
@@ -593,14 +597,35 @@ export class SigningKeys {
    * only a failed reload for an unknown kid (database down) is an UnavailableError instead,
    * since the token could not be checked.
    */
-  /** The audience of a grant's access tokens: the workspace's issuer. */
+  /** The issuer, and default audience, of a grant's access tokens: the workspace's provider. */
   providerAudience(workspaceId: string): string {
     return `${this.issuer.replace(/\/+$/, "")}/w/${workspaceId}`;
   }
 
+  /**
+   * A grant's audience: its resources, with the provider itself when the grant has openid
+   * (so the client can still call userinfo); the provider alone when it names no resource.
+   */
+  private grantAudience(input: {
+    workspaceId: string;
+    scopes?: readonly string[] | null;
+    resources?: readonly string[] | null;
+  }): string | string[] {
+    const provider = this.providerAudience(input.workspaceId);
+    const resources = input.resources ?? [];
+    if (resources.length === 0) return provider;
+    const audience = [...resources];
+    if ((input.scopes ?? []).includes("openid")) audience.push(provider);
+    return audience.length === 1 ? (audience[0] as string) : audience;
+  }
+
+  /**
+   * `provider`: a grant's token, checked against that provider's issuer (as iss and aud)
+   * instead of Keygate's own issuer and audience.
+   */
   async verifyAccessToken(
     token: string,
-    options: { audience?: string } = {},
+    options: { provider?: string } = {},
   ): Promise<VerifiedAccessToken> {
     if (typeof token !== "string" || token.length === 0 || token.length > maxTokenLength) {
       throw new TokenInvalidError("ERR_JWT_INVALID", "malformed access token");
@@ -640,8 +665,8 @@ export class SigningKeys {
     try {
       ({ payload } = await jwtVerify(token, key.verifyKey, {
         algorithms: [key.algorithm],
-        issuer: this.issuer,
-        audience: options.audience ?? this.audience,
+        issuer: options.provider ?? this.issuer,
+        audience: options.provider ?? this.audience,
         typ: tokenType,
         currentDate: now,
         requiredClaims,

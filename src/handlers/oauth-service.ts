@@ -32,6 +32,8 @@ export function oauthServiceHandlers(deps: ProviderDeps): ServiceImpl<typeof OAu
           expireTime: timestampFromMs(interaction.expires_at),
           workspaceSlug: workspace.slug,
           workspaceName: workspace.name,
+          resources: interaction.request.resources,
+          clientRegisteredDynamically: client.registered_dynamically,
         }),
       };
     },

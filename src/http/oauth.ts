@@ -381,13 +381,23 @@ export function single(form: URLSearchParams, name: string): string | undefined 
 
 /** The request body as a form, refusing other content types and bodies over the limit. */
 export async function readForm(req: Req, maxBytes: number): Promise<URLSearchParams> {
+  return new URLSearchParams(await readBody(req, maxBytes, "application/x-www-form-urlencoded"));
+}
+
+/** A JSON body (RFC 7591's client metadata), as parsed. */
+export async function readJson(req: Req, maxBytes: number): Promise<unknown> {
+  const text = await readBody(req, maxBytes, "application/json");
+  try {
+    return JSON.parse(text);
+  } catch {
+    throw new OAuthError(400, "invalid_request", "the body is not JSON");
+  }
+}
+
+async function readBody(req: Req, maxBytes: number, mediaType: string): Promise<string> {
   const type = (req.headers["content-type"] ?? "").split(";")[0]?.trim().toLowerCase();
-  if (type !== "application/x-www-form-urlencoded") {
-    throw new OAuthError(
-      400,
-      "invalid_request",
-      "send the parameters as application/x-www-form-urlencoded",
-    );
+  if (type !== mediaType) {
+    throw new OAuthError(400, "invalid_request", `send the parameters as ${mediaType}`);
   }
   const tooLarge = () =>
     new OAuthError(413, "invalid_request", `the body is larger than ${maxBytes} bytes`);
@@ -400,6 +410,5 @@ export async function readForm(req: Req, maxBytes: number): Promise<URLSearchPar
     if (size > maxBytes) throw tooLarge();
     chunks.push(chunk);
   }
-  const text = Buffer.concat(chunks).toString("utf8");
-  return new URLSearchParams(text);
+  return Buffer.concat(chunks).toString("utf8");
 }

@@ -9,6 +9,8 @@ import {
 } from "../domain/oauth/authorize.js";
 import { endSession } from "../domain/oauth/end-session.js";
 import { OAuthProtocolError } from "../domain/oauth/errors.js";
+import { registerClient } from "../domain/oauth/registration.js";
+import { parseResources } from "../domain/oauth/resources.js";
 import { supportedScopes } from "../domain/oauth/scopes.js";
 import {
   authenticateClient,
@@ -19,7 +21,15 @@ import {
 } from "../domain/oauth/token.js";
 import type { Logger } from "../log.js";
 import { json } from "./endpoints.js";
-import { clientCredentialsOf, OAuthError, oauthCallLogger, readForm, single } from "./oauth.js";
+import {
+  clientCredentialsOf,
+  OAuthError,
+  oauthCallLogger,
+  readForm,
+  readJson,
+  single,
+} from "./oauth.js";
+import { confirmPage, errorPage, htmlPage } from "./provider-pages.js";
 import type { NodeServerRequest, NodeServerResponse } from "./types.js";
 
 type Req = NodeServerRequest;
@@ -32,8 +42,8 @@ const browserCookieMaxAge = 400 * 86_400;
 
 export interface ProviderHttpDeps {
   readonly provider: TokenDeps;
-  /** Whether a workspace exists (discovery answers 404 for one that does not). */
-  workspaceExists(workspaceId: string): Promise<boolean>;
+  /** What a workspace's provider offers; null for no workspace (discovery answers 404). */
+  providerFeatures(workspaceId: string): Promise<{ readonly dynamicRegistration: boolean } | null>;
   readonly logger: Logger;
   readonly callLog?: CallLog;
   readonly maxRequestBytes: number;
@@ -58,12 +68,15 @@ export function openIdProviderRoutes(deps: ProviderHttpDeps) {
     `^/\\.well-known/oauth-authorization-server${escapeRegExp(basePath)}/w/(${uuid})$`,
   );
 
-  const metadataOf = (workspaceId: string) => {
+  const metadataOf = (workspaceId: string, features: { readonly dynamicRegistration: boolean }) => {
     const issuer = workspaceIssuer(base, workspaceId);
     return {
       issuer,
       authorization_endpoint: `${issuer}/oauth2/authorize`,
       token_endpoint: `${issuer}/oauth2/token`,
+      ...(features.dynamicRegistration
+        ? { registration_endpoint: `${issuer}/oauth2/register` }
+        : {}),
       userinfo_endpoint: `${issuer}/oauth2/userinfo`,
       end_session_endpoint: `${issuer}/oauth2/end_session`,
       backchannel_logout_supported: true,
@@ -106,10 +119,10 @@ export function openIdProviderRoutes(deps: ProviderHttpDeps) {
       if (req.method !== "GET" && req.method !== "HEAD") {
         throw new OAuthError(405, "invalid_request", "use GET", { allow: "GET, HEAD" });
       }
-      if (!(await deps.workspaceExists(workspaceId))) {
-        throw new OAuthError(404, "invalid_request", "no such provider");
-      }
-      json(res, 200, metadataOf(workspaceId), { "cache-control": "public, max-age=300" });
+      const features = await deps.providerFeatures(workspaceId);
+      if (features === null) throw new OAuthError(404, "invalid_request", "no such provider");
+      // Short: a workspace that turns registration on or off is seen within the minute.
+      json(res, 200, metadataOf(workspaceId, features), { "cache-control": "public, max-age=60" });
     });
 
   const authorizeHandler = (workspaceId: string) =>
@@ -145,22 +158,31 @@ export function openIdProviderRoutes(deps: ProviderHttpDeps) {
         throw new OAuthError(405, "invalid_request", "use POST", { allow: "POST" });
       }
       const form = withoutNul(await readForm(req, deps.maxRequestBytes));
-      for (const name of new Set(form.keys())) single(form, name);
+      // RFC 8707 section 2: resource alone may be repeated, once per resource.
+      for (const name of new Set(form.keys())) if (name !== "resource") single(form, name);
       const client = await authenticateClient(
         deps.provider,
         workspaceId,
         clientCredentialsOf(req.headers.authorization, form),
       );
       const grantType = form.get("grant_type");
+      const resources = parseResources(form.getAll("resource"), deps.provider);
       let answer: Awaited<ReturnType<typeof exchangeCode>>;
       if (grantType === "authorization_code") {
         answer = await exchangeCode(deps.provider, meta, client, {
           code: form.get("code") ?? "",
           redirectUri: form.get("redirect_uri") ?? undefined,
           codeVerifier: form.get("code_verifier") ?? undefined,
+          resources,
         });
       } else if (grantType === "refresh_token") {
-        answer = await refreshGrant(deps.provider, meta, client, form.get("refresh_token") ?? "");
+        answer = await refreshGrant(
+          deps.provider,
+          meta,
+          client,
+          form.get("refresh_token") ?? "",
+          resources,
+        );
       } else if (grantType === null) {
         throw new OAuthError(400, "invalid_request", "grant_type is required");
       } else {
@@ -171,6 +193,15 @@ export function openIdProviderRoutes(deps: ProviderHttpDeps) {
         );
       }
       json(res, 200, answer, noStore);
+    });
+
+  const registerHandler = (workspaceId: string) =>
+    logged("register", async (req, res, meta) => {
+      if (req.method !== "POST") {
+        throw new OAuthError(405, "invalid_request", "use POST", { allow: "POST" });
+      }
+      const body = await readJson(req, deps.maxRequestBytes);
+      json(res, 201, await registerClient(deps.provider, meta, workspaceId, body), noStore);
     });
 
   const userinfoHandler = (workspaceId: string) =>
@@ -272,27 +303,52 @@ export function openIdProviderRoutes(deps: ProviderHttpDeps) {
     /** The handler of a provider path, or undefined when the path is not one. */
     resolve(path: string): Handler | undefined {
       const wellKnown = wellKnownRfc8414.exec(path);
-      if (wellKnown) return discovery((wellKnown[1] as string).toLowerCase());
+      if (wellKnown) return crossOrigin(discovery((wellKnown[1] as string).toLowerCase()));
       const match = workspacePath.exec(path);
       if (!match) return undefined;
       const workspaceId = (match[1] as string).toLowerCase();
       switch (match[2]) {
         case "/.well-known/openid-configuration":
-          return discovery(workspaceId);
+          return crossOrigin(discovery(workspaceId));
         case "/oauth2/authorize":
           return authorizeHandler(workspaceId);
         case "/oauth2/authorize/resume":
           return resumeHandler(workspaceId);
         case "/oauth2/token":
-          return tokenHandler(workspaceId);
+          return crossOrigin(tokenHandler(workspaceId));
+        case "/oauth2/register":
+          return crossOrigin(registerHandler(workspaceId));
         case "/oauth2/userinfo":
-          return userinfoHandler(workspaceId);
+          return crossOrigin(userinfoHandler(workspaceId));
         case "/oauth2/end_session":
           return endSessionHandler(workspaceId);
         default:
           return undefined;
       }
     },
+  };
+}
+
+/**
+ * The endpoints a browser app calls by script (discovery, token, userinfo, registration) may be
+ * read from any origin: none of them looks at cookies (credentials are never allowed), so a
+ * page of another origin gains nothing it could not get with curl. Authorization and logout
+ * are navigations and stay same-origin.
+ */
+function crossOrigin(handler: Handler): Handler {
+  return async (req, res) => {
+    res.setHeader("access-control-allow-origin", "*");
+    res.setHeader("access-control-expose-headers", "WWW-Authenticate, X-Request-Id");
+    if (req.method === "OPTIONS") {
+      res.statusCode = 204;
+      res.setHeader("access-control-allow-methods", "GET, POST");
+      res.setHeader("access-control-allow-headers", "Authorization, Content-Type");
+      res.setHeader("access-control-max-age", "7200");
+      res.setHeader("content-length", 0);
+      res.end();
+      return;
+    }
+    await handler(req, res);
   };
 }
 
@@ -323,56 +379,6 @@ function cookiesOf(req: Req): BrowserCookies {
     if (!(name in found)) found[name] = part.slice(eq + 1).trim();
   }
   return { browser: found[browserCookie], providerSession: found[providerSessionCookie] };
-}
-
-const htmlEscapes: Record<string, string> = {
-  "&": "&amp;",
-  "<": "&lt;",
-  ">": "&gt;",
-  '"': "&quot;",
-  "'": "&#39;",
-};
-const escapeHtml = (text: string) => text.replace(/[&<>"']/g, (c) => htmlEscapes[c] as string);
-
-/** What the user sees when nothing can go back to the client. */
-function errorPage(res: Res, status: number, error: string, description: string) {
-  htmlPage(
-    res,
-    status,
-    "Sign-in failed",
-    `<h1>Sign-in failed</h1><p>${escapeHtml(description)}</p><p><code>${escapeHtml(error)}</code></p>`,
-  );
-}
-
-/** Signing out without an ID token naming the session: the person confirms it. */
-function confirmPage(res: Res, params: URLSearchParams, confirmToken: string) {
-  const hidden = ["client_id", "post_logout_redirect_uri", "state"]
-    .filter((name) => params.has(name))
-    .map(
-      (name) =>
-        `<input type="hidden" name="${name}" value="${escapeHtml(params.get(name) as string)}">`,
-    )
-    .join("");
-  htmlPage(
-    res,
-    200,
-    "Sign out?",
-    `<h1>Sign out?</h1><form method="post">${hidden}<input type="hidden" name="confirm" value="yes"><input type="hidden" name="confirm_token" value="${escapeHtml(confirmToken)}"><button type="submit">Sign out</button></form>`,
-  );
-}
-
-function htmlPage(res: Res, status: number, title: string, bodyHtml: string) {
-  const body = `<!doctype html><html lang="en"><head><meta charset="utf-8"><title>${escapeHtml(title)}</title></head><body>${bodyHtml}</body></html>`;
-  res.statusCode = status;
-  res.setHeader("content-type", "text/html; charset=utf-8");
-  res.setHeader(
-    "content-security-policy",
-    "default-src 'none'; form-action 'self'; frame-ancestors 'none'",
-  );
-  res.setHeader("x-content-type-options", "nosniff");
-  res.setHeader("cache-control", "no-store");
-  res.setHeader("content-length", Buffer.byteLength(body));
-  res.end(body);
 }
 
 function escapeRegExp(text: string): string {

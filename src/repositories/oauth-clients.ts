@@ -13,11 +13,14 @@ export const oauthClientRow = z.object({
   scopes: z.array(z.string()),
   backchannel_logout_uri: z.string().nullable(),
   created_at: z.number(),
+  /** Registered by itself at /oauth2/register (RFC 7591), not by an admin. */
+  registered_dynamically: z.boolean(),
 });
 export type OAuthClientRow = z.infer<typeof oauthClientRow>;
 
 const columns = sql.fragment`workspace_id, client_id, name, secret_hash, redirect_uris,
-  post_logout_redirect_uris, first_party, scopes, backchannel_logout_uri, created_at`;
+  post_logout_redirect_uris, first_party, scopes, backchannel_logout_uri, created_at,
+  registered_dynamically`;
 
 export async function insertOAuthClient(
   db: CommonQueryMethods,
@@ -31,19 +34,21 @@ export async function insertOAuthClient(
     firstParty: boolean;
     scopes: readonly string[];
     backchannelLogoutUri: string | null;
+    registeredDynamically: boolean;
     now: Date;
   },
 ): Promise<OAuthClientRow> {
   return db.one(sql.type(oauthClientRow)`
     INSERT INTO oauth_clients (workspace_id, client_id, name, secret_hash, redirect_uris,
                                post_logout_redirect_uris, first_party, scopes,
-                               backchannel_logout_uri, created_at)
+                               backchannel_logout_uri, created_at, registered_dynamically)
     VALUES (${input.workspaceId}, ${input.clientId}, ${input.name},
             ${input.secretHash === null ? null : sql.binary(input.secretHash)},
             ${sql.array([...input.redirectUris], "text")},
             ${sql.array([...input.postLogoutRedirectUris], "text")},
             ${input.firstParty}, ${sql.array([...input.scopes], "text")},
-            ${input.backchannelLogoutUri}, ${sql.timestamp(input.now)})
+            ${input.backchannelLogoutUri}, ${sql.timestamp(input.now)},
+            ${input.registeredDynamically})
     RETURNING ${columns}`);
 }
 
@@ -79,4 +84,14 @@ export async function deleteOAuthClient(
   const result = await db.query(sql.type(voidRow)`
     DELETE FROM oauth_clients WHERE workspace_id = ${workspaceId} AND client_id = ${clientId}`);
   return result.rowCount > 0;
+}
+
+/** How many clients registered themselves in the workspace (a cap bounds them). */
+export async function countDynamicOAuthClients(
+  db: CommonQueryMethods,
+  workspaceId: string,
+): Promise<number> {
+  return db.oneFirst(sql.type(z.object({ count: z.number() }))`
+    SELECT count(*)::int AS count FROM oauth_clients
+    WHERE workspace_id = ${workspaceId} AND registered_dynamically`);
 }

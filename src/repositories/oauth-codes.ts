@@ -15,11 +15,12 @@ export const oauthCodeRow = z.object({
   expires_at: z.number(),
   used_at: z.number().nullable(),
   grant_session_id: z.string().nullable(),
+  resources: z.array(z.string()),
 });
 export type OAuthCodeRow = z.infer<typeof oauthCodeRow>;
 
 const columns = sql.fragment`workspace_id, client_id, parent_session_id, user_id, redirect_uri,
-  scopes, nonce, code_challenge, created_at, expires_at, used_at, grant_session_id`;
+  scopes, nonce, code_challenge, created_at, expires_at, used_at, grant_session_id, resources`;
 
 export async function insertOAuthCode(
   db: CommonQueryMethods,
@@ -33,17 +34,20 @@ export async function insertOAuthCode(
     scopes: readonly string[];
     nonce: string | null;
     codeChallenge: string;
+    resources: readonly string[];
     now: Date;
     expiresAt: Date;
   },
 ): Promise<void> {
   await db.query(sql.type(voidRow)`
     INSERT INTO oauth_codes (code_hash, workspace_id, client_id, parent_session_id, user_id,
-                             redirect_uri, scopes, nonce, code_challenge, created_at, expires_at)
+                             redirect_uri, scopes, nonce, code_challenge, created_at, expires_at,
+                             resources)
     VALUES (${sql.binary(input.codeHash)}, ${input.workspaceId}, ${input.clientId},
             ${input.parentSessionId}, ${input.userId}, ${input.redirectUri},
             ${sql.array([...input.scopes], "text")}, ${input.nonce}, ${input.codeChallenge},
-            ${sql.timestamp(input.now)}, ${sql.timestamp(input.expiresAt)})`);
+            ${sql.timestamp(input.now)}, ${sql.timestamp(input.expiresAt)},
+            ${sql.array([...input.resources], "text")})`);
 }
 
 /** The code, locked: concurrent exchanges of one code run one after the other. */

@@ -13,6 +13,8 @@ export const authorizationRequestParams = z.object({
   /** Epoch ms: a sign-in before this does not do (prompt=login, max_age); null: any. */
   sign_in_after: z.number().nullable(),
   login_hint: z.string().nullable(),
+  /** RFC 8707: what the access tokens are for; empty for the provider itself. */
+  resources: z.array(z.string()).default([]),
 });
 export type AuthorizationRequestParams = z.infer<typeof authorizationRequestParams>;
 

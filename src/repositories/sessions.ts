@@ -40,12 +40,14 @@ export const sessionRow = z.object({
   scopes: z.array(z.string()).nullable(),
   /** When the user last proved who they are, when that is not created_at (a grant). */
   auth_time: z.number().nullable(),
+  /** A grant's RFC 8707 resources: its access tokens' audience (null or empty: the provider). */
+  resources: z.array(z.string()).nullable(),
 });
 export type SessionRow = z.infer<typeof sessionRow>;
 
 const sessionColumns = sql.fragment`id, workspace_id, user_id, ip_address, user_agent, created_at,
   last_used_at, idle_expires_at, expires_at, revoked_at, revoke_reason, amr, client_id,
-  parent_session_id, scopes, auth_time`;
+  parent_session_id, scopes, auth_time, resources`;
 
 /** What makes a session a grant of the OpenID Provider. */
 export interface GrantOfSession {
@@ -53,6 +55,7 @@ export interface GrantOfSession {
   readonly parentSessionId: string;
   readonly scopes: readonly string[];
   readonly authTime: Date;
+  readonly resources: readonly string[];
 }
 
 export async function insertSession(
@@ -75,14 +78,15 @@ export async function insertSession(
   return db.one(sql.type(sessionRow)`
     INSERT INTO sessions (workspace_id, user_id, ip_address, user_agent, created_at, last_used_at,
                           idle_expires_at, expires_at, access_expires_at, amr, client_id,
-                          parent_session_id, scopes, auth_time)
+                          parent_session_id, scopes, auth_time, resources)
     VALUES (${input.workspaceId}, ${input.userId}, ${input.ipAddress}, ${input.userAgent},
             ${sql.timestamp(input.now)}, ${sql.timestamp(input.now)},
             ${sql.timestamp(input.idleExpiresAt)}, ${sql.timestamp(input.expiresAt)},
             ${sql.timestamp(input.accessExpiresAt)}, ${sql.array([...input.amr], "text")},
             ${grant?.clientId ?? null}, ${grant?.parentSessionId ?? null},
             ${grant ? sql.array([...grant.scopes], "text") : null},
-            ${grant ? sql.timestamp(grant.authTime) : null})
+            ${grant ? sql.timestamp(grant.authTime) : null},
+            ${grant ? sql.array([...grant.resources], "text") : null})
     RETURNING ${sessionColumns}`);
 }
 

@@ -3,7 +3,13 @@
  * revocations pushed by Keygate (WatchRevocations). See docs/protecting-a-service.md.
  */
 export { keygateCallerKey, keygateInterceptor } from "./connect.js";
-export { type KeygateRequest, keygateMiddleware } from "./http.js";
+export {
+  type KeygateRequest,
+  keygateMiddleware,
+  protectedResourceMetadata,
+  protectedResourceMetadataHandler,
+  protectedResourceMetadataUrl,
+} from "./http.js";
 export {
   createVerifier,
   type VerifiedCaller,

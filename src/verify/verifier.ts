@@ -49,6 +49,12 @@ export interface VerifiedCaller {
   readonly amr: readonly string[];
   /** "1" (one factor), "2" (two) or "phr" (two, one of them a passkey). */
   readonly acr: string;
+  /**
+   * For a verifier with a `resource`: the OAuth client the user granted access to, and the
+   * scopes granted. Absent for Keygate's own sessions' tokens.
+   */
+  readonly clientId?: string;
+  readonly scopes?: readonly string[];
 }
 
 /** Per call: pin a workspace, or ask for a token signed in with two factors. */
@@ -70,8 +76,18 @@ export interface VerifierOptions {
   readonly workspaceId?: string;
   /** Accept only tokens signed in with two factors (amr "mfa"); false by default. */
   readonly requireMfa?: boolean;
-  /** KEYGATE_AUDIENCE of the deployment. */
-  readonly audience: string;
+  /**
+   * KEYGATE_AUDIENCE of the deployment: the verifier takes Keygate's own sessions' tokens.
+   * Leave it out with `resource`.
+   */
+  readonly audience?: string;
+  /**
+   * This service's RFC 8707 resource identifier (its URL, as clients name it): the verifier
+   * takes the access tokens the workspace's OpenID Provider granted OAuth clients for this
+   * resource (`aud` includes it, `iss` is the workspace's issuer), and nothing else. Needs
+   * `workspaceId`.
+   */
+  readonly resource?: string;
   /** KEYGATE_ISSUER of the deployment; by default the origin of baseUrl. */
   readonly issuer?: string;
   /** How the verifier talks to Keygate; "grpc" by default. */
@@ -112,9 +128,12 @@ export class Verifier {
   private readonly client;
   private readonly abort = new AbortController();
   private readonly options: Required<
-    Omit<VerifierOptions, "onFeedError" | "issuer" | "workspaceId">
+    Omit<VerifierOptions, "onFeedError" | "issuer" | "workspaceId" | "audience" | "resource">
   > &
-    Pick<VerifierOptions, "onFeedError" | "workspaceId"> & { issuer: string };
+    Pick<VerifierOptions, "onFeedError" | "workspaceId" | "resource"> & {
+      issuer: string;
+      audience: string;
+    };
   /** The workspace of a workspace-scoped key, as the feed tells it. */
   private keyWorkspace: string | null = null;
   private cursor = "";
@@ -127,6 +146,18 @@ export class Verifier {
   readonly calls = { watch: 0, introspect: 0 };
 
   constructor(options: VerifierOptions) {
+    const issuer = (options.issuer ?? new URL(options.baseUrl).origin).replace(/\/+$/, "");
+    const { resource, workspaceId } = options;
+    if (resource !== undefined) {
+      if (workspaceId === undefined)
+        throw new TypeError("a verifier with a resource needs workspaceId");
+      // Introspect answers for Keygate's own sessions' tokens only.
+      if (options.whenStale === "introspect") {
+        throw new TypeError('whenStale "introspect" is not available with a resource');
+      }
+    } else if (options.audience === undefined) {
+      throw new TypeError("give the deployment's audience, or a resource");
+    }
     this.options = {
       transport: "grpc",
       algorithms: ["RS256", "ES256", "EdDSA"],
@@ -135,7 +166,9 @@ export class Verifier {
       introspectCacheMs: 1_000,
       requireMfa: false,
       ...options,
-      issuer: options.issuer ?? new URL(options.baseUrl).origin,
+      // A workspace's provider issues the tokens granted for a resource (docs/openid-provider.md).
+      issuer: resource === undefined ? issuer : `${issuer}/w/${workspaceId}`,
+      audience: resource ?? (options.audience as string),
     };
     const base = options.baseUrl.replace(/\/+$/, "");
     this.jwks = createRemoteJWKSet(new URL(`${base}/.well-known/jwks.json`), {
@@ -153,6 +186,15 @@ export class Verifier {
     });
     this.readySignal = { promise, resolve };
     this.feed = this.follow();
+  }
+
+  /**
+   * For a verifier with a `resource`: where its clients get tokens (the workspace's issuer)
+   * and what the resource is called, for RFC 9728 metadata. Undefined otherwise.
+   */
+  get protectedResource(): { resource: string; authorizationServer: string } | undefined {
+    const { resource, issuer } = this.options;
+    return resource === undefined ? undefined : { resource, authorizationServer: issuer };
   }
 
   /** Resolves once the first snapshot of the revocation feed is in. */
@@ -225,7 +267,16 @@ export class Verifier {
         issuer: this.options.issuer,
         audience: this.options.audience,
         typ: "at+jwt",
-        requiredClaims: ["sub", "workspace_id", "sid", "role", "iat", "exp", "jti"],
+        requiredClaims: [
+          "sub",
+          "workspace_id",
+          "sid",
+          "role",
+          "iat",
+          "exp",
+          "jti",
+          ...(this.options.resource === undefined ? [] : ["client_id"]),
+        ],
       }));
     } catch (error) {
       if (error instanceof errors.JWTExpired) {
@@ -233,8 +284,12 @@ export class Verifier {
       }
       throw new VerifyError("invalid", "the access token is invalid");
     }
-    const { sub, workspace_id, sid, role, iat, exp, amr, acr } = payload;
+    const { sub, workspace_id, sid, role, iat, exp, amr, acr, client_id, scope } = payload;
+    const forResource = this.options.resource !== undefined;
     if (
+      // A client's token never passes for one of Keygate's own sessions', nor the reverse.
+      (client_id !== undefined) !== forResource ||
+      (forResource && (typeof client_id !== "string" || typeof scope !== "string")) ||
       typeof sub !== "string" ||
       typeof workspace_id !== "string" ||
       typeof sid !== "string" ||
@@ -258,6 +313,12 @@ export class Verifier {
       acr: (acr as string | undefined) ?? "1",
       issuedAt: new Date(iat * 1000),
       kid,
+      ...(forResource
+        ? {
+            clientId: client_id as string,
+            scopes: (scope as string).split(" ").filter((s) => s !== ""),
+          }
+        : {}),
     };
   }
 

@@ -200,11 +200,21 @@ async function authorizeContinue(known?: AuthorizationRequest): Promise<void> {
       title: `Allow ${request.clientName}?`,
       lead: `${request.clientName} wants to sign you in with your ${request.workspaceName} account.`,
     },
+    ...(request.clientRegisteredDynamically
+      ? [
+          h(
+            "p",
+            { class: "banner warning", role: "note" },
+            `${request.workspaceName} has not verified this application: its name is its own claim. Allow it only if you started this from an application you trust.`,
+          ),
+        ]
+      : []),
     h(
       "ul",
       { class: "rows", "aria-label": "What it asks for" },
       h("li", {}, "Know who you are (your account's id)"),
       ...scopes.map((scope) => h("li", {}, scopeText[scope] ?? scope)),
+      ...request.resources.map((resource) => h("li", {}, `Act for you at ${resource}`)),
     ),
     h(
       "div",

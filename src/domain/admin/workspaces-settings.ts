@@ -24,6 +24,7 @@ export const apiSettingKeys = [
   "mfa_required_roles",
   "passkey_sign_in",
   "passwordless_only",
+  "oauth_dynamic_registration",
   "rate_limits",
 ] as const satisfies readonly (keyof WorkspaceSettings)[];
 export type ApiSettingKey = (typeof apiSettingKeys)[number];

@@ -20,6 +20,8 @@ import {
   providerSessionOf,
   validBrowserCookie,
 } from "./browser-cookies.js";
+import { OAuthProtocolError } from "./errors.js";
+import { parseResources } from "./resources.js";
 import { parseScope } from "./scopes.js";
 
 /**
@@ -34,6 +36,8 @@ export interface ProviderDeps extends AuthDeps {
   readonly issuerBase: string;
   /** Where a request that needs the user goes, `?request=<id>` appended. */
   readonly signInUrl: string;
+  /** The deployment's own audience (KEYGATE_AUDIENCE): never a client's resource. */
+  readonly audience: string;
 }
 
 /** How long the user has to sign in. */
@@ -138,7 +142,10 @@ export async function authorize(
     location: back(redirectUri, issuer, { error, error_description: description, state }),
   });
   for (const name of new Set(params.keys())) {
-    if (params.getAll(name).length > 1) return refuse("invalid_request", `${name} is repeated`);
+    // RFC 8707 section 2: resource alone may be repeated, once per resource.
+    if (name !== "resource" && params.getAll(name).length > 1) {
+      return refuse("invalid_request", `${name} is repeated`);
+    }
   }
   const get = (name: string) => params.get(name) ?? undefined;
   if (params.has("request"))
@@ -164,6 +171,13 @@ export async function authorize(
   const unknown = scopes.filter((s) => !client.scopes.includes(s));
   if (unknown.length > 0) {
     return refuse("invalid_scope", `this client may not ask for: ${unknown.join(" ")}`);
+  }
+  let resources: string[];
+  try {
+    resources = parseResources(params.getAll("resource"), deps);
+  } catch (error) {
+    if (error instanceof OAuthProtocolError) return refuse(error.error, error.description);
+    throw error;
   }
   const prompt = parseScope(get("prompt"));
   if (prompt.some((p) => !promptValues.has(p)))
@@ -201,6 +215,7 @@ export async function authorize(
     response_mode: "query" as const,
     sign_in_after: signInAfter,
     login_hint: loginHint,
+    resources,
   };
 
   return withTenant(deps.pool, workspaceId, async (tx) => {
@@ -372,6 +387,7 @@ async function issueCode(
     scopes: input.request.scopes,
     nonce: input.request.nonce,
     codeChallenge: input.request.code_challenge,
+    resources: input.request.resources,
     now,
     expiresAt: new Date(now.getTime() + codeLifetimeMs),
   });

@@ -106,6 +106,7 @@ export async function createOAuthClient(
       firstParty: input.firstParty,
       scopes: input.scopes.length === 0 ? supportedScopes : [...new Set(input.scopes)],
       backchannelLogoutUri: input.backchannelLogoutUri === "" ? null : input.backchannelLogoutUri,
+      registeredDynamically: false,
       now,
     });
     await audit(tx, deps, meta, {

@@ -15,6 +15,7 @@ import { effectiveSettings } from "../settings.js";
 import type { JwtAlgorithm } from "../signing-keys.js";
 import { type ProviderDeps, pkceMatches, workspaceIssuer } from "./authorize.js";
 import { OAuthProtocolError } from "./errors.js";
+import { narrowResources } from "./resources.js";
 
 /** The token endpoint and userinfo (RFC 6749 section 3.2, OpenID Connect Core 3.1.3, 5.3). */
 
@@ -100,7 +101,13 @@ export async function exchangeCode(
   deps: TokenDeps,
   meta: RequestMeta,
   client: OAuthClientRow,
-  form: { code: string; redirectUri: string | undefined; codeVerifier: string | undefined },
+  form: {
+    code: string;
+    redirectUri: string | undefined;
+    codeVerifier: string | undefined;
+    /** RFC 8707 section 2.2: some of the resources the code was granted for, or none (all). */
+    resources: readonly string[];
+  },
 ): Promise<TokenAnswer> {
   if (!isOpaqueToken("authorization_code", form.code)) {
     throw invalidGrant("the code is invalid, expired or used");
@@ -167,6 +174,7 @@ export async function exchangeCode(
         parentSessionId: parent.id,
         scopes: code.scopes,
         authTime: new Date(parent.auth_time),
+        resources: narrowResources(code.resources, form.resources),
       },
     });
     await markOAuthCodeUsed(tx, { workspaceId, codeHash, grantSessionId: draft.sessionId, now });
@@ -207,10 +215,11 @@ export async function refreshGrant(
   meta: RequestMeta,
   client: OAuthClientRow,
   refreshToken: string,
+  resources: readonly string[],
 ): Promise<TokenAnswer> {
   let tokens: IssuedTokens;
   try {
-    tokens = await refresh(deps, meta, refreshToken, client.client_id);
+    tokens = await refresh(deps, meta, refreshToken, { id: client.client_id, resources });
   } catch (error) {
     if (error instanceof DomainError && error.kind === "unauthenticated") {
       throw invalidGrant(error.message);

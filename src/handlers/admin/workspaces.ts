@@ -119,6 +119,7 @@ function settingsPatchOf(s: WorkspaceSettingsMessage | undefined): SettingsPatch
         : [...new Set(s.mfaRequiredRoles.map((r) => enumIn(rolesFromProto, r)))],
     passkey_sign_in: s.passkeySignIn,
     passwordless_only: s.passwordlessOnly,
+    oauth_dynamic_registration: s.oauthDynamicRegistration,
     rate_limits:
       Object.keys(s.rateLimits).length === 0
         ? undefined
@@ -153,6 +154,7 @@ export function settingsOf(s: WorkspaceSettings) {
     mfaRequiredRoles: s.mfa_required_roles.map((r) => reverse(rolesFromProto, r)),
     passkeySignIn: s.passkey_sign_in,
     passwordlessOnly: s.passwordless_only,
+    oauthDynamicRegistration: s.oauth_dynamic_registration,
     rateLimits: Object.fromEntries(
       Object.entries(s.rate_limits ?? {}).map(([name, rule]) => [
         name,
