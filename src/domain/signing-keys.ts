@@ -1,5 +1,5 @@
 import { randomUUID } from "node:crypto";
-import type { DatabasePool, DatabaseTransactionConnection } from "slonik";
+import type { DatabasePool } from "slonik";
 import { type Clock, systemClock } from "../clock.js";
 import {
   type AccessTokenClaims,
@@ -15,72 +15,41 @@ import {
   verifyAccessJwt,
 } from "../crypto/jwt.js";
 import {
-  generateSigningKey,
   importVerifyKey,
   type JwtAlgorithm,
   jwtAlgorithms,
   openSigningKey,
   publicJwkOf,
 } from "../crypto/jwt-keys.js";
-import { FailedPreconditionError, NotFoundError, UnavailableError } from "../errors.js";
+import { UnavailableError } from "../errors.js";
 import type { Logger } from "../log.js";
 import {
-  findSigningKeyInfo,
-  hasActiveSigningKey,
-  insertSigningKey,
   listPublishedSigningKeys,
-  lockSigningKeys,
-  markSigningKeyRevoked,
-  promoteNewestNextSigningKey,
-  promoteNextSigningKey,
   type SigningKeyInfoRow,
   type SigningKeyPurpose,
   type SigningKeyRow,
-  signingKeyRotationState,
 } from "../repositories/signing-keys.js";
+import {
+  maxAccessTokenTtlSeconds,
+  type PublishHook,
+  type RevokeHook,
+  SigningKeyRotation,
+  signingKeySetMaxAgeMs,
+} from "./signing-key-rotation.js";
 
 /**
- * The keys that sign access tokens and ID tokens (SECURITY.md 27); the JWTs themselves are
- * src/crypto/jwt.ts.
+ * The key ring of one purpose (SECURITY.md 27): the keys that sign access tokens, or the
+ * OpenID Provider's ID tokens, as this instance holds them.
  *
  * Every instance keeps the published keys in memory, imported once per kid, so verification
  * never touches the database. A token whose kid is not known triggers one reload, at most once
  * per second per instance, which is how a key created by another instance is picked up without
- * letting garbage tokens drive database load.
- *
- * Rotation (SECURITY.md 27) needs no scheduler: rotate() only publishes a `next` key. Every
- * load checks for a `next` key published at least signingKeyPromotionDelayMs ago and, under
- * the signing-keys advisory lock, makes it active and retires the old one; whichever instance
- * loads first after the delay does it, the others see the result on their next load. Signing
- * reloads a key set older than signingKeySetMaxAgeMs, so every instance signing tokens takes
- * part, and an instance still signing with the old key for up to that long is covered by the
- * retired key's publication time (retiredKeyPublishMs).
+ * letting garbage tokens drive database load. How keys are published, promoted and retired is
+ * src/domain/signing-key-rotation.ts; each load takes part in it.
  */
 
-const maxTtlSeconds = 86_400;
 /** Unknown kids reload the key set at most this often. */
 const unknownKidReloadMs = 1_000;
-/**
- * Signing reloads a key set older than this, so an instance stops signing with a key that
- * another instance retired. Rotation must keep a retired key published for at least this long
- * plus the longest access token lifetime.
- */
-export const signingKeySetMaxAgeMs = 60_000;
-
-/**
- * How long a `next` key is published before it signs: one key-set age for every instance to
- * have reloaded, one more for gateways, whose JWKS answers are cacheable for the same 60 s
- * (src/http/endpoints.ts). A token signed by the new key then never meets a verifier that has
- * not seen its kid (an instance that has not would reload on the unknown kid anyway).
- */
-export const signingKeyPromotionDelayMs = 2 * signingKeySetMaxAgeMs;
-
-/**
- * How long a retired key stays published: the longest access-token lifetime any workspace may
- * use (the signer refuses more), plus the key-set age during which another instance may still
- * sign with it before its next reload.
- */
-export const retiredKeyPublishMs = maxTtlSeconds * 1000 + signingKeySetMaxAgeMs;
 
 interface PublishedKey extends JwtVerifyKey {
   readonly kid: string;
@@ -113,6 +82,7 @@ export class SigningKeys {
   private readonly audience: string;
   private readonly clock: Clock;
   private readonly logger: Logger;
+  private readonly rotation: SigningKeyRotation;
   private published = new Map<string, PublishedKey>();
   private signer: JwtSigner | undefined;
   /** Clock time of the last load attempt, successful or not. */
@@ -136,6 +106,7 @@ export class SigningKeys {
     this.audience = opts.audience;
     this.clock = opts.clock ?? systemClock;
     this.logger = opts.logger;
+    this.rotation = new SigningKeyRotation({ ...opts, purpose: this.purpose, clock: this.clock });
   }
 
   /**
@@ -144,7 +115,7 @@ export class SigningKeys {
    */
   static async open(opts: Options): Promise<SigningKeys> {
     const keys = new SigningKeys(opts);
-    if (!(await hasActiveSigningKey(opts.pool, keys.purpose))) await keys.createFirstKey();
+    await keys.rotation.createFirstKeyIfNone(keys.algorithm);
     await keys.reload();
     if (keys.signer === undefined) throw new Error("no active signing key after creating one");
     if (keys.signer.algorithm !== keys.algorithm) {
@@ -156,155 +127,51 @@ export class SigningKeys {
     return keys;
   }
 
-  /**
-   * The first key of a deployment goes straight to active: no token exists yet, so no
-   * verifier needs to learn it first. The advisory lock makes instances that start together
-   * create exactly one.
-   */
-  private async createFirstKey(): Promise<void> {
-    await this.pool.transaction(async (tx) => {
-      await lockSigningKeys(tx);
-      if (await hasActiveSigningKey(tx, this.purpose)) return;
-      const key = await generateSigningKey(this.algorithm, this.kek);
-      await insertSigningKey(tx, {
-        kid: key.kid,
-        purpose: this.purpose,
-        algorithm: this.algorithm,
-        publicJwk: key.publicJwk,
-        privateKeyEncrypted: key.privateKeyEncrypted,
-        status: "active",
-        now: this.clock.now(),
-      });
-      this.logger.info(
-        { kid: key.kid, algorithm: this.algorithm, purpose: this.purpose },
-        "created the first signing key, active",
-      );
-    });
-  }
-
   /** The algorithm new keys get when rotation names none. */
   get configuredAlgorithm(): JwtAlgorithm {
     return this.algorithm;
   }
 
-  /**
-   * Scheduled rotation: publishes a next key when the active one has signed for `maxAgeMs`
-   * and no next key is waiting. Decided again under the signing-keys lock, so instances that
-   * ask together publish one key. Answers the new key, or null when none was due.
-   */
+  /** Scheduled rotation (SigningKeyRotation.publishNextIfDue), then a reload if a key came. */
   async rotateIfDue(maxAgeMs: number): Promise<SigningKeyInfoRow | null> {
-    const due = (row: { activated_at: number | null; has_next: boolean } | null) =>
-      row !== null &&
-      !row.has_next &&
-      row.activated_at !== null &&
-      this.clock.now().getTime() - row.activated_at >= maxAgeMs;
-    if (!due(await signingKeyRotationState(this.pool, this.purpose))) return null;
-    try {
-      return await this.rotate({
-        onlyIf: async (tx) => due(await signingKeyRotationState(tx, this.purpose)),
-      });
-    } catch (error) {
-      if (error instanceof NotDue) return null;
-      throw error;
-    }
+    const info = await this.rotation.publishNextIfDue(this.algorithm, maxAgeMs);
+    if (info !== null) await this.reloadAfterRotation();
+    return info;
   }
 
   /**
-   * Publishes a new key as `next`: it appears in the JWKS now and signs once it has been
-   * published for signingKeyPromotionDelayMs (see the class comment). `inTransaction` runs in
-   * the transaction that inserts it (for the audit event). This instance reloads at once, so
-   * its JWKS carries the key as soon as the call answers.
+   * Publishes a new key as `next` (SigningKeyRotation.publishNext). This instance reloads at
+   * once, so its JWKS carries the key as soon as the call answers.
    */
   async rotate(options: {
     algorithm?: JwtAlgorithm;
-    inTransaction?: (tx: DatabaseTransactionConnection, key: SigningKeyInfoRow) => Promise<void>;
-    /** Checked under the lock before inserting; false abandons the rotation. */
-    onlyIf?: (tx: DatabaseTransactionConnection) => Promise<boolean>;
+    inTransaction?: PublishHook;
   }): Promise<SigningKeyInfoRow> {
     const algorithm = options.algorithm ?? this.algorithm;
-    if (!jwtAlgorithms.includes(algorithm)) {
-      throw new RangeError(`unsupported signing algorithm ${String(algorithm)}`);
-    }
-    // Key generation (RSA especially) happens before the transaction opens.
-    const key = await generateSigningKey(algorithm, this.kek);
-    const info = await this.pool.transaction(async (tx) => {
-      await lockSigningKeys(tx);
-      if (options.onlyIf && !(await options.onlyIf(tx))) throw new NotDue();
-      await insertSigningKey(tx, {
-        kid: key.kid,
-        purpose: this.purpose,
-        algorithm,
-        publicJwk: key.publicJwk,
-        privateKeyEncrypted: key.privateKeyEncrypted,
-        status: "next",
-        now: this.clock.now(),
-      });
-      const row = await findSigningKeyInfo(tx, key.kid);
-      if (row === null) throw new Error("the inserted signing key is not there");
-      await options.inTransaction?.(tx, row);
-      return row;
-    });
-    this.logger.info({ kid: info.kid, algorithm }, "published a next signing key");
+    const info = await this.rotation.publishNext({ ...options, algorithm });
+    await this.reloadAfterRotation();
+    return info;
+  }
+
+  private async reloadAfterRotation(): Promise<void> {
     try {
       await this.reload();
     } catch (error) {
       // Committed all the same; the JWKS reloads within a second on its next request.
       this.logger.warn({ err: error }, "could not reload signing keys after a rotation");
     }
-    return info;
   }
 
   /**
-   * Revokes a key (SECURITY.md 38): it leaves the key set, and migrations/018's trigger adds
-   * the revocation that kills every token it signed wherever the feed is followed. The active
-   * key gives way to the newest `next` key at once (FAILED_PRECONDITION when there is none, so
-   * that a key always signs); skipping the promotion delay is the price of not signing with a
-   * compromised key a moment longer, and verifiers fetch an unknown kid's key on first sight.
-   * Instances that still sign with the revoked key reload on its revocation (`onRevoked`).
-   * A key revoked already is answered unchanged.
+   * Revokes a key (SigningKeyRotation.revoke). Instances that still sign with the revoked key
+   * reload on its revocation (`onRevoked`), this one at once.
    */
   async revoke(
     kid: string,
-    options: {
-      inTransaction?: (
-        tx: DatabaseTransactionConnection,
-        key: SigningKeyInfoRow,
-        promoted: string | null,
-      ) => Promise<void>;
-    } = {},
+    options: { inTransaction?: RevokeHook } = {},
   ): Promise<{ key: SigningKeyInfoRow; promoted: string | null }> {
-    const result = await this.pool.transaction(async (tx) => {
-      await lockSigningKeys(tx);
-      const before = await findSigningKeyInfo(tx, kid);
-      if (before === null || before.purpose !== this.purpose) {
-        throw new NotFoundError("no signing key has this kid");
-      }
-      if (before.status === "revoked") return { key: before, promoted: null, changed: false };
-      const now = this.clock.now();
-      let promoted: string | null = null;
-      if (before.status === "active") {
-        promoted = await promoteNewestNextSigningKey(tx, {
-          purpose: this.purpose,
-          now,
-          unpublishAfter: new Date(now.getTime() + retiredKeyPublishMs),
-        });
-        if (promoted === null) {
-          throw new FailedPreconditionError(
-            "SIGNING_KEY_ACTIVE",
-            "the key signs new tokens and no next key can take over: rotate first",
-          );
-        }
-      }
-      await markSigningKeyRevoked(tx, { kid, now });
-      const key = await findSigningKeyInfo(tx, kid);
-      if (key === null) throw new Error("the revoked signing key is not there");
-      await options.inTransaction?.(tx, key, promoted);
-      return { key, promoted, changed: true };
-    });
-    if (result.changed) {
-      this.logger.warn({ kid, promoted: result.promoted }, "revoked a signing key");
-      await this.onRevoked();
-    }
+    const result = await this.rotation.revoke(kid, options);
+    if (result.changed) await this.onRevoked();
     return { key: result.key, promoted: result.promoted };
   }
 
@@ -318,30 +185,6 @@ export class SigningKeys {
     } catch (error) {
       // The revocation holds through the feed; signing reloads within signingKeySetMaxAgeMs.
       this.logger.warn({ err: error }, "could not reload signing keys after a revocation");
-    }
-  }
-
-  /**
-   * Promotes a `next` key published long enough ago, if any; another instance may have done
-   * it already. A failure leaves the old key signing, which is safe, and is retried at the
-   * next load.
-   */
-  private async promoteDueKey(now: Date): Promise<boolean> {
-    try {
-      const kid = await this.pool.transaction(async (tx) => {
-        await lockSigningKeys(tx);
-        return promoteNextSigningKey(tx, {
-          purpose: this.purpose,
-          now,
-          publishedBefore: new Date(now.getTime() - signingKeyPromotionDelayMs),
-          unpublishAfter: new Date(now.getTime() + retiredKeyPublishMs),
-        });
-      });
-      if (kid !== null) this.logger.info({ kid }, "promoted the next signing key to active");
-      return true;
-    } catch (error) {
-      this.logger.warn({ err: error }, "could not promote the next signing key");
-      return false;
     }
   }
 
@@ -362,11 +205,8 @@ export class SigningKeys {
     const now = this.clock.now();
     this.lastLoadAt = now.getTime();
     let rows = await listPublishedSigningKeys(this.pool, this.purpose, now);
-    const due = now.getTime() - signingKeyPromotionDelayMs;
-    if (rows.some((r) => r.status === "next" && r.created_at <= due)) {
-      if (await this.promoteDueKey(now)) {
-        rows = await listPublishedSigningKeys(this.pool, this.purpose, now);
-      }
+    if (await this.rotation.promoteDueKey(rows, now)) {
+      rows = await listPublishedSigningKeys(this.pool, this.purpose, now);
     }
     const published = new Map<string, PublishedKey>();
     let signer: JwtSigner | undefined;
@@ -416,8 +256,8 @@ export class SigningKeys {
     if (!Number.isInteger(ttlSeconds) || ttlSeconds < 1) {
       throw new RangeError("ttlSeconds must be a positive integer");
     }
-    if (ttlSeconds > maxTtlSeconds) {
-      throw new RangeError(`ttlSeconds must be at most ${maxTtlSeconds}`);
+    if (ttlSeconds > maxAccessTokenTtlSeconds) {
+      throw new RangeError(`ttlSeconds must be at most ${maxAccessTokenTtlSeconds}`);
     }
     const now = this.clock.now();
     const signer = await this.currentSigner(now);
@@ -546,5 +386,3 @@ export class SigningKeys {
     return { keys };
   }
 }
-
-class NotDue extends Error {}

@@ -9,7 +9,7 @@ import {
 } from "../admin-auth.js";
 import { audit } from "../audit.js";
 import type { AdminDeps, RequestMeta } from "../deps.js";
-import { signingKeyPromotionDelayMs } from "../signing-keys.js";
+import { signingKeyPromotionDelayMs } from "../signing-key-rotation.js";
 
 /**
  * RotateSigningKey: publishes a new key as `next`. It starts signing, and the active key
