@@ -1,7 +1,7 @@
 /**
  * Which JWT algorithm Keygate should sign access tokens with by default: signs and verifies
  * per second for ES256 (P-256), EdDSA (Ed25519) and RS256 (2048-bit), with jose and the same
- * key handling, header and claims as src/domain/signing-keys.ts (keys imported from JWKs,
+ * key handling, header and claims as src/crypto/jwt.ts and jwt-keys.ts (keys imported from JWKs,
  * non-extractable private key, typ at+jwt, iss/aud/exp checked against a given date).
  *
  * A token is signed once per login or refresh but verified at every gateway call, so the

@@ -26,8 +26,9 @@ import { AdminService } from "../gen/keygate/v1/admin_service_pb.js";
 import { TokenIntrospectionService } from "../gen/keygate/v1/token_introspection_service_pb.js";
 import { AdminKeyRole, Role } from "../gen/keygate/v1/types_pb.js";
 import { systemClock } from "../src/clock.js";
+import type { JwtAlgorithm } from "../src/crypto/jwt-keys.js";
 import { loadSecrets } from "../src/crypto/secrets.js";
-import { type JwtAlgorithm, SigningKeys } from "../src/domain/signing-keys.js";
+import { SigningKeys } from "../src/domain/signing-keys.js";
 import { createLogger } from "../src/log.js";
 import type { LoadFigures } from "./introspect.js";
 import {

@@ -19,7 +19,7 @@ import {
   retiredKeyPublishMs,
   signingKeyPromotionDelayMs,
   signingKeySetMaxAgeMs,
-} from "../src/domain/signing-keys.js";
+} from "../src/domain/signing-key-rotation.js";
 import { insertWorkspace } from "../src/repositories/workspaces.js";
 import { failure } from "./support/failure.js";
 import { uniqueEmail } from "./support/fixtures.js";

@@ -19,16 +19,13 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { z } from "zod";
 import { ManualClock } from "../src/clock.js";
 import { configFromEnv } from "../src/config.js";
+import { type TokenInvalidCode, TokenInvalidError } from "../src/crypto/jwt.js";
+import type { JwtAlgorithm } from "../src/crypto/jwt-keys.js";
 import { decryptPrivateKey, KeyDecryptionError } from "../src/crypto/key-encryption.js";
 import { loadMigrations, migrate } from "../src/db/migrate.js";
 import { type Database, openDatabase } from "../src/db/pool.js";
 import { sql } from "../src/db/sql.js";
-import {
-  type JwtAlgorithm,
-  SigningKeys,
-  type TokenInvalidCode,
-  TokenInvalidError,
-} from "../src/domain/signing-keys.js";
+import { SigningKeys } from "../src/domain/signing-keys.js";
 import { UnauthenticatedError } from "../src/errors.js";
 import { createLogger } from "../src/log.js";
 import { insertSigningKey, signingKeyRow } from "../src/repositories/signing-keys.js";

@@ -1,10 +1,11 @@
 import type { DatabasePool, DatabaseTransactionConnection } from "slonik";
 import type { Clock } from "../clock.js";
 import type { RateLimitName, WorkspaceSettings } from "../config.js";
+import type { VerifiedAccessToken } from "../crypto/jwt.js";
 import type { Logger } from "../log.js";
 import type { Role } from "../repositories/memberships.js";
 import type { Amr } from "./amr.js";
-import type { SigningKeys, VerifiedAccessToken } from "./signing-keys.js";
+import type { SigningKeys } from "./signing-keys.js";
 
 /** What the auth flows need from the outside, as narrow ports. */
 export interface AuthDeps {

@@ -2,6 +2,7 @@ import { createHash } from "node:crypto";
 import { LRUCache } from "lru-cache";
 import type { DatabasePool } from "slonik";
 import type { Clock } from "../clock.js";
+import { TokenInvalidError, type VerifiedAccessToken } from "../crypto/jwt.js";
 import { isOpaqueToken, opaqueHash } from "../crypto/opaque-tokens.js";
 import { withTenant } from "../db/with-tenant.js";
 import type { Role } from "../repositories/memberships.js";
@@ -14,7 +15,6 @@ import { actorOf, type Caller, requireIntrospect } from "./admin-auth.js";
 import { acrOf, amrOf } from "./amr.js";
 import { audit } from "./audit.js";
 import type { RequestMeta } from "./deps.js";
-import { TokenInvalidError, type VerifiedAccessToken } from "./signing-keys.js";
 import { Violations } from "./validate.js";
 
 export type TokenTypeHint = "access_token" | "refresh_token" | null;

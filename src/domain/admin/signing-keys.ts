@@ -1,3 +1,4 @@
+import { isJwtAlgorithm } from "../../crypto/jwt-keys.js";
 import { InvalidArgumentError } from "../../errors.js";
 import { listAllSigningKeys, type SigningKeyInfoRow } from "../../repositories/signing-keys.js";
 import {
@@ -8,7 +9,7 @@ import {
 } from "../admin-auth.js";
 import { audit } from "../audit.js";
 import type { AdminDeps, RequestMeta } from "../deps.js";
-import { isJwtAlgorithm, signingKeyPromotionDelayMs } from "../signing-keys.js";
+import { signingKeyPromotionDelayMs } from "../signing-key-rotation.js";
 
 /**
  * RotateSigningKey: publishes a new key as `next`. It starts signing, and the active key

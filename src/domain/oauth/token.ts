@@ -1,4 +1,5 @@
 import { createHash } from "node:crypto";
+import type { JwtAlgorithm } from "../../crypto/jwt-keys.js";
 import { hashesEqual, isOpaqueToken, opaqueHash } from "../../crypto/opaque-tokens.js";
 import { withTenant } from "../../db/with-tenant.js";
 import { DomainError } from "../../errors.js";
@@ -12,7 +13,6 @@ import { audit } from "../audit.js";
 import type { RequestMeta } from "../deps.js";
 import { authenticate, type IssuedTokens, openSession, refresh, signTokens } from "../sessions.js";
 import { effectiveSettings } from "../settings.js";
-import type { JwtAlgorithm } from "../signing-keys.js";
 import { type ProviderDeps, pkceMatches, workspaceIssuer } from "./authorize.js";
 import { OAuthProtocolError } from "./errors.js";
 import { narrowResources } from "./resources.js";
