@@ -19,6 +19,7 @@ import { requireAdminFactors } from "./domain/second-step.js";
 import { authenticate } from "./domain/sessions.js";
 import { SigningKeys } from "./domain/signing-keys.js";
 import { accessOf } from "./handlers/access.js";
+import { adminGrantsHandlers } from "./handlers/admin/grants.js";
 import { adminKeysHandlers } from "./handlers/admin/keys.js";
 import { adminOAuthClientsHandlers } from "./handlers/admin/oauth-clients.js";
 import { adminUsersHandlers } from "./handlers/admin/users.js";
@@ -309,6 +310,7 @@ export async function composeKeygate(
           ...adminWorkspacesHandlers(adminDeps),
           ...adminKeysHandlers(adminDeps),
           ...adminOAuthClientsHandlers(adminDeps, issuerBase),
+          ...adminGrantsHandlers(adminDeps),
         },
         oauth: oauthServiceHandlers(providerDeps),
         introspection: tokenIntrospectionHandlers({

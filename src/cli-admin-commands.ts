@@ -23,6 +23,7 @@ import { AdminKeyRole, MembershipStatus, Role } from "../gen/keygate/v1/types_pb
 import { allPages, positional, role, str, time, ws } from "./cli-admin-arguments.js";
 import { clients } from "./cli-admin-clients.js";
 import { type CommandGroup, isUuid, UsageError } from "./cli-admin-context.js";
+import { grants } from "./cli-admin-grants.js";
 import { settings, workspaces } from "./cli-admin-workspaces.js";
 
 // The operator's tasks, one entry per command (the workspace ones in cli-admin-workspaces.ts).
@@ -356,5 +357,6 @@ export const adminCommandGroups: Readonly<Record<string, CommandGroup>> = {
   "admin-key": adminKey,
   keys,
   clients,
+  grants,
   audit,
 };

@@ -2,8 +2,15 @@ import { execFile } from "node:child_process";
 import { readFile } from "node:fs/promises";
 import path from "node:path";
 import { promisify } from "node:util";
+import { createClient } from "@connectrpc/connect";
+import { createConnectTransport } from "@connectrpc/connect-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { AdminService } from "../gen/keygate/v1/admin_service_pb.js";
+import { AuthService } from "../gen/keygate/v1/auth_service_pb.js";
 import { adminCommandGroups } from "../src/cli-admin-commands.js";
+import { withTenant } from "../src/db/with-tenant.js";
+import { insertSession } from "../src/repositories/sessions.js";
+import { signedIn } from "./support/fixtures.js";
 import { startTestKeygate, type TestKeygate } from "./support/server.js";
 
 const run = promisify(execFile);
@@ -144,6 +151,89 @@ describe("keygate admin commands", { timeout: 60_000 }, () => {
     expect((await cli(["clients", "list", "--workspace", defaultSlug()])).stdout).not.toContain(
       answer.client.clientId,
     );
+  });
+
+  it("lists and revokes a user's grant to a client", async () => {
+    const created = await cli([
+      "clients",
+      "create",
+      "--workspace",
+      defaultSlug(),
+      "--name",
+      "Wiki",
+      "--redirect-uri",
+      "https://wiki.example.test/callback",
+    ]);
+    const clientId = (JSON.parse(created.stdout) as { client: { clientId: string } }).client
+      .clientId;
+    const transport = createConnectTransport({ baseUrl: keygate.url, httpVersion: "2" });
+    const by = {
+      admin: createClient(AdminService, transport),
+      auth: createClient(AuthService, transport),
+      adminKey: keygate.bootstrapped?.adminKey as string,
+      workspaceId: keygate.bootstrapped?.workspaceId as string,
+    };
+    const person = await signedIn(by, "cli-grant");
+    // The session row the token endpoint writes for a grant (the code flow itself is in
+    // openid-provider-grants.test.ts).
+    const now = new Date();
+    await withTenant(keygate.database.pool, by.workspaceId, (tx) =>
+      insertSession(tx, {
+        workspaceId: by.workspaceId,
+        userId: person.userId,
+        ipAddress: null,
+        userAgent: null,
+        now,
+        idleExpiresAt: new Date(now.getTime() + 3_600_000),
+        expiresAt: new Date(now.getTime() + 86_400_000),
+        accessExpiresAt: new Date(now.getTime() + 900_000),
+        amr: ["pwd"],
+        grant: {
+          clientId,
+          parentSessionId: person.sessionId,
+          scopes: ["openid"],
+          authTime: now,
+          resources: [],
+        },
+      }),
+    );
+    const listed = await cli([
+      "grants",
+      "list",
+      "--workspace",
+      defaultSlug(),
+      "--client",
+      clientId,
+    ]);
+    expect(listed.code).toBe(0);
+    const grants = (
+      JSON.parse(listed.stdout) as { grants: { userId: string; clientName: string }[] }
+    ).grants;
+    expect(grants).toEqual([
+      expect.objectContaining({ userId: person.userId, clientName: "Wiki" }),
+    ]);
+    const missing = await cli(["grants", "revoke", person.email, "--workspace", defaultSlug()]);
+    expect(missing.code).toBe(2);
+    const revoked = await cli([
+      "grants",
+      "revoke",
+      person.email,
+      "--client",
+      clientId,
+      "--workspace",
+      defaultSlug(),
+    ]);
+    expect(revoked.code).toBe(0);
+    expect(JSON.parse(revoked.stdout)).toEqual({ revokedCount: 1 });
+    const after = await cli([
+      "grants",
+      "list",
+      "--workspace",
+      defaultSlug(),
+      "--user",
+      person.email,
+    ]);
+    expect(JSON.parse(after.stdout).grants).toEqual([]);
   });
 
   it("revokes a signing key: it leaves the key set", async () => {

@@ -7,6 +7,7 @@
 export type { AdminKeyRow } from "../repositories/admin-keys.js";
 export type { AdminUserRow } from "../repositories/admin-users.js";
 export type { AuditEventRow } from "../repositories/admin-workspaces.js";
+export type { GrantRow } from "../repositories/grants.js";
 export type { MembershipRow, Role } from "../repositories/memberships.js";
 export type { OAuthClientRow } from "../repositories/oauth-clients.js";
 export type { PasskeyRow } from "../repositories/passkeys.js";

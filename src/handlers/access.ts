@@ -28,6 +28,8 @@ const entries: readonly (readonly [DescMethod, Access])[] = [
   [AuthService.method.getSession, "signed_in"],
   [AuthService.method.listSessions, "signed_in"],
   [AuthService.method.revokeSession, "signed_in"],
+  [AuthService.method.listGrants, "signed_in"],
+  [AuthService.method.revokeGrant, "signed_in"],
   [AuthService.method.changePassword, "signed_in"],
   [AuthService.method.requestPasswordReset, "public"],
   [AuthService.method.resetPassword, "public"],

@@ -4,6 +4,7 @@ import type { AuthDeps } from "../domain/deps.js";
 import { acceptInvitation } from "../domain/invitation.js";
 import { login } from "../domain/login.js";
 import { consumeMagicLink, requestMagicLink } from "../domain/magic-link.js";
+import { listOwnGrants, revokeOwnGrant } from "../domain/oauth/grants.js";
 import { changePassword, requestPasswordReset, resetPassword } from "../domain/recovery.js";
 import {
   getSession,
@@ -19,6 +20,7 @@ import { requestEmailVerification, verifyEmail } from "../domain/verification.js
 import { InvalidArgumentError } from "../errors.js";
 import { maybePrincipal, meta, principal } from "./call-context.js";
 import {
+  grantOf,
   membershipOf,
   pendingLoginOf,
   roleOf,
@@ -82,6 +84,17 @@ export class AuthServiceHandler implements ServiceImpl<typeof AuthService> {
   async revokeSession(req: { sessionId: string }, ctx: HandlerContext) {
     await revokeOwnSession(this.deps, meta(ctx), principal(ctx), req.sessionId);
     return {};
+  }
+
+  async listGrants(req: { pageSize: number; pageToken: string }, ctx: HandlerContext) {
+    const page = await listOwnGrants(this.deps, principal(ctx), req);
+    return { grants: page.grants.map(grantOf), nextPageToken: page.nextPageToken };
+  }
+
+  async revokeGrant(req: { clientId: string }, ctx: HandlerContext) {
+    return {
+      revokedCount: await revokeOwnGrant(this.deps, meta(ctx), principal(ctx), req.clientId),
+    };
   }
 
   async changePassword(

@@ -4,6 +4,7 @@ import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { ActionProofSchema } from "../../gen/keygate/v1/otp_service_pb.js";
 import {
   FactorType,
+  GrantSchema,
   MembershipSchema,
   MembershipStatus,
   OtpPurpose,
@@ -16,6 +17,7 @@ import {
 } from "../../gen/keygate/v1/types_pb.js";
 import type {
   Role as DomainRole,
+  GrantRow,
   MembershipRow,
   SessionRow,
   UserRow,
@@ -125,6 +127,20 @@ export function sessionOf(s: SessionRow, currentSessionId: string) {
     expireTime: timestampFromMs(Math.floor(s.expires_at)),
     current: s.id === currentSessionId,
     amr: s.amr,
+    clientId: s.client_id ?? "",
+  });
+}
+
+export function grantOf(g: GrantRow) {
+  return create(GrantSchema, {
+    clientId: g.client_id,
+    clientName: g.client_name,
+    workspaceId: g.workspace_id,
+    userId: g.user_id,
+    scopes: g.scopes,
+    createTime: timestampFromMs(Math.floor(g.created_at)),
+    lastUseTime: timestampFromMs(Math.floor(g.last_used_at)),
+    sessionCount: g.session_count,
   });
 }
 

@@ -218,7 +218,9 @@ export async function revokeSession(
 /**
  * Ends a user's live sessions, and the pending logins that would open new ones: in one
  * workspace, or in all of them when `workspaceId` is null, but for `exceptSessionId` (the
- * caller's own). The one way a session is revoked for its user; answers the ids ended.
+ * caller's own). With `clientId`, only the user's grants to that OAuth client end, and no
+ * pending login: those open sessions of Keygate's own, never grants. The one way a session is
+ * revoked for its user; answers the ids ended.
  */
 export async function revokeSessions(
   db: CommonQueryMethods,
@@ -228,15 +230,20 @@ export async function revokeSessions(
     reason: string;
     now: Date;
     exceptSessionId?: string | null;
+    clientId?: string;
   },
 ): Promise<readonly string[]> {
   const except = input.exceptSessionId ?? null;
+  const clientId = input.clientId ?? null;
+  const pending =
+    clientId === null ? sql.fragment`WITH ${endPendingLoginsWith(input)}` : sql.fragment``;
   return db.anyFirst(sql.type(idRow)`
-    WITH ${endPendingLoginsWith(input)}
+    ${pending}
     UPDATE sessions SET revoked_at = ${sql.timestamp(input.now)}, revoke_reason = ${input.reason}
     WHERE user_id = ${input.userId} AND revoked_at IS NULL
       AND (${input.workspaceId}::uuid IS NULL OR workspace_id = ${input.workspaceId}::uuid)
       AND (${except}::uuid IS NULL OR id <> ${except}::uuid)
+      AND (${clientId}::text IS NULL OR client_id = ${clientId}::text)
     RETURNING id`);
 }
 

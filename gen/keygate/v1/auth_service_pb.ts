@@ -4,7 +4,7 @@
 
 import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
-import type { Membership, PendingLogin, Role, Session, Tokens, User, Workspace } from "./types_pb.js";
+import type { Grant, Membership, PendingLogin, Role, Session, Tokens, User, Workspace } from "./types_pb.js";
 import { file_keygate_v1_types } from "./types_pb.js";
 import type { Message } from "@bufbuild/protobuf";
 
@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file keygate/v1/auth_service.proto.
  */
 export const file_keygate_v1_auth_service: GenFile = /*@__PURE__*/
-  fileDesc("Ch1rZXlnYXRlL3YxL2F1dGhfc2VydmljZS5wcm90bxIKa2V5Z2F0ZS52MSJgCg1TaWduVXBSZXF1ZXN0Eg0KBWVtYWlsGAEgASgJEhAKCHBhc3N3b3JkGAIgASgJEhYKDndvcmtzcGFjZV9uYW1lGAMgASgJEhYKDndvcmtzcGFjZV9zbHVnGAQgASgJIjUKDlNpZ25VcFJlc3BvbnNlEiMKG2VtYWlsX3ZlcmlmaWNhdGlvbl9yZXF1aXJlZBgBIAEoCCJdCgxMb2dpblJlcXVlc3QSDQoFZW1haWwYASABKAkSEAoIcGFzc3dvcmQYAiABKAkSFAoMd29ya3NwYWNlX2lkGAMgASgJEhYKDndvcmtzcGFjZV9zbHVnGAQgASgJInIKDUxvZ2luUmVzcG9uc2USJAoGdG9rZW5zGAEgASgLMhIua2V5Z2F0ZS52MS5Ub2tlbnNIABIxCg1wZW5kaW5nX2xvZ2luGAIgASgLMhgua2V5Z2F0ZS52MS5QZW5kaW5nTG9naW5IAEIICgZyZXN1bHQiJwoOUmVmcmVzaFJlcXVlc3QSFQoNcmVmcmVzaF90b2tlbhgBIAEoCSI1Cg9SZWZyZXNoUmVzcG9uc2USIgoGdG9rZW5zGAEgASgLMhIua2V5Z2F0ZS52MS5Ub2tlbnMiJgoNTG9nb3V0UmVxdWVzdBIVCg1yZWZyZXNoX3Rva2VuGAEgASgJIhAKDkxvZ291dFJlc3BvbnNlIhMKEUdldFNlc3Npb25SZXF1ZXN0IqQBChJHZXRTZXNzaW9uUmVzcG9uc2USHgoEdXNlchgBIAEoCzIQLmtleWdhdGUudjEuVXNlchIoCgl3b3Jrc3BhY2UYAiABKAsyFS5rZXlnYXRlLnYxLldvcmtzcGFjZRIeCgRyb2xlGAMgASgOMhAua2V5Z2F0ZS52MS5Sb2xlEiQKB3Nlc3Npb24YBCABKAsyEy5rZXlnYXRlLnYxLlNlc3Npb24iPAoTTGlzdFNlc3Npb25zUmVxdWVzdBIRCglwYWdlX3NpemUYASABKA0SEgoKcGFnZV90b2tlbhgCIAEoCSJWChRMaXN0U2Vzc2lvbnNSZXNwb25zZRIlCghzZXNzaW9ucxgBIAMoCzITLmtleWdhdGUudjEuU2Vzc2lvbhIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiKgoUUmV2b2tlU2Vzc2lvblJlcXVlc3QSEgoKc2Vzc2lvbl9pZBgBIAEoCSIXChVSZXZva2VTZXNzaW9uUmVzcG9uc2UiXQoVQ2hhbmdlUGFzc3dvcmRSZXF1ZXN0EhgKEGN1cnJlbnRfcGFzc3dvcmQYASABKAkSFAoMbmV3X3Bhc3N3b3JkGAIgASgJEhQKDGFjdGlvbl9wcm9vZhgDIAEoCSIYChZDaGFuZ2VQYXNzd29yZFJlc3BvbnNlIloKG1JlcXVlc3RQYXNzd29yZFJlc2V0UmVxdWVzdBINCgVlbWFpbBgBIAEoCRIUCgx3b3Jrc3BhY2VfaWQYAiABKAkSFgoOd29ya3NwYWNlX3NsdWcYAyABKAkiHgocUmVxdWVzdFBhc3N3b3JkUmVzZXRSZXNwb25zZSJtChRSZXNldFBhc3N3b3JkUmVxdWVzdBIPCgV0b2tlbhgBIAEoCUgAEiUKBGNvZGUYAiABKAsyFS5rZXlnYXRlLnYxLkNvZGVQcm9vZkgAEhQKDG5ld19wYXNzd29yZBgDIAEoCUIHCgVwcm9vZiJWCglDb2RlUHJvb2YSDQoFZW1haWwYASABKAkSDAoEY29kZRgCIAEoCRIUCgx3b3Jrc3BhY2VfaWQYAyABKAkSFgoOd29ya3NwYWNlX3NsdWcYBCABKAkiFwoVUmVzZXRQYXNzd29yZFJlc3BvbnNlIlsKHFNlbmRFbWFpbFZlcmlmaWNhdGlvblJlcXVlc3QSDQoFZW1haWwYASABKAkSFAoMd29ya3NwYWNlX2lkGAIgASgJEhYKDndvcmtzcGFjZV9zbHVnGAMgASgJIh8KHVNlbmRFbWFpbFZlcmlmaWNhdGlvblJlc3BvbnNlIlUKElZlcmlmeUVtYWlsUmVxdWVzdBIPCgV0b2tlbhgBIAEoCUgAEiUKBGNvZGUYAiABKAsyFS5rZXlnYXRlLnYxLkNvZGVQcm9vZkgAQgcKBXByb29mIhUKE1ZlcmlmeUVtYWlsUmVzcG9uc2UiVgoXUmVxdWVzdE1hZ2ljTGlua1JlcXVlc3QSDQoFZW1haWwYASABKAkSFAoMd29ya3NwYWNlX2lkGAIgASgJEhYKDndvcmtzcGFjZV9zbHVnGAMgASgJIhoKGFJlcXVlc3RNYWdpY0xpbmtSZXNwb25zZSIoChdDb25zdW1lTWFnaWNMaW5rUmVxdWVzdBINCgV0b2tlbhgBIAEoCSJvChhDb25zdW1lTWFnaWNMaW5rUmVzcG9uc2USIgoGdG9rZW5zGAEgASgLMhIua2V5Z2F0ZS52MS5Ub2tlbnMSLwoNcGVuZGluZ19sb2dpbhgCIAEoCzIYLmtleWdhdGUudjEuUGVuZGluZ0xvZ2luIkAKF0xpc3RNeVdvcmtzcGFjZXNSZXF1ZXN0EhEKCXBhZ2Vfc2l6ZRgBIAEoDRISCgpwYWdlX3Rva2VuGAIgASgJImAKGExpc3RNeVdvcmtzcGFjZXNSZXNwb25zZRIrCgttZW1iZXJzaGlwcxgBIAMoCzIWLmtleWdhdGUudjEuTWVtYmVyc2hpcBIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiLgoWU3dpdGNoV29ya3NwYWNlUmVxdWVzdBIUCgx3b3Jrc3BhY2VfaWQYASABKAkibgoXU3dpdGNoV29ya3NwYWNlUmVzcG9uc2USIgoGdG9rZW5zGAEgASgLMhIua2V5Z2F0ZS52MS5Ub2tlbnMSLwoNcGVuZGluZ19sb2dpbhgCIAEoCzIYLmtleWdhdGUudjEuUGVuZGluZ0xvZ2luIjoKF0FjY2VwdEludml0YXRpb25SZXF1ZXN0Eg0KBXRva2VuGAEgASgJEhAKCHBhc3N3b3JkGAIgASgJIm8KGEFjY2VwdEludml0YXRpb25SZXNwb25zZRIiCgZ0b2tlbnMYASABKAsyEi5rZXlnYXRlLnYxLlRva2VucxIvCg1wZW5kaW5nX2xvZ2luGAIgASgLMhgua2V5Z2F0ZS52MS5QZW5kaW5nTG9naW4ytwsKC0F1dGhTZXJ2aWNlEj8KBlNpZ25VcBIZLmtleWdhdGUudjEuU2lnblVwUmVxdWVzdBoaLmtleWdhdGUudjEuU2lnblVwUmVzcG9uc2USPAoFTG9naW4SGC5rZXlnYXRlLnYxLkxvZ2luUmVxdWVzdBoZLmtleWdhdGUudjEuTG9naW5SZXNwb25zZRJCCgdSZWZyZXNoEhoua2V5Z2F0ZS52MS5SZWZyZXNoUmVxdWVzdBobLmtleWdhdGUudjEuUmVmcmVzaFJlc3BvbnNlEj8KBkxvZ291dBIZLmtleWdhdGUudjEuTG9nb3V0UmVxdWVzdBoaLmtleWdhdGUudjEuTG9nb3V0UmVzcG9uc2USSwoKR2V0U2Vzc2lvbhIdLmtleWdhdGUudjEuR2V0U2Vzc2lvblJlcXVlc3QaHi5rZXlnYXRlLnYxLkdldFNlc3Npb25SZXNwb25zZRJRCgxMaXN0U2Vzc2lvbnMSHy5rZXlnYXRlLnYxLkxpc3RTZXNzaW9uc1JlcXVlc3QaIC5rZXlnYXRlLnYxLkxpc3RTZXNzaW9uc1Jlc3BvbnNlElQKDVJldm9rZVNlc3Npb24SIC5rZXlnYXRlLnYxLlJldm9rZVNlc3Npb25SZXF1ZXN0GiEua2V5Z2F0ZS52MS5SZXZva2VTZXNzaW9uUmVzcG9uc2USVwoOQ2hhbmdlUGFzc3dvcmQSIS5rZXlnYXRlLnYxLkNoYW5nZVBhc3N3b3JkUmVxdWVzdBoiLmtleWdhdGUudjEuQ2hhbmdlUGFzc3dvcmRSZXNwb25zZRJpChRSZXF1ZXN0UGFzc3dvcmRSZXNldBInLmtleWdhdGUudjEuUmVxdWVzdFBhc3N3b3JkUmVzZXRSZXF1ZXN0Gigua2V5Z2F0ZS52MS5SZXF1ZXN0UGFzc3dvcmRSZXNldFJlc3BvbnNlElQKDVJlc2V0UGFzc3dvcmQSIC5rZXlnYXRlLnYxLlJlc2V0UGFzc3dvcmRSZXF1ZXN0GiEua2V5Z2F0ZS52MS5SZXNldFBhc3N3b3JkUmVzcG9uc2USbAoVU2VuZEVtYWlsVmVyaWZpY2F0aW9uEigua2V5Z2F0ZS52MS5TZW5kRW1haWxWZXJpZmljYXRpb25SZXF1ZXN0Gikua2V5Z2F0ZS52MS5TZW5kRW1haWxWZXJpZmljYXRpb25SZXNwb25zZRJOCgtWZXJpZnlFbWFpbBIeLmtleWdhdGUudjEuVmVyaWZ5RW1haWxSZXF1ZXN0Gh8ua2V5Z2F0ZS52MS5WZXJpZnlFbWFpbFJlc3BvbnNlEl0KEFJlcXVlc3RNYWdpY0xpbmsSIy5rZXlnYXRlLnYxLlJlcXVlc3RNYWdpY0xpbmtSZXF1ZXN0GiQua2V5Z2F0ZS52MS5SZXF1ZXN0TWFnaWNMaW5rUmVzcG9uc2USXQoQQ29uc3VtZU1hZ2ljTGluaxIjLmtleWdhdGUudjEuQ29uc3VtZU1hZ2ljTGlua1JlcXVlc3QaJC5rZXlnYXRlLnYxLkNvbnN1bWVNYWdpY0xpbmtSZXNwb25zZRJdChBMaXN0TXlXb3Jrc3BhY2VzEiMua2V5Z2F0ZS52MS5MaXN0TXlXb3Jrc3BhY2VzUmVxdWVzdBokLmtleWdhdGUudjEuTGlzdE15V29ya3NwYWNlc1Jlc3BvbnNlEloKD1N3aXRjaFdvcmtzcGFjZRIiLmtleWdhdGUudjEuU3dpdGNoV29ya3NwYWNlUmVxdWVzdBojLmtleWdhdGUudjEuU3dpdGNoV29ya3NwYWNlUmVzcG9uc2USXQoQQWNjZXB0SW52aXRhdGlvbhIjLmtleWdhdGUudjEuQWNjZXB0SW52aXRhdGlvblJlcXVlc3QaJC5rZXlnYXRlLnYxLkFjY2VwdEludml0YXRpb25SZXNwb25zZWIGcHJvdG8z", [file_keygate_v1_types]);
+  fileDesc("Ch1rZXlnYXRlL3YxL2F1dGhfc2VydmljZS5wcm90bxIKa2V5Z2F0ZS52MSJgCg1TaWduVXBSZXF1ZXN0Eg0KBWVtYWlsGAEgASgJEhAKCHBhc3N3b3JkGAIgASgJEhYKDndvcmtzcGFjZV9uYW1lGAMgASgJEhYKDndvcmtzcGFjZV9zbHVnGAQgASgJIjUKDlNpZ25VcFJlc3BvbnNlEiMKG2VtYWlsX3ZlcmlmaWNhdGlvbl9yZXF1aXJlZBgBIAEoCCJdCgxMb2dpblJlcXVlc3QSDQoFZW1haWwYASABKAkSEAoIcGFzc3dvcmQYAiABKAkSFAoMd29ya3NwYWNlX2lkGAMgASgJEhYKDndvcmtzcGFjZV9zbHVnGAQgASgJInIKDUxvZ2luUmVzcG9uc2USJAoGdG9rZW5zGAEgASgLMhIua2V5Z2F0ZS52MS5Ub2tlbnNIABIxCg1wZW5kaW5nX2xvZ2luGAIgASgLMhgua2V5Z2F0ZS52MS5QZW5kaW5nTG9naW5IAEIICgZyZXN1bHQiJwoOUmVmcmVzaFJlcXVlc3QSFQoNcmVmcmVzaF90b2tlbhgBIAEoCSI1Cg9SZWZyZXNoUmVzcG9uc2USIgoGdG9rZW5zGAEgASgLMhIua2V5Z2F0ZS52MS5Ub2tlbnMiJgoNTG9nb3V0UmVxdWVzdBIVCg1yZWZyZXNoX3Rva2VuGAEgASgJIhAKDkxvZ291dFJlc3BvbnNlIhMKEUdldFNlc3Npb25SZXF1ZXN0IqQBChJHZXRTZXNzaW9uUmVzcG9uc2USHgoEdXNlchgBIAEoCzIQLmtleWdhdGUudjEuVXNlchIoCgl3b3Jrc3BhY2UYAiABKAsyFS5rZXlnYXRlLnYxLldvcmtzcGFjZRIeCgRyb2xlGAMgASgOMhAua2V5Z2F0ZS52MS5Sb2xlEiQKB3Nlc3Npb24YBCABKAsyEy5rZXlnYXRlLnYxLlNlc3Npb24iPAoTTGlzdFNlc3Npb25zUmVxdWVzdBIRCglwYWdlX3NpemUYASABKA0SEgoKcGFnZV90b2tlbhgCIAEoCSJWChRMaXN0U2Vzc2lvbnNSZXNwb25zZRIlCghzZXNzaW9ucxgBIAMoCzITLmtleWdhdGUudjEuU2Vzc2lvbhIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiKgoUUmV2b2tlU2Vzc2lvblJlcXVlc3QSEgoKc2Vzc2lvbl9pZBgBIAEoCSIXChVSZXZva2VTZXNzaW9uUmVzcG9uc2UiOgoRTGlzdEdyYW50c1JlcXVlc3QSEQoJcGFnZV9zaXplGAEgASgNEhIKCnBhZ2VfdG9rZW4YAiABKAkiUAoSTGlzdEdyYW50c1Jlc3BvbnNlEiEKBmdyYW50cxgBIAMoCzIRLmtleWdhdGUudjEuR3JhbnQSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIicKElJldm9rZUdyYW50UmVxdWVzdBIRCgljbGllbnRfaWQYASABKAkiLAoTUmV2b2tlR3JhbnRSZXNwb25zZRIVCg1yZXZva2VkX2NvdW50GAEgASgNIl0KFUNoYW5nZVBhc3N3b3JkUmVxdWVzdBIYChBjdXJyZW50X3Bhc3N3b3JkGAEgASgJEhQKDG5ld19wYXNzd29yZBgCIAEoCRIUCgxhY3Rpb25fcHJvb2YYAyABKAkiGAoWQ2hhbmdlUGFzc3dvcmRSZXNwb25zZSJaChtSZXF1ZXN0UGFzc3dvcmRSZXNldFJlcXVlc3QSDQoFZW1haWwYASABKAkSFAoMd29ya3NwYWNlX2lkGAIgASgJEhYKDndvcmtzcGFjZV9zbHVnGAMgASgJIh4KHFJlcXVlc3RQYXNzd29yZFJlc2V0UmVzcG9uc2UibQoUUmVzZXRQYXNzd29yZFJlcXVlc3QSDwoFdG9rZW4YASABKAlIABIlCgRjb2RlGAIgASgLMhUua2V5Z2F0ZS52MS5Db2RlUHJvb2ZIABIUCgxuZXdfcGFzc3dvcmQYAyABKAlCBwoFcHJvb2YiVgoJQ29kZVByb29mEg0KBWVtYWlsGAEgASgJEgwKBGNvZGUYAiABKAkSFAoMd29ya3NwYWNlX2lkGAMgASgJEhYKDndvcmtzcGFjZV9zbHVnGAQgASgJIhcKFVJlc2V0UGFzc3dvcmRSZXNwb25zZSJbChxTZW5kRW1haWxWZXJpZmljYXRpb25SZXF1ZXN0Eg0KBWVtYWlsGAEgASgJEhQKDHdvcmtzcGFjZV9pZBgCIAEoCRIWCg53b3Jrc3BhY2Vfc2x1ZxgDIAEoCSIfCh1TZW5kRW1haWxWZXJpZmljYXRpb25SZXNwb25zZSJVChJWZXJpZnlFbWFpbFJlcXVlc3QSDwoFdG9rZW4YASABKAlIABIlCgRjb2RlGAIgASgLMhUua2V5Z2F0ZS52MS5Db2RlUHJvb2ZIAEIHCgVwcm9vZiIVChNWZXJpZnlFbWFpbFJlc3BvbnNlIlYKF1JlcXVlc3RNYWdpY0xpbmtSZXF1ZXN0Eg0KBWVtYWlsGAEgASgJEhQKDHdvcmtzcGFjZV9pZBgCIAEoCRIWCg53b3Jrc3BhY2Vfc2x1ZxgDIAEoCSIaChhSZXF1ZXN0TWFnaWNMaW5rUmVzcG9uc2UiKAoXQ29uc3VtZU1hZ2ljTGlua1JlcXVlc3QSDQoFdG9rZW4YASABKAkibwoYQ29uc3VtZU1hZ2ljTGlua1Jlc3BvbnNlEiIKBnRva2VucxgBIAEoCzISLmtleWdhdGUudjEuVG9rZW5zEi8KDXBlbmRpbmdfbG9naW4YAiABKAsyGC5rZXlnYXRlLnYxLlBlbmRpbmdMb2dpbiJAChdMaXN0TXlXb3Jrc3BhY2VzUmVxdWVzdBIRCglwYWdlX3NpemUYASABKA0SEgoKcGFnZV90b2tlbhgCIAEoCSJgChhMaXN0TXlXb3Jrc3BhY2VzUmVzcG9uc2USKwoLbWVtYmVyc2hpcHMYASADKAsyFi5rZXlnYXRlLnYxLk1lbWJlcnNoaXASFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIi4KFlN3aXRjaFdvcmtzcGFjZVJlcXVlc3QSFAoMd29ya3NwYWNlX2lkGAEgASgJIm4KF1N3aXRjaFdvcmtzcGFjZVJlc3BvbnNlEiIKBnRva2VucxgBIAEoCzISLmtleWdhdGUudjEuVG9rZW5zEi8KDXBlbmRpbmdfbG9naW4YAiABKAsyGC5rZXlnYXRlLnYxLlBlbmRpbmdMb2dpbiI6ChdBY2NlcHRJbnZpdGF0aW9uUmVxdWVzdBINCgV0b2tlbhgBIAEoCRIQCghwYXNzd29yZBgCIAEoCSJvChhBY2NlcHRJbnZpdGF0aW9uUmVzcG9uc2USIgoGdG9rZW5zGAEgASgLMhIua2V5Z2F0ZS52MS5Ub2tlbnMSLwoNcGVuZGluZ19sb2dpbhgCIAEoCzIYLmtleWdhdGUudjEuUGVuZGluZ0xvZ2luMtQMCgtBdXRoU2VydmljZRI/CgZTaWduVXASGS5rZXlnYXRlLnYxLlNpZ25VcFJlcXVlc3QaGi5rZXlnYXRlLnYxLlNpZ25VcFJlc3BvbnNlEjwKBUxvZ2luEhgua2V5Z2F0ZS52MS5Mb2dpblJlcXVlc3QaGS5rZXlnYXRlLnYxLkxvZ2luUmVzcG9uc2USQgoHUmVmcmVzaBIaLmtleWdhdGUudjEuUmVmcmVzaFJlcXVlc3QaGy5rZXlnYXRlLnYxLlJlZnJlc2hSZXNwb25zZRI/CgZMb2dvdXQSGS5rZXlnYXRlLnYxLkxvZ291dFJlcXVlc3QaGi5rZXlnYXRlLnYxLkxvZ291dFJlc3BvbnNlEksKCkdldFNlc3Npb24SHS5rZXlnYXRlLnYxLkdldFNlc3Npb25SZXF1ZXN0Gh4ua2V5Z2F0ZS52MS5HZXRTZXNzaW9uUmVzcG9uc2USUQoMTGlzdFNlc3Npb25zEh8ua2V5Z2F0ZS52MS5MaXN0U2Vzc2lvbnNSZXF1ZXN0GiAua2V5Z2F0ZS52MS5MaXN0U2Vzc2lvbnNSZXNwb25zZRJUCg1SZXZva2VTZXNzaW9uEiAua2V5Z2F0ZS52MS5SZXZva2VTZXNzaW9uUmVxdWVzdBohLmtleWdhdGUudjEuUmV2b2tlU2Vzc2lvblJlc3BvbnNlEksKCkxpc3RHcmFudHMSHS5rZXlnYXRlLnYxLkxpc3RHcmFudHNSZXF1ZXN0Gh4ua2V5Z2F0ZS52MS5MaXN0R3JhbnRzUmVzcG9uc2USTgoLUmV2b2tlR3JhbnQSHi5rZXlnYXRlLnYxLlJldm9rZUdyYW50UmVxdWVzdBofLmtleWdhdGUudjEuUmV2b2tlR3JhbnRSZXNwb25zZRJXCg5DaGFuZ2VQYXNzd29yZBIhLmtleWdhdGUudjEuQ2hhbmdlUGFzc3dvcmRSZXF1ZXN0GiIua2V5Z2F0ZS52MS5DaGFuZ2VQYXNzd29yZFJlc3BvbnNlEmkKFFJlcXVlc3RQYXNzd29yZFJlc2V0Eicua2V5Z2F0ZS52MS5SZXF1ZXN0UGFzc3dvcmRSZXNldFJlcXVlc3QaKC5rZXlnYXRlLnYxLlJlcXVlc3RQYXNzd29yZFJlc2V0UmVzcG9uc2USVAoNUmVzZXRQYXNzd29yZBIgLmtleWdhdGUudjEuUmVzZXRQYXNzd29yZFJlcXVlc3QaIS5rZXlnYXRlLnYxLlJlc2V0UGFzc3dvcmRSZXNwb25zZRJsChVTZW5kRW1haWxWZXJpZmljYXRpb24SKC5rZXlnYXRlLnYxLlNlbmRFbWFpbFZlcmlmaWNhdGlvblJlcXVlc3QaKS5rZXlnYXRlLnYxLlNlbmRFbWFpbFZlcmlmaWNhdGlvblJlc3BvbnNlEk4KC1ZlcmlmeUVtYWlsEh4ua2V5Z2F0ZS52MS5WZXJpZnlFbWFpbFJlcXVlc3QaHy5rZXlnYXRlLnYxLlZlcmlmeUVtYWlsUmVzcG9uc2USXQoQUmVxdWVzdE1hZ2ljTGluaxIjLmtleWdhdGUudjEuUmVxdWVzdE1hZ2ljTGlua1JlcXVlc3QaJC5rZXlnYXRlLnYxLlJlcXVlc3RNYWdpY0xpbmtSZXNwb25zZRJdChBDb25zdW1lTWFnaWNMaW5rEiMua2V5Z2F0ZS52MS5Db25zdW1lTWFnaWNMaW5rUmVxdWVzdBokLmtleWdhdGUudjEuQ29uc3VtZU1hZ2ljTGlua1Jlc3BvbnNlEl0KEExpc3RNeVdvcmtzcGFjZXMSIy5rZXlnYXRlLnYxLkxpc3RNeVdvcmtzcGFjZXNSZXF1ZXN0GiQua2V5Z2F0ZS52MS5MaXN0TXlXb3Jrc3BhY2VzUmVzcG9uc2USWgoPU3dpdGNoV29ya3NwYWNlEiIua2V5Z2F0ZS52MS5Td2l0Y2hXb3Jrc3BhY2VSZXF1ZXN0GiMua2V5Z2F0ZS52MS5Td2l0Y2hXb3Jrc3BhY2VSZXNwb25zZRJdChBBY2NlcHRJbnZpdGF0aW9uEiMua2V5Z2F0ZS52MS5BY2NlcHRJbnZpdGF0aW9uUmVxdWVzdBokLmtleWdhdGUudjEuQWNjZXB0SW52aXRhdGlvblJlc3BvbnNlYgZwcm90bzM", [file_keygate_v1_types]);
 
 /**
  * @generated from message keygate.v1.SignUpRequest
@@ -329,6 +329,92 @@ export const RevokeSessionResponseSchema: GenMessage<RevokeSessionResponse> = /*
   messageDesc(file_keygate_v1_auth_service, 13);
 
 /**
+ * @generated from message keygate.v1.ListGrantsRequest
+ */
+export type ListGrantsRequest = Message<"keygate.v1.ListGrantsRequest"> & {
+  /**
+   * Default 100, at most 1000.
+   *
+   * @generated from field: uint32 page_size = 1;
+   */
+  pageSize: number;
+
+  /**
+   * From a previous answer's next_page_token.
+   *
+   * @generated from field: string page_token = 2;
+   */
+  pageToken: string;
+};
+
+/**
+ * Describes the message keygate.v1.ListGrantsRequest.
+ * Use `create(ListGrantsRequestSchema)` to create a new message.
+ */
+export const ListGrantsRequestSchema: GenMessage<ListGrantsRequest> = /*@__PURE__*/
+  messageDesc(file_keygate_v1_auth_service, 14);
+
+/**
+ * @generated from message keygate.v1.ListGrantsResponse
+ */
+export type ListGrantsResponse = Message<"keygate.v1.ListGrantsResponse"> & {
+  /**
+   * @generated from field: repeated keygate.v1.Grant grants = 1;
+   */
+  grants: Grant[];
+
+  /**
+   * Empty on the last page.
+   *
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
+};
+
+/**
+ * Describes the message keygate.v1.ListGrantsResponse.
+ * Use `create(ListGrantsResponseSchema)` to create a new message.
+ */
+export const ListGrantsResponseSchema: GenMessage<ListGrantsResponse> = /*@__PURE__*/
+  messageDesc(file_keygate_v1_auth_service, 15);
+
+/**
+ * @generated from message keygate.v1.RevokeGrantRequest
+ */
+export type RevokeGrantRequest = Message<"keygate.v1.RevokeGrantRequest"> & {
+  /**
+   * @generated from field: string client_id = 1;
+   */
+  clientId: string;
+};
+
+/**
+ * Describes the message keygate.v1.RevokeGrantRequest.
+ * Use `create(RevokeGrantRequestSchema)` to create a new message.
+ */
+export const RevokeGrantRequestSchema: GenMessage<RevokeGrantRequest> = /*@__PURE__*/
+  messageDesc(file_keygate_v1_auth_service, 16);
+
+/**
+ * @generated from message keygate.v1.RevokeGrantResponse
+ */
+export type RevokeGrantResponse = Message<"keygate.v1.RevokeGrantResponse"> & {
+  /**
+   * How many sessions of the grant ended.
+   *
+   * @generated from field: uint32 revoked_count = 1;
+   */
+  revokedCount: number;
+};
+
+/**
+ * Describes the message keygate.v1.RevokeGrantResponse.
+ * Use `create(RevokeGrantResponseSchema)` to create a new message.
+ */
+export const RevokeGrantResponseSchema: GenMessage<RevokeGrantResponse> = /*@__PURE__*/
+  messageDesc(file_keygate_v1_auth_service, 17);
+
+/**
  * @generated from message keygate.v1.ChangePasswordRequest
  */
 export type ChangePasswordRequest = Message<"keygate.v1.ChangePasswordRequest"> & {
@@ -355,7 +441,7 @@ export type ChangePasswordRequest = Message<"keygate.v1.ChangePasswordRequest"> 
  * Use `create(ChangePasswordRequestSchema)` to create a new message.
  */
 export const ChangePasswordRequestSchema: GenMessage<ChangePasswordRequest> = /*@__PURE__*/
-  messageDesc(file_keygate_v1_auth_service, 14);
+  messageDesc(file_keygate_v1_auth_service, 18);
 
 /**
  * @generated from message keygate.v1.ChangePasswordResponse
@@ -368,7 +454,7 @@ export type ChangePasswordResponse = Message<"keygate.v1.ChangePasswordResponse"
  * Use `create(ChangePasswordResponseSchema)` to create a new message.
  */
 export const ChangePasswordResponseSchema: GenMessage<ChangePasswordResponse> = /*@__PURE__*/
-  messageDesc(file_keygate_v1_auth_service, 15);
+  messageDesc(file_keygate_v1_auth_service, 19);
 
 /**
  * @generated from message keygate.v1.RequestPasswordResetRequest
@@ -397,7 +483,7 @@ export type RequestPasswordResetRequest = Message<"keygate.v1.RequestPasswordRes
  * Use `create(RequestPasswordResetRequestSchema)` to create a new message.
  */
 export const RequestPasswordResetRequestSchema: GenMessage<RequestPasswordResetRequest> = /*@__PURE__*/
-  messageDesc(file_keygate_v1_auth_service, 16);
+  messageDesc(file_keygate_v1_auth_service, 20);
 
 /**
  * @generated from message keygate.v1.RequestPasswordResetResponse
@@ -410,7 +496,7 @@ export type RequestPasswordResetResponse = Message<"keygate.v1.RequestPasswordRe
  * Use `create(RequestPasswordResetResponseSchema)` to create a new message.
  */
 export const RequestPasswordResetResponseSchema: GenMessage<RequestPasswordResetResponse> = /*@__PURE__*/
-  messageDesc(file_keygate_v1_auth_service, 17);
+  messageDesc(file_keygate_v1_auth_service, 21);
 
 /**
  * @generated from message keygate.v1.ResetPasswordRequest
@@ -448,7 +534,7 @@ export type ResetPasswordRequest = Message<"keygate.v1.ResetPasswordRequest"> & 
  * Use `create(ResetPasswordRequestSchema)` to create a new message.
  */
 export const ResetPasswordRequestSchema: GenMessage<ResetPasswordRequest> = /*@__PURE__*/
-  messageDesc(file_keygate_v1_auth_service, 18);
+  messageDesc(file_keygate_v1_auth_service, 22);
 
 /**
  * An emailed code together with the address it was sent to.
@@ -484,7 +570,7 @@ export type CodeProof = Message<"keygate.v1.CodeProof"> & {
  * Use `create(CodeProofSchema)` to create a new message.
  */
 export const CodeProofSchema: GenMessage<CodeProof> = /*@__PURE__*/
-  messageDesc(file_keygate_v1_auth_service, 19);
+  messageDesc(file_keygate_v1_auth_service, 23);
 
 /**
  * @generated from message keygate.v1.ResetPasswordResponse
@@ -497,7 +583,7 @@ export type ResetPasswordResponse = Message<"keygate.v1.ResetPasswordResponse"> 
  * Use `create(ResetPasswordResponseSchema)` to create a new message.
  */
 export const ResetPasswordResponseSchema: GenMessage<ResetPasswordResponse> = /*@__PURE__*/
-  messageDesc(file_keygate_v1_auth_service, 20);
+  messageDesc(file_keygate_v1_auth_service, 24);
 
 /**
  * @generated from message keygate.v1.SendEmailVerificationRequest
@@ -526,7 +612,7 @@ export type SendEmailVerificationRequest = Message<"keygate.v1.SendEmailVerifica
  * Use `create(SendEmailVerificationRequestSchema)` to create a new message.
  */
 export const SendEmailVerificationRequestSchema: GenMessage<SendEmailVerificationRequest> = /*@__PURE__*/
-  messageDesc(file_keygate_v1_auth_service, 21);
+  messageDesc(file_keygate_v1_auth_service, 25);
 
 /**
  * @generated from message keygate.v1.SendEmailVerificationResponse
@@ -539,7 +625,7 @@ export type SendEmailVerificationResponse = Message<"keygate.v1.SendEmailVerific
  * Use `create(SendEmailVerificationResponseSchema)` to create a new message.
  */
 export const SendEmailVerificationResponseSchema: GenMessage<SendEmailVerificationResponse> = /*@__PURE__*/
-  messageDesc(file_keygate_v1_auth_service, 22);
+  messageDesc(file_keygate_v1_auth_service, 26);
 
 /**
  * @generated from message keygate.v1.VerifyEmailRequest
@@ -568,7 +654,7 @@ export type VerifyEmailRequest = Message<"keygate.v1.VerifyEmailRequest"> & {
  * Use `create(VerifyEmailRequestSchema)` to create a new message.
  */
 export const VerifyEmailRequestSchema: GenMessage<VerifyEmailRequest> = /*@__PURE__*/
-  messageDesc(file_keygate_v1_auth_service, 23);
+  messageDesc(file_keygate_v1_auth_service, 27);
 
 /**
  * @generated from message keygate.v1.VerifyEmailResponse
@@ -581,7 +667,7 @@ export type VerifyEmailResponse = Message<"keygate.v1.VerifyEmailResponse"> & {
  * Use `create(VerifyEmailResponseSchema)` to create a new message.
  */
 export const VerifyEmailResponseSchema: GenMessage<VerifyEmailResponse> = /*@__PURE__*/
-  messageDesc(file_keygate_v1_auth_service, 24);
+  messageDesc(file_keygate_v1_auth_service, 28);
 
 /**
  * @generated from message keygate.v1.RequestMagicLinkRequest
@@ -608,7 +694,7 @@ export type RequestMagicLinkRequest = Message<"keygate.v1.RequestMagicLinkReques
  * Use `create(RequestMagicLinkRequestSchema)` to create a new message.
  */
 export const RequestMagicLinkRequestSchema: GenMessage<RequestMagicLinkRequest> = /*@__PURE__*/
-  messageDesc(file_keygate_v1_auth_service, 25);
+  messageDesc(file_keygate_v1_auth_service, 29);
 
 /**
  * @generated from message keygate.v1.RequestMagicLinkResponse
@@ -621,7 +707,7 @@ export type RequestMagicLinkResponse = Message<"keygate.v1.RequestMagicLinkRespo
  * Use `create(RequestMagicLinkResponseSchema)` to create a new message.
  */
 export const RequestMagicLinkResponseSchema: GenMessage<RequestMagicLinkResponse> = /*@__PURE__*/
-  messageDesc(file_keygate_v1_auth_service, 26);
+  messageDesc(file_keygate_v1_auth_service, 30);
 
 /**
  * @generated from message keygate.v1.ConsumeMagicLinkRequest
@@ -638,7 +724,7 @@ export type ConsumeMagicLinkRequest = Message<"keygate.v1.ConsumeMagicLinkReques
  * Use `create(ConsumeMagicLinkRequestSchema)` to create a new message.
  */
 export const ConsumeMagicLinkRequestSchema: GenMessage<ConsumeMagicLinkRequest> = /*@__PURE__*/
-  messageDesc(file_keygate_v1_auth_service, 27);
+  messageDesc(file_keygate_v1_auth_service, 31);
 
 /**
  * @generated from message keygate.v1.ConsumeMagicLinkResponse
@@ -663,7 +749,7 @@ export type ConsumeMagicLinkResponse = Message<"keygate.v1.ConsumeMagicLinkRespo
  * Use `create(ConsumeMagicLinkResponseSchema)` to create a new message.
  */
 export const ConsumeMagicLinkResponseSchema: GenMessage<ConsumeMagicLinkResponse> = /*@__PURE__*/
-  messageDesc(file_keygate_v1_auth_service, 28);
+  messageDesc(file_keygate_v1_auth_service, 32);
 
 /**
  * @generated from message keygate.v1.ListMyWorkspacesRequest
@@ -685,7 +771,7 @@ export type ListMyWorkspacesRequest = Message<"keygate.v1.ListMyWorkspacesReques
  * Use `create(ListMyWorkspacesRequestSchema)` to create a new message.
  */
 export const ListMyWorkspacesRequestSchema: GenMessage<ListMyWorkspacesRequest> = /*@__PURE__*/
-  messageDesc(file_keygate_v1_auth_service, 29);
+  messageDesc(file_keygate_v1_auth_service, 33);
 
 /**
  * @generated from message keygate.v1.ListMyWorkspacesResponse
@@ -709,7 +795,7 @@ export type ListMyWorkspacesResponse = Message<"keygate.v1.ListMyWorkspacesRespo
  * Use `create(ListMyWorkspacesResponseSchema)` to create a new message.
  */
 export const ListMyWorkspacesResponseSchema: GenMessage<ListMyWorkspacesResponse> = /*@__PURE__*/
-  messageDesc(file_keygate_v1_auth_service, 30);
+  messageDesc(file_keygate_v1_auth_service, 34);
 
 /**
  * @generated from message keygate.v1.SwitchWorkspaceRequest
@@ -726,7 +812,7 @@ export type SwitchWorkspaceRequest = Message<"keygate.v1.SwitchWorkspaceRequest"
  * Use `create(SwitchWorkspaceRequestSchema)` to create a new message.
  */
 export const SwitchWorkspaceRequestSchema: GenMessage<SwitchWorkspaceRequest> = /*@__PURE__*/
-  messageDesc(file_keygate_v1_auth_service, 31);
+  messageDesc(file_keygate_v1_auth_service, 35);
 
 /**
  * Exactly one of the two is set. (Not a oneof: tokens was a plain field first, and moving it
@@ -754,7 +840,7 @@ export type SwitchWorkspaceResponse = Message<"keygate.v1.SwitchWorkspaceRespons
  * Use `create(SwitchWorkspaceResponseSchema)` to create a new message.
  */
 export const SwitchWorkspaceResponseSchema: GenMessage<SwitchWorkspaceResponse> = /*@__PURE__*/
-  messageDesc(file_keygate_v1_auth_service, 32);
+  messageDesc(file_keygate_v1_auth_service, 36);
 
 /**
  * @generated from message keygate.v1.AcceptInvitationRequest
@@ -780,7 +866,7 @@ export type AcceptInvitationRequest = Message<"keygate.v1.AcceptInvitationReques
  * Use `create(AcceptInvitationRequestSchema)` to create a new message.
  */
 export const AcceptInvitationRequestSchema: GenMessage<AcceptInvitationRequest> = /*@__PURE__*/
-  messageDesc(file_keygate_v1_auth_service, 33);
+  messageDesc(file_keygate_v1_auth_service, 37);
 
 /**
  * @generated from message keygate.v1.AcceptInvitationResponse
@@ -804,7 +890,7 @@ export type AcceptInvitationResponse = Message<"keygate.v1.AcceptInvitationRespo
  * Use `create(AcceptInvitationResponseSchema)` to create a new message.
  */
 export const AcceptInvitationResponseSchema: GenMessage<AcceptInvitationResponse> = /*@__PURE__*/
-  messageDesc(file_keygate_v1_auth_service, 34);
+  messageDesc(file_keygate_v1_auth_service, 38);
 
 /**
  * End-user authentication: sign-up, login, sessions and account recovery.
@@ -884,7 +970,8 @@ export const AuthService: GenService<{
     output: typeof GetSessionResponseSchema;
   },
   /**
-   * Signed-in. The caller's own live sessions in the current workspace, newest first.
+   * Signed-in. The caller's own live sessions in the current workspace, newest first, the
+   * grants to OAuth clients among them (client_id set).
    * Codes: UNAUTHENTICATED, PERMISSION_DENIED, INVALID_ARGUMENT (INVALID_PAGE_TOKEN).
    *
    * @generated from rpc keygate.v1.AuthService.ListSessions
@@ -904,6 +991,32 @@ export const AuthService: GenService<{
     methodKind: "unary";
     input: typeof RevokeSessionRequestSchema;
     output: typeof RevokeSessionResponseSchema;
+  },
+  /**
+   * Signed-in. The OAuth clients the caller has live grants to in the current workspace, one
+   * Grant per client, in a stable order (by client id).
+   * Codes: UNAUTHENTICATED, PERMISSION_DENIED, INVALID_ARGUMENT (INVALID_PAGE_TOKEN).
+   *
+   * @generated from rpc keygate.v1.AuthService.ListGrants
+   */
+  listGrants: {
+    methodKind: "unary";
+    input: typeof ListGrantsRequestSchema;
+    output: typeof ListGrantsResponseSchema;
+  },
+  /**
+   * Signed-in. Ends every live grant session of the caller for the client: its access tokens
+   * stop working on every instance at once, its refresh tokens are refused, and a client with
+   * back-channel logout is sent a logout token for each. The caller's own session stays.
+   * Codes: UNAUTHENTICATED, PERMISSION_DENIED, INVALID_ARGUMENT, NOT_FOUND (no live grant of
+   * the caller's to that client).
+   *
+   * @generated from rpc keygate.v1.AuthService.RevokeGrant
+   */
+  revokeGrant: {
+    methodKind: "unary";
+    input: typeof RevokeGrantRequestSchema;
+    output: typeof RevokeGrantResponseSchema;
   },
   /**
    * Signed-in. Changes the password; the current one is required. Ends the user's other

@@ -1,0 +1,225 @@
+import type { DatabaseTransactionConnection } from "slonik";
+import { z } from "zod";
+import { withTenant } from "../../db/with-tenant.js";
+import { NotFoundError } from "../../errors.js";
+import { type GrantRow, listLiveGrants } from "../../repositories/grants.js";
+import { revokeSessions } from "../../repositories/sessions.js";
+import { requirePowerOver, visibleUser } from "../admin/users-scope.js";
+import {
+  actorOf,
+  type Caller,
+  requireWorkspaceAdmin,
+  requireWorkspaceRead,
+} from "../admin-auth.js";
+import { audit } from "../audit.js";
+import type { AuthDeps, Principal, RequestMeta } from "../deps.js";
+import { decodePageToken, encodePageToken, pageSize } from "../pagination.js";
+import { Violations } from "../validate.js";
+
+/**
+ * Grants to the workspace's OAuth clients, listed and revoked by their user (AuthService) and
+ * by the workspace's admins (AdminService). A grant is the user's live sessions for one client
+ * (docs/openid-provider.md, "Grants"); revoking it revokes those sessions, so the revocation
+ * feed, introspection and back-channel logout follow from the sessions' triggers as for any
+ * other ended session.
+ */
+
+/** Client ids are `kgc_` and 22 base64url characters; anything much longer names none. */
+const maxClientIdLength = 100;
+const cursor = z.object({ u: z.uuid(), c: z.string().max(maxClientIdLength) });
+
+interface GrantPage {
+  readonly grants: readonly GrantRow[];
+  readonly nextPageToken: string;
+}
+
+async function page(
+  tx: DatabaseTransactionConnection,
+  deps: Pick<AuthDeps, "clock">,
+  input: {
+    workspaceId: string;
+    userId: string | null;
+    clientId: string | null;
+    pageSize: number;
+    pageToken: string;
+  },
+): Promise<GrantPage> {
+  // The filters are part of the list's name, so a token from another filter is refused.
+  const list = `grants:${input.workspaceId}:${input.userId ?? "*"}:${input.clientId ?? "*"}`;
+  const after = decodePageToken(input.pageToken, list, cursor);
+  const limit = pageSize(input.pageSize);
+  const rows = await listLiveGrants(tx, {
+    workspaceId: input.workspaceId,
+    userId: input.userId,
+    clientId: input.clientId,
+    now: deps.clock.now(),
+    after: after ? { userId: after.u, clientId: after.c } : null,
+    limit: limit + 1,
+  });
+  const grants = rows.slice(0, limit);
+  const last = grants.at(-1);
+  return {
+    grants,
+    nextPageToken:
+      rows.length > limit && last
+        ? encodePageToken(list, { u: last.user_id, c: last.client_id })
+        : "",
+  };
+}
+
+/**
+ * Ends the user's grant to the client in the transaction's workspace through the one
+ * session-revocation statement; NOT_FOUND when the user holds no live grant to it (as
+ * ListGrants would show), or another call ended it first. Answers how many sessions ended.
+ */
+async function revokeGrant(
+  tx: DatabaseTransactionConnection,
+  deps: Pick<AuthDeps, "clock">,
+  input: { workspaceId: string; userId: string; clientId: string; reason: string },
+): Promise<number> {
+  const now = deps.clock.now();
+  const live = await listLiveGrants(tx, {
+    workspaceId: input.workspaceId,
+    userId: input.userId,
+    clientId: input.clientId,
+    now,
+    after: null,
+    limit: 1,
+  });
+  const ended =
+    live.length === 0
+      ? []
+      : await revokeSessions(tx, {
+          userId: input.userId,
+          workspaceId: input.workspaceId,
+          clientId: input.clientId,
+          reason: input.reason,
+          now,
+        });
+  if (ended.length === 0) throw new NotFoundError("no live grant to this client");
+  return ended.length;
+}
+
+function validClientId(v: Violations, clientId: string, required: boolean): Violations {
+  if (required || clientId !== "") v.required("client_id", clientId, maxClientIdLength);
+  return v;
+}
+
+/** AuthService.ListGrants: the caller's own grants in the workspace of their session. */
+export function listOwnGrants(
+  deps: Pick<AuthDeps, "pool" | "clock">,
+  principal: Principal,
+  input: { pageSize: number; pageToken: string },
+): Promise<GrantPage> {
+  return withTenant(deps.pool, principal.workspaceId, (tx) =>
+    page(tx, deps, {
+      workspaceId: principal.workspaceId,
+      userId: principal.userId,
+      clientId: null,
+      ...input,
+    }),
+  );
+}
+
+/**
+ * AuthService.RevokeGrant: the caller's own grant to the client, in their session's
+ * workspace; their own session (never a grant: grant tokens do not call Keygate) stays.
+ */
+export async function revokeOwnGrant(
+  deps: Pick<AuthDeps, "pool" | "clock" | "revocations">,
+  meta: RequestMeta,
+  principal: Principal,
+  clientId: string,
+): Promise<number> {
+  validClientId(new Violations(), clientId, true).throwIfAny();
+  const revoked = await withTenant(deps.pool, principal.workspaceId, async (tx) => {
+    const revoked = await revokeGrant(tx, deps, {
+      workspaceId: principal.workspaceId,
+      userId: principal.userId,
+      clientId,
+      reason: "revoked_by_user",
+    });
+    await audit(tx, deps, meta, {
+      type: "grant_revoked",
+      workspaceId: principal.workspaceId,
+      userId: principal.userId,
+      sessionId: principal.sessionId,
+      actor: `user:${principal.userId}`,
+      outcome: "success",
+      details: { client_id: clientId, sessions_revoked: revoked },
+    });
+    return revoked;
+  });
+  await deps.revocations.changed();
+  return revoked;
+}
+
+/** AdminService.ListGrants: a workspace's grants, for that workspace's readers. */
+export function listWorkspaceGrants(
+  deps: Pick<AuthDeps, "pool" | "clock">,
+  caller: Caller,
+  input: {
+    workspaceId: string;
+    userId: string;
+    clientId: string;
+    pageSize: number;
+    pageToken: string;
+  },
+): Promise<GrantPage> {
+  validClientId(
+    new Violations()
+      .required("workspace_id", input.workspaceId, 36)
+      .uuid("workspace_id", input.workspaceId)
+      .uuid("user_id", input.userId),
+    input.clientId,
+    false,
+  ).throwIfAny();
+  requireWorkspaceRead(caller, input.workspaceId);
+  return withTenant(deps.pool, input.workspaceId, (tx) =>
+    page(tx, deps, {
+      ...input,
+      userId: input.userId === "" ? null : input.userId,
+      clientId: input.clientId === "" ? null : input.clientId,
+    }),
+  );
+}
+
+/**
+ * AdminService.RevokeGrants: a member's grant to a client, for the workspace's admins; an
+ * owner's only for owners (or keys no admin minted), as RevokeUserSessions.
+ */
+export async function revokeMemberGrants(
+  deps: Pick<AuthDeps, "pool" | "clock" | "revocations">,
+  meta: RequestMeta,
+  caller: Caller,
+  input: { workspaceId: string; userId: string; clientId: string },
+): Promise<number> {
+  validClientId(
+    new Violations()
+      .required("workspace_id", input.workspaceId, 36)
+      .uuid("workspace_id", input.workspaceId)
+      .required("user_id", input.userId, 36)
+      .uuid("user_id", input.userId),
+    input.clientId,
+    true,
+  ).throwIfAny();
+  requireWorkspaceAdmin(caller, input.workspaceId);
+  const revoked = await withTenant(deps.pool, input.workspaceId, async (tx) => {
+    // Only a member of this workspace is named (SECURITY.md 29): anyone else is NOT_FOUND.
+    const { role } = await visibleUser(tx, input.workspaceId, input.userId);
+    requirePowerOver(caller, role);
+    const revoked = await revokeGrant(tx, deps, { ...input, reason: "admin_revoked" });
+    await audit(tx, deps, meta, {
+      type: "grant_revoked",
+      workspaceId: input.workspaceId,
+      userId: input.userId,
+      sessionId: caller.kind === "user" ? caller.sessionId : null,
+      actor: actorOf(caller),
+      outcome: "success",
+      details: { client_id: input.clientId, sessions_revoked: revoked },
+    });
+    return revoked;
+  });
+  await deps.revocations.changed();
+  return revoked;
+}
