@@ -179,6 +179,17 @@ describe("grants of a real OpenID Provider client", () => {
     ).toMatchObject({ code: Code.Unauthenticated });
     // Nothing was ended by the attempts.
     expect(await served(tokens.access_token)).toBe(true);
+    // Introspect answers for Keygate's own sessions only: a live grant's tokens read inactive.
+    for (const [token, hint] of [
+      [tokens.access_token, TokenTypeHint.ACCESS_TOKEN],
+      [tokens.refresh_token as string, TokenTypeHint.REFRESH_TOKEN],
+    ] as const) {
+      const introspected = await introspection.introspect(
+        { token, tokenTypeHint: hint },
+        bearer(rootKey),
+      );
+      expect(introspected.active).toBe(false);
+    }
   });
 
   it("SECURITY.md 11, 46: RevokeGrant ends the client's tokens at once and tells the client", async () => {

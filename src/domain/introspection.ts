@@ -211,6 +211,9 @@ export class Introspector {
     const expiresAt = row ? Math.min(row.expires_at, row.idle_expires_at) : 0;
     if (
       !row ||
+      // A grant's refresh token is its client's, used only at the provider's token endpoint:
+      // Introspect answers for Keygate's own sessions, as it does for access tokens.
+      row.client_id !== null ||
       row.rotated_at !== null ||
       row.revoked_at !== null ||
       expiresAt <= now ||

@@ -379,6 +379,7 @@ const refreshTokenStateRow = z.object({
   status: z.string().nullable(),
   role: z.string().nullable(),
   amr: z.array(z.string()),
+  client_id: z.string().nullable(),
 });
 
 /**
@@ -392,7 +393,8 @@ export async function findRefreshTokenState(
 ): Promise<z.infer<typeof refreshTokenStateRow> | null> {
   return db.maybeOne(sql.type(refreshTokenStateRow)`
     SELECT t.id, t.created_at, t.rotated_at, s.id AS session_id, s.workspace_id, s.user_id,
-           s.revoked_at, s.expires_at, s.idle_expires_at, s.amr, u.blocked, m.status, m.role
+           s.revoked_at, s.expires_at, s.idle_expires_at, s.amr, u.blocked, m.status, m.role,
+           s.client_id
     FROM refresh_tokens t
     JOIN sessions s ON s.workspace_id = t.workspace_id AND s.id = t.session_id
     JOIN users u ON u.id = s.user_id
