@@ -3,6 +3,7 @@ import {
   type CryptoKey,
   calculateJwkThumbprint,
   compactVerify,
+  decodeJwt,
   decodeProtectedHeader,
   errors,
   exportJWK,
@@ -72,6 +73,20 @@ export interface VerifiedAccessToken {
   /** The OAuth client the token was issued to (a grant of the OpenID Provider), or null. */
   clientId: string | null;
   /** The scopes granted to that client (RFC 9068 `scope`); empty otherwise. */
+  scopes: string[];
+}
+
+/** A client's own access token (client_credentials), checked. */
+export interface VerifiedClientAccessToken {
+  clientId: string;
+  workspaceId: string;
+  /** The token's sid: the client's machine_session_id when it was issued. */
+  machineSessionId: string;
+  jti: string;
+  issuedAt: Date;
+  expiresAt: Date;
+  kid: string;
+  audience: string;
   scopes: string[];
 }
 
@@ -160,6 +175,35 @@ const claims = z.object({
   scope: z.string().max(1000).optional(),
 });
 const requiredClaims = ["iss", "aud", "sub", "workspace_id", "sid", "role", "jti", "iat", "exp"];
+/** A client's own token (client_credentials): no user, so no role; `role` must be absent. */
+const clientClaims = z.object({
+  sub: id,
+  client_id: id,
+  workspace_id: id,
+  sid: id,
+  role: z.never().optional(),
+  jti: id,
+  iat: z.number().int(),
+  exp: z.number().int(),
+  scope: z.string().max(1000),
+});
+const clientRequiredClaims = [
+  "iss",
+  "aud",
+  "sub",
+  "client_id",
+  "workspace_id",
+  "sid",
+  "scope",
+  "jti",
+  "iat",
+  "exp",
+];
+
+function claimInvalid(error: z.ZodError): TokenInvalidError {
+  const claim = error.issues[0]?.path[0];
+  return new TokenInvalidError("ERR_JWT_CLAIM_INVALID", `claim "${String(claim)}" is invalid`);
+}
 
 interface PublishedKey {
   readonly kid: string;
@@ -602,6 +646,118 @@ export class SigningKeys {
     token: string,
     options: { audience?: string } = {},
   ): Promise<VerifiedAccessToken> {
+    const { payload, kid } = await this.verifiedPayload(
+      token,
+      options.audience ?? this.audience,
+      requiredClaims,
+    );
+    const parsed = claims.safeParse(payload);
+    if (!parsed.success) throw claimInvalid(parsed.error);
+    const c = parsed.data;
+    return {
+      userId: c.sub,
+      workspaceId: c.workspace_id,
+      sessionId: c.sid,
+      role: c.role,
+      jti: c.jti,
+      issuedAt: new Date(c.iat * 1000),
+      expiresAt: new Date(c.exp * 1000),
+      kid,
+      amr: c.amr ?? [],
+      clientId: c.client_id ?? null,
+      scopes: c.scope === undefined || c.scope === "" ? [] : c.scope.split(" "),
+    };
+  }
+
+  /**
+   * Signs a client's own access token (client_credentials, RFC 9068 section 2.2): `sub` is
+   * the client, there is no user, role, amr or acr, and `sid` is the client's
+   * machine_session_id, which its revocation names. The audience is the workspace's issuer,
+   * like a grant's.
+   */
+  async signClientAccessToken(input: {
+    clientId: string;
+    workspaceId: string;
+    machineSessionId: string;
+    scopes: readonly string[];
+    ttlSeconds: number;
+  }): Promise<{ token: string; jti: string; issuedAt: Date; expiresAt: Date }> {
+    if (!Number.isInteger(input.ttlSeconds) || input.ttlSeconds < 1) {
+      throw new RangeError("ttlSeconds must be a positive integer");
+    }
+    if (input.ttlSeconds > maxTtlSeconds) {
+      throw new RangeError(`ttlSeconds must be at most ${maxTtlSeconds}`);
+    }
+    const now = this.clock.now();
+    if (now.getTime() - this.lastLoadAt > signingKeySetMaxAgeMs) await this.reload();
+    const signer = this.signer;
+    if (signer === undefined) throw new UnavailableError("no active signing key");
+    const iat = Math.floor(now.getTime() / 1000);
+    const exp = iat + input.ttlSeconds;
+    const jti = randomUUID();
+    const token = await new SignJWT({
+      workspace_id: input.workspaceId,
+      sid: input.machineSessionId,
+      client_id: input.clientId,
+      scope: input.scopes.join(" "),
+    })
+      .setProtectedHeader({ alg: signer.algorithm, kid: signer.kid, typ: tokenType })
+      .setIssuer(this.issuer)
+      .setAudience(this.providerAudience(input.workspaceId))
+      .setSubject(input.clientId)
+      .setJti(jti)
+      .setIssuedAt(iat)
+      .setExpirationTime(exp)
+      .sign(signer.key);
+    return { token, jti, issuedAt: new Date(iat * 1000), expiresAt: new Date(exp * 1000) };
+  }
+
+  /**
+   * Checks a client's own access token (see signClientAccessToken): the same header, key,
+   * issuer and expiry checks as verifyAccessToken, the audience of the workspace it names,
+   * `sub` equal to `client_id` and no `role`, so that no user's token passes as a client's
+   * and no client's as a user's (verifyAccessToken requires `role`).
+   */
+  async verifyClientAccessToken(token: string): Promise<VerifiedClientAccessToken> {
+    let workspaceId: unknown;
+    try {
+      workspaceId = decodeJwt(token).workspace_id;
+    } catch {
+      throw new TokenInvalidError("ERR_JWT_INVALID", "malformed access token");
+    }
+    if (typeof workspaceId !== "string" || !/^[0-9a-f-]{36}$/.test(workspaceId)) {
+      throw new TokenInvalidError("ERR_JWT_CLAIM_INVALID", 'claim "workspace_id" is invalid');
+    }
+    const { payload, kid } = await this.verifiedPayload(
+      token,
+      this.providerAudience(workspaceId),
+      clientRequiredClaims,
+    );
+    const parsed = clientClaims.safeParse(payload);
+    if (!parsed.success) throw claimInvalid(parsed.error);
+    const c = parsed.data;
+    if (c.sub !== c.client_id || c.workspace_id !== workspaceId) {
+      throw new TokenInvalidError("ERR_JWT_CLAIM_INVALID", 'claim "sub" is invalid');
+    }
+    return {
+      clientId: c.client_id,
+      workspaceId: c.workspace_id,
+      machineSessionId: c.sid,
+      jti: c.jti,
+      issuedAt: new Date(c.iat * 1000),
+      expiresAt: new Date(c.exp * 1000),
+      kid,
+      audience: this.providerAudience(workspaceId),
+      scopes: c.scope === "" ? [] : c.scope.split(" "),
+    };
+  }
+
+  /** The payload of an access token whose header, key, signature and registered claims hold. */
+  private async verifiedPayload(
+    token: string,
+    audience: string,
+    required: readonly string[],
+  ): Promise<{ payload: unknown; kid: string }> {
     if (typeof token !== "string" || token.length === 0 || token.length > maxTokenLength) {
       throw new TokenInvalidError("ERR_JWT_INVALID", "malformed access token");
     }
@@ -636,38 +792,19 @@ export class SigningKeys {
       throw new TokenInvalidError("ERR_JWT_INVALID", "algorithm does not match the key");
     }
     const now = this.clock.now();
-    let payload: unknown;
     try {
-      ({ payload } = await jwtVerify(token, key.verifyKey, {
+      const { payload } = await jwtVerify(token, key.verifyKey, {
         algorithms: [key.algorithm],
         issuer: this.issuer,
-        audience: options.audience ?? this.audience,
+        audience,
         typ: tokenType,
         currentDate: now,
-        requiredClaims,
-      }));
+        requiredClaims: [...required],
+      });
+      return { payload, kid };
     } catch (error) {
       throw fromJose(error);
     }
-    const parsed = claims.safeParse(payload);
-    if (!parsed.success) {
-      const claim = parsed.error.issues[0]?.path[0];
-      throw new TokenInvalidError("ERR_JWT_CLAIM_INVALID", `claim "${String(claim)}" is invalid`);
-    }
-    const c = parsed.data;
-    return {
-      userId: c.sub,
-      workspaceId: c.workspace_id,
-      sessionId: c.sid,
-      role: c.role,
-      jti: c.jti,
-      issuedAt: new Date(c.iat * 1000),
-      expiresAt: new Date(c.exp * 1000),
-      kid,
-      amr: c.amr ?? [],
-      clientId: c.client_id ?? null,
-      scopes: c.scope === undefined || c.scope === "" ? [] : c.scope.split(" "),
-    };
   }
 
   /** The published key for a kid, reloading once (rate-limited) when it is not known. */

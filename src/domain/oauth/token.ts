@@ -1,5 +1,5 @@
 import { createHash } from "node:crypto";
-import { hashesEqual, isOpaqueToken, opaqueHash } from "../../crypto/opaque-tokens.js";
+import { isOpaqueToken, opaqueHash } from "../../crypto/opaque-tokens.js";
 import { withTenant } from "../../db/with-tenant.js";
 import { DomainError } from "../../errors.js";
 import { findOAuthClient, type OAuthClientRow } from "../../repositories/oauth-clients.js";
@@ -14,6 +14,11 @@ import { authenticate, type IssuedTokens, openSession, refresh, signTokens } fro
 import { effectiveSettings } from "../settings.js";
 import type { JwtAlgorithm } from "../signing-keys.js";
 import { type ProviderDeps, pkceMatches, workspaceIssuer } from "./authorize.js";
+import {
+  checkClientCredentials,
+  countClientAuthFailure,
+  type PresentedCredentials,
+} from "./client-authentication.js";
 import { OAuthProtocolError } from "./errors.js";
 
 /** The token endpoint and userinfo (RFC 6749 section 3.2, OpenID Connect Core 3.1.3, 5.3). */
@@ -29,50 +34,35 @@ export interface TokenDeps extends ProviderDeps {
   };
 }
 
-/** How a client authenticated at the token endpoint (RFC 6749 section 2.3). */
-export interface ClientCredentials {
-  readonly clientId: string;
-  /** Absent for a public client. */
-  readonly secret: string | undefined;
-  readonly method: "client_secret_basic" | "client_secret_post" | "none";
-}
+/** How a client authenticated at the token endpoint (see client-authentication.ts). */
+export type ClientCredentials = PresentedCredentials;
 
 const invalidClient = (description: string) =>
   new OAuthProtocolError("invalid_client", description, 401);
 const invalidGrant = (description: string) => new OAuthProtocolError("invalid_grant", description);
 
-/** The client, when its credentials check out: a secret for a confidential one, none otherwise. */
+/** The client, when its credentials check out by its one registered method. */
 export async function authenticateClient(
   deps: TokenDeps,
   workspaceId: string,
   credentials: ClientCredentials,
+  meta: RequestMeta,
 ): Promise<OAuthClientRow> {
-  if (
-    credentials.clientId === "" ||
-    credentials.clientId.length > 100 ||
-    credentials.clientId.includes("\0")
-  ) {
-    throw invalidClient("client authentication failed");
-  }
-  const client = await withTenant(deps.pool, workspaceId, (tx) =>
-    findOAuthClient(tx, workspaceId, credentials.clientId),
-  );
-  if (client === null) throw invalidClient("client authentication failed");
-  if (client.secret_hash === null) {
-    if (credentials.secret !== undefined) {
-      throw invalidClient("this is a public client: it has no secret to send");
+  try {
+    if (
+      credentials.clientId === "" ||
+      credentials.clientId.length > 100 ||
+      credentials.clientId.includes("\0")
+    ) {
+      throw invalidClient("client authentication failed");
     }
-    return client;
+    const client = await withTenant(deps.pool, workspaceId, (tx) =>
+      findOAuthClient(tx, workspaceId, credentials.clientId),
+    );
+    return await checkClientCredentials(deps, client, credentials, deps.issuerBase);
+  } catch (error) {
+    return countClientAuthFailure(deps, meta, error);
   }
-  const secret = credentials.secret;
-  if (
-    secret === undefined ||
-    !isOpaqueToken("client_secret", secret) ||
-    !hashesEqual(opaqueHash(deps.tokenSecret, "client_secret", secret), client.secret_hash)
-  ) {
-    throw invalidClient("client authentication failed");
-  }
-  return client;
 }
 
 export interface TokenAnswer {
