@@ -22,6 +22,7 @@ export const rateLimitNames = [
   "oauth_client_ip",
   "oauth_authorize_ip",
   "oauth_register_ip",
+  "oauth_client_auth_ip",
   "deployment_ip",
   "passkey_challenge_ip",
 ] as const;
@@ -62,6 +63,9 @@ export const builtInRateLimits: RateLimits = Object.freeze({
   oauth_authorize_ip: { limit: 120, window_seconds: 60 },
   // Each registration is a client row (where a workspace allows them at all).
   oauth_register_ip: { limit: 20, window_seconds: 3600 },
+  // Failed client authentications at the workspaces' token endpoints, per client address
+  // across all workspaces (successes are not counted).
+  oauth_client_auth_ip: { limit: 30, window_seconds: 600 },
   // Every per-workspace per-IP limit above also counts here, across all workspaces, so that
   // a client cannot multiply its budget by the number of workspaces it names.
   deployment_ip: { limit: 50, window_seconds: 900 },

@@ -1,9 +1,10 @@
 import { execFile } from "node:child_process";
-import { readFile } from "node:fs/promises";
+import { readFile, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { promisify } from "node:util";
 import { createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
+import { exportJWK, generateKeyPair } from "jose";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { AdminService } from "../gen/keygate/v1/admin_service_pb.js";
 import { AuthService } from "../gen/keygate/v1/auth_service_pb.js";
@@ -151,6 +152,67 @@ describe("keygate admin commands", { timeout: 60_000 }, () => {
     expect((await cli(["clients", "list", "--workspace", defaultSlug()])).stdout).not.toContain(
       answer.client.clientId,
     );
+  });
+
+  it("creates a machine client (client_credentials, private_key_jwt) and rotates a secret", async () => {
+    const { publicKey } = await generateKeyPair("ES256");
+    const jwksFile = path.join(keygate.dataDir, "machine-jwks.json");
+    await writeFile(jwksFile, JSON.stringify({ keys: [await exportJWK(publicKey)] }));
+    const keyed = await cli([
+      "clients",
+      "create",
+      "--workspace",
+      defaultSlug(),
+      "--name",
+      "Billing worker",
+      "--grant-type",
+      "client_credentials",
+      "--auth-method",
+      "private_key_jwt",
+      "--jwks-file",
+      jwksFile,
+      "--scope",
+      "orders.read",
+    ]);
+    expect(keyed.code, keyed.stderr).toBe(0);
+    const keyedAnswer = JSON.parse(keyed.stdout) as {
+      client: { grantTypes: string[]; tokenEndpointAuthMethod: string; redirectUris?: string[] };
+      clientSecret?: string;
+    };
+    expect(keyedAnswer.client).toMatchObject({
+      grantTypes: ["client_credentials"],
+      tokenEndpointAuthMethod: "private_key_jwt",
+    });
+    expect(keyedAnswer.clientSecret ?? "").toBe("");
+
+    const secretClient = await cli([
+      "clients",
+      "create",
+      "--workspace",
+      defaultSlug(),
+      "--name",
+      "Reporter",
+      "--grant-type",
+      "client_credentials",
+      "--auth-method",
+      "client_secret_post",
+    ]);
+    expect(secretClient.code, secretClient.stderr).toBe(0);
+    const first = JSON.parse(secretClient.stdout) as {
+      client: { clientId: string };
+      clientSecret: string;
+    };
+    const rotated = await cli([
+      "clients",
+      "rotate-secret",
+      first.client.clientId,
+      "--workspace",
+      defaultSlug(),
+    ]);
+    expect(rotated.code, rotated.stderr).toBe(0);
+    const second = JSON.parse(rotated.stdout) as { clientSecret: string };
+    expect(second.clientSecret).toMatch(/^kgcs_/);
+    expect(second.clientSecret).not.toBe(first.clientSecret);
   });
 
   it("lists and revokes a user's grant to a client", async () => {

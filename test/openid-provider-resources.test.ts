@@ -326,7 +326,7 @@ describe("RFC 7591 dynamic registration", () => {
       client_name: "Keygate Admin",
       redirect_uris: [redirectUri],
       token_endpoint_auth_method: "none",
-      grant_types: ["authorization_code"],
+      grant_types: ["authorization_code", "refresh_token"],
     });
     expect(registered.client_secret).toBeUndefined();
 

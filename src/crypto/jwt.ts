@@ -233,6 +233,131 @@ export async function verifyAccessJwt(
   };
 }
 
+/** A client's own access token (client_credentials), checked. */
+export interface VerifiedClientAccessToken {
+  clientId: string;
+  workspaceId: string;
+  /** The token's sid: the client's machine_session_id when it was issued. */
+  machineSessionId: string;
+  jti: string;
+  issuedAt: Date;
+  expiresAt: Date;
+  kid: string;
+  audience: string;
+  scopes: string[];
+}
+
+/** A client's own token (client_credentials): no user, so no role; `role` must be absent. */
+const clientClaims = z.object({
+  sub: id,
+  client_id: id,
+  workspace_id: id,
+  sid: id,
+  role: z.never().optional(),
+  jti: id,
+  iat: z.number().int(),
+  exp: z.number().int(),
+  scope: z.string().max(1000),
+});
+const clientRequiredClaims = [
+  "iss",
+  "aud",
+  "sub",
+  "client_id",
+  "workspace_id",
+  "sid",
+  "scope",
+  "jti",
+  "iat",
+  "exp",
+];
+
+/**
+ * Signs a client's own access token (client_credentials, RFC 9068 section 2.2): `sub` is the
+ * client, there is no user, role, amr or acr, and `sid` is the client's machine_session_id,
+ * which its revocation names.
+ */
+export function signClientJwt(
+  signer: JwtSigner,
+  input: {
+    clientId: string;
+    workspaceId: string;
+    machineSessionId: string;
+    scopes: readonly string[];
+    issuer: string;
+    audience: string;
+    jti: string;
+    /** Epoch seconds. */
+    issuedAt: number;
+    expiresAt: number;
+  },
+): Promise<string> {
+  return new SignJWT({
+    workspace_id: input.workspaceId,
+    sid: input.machineSessionId,
+    client_id: input.clientId,
+    scope: input.scopes.join(" "),
+  })
+    .setProtectedHeader({ alg: signer.algorithm, kid: signer.kid, typ: tokenType })
+    .setIssuer(input.issuer)
+    .setAudience(input.audience)
+    .setSubject(input.clientId)
+    .setJti(input.jti)
+    .setIssuedAt(input.issuedAt)
+    .setExpirationTime(input.expiresAt)
+    .sign(signer.key);
+}
+
+/**
+ * Checks a client's own access token against the key its kid found: the same header, key,
+ * issuer and expiry checks as verifyAccessJwt, `sub` equal to `client_id` and no `role`, so
+ * that no user's token passes as a client's and no client's as a user's (verifyAccessJwt
+ * requires `role`).
+ */
+export async function verifyClientJwt(
+  token: string,
+  hint: JwtKeyHint,
+  key: JwtVerifyKey,
+  options: { issuer: string; audience: string; workspaceId: string; currentDate: Date },
+): Promise<VerifiedClientAccessToken> {
+  if (hint.alg !== key.algorithm) {
+    throw new TokenInvalidError("ERR_JWT_INVALID", "algorithm does not match the key");
+  }
+  let payload: unknown;
+  try {
+    ({ payload } = await jwtVerify(token, key.verifyKey, {
+      algorithms: [key.algorithm],
+      issuer: options.issuer,
+      audience: options.audience,
+      typ: tokenType,
+      currentDate: options.currentDate,
+      requiredClaims: clientRequiredClaims,
+    }));
+  } catch (error) {
+    throw fromJose(error);
+  }
+  const parsed = clientClaims.safeParse(payload);
+  if (!parsed.success) {
+    const claim = parsed.error.issues[0]?.path[0];
+    throw new TokenInvalidError("ERR_JWT_CLAIM_INVALID", `claim "${String(claim)}" is invalid`);
+  }
+  const c = parsed.data;
+  if (c.sub !== c.client_id || c.workspace_id !== options.workspaceId) {
+    throw new TokenInvalidError("ERR_JWT_CLAIM_INVALID", 'claim "sub" is invalid');
+  }
+  return {
+    clientId: c.client_id,
+    workspaceId: c.workspace_id,
+    machineSessionId: c.sid,
+    jti: c.jti,
+    issuedAt: new Date(c.iat * 1000),
+    expiresAt: new Date(c.exp * 1000),
+    kid: hint.kid,
+    audience: options.audience,
+    scopes: c.scope === "" ? [] : c.scope.split(" "),
+  };
+}
+
 /** The alg and kid of something that may be an ID token, or null when it cannot be one. */
 export function idTokenKeyHint(token: string): JwtKeyHint | null {
   if (typeof token !== "string" || token.length === 0 || token.length > maxTokenLength) {

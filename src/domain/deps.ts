@@ -42,6 +42,14 @@ export interface AuthDeps {
       /** The token's iat, instead of now (in whole seconds). */
       issuedAt?: Date;
     }): Promise<{ token: string; jti: string; issuedAt: Date; expiresAt: Date }>;
+    /** A client's own token (client_credentials): no user; see SigningKeys. */
+    signClientAccessToken(input: {
+      clientId: string;
+      workspaceId: string;
+      machineSessionId: string;
+      scopes: readonly string[];
+      ttlSeconds: number;
+    }): Promise<{ token: string; jti: string; issuedAt: Date; expiresAt: Date }>;
     /** A grant's tokens are checked against their workspace's issuer, as iss and aud. */
     verifyAccessToken(
       token: string,

@@ -1,8 +1,13 @@
 import { createHash } from "node:crypto";
+import { decodeJwt } from "jose";
 import { LRUCache } from "lru-cache";
 import type { DatabasePool } from "slonik";
 import type { Clock } from "../clock.js";
-import { TokenInvalidError, type VerifiedAccessToken } from "../crypto/jwt.js";
+import {
+  TokenInvalidError,
+  type VerifiedAccessToken,
+  type VerifiedClientAccessToken,
+} from "../crypto/jwt.js";
 import { isOpaqueToken, opaqueHash } from "../crypto/opaque-tokens.js";
 import { withTenant } from "../db/with-tenant.js";
 import type { Role } from "../repositories/memberships.js";
@@ -15,6 +20,7 @@ import { actorOf, type Caller, requireIntrospect } from "./admin-auth.js";
 import { acrOf, amrOf } from "./amr.js";
 import { audit } from "./audit.js";
 import type { RequestMeta } from "./deps.js";
+import type { RevocableToken } from "./revocations.js";
 import { Violations } from "./validate.js";
 
 export type TokenTypeHint = "access_token" | "refresh_token" | null;
@@ -24,6 +30,8 @@ export type Introspection =
   | { readonly active: false }
   | {
       readonly active: true;
+      /** A user's token (a session's); see the client variant below. */
+      readonly subject: "user";
       readonly tokenType: "access_token" | "refresh_token";
       readonly sub: string;
       readonly workspaceId: string;
@@ -33,6 +41,20 @@ export type Introspection =
       readonly amr: readonly string[];
       readonly acr: string;
       /** Seconds since the epoch. */
+      readonly exp: number;
+      readonly iat: number;
+      readonly iss: string;
+      readonly aud: readonly string[];
+      readonly jti: string;
+    }
+  | {
+      readonly active: true;
+      /** A client's own token (client_credentials): no user, no session, no role. */
+      readonly subject: "client";
+      readonly tokenType: "access_token";
+      readonly clientId: string;
+      readonly scopes: readonly string[];
+      readonly workspaceId: string;
       readonly exp: number;
       readonly iat: number;
       readonly iss: string;
@@ -51,10 +73,13 @@ export interface IntrospectionDeps {
   readonly issuer: string;
   readonly audience: string;
   readonly cacheSize: number;
-  readonly tokens: { verifyAccessToken(token: string): Promise<VerifiedAccessToken> };
+  readonly tokens: {
+    verifyAccessToken(token: string): Promise<VerifiedAccessToken>;
+    verifyClientAccessToken(token: string): Promise<VerifiedClientAccessToken>;
+  };
   readonly revocations: {
     assertTrusted(): void;
-    revokes(token: VerifiedAccessToken): boolean;
+    revokes(token: RevocableToken): boolean;
     changed(): Promise<void>;
   };
 }
@@ -163,6 +188,7 @@ export class Introspector {
 
   private async checkAccessToken(token: string): Promise<Introspection> {
     this.deps.revocations.assertTrusted();
+    if (isClientToken(token)) return this.checkClientAccessToken(token);
     const claims = await this.verified(token);
     if (!claims) return inactive;
     const now = this.deps.clock.now().getTime();
@@ -171,6 +197,7 @@ export class Introspector {
     }
     return {
       active: true,
+      subject: "user",
       tokenType: "access_token",
       sub: claims.userId,
       workspaceId: claims.workspaceId,
@@ -182,6 +209,43 @@ export class Introspector {
       iat: claims.issuedAt.getTime() / 1000,
       iss: this.deps.issuer,
       aud: [this.deps.audience],
+      jti: claims.jti,
+    };
+  }
+
+  /**
+   * A client's own token: the same checks, its own audience (the workspace's issuer), and the
+   * revocation state, where deleting the client or rotating its secret revoked its sid.
+   */
+  private async checkClientAccessToken(token: string): Promise<Introspection> {
+    let claims: VerifiedClientAccessToken;
+    try {
+      claims = await this.deps.tokens.verifyClientAccessToken(token);
+    } catch (error) {
+      if (error instanceof TokenInvalidError) return inactive;
+      throw error;
+    }
+    const now = this.deps.clock.now().getTime();
+    const revoked = this.deps.revocations.revokes({
+      userId: claims.clientId,
+      workspaceId: claims.workspaceId,
+      sessionId: claims.machineSessionId,
+      issuedAt: claims.issuedAt,
+      kid: claims.kid,
+    });
+    if (claims.expiresAt.getTime() <= now || revoked) return inactive;
+    return {
+      active: true,
+      subject: "client",
+      tokenType: "access_token",
+      clientId: claims.clientId,
+      scopes: claims.scopes,
+      workspaceId: claims.workspaceId,
+      exp: claims.expiresAt.getTime() / 1000,
+      iat: claims.issuedAt.getTime() / 1000,
+      // The workspace's provider issued it (RFC 9068), and it is its audience too.
+      iss: claims.audience,
+      aud: [claims.audience],
       jti: claims.jti,
     };
   }
@@ -224,6 +288,7 @@ export class Introspector {
     }
     return {
       active: true,
+      subject: "user",
       tokenType: "refresh_token",
       sub: row.user_id,
       workspaceId: row.workspace_id,
@@ -255,6 +320,21 @@ export class Introspector {
       if (error instanceof TokenInvalidError) return null;
       throw error;
     }
+  }
+}
+
+/**
+ * Whether a token has the shape of a client's own (sub = client_id, no role); its signature
+ * and claims are checked by verifyClientAccessToken either way.
+ */
+function isClientToken(token: string): boolean {
+  try {
+    const claims = decodeJwt(token);
+    return (
+      typeof claims.client_id === "string" && claims.sub === claims.client_id && !("role" in claims)
+    );
+  } catch {
+    return false;
   }
 }
 

@@ -1,4 +1,5 @@
 import { randomUUID } from "node:crypto";
+import { decodeJwt } from "jose";
 import type { DatabasePool } from "slonik";
 import { type Clock, systemClock } from "../clock.js";
 import {
@@ -9,10 +10,13 @@ import {
   type JwtSigner,
   type JwtVerifyKey,
   signAccessJwt,
+  signClientJwt,
   signIdJwt,
   TokenInvalidError,
   type VerifiedAccessToken,
+  type VerifiedClientAccessToken,
   verifyAccessJwt,
+  verifyClientJwt,
 } from "../crypto/jwt.js";
 import {
   importVerifyKey,
@@ -364,6 +368,66 @@ export class SigningKeys {
     return verifyAccessJwt(token, hint, key, {
       issuer: options.provider ?? this.issuer,
       audience: options.provider ?? this.audience,
+      currentDate: this.clock.now(),
+    });
+  }
+
+  /**
+   * Signs a client's own access token (client_credentials): no user; `sid` is the client's
+   * machine_session_id, which its revocation names. Issuer and audience are the workspace's
+   * provider, as for a grant's tokens, so Keygate's own RPCs and services refuse it.
+   */
+  async signClientAccessToken(input: {
+    clientId: string;
+    workspaceId: string;
+    machineSessionId: string;
+    scopes: readonly string[];
+    ttlSeconds: number;
+  }): Promise<{ token: string; jti: string; issuedAt: Date; expiresAt: Date }> {
+    if (!Number.isInteger(input.ttlSeconds) || input.ttlSeconds < 1) {
+      throw new RangeError("ttlSeconds must be a positive integer");
+    }
+    if (input.ttlSeconds > maxAccessTokenTtlSeconds) {
+      throw new RangeError(`ttlSeconds must be at most ${maxAccessTokenTtlSeconds}`);
+    }
+    const now = this.clock.now();
+    const signer = await this.currentSigner(now);
+    const iat = Math.floor(now.getTime() / 1000);
+    const exp = iat + input.ttlSeconds;
+    const jti = randomUUID();
+    const provider = this.providerAudience(input.workspaceId);
+    const token = await signClientJwt(signer, {
+      ...input,
+      issuer: provider,
+      audience: provider,
+      jti,
+      issuedAt: iat,
+      expiresAt: exp,
+    });
+    return { token, jti, issuedAt: new Date(iat * 1000), expiresAt: new Date(exp * 1000) };
+  }
+
+  /** Checks a client's own access token (see signClientAccessToken) for the workspace it names. */
+  async verifyClientAccessToken(token: string): Promise<VerifiedClientAccessToken> {
+    const hint = accessTokenKeyHint(token);
+    let workspaceId: unknown;
+    try {
+      workspaceId = decodeJwt(token).workspace_id;
+    } catch {
+      throw new TokenInvalidError("ERR_JWT_INVALID", "malformed access token");
+    }
+    if (typeof workspaceId !== "string" || !/^[0-9a-f-]{36}$/.test(workspaceId)) {
+      throw new TokenInvalidError("ERR_JWT_CLAIM_INVALID", 'claim "workspace_id" is invalid');
+    }
+    const key = await this.keyFor(hint.kid);
+    if (key === undefined) {
+      throw new TokenInvalidError("ERR_JWT_UNKNOWN_KEY", "unknown signing key");
+    }
+    const provider = this.providerAudience(workspaceId);
+    return verifyClientJwt(token, hint, key, {
+      issuer: provider,
+      audience: provider,
+      workspaceId,
       currentDate: this.clock.now(),
     });
   }

@@ -81,6 +81,8 @@ export function envoyAuthorizationHandlers(
       }
       const result = await introspector.introspect(caller, { token, hint: "access_token" });
       if (!result.active) return unauthorized("the access token is invalid, expired or revoked");
+      // The headers below name a user; a client's own token (client_credentials) has none.
+      if (result.subject !== "user") return unauthorized("the access token is not a user's");
       const workspace = headers["x-workspace-id"];
       if (workspace !== undefined && workspace !== result.workspaceId) {
         return deny(

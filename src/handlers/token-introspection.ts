@@ -37,6 +37,20 @@ const requestOf = (r: IntrospectRequest) => ({
 /** RFC 7662 shape: an inactive token answers active=false and nothing else. */
 export function introspectResponseOf(i: Introspection): IntrospectResponse {
   if (!i.active) return create(IntrospectResponseSchema, { active: false });
+  if (i.subject === "client") {
+    return create(IntrospectResponseSchema, {
+      active: true,
+      workspaceId: i.workspaceId,
+      exp: BigInt(i.exp),
+      iat: BigInt(i.iat),
+      iss: i.iss,
+      aud: [...i.aud],
+      jti: i.jti,
+      tokenType: i.tokenType,
+      clientId: i.clientId,
+      scope: i.scopes.join(" "),
+    });
+  }
   return create(IntrospectResponseSchema, {
     active: true,
     sub: i.sub,

@@ -175,6 +175,21 @@ export function oauthCallLogger(deps: {
 /** RFC 7662 section 2.2: an active token's claims, or exactly `{"active": false}`. */
 export function introspectionJson(i: Introspection): Record<string, unknown> {
   if (!i.active) return { active: false };
+  if (i.subject === "client") {
+    // RFC 7662 section 2.2 with RFC 9068's claims: the client and its scopes, no user.
+    return {
+      active: true,
+      token_type: i.tokenType,
+      client_id: i.clientId,
+      scope: i.scopes.join(" "),
+      exp: i.exp,
+      iat: i.iat,
+      iss: i.iss,
+      aud: i.aud,
+      jti: i.jti,
+      workspace_id: i.workspaceId,
+    };
+  }
   return {
     active: true,
     token_type: i.tokenType,

@@ -1,3 +1,4 @@
+import { decodeJwt } from "jose";
 import type { CallLog } from "../call-log.js";
 import type { RequestMeta } from "../domain/deps.js";
 import {
@@ -7,6 +8,13 @@ import {
   resume,
   workspaceIssuer,
 } from "../domain/oauth/authorize.js";
+import { assertionAlgorithms, clientAssertionType } from "../domain/oauth/client-assertion.js";
+import type { PresentedCredentials } from "../domain/oauth/client-authentication.js";
+import {
+  type ClientCredentialsAnswer,
+  clientCredentialsGrant,
+  requireGrantType,
+} from "../domain/oauth/client-credentials.js";
 import { endSession } from "../domain/oauth/end-session.js";
 import { OAuthProtocolError } from "../domain/oauth/errors.js";
 import { registerClient } from "../domain/oauth/registration.js";
@@ -16,6 +24,7 @@ import {
   authenticateClient,
   exchangeCode,
   refreshGrant,
+  type TokenAnswer,
   type TokenDeps,
   userinfo,
 } from "../domain/oauth/token.js";
@@ -85,10 +94,16 @@ export function openIdProviderRoutes(deps: ProviderHttpDeps) {
       scopes_supported: supportedScopes,
       response_types_supported: ["code"],
       response_modes_supported: ["query"],
-      grant_types_supported: ["authorization_code", "refresh_token"],
+      grant_types_supported: ["authorization_code", "refresh_token", "client_credentials"],
       subject_types_supported: ["public"],
       id_token_signing_alg_values_supported: ["RS256"],
-      token_endpoint_auth_methods_supported: ["client_secret_basic", "client_secret_post", "none"],
+      token_endpoint_auth_methods_supported: [
+        "client_secret_basic",
+        "client_secret_post",
+        "private_key_jwt",
+        "none",
+      ],
+      token_endpoint_auth_signing_alg_values_supported: [...assertionAlgorithms],
       code_challenge_methods_supported: ["S256"],
       prompt_values_supported: ["none", "login", "consent", "select_account"],
       claims_supported: [
@@ -163,12 +178,14 @@ export function openIdProviderRoutes(deps: ProviderHttpDeps) {
       const client = await authenticateClient(
         deps.provider,
         workspaceId,
-        clientCredentialsOf(req.headers.authorization, form),
+        presentedCredentials(req.headers.authorization, form),
+        meta,
       );
       const grantType = form.get("grant_type");
       const resources = parseResources(form.getAll("resource"), deps.provider);
-      let answer: Awaited<ReturnType<typeof exchangeCode>>;
+      let answer: TokenAnswer | ClientCredentialsAnswer;
       if (grantType === "authorization_code") {
+        requireGrantType(client, grantType);
         answer = await exchangeCode(deps.provider, meta, client, {
           code: form.get("code") ?? "",
           redirectUri: form.get("redirect_uri") ?? undefined,
@@ -176,6 +193,7 @@ export function openIdProviderRoutes(deps: ProviderHttpDeps) {
           resources,
         });
       } else if (grantType === "refresh_token") {
+        requireGrantType(client, grantType);
         answer = await refreshGrant(
           deps.provider,
           meta,
@@ -183,13 +201,24 @@ export function openIdProviderRoutes(deps: ProviderHttpDeps) {
           form.get("refresh_token") ?? "",
           resources,
         );
+      } else if (grantType === "client_credentials") {
+        // A machine token is for the workspace's provider (Introspect) only, for now.
+        if (resources.length > 0) {
+          throw new OAuthError(400, "invalid_target", "client_credentials takes no resource yet");
+        }
+        answer = await clientCredentialsGrant(
+          deps.provider,
+          meta,
+          client,
+          form.get("scope") ?? undefined,
+        );
       } else if (grantType === null) {
         throw new OAuthError(400, "invalid_request", "grant_type is required");
       } else {
         throw new OAuthError(
           400,
           "unsupported_grant_type",
-          "use authorization_code or refresh_token",
+          "use authorization_code, refresh_token or client_credentials",
         );
       }
       json(res, 200, answer, noStore);
@@ -350,6 +379,43 @@ function crossOrigin(handler: Handler): Handler {
     }
     await handler(req, res);
   };
+}
+
+/**
+ * The client's credentials: a private_key_jwt assertion (RFC 7521 section 4.2; client_id
+ * optional, and then the assertion's sub, which the check holds against iss), or a secret
+ * or nothing (clientCredentialsOf). An assertion beside a secret is two methods: refused.
+ */
+function presentedCredentials(
+  authorization: string | undefined,
+  form: URLSearchParams,
+): PresentedCredentials {
+  const type = form.get("client_assertion_type");
+  const assertion = form.get("client_assertion");
+  if (type === null && assertion === null) return clientCredentialsOf(authorization, form);
+  if (authorization !== undefined || form.has("client_secret")) {
+    throw new OAuthError(400, "invalid_request", "use one client authentication method");
+  }
+  if (type !== clientAssertionType) {
+    throw new OAuthError(
+      401,
+      "invalid_client",
+      `client_assertion_type must be ${clientAssertionType}`,
+    );
+  }
+  if (assertion === null || assertion === "") {
+    throw new OAuthError(401, "invalid_client", "client_assertion is required");
+  }
+  let clientId = form.get("client_id");
+  if (clientId === null) {
+    try {
+      const sub = decodeJwt(assertion).sub;
+      clientId = typeof sub === "string" ? sub : "";
+    } catch {
+      throw new OAuthError(401, "invalid_client", "the client assertion is malformed");
+    }
+  }
+  return { clientId, assertion, method: "private_key_jwt" };
 }
 
 function queryOf(req: Req): URLSearchParams {

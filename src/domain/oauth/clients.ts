@@ -18,7 +18,7 @@ import {
 import { audit } from "../audit.js";
 import type { AuthDeps, RequestMeta } from "../deps.js";
 import { Violations } from "../validate.js";
-import { supportedScopes } from "./scopes.js";
+import { machineRegistration } from "./machine-clients.js";
 
 export interface CreateOAuthClientInput {
   readonly workspaceId: string;
@@ -30,6 +30,12 @@ export interface CreateOAuthClientInput {
   readonly scopes: readonly string[];
   /** Empty for none. */
   readonly backchannelLogoutUri: string;
+  /** Empty or absent: authorization_code and refresh_token (see machine-clients.ts). */
+  readonly grantTypes?: readonly string[];
+  /** Empty or absent: client_secret_basic (confidential) or none (public). */
+  readonly tokenEndpointAuthMethod?: string;
+  /** A JWK Set as JSON, for private_key_jwt. */
+  readonly jwks?: string;
 }
 
 const maxUris = 10;
@@ -74,7 +80,13 @@ export async function createOAuthClient(
     .required("workspace_id", input.workspaceId, 100)
     .uuid("workspace_id", input.workspaceId)
     .displayName("name", input.name, 200);
-  checkUris(v, "redirect_uris", input.redirectUris, 1);
+  const machine = await machineRegistration(v, input);
+  checkUris(
+    v,
+    "redirect_uris",
+    input.redirectUris,
+    machine.grantTypes.includes("authorization_code") ? 1 : 0,
+  );
   checkUris(v, "post_logout_redirect_uris", input.postLogoutRedirectUris, 0);
   if (input.backchannelLogoutUri !== "") {
     const problem = redirectUriProblem(input.backchannelLogoutUri);
@@ -83,14 +95,9 @@ export async function createOAuthClient(
       v.add("backchannel_logout_uri", "must be https (http only for loopback hosts)");
     }
   }
-  input.scopes.forEach((scope, i) => {
-    if (!supportedScopes.includes(scope)) {
-      v.add(`scopes[${i}]`, `must be one of ${supportedScopes.join(", ")}`);
-    }
-  });
   v.throwIfAny();
   requireWorkspaceAdmin(caller, input.workspaceId);
-  const secret = input.confidential ? newOpaqueToken("client_secret") : null;
+  const secret = machine.hasSecret ? newOpaqueToken("client_secret") : null;
   const now = deps.clock.now();
   const client = await withTenant(deps.pool, input.workspaceId, async (tx) => {
     if ((await findWorkspaceById(tx, input.workspaceId)) === null) {
@@ -104,9 +111,12 @@ export async function createOAuthClient(
       redirectUris: [...new Set(input.redirectUris)],
       postLogoutRedirectUris: [...new Set(input.postLogoutRedirectUris)],
       firstParty: input.firstParty,
-      scopes: input.scopes.length === 0 ? supportedScopes : [...new Set(input.scopes)],
+      scopes: machine.scopes,
       backchannelLogoutUri: input.backchannelLogoutUri === "" ? null : input.backchannelLogoutUri,
       registeredDynamically: false,
+      grantTypes: machine.grantTypes,
+      tokenEndpointAuthMethod: machine.method,
+      jwks: machine.jwks,
       now,
     });
     await audit(tx, deps, meta, {
@@ -117,7 +127,9 @@ export async function createOAuthClient(
       outcome: "success",
       details: {
         client_id: row.client_id,
-        confidential: secret !== null,
+        confidential: machine.method !== "none",
+        grant_types: row.grant_types.join(" "),
+        token_endpoint_auth_method: row.token_endpoint_auth_method,
         first_party: row.first_party,
         redirect_uris: row.redirect_uris.join(" "),
       },

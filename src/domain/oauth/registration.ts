@@ -76,7 +76,9 @@ function parseMetadata(body: unknown) {
   if (!(authMethods as readonly string[]).includes(method)) {
     throw invalidMetadata(`token_endpoint_auth_method must be one of ${authMethods.join(", ")}`);
   }
-  const grants = strings("grant_types", ["authorization_code"]);
+  // RFC 7591 defaults to authorization_code alone; every grant here gets a refresh token, so
+  // the client is registered for using it too (the answer says so).
+  const grants = strings("grant_types", ["authorization_code", "refresh_token"]);
   const unsupported = grants.filter((g) => !grantTypes.has(g));
   if (unsupported.length > 0 || !grants.includes("authorization_code")) {
     throw invalidMetadata("grant_types may be authorization_code and refresh_token");
@@ -148,6 +150,9 @@ export async function registerClient(
       scopes: metadata.scopes,
       backchannelLogoutUri: null,
       registeredDynamically: true,
+      grantTypes: metadata.grants as ("authorization_code" | "refresh_token")[],
+      tokenEndpointAuthMethod: metadata.method,
+      jwks: null,
       now,
     });
     await audit(tx, deps, meta, {

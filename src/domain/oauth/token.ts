@@ -14,6 +14,11 @@ import type { RequestMeta } from "../deps.js";
 import { authenticate, type IssuedTokens, openSession, refresh, signTokens } from "../sessions.js";
 import { effectiveSettings } from "../settings.js";
 import { type ProviderDeps, pkceMatches, workspaceIssuer } from "./authorize.js";
+import {
+  checkClientCredentials,
+  countClientAuthFailure,
+  type PresentedCredentials,
+} from "./client-authentication.js";
 import { OAuthProtocolError } from "./errors.js";
 import { narrowResources } from "./resources.js";
 
@@ -30,50 +35,35 @@ export interface TokenDeps extends ProviderDeps {
   };
 }
 
-/** How a client authenticated at the token endpoint (RFC 6749 section 2.3). */
-export interface ClientCredentials {
-  readonly clientId: string;
-  /** Absent for a public client. */
-  readonly secret: string | undefined;
-  readonly method: "client_secret_basic" | "client_secret_post" | "none";
-}
+/** How a client authenticated at the token endpoint (see client-authentication.ts). */
+export type ClientCredentials = PresentedCredentials;
 
 const invalidClient = (description: string) =>
   new OAuthProtocolError("invalid_client", description, 401);
 const invalidGrant = (description: string) => new OAuthProtocolError("invalid_grant", description);
 
-/** The client, when its credentials check out: a secret for a confidential one, none otherwise. */
+/** The client, when its credentials check out by its one registered method. */
 export async function authenticateClient(
   deps: TokenDeps,
   workspaceId: string,
   credentials: ClientCredentials,
+  meta: RequestMeta,
 ): Promise<OAuthClientRow> {
-  if (
-    credentials.clientId === "" ||
-    credentials.clientId.length > 100 ||
-    credentials.clientId.includes("\0")
-  ) {
-    throw invalidClient("client authentication failed");
-  }
-  const client = await withTenant(deps.pool, workspaceId, (tx) =>
-    findOAuthClient(tx, workspaceId, credentials.clientId),
-  );
-  if (client === null) throw invalidClient("client authentication failed");
-  if (client.secret_hash === null) {
-    if (credentials.secret !== undefined) {
-      throw invalidClient("this is a public client: it has no secret to send");
+  try {
+    if (
+      credentials.clientId === "" ||
+      credentials.clientId.length > 100 ||
+      credentials.clientId.includes("\0")
+    ) {
+      throw invalidClient("client authentication failed");
     }
-    return client;
+    const client = await withTenant(deps.pool, workspaceId, (tx) =>
+      findOAuthClient(tx, workspaceId, credentials.clientId),
+    );
+    return await checkClientCredentials(deps, client, credentials, deps.issuerBase);
+  } catch (error) {
+    return countClientAuthFailure(deps, meta, error);
   }
-  const secret = credentials.secret;
-  if (
-    secret === undefined ||
-    !isOpaqueToken("client_secret", secret) ||
-    !hashesEqual(opaqueHash(deps.tokenSecret, "client_secret", secret), client.secret_hash)
-  ) {
-    throw invalidClient("client authentication failed");
-  }
-  return client;
 }
 
 export interface TokenAnswer {

@@ -6,6 +6,7 @@ import { OAuthClientSchema } from "../../../gen/keygate/v1/types_pb.js";
 import type { AdminDeps } from "../../domain/deps.js";
 import type { OAuthClientRow } from "../../domain/model.js";
 import { workspaceIssuer } from "../../domain/oauth/authorize.js";
+import { rotateOAuthClientSecret } from "../../domain/oauth/client-secrets.js";
 import {
   createOAuthClient,
   deleteOAuthClient,
@@ -26,12 +27,15 @@ export function adminOAuthClientsHandlers(deps: AdminDeps, issuerBase: string) {
       name: c.name,
       redirectUris: c.redirect_uris,
       postLogoutRedirectUris: c.post_logout_redirect_uris,
-      confidential: c.secret_hash !== null,
+      confidential: c.token_endpoint_auth_method !== "none",
       firstParty: c.first_party,
       scopes: c.scopes,
       createTime: timestampFromMs(c.created_at),
       issuer: workspaceIssuer(issuerBase, c.workspace_id),
       backchannelLogoutUri: c.backchannel_logout_uri ?? "",
+      grantTypes: c.grant_types,
+      tokenEndpointAuthMethod: c.token_endpoint_auth_method,
+      jwks: c.jwks === null ? "" : JSON.stringify(c.jwks),
     });
   return {
     async createOAuthClient(req, ctx) {
@@ -44,6 +48,9 @@ export function adminOAuthClientsHandlers(deps: AdminDeps, issuerBase: string) {
         firstParty: req.firstParty,
         scopes: req.scopes,
         backchannelLogoutUri: req.backchannelLogoutUri,
+        grantTypes: req.grantTypes,
+        tokenEndpointAuthMethod: req.tokenEndpointAuthMethod,
+        jwks: req.jwks,
       });
       return { client: clientOf(client), clientSecret: secret ?? "" };
     },
@@ -58,5 +65,15 @@ export function adminOAuthClientsHandlers(deps: AdminDeps, issuerBase: string) {
       });
       return {};
     },
-  } satisfies Pick<Impl, "createOAuthClient" | "listOAuthClients" | "deleteOAuthClient">;
+    async rotateOAuthClientSecret(req, ctx) {
+      const { client, secret } = await rotateOAuthClientSecret(deps, meta(ctx), callerOf(ctx), {
+        workspaceId: req.workspaceId,
+        clientId: req.clientId,
+      });
+      return { client: clientOf(client), clientSecret: secret };
+    },
+  } satisfies Pick<
+    Impl,
+    "createOAuthClient" | "listOAuthClients" | "deleteOAuthClient" | "rotateOAuthClientSecret"
+  >;
 }
