@@ -232,7 +232,8 @@ describe("client_credentials", () => {
     const { payload } = await jwtVerify(
       tokens.access_token,
       createRemoteJWKSet(new URL(`${keygate.config.issuer}/.well-known/jwks.json`)),
-      { issuer: keygate.config.issuer, audience: issuerOf(workspaceId), typ: "at+jwt" },
+      // RFC 9068: iss is the issuer the client discovered, the workspace's provider.
+      { issuer: issuerOf(workspaceId), audience: issuerOf(workspaceId), typ: "at+jwt" },
     );
     expect(payload).toMatchObject({
       sub: registered.clientId,
