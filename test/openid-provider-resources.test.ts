@@ -363,6 +363,10 @@ describe("RFC 7591 dynamic registration", () => {
     expect(listed.clients.map((c) => c.clientId)).toEqual(
       expect.arrayContaining([registered.client_id, confidential.client_id]),
     );
+    expect(
+      listed.clients.find((c) => c.clientId === registered.client_id)?.registeredDynamically,
+    ).toBe(true);
+    expect(confidential.grant_types).toEqual(["authorization_code", "refresh_token"]);
     // Registered in one workspace, unknown in every other.
     const elsewhere = await fetch(
       `${issuerOf(workspaceId)}/oauth2/authorize?${url.searchParams.toString()}`,

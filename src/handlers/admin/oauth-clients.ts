@@ -36,6 +36,7 @@ export function adminOAuthClientsHandlers(deps: AdminDeps, issuerBase: string) {
       grantTypes: c.grant_types,
       tokenEndpointAuthMethod: c.token_endpoint_auth_method,
       jwks: c.jwks === null ? "" : JSON.stringify(c.jwks),
+      registeredDynamically: c.registered_dynamically,
     });
   return {
     async createOAuthClient(req, ctx) {
