@@ -355,7 +355,7 @@ describe("client_credentials", () => {
 });
 
 describe("ending machine tokens", () => {
-  it("DeleteOAuthClient: Introspect (RPC and RFC 7662) says inactive on every instance within a second", async () => {
+  it("SECURITY.md 48: DeleteOAuthClient: Introspect (RPC and RFC 7662) says inactive on every instance within a second", async () => {
     const registered = await machine();
     const config = await configFor(
       registered.clientId,
@@ -532,7 +532,7 @@ describe("refusals", () => {
     }
   });
 
-  it("assertions: replayed, alg none, HS256, wrong aud, expired, too long-lived, iss ≠ sub, an unregistered key", async () => {
+  it("SECURITY.md 48: assertions: replayed, alg none, HS256, wrong aud, expired, too long-lived, iss ≠ sub, an unregistered key", async () => {
     const key = await keyPair("ES256");
     const stranger = await keyPair("ES256", key.kid);
     const registered = await machine({ method: "private_key_jwt", jwks: { keys: [key.jwk] } });
