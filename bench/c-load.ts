@@ -17,6 +17,11 @@ export interface CRequest {
   method?: "GET" | "POST";
   headers?: Record<string, string>;
   body?: Uint8Array | string;
+  /**
+   * wrk only: one body per call, each sent once, in order (single-use values such as
+   * authorization codes); once they run out, the last one is sent again (and fails).
+   */
+  bodies?: readonly string[];
 }
 
 export interface CFigures {
@@ -78,6 +83,16 @@ export async function wrk(req: CRequest, ms: number, connections = 32): Promise<
         ...Object.entries(req.headers ?? {}).map(
           ([k, v]) => `wrk.headers[${luaString(k)}] = ${luaString(v)}`,
         ),
+        ...(req.bodies === undefined
+          ? []
+          : [
+              `local bodies = {${req.bodies.map(luaString).join(",")}}`,
+              "local next = 0",
+              "request = function()",
+              "  next = math.min(next + 1, #bodies)",
+              "  return wrk.format(nil, nil, nil, bodies[next])",
+              "end",
+            ]),
       ].join("\n"),
     );
     const seconds = Math.max(1, Math.round(ms / 1000));

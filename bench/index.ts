@@ -24,6 +24,7 @@ const benches: Record<
   memory: () => import("./memory.js"),
   refresh: () => import("./refresh.js"),
   passkey: () => import("./passkey.js"),
+  oauth: () => import("./oauth.js"),
   signup: async () => ({ run: (a) => import("./flows.js").then((m) => m.runFlow("signup", a)) }),
   otp: async () => ({ run: (a) => import("./flows.js").then((m) => m.runFlow("otp", a)) }),
   "magic-link": async () => ({
