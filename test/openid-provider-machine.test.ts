@@ -565,6 +565,17 @@ describe("refusals", () => {
     await refusedWith(await assertion(id, stranger));
     // A key of the client's own choosing in the header is no key of the client's.
     await refusedWith(await assertion(id, stranger, { header: { jwk: stranger.jwk } }));
+    // Nor is a header that names a key honoured when the registered key signed: it is refused.
+    expect(await refusedWith(await assertion(id, key, { header: { jwk: stranger.jwk } }))).toMatch(
+      /header/,
+    );
+    expect(
+      await refusedWith(await assertion(id, key, { header: { jku: "https://keys.example" } })),
+    ).toMatch(/header/);
+    // An assertion from the future (beyond a minute of clock skew).
+    expect(
+      await refusedWith(await assertion(id, key, { claims: { iat: now + 3600, exp: now + 120 } })),
+    ).toMatch(/future/);
     // client_id and the assertion must name the same client.
     const otherClient = await machine();
     await refusedWith(await assertion(id, key), { client_id: otherClient.clientId });

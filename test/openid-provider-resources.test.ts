@@ -260,6 +260,13 @@ describe("RFC 8707 resource indicators", () => {
       issuerOf(workspaceId),
       `${keygate.config.issuer}/w/00000000-0000-4000-8000-000000000000`,
       `${keygate.config.issuer}/`,
+      // Other spellings of Keygate's own origin.
+      keygate.config.issuer.replace("http://", "HTTP://"),
+      keygate.config.issuer.replace("127.0.0.1", "localhost"),
+      keygate.config.issuer.replace(/:(\d+)$/, ":0$1"),
+      `${keygate.config.issuer}/x/../w/${workspaceId}`,
+      `${keygate.config.issuer}//w/${workspaceId}`,
+      `${keygate.config.issuer}/api`,
     ]) {
       const flow = await grant(config, email, { resource });
       expect(flow.requestId, resource).toBeNull();
@@ -401,6 +408,13 @@ describe("RFC 7591 dynamic registration", () => {
         "invalid_client_metadata",
       ],
       [{ redirect_uris: [redirectUri], client_name: 7 }, "invalid_client_metadata"],
+      [
+        { redirect_uris: [redirectUri], client_name: "Keygate\u202eAdmin" },
+        "invalid_client_metadata",
+      ],
+      [{ redirect_uris: [redirectUri], client_name: "Keygate\nAdmin" }, "invalid_client_metadata"],
+      [{ redirect_uris: [redirectUri], client_name: "a\u0000b" }, "invalid_client_metadata"],
+      [{ redirect_uris: [redirectUri], client_name: "a\u200bb" }, "invalid_client_metadata"],
       [[redirectUri], "invalid_client_metadata"],
       ["{not json", "invalid_request"],
     ];
@@ -437,10 +451,20 @@ describe("RFC 7591 dynamic registration", () => {
     });
     expect(token.status).toBe(401);
     expect(token.headers.get("access-control-allow-origin")).toBe("*");
-    const discovered = await fetch(`${issuerOf(workspaceId)}/.well-known/openid-configuration`, {
-      headers: { origin },
+    for (const url of [
+      `${issuerOf(workspaceId)}/.well-known/openid-configuration`,
+      `${keygate.url}/.well-known/jwks.json`,
+      `${keygate.url}/.well-known/oauth-authorization-server`,
+    ]) {
+      const read = await fetch(url, { headers: { origin } });
+      expect(read.status, url).toBe(200);
+      expect(read.headers.get("access-control-allow-origin"), url).toBe("*");
+    }
+    const keysPreflight = await fetch(`${keygate.url}/.well-known/jwks.json`, {
+      method: "OPTIONS",
+      headers: { origin, "access-control-request-method": "GET" },
     });
-    expect(discovered.headers.get("access-control-allow-origin")).toBe("*");
+    expect(keysPreflight.status).toBe(204);
     // Navigations stay same-origin.
     const authorize = await fetch(`${issuerOf(workspaceId)}/oauth2/authorize?client_id=x`, {
       headers: { origin },

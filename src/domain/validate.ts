@@ -58,3 +58,8 @@ export class Violations {
 export function isUuid(value: string): boolean {
   return uuidPattern.test(value);
 }
+
+/** One line of printable text (the rule of Violations.displayName, without the length). */
+export function isDisplayName(value: string): boolean {
+  return !notPrintable.test(value);
+}

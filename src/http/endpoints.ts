@@ -47,6 +47,15 @@ export function httpEndpoints(deps: {
     }
     if (deps.webApp?.serve(req, res)) return;
     const readOnly = req.method === "GET" || req.method === "HEAD";
+    // Public keys, for browser apps of any origin too (an SPA checks its ID tokens with them).
+    if (path === "/.well-known/jwks.json") res.setHeader("access-control-allow-origin", "*");
+    if (path === "/.well-known/jwks.json" && req.method === "OPTIONS") {
+      res.statusCode = 204;
+      res.setHeader("access-control-allow-methods", "GET");
+      res.setHeader("content-length", 0);
+      res.end();
+      return;
+    }
     if (
       !readOnly &&
       (path === "/healthz" || path === "/readyz" || path === "/.well-known/jwks.json")

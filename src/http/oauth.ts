@@ -91,7 +91,10 @@ export function oauthEndpoints(
     if (req.method !== "GET" && req.method !== "HEAD") {
       throw new OAuthError(405, "invalid_request", "use GET", { allow: "GET, HEAD" });
     }
-    json(res, 200, metadata, { "cache-control": "public, max-age=3600" });
+    json(res, 200, metadata, {
+      "cache-control": "public, max-age=3600",
+      "access-control-allow-origin": "*",
+    });
   });
 
   const routes = new Map<string, Handler>([

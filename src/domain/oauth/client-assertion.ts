@@ -131,12 +131,19 @@ export async function verifyClientAssertion(
   if (assertion.length === 0 || assertion.length > maxAssertionLength) {
     throw invalidClient("the client assertion is malformed");
   }
-  let alg: unknown;
+  let header: ReturnType<typeof decodeProtectedHeader>;
   try {
-    alg = decodeProtectedHeader(assertion).alg;
+    header = decodeProtectedHeader(assertion);
   } catch {
     throw invalidClient("the client assertion is malformed");
   }
+  // The key is always one the client registered: a header naming another (jwk, jku, x5u,
+  // x5c) is refused rather than ignored, so nobody relies on it being honoured.
+  const named = Object.keys(header).filter((m) => !assertionHeaderMembers.has(m));
+  if (named.length > 0) {
+    throw invalidClient(`the client assertion's header may not carry ${named.join(", ")}`);
+  }
+  const alg = header.alg;
   if (!(assertionAlgorithms as readonly unknown[]).includes(alg)) {
     throw invalidClient(
       `the client assertion must be signed with ${assertionAlgorithms.join(", ")}`,
@@ -157,7 +164,11 @@ export async function verifyClientAssertion(
     throw invalidClient(assertionRefusal(error));
   }
   const exp = payload.exp as number;
-  if (exp - Math.floor(now.getTime() / 1000) > maxAssertionLifetimeSeconds) {
+  const nowSeconds = Math.floor(now.getTime() / 1000);
+  if (typeof payload.iat === "number" && payload.iat > nowSeconds + assertionClockSkewSeconds) {
+    throw invalidClient("the client assertion is issued in the future");
+  }
+  if (exp - nowSeconds > maxAssertionLifetimeSeconds) {
     throw invalidClient(
       `the client assertion must expire within ${maxAssertionLifetimeSeconds} seconds`,
     );
@@ -177,6 +188,10 @@ export async function verifyClientAssertion(
   );
   if (!fresh) throw invalidClient("the client assertion was used already");
 }
+
+const assertionHeaderMembers = new Set(["alg", "kid", "typ"]);
+/** How far ahead of Keygate's clock a client's clock may run. */
+const assertionClockSkewSeconds = 60;
 
 /** Why jose refused an assertion, for the client's developer; never the assertion itself. */
 function assertionRefusal(error: unknown): string {

@@ -10,7 +10,7 @@ import { findWorkspaceById } from "../../repositories/workspaces.js";
 import { audit } from "../audit.js";
 import type { RequestMeta } from "../deps.js";
 import { effectiveSettings } from "../settings.js";
-import { isUuid } from "../validate.js";
+import { isDisplayName, isUuid } from "../validate.js";
 import type { ProviderDeps } from "./authorize.js";
 import { redirectUriProblem } from "./clients.js";
 import { OAuthProtocolError } from "./errors.js";
@@ -99,6 +99,11 @@ function parseMetadata(body: unknown) {
     }
   }
   const name = text("client_name", 200)?.trim();
+  // The consent screen shows it: one line of printable text, as admins' client names are, so
+  // nobody reorders or splits it (bidi overrides, line breaks) around the "not verified" note.
+  if (name !== undefined && name !== "" && !isDisplayName(name)) {
+    throw invalidMetadata("client_name must be one line of printable text");
+  }
   return {
     redirectUris,
     method: method as (typeof authMethods)[number],

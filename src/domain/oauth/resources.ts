@@ -52,16 +52,39 @@ function resourceProblem(
     return "must be https (http only for loopback hosts)";
   }
   if (url.protocol !== "https:" && url.protocol !== "http:") return "must be an https URI";
-  const own = (base: string) => base.replace(/\/+$/, "");
-  if (
-    own(resource) === own(keygate.audience) ||
-    own(resource) === own(keygate.issuerBase) ||
-    resource.startsWith(`${own(keygate.issuerBase)}/w/`)
-  ) {
+  if (namesKeygate(url, resource, keygate)) {
     return "names Keygate itself: leave it out to get a token for the provider";
   }
   return null;
 }
+
+/**
+ * Whether a resource is Keygate under any spelling: the audience as written, or as a URL once
+ * normalised (scheme and host case, default or zero-padded port, dot segments, a trailing dot
+ * or slash, a query); or anything on the issuer's origin, which serves only Keygate (loopback
+ * names counting as one host, so localhost and 127.0.0.1 are the same deployment).
+ */
+function namesKeygate(
+  url: URL,
+  resource: string,
+  keygate: { readonly audience: string; readonly issuerBase: string },
+): boolean {
+  if (resource.replace(/\/+$/, "") === keygate.audience.replace(/\/+$/, "")) return true;
+  const audience = URL.canParse(keygate.audience) ? new URL(keygate.audience) : null;
+  if (audience !== null && sameOrigin(url, audience) && samePath(url, audience)) return true;
+  return URL.canParse(keygate.issuerBase) && sameOrigin(url, new URL(keygate.issuerBase));
+}
+
+function sameOrigin(a: URL, b: URL): boolean {
+  const host = (u: URL) => {
+    const name = u.hostname.replace(/\.$/, "");
+    return loopbackHosts.has(name) ? "loopback" : name;
+  };
+  return a.protocol === b.protocol && host(a) === host(b) && a.port === b.port;
+}
+
+const samePath = (a: URL, b: URL) =>
+  a.pathname.replace(/\/+$/, "") === b.pathname.replace(/\/+$/, "");
 
 /**
  * The resources a token request may name (RFC 8707 section 2.2): some of those the grant was
