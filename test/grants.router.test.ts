@@ -166,7 +166,11 @@ describe("AuthService.ListGrants and RevokeGrant", () => {
     );
     expect(events).toHaveLength(1);
     expect(events[0]?.actor).toBe(`user:${cy.userId}`);
-    expect(events[0]?.details).toEqual({ client_id: mail, sessions_revoked: 2 });
+    expect(events[0]?.details).toEqual({
+      client_id: mail,
+      sessions_revoked: 2,
+      consent_forgotten: false,
+    });
   });
 
   it("SECURITY.md 21: a user neither sees nor ends another user's grants", async () => {

@@ -41,7 +41,7 @@ async function registered(name: string, firstParty: boolean) {
   );
 }
 
-async function start(config: client.Configuration) {
+async function start(config: client.Configuration, extra: Record<string, string> = {}) {
   const verifier = client.randomPKCECodeVerifier();
   const state = client.randomState();
   const nonce = client.randomNonce();
@@ -52,6 +52,7 @@ async function start(config: client.Configuration) {
     code_challenge_method: "S256",
     state,
     nonce,
+    ...extra,
   });
   return { url, verifier, state, nonce };
 }
@@ -150,9 +151,13 @@ describe.skipIf(!hasChromium)(
       expect(await page.textContent("body")).toContain("Your email address");
       await page.getByRole("button", { name: "Allow" }).click();
       expect((await landed(page, third, asked)).claims()?.sub).toBe(claims?.sub);
+      // Allowed once, it is not asked again for as much.
+      const remembered = await start(third);
+      await page.goto(remembered.url.toString());
+      expect((await landed(page, third, remembered)).claims()?.sub).toBe(claims?.sub);
 
-      // Denying sends access_denied.
-      const denied = await start(third);
+      // Denying (asked again with prompt=consent) sends access_denied.
+      const denied = await start(third, { prompt: "consent" });
       await page.goto(denied.url.toString());
       await page.getByRole("button", { name: "Deny" }).click();
       await page.waitForURL(

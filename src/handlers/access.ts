@@ -64,8 +64,9 @@ const entries: readonly (readonly [DescMethod, Access])[] = [
   ...AdminService.methods.map((m) => [m, "admin"] as const),
 
   // The provider's sign-in step: anyone holding the request's id may look at it or decline
-  // it; only a user signed in to the request's workspace may accept it.
-  [OAuthService.method.getAuthorizationRequest, "public"],
+  // it; only a user signed in to the request's workspace may accept it. Looking with that
+  // user's token also tells whether they consented to the client before.
+  [OAuthService.method.getAuthorizationRequest, "signed_in_optional"],
   [OAuthService.method.acceptAuthorizationRequest, "signed_in"],
   [OAuthService.method.rejectAuthorizationRequest, "public"],
 

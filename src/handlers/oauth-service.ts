@@ -11,13 +11,17 @@ import {
   getAuthorizationRequest,
   rejectAuthorizationRequest,
 } from "../domain/oauth/interactions.js";
-import { principal } from "./call-context.js";
+import { maybePrincipal, principal } from "./call-context.js";
 
 /** OAuthService: the sign-in step of the workspaces' OpenID Providers. */
 export function oauthServiceHandlers(deps: ProviderDeps): ServiceImpl<typeof OAuthService> {
   return {
-    async getAuthorizationRequest(req) {
-      const { interaction, client, workspace } = await getAuthorizationRequest(deps, req.requestId);
+    async getAuthorizationRequest(req, ctx) {
+      const { interaction, client, workspace, needsConsent } = await getAuthorizationRequest(
+        deps,
+        req.requestId,
+        maybePrincipal(ctx),
+      );
       const after = interaction.request.sign_in_after;
       return {
         request: create(AuthorizationRequestSchema, {
@@ -26,7 +30,7 @@ export function oauthServiceHandlers(deps: ProviderDeps): ServiceImpl<typeof OAu
           clientId: client.client_id,
           clientName: client.name,
           scopes: interaction.request.scopes,
-          needsConsent: !client.first_party,
+          needsConsent,
           signInAfter: after === null ? undefined : timestampFromMs(after),
           loginHint: interaction.request.login_hint ?? "",
           expireTime: timestampFromMs(interaction.expires_at),

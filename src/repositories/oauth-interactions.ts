@@ -15,6 +15,8 @@ export const authorizationRequestParams = z.object({
   login_hint: z.string().nullable(),
   /** RFC 8707: what the access tokens are for; empty for the provider itself. */
   resources: z.array(z.string()).default([]),
+  /** prompt=consent: ask even a first-party client's user, and whatever they consented to. */
+  consent_prompted: z.boolean().default(false),
 });
 export type AuthorizationRequestParams = z.infer<typeof authorizationRequestParams>;
 

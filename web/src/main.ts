@@ -149,8 +149,29 @@ const pendingAuthorization = {
   },
 };
 
+/**
+ * The request as the signed-in person sees it: with their token, needsConsent says whether they
+ * allowed the client everything it asks for before. A stored session that no longer
+ * authenticates (ended, or its membership disabled) is dropped, and the request read as anyone
+ * reads it: the person signs in afresh.
+ */
+async function readAuthorizationRequest(requestId: string) {
+  try {
+    return await kg.oauth.getAuthorizationRequest({ requestId });
+  } catch (error) {
+    if (
+      !(error instanceof ConnectError) ||
+      (error.code !== Code.Unauthenticated && error.code !== Code.PermissionDenied)
+    ) {
+      throw error;
+    }
+    await kg.tokens.set(undefined);
+    return kg.oauth.getAuthorizationRequest({ requestId });
+  }
+}
+
 async function authorizeStart(requestId: string) {
-  const { request } = await kg.oauth.getAuthorizationRequest({ requestId });
+  const { request } = await readAuthorizationRequest(requestId);
   if (!request) throw new Error("the authorization request answered nothing");
   pendingAuthorization.id = request.id;
   remembered.workspace = request.workspaceSlug;
@@ -168,7 +189,8 @@ async function authorizeContinue(known?: AuthorizationRequest): Promise<void> {
   if (!requestId) return home();
   let request = known;
   try {
-    request ??= (await kg.oauth.getAuthorizationRequest({ requestId })).request;
+    // Asked again once signed in: the answer depends on who is (their remembered consent).
+    request ??= (await readAuthorizationRequest(requestId)).request;
   } catch (error) {
     pendingAuthorization.id = null;
     if (error instanceof ConnectError && error.code === Code.NotFound) {

@@ -2061,10 +2061,11 @@ export const AdminService: GenService<{
   },
   /**
    * Workspace admin (for a member of that workspace). Ends every live grant session of the
-   * user for the client, as AuthService.RevokeGrant does for the user. An owner's grants are
-   * ended only by an owner (or a key no admin minted), as with RevokeUserSessions.
-   * Codes: INVALID_ARGUMENT, NOT_FOUND (not a member, or no live grant of the user's to that
-   * client), PERMISSION_DENIED.
+   * user for the client and forgets their consent to it, as AuthService.RevokeGrant does for
+   * the user. An owner's grants are ended only by an owner (or a key no admin minted), as with
+   * RevokeUserSessions.
+   * Codes: INVALID_ARGUMENT, NOT_FOUND (not a member, or neither a live grant of the user's to
+   * that client nor a consent), PERMISSION_DENIED.
    *
    * @generated from rpc keygate.v1.AdminService.RevokeGrants
    */

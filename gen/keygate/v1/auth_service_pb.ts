@@ -1007,9 +1007,10 @@ export const AuthService: GenService<{
   /**
    * Signed-in. Ends every live grant session of the caller for the client: its access tokens
    * stop working on every instance at once, its refresh tokens are refused, and a client with
-   * back-channel logout is sent a logout token for each. The caller's own session stays.
-   * Codes: UNAUTHENTICATED, PERMISSION_DENIED, INVALID_ARGUMENT, NOT_FOUND (no live grant of
-   * the caller's to that client).
+   * back-channel logout is sent a logout token for each. The caller's consent to the client is
+   * forgotten: the next sign-in there asks again. The caller's own session stays.
+   * Codes: UNAUTHENTICATED, PERMISSION_DENIED, INVALID_ARGUMENT, NOT_FOUND (neither a live
+   * grant of the caller's to that client nor a consent).
    *
    * @generated from rpc keygate.v1.AuthService.RevokeGrant
    */

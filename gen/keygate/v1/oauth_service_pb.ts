@@ -44,7 +44,9 @@ export type AuthorizationRequest = Message<"keygate.v1.AuthorizationRequest"> & 
   scopes: string[];
 
   /**
-   * A third-party client: show the user what it asks for before accepting.
+   * Show the user what the client asks for before accepting: a third-party client asking for
+   * something the caller has not consented to before (any caller, without a token of the
+   * request's workspace), or any client asked with prompt=consent.
    *
    * @generated from field: bool needs_consent = 6;
    */
@@ -220,8 +222,12 @@ export const RejectAuthorizationRequestResponseSchema: GenMessage<RejectAuthoriz
  */
 export const OAuthService: GenService<{
   /**
-   * Public. What an authorization request asks for, to show the user.
-   * Codes: INVALID_ARGUMENT, NOT_FOUND (unknown, expired or already answered).
+   * Public, signed in optionally. What an authorization request asks for, to show the user.
+   * With an access token of the request's workspace, needs_consent is that user's: false when
+   * they consented to everything the client asks for before. Without one, or with a token of
+   * another workspace, it is the anonymous answer (a third-party client needs consent).
+   * Codes: INVALID_ARGUMENT, NOT_FOUND (unknown, expired or already answered),
+   * UNAUTHENTICATED (a token was sent and does not authenticate), PERMISSION_DENIED.
    *
    * @generated from rpc keygate.v1.OAuthService.GetAuthorizationRequest
    */
@@ -232,7 +238,8 @@ export const OAuthService: GenService<{
   },
   /**
    * Signed in, with an access token of the request's workspace. Grants the request to the
-   * caller's session, consent included: a UI shows a third-party client's scopes first.
+   * caller's session, consent included: a UI shows a third-party client's scopes first, and
+   * they are remembered (with the resources) for the caller's next requests from the client.
    * Codes: INVALID_ARGUMENT, NOT_FOUND, UNAUTHENTICATED, PERMISSION_DENIED (a token of another
    * workspace), FAILED_PRECONDITION (LOGIN_REQUIRED: the request wants a newer sign-in).
    *

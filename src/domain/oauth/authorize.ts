@@ -20,6 +20,7 @@ import {
   providerSessionOf,
   validBrowserCookie,
 } from "./browser-cookies.js";
+import { consentNeeded } from "./consents.js";
 import { OAuthProtocolError } from "./errors.js";
 import { parseResources } from "./resources.js";
 import { parseScope } from "./scopes.js";
@@ -216,6 +217,7 @@ export async function authorize(
     sign_in_after: signInAfter,
     login_hint: loginHint,
     resources,
+    consent_prompted: prompt.includes("consent"),
   };
 
   return withTenant(deps.pool, workspaceId, async (tx) => {
@@ -232,7 +234,10 @@ export async function authorize(
       !prompt.includes("login") &&
       (signInAfter === null ||
         Math.floor(session.auth_time / 1000) >= Math.floor(signInAfter / 1000));
-    const needsConsent = !client.first_party || prompt.includes("consent");
+    // Only a fresh session's user has a say yet: a stale one signs in first, and the sign-in
+    // page asks GetAuthorizationRequest again for whoever signs in.
+    const needsConsent =
+      !fresh || (await consentNeeded(tx, { client, request, userId: session.user_id }));
     if (fresh && !needsConsent) {
       const code = await issueCode(tx, deps, {
         client,

@@ -3,6 +3,7 @@ import { z } from "zod";
 import { withTenant } from "../../db/with-tenant.js";
 import { NotFoundError } from "../../errors.js";
 import { type GrantRow, listLiveGrants } from "../../repositories/grants.js";
+import { deleteOAuthConsent } from "../../repositories/oauth-consents.js";
 import { revokeSessions } from "../../repositories/sessions.js";
 import { requirePowerOver, visibleUser } from "../admin/users-scope.js";
 import {
@@ -69,14 +70,16 @@ async function page(
 
 /**
  * Ends the user's grant to the client in the transaction's workspace through the one
- * session-revocation statement; NOT_FOUND when the user holds no live grant to it (as
- * ListGrants would show), or another call ended it first. Answers how many sessions ended.
+ * session-revocation statement, and forgets their consent to it, so the next sign-in at the
+ * client asks again; NOT_FOUND when there was neither a live grant (as ListGrants would show)
+ * nor a consent, or another call ended them first. Answers how many sessions ended, and
+ * whether a consent was forgotten.
  */
 async function revokeGrant(
   tx: DatabaseTransactionConnection,
   deps: Pick<AuthDeps, "clock">,
   input: { workspaceId: string; userId: string; clientId: string; reason: string },
-): Promise<number> {
+): Promise<{ sessions: number; consent: boolean }> {
   const now = deps.clock.now();
   const live = await listLiveGrants(tx, {
     workspaceId: input.workspaceId,
@@ -96,8 +99,11 @@ async function revokeGrant(
           reason: input.reason,
           now,
         });
-  if (ended.length === 0) throw new NotFoundError("no live grant to this client");
-  return ended.length;
+  // A consent outlives the sessions it let in (a sign-out ends those): taking back the grant
+  // must reach it even when no session is left.
+  const consent = await deleteOAuthConsent(tx, input);
+  if (ended.length === 0 && !consent) throw new NotFoundError("no live grant to this client");
+  return { sessions: ended.length, consent };
 }
 
 function validClientId(v: Violations, clientId: string, required: boolean): Violations {
@@ -146,9 +152,13 @@ export async function revokeOwnGrant(
       sessionId: principal.sessionId,
       actor: `user:${principal.userId}`,
       outcome: "success",
-      details: { client_id: clientId, sessions_revoked: revoked },
+      details: {
+        client_id: clientId,
+        sessions_revoked: revoked.sessions,
+        consent_forgotten: revoked.consent,
+      },
     });
-    return revoked;
+    return revoked.sessions;
   });
   await deps.revocations.changed();
   return revoked;
@@ -216,9 +226,13 @@ export async function revokeMemberGrants(
       sessionId: caller.kind === "user" ? caller.sessionId : null,
       actor: actorOf(caller),
       outcome: "success",
-      details: { client_id: input.clientId, sessions_revoked: revoked },
+      details: {
+        client_id: input.clientId,
+        sessions_revoked: revoked.sessions,
+        consent_forgotten: revoked.consent,
+      },
     });
-    return revoked;
+    return revoked.sessions;
   });
   await deps.revocations.changed();
   return revoked;

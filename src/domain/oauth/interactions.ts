@@ -2,6 +2,7 @@ import { randomBytes } from "node:crypto";
 import { withTenant } from "../../db/with-tenant.js";
 import { FailedPreconditionError, NotFoundError, PermissionDeniedError } from "../../errors.js";
 import { findOAuthClient } from "../../repositories/oauth-clients.js";
+import { recordOAuthConsent } from "../../repositories/oauth-consents.js";
 import {
   answerOAuthInteraction,
   findLiveOAuthInteractionById,
@@ -13,6 +14,7 @@ import type { Principal } from "../deps.js";
 import { Violations } from "../validate.js";
 import { type ProviderDeps, workspaceIssuer } from "./authorize.js";
 import { answerHash } from "./browser-cookies.js";
+import { consentNeeded } from "./consents.js";
 
 /**
  * The headless interaction RPCs (OAuthService): a workspace's own UI, or the hosted page,
@@ -20,17 +22,29 @@ import { answerHash } from "./browser-cookies.js";
  * browser back to the authorization endpoint for its code.
  */
 
-/** OAuthService.GetAuthorizationRequest. */
-export async function getAuthorizationRequest(deps: ProviderDeps, requestId: string) {
+/**
+ * OAuthService.GetAuthorizationRequest. Anyone holding the request's id may look; a caller
+ * signed in to the request's workspace also learns whether it still needs their consent (they
+ * may have given it before). A caller of another workspace is answered as an anonymous one:
+ * what a member of this workspace consented to is none of its business.
+ */
+export async function getAuthorizationRequest(
+  deps: ProviderDeps,
+  requestId: string,
+  caller: Principal | undefined,
+) {
   const interaction = await liveInteraction(deps, requestId);
-  const found = await withTenant(deps.pool, interaction.workspace_id, async (tx) => ({
-    client: await findOAuthClient(tx, interaction.workspace_id, interaction.client_id),
-    workspace: await findWorkspaceById(tx, interaction.workspace_id),
-  }));
-  if (found.client === null || found.workspace === null) {
-    throw new NotFoundError("no such authorization request");
-  }
-  return { interaction, client: found.client, workspace: found.workspace };
+  const workspaceId = interaction.workspace_id;
+  const found = await withTenant(deps.pool, workspaceId, async (tx) => {
+    const client = await findOAuthClient(tx, workspaceId, interaction.client_id);
+    const workspace = await findWorkspaceById(tx, workspaceId);
+    if (client === null || workspace === null) return null;
+    const userId = caller?.workspaceId === workspaceId ? caller.userId : null;
+    const needsConsent = await consentNeeded(tx, { client, request: interaction.request, userId });
+    return { client, workspace, needsConsent };
+  });
+  if (found === null) throw new NotFoundError("no such authorization request");
+  return { interaction, ...found };
 }
 
 /**
@@ -81,6 +95,20 @@ export async function acceptAuthorizationRequest(
       }))
     ) {
       throw new NotFoundError("no such authorization request");
+    }
+    // Accepting is consenting (a UI shows a third-party client's request before it accepts):
+    // remembered, so the next request for no more than this goes straight through.
+    const client = await findOAuthClient(tx, interaction.workspace_id, interaction.client_id);
+    if (client === null) throw new NotFoundError("no such authorization request");
+    if (!client.first_party) {
+      await recordOAuthConsent(tx, {
+        workspaceId: interaction.workspace_id,
+        userId: session.user_id,
+        clientId: client.client_id,
+        scopes: interaction.request.scopes,
+        resources: interaction.request.resources,
+        now,
+      });
     }
   });
   return resumeUrl(deps, interaction, answer);
