@@ -208,7 +208,6 @@ export function openIdProviderRoutes(deps: ProviderHttpDeps) {
         }
         answer = await clientCredentialsGrant(
           deps.provider,
-          meta,
           client,
           form.get("scope") ?? undefined,
         );

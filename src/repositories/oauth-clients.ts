@@ -24,12 +24,15 @@ export const oauthClientRow = z.object({
   ]),
   jwks: z.object({ keys: z.array(z.record(z.string(), z.unknown())) }).nullable(),
   machine_session_id: z.string(),
+  /** Until when the machine_session_id's revocation must last (its tokens' latest exp). */
+  machine_access_expires_at: z.number().nullable(),
 });
 export type OAuthClientRow = z.infer<typeof oauthClientRow>;
 
 const columns = sql.fragment`workspace_id, client_id, name, secret_hash, redirect_uris,
   post_logout_redirect_uris, first_party, scopes, backchannel_logout_uri, created_at,
-  registered_dynamically, grant_types, token_endpoint_auth_method, jwks, machine_session_id`;
+  registered_dynamically, grant_types, token_endpoint_auth_method, jwks, machine_session_id,
+  machine_access_expires_at`;
 
 export async function insertOAuthClient(
   db: CommonQueryMethods,

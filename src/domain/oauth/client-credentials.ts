@@ -1,8 +1,6 @@
 import { withTenant } from "../../db/with-tenant.js";
 import { type OAuthClientRow, recordMachineTokenExpiry } from "../../repositories/oauth-clients.js";
 import { findWorkspaceById } from "../../repositories/workspaces.js";
-import { audit } from "../audit.js";
-import type { RequestMeta } from "../deps.js";
 import { effectiveSettings } from "../settings.js";
 import { OAuthProtocolError } from "./errors.js";
 import { type GrantType, isUserScope } from "./machine-clients.js";
@@ -32,11 +30,12 @@ export function requireGrantType(client: OAuthClientRow, grantType: GrantType): 
  * itself. It is no session (sessions belong to users): its sid is the client's
  * machine_session_id, which deleting the client or rotating its secret revokes through the
  * revocation feed (migration 026). The scopes are the ones asked for, all of them registered
- * and none about a user; without `scope`, every non-user scope the client has.
+ * and none about a user; without `scope`, every non-user scope the client has. Each grant is
+ * in the call log and counted in the metrics, not in the audit log: a row per token would
+ * grow it by the grant rate.
  */
 export async function clientCredentialsGrant(
   deps: TokenDeps,
-  meta: RequestMeta,
   client: OAuthClientRow,
   scopeParameter: string | undefined,
 ): Promise<ClientCredentialsAnswer> {
@@ -61,42 +60,43 @@ export async function clientCredentialsGrant(
   }
   const scopes = asked.length > 0 ? asked : client.scopes.filter((s) => !isUserScope(s));
   const workspaceId = client.workspace_id;
-  const workspace = await withTenant(deps.pool, workspaceId, (tx) =>
-    findWorkspaceById(tx, workspaceId),
-  );
+  // One statement on the pool: a deliberate service-role read (migrations/011) of the
+  // workspace the URL names, for its token lifetime.
+  const workspace = await findWorkspaceById(deps.pool, workspaceId);
   if (workspace === null) {
     throw new OAuthProtocolError("invalid_client", "client authentication failed", 401);
   }
-  const settings = effectiveSettings(workspace, deps.settings.workspaceDefaults);
+  const ttlSeconds = effectiveSettings(
+    workspace,
+    deps.settings.workspaceDefaults,
+  ).access_token_ttl_seconds;
+  // A minute beyond the lifetime: the token is signed after the record commits.
+  const until = new Date(deps.clock.now().getTime() + (ttlSeconds + 60) * 1000);
+  // Before the token is signed, the client row must say that a revocation of the id the token
+  // carries lasts at least as long as the token (a rotation or deletion revokes the id until
+  // machine_access_expires_at). The client row read for this request usually says so already,
+  // and then nothing is written: a rotation committed since then revoked the id for that long.
+  // Otherwise the record is moved on, which fails if the id is no longer the client's.
+  if ((client.machine_access_expires_at ?? 0) < until.getTime()) {
+    const recorded = await withTenant(deps.pool, workspaceId, (tx) =>
+      recordMachineTokenExpiry(tx, {
+        workspaceId,
+        clientId: client.client_id,
+        machineSessionId: client.machine_session_id,
+        until,
+      }),
+    );
+    if (!recorded) {
+      throw new OAuthProtocolError("invalid_client", "client authentication failed", 401);
+    }
+  }
   const token = await deps.tokens.signClientAccessToken({
     clientId: client.client_id,
     workspaceId,
     machineSessionId: client.machine_session_id,
     scopes,
-    ttlSeconds: settings.access_token_ttl_seconds,
+    ttlSeconds,
   });
-  // Recorded before the token is handed out, under the id it carries: a rotation or deletion
-  // committed in between makes this fail, and one after it revokes the token.
-  const recorded = await withTenant(deps.pool, workspaceId, async (tx) => {
-    const ok = await recordMachineTokenExpiry(tx, {
-      workspaceId,
-      clientId: client.client_id,
-      machineSessionId: client.machine_session_id,
-      until: token.expiresAt,
-    });
-    if (ok) {
-      await audit(tx, deps, meta, {
-        type: "oauth_client_token_issued",
-        workspaceId,
-        outcome: "success",
-        details: { client_id: client.client_id, scope: scopes.join(" "), jti: token.jti },
-      });
-    }
-    return ok;
-  });
-  if (!recorded) {
-    throw new OAuthProtocolError("invalid_client", "client authentication failed", 401);
-  }
   return {
     access_token: token.token,
     token_type: "Bearer",
