@@ -196,28 +196,7 @@ export async function verifyAccessJwt(
   key: JwtVerifyKey,
   options: { issuer: string; audience: string; currentDate: Date },
 ): Promise<VerifiedAccessToken> {
-  if (hint.alg !== key.algorithm) {
-    throw new TokenInvalidError("ERR_JWT_INVALID", "algorithm does not match the key");
-  }
-  let payload: unknown;
-  try {
-    ({ payload } = await jwtVerify(token, key.verifyKey, {
-      algorithms: [key.algorithm],
-      issuer: options.issuer,
-      audience: options.audience,
-      typ: tokenType,
-      currentDate: options.currentDate,
-      requiredClaims,
-    }));
-  } catch (error) {
-    throw fromJose(error);
-  }
-  const parsed = claims.safeParse(payload);
-  if (!parsed.success) {
-    const claim = parsed.error.issues[0]?.path[0];
-    throw new TokenInvalidError("ERR_JWT_CLAIM_INVALID", `claim "${String(claim)}" is invalid`);
-  }
-  const c = parsed.data;
+  const c = await checkedClaims(token, hint, key, options, requiredClaims, claims);
   return {
     userId: c.sub,
     workspaceId: c.workspace_id,
@@ -320,28 +299,7 @@ export async function verifyClientJwt(
   key: JwtVerifyKey,
   options: { issuer: string; audience: string; workspaceId: string; currentDate: Date },
 ): Promise<VerifiedClientAccessToken> {
-  if (hint.alg !== key.algorithm) {
-    throw new TokenInvalidError("ERR_JWT_INVALID", "algorithm does not match the key");
-  }
-  let payload: unknown;
-  try {
-    ({ payload } = await jwtVerify(token, key.verifyKey, {
-      algorithms: [key.algorithm],
-      issuer: options.issuer,
-      audience: options.audience,
-      typ: tokenType,
-      currentDate: options.currentDate,
-      requiredClaims: clientRequiredClaims,
-    }));
-  } catch (error) {
-    throw fromJose(error);
-  }
-  const parsed = clientClaims.safeParse(payload);
-  if (!parsed.success) {
-    const claim = parsed.error.issues[0]?.path[0];
-    throw new TokenInvalidError("ERR_JWT_CLAIM_INVALID", `claim "${String(claim)}" is invalid`);
-  }
-  const c = parsed.data;
+  const c = await checkedClaims(token, hint, key, options, clientRequiredClaims, clientClaims);
   if (c.sub !== c.client_id || c.workspace_id !== options.workspaceId) {
     throw new TokenInvalidError("ERR_JWT_CLAIM_INVALID", 'claim "sub" is invalid');
   }
@@ -356,6 +314,43 @@ export async function verifyClientJwt(
     audience: options.audience,
     scopes: c.scope === "" ? [] : c.scope.split(" "),
   };
+}
+
+/**
+ * The claims of an access token, checked: the key matches the header's algorithm, jose
+ * verifies signature, issuer, audience, typ, expiry and the registered claims, and `schema`
+ * the rest. Every refusal is a TokenInvalidError.
+ */
+async function checkedClaims<T>(
+  token: string,
+  hint: JwtKeyHint,
+  key: JwtVerifyKey,
+  options: { issuer: string; audience: string; currentDate: Date },
+  required: readonly string[],
+  schema: z.ZodType<T>,
+): Promise<T> {
+  if (hint.alg !== key.algorithm) {
+    throw new TokenInvalidError("ERR_JWT_INVALID", "algorithm does not match the key");
+  }
+  let payload: unknown;
+  try {
+    ({ payload } = await jwtVerify(token, key.verifyKey, {
+      algorithms: [key.algorithm],
+      issuer: options.issuer,
+      audience: options.audience,
+      typ: tokenType,
+      currentDate: options.currentDate,
+      requiredClaims: [...required],
+    }));
+  } catch (error) {
+    throw fromJose(error);
+  }
+  const parsed = schema.safeParse(payload);
+  if (!parsed.success) {
+    const claim = parsed.error.issues[0]?.path[0];
+    throw new TokenInvalidError("ERR_JWT_CLAIM_INVALID", `claim "${String(claim)}" is invalid`);
+  }
+  return parsed.data;
 }
 
 /** The alg and kid of something that may be an ID token, or null when it cannot be one. */
