@@ -7,8 +7,6 @@ import {
   accessTokenKeyHint,
   idTokenClaims,
   idTokenKeyHint,
-  type JwtSigner,
-  type JwtVerifyKey,
   signAccessJwt,
   signClientJwt,
   signIdJwt,
@@ -18,27 +16,15 @@ import {
   verifyAccessJwt,
   verifyClientJwt,
 } from "../crypto/jwt.js";
-import {
-  importVerifyKey,
-  type JwtAlgorithm,
-  jwtAlgorithms,
-  openSigningKey,
-  publicJwkOf,
-} from "../crypto/jwt-keys.js";
-import { UnavailableError } from "../errors.js";
+import { type JwtAlgorithm, jwtAlgorithms } from "../crypto/jwt-keys.js";
 import type { Logger } from "../log.js";
-import {
-  listPublishedSigningKeys,
-  type SigningKeyInfoRow,
-  type SigningKeyPurpose,
-  type SigningKeyRow,
-} from "../repositories/signing-keys.js";
+import type { SigningKeyInfoRow, SigningKeyPurpose } from "../repositories/signing-keys.js";
+import { type PublishedKey, PublishedKeys } from "./published-keys.js";
 import {
   maxAccessTokenTtlSeconds,
   type PublishHook,
   type RevokeHook,
   SigningKeyRotation,
-  signingKeySetMaxAgeMs,
 } from "./signing-key-rotation.js";
 
 /**
@@ -51,16 +37,6 @@ import {
  * letting garbage tokens drive database load. How keys are published, promoted and retired is
  * src/domain/signing-key-rotation.ts; each load takes part in it.
  */
-
-/** Unknown kids reload the key set at most this often. */
-const unknownKidReloadMs = 1_000;
-
-interface PublishedKey extends JwtVerifyKey {
-  readonly kid: string;
-  readonly publicJwk: Readonly<Record<string, string>>;
-  /** Epoch ms after which a retired key is no longer published; null while next or active. */
-  readonly unpublishAfter: number | null;
-}
 
 interface Options {
   pool: DatabasePool;
@@ -78,8 +54,6 @@ interface Options {
 }
 
 export class SigningKeys {
-  private readonly pool: DatabasePool;
-  private readonly kek: Buffer;
   readonly purpose: SigningKeyPurpose;
   private readonly algorithm: JwtAlgorithm;
   private readonly issuer: string;
@@ -87,11 +61,7 @@ export class SigningKeys {
   private readonly clock: Clock;
   private readonly logger: Logger;
   private readonly rotation: SigningKeyRotation;
-  private published = new Map<string, PublishedKey>();
-  private signer: JwtSigner | undefined;
-  /** Clock time of the last load attempt, successful or not. */
-  private lastLoadAt = Number.NEGATIVE_INFINITY;
-  private loading: Promise<void> | undefined;
+  private readonly keys: PublishedKeys;
 
   private constructor(opts: Options) {
     if (opts.keyEncryptionKey.length !== 32) {
@@ -102,8 +72,6 @@ export class SigningKeys {
     if (!jwtAlgorithms.includes(opts.algorithm)) {
       throw new RangeError(`unsupported signing algorithm ${String(opts.algorithm)}`);
     }
-    this.pool = opts.pool;
-    this.kek = opts.keyEncryptionKey;
     this.purpose = opts.purpose ?? "access";
     this.algorithm = opts.algorithm;
     this.issuer = opts.issuer;
@@ -111,6 +79,24 @@ export class SigningKeys {
     this.clock = opts.clock ?? systemClock;
     this.logger = opts.logger;
     this.rotation = new SigningKeyRotation({ ...opts, purpose: this.purpose, clock: this.clock });
+    this.keys = new PublishedKeys({
+      pool: opts.pool,
+      keyEncryptionKey: opts.keyEncryptionKey,
+      purpose: this.purpose,
+      clock: this.clock,
+      logger: opts.logger,
+      rotation: this.rotation,
+    });
+  }
+
+  /** Reads the published keys from the database (after any load already under way). */
+  reload(): Promise<void> {
+    return this.keys.reload();
+  }
+
+  /** The published public keys (next, active, and retired ones until unpublish_after). */
+  jwks(): Promise<{ keys: object[] }> {
+    return this.keys.jwks();
   }
 
   /**
@@ -121,10 +107,11 @@ export class SigningKeys {
     const keys = new SigningKeys(opts);
     await keys.rotation.createFirstKeyIfNone(keys.algorithm);
     await keys.reload();
-    if (keys.signer === undefined) throw new Error("no active signing key after creating one");
-    if (keys.signer.algorithm !== keys.algorithm) {
+    const signer = keys.keys.active;
+    if (signer === undefined) throw new Error("no active signing key after creating one");
+    if (signer.algorithm !== keys.algorithm) {
       keys.logger.warn(
-        { kid: keys.signer.kid, algorithm: keys.signer.algorithm, configured: keys.algorithm },
+        { kid: signer.kid, algorithm: signer.algorithm, configured: keys.algorithm },
         "the active signing key's algorithm differs from the configured one; it applies to the next key",
       );
     }
@@ -192,61 +179,6 @@ export class SigningKeys {
     }
   }
 
-  /** Reads the published keys from the database (after any load already under way). */
-  reload(): Promise<void> {
-    const run = (this.loading ?? Promise.resolve()).then(() => this.load());
-    // What later callers wait for; it never rejects, the caller of this load gets the error.
-    const settled: Promise<void> = run
-      .catch(() => {})
-      .finally(() => {
-        if (this.loading === settled) this.loading = undefined;
-      });
-    this.loading = settled;
-    return run;
-  }
-
-  private async load(): Promise<void> {
-    const now = this.clock.now();
-    this.lastLoadAt = now.getTime();
-    let rows = await listPublishedSigningKeys(this.pool, this.purpose, now);
-    if (await this.rotation.promoteDueKey(rows, now)) {
-      rows = await listPublishedSigningKeys(this.pool, this.purpose, now);
-    }
-    const published = new Map<string, PublishedKey>();
-    let signer: JwtSigner | undefined;
-    for (const row of rows) {
-      published.set(row.kid, await this.publishedKey(row));
-      if (row.status === "active") {
-        signer = this.signer?.kid === row.kid ? this.signer : await this.importSigner(row);
-      }
-    }
-    this.published = published;
-    this.signer = signer;
-  }
-
-  private async publishedKey(row: SigningKeyRow): Promise<PublishedKey> {
-    const unpublishAfter = row.status === "retired" ? row.unpublish_after : null;
-    const cached = this.published.get(row.kid);
-    // A kid is the thumbprint of its public key, so a cached import stays right for it.
-    if (cached && cached.algorithm === row.algorithm) return { ...cached, unpublishAfter };
-    const publicJwk = publicJwkOf(row.public_jwk);
-    const verifyKey = await importVerifyKey(publicJwk, row.algorithm);
-    return { kid: row.kid, algorithm: row.algorithm, publicJwk, verifyKey, unpublishAfter };
-  }
-
-  private async importSigner(row: SigningKeyRow): Promise<JwtSigner> {
-    const key = await openSigningKey(row.private_key_encrypted, this.kek, row.kid, row.algorithm);
-    return { kid: row.kid, algorithm: row.algorithm, key };
-  }
-
-  /** The active key, reloaded first when the key set may be stale (signingKeySetMaxAgeMs). */
-  private async currentSigner(now: Date): Promise<JwtSigner> {
-    if (now.getTime() - this.lastLoadAt > signingKeySetMaxAgeMs) await this.reload();
-    const signer = this.signer;
-    if (signer === undefined) throw new UnavailableError("no active signing key");
-    return signer;
-  }
-
   async signAccessToken(
     input: AccessTokenClaims & {
       ttlSeconds: number;
@@ -264,7 +196,7 @@ export class SigningKeys {
       throw new RangeError(`ttlSeconds must be at most ${maxAccessTokenTtlSeconds}`);
     }
     const now = this.clock.now();
-    const signer = await this.currentSigner(now);
+    const signer = await this.keys.currentSigner(now);
     let iat = Math.floor((issuedAt ?? now).getTime() / 1000);
     if (issuedAfter) iat = Math.max(iat, Math.floor(issuedAfter.getTime() / 1000) + 1);
     const exp = iat + ttlSeconds;
@@ -296,7 +228,7 @@ export class SigningKeys {
   }): Promise<{ token: string; algorithm: JwtAlgorithm; expiresAt: Date }> {
     if (this.purpose !== "id_token") throw new Error("this key ring does not sign ID tokens");
     const now = this.clock.now();
-    const signer = await this.currentSigner(now);
+    const signer = await this.keys.currentSigner(now);
     const iat = Math.floor(now.getTime() / 1000);
     const token = await signIdJwt(signer, {
       claims: input.claims,
@@ -321,7 +253,7 @@ export class SigningKeys {
     if (hint === null) return null;
     let key: PublishedKey | undefined;
     try {
-      key = await this.keyFor(hint.kid);
+      key = await this.keys.keyFor(hint.kid);
     } catch {
       return null;
     }
@@ -361,7 +293,7 @@ export class SigningKeys {
     options: { provider?: string } = {},
   ): Promise<VerifiedAccessToken> {
     const hint = accessTokenKeyHint(token);
-    const key = await this.keyFor(hint.kid);
+    const key = await this.keys.keyFor(hint.kid);
     if (key === undefined) {
       throw new TokenInvalidError("ERR_JWT_UNKNOWN_KEY", "unknown signing key");
     }
@@ -391,7 +323,7 @@ export class SigningKeys {
       throw new RangeError(`ttlSeconds must be at most ${maxAccessTokenTtlSeconds}`);
     }
     const now = this.clock.now();
-    const signer = await this.currentSigner(now);
+    const signer = await this.keys.currentSigner(now);
     const iat = Math.floor(now.getTime() / 1000);
     const exp = iat + input.ttlSeconds;
     const jti = randomUUID();
@@ -419,7 +351,7 @@ export class SigningKeys {
     if (typeof workspaceId !== "string" || !/^[0-9a-f-]{36}$/.test(workspaceId)) {
       throw new TokenInvalidError("ERR_JWT_CLAIM_INVALID", 'claim "workspace_id" is invalid');
     }
-    const key = await this.keyFor(hint.kid);
+    const key = await this.keys.keyFor(hint.kid);
     if (key === undefined) {
       throw new TokenInvalidError("ERR_JWT_UNKNOWN_KEY", "unknown signing key");
     }
@@ -430,43 +362,5 @@ export class SigningKeys {
       workspaceId,
       currentDate: this.clock.now(),
     });
-  }
-
-  /** The published key for a kid, reloading once (rate-limited) when it is not known. */
-  private async keyFor(kid: string): Promise<PublishedKey | undefined> {
-    let key = this.usable(this.published.get(kid));
-    if (key !== undefined) return key;
-    if (this.loading) {
-      await this.loading;
-    } else if (this.clock.now().getTime() - this.lastLoadAt >= unknownKidReloadMs) {
-      try {
-        await this.reload();
-      } catch (error) {
-        this.logger.warn({ err: error }, "could not reload signing keys for an unknown kid");
-        throw new UnavailableError("signing keys could not be loaded, retry later");
-      }
-    } else {
-      return undefined;
-    }
-    key = this.usable(this.published.get(kid));
-    return key;
-  }
-
-  private usable(key: PublishedKey | undefined): PublishedKey | undefined {
-    if (key?.unpublishAfter != null && this.clock.now().getTime() >= key.unpublishAfter) {
-      return undefined;
-    }
-    return key;
-  }
-
-  /** The published public keys (next, active, and retired ones until unpublish_after). */
-  async jwks(): Promise<{ keys: object[] }> {
-    if (this.clock.now().getTime() - this.lastLoadAt >= unknownKidReloadMs) await this.reload();
-    const keys: object[] = [];
-    for (const key of this.published.values()) {
-      if (this.usable(key) === undefined) continue;
-      keys.push({ ...key.publicJwk, kid: key.kid, alg: key.algorithm, use: "sig" });
-    }
-    return { keys };
   }
 }

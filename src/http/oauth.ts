@@ -7,6 +7,7 @@ import { DomainError, InvalidArgumentError, RateLimitedError } from "../errors.j
 import { classifyError } from "../interceptors/classify-error.js";
 import type { Logger } from "../log.js";
 import { json } from "./endpoints.js";
+import { clientSecretOf, invalidClient, OAuthError, readForm, single } from "./oauth-requests.js";
 import type { NodeServerRequest, NodeServerResponse } from "./types.js";
 
 type Req = NodeServerRequest;
@@ -210,23 +211,6 @@ export function introspectionJson(i: Introspection): Record<string, unknown> {
   };
 }
 
-/** An RFC 6749 section 5.2 error answer. */
-export class OAuthError extends Error {
-  constructor(
-    readonly status: number,
-    readonly error: string,
-    readonly description: string,
-    readonly headers: Record<string, string> = {},
-  ) {
-    super(description);
-  }
-}
-
-const invalidClient = (description: string) =>
-  new OAuthError(401, "invalid_client", description, {
-    "www-authenticate": 'Basic realm="keygate"',
-  });
-
 function errorCodeOf(error: unknown): string {
   return oauthErrorFor(error).error;
 }
@@ -294,139 +278,4 @@ export function writeError(res: Res, error: unknown): void {
     { error: e.error, error_description: e.description },
     { "cache-control": "no-store", pragma: "no-cache", ...e.headers },
   );
-}
-
-/**
- * The client's admin key from HTTP Basic (client_id = the key's prefix, client_secret = the
- * key, each form-urlencoded before base64 as RFC 6749 section 2.3.1 says), `Bearer <key>`, or
- * client_id and client_secret in the form (client_secret_post); more than one is refused.
- */
-function clientSecretOf(authorization: string | undefined, form: URLSearchParams): string {
-  const posted = single(form, "client_secret");
-  const postedId = single(form, "client_id");
-  if (authorization !== undefined && posted !== undefined) {
-    throw new OAuthError(400, "invalid_request", "use one client authentication method");
-  }
-  if (authorization === undefined) {
-    if (posted === undefined) throw invalidClient("client authentication required");
-    return withClientId(postedId, posted);
-  }
-  const [scheme = "", value = ""] = authorization.trim().split(/\s+/, 2);
-  if (scheme.toLowerCase() === "bearer" && value !== "") return value;
-  if (scheme.toLowerCase() !== "basic" || value === "") {
-    throw invalidClient("use HTTP Basic or Bearer client authentication");
-  }
-  const decoded = Buffer.from(value, "base64").toString("utf8");
-  const colon = decoded.indexOf(":");
-  if (colon < 0) throw invalidClient("malformed Basic credentials");
-  let id: string;
-  let secret: string;
-  try {
-    id = formDecode(decoded.slice(0, colon));
-    secret = formDecode(decoded.slice(colon + 1));
-  } catch {
-    throw invalidClient("malformed Basic credentials");
-  }
-  return withClientId(id, secret);
-}
-
-/** The key's visible prefix (`kg_` and 8 characters) must be the client_id. */
-function withClientId(clientId: string | undefined, secret: string): string {
-  if (clientId === undefined || clientId === "" || !secret.startsWith(`${clientId}_`)) {
-    throw invalidClient("client_id does not match the client secret");
-  }
-  return secret;
-}
-
-/**
- * An OAuth client's credentials (RFC 6749 section 2.3.1): HTTP Basic (each part
- * form-urlencoded before base64), or client_id and client_secret in the form, or client_id
- * alone for a public client. More than one method is refused.
- */
-export function clientCredentialsOf(
-  authorization: string | undefined,
-  form: URLSearchParams,
-): {
-  clientId: string;
-  secret: string | undefined;
-  method: "client_secret_basic" | "client_secret_post" | "none";
-} {
-  const postedId = single(form, "client_id");
-  const posted = single(form, "client_secret");
-  if (authorization === undefined) {
-    if (postedId === undefined || postedId === "") throw invalidClient("client_id is required");
-    return posted === undefined
-      ? { clientId: postedId, secret: undefined, method: "none" }
-      : { clientId: postedId, secret: posted, method: "client_secret_post" };
-  }
-  if (posted !== undefined) {
-    throw new OAuthError(400, "invalid_request", "use one client authentication method");
-  }
-  const [scheme = "", value = ""] = authorization.trim().split(/\s+/, 2);
-  if (scheme.toLowerCase() !== "basic" || value === "") {
-    throw invalidClient("use HTTP Basic client authentication");
-  }
-  const decoded = Buffer.from(value, "base64").toString("utf8");
-  const colon = decoded.indexOf(":");
-  if (colon < 0) throw invalidClient("malformed Basic credentials");
-  let clientId: string;
-  let secret: string;
-  try {
-    clientId = formDecode(decoded.slice(0, colon));
-    secret = formDecode(decoded.slice(colon + 1));
-  } catch {
-    throw invalidClient("malformed Basic credentials");
-  }
-  if (postedId !== undefined && postedId !== clientId) {
-    throw new OAuthError(400, "invalid_request", "client_id differs from the Basic credentials");
-  }
-  return { clientId, secret, method: "client_secret_basic" };
-}
-
-/** application/x-www-form-urlencoded decoding: `+` is a space. */
-function formDecode(text: string): string {
-  return decodeURIComponent(text.replace(/\+/g, " "));
-}
-
-/** A form parameter sent at most once (RFC 6749 section 3.2); undefined when absent. */
-export function single(form: URLSearchParams, name: string): string | undefined {
-  const values = form.getAll(name);
-  if (values.length > 1) {
-    throw new OAuthError(400, "invalid_request", `${name} is sent more than once`);
-  }
-  return values[0];
-}
-
-/** The request body as a form, refusing other content types and bodies over the limit. */
-export async function readForm(req: Req, maxBytes: number): Promise<URLSearchParams> {
-  return new URLSearchParams(await readBody(req, maxBytes, "application/x-www-form-urlencoded"));
-}
-
-/** A JSON body (RFC 7591's client metadata), as parsed. */
-export async function readJson(req: Req, maxBytes: number): Promise<unknown> {
-  const text = await readBody(req, maxBytes, "application/json");
-  try {
-    return JSON.parse(text);
-  } catch {
-    throw new OAuthError(400, "invalid_request", "the body is not JSON");
-  }
-}
-
-async function readBody(req: Req, maxBytes: number, mediaType: string): Promise<string> {
-  const type = (req.headers["content-type"] ?? "").split(";")[0]?.trim().toLowerCase();
-  if (type !== mediaType) {
-    throw new OAuthError(400, "invalid_request", `send the parameters as ${mediaType}`);
-  }
-  const tooLarge = () =>
-    new OAuthError(413, "invalid_request", `the body is larger than ${maxBytes} bytes`);
-  const declared = Number(req.headers["content-length"]);
-  if (Number.isFinite(declared) && declared > maxBytes) throw tooLarge();
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of req as AsyncIterable<Buffer>) {
-    size += chunk.length;
-    if (size > maxBytes) throw tooLarge();
-    chunks.push(chunk);
-  }
-  return Buffer.concat(chunks).toString("utf8");
 }

@@ -1,4 +1,3 @@
-import { decodeJwt } from "jose";
 import type { CallLog } from "../call-log.js";
 import type { RequestMeta } from "../domain/deps.js";
 import {
@@ -8,8 +7,7 @@ import {
   resume,
   workspaceIssuer,
 } from "../domain/oauth/authorize.js";
-import { assertionAlgorithms, clientAssertionType } from "../domain/oauth/client-assertion.js";
-import type { PresentedCredentials } from "../domain/oauth/client-authentication.js";
+import { assertionAlgorithms } from "../domain/oauth/client-assertion.js";
 import {
   type ClientCredentialsAnswer,
   clientCredentialsGrant,
@@ -30,14 +28,16 @@ import {
 } from "../domain/oauth/token.js";
 import type { Logger } from "../log.js";
 import { json } from "./endpoints.js";
+import { oauthCallLogger } from "./oauth.js";
 import {
-  clientCredentialsOf,
   OAuthError,
-  oauthCallLogger,
+  presentedCredentials,
+  queryOf,
   readForm,
   readJson,
   single,
-} from "./oauth.js";
+  withoutNul,
+} from "./oauth-requests.js";
 import { confirmPage, errorPage, htmlPage } from "./provider-pages.js";
 import type { NodeServerRequest, NodeServerResponse } from "./types.js";
 
@@ -378,59 +378,6 @@ function crossOrigin(handler: Handler): Handler {
     }
     await handler(req, res);
   };
-}
-
-/**
- * The client's credentials: a private_key_jwt assertion (RFC 7521 section 4.2; client_id
- * optional, and then the assertion's sub, which the check holds against iss), or a secret
- * or nothing (clientCredentialsOf). An assertion beside a secret is two methods: refused.
- */
-function presentedCredentials(
-  authorization: string | undefined,
-  form: URLSearchParams,
-): PresentedCredentials {
-  const type = form.get("client_assertion_type");
-  const assertion = form.get("client_assertion");
-  if (type === null && assertion === null) return clientCredentialsOf(authorization, form);
-  if (authorization !== undefined || form.has("client_secret")) {
-    throw new OAuthError(400, "invalid_request", "use one client authentication method");
-  }
-  if (type !== clientAssertionType) {
-    throw new OAuthError(
-      401,
-      "invalid_client",
-      `client_assertion_type must be ${clientAssertionType}`,
-    );
-  }
-  if (assertion === null || assertion === "") {
-    throw new OAuthError(401, "invalid_client", "client_assertion is required");
-  }
-  let clientId = form.get("client_id");
-  if (clientId === null) {
-    try {
-      const sub = decodeJwt(assertion).sub;
-      clientId = typeof sub === "string" ? sub : "";
-    } catch {
-      throw new OAuthError(401, "invalid_client", "the client assertion is malformed");
-    }
-  }
-  return { clientId, assertion, method: "private_key_jwt" };
-}
-
-function queryOf(req: Req): URLSearchParams {
-  const url = req.url ?? "/";
-  const q = url.indexOf("?");
-  return withoutNul(new URLSearchParams(q < 0 ? "" : url.slice(q + 1)));
-}
-
-/** No parameter may hold U+0000: nothing downstream (PostgreSQL text above all) takes it. */
-function withoutNul(params: URLSearchParams): URLSearchParams {
-  for (const [name, value] of params) {
-    if (name.includes("\0") || value.includes("\0")) {
-      throw new OAuthError(400, "invalid_request", "parameters must not contain U+0000");
-    }
-  }
-  return params;
 }
 
 function cookiesOf(req: Req): BrowserCookies {
