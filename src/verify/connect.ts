@@ -1,6 +1,7 @@
 import { Code, ConnectError, createContextKey, type Interceptor } from "@connectrpc/connect";
-import type { VerifiedCaller, Verifier, VerifyErrorReason } from "./verifier.js";
-import { VerifyError } from "./verifier.js";
+import type { VerifiedCaller, VerifyErrorReason } from "./options.js";
+import { VerifyError } from "./options.js";
+import type { Verifier } from "./verifier.js";
 
 /** The verified caller of a call, set by keygateInterceptor (undefined on public methods). */
 export const keygateCallerKey = createContextKey<VerifiedCaller | undefined>(undefined, {

@@ -1,6 +1,7 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
-import type { VerifiedCaller, Verifier, VerifyErrorReason } from "./verifier.js";
-import { VerifyError } from "./verifier.js";
+import type { VerifiedCaller, VerifyErrorReason } from "./options.js";
+import { VerifyError } from "./options.js";
+import type { Verifier } from "./verifier.js";
 
 const statuses: Record<VerifyErrorReason, number> = {
   invalid: 401,

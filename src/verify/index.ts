@@ -11,11 +11,10 @@ export {
   protectedResourceMetadataUrl,
 } from "./http.js";
 export {
-  createVerifier,
   type VerifiedCaller,
-  Verifier,
   type VerifierOptions,
   VerifyError,
   type VerifyErrorReason,
   type VerifyOptions,
-} from "./verifier.js";
+} from "./options.js";
+export { createVerifier, Verifier } from "./verifier.js";
