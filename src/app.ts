@@ -1,4 +1,5 @@
 import type { AddressInfo } from "node:net";
+import { keygateHandlers } from "./app-handlers.js";
 import { type Clock, systemClock } from "./clock.js";
 import type { Config } from "./config.js";
 import { PasswordHasher, PasswordPolicy } from "./crypto/password.js";
@@ -19,18 +20,6 @@ import { requireAdminFactors } from "./domain/second-step.js";
 import { authenticate } from "./domain/sessions.js";
 import { SigningKeys } from "./domain/signing-keys.js";
 import { accessOf } from "./handlers/access.js";
-import { adminGrantsHandlers } from "./handlers/admin/grants.js";
-import { adminKeysHandlers } from "./handlers/admin/keys.js";
-import { adminOAuthClientsHandlers } from "./handlers/admin/oauth-clients.js";
-import { adminUsersHandlers } from "./handlers/admin/users.js";
-import { adminWorkspacesHandlers } from "./handlers/admin/workspaces.js";
-import { AuthServiceHandler } from "./handlers/auth-service.js";
-import { envoyAuthorizationHandlers } from "./handlers/envoy-authz.js";
-import { FactorServiceHandler } from "./handlers/factor-service.js";
-import { HealthService } from "./handlers/health.js";
-import { oauthServiceHandlers } from "./handlers/oauth-service.js";
-import { OtpServiceHandler } from "./handlers/otp-service.js";
-import { tokenIntrospectionHandlers } from "./handlers/token-introspection.js";
 import { createMetricsListener } from "./http/metrics-listener.js";
 import { defaultWebAppDir, loadWebApp, type WebApp } from "./http/web-app.js";
 import { adminAuthnInterceptor } from "./interceptors/admin-authn.js";
@@ -44,7 +33,6 @@ import { Maintenance } from "./maintenance.js";
 import { instanceMetrics } from "./metrics-sources.js";
 import { Readiness } from "./readiness.js";
 import { findWorkspaceBySlug } from "./repositories/workspaces.js";
-import { keygateServices } from "./routes.js";
 import { buildServer, type ServerDeps } from "./server.js";
 import {
   databaseStartupError,
@@ -296,37 +284,19 @@ export async function composeKeygate(
         authenticate: (secret, beforeLookup) => adminKeys.authenticate(secret, beforeLookup),
         limitClientLookup: (ip) => authDeps.limiter.hit(null, [["oauth_client_ip", ip]]),
       },
-      handlers: {
-        health: new HealthService(
-          readiness,
-          new Set(keygateServices.map((s) => s.typeName)),
-          config.streams.watchMaxAgeMs,
-        ),
-        auth: new AuthServiceHandler(authDeps),
-        otp: new OtpServiceHandler(authDeps),
-        factors: new FactorServiceHandler(authDeps),
-        admin: {
-          ...adminUsersHandlers(adminDeps),
-          ...adminWorkspacesHandlers(adminDeps),
-          ...adminKeysHandlers(adminDeps),
-          ...adminOAuthClientsHandlers(adminDeps, issuerBase),
-          ...adminGrantsHandlers(adminDeps),
-        },
-        oauth: oauthServiceHandlers(providerDeps),
-        introspection: tokenIntrospectionHandlers({
-          jwks,
-          introspector,
-          feed: {
-            pool: database.pool,
-            clock,
-            revocations,
-            heartbeatMs: config.revocation.heartbeatMs,
-            draining: () => readiness.isDraining,
-          },
-          watchMaxAgeMs: config.streams.watchMaxAgeMs,
-        }),
-        envoy: envoyAuthorizationHandlers(introspector),
-      },
+      handlers: keygateHandlers({
+        config,
+        clock,
+        readiness,
+        authDeps,
+        adminDeps,
+        providerDeps,
+        issuerBase,
+        jwks,
+        introspector,
+        pool: database.pool,
+        revocations,
+      }),
       interceptors: [
         // Before authentication: a refused stream costs no admin-key lookup.
         streamLimitInterceptor({
