@@ -40,6 +40,11 @@ export function actorOf(caller: Caller): string {
   return caller.kind === "admin_key" ? `admin_key:${caller.keyId}` : `user:${caller.userId}`;
 }
 
+/** Who made an admin change, for its audit event: the actor and, for a user, the session. */
+export function auditedCaller(caller: Caller): { actor: string; sessionId: string | null } {
+  return { actor: actorOf(caller), sessionId: caller.kind === "user" ? caller.sessionId : null };
+}
+
 const denied = (what: string) =>
   new PermissionDeniedError("PERMISSION_DENIED", `this caller may not ${what}`);
 

@@ -12,7 +12,6 @@ import {
   findUserByEmail,
   findUserById,
   insertUser,
-  markEmailVerified,
   setPasswordHash,
   type UserRow,
 } from "../repositories/users.js";
@@ -22,7 +21,7 @@ import { consumeLink, issueCode, peekLink } from "./codes.js";
 import type { AuthDeps, RequestMeta } from "./deps.js";
 import { appLink } from "./links.js";
 import type { LoginResult } from "./login.js";
-import { sessionOrPending } from "./otp.js";
+import { mailboxSignIn } from "./otp.js";
 import { strictestPolicy } from "./recovery.js";
 import { signTokens } from "./sessions.js";
 import { effectiveSettings } from "./settings.js";
@@ -197,15 +196,13 @@ export async function acceptInvitation(
         }),
       );
     }
-    if (!user.email_verified) await markEmailVerified(tx, user.id);
     // The link is an emailed factor, as a magic link is: no emailed second step after it, but
     // a factor of the workspace where it asks for one.
-    const next = await sessionOrPending(tx, deps, meta, {
+    const next = await mailboxSignIn(tx, deps, meta, {
       workspace,
       user,
       role: membership.role,
       settings,
-      amr: ["email"],
     });
     const opened = next.kind === "draft" ? next.draft : undefined;
     await audit(tx, deps, meta, {

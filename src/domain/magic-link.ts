@@ -1,14 +1,14 @@
 import { withTenant } from "../db/with-tenant.js";
 import { UnauthenticatedError } from "../errors.js";
 import { findMembership } from "../repositories/memberships.js";
-import { findUserByEmail, findUserById, markEmailVerified } from "../repositories/users.js";
+import { findUserByEmail, findUserById } from "../repositories/users.js";
 import { findWorkspaceById, type WorkspaceRow } from "../repositories/workspaces.js";
 import { audit } from "./audit.js";
 import { consumeLink, issueCode } from "./codes.js";
 import type { AuthDeps, RequestMeta } from "./deps.js";
 import { appLink } from "./links.js";
 import type { LoginResult } from "./login.js";
-import { sessionOrPending } from "./otp.js";
+import { mailboxSignIn } from "./otp.js";
 import { answerFloor, startEmailFlow } from "./public-flow.js";
 import { signTokens } from "./sessions.js";
 import { effectiveSettings } from "./settings.js";
@@ -97,13 +97,11 @@ export async function consumeMagicLink(
     ) {
       return undefined;
     }
-    if (!user.email_verified) await markEmailVerified(tx, user.id);
-    const next = await sessionOrPending(tx, deps, meta, {
+    const next = await mailboxSignIn(tx, deps, meta, {
       workspace,
       user,
       role: membership.role,
       settings,
-      amr: ["email"],
     });
     if (next.kind === "pending") return next;
     const issued = next.draft;

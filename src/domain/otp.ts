@@ -129,6 +129,20 @@ export async function sessionOrPending(
   return { kind: "pending", pending };
 }
 
+/**
+ * A first factor that reached the mailbox (an emailed code, a magic link, an invitation
+ * link): it proves the address, then sessionOrPending with amr "email".
+ */
+export async function mailboxSignIn(
+  tx: DatabaseTransactionConnection,
+  deps: AuthDeps,
+  meta: RequestMeta,
+  input: { workspace: WorkspaceRow; user: UserRow; role: Role; settings: WorkspaceSettings },
+): ReturnType<typeof sessionOrPending> {
+  if (!input.user.email_verified) await markEmailVerified(tx, input.user.id);
+  return sessionOrPending(tx, deps, meta, { ...input, amr: ["email"] });
+}
+
 export interface OtpInput {
   readonly purpose: OtpPurpose | undefined;
   readonly email: string;
@@ -324,14 +338,11 @@ export async function verifyOtp(
     const user = await findUserById(tx, uid);
     const membership = await findMembership(tx, workspace.id, uid);
     if (!user || user.blocked || membership?.status !== "active") return undefined;
-    // A code that reached the address proves it.
-    if (!user.email_verified) await markEmailVerified(tx, uid);
-    const next = await sessionOrPending(tx, deps, meta, {
+    const next = await mailboxSignIn(tx, deps, meta, {
       workspace,
       user,
       role: membership.role,
       settings,
-      amr: ["email"],
     });
     if (next.kind === "pending") return next;
     const draft = next.draft;

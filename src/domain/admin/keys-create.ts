@@ -9,6 +9,7 @@ import {
 import { findWorkspaceById } from "../../repositories/workspaces.js";
 import {
   actorOf,
+  auditedCaller,
   type Caller,
   requireDeploymentAdmin,
   requireWorkspaceAdmin,
@@ -121,8 +122,7 @@ export async function createAdminKey(
     await audit(tx, deps, meta, {
       type: "admin_key_created",
       workspaceId,
-      actor: actorOf(caller),
-      sessionId: caller.kind === "user" ? caller.sessionId : null,
+      ...auditedCaller(caller),
       outcome: "success",
       details: adminKeyCreatedDetails(row),
     });

@@ -5,7 +5,7 @@ import {
 } from "../../repositories/admin-key-management.js";
 import type { AdminKeyRow } from "../../repositories/admin-keys.js";
 import {
-  actorOf,
+  auditedCaller,
   type Caller,
   callerWorkspace,
   requireDeploymentAdmin,
@@ -49,8 +49,7 @@ export async function revokeAdminKey(
       await audit(tx, deps, meta, {
         type: "admin_key_revoked",
         workspaceId: key.workspace_id,
-        actor: actorOf(caller),
-        sessionId: caller.kind === "user" ? caller.sessionId : null,
+        ...auditedCaller(caller),
         outcome: "success",
         details: { admin_key_id: key.id, prefix: key.prefix },
       });

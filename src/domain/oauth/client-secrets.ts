@@ -6,7 +6,7 @@ import {
   type OAuthClientRow,
   replaceOAuthClientSecret,
 } from "../../repositories/oauth-clients.js";
-import { actorOf, type Caller, requireWorkspaceAdmin } from "../admin-auth.js";
+import { auditedCaller, type Caller, requireWorkspaceAdmin } from "../admin-auth.js";
 import { audit } from "../audit.js";
 import type { AuthDeps, RequestMeta } from "../deps.js";
 import { Violations } from "../validate.js";
@@ -49,8 +49,7 @@ export async function rotateOAuthClientSecret(
     await audit(tx, deps, meta, {
       type: "oauth_client_secret_rotated",
       workspaceId: input.workspaceId,
-      actor: actorOf(caller),
-      sessionId: caller.kind === "user" ? caller.sessionId : null,
+      ...auditedCaller(caller),
       outcome: "success",
       details: { client_id: input.clientId },
     });

@@ -10,7 +10,7 @@ import {
 } from "../../repositories/oauth-clients.js";
 import { findWorkspaceById } from "../../repositories/workspaces.js";
 import {
-  actorOf,
+  auditedCaller,
   type Caller,
   requireWorkspaceAdmin,
   requireWorkspaceRead,
@@ -122,8 +122,7 @@ export async function createOAuthClient(
     await audit(tx, deps, meta, {
       type: "oauth_client_created",
       workspaceId: input.workspaceId,
-      actor: actorOf(caller),
-      sessionId: caller.kind === "user" ? caller.sessionId : null,
+      ...auditedCaller(caller),
       outcome: "success",
       details: {
         client_id: row.client_id,
@@ -181,8 +180,7 @@ export async function deleteOAuthClient(
     await audit(tx, deps, meta, {
       type: "oauth_client_deleted",
       workspaceId: input.workspaceId,
-      actor: actorOf(caller),
-      sessionId: caller.kind === "user" ? caller.sessionId : null,
+      ...auditedCaller(caller),
       outcome: "success",
       details: { client_id: input.clientId },
     });

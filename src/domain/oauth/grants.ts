@@ -7,7 +7,7 @@ import { deleteOAuthConsent } from "../../repositories/oauth-consents.js";
 import { revokeSessions } from "../../repositories/sessions.js";
 import { requirePowerOver, visibleUser } from "../admin/users-scope.js";
 import {
-  actorOf,
+  auditedCaller,
   type Caller,
   requireWorkspaceAdmin,
   requireWorkspaceRead,
@@ -223,8 +223,7 @@ export async function revokeMemberGrants(
       type: "grant_revoked",
       workspaceId: input.workspaceId,
       userId: input.userId,
-      sessionId: caller.kind === "user" ? caller.sessionId : null,
-      actor: actorOf(caller),
+      ...auditedCaller(caller),
       outcome: "success",
       details: {
         client_id: input.clientId,
