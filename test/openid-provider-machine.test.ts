@@ -1,5 +1,7 @@
 import { randomUUID } from "node:crypto";
-import { Code, ConnectError, createClient } from "@connectrpc/connect";
+import http from "node:http";
+import type { AddressInfo } from "node:net";
+import { Code, ConnectError, createClient, createRouterTransport } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import {
   type CryptoKey,
@@ -18,7 +20,18 @@ import { AuthService } from "../gen/keygate/v1/auth_service_pb.js";
 import { TokenIntrospectionService } from "../gen/keygate/v1/token_introspection_service_pb.js";
 import { AdminKeyRole } from "../gen/keygate/v1/types_pb.js";
 import { rateLimitNames } from "../src/config.js";
+import {
+  createVerifier,
+  type KeygateRequest,
+  keygateCallerKey,
+  keygateClientKey,
+  keygateInterceptor,
+  keygateMiddleware,
+  type Verifier,
+  VerifyError,
+} from "../src/verify/index.js";
 import { usingExternalPostgres } from "./support/database.js";
+import { envoyChecker } from "./support/envoy.js";
 import { bearer, freePort } from "./support/fixtures.js";
 import { startPeerKeygate, startTestKeygate, type TestKeygate } from "./support/server.js";
 import { until } from "./support/wait.js";
@@ -351,6 +364,216 @@ describe("client_credentials", () => {
     );
     const foreign = await introspection.introspect({ token: access_token }, bearer(scoped.secret));
     expect(foreign.active).toBe(false);
+  });
+});
+
+describe("machine tokens for a resource (RFC 8707)", () => {
+  const orders = "https://orders.example.com/api";
+  const invoices = "https://invoices.example.com";
+  const verifiers: Verifier[] = [];
+  afterAll(() => Promise.all(verifiers.map((v) => v.close())));
+  const verifierAt = async (baseUrl: string, resource: string) => {
+    const verifier = createVerifier({
+      baseUrl,
+      adminKey: rootKey,
+      resource,
+      workspaceId,
+      issuer: keygate.config.issuer,
+    });
+    verifiers.push(verifier);
+    await verifier.ready();
+    return verifier;
+  };
+  const tokenFor = async (registered: { clientId: string; secret: string }, resource: string) => {
+    const config = await configFor(
+      registered.clientId,
+      client.ClientSecretBasic(registered.secret),
+    );
+    return client.clientCredentialsGrant(config, { scope: "orders.read", resource });
+  };
+
+  it("the token's aud is the resource; keygate/verify, Introspect and Envoy take it there only", async () => {
+    const registered = await machine();
+    const { access_token: token } = await tokenFor(registered, orders);
+    const { payload } = await jwtVerify(
+      token,
+      createRemoteJWKSet(new URL(`${keygate.config.issuer}/.well-known/jwks.json`)),
+      { issuer: issuerOf(workspaceId), audience: orders, typ: "at+jwt" },
+    );
+    expect(payload).toMatchObject({ aud: orders, sub: registered.clientId, scope: "orders.read" });
+
+    const atOrders = await verifierAt(keygate.url, orders);
+    expect(await atOrders.verifyUserOrClient(token)).toEqual({
+      kind: "client",
+      clientId: registered.clientId,
+      workspaceId,
+      scopes: ["orders.read"],
+      expiresAt: new Date((payload.exp as number) * 1000),
+    });
+    // verify() answers users only; a service takes clients by asking for them.
+    await expect(atOrders.verify(token)).rejects.toMatchObject({ reason: "invalid" });
+    await expect(atOrders.verifyUserOrClient(token, { requireMfa: true })).rejects.toMatchObject({
+      reason: "mfa_required",
+    });
+    const atInvoices = await verifierAt(keygate.url, invoices);
+    await expect(atInvoices.verifyUserOrClient(token)).rejects.toMatchObject({
+      reason: "invalid",
+    });
+
+    expect(await introspection.introspect({ token, resource: orders }, asRoot())).toMatchObject({
+      active: true,
+      clientId: registered.clientId,
+      scope: "orders.read",
+      sub: "",
+      aud: [orders],
+      iss: issuerOf(workspaceId),
+    });
+    for (const resource of [invoices, ""]) {
+      const answer = await introspection.introspect({ token, resource }, asRoot());
+      expect(answer.active, resource).toBe(false);
+    }
+
+    const envoy = envoyChecker(keygate.url, rootKey);
+    // Whatever identity headers the caller sends, the upstream sees only Keygate's.
+    const forged = {
+      authorization: `Bearer ${token}`,
+      "x-user-id": "someone-else",
+      "x-role": "owner",
+      "x-session-id": "s",
+      "x-amr": "hwk mfa",
+    };
+    const atRoute = await envoy(forged, { keygate_resource: orders });
+    expect(atRoute.allowed).toBe(true);
+    expect(atRoute.set).toEqual({
+      "x-workspace-id": workspaceId,
+      "x-client-id": registered.clientId,
+      "x-scope": "orders.read",
+    });
+    expect([...atRoute.removed].sort()).toEqual(
+      ["x-acr", "x-amr", "x-role", "x-session-id", "x-user-id"].sort(),
+    );
+    const elsewhere = await envoy(forged, { keygate_resource: invoices });
+    expect(elsewhere.allowed).toBe(false);
+    expect(elsewhere.grpcCode).toBe(16);
+    // A route without a resource expects a user behind every request.
+    expect((await envoy(forged)).allowed).toBe(false);
+    // Nor does a client's token for the provider itself pass there.
+    const { access_token: providerToken } = await client.clientCredentialsGrant(
+      await configFor(registered.clientId, client.ClientSecretBasic(registered.secret)),
+    );
+    const noResource = await envoy({ authorization: `Bearer ${providerToken}` });
+    expect(noResource.allowed).toBe(false);
+    expect(noResource.body).toMatch(/route with a resource/);
+    expect(
+      (await envoy({ authorization: `Bearer ${providerToken}` }, { keygate_resource: orders }))
+        .allowed,
+    ).toBe(false);
+    const wrongWorkspace = await envoy(
+      { authorization: `Bearer ${token}`, "x-workspace-id": otherWorkspaceId },
+      { keygate_resource: orders },
+    );
+    expect(wrongWorkspace.grpcCode).toBe(7);
+  });
+
+  it("keygate/verify's middleware and interceptor let clients through only when asked", async () => {
+    const registered = await machine();
+    const { access_token: token } = await tokenFor(registered, orders);
+    const atOrders = await verifierAt(keygate.url, orders);
+    const withClients = keygateMiddleware(atOrders, { clients: true });
+    const usersOnly = keygateMiddleware(atOrders);
+    const server = http.createServer((req, res) => {
+      const protect = req.url === "/clients" ? withClients : usersOnly;
+      protect(req, res, () => {
+        const r = req as KeygateRequest;
+        res.end(JSON.stringify({ user: r.keygate ?? null, client: r.keygateClient ?? null }));
+      });
+    });
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    try {
+      const headers = { authorization: `Bearer ${token}` };
+      const taken = await fetch(`${base}/clients`, { headers });
+      expect(taken.status).toBe(200);
+      expect(await taken.json()).toMatchObject({
+        user: null,
+        client: { kind: "client", clientId: registered.clientId, scopes: ["orders.read"] },
+      });
+      const refused = await fetch(`${base}/users`, { headers });
+      expect(refused.status).toBe(401);
+      expect(refused.headers.get("www-authenticate")).toMatch(/resource_metadata=/);
+    } finally {
+      server.close();
+    }
+
+    const routes = (clients: boolean) =>
+      createRouterTransport(
+        ({ service }) =>
+          service(AuthService, {
+            getSession(_req, ctx) {
+              const calling = ctx.values.get(keygateClientKey);
+              if (!calling || ctx.values.get(keygateCallerKey)) throw new Error("not a client");
+              return { session: { id: calling.clientId } };
+            },
+          }),
+        { router: { interceptors: [keygateInterceptor(atOrders, { clients })] } },
+      );
+    const answered = await createClient(AuthService, routes(true)).getSession({}, bearer(token));
+    expect(answered.session?.id).toBe(registered.clientId);
+    const denied = await createClient(AuthService, routes(false))
+      .getSession({}, bearer(token))
+      .catch((e: unknown) => e);
+    expect(ConnectError.from(denied).code).toBe(Code.Unauthenticated);
+  });
+
+  it("SECURITY.md 48: deleting the client ends its resource tokens at another instance's verifier and Envoy within a second", async () => {
+    const registered = await machine();
+    const { access_token: token } = await tokenFor(registered, orders);
+    const atPeer = await verifierAt(peer.url, orders);
+    const peerEnvoy = envoyChecker(peer.url, rootKey);
+    const route = { keygate_resource: orders };
+    expect((await atPeer.verifyUserOrClient(token)).kind).toBe("client");
+    expect((await peerEnvoy({ authorization: `Bearer ${token}` }, route)).allowed).toBe(true);
+    await admin.deleteOAuthClient({ workspaceId, clientId: registered.clientId }, asRoot());
+    const verifierTook = await until(
+      () =>
+        atPeer.verifyUserOrClient(token).then(
+          () => false,
+          (error) => error instanceof VerifyError && error.reason === "revoked",
+        ),
+      1_000,
+    );
+    expect(verifierTook).toBeLessThan(1_000);
+    const envoyTook = await until(
+      async () => !(await peerEnvoy({ authorization: `Bearer ${token}` }, route)).allowed,
+      1_000,
+    );
+    expect(envoyTook).toBeLessThan(1_000);
+  });
+
+  it("SECURITY.md 47: refuses resources that name Keygate, or too many, with invalid_target", async () => {
+    const registered = await machine();
+    const basic: [string, string] = [registered.clientId, registered.secret];
+    for (const resource of [issuerOf(workspaceId), keygate.config.audience, "ftp://x.example"]) {
+      const res = await tokenRequest({ grant_type: "client_credentials", resource }, { basic });
+      expect(res, resource).toMatchObject({ status: 400, body: { error: "invalid_target" } });
+    }
+    const six = new URLSearchParams({ grant_type: "client_credentials" });
+    for (let i = 0; i < 6; i++) six.append("resource", `https://r${i}.example`);
+    const res = await fetch(tokenEndpointOf(workspaceId), {
+      method: "POST",
+      headers: {
+        authorization: `Basic ${Buffer.from(basic.join(":")).toString("base64")}`,
+        "content-type": "application/x-www-form-urlencoded",
+      },
+      body: six,
+    });
+    expect(res.status).toBe(400);
+    expect((await res.json()).error).toBe("invalid_target");
+    const two = await tokenRequest(
+      { grant_type: "client_credentials", resource: orders },
+      { basic },
+    );
+    expect(two.status).toBe(200);
   });
 });
 

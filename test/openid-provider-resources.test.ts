@@ -9,6 +9,7 @@ import { OAuthService } from "../gen/keygate/v1/oauth_service_pb.js";
 import { TokenIntrospectionService } from "../gen/keygate/v1/token_introspection_service_pb.js";
 import { createVerifier, type Verifier, VerifyError } from "../src/verify/index.js";
 import { CookieBrowser } from "./support/cookie-browser.js";
+import { envoyChecker } from "./support/envoy.js";
 import { bearer, freePort, uniqueEmail } from "./support/fixtures.js";
 import { startTestKeygate, type TestKeygate } from "./support/server.js";
 import { until } from "./support/wait.js";
@@ -211,6 +212,95 @@ describe("RFC 8707 resource indicators", () => {
       1_000,
     );
     expect(tookMs).toBeLessThan(1_000);
+  });
+
+  it("SECURITY.md 47: a gateway asks about its resource: Introspect (RPC, RFC 7662) and Envoy answer for that resource only", async () => {
+    const config = await firstPartyClient();
+    const email = await user();
+    const flow = await grant(config, email, { resource: calendar, scope: "offline_access" });
+    if (flow.requestId === null) throw new Error(`refused: ${flow.refused}`);
+    const tokens = await client.authorizationCodeGrant(
+      config,
+      flow.callback,
+      { pkceCodeVerifier: flow.verifier, idTokenExpected: false },
+      { resource: calendar },
+    );
+    const token = tokens.access_token;
+    const clientId = config.clientMetadata().client_id;
+    const sub = decodeJwt(token).sub as string;
+
+    const rpc = await introspection.introspect({ token, resource: calendar }, asRoot());
+    expect(rpc).toMatchObject({
+      active: true,
+      sub,
+      clientId,
+      scope: "offline_access",
+      iss: issuerOf(workspaceId),
+      aud: [calendar],
+      role: "member",
+    });
+    for (const other of [payroll, `${calendar}/`, ""]) {
+      const answer = await introspection.introspect({ token, resource: other }, asRoot());
+      expect(answer.active, other).toBe(false);
+    }
+    const form = async (body: Record<string, string>) => {
+      const res = await fetch(`${keygate.url}/oauth2/introspect`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${rootKey}` },
+        body: new URLSearchParams(body),
+      });
+      return { status: res.status, body: (await res.json()) as Record<string, unknown> };
+    };
+    expect((await form({ token, resource: calendar })).body).toMatchObject({
+      active: true,
+      sub,
+      client_id: clientId,
+      scope: "offline_access",
+    });
+    expect((await form({ token, resource: payroll })).body).toEqual({ active: false });
+    // A refresh token is never for a resource, whatever the hint.
+    const refresh = await form({
+      token: tokens.refresh_token as string,
+      token_type_hint: "refresh_token",
+      resource: calendar,
+    });
+    expect(refresh.body).toEqual({ active: false });
+    // Keygate itself is no resource, and the field says what is wrong.
+    for (const resource of [keygate.config.audience, issuerOf(workspaceId), "not a uri"]) {
+      const refused = await introspection
+        .introspect({ token, resource }, asRoot())
+        .catch((e: unknown) => e);
+      expect(refused, resource).toMatchObject({ code: 3 });
+      expect(String(refused), resource).toMatch(/resource/);
+      expect((await form({ token, resource })).body.error, resource).toBe("invalid_request");
+    }
+
+    const envoy = envoyChecker(keygate.url, rootKey);
+    const spoofed = { authorization: `Bearer ${token}`, "x-client-id": "kgc_forged" };
+    const atCalendar = await envoy(spoofed, { keygate_resource: calendar });
+    expect(atCalendar.allowed).toBe(true);
+    expect(atCalendar.set).toEqual({
+      "x-user-id": sub,
+      "x-workspace-id": workspaceId,
+      "x-session-id": decodeJwt(token).sid,
+      "x-role": "member",
+      "x-amr": "pwd",
+      "x-acr": "1",
+      "x-client-id": clientId,
+      "x-scope": "offline_access",
+    });
+    expect(atCalendar.removed).toEqual([]);
+    expect((await envoy(spoofed, { keygate_resource: payroll })).allowed).toBe(false);
+    // A route without a resource takes Keygate's own sessions' tokens only.
+    expect((await envoy(spoofed)).allowed).toBe(false);
+    const login = await auth.login({ email, password, workspaceId });
+    if (login.result.case !== "tokens") throw new Error("no tokens");
+    const own = { authorization: `Bearer ${login.result.value.accessToken}` };
+    expect((await envoy(own, { keygate_resource: calendar })).allowed).toBe(false);
+    const plain = await envoy({ ...own, "x-client-id": "kgc_forged", "x-scope": "admin" });
+    expect(plain.allowed).toBe(true);
+    expect(plain.set["x-client-id"]).toBeUndefined();
+    expect(plain.removed).toEqual(["x-client-id", "x-scope"]);
   });
 
   it("with openid the token also reaches userinfo; several resources are each in aud", async () => {

@@ -195,6 +195,8 @@ describe.each(algorithms)("%s access tokens", (algorithm) => {
       amr: ["pwd", "otp", "mfa"],
       clientId: null,
       scopes: [],
+      issuer,
+      audience: [audience],
     });
     const second = await keys.signAccessToken({ ...subject, ttlSeconds: 900 });
     expect(second.jti).not.toBe(signed.jti);

@@ -34,6 +34,9 @@ export interface VerifiedAccessToken {
   clientId: string | null;
   /** The scopes granted to that client (RFC 9068 `scope`); empty otherwise. */
   scopes: string[];
+  /** `iss`, and `aud` as a list. */
+  issuer: string;
+  audience: string[];
 }
 
 export type TokenInvalidCode =
@@ -76,7 +79,13 @@ const headerMembers = new Set(["alg", "kid", "typ"]);
 const maxTokenLength = 8192;
 
 const id = z.string().min(1).max(200);
+/** iss and aud, which jose has checked; kept for whoever reports them (RFC 7662). */
+const envelope = {
+  iss: z.string(),
+  aud: z.union([z.string(), z.array(z.string())]).transform((a) => (Array.isArray(a) ? a : [a])),
+};
 const claims = z.object({
+  ...envelope,
   sub: id,
   workspace_id: id,
   sid: id,
@@ -110,30 +119,43 @@ export interface AccessTokenClaims {
 
 export function signAccessJwt(
   signer: JwtSigner,
-  input: AccessTokenClaims & {
-    issuer: string;
-    audience: string | string[];
-    jti: string;
-    /** Epoch seconds. */
-    issuedAt: number;
-    expiresAt: number;
-  },
+  input: AccessTokenClaims & TokenEnvelope,
 ): Promise<string> {
-  return new SignJWT({
+  return signTokenJwt(signer, input.userId, input, {
     workspace_id: input.workspaceId,
     sid: input.sessionId,
     role: input.role,
     amr: [...(input.amr ?? [])],
     acr: input.acr ?? "1",
     ...(input.clientId ? { client_id: input.clientId, scope: (input.scopes ?? []).join(" ") } : {}),
-  })
+  });
+}
+
+/** What every access token carries around its holder's claims. */
+export interface TokenEnvelope {
+  issuer: string;
+  audience: string | string[];
+  jti: string;
+  /** Epoch seconds. */
+  issuedAt: number;
+  expiresAt: number;
+}
+
+/** An access token (typ at+jwt, RFC 9068) for `subject` with `claims` in `envelope`. */
+function signTokenJwt(
+  signer: JwtSigner,
+  subject: string,
+  envelope: TokenEnvelope,
+  claims: Record<string, unknown>,
+): Promise<string> {
+  return new SignJWT(claims)
     .setProtectedHeader({ alg: signer.algorithm, kid: signer.kid, typ: tokenType })
-    .setIssuer(input.issuer)
-    .setAudience(input.audience)
-    .setSubject(input.userId)
-    .setJti(input.jti)
-    .setIssuedAt(input.issuedAt)
-    .setExpirationTime(input.expiresAt)
+    .setIssuer(envelope.issuer)
+    .setAudience(envelope.audience)
+    .setSubject(subject)
+    .setJti(envelope.jti)
+    .setIssuedAt(envelope.issuedAt)
+    .setExpirationTime(envelope.expiresAt)
     .sign(signer.key);
 }
 
@@ -209,6 +231,8 @@ export async function verifyAccessJwt(
     amr: c.amr ?? [],
     clientId: c.client_id ?? null,
     scopes: c.scope === undefined || c.scope === "" ? [] : c.scope.split(" "),
+    issuer: c.iss,
+    audience: c.aud,
   };
 }
 
@@ -222,12 +246,15 @@ export interface VerifiedClientAccessToken {
   issuedAt: Date;
   expiresAt: Date;
   kid: string;
-  audience: string;
+  /** `iss`, and `aud` as a list: the workspace's provider, or the resources it was asked for. */
+  issuer: string;
+  audience: string[];
   scopes: string[];
 }
 
 /** A client's own token (client_credentials): no user, so no role; `role` must be absent. */
 const clientClaims = z.object({
+  ...envelope,
   sub: id,
   client_id: id,
   workspace_id: id,
@@ -263,28 +290,14 @@ export function signClientJwt(
     workspaceId: string;
     machineSessionId: string;
     scopes: readonly string[];
-    issuer: string;
-    audience: string;
-    jti: string;
-    /** Epoch seconds. */
-    issuedAt: number;
-    expiresAt: number;
-  },
+  } & TokenEnvelope,
 ): Promise<string> {
-  return new SignJWT({
+  return signTokenJwt(signer, input.clientId, input, {
     workspace_id: input.workspaceId,
     sid: input.machineSessionId,
     client_id: input.clientId,
     scope: input.scopes.join(" "),
-  })
-    .setProtectedHeader({ alg: signer.algorithm, kid: signer.kid, typ: tokenType })
-    .setIssuer(input.issuer)
-    .setAudience(input.audience)
-    .setSubject(input.clientId)
-    .setJti(input.jti)
-    .setIssuedAt(input.issuedAt)
-    .setExpirationTime(input.expiresAt)
-    .sign(signer.key);
+  });
 }
 
 /**
@@ -311,7 +324,8 @@ export async function verifyClientJwt(
     issuedAt: new Date(c.iat * 1000),
     expiresAt: new Date(c.exp * 1000),
     kid: hint.kid,
-    audience: options.audience,
+    issuer: c.iss,
+    audience: c.aud,
     scopes: c.scope === "" ? [] : c.scope.split(" "),
   };
 }

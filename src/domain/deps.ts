@@ -48,6 +48,8 @@ export interface AuthDeps {
       workspaceId: string;
       machineSessionId: string;
       scopes: readonly string[];
+      /** RFC 8707: the token's audience instead of the workspace's provider. */
+      resources?: readonly string[];
       ttlSeconds: number;
     }): Promise<{ token: string; jti: string; issuedAt: Date; expiresAt: Date }>;
     /** A grant's tokens are checked against their workspace's issuer, as iss and aud. */

@@ -1,13 +1,8 @@
 import { createHash } from "node:crypto";
-import { decodeJwt } from "jose";
 import { LRUCache } from "lru-cache";
 import type { DatabasePool } from "slonik";
 import type { Clock } from "../clock.js";
-import {
-  TokenInvalidError,
-  type VerifiedAccessToken,
-  type VerifiedClientAccessToken,
-} from "../crypto/jwt.js";
+import { TokenInvalidError, type VerifiedAccessToken } from "../crypto/jwt.js";
 import { isOpaqueToken, opaqueHash } from "../crypto/opaque-tokens.js";
 import { withTenant } from "../db/with-tenant.js";
 import type { Role } from "../repositories/memberships.js";
@@ -20,10 +15,23 @@ import { actorOf, type Caller, requireIntrospect } from "./admin-auth.js";
 import { acrOf, amrOf } from "./amr.js";
 import { audit } from "./audit.js";
 import type { RequestMeta } from "./deps.js";
+import { resourceProblem } from "./oauth/resources.js";
 import type { RevocableToken } from "./revocations.js";
+import type { CheckedToken } from "./signing-keys.js";
 import { Violations } from "./validate.js";
 
 export type TokenTypeHint = "access_token" | "refresh_token" | null;
+
+/**
+ * What is asked: the token, its hint, and the RFC 8707 resource the caller protects, if any.
+ * Without a resource the answer is about Keygate's own sessions' tokens (and a client's own
+ * token for its workspace's provider); with one, only about the tokens issued for it.
+ */
+export interface IntrospectionRequest {
+  readonly token: string;
+  readonly hint: TokenTypeHint;
+  readonly resource?: string | null;
+}
 
 /** RFC 7662: an active token's claims, or only `active: false`. */
 export type Introspection =
@@ -46,6 +54,9 @@ export type Introspection =
       readonly iss: string;
       readonly aud: readonly string[];
       readonly jti: string;
+      /** A grant's token (one asked about for a resource): its client and scopes. */
+      readonly clientId: string | null;
+      readonly scopes: readonly string[];
     }
   | {
       readonly active: true;
@@ -75,7 +86,7 @@ export interface IntrospectionDeps {
   readonly cacheSize: number;
   readonly tokens: {
     verifyAccessToken(token: string): Promise<VerifiedAccessToken>;
-    verifyClientAccessToken(token: string): Promise<VerifiedClientAccessToken>;
+    verifyBearerToken(token: string, resource: string | null): Promise<CheckedToken>;
   };
   readonly revocations: {
     assertTrusted(): void;
@@ -97,38 +108,30 @@ export interface IntrospectionDeps {
  * and only when the caller's hint says `refresh_token`; otherwise they answer inactive.
  */
 export class Introspector {
-  private readonly cache: LRUCache<string, VerifiedAccessToken> | undefined;
+  private readonly cache: LRUCache<string, CheckedToken> | undefined;
 
   constructor(private readonly deps: IntrospectionDeps) {
     this.cache =
-      deps.cacheSize > 0
-        ? new LRUCache<string, VerifiedAccessToken>({ max: deps.cacheSize })
-        : undefined;
+      deps.cacheSize > 0 ? new LRUCache<string, CheckedToken>({ max: deps.cacheSize }) : undefined;
   }
 
-  async introspect(
-    caller: Caller,
-    request: { token: string; hint: TokenTypeHint },
-  ): Promise<Introspection> {
+  async introspect(caller: Caller, request: IntrospectionRequest): Promise<Introspection> {
     requireIntrospect(caller);
-    validTokens([request.token], () => "token");
-    return this.check(caller, request.token, request.hint);
+    this.validRequests([request], () => "");
+    return this.check(caller, request);
   }
 
   /** Up to maxBatchTokens tokens, answered in order. */
   async introspectBatch(
     caller: Caller,
-    requests: readonly { token: string; hint: TokenTypeHint }[],
+    requests: readonly IntrospectionRequest[],
   ): Promise<Introspection[]> {
     requireIntrospect(caller);
     if (requests.length > maxBatchTokens) {
       new Violations().add("tokens", `holds more than ${maxBatchTokens} tokens`).throwIfAny();
     }
-    validTokens(
-      requests.map((r) => r.token),
-      (i) => `tokens[${i}].token`,
-    );
-    return Promise.all(requests.map((r) => this.check(caller, r.token, r.hint)));
+    this.validRequests(requests, (i) => `tokens[${i}].`);
+    return Promise.all(requests.map((r) => this.check(caller, r)));
   }
 
   /**
@@ -142,7 +145,7 @@ export class Introspector {
     request: { token: string; hint: TokenTypeHint },
   ): Promise<void> {
     requireIntrospect(caller);
-    validTokens([request.token], () => "token");
+    this.validRequests([request], () => "");
     const target = await this.sessionOf(request.token);
     if (!target) return;
     if (caller.kind === "admin_key" && caller.workspaceId !== null) {
@@ -172,13 +175,17 @@ export class Introspector {
   /**
    * A refresh token is active only when the caller asks about one (hint `refresh_token`):
    * gateways that look only at `active` ask about bearer credentials with no hint or
-   * `access_token`, and must never take a refresh token for an access token.
+   * `access_token`, and must never take a refresh token for an access token. No refresh
+   * token is for a resource.
    */
-  private async check(caller: Caller, token: string, hint: TokenTypeHint): Promise<Introspection> {
-    if (isOpaqueToken("refresh", token) && hint !== "refresh_token") return inactive;
-    const found = isOpaqueToken("refresh", token)
+  private async check(caller: Caller, request: IntrospectionRequest): Promise<Introspection> {
+    const { token, hint } = request;
+    const resource = request.resource || null;
+    const refresh = isOpaqueToken("refresh", token);
+    if (refresh && (hint !== "refresh_token" || resource !== null)) return inactive;
+    const found = refresh
       ? await this.checkRefreshToken(token)
-      : await this.checkAccessToken(token);
+      : await this.checkAccessToken(token, resource);
     if (!found.active) return inactive;
     if (caller.kind === "admin_key" && caller.workspaceId !== null) {
       if (caller.workspaceId !== found.workspaceId) return inactive;
@@ -186,12 +193,41 @@ export class Introspector {
     return found;
   }
 
-  private async checkAccessToken(token: string): Promise<Introspection> {
+  /**
+   * An access token: its checked claims (from the cache or the signature check), its expiry,
+   * and the revocation state, where a client's deletion or secret rotation revoked its
+   * machine_session_id (the sid of its own tokens).
+   */
+  private async checkAccessToken(token: string, resource: string | null): Promise<Introspection> {
     this.deps.revocations.assertTrusted();
-    const claims = await this.verified(token);
-    if (claims === "client") return this.checkClientAccessToken(token);
-    if (!claims) return inactive;
+    const checked = await this.verified(token, resource);
+    if (!checked) return inactive;
     const now = this.deps.clock.now().getTime();
+    if (checked.kind === "client") {
+      const claims = checked.claims;
+      const revoked = this.deps.revocations.revokes({
+        userId: claims.clientId,
+        workspaceId: claims.workspaceId,
+        sessionId: claims.machineSessionId,
+        issuedAt: claims.issuedAt,
+        kid: claims.kid,
+      });
+      if (claims.expiresAt.getTime() <= now || revoked) return inactive;
+      return {
+        active: true,
+        subject: "client",
+        tokenType: "access_token",
+        clientId: claims.clientId,
+        scopes: claims.scopes,
+        workspaceId: claims.workspaceId,
+        exp: claims.expiresAt.getTime() / 1000,
+        iat: claims.issuedAt.getTime() / 1000,
+        iss: claims.issuer,
+        aud: claims.audience,
+        jti: claims.jti,
+      };
+    }
+    const claims = checked.claims;
     if (claims.expiresAt.getTime() <= now || this.deps.revocations.revokes(claims)) {
       return inactive;
     }
@@ -207,69 +243,37 @@ export class Introspector {
       acr: acrOf(claims.amr),
       exp: claims.expiresAt.getTime() / 1000,
       iat: claims.issuedAt.getTime() / 1000,
-      iss: this.deps.issuer,
-      aud: [this.deps.audience],
+      iss: claims.issuer,
+      aud: claims.audience,
       jti: claims.jti,
-    };
-  }
-
-  /**
-   * A client's own token: the same checks, its own audience (the workspace's issuer), and the
-   * revocation state, where deleting the client or rotating its secret revoked its sid.
-   */
-  private async checkClientAccessToken(token: string): Promise<Introspection> {
-    let claims: VerifiedClientAccessToken;
-    try {
-      claims = await this.deps.tokens.verifyClientAccessToken(token);
-    } catch (error) {
-      if (error instanceof TokenInvalidError) return inactive;
-      throw error;
-    }
-    const now = this.deps.clock.now().getTime();
-    const revoked = this.deps.revocations.revokes({
-      userId: claims.clientId,
-      workspaceId: claims.workspaceId,
-      sessionId: claims.machineSessionId,
-      issuedAt: claims.issuedAt,
-      kid: claims.kid,
-    });
-    if (claims.expiresAt.getTime() <= now || revoked) return inactive;
-    return {
-      active: true,
-      subject: "client",
-      tokenType: "access_token",
       clientId: claims.clientId,
       scopes: claims.scopes,
-      workspaceId: claims.workspaceId,
-      exp: claims.expiresAt.getTime() / 1000,
-      iat: claims.issuedAt.getTime() / 1000,
-      // The workspace's provider issued it (RFC 9068), and it is its audience too.
-      iss: claims.audience,
-      aud: [claims.audience],
-      jti: claims.jti,
     };
   }
 
   /**
-   * The token's checked claims, from the cache or the signature check; null if invalid;
-   * "client" for a client's own token, which is checked by its own rules. Only a token the
-   * cache does not hold pays for telling the two apart.
+   * The token's checked claims, from the cache or the signature check; null if invalid.
+   * Cached by the SHA-256 of the token and the resource asked about, until the token's exp.
    */
-  private async verified(token: string): Promise<VerifiedAccessToken | "client" | null> {
-    const key = this.cache ? createHash("sha256").update(token).digest("base64") : "";
-    const cached = this.cache?.get(key);
-    if (cached) return cached;
-    if (isClientToken(token)) return "client";
-    let claims: VerifiedAccessToken;
+  private async verified(token: string, resource: string | null): Promise<CheckedToken | null> {
+    let key = "";
+    if (this.cache) {
+      const hash = createHash("sha256");
+      if (resource !== null) hash.update(resource).update("\0");
+      key = hash.update(token).digest("base64");
+      const cached = this.cache.get(key);
+      if (cached) return cached;
+    }
+    let checked: CheckedToken;
     try {
-      claims = await this.deps.tokens.verifyAccessToken(token);
+      checked = await this.deps.tokens.verifyBearerToken(token, resource);
     } catch (error) {
       if (error instanceof TokenInvalidError) return null;
       throw error;
     }
-    const ttl = claims.expiresAt.getTime() - this.deps.clock.now().getTime();
-    if (this.cache && ttl > 0) this.cache.set(key, claims, { ttl });
-    return claims;
+    const ttl = checked.claims.expiresAt.getTime() - this.deps.clock.now().getTime();
+    if (this.cache && ttl > 0) this.cache.set(key, checked, { ttl });
+    return checked;
   }
 
   private async checkRefreshToken(token: string): Promise<Introspection> {
@@ -306,7 +310,24 @@ export class Introspector {
       iss: this.deps.issuer,
       aud: [this.deps.audience],
       jti: row.id,
+      clientId: null,
+      scopes: [],
     };
+  }
+
+  /** Each token present and not too long; each resource one a token could be issued for. */
+  private validRequests(
+    requests: readonly IntrospectionRequest[],
+    prefix: (i: number) => string,
+  ): void {
+    const v = new Violations();
+    const keygate = { audience: this.deps.audience, issuerBase: this.deps.issuer };
+    requests.forEach((r, i) => {
+      v.required(`${prefix(i)}token`, r.token, maxTokenLength);
+      const problem = r.resource ? resourceProblem(r.resource, keygate) : null;
+      if (problem !== null) v.add(`${prefix(i)}resource`, problem);
+    });
+    v.throwIfAny();
   }
 
   /** The session a token belongs to, if it is a well-formed token Keygate issued. */
@@ -326,27 +347,4 @@ export class Introspector {
       throw error;
     }
   }
-}
-
-/**
- * Whether a token has the shape of a client's own (sub = client_id, no role); its signature
- * and claims are checked by verifyClientAccessToken either way.
- */
-function isClientToken(token: string): boolean {
-  try {
-    const claims = decodeJwt(token);
-    return (
-      typeof claims.client_id === "string" && claims.sub === claims.client_id && !("role" in claims)
-    );
-  } catch {
-    return false;
-  }
-}
-
-function validTokens(tokens: readonly string[], field: (i: number) => string): void {
-  const v = new Violations();
-  tokens.forEach((token, i) => {
-    v.required(field(i), token, maxTokenLength);
-  });
-  v.throwIfAny();
 }

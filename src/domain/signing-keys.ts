@@ -286,11 +286,12 @@ export class SigningKeys {
    * Checks an access token against the published keys. Every refusal is a TokenInvalidError;
    * only a failed reload for an unknown kid (database down) is an UnavailableError instead,
    * since the token could not be checked. `provider`: a grant's token, checked against that
-   * provider's issuer (as iss and aud) instead of Keygate's own issuer and audience.
+   * provider's issuer (as iss, and as aud unless `resource` names the audience) instead of
+   * Keygate's own issuer and audience.
    */
   async verifyAccessToken(
     token: string,
-    options: { provider?: string } = {},
+    options: { provider?: string; resource?: string } = {},
   ): Promise<VerifiedAccessToken> {
     const hint = accessTokenKeyHint(token);
     const key = await this.keys.keyFor(hint.kid);
@@ -299,39 +300,48 @@ export class SigningKeys {
     }
     return verifyAccessJwt(token, hint, key, {
       issuer: options.provider ?? this.issuer,
-      audience: options.provider ?? this.audience,
+      audience: options.resource ?? options.provider ?? this.audience,
       currentDate: this.clock.now(),
     });
   }
 
   /**
    * Signs a client's own access token (client_credentials): no user; `sid` is the client's
-   * machine_session_id, which its revocation names. Issuer and audience are the workspace's
-   * provider, as for a grant's tokens, so Keygate's own RPCs and services refuse it.
+   * machine_session_id, which its revocation names. The issuer is the workspace's provider,
+   * as for a grant's tokens, and so is the audience unless the client asked for resources
+   * (RFC 8707), which then are the audience: Keygate's own RPCs and services refuse it either
+   * way.
    */
   async signClientAccessToken(input: {
     clientId: string;
     workspaceId: string;
     machineSessionId: string;
     scopes: readonly string[];
+    resources?: readonly string[];
     ttlSeconds: number;
   }): Promise<{ token: string; jti: string; issuedAt: Date; expiresAt: Date }> {
-    if (!Number.isInteger(input.ttlSeconds) || input.ttlSeconds < 1) {
+    const { resources = [], ttlSeconds, ...claims } = input;
+    if (!Number.isInteger(ttlSeconds) || ttlSeconds < 1) {
       throw new RangeError("ttlSeconds must be a positive integer");
     }
-    if (input.ttlSeconds > maxAccessTokenTtlSeconds) {
+    if (ttlSeconds > maxAccessTokenTtlSeconds) {
       throw new RangeError(`ttlSeconds must be at most ${maxAccessTokenTtlSeconds}`);
     }
     const now = this.clock.now();
     const signer = await this.keys.currentSigner(now);
     const iat = Math.floor(now.getTime() / 1000);
-    const exp = iat + input.ttlSeconds;
+    const exp = iat + ttlSeconds;
     const jti = randomUUID();
     const provider = this.providerAudience(input.workspaceId);
     const token = await signClientJwt(signer, {
-      ...input,
+      ...claims,
       issuer: provider,
-      audience: provider,
+      audience:
+        resources.length === 0
+          ? provider
+          : resources.length === 1
+            ? (resources[0] as string)
+            : [...resources],
       jti,
       issuedAt: iat,
       expiresAt: exp,
@@ -339,28 +349,59 @@ export class SigningKeys {
     return { token, jti, issuedAt: new Date(iat * 1000), expiresAt: new Date(exp * 1000) };
   }
 
-  /** Checks a client's own access token (see signClientAccessToken) for the workspace it names. */
-  async verifyClientAccessToken(token: string): Promise<VerifiedClientAccessToken> {
+  /**
+   * Checks a bearer token for whoever accepts it: without a resource, one of Keygate's own
+   * sessions' tokens, or a client's own token for its workspace's provider; with a resource
+   * (RFC 8707), a token a workspace's provider issued for that resource: a grant's (a user's,
+   * through a client) or a client's own. A token of one kind never passes for the other: a
+   * client's has `sub` = `client_id` and no role, a user's always has a role. Refusals are
+   * TokenInvalidErrors, as with verifyAccessToken.
+   */
+  async verifyBearerToken(token: string, resource: string | null): Promise<CheckedToken> {
     const hint = accessTokenKeyHint(token);
-    let workspaceId: unknown;
+    let claims: ReturnType<typeof decodeJwt>;
     try {
-      workspaceId = decodeJwt(token).workspace_id;
+      claims = decodeJwt(token);
     } catch {
       throw new TokenInvalidError("ERR_JWT_INVALID", "malformed access token");
     }
+    const client =
+      typeof claims.client_id === "string" &&
+      claims.sub === claims.client_id &&
+      !("role" in claims);
+    if (!client && resource === null) {
+      return { kind: "user", claims: await this.verifyAccessToken(token) };
+    }
+    const workspaceId = claims.workspace_id;
     if (typeof workspaceId !== "string" || !/^[0-9a-f-]{36}$/.test(workspaceId)) {
       throw new TokenInvalidError("ERR_JWT_CLAIM_INVALID", 'claim "workspace_id" is invalid');
+    }
+    const provider = this.providerAudience(workspaceId);
+    if (!client) {
+      const user = await this.verifyAccessToken(token, {
+        provider,
+        resource: resource ?? provider,
+      });
+      if (user.clientId === null) {
+        throw new TokenInvalidError("ERR_JWT_CLAIM_INVALID", 'claim "client_id" is missing');
+      }
+      return { kind: "user", claims: user };
     }
     const key = await this.keys.keyFor(hint.kid);
     if (key === undefined) {
       throw new TokenInvalidError("ERR_JWT_UNKNOWN_KEY", "unknown signing key");
     }
-    const provider = this.providerAudience(workspaceId);
-    return verifyClientJwt(token, hint, key, {
+    const checked = await verifyClientJwt(token, hint, key, {
       issuer: provider,
-      audience: provider,
+      audience: resource ?? provider,
       workspaceId,
       currentDate: this.clock.now(),
     });
+    return { kind: "client", claims: checked };
   }
 }
+
+/** A bearer token, checked: a user's (a session's or a grant's) or a client's own. */
+export type CheckedToken =
+  | { readonly kind: "user"; readonly claims: VerifiedAccessToken }
+  | { readonly kind: "client"; readonly claims: VerifiedClientAccessToken };

@@ -59,13 +59,39 @@ function deny(
 const unauthorized = (description: string) =>
   deny(grpcUnauthenticated, StatusCode.Unauthorized, "invalid_token", description);
 
+/** The identity headers Keygate sets; whichever a token does not fill are removed. */
+const identityHeaders = [
+  "x-user-id",
+  "x-workspace-id",
+  "x-session-id",
+  "x-role",
+  "x-amr",
+  "x-acr",
+  "x-client-id",
+  "x-scope",
+] as const;
+type IdentityHeader = (typeof identityHeaders)[number];
+
+/**
+ * The route's RFC 8707 resource, from the filter's per-route `check_settings`
+ * (`context_extensions: { keygate_resource: "https://api.example" }`): such a route takes the
+ * tokens issued for that resource, a user's through a client and a client's own, and no
+ * others; a route without one takes Keygate's own sessions' tokens.
+ */
+export const resourceExtension = "keygate_resource";
+
 /**
  * envoy.service.auth.v3.Authorization for Envoy's ext_authz filter: the request's bearer
- * access token goes through the same Introspector (and cache) as Introspect. A refresh token
- * is no API credential and is refused without a lookup. When the request names a workspace
- * in x-workspace-id it must be the token's (403 otherwise), as with Keygate's own RPCs.
- * Errors about the caller (its admin key) or UNAVAILABLE are answered as gRPC errors, which
- * Envoy turns into a denial unless failure_mode_allow is set.
+ * access token goes through the same Introspector (and cache) as Introspect, asked about the
+ * route's resource when it names one. A refresh token is no API credential and is refused
+ * without a lookup. When the request names a workspace in x-workspace-id it must be the
+ * token's (403 otherwise), as with Keygate's own RPCs. The upstream gets the caller in
+ * x-user-id, x-workspace-id, x-session-id, x-role, x-amr, x-acr, and for a token issued to a
+ * client x-client-id and x-scope; a client's own token has no user, so its request carries
+ * no x-user-id (nor session, role, amr, acr). Every one of these headers the answer does not
+ * set is removed, so none a caller sent reaches the upstream. Errors about the caller (its
+ * admin key) or UNAVAILABLE are answered as gRPC errors, which Envoy turns into a denial
+ * unless failure_mode_allow is set.
  */
 export function envoyAuthorizationHandlers(
   introspector: Introspector,
@@ -79,10 +105,17 @@ export function envoyAuthorizationHandlers(
       if (token.length > maxTokenLength || isOpaqueToken("refresh", token)) {
         return unauthorized("the access token is invalid");
       }
-      const result = await introspector.introspect(caller, { token, hint: "access_token" });
+      const resource = req.attributes?.contextExtensions[resourceExtension] || null;
+      const result = await introspector.introspect(caller, {
+        token,
+        hint: "access_token",
+        resource,
+      });
       if (!result.active) return unauthorized("the access token is invalid, expired or revoked");
-      // The headers below name a user; a client's own token (client_credentials) has none.
-      if (result.subject !== "user") return unauthorized("the access token is not a user's");
+      // An upstream behind a route without a resource expects a user in every request.
+      if (result.subject !== "user" && resource === null) {
+        return unauthorized("a client's own token is taken only on a route with a resource");
+      }
       const workspace = headers["x-workspace-id"];
       if (workspace !== undefined && workspace !== result.workspaceId) {
         return deny(
@@ -92,19 +125,31 @@ export function envoyAuthorizationHandlers(
           "x-workspace-id does not match the token's workspace",
         );
       }
+      const set: Partial<Record<IdentityHeader, string>> =
+        result.subject === "client"
+          ? {
+              "x-workspace-id": result.workspaceId,
+              "x-client-id": result.clientId,
+              "x-scope": result.scopes.join(" "),
+            }
+          : {
+              "x-user-id": result.sub,
+              "x-workspace-id": result.workspaceId,
+              "x-session-id": result.sid,
+              "x-role": result.role,
+              "x-amr": result.amr.join(" "),
+              "x-acr": result.acr,
+              ...(result.clientId === null
+                ? {}
+                : { "x-client-id": result.clientId, "x-scope": result.scopes.join(" ") }),
+            };
       return create(CheckResponseSchema, {
         status: { code: grpcOk },
         httpResponse: {
           case: "okResponse",
           value: {
-            headers: [
-              header("x-user-id", result.sub),
-              header("x-workspace-id", result.workspaceId),
-              header("x-session-id", result.sid),
-              header("x-role", result.role),
-              header("x-amr", result.amr.join(" ")),
-              header("x-acr", result.acr),
-            ],
+            headers: Object.entries(set).map(([key, value]) => header(key, value)),
+            headersToRemove: identityHeaders.filter((name) => set[name] === undefined),
           },
         },
       });

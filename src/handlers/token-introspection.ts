@@ -32,6 +32,7 @@ const hints: Record<TokenTypeHint, DomainHint> = {
 const requestOf = (r: IntrospectRequest) => ({
   token: r.token,
   hint: hints[r.tokenTypeHint] ?? null,
+  resource: r.resource,
 });
 
 /** RFC 7662 shape: an inactive token answers active=false and nothing else. */
@@ -65,6 +66,8 @@ export function introspectResponseOf(i: Introspection): IntrospectResponse {
     tokenType: i.tokenType,
     amr: [...i.amr],
     acr: i.acr,
+    clientId: i.clientId ?? "",
+    scope: i.scopes.join(" "),
   });
 }
 

@@ -78,6 +78,8 @@ export function oauthEndpoints(
         token,
         // RFC 7662 section 2.1: an unknown hint is no reason to fail; the search covers all types.
         hint: (hint === "access_token" || hint === "refresh_token" ? hint : null) as TokenTypeHint,
+        // Keygate's extension: the RFC 8707 resource the caller protects (docs/introspection.md).
+        resource: single(form, "resource"),
       },
     };
   }
@@ -208,6 +210,7 @@ export function introspectionJson(i: Introspection): Record<string, unknown> {
     role: i.role,
     amr: i.amr,
     acr: i.acr,
+    ...(i.clientId === null ? {} : { client_id: i.clientId, scope: i.scopes.join(" ") }),
   };
 }
 

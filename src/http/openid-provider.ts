@@ -202,15 +202,10 @@ export function openIdProviderRoutes(deps: ProviderHttpDeps) {
           resources,
         );
       } else if (grantType === "client_credentials") {
-        // A machine token is for the workspace's provider (Introspect) only, for now.
-        if (resources.length > 0) {
-          throw new OAuthError(400, "invalid_target", "client_credentials takes no resource yet");
-        }
-        answer = await clientCredentialsGrant(
-          deps.provider,
-          client,
-          form.get("scope") ?? undefined,
-        );
+        answer = await clientCredentialsGrant(deps.provider, client, {
+          scope: form.get("scope") ?? undefined,
+          resources,
+        });
       } else if (grantType === null) {
         throw new OAuthError(400, "invalid_request", "grant_type is required");
       } else {

@@ -1,11 +1,16 @@
 import { Code, ConnectError, createContextKey, type Interceptor } from "@connectrpc/connect";
-import type { VerifiedCaller, VerifyErrorReason } from "./options.js";
+import type { VerifiedCaller, VerifiedClient, VerifyErrorReason } from "./options.js";
 import { VerifyError } from "./options.js";
 import type { Verifier } from "./verifier.js";
 
 /** The verified caller of a call, set by keygateInterceptor (undefined on public methods). */
 export const keygateCallerKey = createContextKey<VerifiedCaller | undefined>(undefined, {
   description: "the Keygate caller",
+});
+
+/** The OAuth client calling with its own token (with `clients: true`), else undefined. */
+export const keygateClientKey = createContextKey<VerifiedClient | undefined>(undefined, {
+  description: "the OAuth client calling",
 });
 
 const codes: Record<VerifyErrorReason, Code> = {
@@ -25,11 +30,17 @@ const codes: Record<VerifyErrorReason, Code> = {
  * expired, revoked), PERMISSION_DENIED (workspace_mismatch, membership_inactive,
  * mfa_required) or UNAVAILABLE (stale), each with the reason in the message and the
  * `keygate-reason` trailer. `mfaMethods` need a token signed in with two factors (as does
- * every method when the verifier has `requireMfa`).
+ * every method when the verifier has `requireMfa`). `clients: true` (for a verifier with a
+ * resource) also lets OAuth clients through with their own tokens, putting them in
+ * `keygateClientKey` instead.
  */
 export function keygateInterceptor(
   verifier: Verifier,
-  options: { publicMethods?: ReadonlySet<string>; mfaMethods?: ReadonlySet<string> } = {},
+  options: {
+    publicMethods?: ReadonlySet<string>;
+    mfaMethods?: ReadonlySet<string>;
+    clients?: boolean;
+  } = {},
 ): Interceptor {
   return (next) => async (req) => {
     const method = `${req.service.typeName}/${req.method.name}`;
@@ -41,10 +52,11 @@ export function keygateInterceptor(
     const workspaceId = req.header.get("x-workspace-id") ?? undefined;
     try {
       const requireMfa = options.mfaMethods?.has(method) ? true : undefined;
-      req.contextValues.set(
-        keygateCallerKey,
-        await verifier.verify(token, { workspaceId, requireMfa }),
-      );
+      const caller = options.clients
+        ? await verifier.verifyUserOrClient(token, { workspaceId, requireMfa })
+        : await verifier.verify(token, { workspaceId, requireMfa });
+      if (caller.kind === "client") req.contextValues.set(keygateClientKey, caller);
+      else req.contextValues.set(keygateCallerKey, caller);
     } catch (error) {
       if (!(error instanceof VerifyError)) throw error;
       throw new ConnectError(

@@ -1,5 +1,5 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
-import type { VerifiedCaller, VerifyErrorReason } from "./options.js";
+import type { VerifiedCaller, VerifiedClient, VerifyErrorReason } from "./options.js";
 import { VerifyError } from "./options.js";
 import type { Verifier } from "./verifier.js";
 
@@ -13,8 +13,14 @@ const statuses: Record<VerifyErrorReason, number> = {
   stale: 503,
 };
 
-/** The request type the middleware decorates. */
-export type KeygateRequest = IncomingMessage & { keygate?: VerifiedCaller };
+/**
+ * The request type the middleware decorates: `keygate` for a user's token, `keygateClient`
+ * for a client's own (only with `clients: true`).
+ */
+export type KeygateRequest = IncomingMessage & {
+  keygate?: VerifiedCaller;
+  keygateClient?: VerifiedClient;
+};
 
 /**
  * Middleware for node:http, Express and Fastify-style handlers `(req, res, next)`: a valid
@@ -22,9 +28,14 @@ export type KeygateRequest = IncomingMessage & { keygate?: VerifiedCaller };
  * `WWW-Authenticate: Bearer realm="keygate", error="invalid_token"`, or for a single-factor
  * token where two are required RFC 9470's `error="insufficient_user_authentication"` with
  * `acr_values="2 phr"`), 403 (`error="insufficient_scope"`) or 503 (stale), with a JSON body
- * naming the reason. `requireMfa` asks every request for two factors.
+ * naming the reason. `requireMfa` asks every request for two factors. `clients: true` (for a
+ * verifier with a resource) also lets OAuth clients through with their own tokens, setting
+ * `req.keygateClient` instead of `req.keygate`.
  */
-export function keygateMiddleware(verifier: Verifier, options: { requireMfa?: boolean } = {}) {
+export function keygateMiddleware(
+  verifier: Verifier,
+  options: { requireMfa?: boolean; clients?: boolean } = {},
+) {
   // RFC 9728 section 5.1: a resource's challenge says where its metadata is, which names the
   // provider a client (an MCP client, say) gets its token from.
   const protectedResource = verifier.protectedResource;
@@ -61,9 +72,14 @@ export function keygateMiddleware(verifier: Verifier, options: { requireMfa?: bo
       refuse("invalid", "a bearer access token is required");
       return;
     }
-    verifier.verify(token, { workspaceId, requireMfa: options.requireMfa }).then(
+    const perCall = { workspaceId, requireMfa: options.requireMfa };
+    (options.clients
+      ? verifier.verifyUserOrClient(token, perCall)
+      : verifier.verify(token, perCall)
+    ).then(
       (caller) => {
-        req.keygate = caller;
+        if (caller.kind === "client") req.keygateClient = caller;
+        else req.keygate = caller;
         next();
       },
       (error: unknown) => {

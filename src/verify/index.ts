@@ -2,7 +2,7 @@
  * keygate/verify: verify Keygate access tokens inside a Node service, locally, with
  * revocations pushed by Keygate (WatchRevocations). See docs/protecting-a-service.md.
  */
-export { keygateCallerKey, keygateInterceptor } from "./connect.js";
+export { keygateCallerKey, keygateClientKey, keygateInterceptor } from "./connect.js";
 export {
   type KeygateRequest,
   keygateMiddleware,
@@ -12,6 +12,7 @@ export {
 } from "./http.js";
 export {
   type VerifiedCaller,
+  type VerifiedClient,
   type VerifierOptions,
   VerifyError,
   type VerifyErrorReason,

@@ -20,8 +20,9 @@ export class VerifyError extends Error {
   }
 }
 
-/** The caller behind a verified access token. */
+/** The user behind a verified access token. */
 export interface VerifiedCaller {
+  readonly kind: "user";
   readonly userId: string;
   readonly workspaceId: string;
   readonly sessionId: string;
@@ -40,6 +41,20 @@ export interface VerifiedCaller {
    */
   readonly clientId?: string;
   readonly scopes?: readonly string[];
+}
+
+/**
+ * An OAuth client calling with its own token (client_credentials with this verifier's
+ * resource): no user, session, role or factors. Only `verifyUserOrClient` and the middlewares
+ * with `clients: true` answer one.
+ */
+export interface VerifiedClient {
+  readonly kind: "client";
+  readonly clientId: string;
+  readonly workspaceId: string;
+  /** The scopes the client was granted, from those registered for it. */
+  readonly scopes: readonly string[];
+  readonly expiresAt: Date;
 }
 
 /** Per call: pin a workspace, or ask for a token signed in with two factors. */

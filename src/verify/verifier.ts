@@ -16,10 +16,16 @@ import {
 import { type Revocation, type RevocationKindName, RevocationSet } from "../revocation-set.js";
 import {
   type VerifiedCaller,
+  type VerifiedClient,
   type VerifierOptions,
   VerifyError,
   type VerifyOptions,
 } from "./options.js";
+
+/** A token's checked claims, with what the revocation state needs. */
+type Checked =
+  | (VerifiedCaller & { kind: "user"; issuedAt: Date; kid: string })
+  | (VerifiedClient & { sessionId: string; issuedAt: Date; kid: string });
 
 const kindNames: Record<RevocationKind, RevocationKindName | null> = {
   [RevocationKind.UNSPECIFIED]: null,
@@ -124,23 +130,53 @@ export class Verifier {
     return this.synced && performance.now() - this.lastHeardAt <= this.options.staleAfterMs;
   }
 
+  /** A user's token: one of Keygate's own sessions', or a grant's for this resource. */
   async verify(token: string, options: VerifyOptions = {}): Promise<VerifiedCaller> {
-    const claims = await this.checkSignature(token);
+    return (await this.check(token, options, false)) as VerifiedCaller;
+  }
+
+  /**
+   * As `verify`, and for a verifier with a `resource` also a client's own token for that
+   * resource (client_credentials): check `kind` to tell them apart. A client's token is
+   * refused where two factors are required, since no one signed in.
+   */
+  async verifyUserOrClient(
+    token: string,
+    options: VerifyOptions = {},
+  ): Promise<VerifiedCaller | VerifiedClient> {
+    return this.check(token, options, true);
+  }
+
+  private async check(
+    token: string,
+    options: VerifyOptions,
+    clients: boolean,
+  ): Promise<VerifiedCaller | VerifiedClient> {
+    const claims = await this.checkSignature(token, clients);
     // The key's own workspace first: its feed carries no other workspace's revocations.
     for (const pinned of [this.keyWorkspace, this.options.workspaceId, options.workspaceId]) {
       if (pinned !== null && pinned !== undefined && pinned !== claims.workspaceId)
         throw new VerifyError("workspace_mismatch", "the token is for another workspace");
     }
     // The signed amr claim decides, so a refusal costs no feed lookup or Introspect.
-    if ((options.requireMfa ?? this.options.requireMfa) && !claims.amr.includes("mfa")) {
+    const mfa = claims.kind === "user" && claims.amr.includes("mfa");
+    if ((options.requireMfa ?? this.options.requireMfa) && !mfa) {
       throw new VerifyError("mfa_required", "sign in with a second factor for this");
     }
     if (!this.current) return this.whenStale(token);
-    const kind = this.set.match(claims);
+    // A client's tokens carry its machine session as sid, which deleting the client or
+    // rotating its secret revokes.
+    const kind = this.set.match(
+      claims.kind === "user" ? claims : { ...claims, userId: claims.clientId },
+    );
     if (kind === "membership") {
       throw new VerifyError("membership_inactive", "the membership changed or ended");
     }
     if (kind !== null) throw new VerifyError("revoked", "the token has been revoked");
+    if (claims.kind === "client") {
+      const { clientId, workspaceId, scopes, expiresAt } = claims;
+      return { kind: "client", clientId, workspaceId, scopes, expiresAt };
+    }
     const { issuedAt: _, kid: __, ...caller } = claims;
     return caller;
   }
@@ -170,11 +206,10 @@ export class Verifier {
     });
   };
 
-  private async checkSignature(
-    token: string,
-  ): Promise<VerifiedCaller & { issuedAt: Date; kid: string }> {
+  private async checkSignature(token: string, clients: boolean): Promise<Checked> {
     let payload: JWTPayload;
     let kid: unknown;
+    const forResource = this.options.resource !== undefined;
     try {
       ({
         payload,
@@ -188,11 +223,10 @@ export class Verifier {
           "sub",
           "workspace_id",
           "sid",
-          "role",
           "iat",
           "exp",
           "jti",
-          ...(this.options.resource === undefined ? [] : ["client_id"]),
+          ...(forResource ? ["client_id", "scope"] : ["role"]),
         ],
       }));
     } catch (error) {
@@ -202,16 +236,17 @@ export class Verifier {
       throw new VerifyError("invalid", "the access token is invalid");
     }
     const { sub, workspace_id, sid, role, iat, exp, amr, acr, client_id, scope } = payload;
-    const forResource = this.options.resource !== undefined;
+    // A client's own token: sub is the client and there is no user, so no role.
+    const client = forResource && role === undefined && sub === client_id;
     if (
       // A client's token never passes for one of Keygate's own sessions', nor the reverse.
       (client_id !== undefined) !== forResource ||
       (forResource && (typeof client_id !== "string" || typeof scope !== "string")) ||
+      (client && !clients) ||
       typeof sub !== "string" ||
       typeof workspace_id !== "string" ||
       typeof sid !== "string" ||
-      typeof role !== "string" ||
-      !roles.has(role) ||
+      (!client && (typeof role !== "string" || !roles.has(role))) ||
       typeof iat !== "number" ||
       typeof exp !== "number" ||
       typeof kid !== "string" ||
@@ -220,22 +255,33 @@ export class Verifier {
     ) {
       throw new VerifyError("invalid", "the access token's claims are malformed");
     }
+    const expiresAt = new Date(exp * 1000);
+    const issuedAt = new Date(iat * 1000);
+    const scopes = forResource ? (scope as string).split(" ").filter((s) => s !== "") : [];
+    if (client) {
+      return {
+        kind: "client",
+        clientId: client_id as string,
+        workspaceId: workspace_id,
+        scopes,
+        expiresAt,
+        sessionId: sid,
+        issuedAt,
+        kid,
+      };
+    }
     return {
+      kind: "user",
       userId: sub,
       workspaceId: workspace_id,
       sessionId: sid,
       role: role as VerifiedCaller["role"],
-      expiresAt: new Date(exp * 1000),
+      expiresAt,
       amr: (amr as string[] | undefined) ?? [],
       acr: (acr as string | undefined) ?? "1",
-      issuedAt: new Date(iat * 1000),
+      issuedAt,
       kid,
-      ...(forResource
-        ? {
-            clientId: client_id as string,
-            scopes: (scope as string).split(" ").filter((s) => s !== ""),
-          }
-        : {}),
+      ...(forResource ? { clientId: client_id as string, scopes } : {}),
     };
   }
 
@@ -256,6 +302,7 @@ export class Verifier {
         );
         caller = res.active
           ? {
+              kind: "user",
               userId: res.sub,
               workspaceId: res.workspaceId,
               sessionId: res.sid,

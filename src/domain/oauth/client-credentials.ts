@@ -30,20 +30,23 @@ export function requireGrantType(client: OAuthClientRow, grantType: GrantType): 
  * itself. It is no session (sessions belong to users): its sid is the client's
  * machine_session_id, which deleting the client or rotating its secret revokes through the
  * revocation feed (migration 026). The scopes are the ones asked for, all of them registered
- * and none about a user; without `scope`, every non-user scope the client has. Each grant is
+ * and none about a user; without `scope`, every non-user scope the client has. With RFC 8707
+ * resources (checked by the caller, parseResources) the token is for them: its `aud`, which
+ * keygate/verify with that resource, and Introspect or Envoy asked about it, accept; without,
+ * it is for the workspace's provider (Introspect without a resource). Each grant is
  * in the call log and counted in the metrics, not in the audit log: a row per token would
  * grow it by the grant rate.
  */
 export async function clientCredentialsGrant(
   deps: TokenDeps,
   client: OAuthClientRow,
-  scopeParameter: string | undefined,
+  request: { readonly scope: string | undefined; readonly resources: readonly string[] },
 ): Promise<ClientCredentialsAnswer> {
   requireGrantType(client, "client_credentials");
   if (client.token_endpoint_auth_method === "none") {
     throw new OAuthProtocolError("unauthorized_client", "a public client has no token of its own");
   }
-  const asked = parseScope(scopeParameter);
+  const asked = parseScope(request.scope);
   const aboutUsers = asked.filter(isUserScope);
   if (aboutUsers.length > 0) {
     throw new OAuthProtocolError(
@@ -95,6 +98,7 @@ export async function clientCredentialsGrant(
     workspaceId,
     machineSessionId: client.machine_session_id,
     scopes,
+    resources: request.resources,
     ttlSeconds,
   });
   return {

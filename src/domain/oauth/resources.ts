@@ -35,7 +35,8 @@ export function parseResources(
   return resources;
 }
 
-function resourceProblem(
+/** What is wrong with a resource identifier (see parseResources), or null. */
+export function resourceProblem(
   resource: string,
   keygate: { readonly audience: string; readonly issuerBase: string },
 ): string | null {
