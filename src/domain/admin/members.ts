@@ -26,6 +26,7 @@ import {
   type Caller,
   callerWorkspace,
   requireOwnerPower,
+  requirePowerOver,
   requireWorkspaceAdmin,
   requireWorkspaceRead,
 } from "../admin-auth.js";
@@ -165,7 +166,7 @@ export async function updateMember(
     await lockedWorkspace(tx, workspaceId);
     const member = await findMembership(tx, workspaceId, userId);
     if (!member) throw memberNotFound();
-    if (member.role === "owner") requireOwnerPower(caller);
+    requirePowerOver(caller, member.role);
     if (member.status === "invited" && input.status !== null)
       new Violations()
         .add("status", "is the invitation's until the invited account accepts it")
@@ -229,7 +230,7 @@ export async function removeMember(
     await lockedWorkspace(tx, workspaceId);
     const member = await findMembership(tx, workspaceId, userId);
     if (!member) throw memberNotFound();
-    if (member.role === "owner") requireOwnerPower(caller);
+    requirePowerOver(caller, member.role);
     await keepAnOwner(tx, member, "removed");
     if (!(await deleteMembership(tx, workspaceId, userId))) throw memberNotFound();
     const ended = await revokeSessions(tx, {
@@ -269,7 +270,7 @@ export async function resetMemberFactors(
     const member = await findMembership(tx, workspaceId, userId);
     const user = member && (await findUserById(tx, userId));
     if (!member || member.status === "invited" || !user) throw memberNotFound();
-    if (member.role === "owner") requireOwnerPower(caller);
+    requirePowerOver(caller, member.role);
     const removed = await deleteMemberFactors(tx, workspaceId, userId);
     const ended = await revokeSessions(tx, {
       workspaceId,

@@ -14,20 +14,14 @@ import {
   type Caller,
   callerWorkspace,
   requireDeploymentRead,
+  requirePowerOver,
   requireWorkspaceRead,
 } from "../admin-auth.js";
 import { audit } from "../audit.js";
 import type { AdminDeps, RequestMeta } from "../deps.js";
 import { decodePageToken, encodePageToken, pageSize } from "../pagination.js";
 import { Violations } from "../validate.js";
-import {
-  inCallerScope,
-  requireAdminOf,
-  requirePowerOver,
-  validUserId,
-  viewOf,
-  visibleUser,
-} from "./users-scope.js";
+import { inCallerScope, requireAdminOf, validUserId, viewOf, visibleUser } from "./users-scope.js";
 
 /**
  * AdminService's user RPCs that read and edit users (blocking, ending sessions and erasure are

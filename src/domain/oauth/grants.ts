@@ -5,10 +5,11 @@ import { NotFoundError } from "../../errors.js";
 import { type GrantRow, listLiveGrants } from "../../repositories/grants.js";
 import { deleteOAuthConsent } from "../../repositories/oauth-consents.js";
 import { revokeSessions } from "../../repositories/sessions.js";
-import { requirePowerOver, visibleUser } from "../admin/users-scope.js";
+import { visibleUser } from "../admin/users-scope.js";
 import {
   auditedCaller,
   type Caller,
+  requirePowerOver,
   requireWorkspaceAdmin,
   requireWorkspaceRead,
 } from "../admin-auth.js";
