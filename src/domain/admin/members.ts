@@ -34,7 +34,7 @@ import { audit } from "../audit.js";
 import type { AdminDeps, RequestMeta } from "../deps.js";
 import { noticeFactorChange } from "../factor-notice.js";
 import { accountForAddress, joining, sendInvitation } from "../invitation.js";
-import { decodePageToken, encodePageToken, pageSize } from "../pagination.js";
+import { decodePageToken, pageOf, pageSize } from "../pagination.js";
 import { Violations } from "../validate.js";
 
 export type MembershipStatusValue = "active" | "disabled";
@@ -330,11 +330,6 @@ export async function listMembers(
     return { rows, users };
   });
   const byId = new Map(users.map((u) => [u.id, u]));
-  const page = rows.slice(0, limit);
-  const last = page[page.length - 1];
-  return {
-    members: page.map((m) => ({ ...m, user: byId.get(m.user_id) })),
-    nextPageToken:
-      rows.length > limit && last ? encodePageToken("members", { u: last.user_id }) : "",
-  };
+  const { page, nextPageToken } = pageOf(rows, limit, "members", (last) => ({ u: last.user_id }));
+  return { members: page.map((m) => ({ ...m, user: byId.get(m.user_id) })), nextPageToken };
 }
