@@ -94,6 +94,14 @@ export function requireOwnerPower(caller: Caller): void {
     throw new PermissionDeniedError("PERMISSION_DENIED", "only an owner may manage owners");
 }
 
+/**
+ * Acting on a member or user whose role in the workspace is `role` (null: none, as for a
+ * deployment-wide caller's view): an owner is acted on only with owner power.
+ */
+export function requirePowerOver(caller: Caller, role: Role | null): void {
+  if (role === "owner") requireOwnerPower(caller);
+}
+
 export function requireDeploymentRead(caller: Caller): void {
   if (caller.kind === "admin_key" && caller.workspaceId === null) return;
   throw denied("read the whole deployment");

@@ -15,6 +15,26 @@ export function encodePageToken(list: string, cursor: object): string {
   return Buffer.from(JSON.stringify({ l: list, ...cursor })).toString("base64url");
 }
 
+/**
+ * The page of `rows`, fetched with `limit + 1` so that the row past the page tells whether
+ * another follows, and the token of the next page ("" after the last), naming `list` and the
+ * cursor of the page's last row.
+ */
+export function pageOf<R>(
+  rows: readonly R[],
+  limit: number,
+  list: string,
+  cursorOf: (last: R) => object,
+): { page: readonly R[]; nextPageToken: string } {
+  const page = rows.slice(0, limit);
+  const last = page.at(-1);
+  return {
+    page,
+    nextPageToken:
+      rows.length > limit && last !== undefined ? encodePageToken(list, cursorOf(last)) : "",
+  };
+}
+
 export function decodePageToken<T extends z.ZodType>(
   token: string,
   list: string,

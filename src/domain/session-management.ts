@@ -27,7 +27,7 @@ import { audit } from "./audit.js";
 import type { AuthDeps, Principal, RequestMeta } from "./deps.js";
 import type { LoginResult } from "./login.js";
 import { sessionOrPending } from "./otp.js";
-import { decodePageToken, encodePageToken, pageSize } from "./pagination.js";
+import { decodePageToken, pageOf, pageSize } from "./pagination.js";
 import { signTokens } from "./sessions.js";
 import { effectiveSettings } from "./settings.js";
 import { isUuid, Violations } from "./validate.js";
@@ -103,15 +103,11 @@ export async function listSessions(
       limit: limit + 1,
     }),
   );
-  const page = rows.slice(0, limit);
-  const last = page[page.length - 1];
-  return {
-    sessions: page,
-    nextPageToken:
-      rows.length > limit && last
-        ? encodePageToken("sessions", { c: last.created_at, i: last.id })
-        : "",
-  };
+  const { page, nextPageToken } = pageOf(rows, limit, "sessions", (last) => ({
+    c: last.created_at,
+    i: last.id,
+  }));
+  return { sessions: page, nextPageToken };
 }
 
 export async function revokeOwnSession(
@@ -157,13 +153,10 @@ export async function listMyWorkspaces(
     cursor?.w ?? null,
     limit + 1,
   );
-  const page = rows.slice(0, limit);
-  const last = page[page.length - 1];
-  return {
-    memberships: page,
-    nextPageToken:
-      rows.length > limit && last ? encodePageToken("workspaces", { w: last.workspace_id }) : "",
-  };
+  const { page, nextPageToken } = pageOf(rows, limit, "workspaces", (last) => ({
+    w: last.workspace_id,
+  }));
+  return { memberships: page, nextPageToken };
 }
 
 /**

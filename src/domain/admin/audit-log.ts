@@ -8,7 +8,7 @@ import {
   requireWorkspaceRead,
 } from "../admin-auth.js";
 import type { AdminDeps } from "../deps.js";
-import { decodePageToken, encodePageToken, pageSize } from "../pagination.js";
+import { decodePageToken, pageOf, pageSize } from "../pagination.js";
 import { Violations } from "../validate.js";
 
 // Microsecond precision in the cursor: created_at is read as milliseconds, and a cursor
@@ -84,13 +84,9 @@ export async function listAuditEvents(
     workspaceId === null
       ? await listAuditEventsPage(deps.pool, query)
       : await withTenant(deps.pool, workspaceId, (tx) => listAuditEventsPage(tx, query));
-  const page = rows.slice(0, limit);
-  const last = page[page.length - 1];
-  return {
-    events: page,
-    nextPageToken:
-      rows.length > limit && last
-        ? encodePageToken("audit_events", { t: last.cursor_at, i: last.id })
-        : "",
-  };
+  const { page, nextPageToken } = pageOf(rows, limit, "audit_events", (last) => ({
+    t: last.cursor_at,
+    i: last.id,
+  }));
+  return { events: page, nextPageToken };
 }

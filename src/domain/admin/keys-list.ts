@@ -8,7 +8,7 @@ import {
   requireWorkspaceRead,
 } from "../admin-auth.js";
 import type { AuthDeps } from "../deps.js";
-import { decodePageToken, encodePageToken, pageSize } from "../pagination.js";
+import { decodePageToken, pageOf, pageSize } from "../pagination.js";
 import { Violations } from "../validate.js";
 import { inKeyScope, keyScopeOf } from "./keys-scope.js";
 
@@ -44,13 +44,9 @@ export async function listAdminKeys(
       limit: size + 1,
     }),
   );
-  const page = rows.slice(0, size);
-  const last = page.at(-1);
-  return {
-    keys: page.map((r) => r.row),
-    nextPageToken:
-      rows.length > size && last
-        ? encodePageToken(list, { c: last.cursor.createdAtMicros, i: last.cursor.id })
-        : "",
-  };
+  const { page, nextPageToken } = pageOf(rows, size, list, (last) => ({
+    c: last.cursor.createdAtMicros,
+    i: last.cursor.id,
+  }));
+  return { keys: page.map((r) => r.row), nextPageToken };
 }

@@ -26,6 +26,7 @@ import {
   type Caller,
   callerWorkspace,
   requireOwnerPower,
+  requirePowerOver,
   requireWorkspaceAdmin,
   requireWorkspaceRead,
 } from "../admin-auth.js";
@@ -33,7 +34,7 @@ import { audit } from "../audit.js";
 import type { AdminDeps, RequestMeta } from "../deps.js";
 import { noticeFactorChange } from "../factor-notice.js";
 import { accountForAddress, joining, sendInvitation } from "../invitation.js";
-import { decodePageToken, encodePageToken, pageSize } from "../pagination.js";
+import { decodePageToken, pageOf, pageSize } from "../pagination.js";
 import { Violations } from "../validate.js";
 
 export type MembershipStatusValue = "active" | "disabled";
@@ -165,7 +166,7 @@ export async function updateMember(
     await lockedWorkspace(tx, workspaceId);
     const member = await findMembership(tx, workspaceId, userId);
     if (!member) throw memberNotFound();
-    if (member.role === "owner") requireOwnerPower(caller);
+    requirePowerOver(caller, member.role);
     if (member.status === "invited" && input.status !== null)
       new Violations()
         .add("status", "is the invitation's until the invited account accepts it")
@@ -229,7 +230,7 @@ export async function removeMember(
     await lockedWorkspace(tx, workspaceId);
     const member = await findMembership(tx, workspaceId, userId);
     if (!member) throw memberNotFound();
-    if (member.role === "owner") requireOwnerPower(caller);
+    requirePowerOver(caller, member.role);
     await keepAnOwner(tx, member, "removed");
     if (!(await deleteMembership(tx, workspaceId, userId))) throw memberNotFound();
     const ended = await revokeSessions(tx, {
@@ -269,7 +270,7 @@ export async function resetMemberFactors(
     const member = await findMembership(tx, workspaceId, userId);
     const user = member && (await findUserById(tx, userId));
     if (!member || member.status === "invited" || !user) throw memberNotFound();
-    if (member.role === "owner") requireOwnerPower(caller);
+    requirePowerOver(caller, member.role);
     const removed = await deleteMemberFactors(tx, workspaceId, userId);
     const ended = await revokeSessions(tx, {
       workspaceId,
@@ -329,11 +330,6 @@ export async function listMembers(
     return { rows, users };
   });
   const byId = new Map(users.map((u) => [u.id, u]));
-  const page = rows.slice(0, limit);
-  const last = page[page.length - 1];
-  return {
-    members: page.map((m) => ({ ...m, user: byId.get(m.user_id) })),
-    nextPageToken:
-      rows.length > limit && last ? encodePageToken("members", { u: last.user_id }) : "",
-  };
+  const { page, nextPageToken } = pageOf(rows, limit, "members", (last) => ({ u: last.user_id }));
+  return { members: page.map((m) => ({ ...m, user: byId.get(m.user_id) })), nextPageToken };
 }

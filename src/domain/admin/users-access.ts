@@ -15,7 +15,7 @@ import {
   type Caller,
   callerWorkspace,
   requireDeploymentAdmin,
-  requireWorkspaceAdmin,
+  requirePowerOver,
 } from "../admin-auth.js";
 import { audit } from "../audit.js";
 import type { AdminDeps, RequestMeta } from "../deps.js";
@@ -23,7 +23,7 @@ import { Violations } from "../validate.js";
 import {
   inCallerScope,
   notFound,
-  requirePowerOver,
+  requireAdminOf,
   validUserId,
   visibleUser,
 } from "./users-scope.js";
@@ -120,8 +120,7 @@ export async function revokeUserSessions(
   input: { userId: string; workspaceId: string },
 ): Promise<number> {
   const scope = input.workspaceId === "" ? null : input.workspaceId;
-  if (scope === null) requireDeploymentAdmin(caller);
-  else requireWorkspaceAdmin(caller, scope);
+  requireAdminOf(caller, scope);
   new Violations()
     .required("user_id", input.userId, 36)
     .uuid("user_id", input.userId)

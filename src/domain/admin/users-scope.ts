@@ -12,7 +12,6 @@ import {
   type Caller,
   callerWorkspace,
   requireDeploymentAdmin,
-  requireOwnerPower,
   requireWorkspaceAdmin,
 } from "../admin-auth.js";
 import type { AdminDeps } from "../deps.js";
@@ -54,11 +53,6 @@ export async function visibleUser(
   const user = await findAdminUser(tx, userId, view);
   if (!user) throw notFound();
   return { user, role };
-}
-
-/** An owner's view is changed only by an owner (or a key no admin minted), as UpdateMember. */
-export function requirePowerOver(caller: Caller, role: Role | null): void {
-  if (role === "owner") requireOwnerPower(caller);
 }
 
 export function validUserId(userId: string): void {

@@ -14,20 +14,14 @@ import {
   type Caller,
   callerWorkspace,
   requireDeploymentRead,
+  requirePowerOver,
   requireWorkspaceRead,
 } from "../admin-auth.js";
 import { audit } from "../audit.js";
 import type { AdminDeps, RequestMeta } from "../deps.js";
-import { decodePageToken, encodePageToken, pageSize } from "../pagination.js";
+import { decodePageToken, pageOf, pageSize } from "../pagination.js";
 import { Violations } from "../validate.js";
-import {
-  inCallerScope,
-  requireAdminOf,
-  requirePowerOver,
-  validUserId,
-  viewOf,
-  visibleUser,
-} from "./users-scope.js";
+import { inCallerScope, requireAdminOf, validUserId, viewOf, visibleUser } from "./users-scope.js";
 
 /**
  * AdminService's user RPCs that read and edit users (blocking, ending sessions and erasure are
@@ -102,15 +96,12 @@ export async function listUsers(
       limit: limit + 1,
     }),
   );
-  const users = rows.slice(0, limit);
-  const last = users.at(-1);
-  return {
-    users,
-    nextPageToken:
-      rows.length > limit && last
-        ? encodePageToken(listName, { e: last.email_normalized, i: last.id, q: query })
-        : "",
-  };
+  const { page, nextPageToken } = pageOf(rows, limit, listName, (last) => ({
+    e: last.email_normalized,
+    i: last.id,
+    q: query,
+  }));
+  return { users: page, nextPageToken };
 }
 
 export async function markUserEmailVerified(

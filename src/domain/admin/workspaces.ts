@@ -24,7 +24,7 @@ import {
 import { audit } from "../audit.js";
 import type { AdminDeps, RequestMeta } from "../deps.js";
 import { joining, sendInvitation } from "../invitation.js";
-import { decodePageToken, encodePageToken, pageSize } from "../pagination.js";
+import { decodePageToken, pageOf, pageSize } from "../pagination.js";
 import { effectiveSettings } from "../settings.js";
 import { slugPattern, Violations } from "../validate.js";
 import {
@@ -183,12 +183,8 @@ export async function listWorkspaces(
     own === null
       ? await listWorkspacesPage(deps.pool, query)
       : await withTenant(deps.pool, own, (tx) => listWorkspacesPage(tx, query));
-  const page = rows.slice(0, limit);
-  const last = page[page.length - 1];
-  return {
-    workspaces: page,
-    nextPageToken: rows.length > limit && last ? encodePageToken("workspaces", { w: last.id }) : "",
-  };
+  const { page, nextPageToken } = pageOf(rows, limit, "workspaces", (last) => ({ w: last.id }));
+  return { workspaces: page, nextPageToken };
 }
 
 /** UpdateWorkspace: workspace admin; changes the name and/or the slug (empty: unchanged). */

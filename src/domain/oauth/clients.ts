@@ -1,4 +1,5 @@
 import { randomBytes } from "node:crypto";
+import type { DatabaseTransactionConnection } from "slonik";
 import { newOpaqueToken, opaqueHash } from "../../crypto/opaque-tokens.js";
 import { withTenant } from "../../db/with-tenant.js";
 import { NotFoundError } from "../../errors.js";
@@ -160,30 +161,51 @@ export async function listOAuthClients(
   return withTenant(deps.pool, workspaceId, (tx) => listClientRows(tx, workspaceId));
 }
 
-/** DeleteOAuthClient: its grants' sessions go with it, and with them their tokens everywhere. */
-export async function deleteOAuthClient(
+/**
+ * A workspace admin's change to one of its clients that ends the client's tokens (deletion,
+ * secret rotation): `change` runs in the workspace's transaction and refuses a client it does
+ * not find; the audit event names the client, and the revocation feed hears of the change
+ * once it is committed.
+ */
+export async function changeOAuthClient<T>(
   deps: Pick<AuthDeps, "pool" | "clock" | "revocations">,
   meta: RequestMeta,
   caller: Caller,
   input: { workspaceId: string; clientId: string },
-): Promise<void> {
+  type: "oauth_client_deleted" | "oauth_client_secret_rotated",
+  change: (tx: DatabaseTransactionConnection) => Promise<T>,
+): Promise<T> {
   new Violations()
     .required("workspace_id", input.workspaceId, 100)
     .uuid("workspace_id", input.workspaceId)
     .required("client_id", input.clientId, 100)
     .throwIfAny();
   requireWorkspaceAdmin(caller, input.workspaceId);
-  await withTenant(deps.pool, input.workspaceId, async (tx) => {
-    if (!(await deleteClientRow(tx, input.workspaceId, input.clientId))) {
-      throw new NotFoundError("no client of this workspace has this id");
-    }
+  const result = await withTenant(deps.pool, input.workspaceId, async (tx) => {
+    const result = await change(tx);
     await audit(tx, deps, meta, {
-      type: "oauth_client_deleted",
+      type,
       workspaceId: input.workspaceId,
       ...auditedCaller(caller),
       outcome: "success",
       details: { client_id: input.clientId },
     });
+    return result;
   });
   await deps.revocations.changed();
+  return result;
+}
+
+/** DeleteOAuthClient: its grants' sessions go with it, and with them their tokens everywhere. */
+export function deleteOAuthClient(
+  deps: Pick<AuthDeps, "pool" | "clock" | "revocations">,
+  meta: RequestMeta,
+  caller: Caller,
+  input: { workspaceId: string; clientId: string },
+): Promise<void> {
+  return changeOAuthClient(deps, meta, caller, input, "oauth_client_deleted", async (tx) => {
+    if (!(await deleteClientRow(tx, input.workspaceId, input.clientId))) {
+      throw new NotFoundError("no client of this workspace has this id");
+    }
+  });
 }

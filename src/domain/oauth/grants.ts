@@ -5,16 +5,17 @@ import { NotFoundError } from "../../errors.js";
 import { type GrantRow, listLiveGrants } from "../../repositories/grants.js";
 import { deleteOAuthConsent } from "../../repositories/oauth-consents.js";
 import { revokeSessions } from "../../repositories/sessions.js";
-import { requirePowerOver, visibleUser } from "../admin/users-scope.js";
+import { visibleUser } from "../admin/users-scope.js";
 import {
   auditedCaller,
   type Caller,
+  requirePowerOver,
   requireWorkspaceAdmin,
   requireWorkspaceRead,
 } from "../admin-auth.js";
 import { audit } from "../audit.js";
 import type { AuthDeps, Principal, RequestMeta } from "../deps.js";
-import { decodePageToken, encodePageToken, pageSize } from "../pagination.js";
+import { decodePageToken, pageOf, pageSize } from "../pagination.js";
 import { Violations } from "../validate.js";
 
 /**
@@ -57,15 +58,11 @@ async function page(
     after: after ? { userId: after.u, clientId: after.c } : null,
     limit: limit + 1,
   });
-  const grants = rows.slice(0, limit);
-  const last = grants.at(-1);
-  return {
-    grants,
-    nextPageToken:
-      rows.length > limit && last
-        ? encodePageToken(list, { u: last.user_id, c: last.client_id })
-        : "",
-  };
+  const { page, nextPageToken } = pageOf(rows, limit, list, (last) => ({
+    u: last.user_id,
+    c: last.client_id,
+  }));
+  return { grants: page, nextPageToken };
 }
 
 /**
