@@ -85,7 +85,8 @@ export async function startBenchKeygate(env: Record<string, string> = {}): Promi
           KEYGATE_KEY_ENCRYPTION_KEY: randomBytes(32).toString("base64"),
           KEYGATE_TOKEN_SECRET: randomBytes(32).toString("base64"),
           KEYGATE_ISSUER: process.env.KEYGATE_ISSUER ?? "http://127.0.0.1:0",
-          ...(process.env.KEYGATE_SMTP_URL || process.env.KEYGATE_SMTP_HOST
+          // Mail goes to an SMTP server when the environment or `env` names one.
+          ...([process.env, env].some((e) => e.KEYGATE_SMTP_URL || e.KEYGATE_SMTP_HOST)
             ? {}
             : { KEYGATE_MAIL_DEV_OUTBOX: "true" }),
         }
