@@ -25,6 +25,7 @@ const benches: Record<
   refresh: () => import("./refresh.js"),
   passkey: () => import("./passkey.js"),
   oauth: () => import("./oauth.js"),
+  "grant-revocation": () => import("./grant-revocation.js"),
   signup: async () => ({ run: (a) => import("./flows.js").then((m) => m.runFlow("signup", a)) }),
   otp: async () => ({ run: (a) => import("./flows.js").then((m) => m.runFlow("otp", a)) }),
   "magic-link": async () => ({

@@ -55,6 +55,17 @@ export const benchDatabase = (): string =>
   process.env.DATABASE_URL ? "external PostgreSQL" : "embedded PGlite";
 
 /**
+ * The rate limits and the lockout of a bench server, lifted; a peer (startBenchPeer) that
+ * takes the benchmark's calls needs them too.
+ */
+export const liftedLimits: Readonly<Record<string, string>> = {
+  KEYGATE_RATE_LIMITS: JSON.stringify(
+    Object.fromEntries(rateLimitNames.map((n) => [n, { limit: 100_000, window_seconds: 1 }])),
+  ),
+  KEYGATE_LOCKOUT_THRESHOLD: "1000",
+};
+
+/**
  * A real Keygate on a loopback port. Rate limits and the lockout are lifted (a benchmark logs
  * in far more often than a person would); everything else is the defaults unless KEYGATE_*
  * variables in the environment or `env` say otherwise.
@@ -71,10 +82,7 @@ export async function startBenchKeygate(env: Record<string, string> = {}): Promi
     KEYGATE_LOG_LEVEL: "info",
     KEYGATE_MIGRATE_ON_START: "true",
     KEYGATE_SHUTDOWN_TIMEOUT_MS: "2000",
-    KEYGATE_RATE_LIMITS: JSON.stringify(
-      Object.fromEntries(rateLimitNames.map((n) => [n, { limit: 100_000, window_seconds: 1 }])),
-    ),
-    KEYGATE_LOCKOUT_THRESHOLD: "1000",
+    ...liftedLimits,
     // KEYGATE_* settings in the environment apply to the benchmarked server.
     ...Object.fromEntries(
       Object.entries(process.env).filter(([k, v]) => k.startsWith("KEYGATE_") && v !== undefined),
@@ -85,7 +93,8 @@ export async function startBenchKeygate(env: Record<string, string> = {}): Promi
           KEYGATE_KEY_ENCRYPTION_KEY: randomBytes(32).toString("base64"),
           KEYGATE_TOKEN_SECRET: randomBytes(32).toString("base64"),
           KEYGATE_ISSUER: process.env.KEYGATE_ISSUER ?? "http://127.0.0.1:0",
-          ...(process.env.KEYGATE_SMTP_URL || process.env.KEYGATE_SMTP_HOST
+          // Mail goes to an SMTP server when the environment or `env` names one.
+          ...([process.env, env].some((e) => e.KEYGATE_SMTP_URL || e.KEYGATE_SMTP_HOST)
             ? {}
             : { KEYGATE_MAIL_DEV_OUTBOX: "true" }),
         }
