@@ -9,8 +9,8 @@
  * - keygate/verify, a Verifier following B with `resource` set, every 2 ms;
  * - the refresh token at B's token endpoint, one call after another (a refresh that B still
  *   answers rotates the token, and the next call uses the new one; such answers are counted);
- * - Introspect on B, only if it answered active for the token before the revocation (it
- *   answers for Keygate's own sessions, so a grant's token reads inactive there already).
+ * - Introspect on B asked about the resource (as a gateway in front of it asks), every call
+ *   after the other, if it answered active for the token before the revocation.
  * The relying party, the resource's verifier and the SMTP server that receives the reset mail
  * run in a separate process; the two instances in this one.
  *
@@ -199,7 +199,7 @@ async function relyingParty(): Promise<void> {
       const caller = await verifier.verify(g.accessToken);
       if (caller.clientId !== clientId) throw new Error("the verifier did not see the client");
       const introspectActiveBefore = (
-        await introspection.introspect({ token: g.accessToken }, bearer(resourceKey))
+        await introspection.introspect({ token: g.accessToken, resource }, bearer(resourceKey))
       ).active;
       let resetToken = "";
       if (path === "ResetPassword") {
@@ -252,7 +252,7 @@ async function relyingParty(): Promise<void> {
           "Introspect",
           firstRefusal(t0, async () => {
             const { active } = await introspection.introspect(
-              { token: g.accessToken },
+              { token: g.accessToken, resource },
               bearer(resourceKey),
             );
             return active ? null : "inactive";
@@ -381,7 +381,7 @@ keygate/verify polled every ${pollMs} ms, the refresh token at B's token endpoin
 ${rows.filter(Boolean).join("\n")}
 
 Introspect on B before the revocation: active for ${introspectActive} of ${samples.length} tokens${
-      introspectActive === 0 ? " (a grant's token is its resource's: not a refuser here)" : ""
+      introspectActive === 0 ? " (so it was not polled)" : ""
     }
 refreshes B still answered after the revoking call's answer: ${refreshesAfter}
 `);
