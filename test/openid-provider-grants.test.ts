@@ -14,6 +14,7 @@ import {
 } from "../gen/keygate/v1/token_introspection_service_pb.js";
 import { failure } from "./support/failure.js";
 import { bearer, freePort, type Provisioner, signedIn } from "./support/fixtures.js";
+import { grantThroughRpcs, relyingParty } from "./support/provider.js";
 import { startTestKeygate, type TestKeygate } from "./support/server.js";
 
 /**
@@ -73,7 +74,7 @@ afterAll(async () => {
 
 const issuer = () => `${keygate.config.issuer}/w/${workspaceId}`;
 
-async function relyingParty(name: string) {
+async function registered(name: string) {
   const res = await admin.createOAuthClient(
     {
       workspaceId,
@@ -86,48 +87,12 @@ async function relyingParty(name: string) {
     bearer(rootKey),
   );
   const clientId = res.client?.clientId as string;
-  const config = await client.discovery(
-    new URL(issuer()),
-    clientId,
-    undefined,
-    client.ClientSecretBasic(res.clientSecret),
-    { execute: [client.allowInsecureRequests] },
-  );
-  return { clientId, config };
+  return { clientId, config: await relyingParty(issuer(), clientId, res.clientSecret) };
 }
 
 /** Authorize, accept with the person's Keygate token, come back, exchange the code. */
-async function grant(config: client.Configuration, accessToken: string) {
-  const jar = new Map<string, string>();
-  const get = async (url: string) => {
-    const res = await fetch(url, {
-      redirect: "manual",
-      headers: { cookie: [...jar].map(([k, v]) => `${k}=${v}`).join("; ") },
-    });
-    for (const cookie of res.headers.getSetCookie()) {
-      const [pair = ""] = cookie.split(";");
-      const eq = pair.indexOf("=");
-      jar.set(pair.slice(0, eq), pair.slice(eq + 1));
-    }
-    return new URL(res.headers.get("location") as string);
-  };
-  const verifier = client.randomPKCECodeVerifier();
-  const state = client.randomState();
-  const url = client.buildAuthorizationUrl(config, {
-    redirect_uri: redirectUri,
-    scope: "openid email",
-    code_challenge: await client.calculatePKCECodeChallenge(verifier),
-    code_challenge_method: "S256",
-    state,
-  });
-  const requestId = (await get(url.toString())).searchParams.get("request") as string;
-  const { redirectTo } = await oauth.acceptAuthorizationRequest({ requestId }, bearer(accessToken));
-  const callback = await get(redirectTo);
-  return client.authorizationCodeGrant(config, callback, {
-    pkceCodeVerifier: verifier,
-    expectedState: state,
-  });
-}
+const grant = (config: client.Configuration, accessToken: string) =>
+  grantThroughRpcs(oauth, config, { redirectUri, accessToken });
 
 async function served(accessToken: string) {
   const res = await fetch(`${issuer()}/oauth2/userinfo`, {
@@ -144,7 +109,7 @@ async function refreshRefused(config: client.Configuration, refreshToken: string
 describe("grants of a real OpenID Provider client", () => {
   it("are listed for their user, and ListSessions names the grant's client", async () => {
     const person = await signedIn(by, "grant-list");
-    const { clientId, config } = await relyingParty("Calendar");
+    const { clientId, config } = await registered("Calendar");
     const tokens = await grant(config, person.accessToken);
     const { grants } = await auth.listGrants({}, bearer(person.accessToken));
     expect(grants).toHaveLength(1);
@@ -166,7 +131,7 @@ describe("grants of a real OpenID Provider client", () => {
 
   it("SECURITY.md 45: a client's own token neither lists nor revokes grants", async () => {
     const person = await signedIn(by, "grant-client-token");
-    const { clientId, config } = await relyingParty("Notes");
+    const { clientId, config } = await registered("Notes");
     const tokens = await grant(config, person.accessToken);
     expect(await failure(auth.listGrants({}, bearer(tokens.access_token)))).toMatchObject({
       code: Code.Unauthenticated,
@@ -194,7 +159,7 @@ describe("grants of a real OpenID Provider client", () => {
 
   it("SECURITY.md 11, 46: RevokeGrant ends the client's tokens at once and tells the client", async () => {
     const person = await signedIn(by, "grant-revoke");
-    const { clientId, config } = await relyingParty("Photos");
+    const { clientId, config } = await registered("Photos");
     const first = await grant(config, person.accessToken);
     const second = await grant(config, person.accessToken);
     const refreshed = await client.refreshTokenGrant(config, second.refresh_token as string);
@@ -231,8 +196,8 @@ describe("grants of a real OpenID Provider client", () => {
 
   it("SECURITY.md 11: an admin's RevokeGrants ends the client's refresh token", async () => {
     const person = await signedIn(by, "grant-admin-revoke");
-    const { clientId, config } = await relyingParty("Drive");
-    const other = await relyingParty("Wiki");
+    const { clientId, config } = await registered("Drive");
+    const other = await registered("Wiki");
     const tokens = await grant(config, person.accessToken);
     const kept = await grant(other.config, person.accessToken);
     const { revokedCount } = await admin.revokeGrants(

@@ -73,6 +73,7 @@ const names = [
   "id_token_hint",
   "post_logout_redirect_uri",
   "confirm",
+  "resource",
 ];
 
 /** Values that are sometimes right, often nearly right, and otherwise anything at all. */
@@ -91,6 +92,9 @@ const value = () =>
       "login consent",
       "authorization_code",
       "refresh_token",
+      "client_credentials",
+      "https://api.example.test/v1",
+      "http://127.0.0.1:9",
       "yes",
       "0",
       "-1",

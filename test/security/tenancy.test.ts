@@ -6,17 +6,23 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { AdminService } from "../../gen/keygate/v1/admin_service_pb.js";
 import { AuthService } from "../../gen/keygate/v1/auth_service_pb.js";
 import { FactorService } from "../../gen/keygate/v1/factor_service_pb.js";
+import { OAuthService } from "../../gen/keygate/v1/oauth_service_pb.js";
 import { TokenIntrospectionService } from "../../gen/keygate/v1/token_introspection_service_pb.js";
 import { AdminKeyRole, FactorType, MembershipStatus, Role } from "../../gen/keygate/v1/types_pb.js";
+import { freePort } from "../support/fixtures.js";
+import { grantThroughRpcs, relyingParty } from "../support/provider.js";
 import { startTestKeygate, type TestKeygate } from "../support/server.js";
 
-// SECURITY.md 21 and 29 as a property: whatever a caller of workspace A does, in any order,
+// SECURITY.md 21, 29 and 45–48 as a property: whatever a caller of workspace A does, in any order,
 // with workspace B's identifiers and credentials mixed into its requests, no answer and no
 // error shows B's data, and nothing of B changes. That holds for an account both workspaces
 // share too: whatever A does to its own membership of it (roles, status, metadata, vouching,
 // keys, failed logins, password guesses through its session in A), B's view of that member
 // and the member's way into B stay as they were. (The lockout is deployment-wide by design,
-// SECURITY.md 33, and anyone can run into it, so the server here runs with it lifted.)
+// SECURITY.md 33, and anyone can run into it, so the server here runs with it lifted.) B's
+// OpenID Provider is in it too: its clients, the grant the shared account made there (for a
+// resource) and a machine client's token for that resource stay B's, whatever A does with
+// their ids and tokens.
 
 let keygate: TestKeygate;
 let rootKey: string;
@@ -60,6 +66,19 @@ const bMarkers = new Set<string>();
 const invitedByA = new Set<string>();
 /** An account that is a member of both workspaces, with a session in each. */
 let shared: { email: string; userId: string; inA: Member; inB: Member };
+/** B's provider: a relying party, the shared account's grant to it, a machine client. */
+let bProvider: {
+  clientId: string;
+  grantToken: string;
+  grantSessionId: string;
+  machineId: string;
+  machineSecret: string;
+  machineToken: string;
+};
+/** A's own machine client, which A may use and change. */
+let aMachine: { clientId: string; secret: string };
+const resource = "https://api.example.test/v1";
+const redirectUri = "http://127.0.0.1:9/callback";
 /** What B wrote on the shared account: only B may ever see it. */
 const bSecret = `b-private-${crypto.randomUUID()}`;
 
@@ -104,8 +123,36 @@ function remember(m: Member) {
   for (const v of [m.email, m.userId, m.sessionId]) bMarkers.add(v);
 }
 
+async function machineClient(workspaceId: string, name: string) {
+  const res = await admin.createOAuthClient(
+    {
+      workspaceId,
+      name,
+      confidential: true,
+      grantTypes: ["client_credentials"],
+      scopes: ["api.read"],
+    },
+    as(rootKey),
+  );
+  return { clientId: res.client?.clientId as string, secret: res.clientSecret };
+}
+
+/** A client's own token for the resource, from a workspace's token endpoint. */
+async function machineToken(workspaceId: string, id: string, secret: string) {
+  const res = await fetch(`${keygate.config.issuer}/w/${workspaceId}/oauth2/token`, {
+    method: "POST",
+    headers: { authorization: `Basic ${Buffer.from(`${id}:${secret}`).toString("base64")}` },
+    body: new URLSearchParams({ grant_type: "client_credentials", resource }),
+  });
+  return { status: res.status, body: (await res.json()) as Record<string, string> };
+}
+
 beforeAll(async () => {
-  keygate = await startTestKeygate();
+  const port = await freePort();
+  keygate = await startTestKeygate({
+    KEYGATE_PORT: String(port),
+    KEYGATE_ISSUER: `http://127.0.0.1:${port}`,
+  });
   rootKey = keygate.bootstrapped?.adminKey as string;
   const transport = createConnectTransport({ baseUrl: keygate.url, httpVersion: "2" });
   admin = createClient(AdminService, transport);
@@ -141,6 +188,41 @@ beforeAll(async () => {
   await factors.confirmTotp({ code }, as(inB.accessToken));
   bMarkers.add(bSecret);
   bMarkers.add(inB.sessionId);
+  // (After the factor change, which ends the account's other sessions in B, grants included.)
+  // The shared account grants B's relying party access to the resource.
+  const rp = await admin.createOAuthClient(
+    {
+      workspaceId: b.id,
+      name: `B's app ${counter}`,
+      redirectUris: [redirectUri],
+      confidential: true,
+      firstParty: true,
+    },
+    as(rootKey),
+  );
+  const rpId = rp.client?.clientId as string;
+  const config = await relyingParty(`${keygate.config.issuer}/w/${b.id}`, rpId, rp.clientSecret);
+  const oauth = createClient(OAuthService, transport);
+  const granted = await grantThroughRpcs(oauth, config, {
+    redirectUri,
+    accessToken: inB.accessToken,
+    scope: "email",
+    resources: [resource],
+  });
+  const bMachine = await machineClient(b.id, `B's worker ${counter}`);
+  const bToken = await machineToken(b.id, bMachine.clientId, bMachine.secret);
+  bProvider = {
+    clientId: rpId,
+    grantToken: granted.access_token,
+    grantSessionId: (
+      await introspection.introspect({ token: granted.access_token, resource }, as(b.key))
+    ).sid,
+    machineId: bMachine.clientId,
+    machineSecret: bMachine.secret,
+    machineToken: bToken.body.access_token as string,
+  };
+  for (const v of [rpId, bMachine.clientId, bProvider.grantSessionId]) bMarkers.add(v);
+  aMachine = await machineClient(a.id, "A's worker");
 });
 afterAll(async () => {
   await keygate?.stop();
@@ -397,6 +479,121 @@ const step: fc.Arbitrary<Step> = fc.oneof(
       run: () => auth.changePassword(request, as(shared.inA.accessToken)),
     };
   }),
+  // B's provider: its clients, the shared account's grant there, its tokens for the resource.
+  fc
+    .tuple(
+      callerOfA,
+      workspaceId,
+      fc.constantFrom(
+        () => "",
+        () => bProvider.clientId,
+      ),
+      fc.constantFrom(
+        () => "",
+        () => shared.userId,
+      ),
+    )
+    .map(([who, ws, clientId, user]) => {
+      const request = { workspaceId: ws(), clientId: clientId(), userId: user() };
+      return { name: "ListGrants (admin)", request, run: () => admin.listGrants(request, who()) };
+    }),
+  fc.tuple(callerOfA, workspaceId).map(([who, ws]) => {
+    const request = { workspaceId: ws(), userId: shared.userId, clientId: bProvider.clientId };
+    return {
+      name: "RevokeGrants (B's client)",
+      request,
+      run: () => admin.revokeGrants(request, who()),
+    };
+  }),
+  fc.tuple(callerOfA, workspaceId).map(([who, ws]) => {
+    const request = { workspaceId: ws() };
+    return {
+      name: "ListOAuthClients",
+      request,
+      run: () => admin.listOAuthClients(request, who()),
+    };
+  }),
+  fc
+    .tuple(
+      callerOfA,
+      workspaceId,
+      fc.constantFrom(
+        () => bProvider.clientId,
+        () => bProvider.machineId,
+      ),
+      fc.boolean(),
+    )
+    .map(([who, ws, clientId, remove]) => {
+      const request = { workspaceId: ws(), clientId: clientId() };
+      return remove
+        ? {
+            name: "DeleteOAuthClient (B's)",
+            request,
+            run: () => admin.deleteOAuthClient(request, who()),
+          }
+        : {
+            name: "RotateOAuthClientSecret (B's)",
+            request,
+            run: () => admin.rotateOAuthClientSecret(request, who()),
+          };
+    }),
+  fc
+    .tuple(
+      fc.constantFrom(
+        () => shared.inA.accessToken,
+        () => a.member.accessToken,
+      ),
+      workspaceId,
+    )
+    .map(([token, ws]) => ({
+      name: "ListGrants (the account's, in A)",
+      request: {},
+      run: () => auth.listGrants({}, as(token(), ws())),
+    })),
+  fc.constant(null).map(() => {
+    const request = { clientId: bProvider.clientId };
+    return {
+      name: "RevokeGrant (shared's session in A, B's client)",
+      request,
+      run: () => auth.revokeGrant(request, as(shared.inA.accessToken)),
+    };
+  }),
+  fc
+    .tuple(
+      fc.constantFrom(
+        () => bProvider.grantToken,
+        () => bProvider.machineToken,
+      ),
+      fc.constantFrom(
+        () => resource,
+        () => "",
+      ),
+    )
+    .map(([token, r]) => {
+      const request = { token: token(), resource: r() };
+      return {
+        name: "Introspect (B's provider tokens)",
+        request,
+        run: () => introspection.introspect(request, as(a.key)),
+      };
+    }),
+  fc
+    .constantFrom(
+      () => [b.id, aMachine.clientId, aMachine.secret] as const,
+      () => [a.id, bProvider.machineId, bProvider.machineSecret] as const,
+    )
+    .map((pick) => {
+      const [ws, id, secret] = pick();
+      return {
+        name: "client_credentials across workspaces",
+        request: { workspaceId: ws, clientId: id },
+        run: async () => {
+          const res = await machineToken(ws, id, secret);
+          if (res.status === 200) throw new Error(`a client got a token elsewhere: ${ws}`);
+          return res;
+        },
+      };
+    }),
   // Workspace B carries on meanwhile: new users and sessions that A must not see either.
   fc.constant(null).map(() => ({
     name: "B provisions and signs in a user",
@@ -410,6 +607,12 @@ describe("SECURITY.md 21: no sequence of calls shows workspace B's data to a cal
 }, () => {
   it("random call sequences of A's callers, B's identifiers mixed in, never reveal or change B", async () => {
     const bBefore = await admin.getWorkspace({ workspaceId: b.id }, as(rootKey));
+    const grantsOfB = async () =>
+      (await admin.listGrants({ workspaceId: b.id }, as(b.key))).grants.map((g) => [
+        g.clientId,
+        g.userId,
+      ]);
+    expect(await grantsOfB()).toEqual([[bProvider.clientId, shared.userId]]);
     await fc.assert(
       fc.asyncProperty(fc.array(step, { minLength: 1, maxLength: 10 }), async (steps) => {
         for (const s of steps) {
@@ -462,6 +665,18 @@ describe("SECURITY.md 21: no sequence of calls shows workspace B's data to a cal
     ]);
     const bFactors = await factors.listFactors({}, as(shared.inB.accessToken));
     expect([bFactors.totpCreateTime !== undefined, bFactors.recoveryCodesLeft]).toEqual([true, 10]);
+    // B's provider is as it was: its clients, the grant and the tokens for the resource.
+    const bClients = await admin.listOAuthClients({ workspaceId: b.id }, as(rootKey));
+    expect(bClients.clients.map((c) => c.clientId).sort()).toEqual(
+      [bProvider.clientId, bProvider.machineId].sort(),
+    );
+    expect(await grantsOfB()).toEqual([[bProvider.clientId, shared.userId]]);
+    for (const token of [bProvider.grantToken, bProvider.machineToken]) {
+      expect((await introspection.introspect({ token, resource }, as(b.key))).active).toBe(true);
+    }
+    expect((await machineToken(b.id, bProvider.machineId, bProvider.machineSecret)).status).toBe(
+      200,
+    );
     // And B's audit log records nothing that A's callers did.
     const aKeys = await admin.listAdminKeys({ workspaceId: a.id }, as(rootKey));
     const actorsOfA = new Set([
