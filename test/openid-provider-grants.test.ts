@@ -74,7 +74,7 @@ afterAll(async () => {
 
 const issuer = () => `${keygate.config.issuer}/w/${workspaceId}`;
 
-async function registered(name: string) {
+async function registered(name: string, backchannelLogoutUri = logoutUri) {
   const res = await admin.createOAuthClient(
     {
       workspaceId,
@@ -82,7 +82,7 @@ async function registered(name: string) {
       redirectUris: [redirectUri],
       confidential: true,
       firstParty: true,
-      backchannelLogoutUri: logoutUri,
+      backchannelLogoutUri,
     },
     bearer(rootKey),
   );
@@ -212,5 +212,52 @@ describe("grants of a real OpenID Provider client", () => {
     expect(
       (await client.refreshTokenGrant(other.config, kept.refresh_token as string)).access_token,
     ).toBeTruthy();
+  });
+});
+
+describe("back-channel logout", () => {
+  it("SECURITY.md 46: a client that never answers holds two deliveries at a time, and delays no other client's", async () => {
+    // A relying party that takes the logout requests and never answers them.
+    let open = 0;
+    let mostOpen = 0;
+    const held: http.ServerResponse[] = [];
+    const stuck = http.createServer((req, res) => {
+      open++;
+      mostOpen = Math.max(mostOpen, open);
+      held.push(res);
+      req.resume();
+      res.on("close", () => {
+        open--;
+      });
+    });
+    await new Promise<void>((resolve) => stuck.listen(0, "127.0.0.1", resolve));
+    const stuckUri = `http://127.0.0.1:${(stuck.address() as AddressInfo).port}/backchannel`;
+    try {
+      const person = await signedIn(by, "backchannel-fair");
+      const slow = await registered("Never answers", stuckUri);
+      for (let i = 0; i < 6; i++) await grant(slow.config, person.accessToken);
+      const fast = await registered("Answers");
+      const fastTokens = await grant(fast.config, person.accessToken);
+      const fastSid = decodeJwt(fastTokens.access_token).sid;
+
+      // Six logouts owed to the stuck client first, then one to the other.
+      await admin.revokeGrants(
+        { workspaceId, userId: person.userId, clientId: slow.clientId },
+        bearer(rootKey),
+      );
+      await expect.poll(() => open, { timeout: 5_000 }).toBe(2);
+      await admin.revokeGrants(
+        { workspaceId, userId: person.userId, clientId: fast.clientId },
+        bearer(rootKey),
+      );
+      await expect
+        .poll(() => logoutTokens.some((t) => decodeJwt(t).sid === fastSid), { timeout: 3_000 })
+        .toBe(true);
+      expect(mostOpen).toBe(2);
+      expect(open).toBe(2);
+    } finally {
+      for (const res of held) res.destroy();
+      await new Promise((resolve) => stuck.close(resolve));
+    }
   });
 });
