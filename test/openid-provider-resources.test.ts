@@ -7,6 +7,9 @@ import { AdminService } from "../gen/keygate/v1/admin_service_pb.js";
 import { AuthService } from "../gen/keygate/v1/auth_service_pb.js";
 import { OAuthService } from "../gen/keygate/v1/oauth_service_pb.js";
 import { TokenIntrospectionService } from "../gen/keygate/v1/token_introspection_service_pb.js";
+import { withTenant } from "../src/db/with-tenant.js";
+import { maxDynamicClients } from "../src/domain/oauth/registration.js";
+import { insertOAuthClient } from "../src/repositories/oauth-clients.js";
 import { createVerifier, type Verifier, VerifyError } from "../src/verify/index.js";
 import { CookieBrowser } from "./support/cookie-browser.js";
 import { envoyChecker } from "./support/envoy.js";
@@ -470,6 +473,63 @@ describe("RFC 7591 dynamic registration", () => {
       { redirect: "manual" },
     );
     expect(elsewhere.status).toBe(400);
+  });
+
+  it("SECURITY.md 47: a workspace holds at most 1,000 self-registered clients, however many register at once", async () => {
+    const created = await admin.createWorkspace(
+      { name: "Crowded", slug: `crowded-${Date.now()}` },
+      asRoot(),
+    );
+    const id = created.workspace?.id as string;
+    await admin.updateWorkspaceSettings(
+      { workspaceId: id, settings: { oauthDynamicRegistration: true } },
+      asRoot(),
+    );
+    // 997 registered earlier (written as registration writes them), room for three more.
+    await withTenant(keygate.database.pool, id, async (tx) => {
+      for (let i = 0; i < maxDynamicClients - 3; i++) {
+        await insertOAuthClient(tx, {
+          workspaceId: id,
+          clientId: `kgc_earlier_${i}`,
+          name: `Earlier ${i}`,
+          secretHash: null,
+          redirectUris: [redirectUri],
+          postLogoutRedirectUris: [],
+          firstParty: false,
+          scopes: ["openid"],
+          backchannelLogoutUri: null,
+          registeredDynamically: true,
+          grantTypes: ["authorization_code", "refresh_token"],
+          tokenEndpointAuthMethod: "none",
+          jwks: null,
+          now: new Date(),
+        });
+      }
+    });
+    const metadata = {
+      redirect_uris: [redirectUri],
+      client_name: "One of many",
+      token_endpoint_auth_method: "none",
+    };
+    const answers = await Promise.all(
+      Array.from({ length: 8 }, async () => {
+        const res = await register(id, metadata);
+        return { status: res.status, body: await res.json() };
+      }),
+    );
+    expect(answers.filter((a) => a.status === 201)).toHaveLength(3);
+    const refused = answers.filter((a) => a.status !== 201);
+    expect(refused).toHaveLength(5);
+    for (const r of refused) {
+      expect(r).toMatchObject({ status: 403, body: { error: "access_denied" } });
+      expect(r.body.error_description).toMatch(/as many self-registered clients/);
+    }
+    // Clients an admin creates are not counted against it.
+    const byAdmin = await admin.createOAuthClient(
+      { workspaceId: id, name: "Admin's own", redirectUris: [redirectUri] },
+      asRoot(),
+    );
+    expect(byAdmin.client?.clientId).toMatch(/^kgc_/);
   });
 
   it("refuses metadata it will not register, with RFC 7591's errors", async () => {

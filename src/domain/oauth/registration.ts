@@ -1,6 +1,7 @@
 import { randomBytes } from "node:crypto";
 import { newOpaqueToken, opaqueHash } from "../../crypto/opaque-tokens.js";
 import { withTenant } from "../../db/with-tenant.js";
+import { lockWorkspace } from "../../repositories/admin-workspaces.js";
 import {
   countDynamicOAuthClients,
   insertOAuthClient,
@@ -132,7 +133,9 @@ export async function registerClient(
   const secret = metadata.method === "none" ? null : newOpaqueToken("client_secret");
   const now = deps.clock.now();
   const client: OAuthClientRow = await withTenant(deps.pool, workspaceId, async (tx) => {
-    const workspace = await findWorkspaceById(tx, workspaceId);
+    // Locked, so that concurrent registrations are counted one after another and the cap
+    // holds on every instance.
+    const workspace = await lockWorkspace(tx, workspaceId);
     if (workspace === null) throw denied;
     if (!effectiveSettings(workspace, deps.settings.workspaceDefaults).oauth_dynamic_registration) {
       throw denied;
