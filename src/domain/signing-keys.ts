@@ -189,12 +189,7 @@ export class SigningKeys {
     },
   ): Promise<{ token: string; jti: string; issuedAt: Date; expiresAt: Date }> {
     const { ttlSeconds, issuedAfter, issuedAt, ...claims } = input;
-    if (!Number.isInteger(ttlSeconds) || ttlSeconds < 1) {
-      throw new RangeError("ttlSeconds must be a positive integer");
-    }
-    if (ttlSeconds > maxAccessTokenTtlSeconds) {
-      throw new RangeError(`ttlSeconds must be at most ${maxAccessTokenTtlSeconds}`);
-    }
+    checkTtl(ttlSeconds);
     const now = this.clock.now();
     const signer = await this.keys.currentSigner(now);
     let iat = Math.floor((issuedAt ?? now).getTime() / 1000);
@@ -321,12 +316,7 @@ export class SigningKeys {
     ttlSeconds: number;
   }): Promise<{ token: string; jti: string; issuedAt: Date; expiresAt: Date }> {
     const { resources = [], ttlSeconds, ...claims } = input;
-    if (!Number.isInteger(ttlSeconds) || ttlSeconds < 1) {
-      throw new RangeError("ttlSeconds must be a positive integer");
-    }
-    if (ttlSeconds > maxAccessTokenTtlSeconds) {
-      throw new RangeError(`ttlSeconds must be at most ${maxAccessTokenTtlSeconds}`);
-    }
+    checkTtl(ttlSeconds);
     const now = this.clock.now();
     const signer = await this.keys.currentSigner(now);
     const iat = Math.floor(now.getTime() / 1000);
@@ -405,3 +395,13 @@ export class SigningKeys {
 export type CheckedToken =
   | { readonly kind: "user"; readonly claims: VerifiedAccessToken }
   | { readonly kind: "client"; readonly claims: VerifiedClientAccessToken };
+
+/** An access token lives a whole number of seconds, at most maxAccessTokenTtlSeconds. */
+function checkTtl(ttlSeconds: number): void {
+  if (!Number.isInteger(ttlSeconds) || ttlSeconds < 1) {
+    throw new RangeError("ttlSeconds must be a positive integer");
+  }
+  if (ttlSeconds > maxAccessTokenTtlSeconds) {
+    throw new RangeError(`ttlSeconds must be at most ${maxAccessTokenTtlSeconds}`);
+  }
+}

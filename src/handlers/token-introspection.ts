@@ -38,36 +38,27 @@ const requestOf = (r: IntrospectRequest) => ({
 /** RFC 7662 shape: an inactive token answers active=false and nothing else. */
 export function introspectResponseOf(i: Introspection): IntrospectResponse {
   if (!i.active) return create(IntrospectResponseSchema, { active: false });
-  if (i.subject === "client") {
-    return create(IntrospectResponseSchema, {
-      active: true,
-      workspaceId: i.workspaceId,
-      exp: BigInt(i.exp),
-      iat: BigInt(i.iat),
-      iss: i.iss,
-      aud: [...i.aud],
-      jti: i.jti,
-      tokenType: i.tokenType,
-      clientId: i.clientId,
-      scope: i.scopes.join(" "),
-    });
-  }
-  return create(IntrospectResponseSchema, {
+  // A client's own token has no user: sub, sid, role, amr and acr stay empty.
+  const token = {
     active: true,
-    sub: i.sub,
     workspaceId: i.workspaceId,
-    sid: i.sid,
-    role: i.role,
     exp: BigInt(i.exp),
     iat: BigInt(i.iat),
     iss: i.iss,
     aud: [...i.aud],
     jti: i.jti,
     tokenType: i.tokenType,
-    amr: [...i.amr],
-    acr: i.acr,
     clientId: i.clientId ?? "",
     scope: i.scopes.join(" "),
+  };
+  if (i.subject === "client") return create(IntrospectResponseSchema, token);
+  return create(IntrospectResponseSchema, {
+    ...token,
+    sub: i.sub,
+    sid: i.sid,
+    role: i.role,
+    amr: [...i.amr],
+    acr: i.acr,
   });
 }
 

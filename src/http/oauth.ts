@@ -181,37 +181,21 @@ export function oauthCallLogger(deps: {
 /** RFC 7662 section 2.2: an active token's claims, or exactly `{"active": false}`. */
 export function introspectionJson(i: Introspection): Record<string, unknown> {
   if (!i.active) return { active: false };
-  if (i.subject === "client") {
-    // RFC 7662 section 2.2 with RFC 9068's claims: the client and its scopes, no user.
-    return {
-      active: true,
-      token_type: i.tokenType,
-      client_id: i.clientId,
-      scope: i.scopes.join(" "),
-      exp: i.exp,
-      iat: i.iat,
-      iss: i.iss,
-      aud: i.aud,
-      jti: i.jti,
-      workspace_id: i.workspaceId,
-    };
-  }
-  return {
+  const token = {
     active: true,
     token_type: i.tokenType,
-    sub: i.sub,
     exp: i.exp,
     iat: i.iat,
     iss: i.iss,
     aud: i.aud,
     jti: i.jti,
     workspace_id: i.workspaceId,
-    sid: i.sid,
-    role: i.role,
-    amr: i.amr,
-    acr: i.acr,
+    // RFC 9068's claims of a token issued to a client: the client and its scopes.
     ...(i.clientId === null ? {} : { client_id: i.clientId, scope: i.scopes.join(" ") }),
   };
+  // A client's own token has no user.
+  if (i.subject === "client") return token;
+  return { ...token, sub: i.sub, sid: i.sid, role: i.role, amr: i.amr, acr: i.acr };
 }
 
 function errorCodeOf(error: unknown): string {
