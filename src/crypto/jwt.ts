@@ -1,18 +1,11 @@
-import {
-  type CryptoKey,
-  compactVerify,
-  decodeProtectedHeader,
-  errors,
-  jwtVerify,
-  SignJWT,
-} from "jose";
+import { type CryptoKey, decodeProtectedHeader, errors, jwtVerify, SignJWT } from "jose";
 import { z } from "zod";
 import { UnauthenticatedError } from "../errors.js";
 import { type JwtAlgorithm, jwtAlgorithms } from "./jwt-keys.js";
 
 /**
- * The JWTs Keygate signs, as bytes: access tokens (SECURITY.md 5) and the OpenID Provider's ID
- * tokens. Which key signs, and which keys a token may name, is the key ring's business
+ * The access tokens Keygate signs, as bytes (SECURITY.md 5): its own sessions', grants' and
+ * clients' own; the OpenID Provider's ID tokens are in id-jwt.ts. Which key signs, and which keys a token may name, is the key ring's business
  * (src/domain/signing-keys.ts); this module only signs with the key it is given and checks a
  * token against the key the ring found for its kid.
  */
@@ -76,7 +69,7 @@ export interface JwtKeyHint {
 const tokenType = "at+jwt";
 /** The only header members Keygate writes. Anything else (jku, x5u, jwk, x5c, crit, b64…) is refused. */
 const headerMembers = new Set(["alg", "kid", "typ"]);
-const maxTokenLength = 8192;
+export const maxTokenLength = 8192;
 
 const id = z.string().min(1).max(200);
 /** iss and aud, which jose has checked; kept for whoever reports them (RFC 7662). */
@@ -156,24 +149,6 @@ function signTokenJwt(
     .setJti(envelope.jti)
     .setIssuedAt(envelope.issuedAt)
     .setExpirationTime(envelope.expiresAt)
-    .sign(signer.key);
-}
-
-/** An ID token (or logout token): the caller gives every claim but iat and exp. */
-export function signIdJwt(
-  signer: JwtSigner,
-  input: {
-    claims: Record<string, unknown>;
-    typ: string;
-    /** Epoch seconds. */
-    issuedAt: number;
-    expiresAt: number;
-  },
-): Promise<string> {
-  return new SignJWT({ ...input.claims })
-    .setProtectedHeader({ alg: signer.algorithm, kid: signer.kid, typ: input.typ })
-    .setIssuedAt(input.issuedAt)
-    .setExpirationTime(input.expiresAt)
     .sign(signer.key);
 }
 
@@ -365,42 +340,6 @@ async function checkedClaims<T>(
     throw new TokenInvalidError("ERR_JWT_CLAIM_INVALID", `claim "${String(claim)}" is invalid`);
   }
   return parsed.data;
-}
-
-/** The alg and kid of something that may be an ID token, or null when it cannot be one. */
-export function idTokenKeyHint(token: string): JwtKeyHint | null {
-  if (typeof token !== "string" || token.length === 0 || token.length > maxTokenLength) {
-    return null;
-  }
-  try {
-    const header = decodeProtectedHeader(token);
-    if (typeof header.kid !== "string" || header.typ !== "JWT") return null;
-    return { alg: header.alg ?? "", kid: header.kid };
-  } catch {
-    return null;
-  }
-}
-
-/**
- * The claims of an ID token, expired or not (an id_token_hint at logout may be old): the
- * signature and the issuer are checked, nothing else. Null when it is not one.
- */
-export async function idTokenClaims(
-  token: string,
-  hint: JwtKeyHint,
-  key: JwtVerifyKey,
-  issuer: string,
-): Promise<Record<string, unknown> | null> {
-  if (hint.alg !== key.algorithm) return null;
-  try {
-    const { payload } = await compactVerify(token, key.verifyKey, {
-      algorithms: [key.algorithm],
-    });
-    const claims = JSON.parse(new TextDecoder().decode(payload)) as Record<string, unknown>;
-    return claims.iss === issuer ? claims : null;
-  } catch {
-    return null;
-  }
 }
 
 function fromJose(error: unknown): TokenInvalidError {

@@ -2,14 +2,12 @@ import { randomUUID } from "node:crypto";
 import { decodeJwt } from "jose";
 import type { DatabasePool } from "slonik";
 import { type Clock, systemClock } from "../clock.js";
+import { idTokenClaims, idTokenKeyHint, signIdJwt } from "../crypto/id-jwt.js";
 import {
   type AccessTokenClaims,
   accessTokenKeyHint,
-  idTokenClaims,
-  idTokenKeyHint,
   signAccessJwt,
   signClientJwt,
-  signIdJwt,
   TokenInvalidError,
   type VerifiedAccessToken,
   type VerifiedClientAccessToken,
