@@ -164,6 +164,23 @@ describe("consent to a third-party client is asked once", () => {
     expect(await elsewhere.needsConsent()).toBe(true);
     expect(await elsewhere.needsConsent(person.accessToken)).toBe(false);
     await elsewhere.accept(person.accessToken);
+
+    // Each acceptance is audited with what was granted; each exchange as the grant it made.
+    const clientId = config.clientMetadata().client_id;
+    const { events } = await admin.listAuditEvents(
+      { workspaceId, types: ["oauth_request_accepted"], userId: person.userId },
+      bearer(rootKey),
+    );
+    expect(events).toHaveLength(2);
+    for (const event of events) {
+      expect(event.details).toEqual({
+        client_id: clientId,
+        scope: "openid email",
+        resource: "",
+        consent_remembered: true,
+      });
+      expect(event.sessionId).toBe(person.sessionId);
+    }
   });
 
   it("asks again for a wider scope or a new resource, and remembers the union", async () => {

@@ -577,6 +577,11 @@ describe("what the provider refuses", () => {
     const { redirectTo } = await oauth.rejectAuthorizationRequest({ requestId });
     const back = new URL((await browser.get(redirectTo)).headers.get("location") as string);
     expect(back.searchParams.get("error")).toBe("access_denied");
+    const { events } = await admin.listAuditEvents(
+      { workspaceId: defaultWorkspaceId, types: ["oauth_request_rejected"] },
+      bearer(rootKey),
+    );
+    expect(events.map((e) => e.details?.client_id)).toContain(config.clientMetadata().client_id);
     expect(back.searchParams.get("state")).toBe(started.state);
     // The first answer stands: accepting after declining finds nothing.
     const tokens = await signIn(await user());

@@ -11,7 +11,7 @@ import {
   getAuthorizationRequest,
   rejectAuthorizationRequest,
 } from "../domain/oauth/interactions.js";
-import { maybePrincipal, principal } from "./call-context.js";
+import { maybePrincipal, meta, principal } from "./call-context.js";
 
 /** OAuthService: the sign-in step of the workspaces' OpenID Providers. */
 export function oauthServiceHandlers(deps: ProviderDeps): ServiceImpl<typeof OAuthService> {
@@ -43,11 +43,16 @@ export function oauthServiceHandlers(deps: ProviderDeps): ServiceImpl<typeof OAu
     },
     async acceptAuthorizationRequest(req, ctx) {
       return {
-        redirectTo: await acceptAuthorizationRequest(deps, principal(ctx), req.requestId),
+        redirectTo: await acceptAuthorizationRequest(
+          deps,
+          meta(ctx),
+          principal(ctx),
+          req.requestId,
+        ),
       };
     },
-    async rejectAuthorizationRequest(req) {
-      return { redirectTo: await rejectAuthorizationRequest(deps, req.requestId) };
+    async rejectAuthorizationRequest(req, ctx) {
+      return { redirectTo: await rejectAuthorizationRequest(deps, meta(ctx), req.requestId) };
     },
   };
 }

@@ -10,7 +10,8 @@ import {
 } from "../../repositories/oauth-interactions.js";
 import { findLiveBrowserSession } from "../../repositories/sessions.js";
 import { findWorkspaceById } from "../../repositories/workspaces.js";
-import type { Principal } from "../deps.js";
+import { audit } from "../audit.js";
+import type { Principal, RequestMeta } from "../deps.js";
 import { Violations } from "../validate.js";
 import { type ProviderDeps, workspaceIssuer } from "./authorize.js";
 import { answerHash } from "./browser-cookies.js";
@@ -50,10 +51,12 @@ export async function getAuthorizationRequest(
 /**
  * OAuthService.AcceptAuthorizationRequest: grants the request to the caller's session. Only a
  * session signed in to Keygate itself may; a grant's token (one a client holds) may not, so
- * no client can approve requests for another.
+ * no client can approve requests for another. Audited as `oauth_request_accepted`, with the
+ * client, what it asked for and whether the consent is remembered.
  */
 export async function acceptAuthorizationRequest(
   deps: ProviderDeps,
+  meta: RequestMeta,
   principal: Principal,
   requestId: string,
 ): Promise<string> {
@@ -110,26 +113,53 @@ export async function acceptAuthorizationRequest(
         now,
       });
     }
+    await audit(tx, deps, meta, {
+      type: "oauth_request_accepted",
+      workspaceId: interaction.workspace_id,
+      userId: session.user_id,
+      sessionId: session.id,
+      outcome: "success",
+      details: {
+        client_id: client.client_id,
+        scope: interaction.request.scopes.join(" "),
+        resource: interaction.request.resources.join(" "),
+        consent_remembered: !client.first_party,
+      },
+    });
   });
   return resumeUrl(deps, interaction, answer);
 }
 
-/** OAuthService.RejectAuthorizationRequest: the client will get access_denied. */
+/**
+ * OAuthService.RejectAuthorizationRequest: the client will get access_denied. Anyone holding
+ * the request may decline it, signed in or not; audited as `oauth_request_rejected` with the
+ * client and the caller's address.
+ */
 export async function rejectAuthorizationRequest(
   deps: ProviderDeps,
+  meta: RequestMeta,
   requestId: string,
 ): Promise<string> {
   const interaction = await liveInteraction(deps, requestId);
   const answer = randomBytes(32).toString("base64url");
-  const answered = await withTenant(deps.pool, interaction.workspace_id, (tx) =>
-    answerOAuthInteraction(tx, {
+  const answered = await withTenant(deps.pool, interaction.workspace_id, async (tx) => {
+    const first = await answerOAuthInteraction(tx, {
       workspaceId: interaction.workspace_id,
       id: interaction.id,
       outcome: "rejected",
       sessionId: null,
       answerHash: answerHash(deps.tokenSecret, answer),
-    }),
-  );
+    });
+    if (first) {
+      await audit(tx, deps, meta, {
+        type: "oauth_request_rejected",
+        workspaceId: interaction.workspace_id,
+        outcome: "success",
+        details: { client_id: interaction.client_id },
+      });
+    }
+    return first;
+  });
   // Only the first answer counts: a request accepted already cannot be declined after.
   if (!answered) throw new NotFoundError("no such authorization request");
   return resumeUrl(deps, interaction, answer);
