@@ -73,6 +73,13 @@ async function landed(
   });
 }
 
+/** Starts another sign-in at a client the browser is signed in to and allowed already. */
+async function goAgain(page: Page, config: client.Configuration) {
+  const started = await start(config);
+  await page.goto(started.url.toString());
+  return started;
+}
+
 describe.skipIf(!hasChromium)(
   `signing in to an application in headless Chromium${hasChromium ? "" : " (skipped: /usr/bin/chromium is absent)"}`,
   () => {
@@ -165,6 +172,32 @@ describe.skipIf(!hasChromium)(
         waitLong,
       );
       expect(new URL(page.url()).searchParams.get("error")).toBe("access_denied");
+
+      // Both apps are under "Connected apps" on the person's page, not among the devices.
+      await page.goto(`${keygate.url}/ui/`);
+      const apps = page.getByRole("list", { name: "Connected apps" });
+      await expect.poll(() => apps.textContent(), waitLong).toContain("Third app");
+      expect(await apps.textContent()).toContain("Example app");
+      expect(await apps.textContent()).toContain("your email address");
+      const devices = await page.getByRole("list", { name: "Active sessions" }).textContent();
+      expect(devices).not.toContain("Third app");
+      expect(await page.getByRole("button", { name: /^Revoke session/ }).count()).toBe(0);
+      // Removing one app's access ends its tokens and forgets the consent; the other stays.
+      const thirdRefresh = (await landed(page, third, await goAgain(page, third))).refresh_token;
+      await page.goto(`${keygate.url}/ui/`);
+      await page.getByRole("button", { name: "Remove access: Third app" }).click();
+      await expect
+        .poll(() => page.getByRole("status").first().textContent(), waitLong)
+        .toContain("Third app no longer has access");
+      expect(await apps.textContent()).not.toContain("Third app");
+      expect(await apps.textContent()).toContain("Example app");
+      const refused = await client
+        .refreshTokenGrant(third, thirdRefresh as string)
+        .catch((e: unknown) => e);
+      expect((refused as client.ResponseBodyError).error).toBe("invalid_grant");
+      const again = await start(third);
+      await page.goto(again.url.toString());
+      await page.getByRole("heading", { name: "Allow Third app?" }).waitFor();
       await context.close();
     });
   },

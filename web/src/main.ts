@@ -23,6 +23,7 @@ import {
   recoveryCodeField,
   recoveryCodesBlock,
 } from "./authenticator-app.js";
+import { connectedAppsCard } from "./connected-apps.js";
 import { actionButton, type Field, form, h, linkButton } from "./dom.js";
 import { describeError } from "./messages.js";
 import {
@@ -876,6 +877,10 @@ function device(userAgent: string): string {
   return os ? `${browser} on ${os}` : browser;
 }
 
+/** The sessions signed in on devices; an app's sessions are under "Connected apps". */
+const listDeviceSessions = async () =>
+  (await kg.auth.listSessions({ pageSize: 50 })).sessions.filter((s) => s.clientId === "");
+
 async function home(banner?: string): Promise<void> {
   // An application is waiting for this sign-in: go on there instead.
   if (pendingAuthorization.id) return authorizeContinue();
@@ -885,7 +890,7 @@ async function home(banner?: string): Promise<void> {
   try {
     [me, sessions, memberships] = await Promise.all([
       kg.auth.getSession({}),
-      kg.auth.listSessions({ pageSize: 50 }).then((r) => r.sessions),
+      listDeviceSessions(),
       kg.auth.listMyWorkspaces({ pageSize: 100 }).then((r) => r.memberships),
     ]);
   } catch (error) {
@@ -1042,7 +1047,7 @@ async function home(banner?: string): Promise<void> {
                 async () => {
                   try {
                     await kg.auth.revokeSession({ sessionId: s.id });
-                    renderSessions((await kg.auth.listSessions({ pageSize: 50 })).sessions);
+                    renderSessions(await listDeviceSessions());
                     say(`Signed out ${name}.`);
                   } catch (error) {
                     say(describeError(error).message, false);
@@ -1076,6 +1081,7 @@ async function home(banner?: string): Promise<void> {
       workspacesCard,
       passkeysCard(kg, when, say),
       authenticatorAppCard(kg, when, say),
+      connectedAppsCard(kg, when, say),
       sessionsCard,
     ),
   );
