@@ -18,6 +18,7 @@ const floors: readonly (readonly [string, (file: string) => boolean])[] = [
       [
         "src/errors.ts",
         "src/revocation-set.ts",
+        "src/resource-identifiers.ts",
         "src/clock.ts",
         "src/config.ts",
         "src/config-env.ts",

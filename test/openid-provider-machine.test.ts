@@ -420,7 +420,8 @@ describe("machine tokens for a resource (RFC 8707)", () => {
       reason: "invalid",
     });
 
-    expect(await introspection.introspect({ token, resource: orders }, asRoot())).toMatchObject({
+    const here = { resource: orders, workspaceId };
+    expect(await introspection.introspect({ token, ...here }, asRoot())).toMatchObject({
       active: true,
       clientId: registered.clientId,
       scope: "orders.read",
@@ -429,7 +430,7 @@ describe("machine tokens for a resource (RFC 8707)", () => {
       iss: issuerOf(workspaceId),
     });
     for (const resource of [invoices, ""]) {
-      const answer = await introspection.introspect({ token, resource }, asRoot());
+      const answer = await introspection.introspect({ token, resource, workspaceId }, asRoot());
       expect(answer.active, resource).toBe(false);
     }
 
@@ -442,7 +443,8 @@ describe("machine tokens for a resource (RFC 8707)", () => {
       "x-session-id": "s",
       "x-amr": "hwk mfa",
     };
-    const atRoute = await envoy(forged, { keygate_resource: orders });
+    const route = { keygate_resource: orders, keygate_workspace_id: workspaceId };
+    const atRoute = await envoy(forged, route);
     expect(atRoute.allowed).toBe(true);
     expect(atRoute.set).toEqual({
       "x-workspace-id": workspaceId,
@@ -452,7 +454,7 @@ describe("machine tokens for a resource (RFC 8707)", () => {
     expect([...atRoute.removed].sort()).toEqual(
       ["x-acr", "x-amr", "x-role", "x-session-id", "x-user-id"].sort(),
     );
-    const elsewhere = await envoy(forged, { keygate_resource: invoices });
+    const elsewhere = await envoy(forged, { ...route, keygate_resource: invoices });
     expect(elsewhere.allowed).toBe(false);
     expect(elsewhere.grpcCode).toBe(16);
     // A route without a resource expects a user behind every request.
@@ -464,15 +466,54 @@ describe("machine tokens for a resource (RFC 8707)", () => {
     const noResource = await envoy({ authorization: `Bearer ${providerToken}` });
     expect(noResource.allowed).toBe(false);
     expect(noResource.body).toMatch(/route with a resource/);
-    expect(
-      (await envoy({ authorization: `Bearer ${providerToken}` }, { keygate_resource: orders }))
-        .allowed,
-    ).toBe(false);
+    expect((await envoy({ authorization: `Bearer ${providerToken}` }, route)).allowed).toBe(false);
     const wrongWorkspace = await envoy(
       { authorization: `Bearer ${token}`, "x-workspace-id": otherWorkspaceId },
-      { keygate_resource: orders },
+      route,
     );
     expect(wrongWorkspace.grpcCode).toBe(7);
+  });
+
+  it("SECURITY.md 48: another workspace's token for the same resource is refused; a question about a resource names its workspace", async () => {
+    const foreign = await machine({ workspaceId: otherWorkspaceId });
+    const configElsewhere = await configFor(
+      foreign.clientId,
+      client.ClientSecretBasic(foreign.secret),
+      otherWorkspaceId,
+    );
+    const { access_token: token } = await client.clientCredentialsGrant(configElsewhere, {
+      scope: "orders.read",
+      resource: orders,
+    });
+    const ours = { resource: orders, workspaceId };
+    expect((await introspection.introspect({ token, ...ours }, asRoot())).active).toBe(false);
+    // A deployment-wide key must say which workspace; a scoped key's is its own.
+    const unscoped = await introspection
+      .introspect({ token, resource: orders }, asRoot())
+      .catch((e: unknown) => e);
+    expect(ConnectError.from(unscoped).code).toBe(Code.InvalidArgument);
+    expect(ConnectError.from(unscoped).message).toMatch(/workspace_id/);
+    const scoped = await admin.createAdminKey(
+      { name: "orders gateway", workspaceId, introspect: true, role: AdminKeyRole.READ_ONLY },
+      asRoot(),
+    );
+    const byScoped = await introspection.introspect(
+      { token, resource: orders },
+      bearer(scoped.secret),
+    );
+    expect(byScoped.active).toBe(false);
+    const envoy = envoyChecker(keygate.url, rootKey);
+    const headers = { authorization: `Bearer ${token}` };
+    const pinned = { keygate_resource: orders, keygate_workspace_id: workspaceId };
+    expect((await envoy(headers, pinned)).allowed).toBe(false);
+    await expect(envoy(headers, { keygate_resource: orders })).rejects.toMatchObject({
+      code: Code.InvalidArgument,
+    });
+    const scopedEnvoy = envoyChecker(keygate.url, scoped.secret);
+    expect((await scopedEnvoy(headers, { keygate_resource: orders })).allowed).toBe(false);
+    // The token is good where it belongs.
+    const theirs = { keygate_resource: orders, keygate_workspace_id: otherWorkspaceId };
+    expect((await envoy(headers, theirs)).allowed).toBe(true);
   });
 
   it("keygate/verify's middleware and interceptor let clients through only when asked", async () => {
@@ -530,7 +571,7 @@ describe("machine tokens for a resource (RFC 8707)", () => {
     const { access_token: token } = await tokenFor(registered, orders);
     const atPeer = await verifierAt(peer.url, orders);
     const peerEnvoy = envoyChecker(peer.url, rootKey);
-    const route = { keygate_resource: orders };
+    const route = { keygate_resource: orders, keygate_workspace_id: workspaceId };
     expect((await atPeer.verifyUserOrClient(token)).kind).toBe("client");
     expect((await peerEnvoy({ authorization: `Bearer ${token}` }, route)).allowed).toBe(true);
     await admin.deleteOAuthClient({ workspaceId, clientId: registered.clientId }, asRoot());
@@ -738,6 +779,43 @@ describe("refusals", () => {
       { redirect: "manual" },
     );
     expect(authorize.status).toBe(400);
+  });
+
+  it("a client with both flows keeps its API scopes to itself: a user's grant has none of them", async () => {
+    const both = await admin.createOAuthClient(
+      {
+        workspaceId,
+        name: "Both",
+        confidential: true,
+        redirectUris: ["http://127.0.0.1:9/cb"],
+        grantTypes: ["authorization_code", "refresh_token", "client_credentials"],
+        scopes: ["openid", "email", "orders.read"],
+      },
+      asRoot(),
+    );
+    const authorizeWith = (scope: string) =>
+      fetch(
+        `${issuerOf(workspaceId)}/oauth2/authorize?${new URLSearchParams({
+          response_type: "code",
+          client_id: both.client?.clientId as string,
+          redirect_uri: "http://127.0.0.1:9/cb",
+          code_challenge: "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM",
+          code_challenge_method: "S256",
+          scope,
+        })}`,
+        { redirect: "manual" },
+      );
+    const refused = new URL(
+      (await authorizeWith("openid orders.read")).headers.get("location") ?? "",
+    );
+    expect(refused.searchParams.get("error")).toBe("invalid_scope");
+    const asked = new URL((await authorizeWith("openid email")).headers.get("location") ?? "");
+    expect(asked.searchParams.get("error")).toBeNull();
+    const own = await tokenRequest(
+      { grant_type: "client_credentials" },
+      { basic: [both.client?.clientId as string, both.clientSecret] },
+    );
+    expect(own).toMatchObject({ status: 200, body: { scope: "orders.read" } });
   });
 
   it("a scope beyond the registration, or a user's scope: invalid_scope", async () => {

@@ -7,6 +7,7 @@ import { AdminService } from "../gen/keygate/v1/admin_service_pb.js";
 import { AuthService } from "../gen/keygate/v1/auth_service_pb.js";
 import { OAuthService } from "../gen/keygate/v1/oauth_service_pb.js";
 import { TokenIntrospectionService } from "../gen/keygate/v1/token_introspection_service_pb.js";
+import { AdminKeyRole } from "../gen/keygate/v1/types_pb.js";
 import { withTenant } from "../src/db/with-tenant.js";
 import { maxDynamicClients } from "../src/domain/oauth/registration.js";
 import { insertOAuthClient } from "../src/repositories/oauth-clients.js";
@@ -232,7 +233,14 @@ describe("RFC 8707 resource indicators", () => {
     const clientId = config.clientMetadata().client_id;
     const sub = decodeJwt(token).sub as string;
 
-    const rpc = await introspection.introspect({ token, resource: calendar }, asRoot());
+    // The calendar's gateway holds a key scoped to the workspace, whose tokens it takes.
+    const gateway = (
+      await admin.createAdminKey(
+        { name: "calendar gateway", workspaceId, introspect: true, role: AdminKeyRole.READ_ONLY },
+        asRoot(),
+      )
+    ).secret;
+    const rpc = await introspection.introspect({ token, resource: calendar }, bearer(gateway));
     expect(rpc).toMatchObject({
       active: true,
       sub,
@@ -243,13 +251,16 @@ describe("RFC 8707 resource indicators", () => {
       role: "member",
     });
     for (const other of [payroll, `${calendar}/`, ""]) {
-      const answer = await introspection.introspect({ token, resource: other }, asRoot());
+      const answer = await introspection.introspect(
+        { token, resource: other, workspaceId },
+        asRoot(),
+      );
       expect(answer.active, other).toBe(false);
     }
     const form = async (body: Record<string, string>) => {
       const res = await fetch(`${keygate.url}/oauth2/introspect`, {
         method: "POST",
-        headers: { authorization: `Bearer ${rootKey}` },
+        headers: { authorization: `Bearer ${gateway}` },
         body: new URLSearchParams(body),
       });
       return { status: res.status, body: (await res.json()) as Record<string, unknown> };
@@ -271,14 +282,14 @@ describe("RFC 8707 resource indicators", () => {
     // Keygate itself is no resource, and the field says what is wrong.
     for (const resource of [keygate.config.audience, issuerOf(workspaceId), "not a uri"]) {
       const refused = await introspection
-        .introspect({ token, resource }, asRoot())
+        .introspect({ token, resource }, bearer(gateway))
         .catch((e: unknown) => e);
       expect(refused, resource).toMatchObject({ code: 3 });
       expect(String(refused), resource).toMatch(/resource/);
       expect((await form({ token, resource })).body.error, resource).toBe("invalid_request");
     }
 
-    const envoy = envoyChecker(keygate.url, rootKey);
+    const envoy = envoyChecker(keygate.url, gateway);
     const spoofed = { authorization: `Bearer ${token}`, "x-client-id": "kgc_forged" };
     const atCalendar = await envoy(spoofed, { keygate_resource: calendar });
     expect(atCalendar.allowed).toBe(true);
@@ -323,6 +334,28 @@ describe("RFC 8707 resource indicators", () => {
     await atPayroll.verify(tokens.access_token);
   });
 
+  it("a code exchange may narrow to one resource; a refresh may still ask for any of the grant's", async () => {
+    const config = await firstPartyClient();
+    const flow = await grant(config, await user(), {
+      resource: [calendar, payroll],
+      scope: "offline_access",
+    });
+    if (flow.requestId === null) throw new Error(`refused: ${flow.refused}`);
+    const tokens = await client.authorizationCodeGrant(
+      config,
+      flow.callback,
+      { pkceCodeVerifier: flow.verifier, idTokenExpected: false },
+      { resource: calendar },
+    );
+    expect(decodeJwt(tokens.access_token).aud).toBe(calendar);
+    const forPayroll = await client.refreshTokenGrant(config, tokens.refresh_token as string, {
+      resource: payroll,
+    });
+    expect(decodeJwt(forPayroll.access_token).aud).toBe(payroll);
+    const forBoth = await client.refreshTokenGrant(config, forPayroll.refresh_token as string);
+    expect(decodeJwt(forBoth.access_token).aud).toEqual([calendar, payroll]);
+  });
+
   it("a code exchange may not name a resource outside the authorization", async () => {
     const config = await firstPartyClient();
     const flow = await grant(config, await user(), { resource: calendar });
@@ -360,6 +393,15 @@ describe("RFC 8707 resource indicators", () => {
       `${keygate.config.issuer}/x/../w/${workspaceId}`,
       `${keygate.config.issuer}//w/${workspaceId}`,
       `${keygate.config.issuer}/api`,
+      // Not written as URIs: spaces, controls, line breaks and direction marks would reach the
+      // consent screen as they are; and schemes without their authority.
+      " https://calendar.example.com/api",
+      "https://calendar.example.com/a\tpi",
+      "https://calendar.example.com/\r\n\r\nAllow full access",
+      "https://calendar.example.com/\u202emoc.elpmaxe",
+      "https://calendar.example.com/\u00e9",
+      "https:calendar.example.com/api",
+      "https:///api",
     ]) {
       const flow = await grant(config, email, { resource });
       expect(flow.requestId, resource).toBeNull();
@@ -370,6 +412,25 @@ describe("RFC 8707 resource indicators", () => {
     const six = Array.from({ length: 6 }, (_, i) => `https://r${i}.example.com`);
     const flow = await grant(config, email, { resource: six });
     expect(flow.requestId).toBeNull();
+    // Five long ones would make a token longer than Introspect reads: 2,048 characters in all.
+    const long = Array.from(
+      { length: 2 },
+      (_, i) => `https://r${i}.example.com/${"a".repeat(1020)}`,
+    );
+    const tooLong = await grant(config, email, { resource: long });
+    expect(tooLong.refused?.searchParams.get("error_description")).toMatch(/2048/);
+    expect((await grant(config, email, { resource: long.slice(0, 1) })).requestId).not.toBeNull();
+  });
+
+  it("SECURITY.md 47: keygate/verify is not built for a resource no token can be issued for", async () => {
+    for (const resource of [
+      issuerOf(workspaceId),
+      `${keygate.config.issuer}/api`,
+      "keygate",
+      "https://calendar.example.com/ api",
+    ]) {
+      expect(() => verifierFor(resource), resource).toThrow(TypeError);
+    }
   });
 
   it("keygate/verify without a resource refuses every client token", async () => {

@@ -177,8 +177,7 @@ describe("the client packages", () => {
         files.filter(
           (f) =>
             !/^(dist\/(src\/(client|verify)|gen)\/|[A-Z]|package\.json$)/.test(f) &&
-            f !== "dist/src/revocation-set.js" &&
-            f !== "dist/src/revocation-set.d.ts",
+            !/^dist\/src\/(revocation-set|resource-identifiers)\.(js|d\.ts)$/.test(f),
         ),
       ).toEqual([]);
     }

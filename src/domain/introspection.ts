@@ -11,11 +11,11 @@ import {
   findRefreshTokenState,
   revokeSession,
 } from "../repositories/sessions.js";
-import { actorOf, type Caller, requireIntrospect } from "./admin-auth.js";
+import { resourceProblem } from "../resource-identifiers.js";
+import { actorOf, type Caller, callerWorkspace, requireIntrospect } from "./admin-auth.js";
 import { acrOf, amrOf } from "./amr.js";
 import { audit } from "./audit.js";
 import type { RequestMeta } from "./deps.js";
-import { resourceProblem } from "./oauth/resources.js";
 import type { RevocableToken } from "./revocations.js";
 import type { CheckedToken } from "./signing-keys.js";
 import { Violations } from "./validate.js";
@@ -31,6 +31,12 @@ export interface IntrospectionRequest {
   readonly token: string;
   readonly hint: TokenTypeHint;
   readonly resource?: string | null;
+  /**
+   * The workspace whose tokens for the resource are asked about. A resource identifier is
+   * no workspace's own (a member of any workspace could ask for tokens naming it), so a
+   * question about one needs a workspace: this one, or the caller's key's.
+   */
+  readonly workspaceId?: string | null;
 }
 
 /** RFC 7662: an active token's claims, or only `active: false`. */
@@ -117,7 +123,7 @@ export class Introspector {
 
   async introspect(caller: Caller, request: IntrospectionRequest): Promise<Introspection> {
     requireIntrospect(caller);
-    this.validRequests([request], () => "");
+    this.validRequests(caller, [request], () => "");
     return this.check(caller, request);
   }
 
@@ -130,7 +136,7 @@ export class Introspector {
     if (requests.length > maxBatchTokens) {
       new Violations().add("tokens", `holds more than ${maxBatchTokens} tokens`).throwIfAny();
     }
-    this.validRequests(requests, (i) => `tokens[${i}].`);
+    this.validRequests(caller, requests, (i) => `tokens[${i}].`);
     return Promise.all(requests.map((r) => this.check(caller, r)));
   }
 
@@ -145,7 +151,7 @@ export class Introspector {
     request: { token: string; hint: TokenTypeHint },
   ): Promise<void> {
     requireIntrospect(caller);
-    this.validRequests([request], () => "");
+    this.validRequests(caller, [request], () => "");
     const target = await this.sessionOf(request.token);
     if (!target) return;
     if (caller.kind === "admin_key" && caller.workspaceId !== null) {
@@ -187,8 +193,11 @@ export class Introspector {
       ? await this.checkRefreshToken(token)
       : await this.checkAccessToken(token, resource);
     if (!found.active) return inactive;
-    if (caller.kind === "admin_key" && caller.workspaceId !== null) {
-      if (caller.workspaceId !== found.workspaceId) return inactive;
+    for (const pinned of [
+      callerWorkspace(caller),
+      resource === null ? null : request.workspaceId,
+    ]) {
+      if (pinned && pinned !== found.workspaceId) return inactive;
     }
     return found;
   }
@@ -315,8 +324,12 @@ export class Introspector {
     };
   }
 
-  /** Each token present and not too long; each resource one a token could be issued for. */
+  /**
+   * Each token present and not too long; each resource one a token could be issued for, and
+   * asked about for a workspace (the key's, or the request's).
+   */
   private validRequests(
+    caller: Caller,
     requests: readonly IntrospectionRequest[],
     prefix: (i: number) => string,
   ): void {
@@ -324,8 +337,16 @@ export class Introspector {
     const keygate = { audience: this.deps.audience, issuerBase: this.deps.issuer };
     requests.forEach((r, i) => {
       v.required(`${prefix(i)}token`, r.token, maxTokenLength);
-      const problem = r.resource ? resourceProblem(r.resource, keygate) : null;
+      if (!r.resource) return;
+      const problem = resourceProblem(r.resource, keygate);
       if (problem !== null) v.add(`${prefix(i)}resource`, problem);
+      if (r.workspaceId) v.uuid(`${prefix(i)}workspace_id`, r.workspaceId);
+      else if (callerWorkspace(caller) === null) {
+        v.add(
+          `${prefix(i)}workspace_id`,
+          "is required with a resource when the key is not scoped to a workspace",
+        );
+      }
     });
     v.throwIfAny();
   }

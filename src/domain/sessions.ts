@@ -135,8 +135,12 @@ export async function openSession(
     settings: WorkspaceSettings;
     /** How the user proved who they are, for the session and each of its tokens. */
     amr: readonly Amr[];
-    /** A grant of the OpenID Provider (its client, the browser session it hangs from). */
-    grant?: GrantOfSession;
+    /**
+     * A grant of the OpenID Provider (its client, the browser session it hangs from, the
+     * resources it was made for), and the resources its first access token is for: some of
+     * those (RFC 8707 section 2.2), while a refresh may still ask for any of the grant's.
+     */
+    grant?: GrantOfSession & { readonly tokenResources: readonly string[] };
   },
 ): Promise<TokenDraft> {
   // The caller read the membership already; read it again under a share lock, so that a
@@ -182,7 +186,7 @@ export async function openSession(
           grant: {
             clientId: input.grant.clientId,
             scopes: input.grant.scopes,
-            resources: input.grant.resources,
+            resources: input.grant.tokenResources,
           },
         }
       : {}),

@@ -79,6 +79,11 @@ type IdentityHeader = (typeof identityHeaders)[number];
  * others; a route without one takes Keygate's own sessions' tokens.
  */
 export const resourceExtension = "keygate_resource";
+/**
+ * With a resource, the workspace whose tokens the route takes (`keygate_workspace_id`); it may
+ * be left out when the filter's admin key is scoped to one workspace.
+ */
+export const workspaceExtension = "keygate_workspace_id";
 
 /**
  * envoy.service.auth.v3.Authorization for Envoy's ext_authz filter: the request's bearer
@@ -105,11 +110,13 @@ export function envoyAuthorizationHandlers(
       if (token.length > maxTokenLength || isOpaqueToken("refresh", token)) {
         return unauthorized("the access token is invalid");
       }
-      const resource = req.attributes?.contextExtensions[resourceExtension] || null;
+      const extensions = req.attributes?.contextExtensions ?? {};
+      const resource = extensions[resourceExtension] || null;
       const result = await introspector.introspect(caller, {
         token,
         hint: "access_token",
         resource,
+        workspaceId: extensions[workspaceExtension] || null,
       });
       if (!result.active) return unauthorized("the access token is invalid, expired or revoked");
       // An upstream behind a route without a resource expects a user in every request.

@@ -33,6 +33,7 @@ const requestOf = (r: IntrospectRequest) => ({
   token: r.token,
   hint: hints[r.tokenTypeHint] ?? null,
   resource: r.resource,
+  workspaceId: r.workspaceId,
 });
 
 /** RFC 7662 shape: an inactive token answers active=false and nothing else. */

@@ -80,6 +80,7 @@ export function oauthEndpoints(
         hint: (hint === "access_token" || hint === "refresh_token" ? hint : null) as TokenTypeHint,
         // Keygate's extension: the RFC 8707 resource the caller protects (docs/introspection.md).
         resource: single(form, "resource"),
+        workspaceId: single(form, "workspace_id"),
       },
     };
   }

@@ -13,6 +13,7 @@ import {
   RevocationKind,
   TokenIntrospectionService,
 } from "../../gen/keygate/v1/token_introspection_service_pb.js";
+import { resourceProblem } from "../resource-identifiers.js";
 import { type Revocation, type RevocationKindName, RevocationSet } from "../revocation-set.js";
 import {
   type VerifiedCaller,
@@ -74,6 +75,10 @@ export class Verifier {
     if (resource !== undefined) {
       if (workspaceId === undefined)
         throw new TypeError("a verifier with a resource needs workspaceId");
+      // One the provider would never issue a token for: Keygate itself (its issuer's origin,
+      // where the provider's own tokens point), or no proper https URI.
+      const problem = resourceProblem(resource, { audience: options.audience, issuerBase: issuer });
+      if (problem !== null) throw new TypeError(`resource ${problem}`);
       // Introspect answers for Keygate's own sessions' tokens only.
       if (options.whenStale === "introspect") {
         throw new TypeError('whenStale "introspect" is not available with a resource');

@@ -265,6 +265,42 @@ describe("SECURITY.md 22: random, malformed and oversized input to every RPC", {
     }
   });
 
+  it("bytes that do not decompress, or a compressed frame with no encoding, are INVALID_ARGUMENT", async () => {
+    const garbage = Buffer.from([1, 2, 3, 4, 5, 6, 7, 8]);
+    const path = "keygate.v1.AuthService/Login";
+    for (const encoding of ["br", "gzip"]) {
+      const connect = await post(path, "application/json", garbage, {
+        "content-encoding": encoding,
+      });
+      expect(connect, encoding).toEqual({ status: 400, code: "invalid_argument" });
+    }
+    const grpcStatus = (headers: Record<string, string>, flag: number) => {
+      const session = http2.connect(keygate.url);
+      const frame = Buffer.concat([Buffer.from([flag, 0, 0, 0, garbage.length]), garbage]);
+      return new Promise<string>((resolve, reject) => {
+        const stream = session.request({
+          ":method": "POST",
+          ":path": `/${path}`,
+          "content-type": "application/grpc+proto",
+          te: "trailers",
+          ...headers,
+        });
+        let seen = "";
+        stream.on("response", (h) => {
+          seen = String(h["grpc-status"] ?? "");
+        });
+        stream.on("trailers", (t) => resolve(String(t["grpc-status"] ?? seen)));
+        stream.on("end", () => resolve(seen));
+        stream.on("error", reject);
+        stream.resume();
+        stream.end(frame);
+      }).finally(() => session.close());
+    };
+    expect(await grpcStatus({ "grpc-encoding": "br" }, 1)).toBe("3");
+    expect(await grpcStatus({ "grpc-encoding": "gzip" }, 1)).toBe("3");
+    expect(await grpcStatus({}, 1)).toBe("3");
+  });
+
   it("an oversized message is RESOURCE_EXHAUSTED on every RPC, over JSON and binary", async () => {
     for (const { service, method } of unary) {
       const path = `${service.typeName}/${method.name}`;

@@ -23,7 +23,7 @@ import {
 import { consentNeeded } from "./consents.js";
 import { OAuthProtocolError } from "./errors.js";
 import { parseResources } from "./resources.js";
-import { parseScope } from "./scopes.js";
+import { parseScope, supportedScopes } from "./scopes.js";
 
 /**
  * The authorization endpoint (RFC 6749 section 4.1, OpenID Connect Core 3.1.2) and the
@@ -169,7 +169,9 @@ export async function authorize(
     return refuse("invalid_request", "code_challenge must be a base64url SHA-256 (43 characters)");
   }
   const scopes = parseScope(get("scope"));
-  const unknown = scopes.filter((s) => !client.scopes.includes(s));
+  // A user grants what the provider knows about users; an API's own scopes (a client's with
+  // client_credentials) are the client's, never a user's to hand out.
+  const unknown = scopes.filter((s) => !client.scopes.includes(s) || !supportedScopes.includes(s));
   if (unknown.length > 0) {
     return refuse("invalid_scope", `this client may not ask for: ${unknown.join(" ")}`);
   }

@@ -166,7 +166,8 @@ export async function exchangeCode(
         parentSessionId: parent.id,
         scopes: code.scopes,
         authTime: new Date(parent.auth_time),
-        resources: narrowResources(code.resources, form.resources),
+        resources: code.resources,
+        tokenResources: narrowResources(code.resources, form.resources),
       },
     });
     await markOAuthCodeUsed(tx, { workspaceId, codeHash, grantSessionId: draft.sessionId, now });
