@@ -460,6 +460,19 @@ describe("RFC 7591 dynamic registration", () => {
       headers: { "content-type": type },
       body: typeof body === "string" ? body : JSON.stringify(body),
     });
+  /** A new workspace that allows dynamic registration. */
+  const openForRegistration = async (name: string) => {
+    const created = await admin.createWorkspace(
+      { name, slug: `${name.toLowerCase().replace(/\W+/g, "-")}-${Date.now()}` },
+      asRoot(),
+    );
+    const id = created.workspace?.id as string;
+    await admin.updateWorkspaceSettings(
+      { workspaceId: id, settings: { oauthDynamicRegistration: true } },
+      asRoot(),
+    );
+    return id;
+  };
   const discovery = async (id: string) =>
     (await fetch(`${issuerOf(id)}/.well-known/openid-configuration`)).json();
 
@@ -537,15 +550,7 @@ describe("RFC 7591 dynamic registration", () => {
   });
 
   it("SECURITY.md 47: a workspace holds at most 1,000 self-registered clients, however many register at once", async () => {
-    const created = await admin.createWorkspace(
-      { name: "Crowded", slug: `crowded-${Date.now()}` },
-      asRoot(),
-    );
-    const id = created.workspace?.id as string;
-    await admin.updateWorkspaceSettings(
-      { workspaceId: id, settings: { oauthDynamicRegistration: true } },
-      asRoot(),
-    );
+    const id = await openForRegistration("Crowded");
     // 997 registered earlier (written as registration writes them), room for three more.
     await withTenant(keygate.database.pool, id, async (tx) => {
       for (let i = 0; i < maxDynamicClients - 3; i++) {
@@ -594,15 +599,7 @@ describe("RFC 7591 dynamic registration", () => {
   });
 
   it("refuses metadata it will not register, with RFC 7591's errors", async () => {
-    const created = await admin.createWorkspace(
-      { name: "Registration 2", slug: `reg2-${Date.now()}` },
-      asRoot(),
-    );
-    const id = created.workspace?.id as string;
-    await admin.updateWorkspaceSettings(
-      { workspaceId: id, settings: { oauthDynamicRegistration: true } },
-      asRoot(),
-    );
+    const id = await openForRegistration("Registration 2");
     const cases: [unknown, string][] = [
       [{}, "invalid_redirect_uri"],
       [{ redirect_uris: ["http://app.example.com/cb"] }, "invalid_redirect_uri"],

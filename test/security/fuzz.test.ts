@@ -66,6 +66,38 @@ async function post(path: string, contentType: string, body: Uint8Array | string
 
 const forbidden = ["internal", "unknown"];
 
+/** A gRPC unary call over raw h2c with the given frame bytes; answers its grpc-status. */
+async function grpcStatusOf(
+  url: string,
+  path: string,
+  headers: Record<string, string>,
+  frame: Buffer,
+): Promise<string> {
+  const session = http2.connect(url);
+  try {
+    return await new Promise<string>((resolve, reject) => {
+      const stream = session.request({
+        ":method": "POST",
+        ":path": path,
+        "content-type": "application/grpc+proto",
+        te: "trailers",
+        ...headers,
+      });
+      let seen = "";
+      stream.on("response", (h) => {
+        seen = String(h["grpc-status"] ?? "");
+      });
+      stream.on("trailers", (t) => resolve(String(t["grpc-status"] ?? seen)));
+      stream.on("end", () => resolve(seen));
+      stream.on("error", reject);
+      stream.resume();
+      stream.end(frame);
+    });
+  } finally {
+    session.close();
+  }
+}
+
 /** Random values of a message's fields, nested messages to a small depth. */
 function messageArb(desc: DescMessage, depth = 0): fc.Arbitrary<Record<string, unknown>> {
   const fields: Record<string, fc.Arbitrary<unknown>> = {};
@@ -236,30 +268,8 @@ describe("SECURITY.md 22: random, malformed and oversized input to every RPC", {
       const trailers = Buffer.from(await web.arrayBuffer()).toString("latin1");
       expect(`${web.headers.get("grpc-status") ?? ""}${trailers}`).toMatch(/grpc-status:? ?3\b/);
 
-      const session = http2.connect(big.url);
-      try {
-        const status = await new Promise<string>((resolve, reject) => {
-          const stream = session.request({
-            ":method": "POST",
-            ":path": path,
-            "content-type": "application/grpc+proto",
-            te: "trailers",
-            ...auth,
-          });
-          let seen = "";
-          stream.on("response", (h) => {
-            seen = String(h["grpc-status"] ?? "");
-          });
-          stream.on("trailers", (t) => resolve(String(t["grpc-status"] ?? seen)));
-          stream.on("end", () => resolve(seen));
-          stream.on("error", reject);
-          stream.resume();
-          stream.end(envelope);
-        });
-        expect(status).toBe("3");
-      } finally {
-        session.close();
-      }
+      const status = await grpcStatusOf(big.url, path, auth, envelope);
+      expect(status).toBe("3");
     } finally {
       await big.stop();
     }
@@ -274,28 +284,13 @@ describe("SECURITY.md 22: random, malformed and oversized input to every RPC", {
       });
       expect(connect, encoding).toEqual({ status: 400, code: "invalid_argument" });
     }
-    const grpcStatus = (headers: Record<string, string>, flag: number) => {
-      const session = http2.connect(keygate.url);
-      const frame = Buffer.concat([Buffer.from([flag, 0, 0, 0, garbage.length]), garbage]);
-      return new Promise<string>((resolve, reject) => {
-        const stream = session.request({
-          ":method": "POST",
-          ":path": `/${path}`,
-          "content-type": "application/grpc+proto",
-          te: "trailers",
-          ...headers,
-        });
-        let seen = "";
-        stream.on("response", (h) => {
-          seen = String(h["grpc-status"] ?? "");
-        });
-        stream.on("trailers", (t) => resolve(String(t["grpc-status"] ?? seen)));
-        stream.on("end", () => resolve(seen));
-        stream.on("error", reject);
-        stream.resume();
-        stream.end(frame);
-      }).finally(() => session.close());
-    };
+    const grpcStatus = (headers: Record<string, string>, flag: number) =>
+      grpcStatusOf(
+        keygate.url,
+        `/${path}`,
+        headers,
+        Buffer.concat([Buffer.from([flag, 0, 0, 0, garbage.length]), garbage]),
+      );
     expect(await grpcStatus({ "grpc-encoding": "br" }, 1)).toBe("3");
     expect(await grpcStatus({ "grpc-encoding": "gzip" }, 1)).toBe("3");
     expect(await grpcStatus({}, 1)).toBe("3");
