@@ -103,10 +103,11 @@ const spentCodeRow = membershipRow.pick({ role: true, status: true }).extend({
 /**
  * Spends a code on its grant in one statement. The membership is share-locked first (as
  * lockMembershipForSession does: a demotion or removal racing this waits for the
- * transaction, or was seen); only when it is active are the grant's session (insertSession)
- * and its first refresh token (insertRefreshToken) written, the code marked used with that
- * session, and `audit` written naming it. Answers the membership's role and status and the
- * new session's id (null: nothing was written), or null when there is no membership.
+ * transaction, or was seen); only when it is active, and the code is the workspace's and
+ * unspent, are the grant's session (insertSession) and its first refresh token
+ * (insertRefreshToken) written, the code marked used with that session, and `audit` written
+ * naming it. Answers the membership's role and status and the new session's id (null:
+ * nothing was written), or null when there is no membership.
  */
 export async function spendOAuthCode(
   db: CommonQueryMethods,
@@ -147,7 +148,10 @@ export async function spendOAuthCode(
              ${sql.array([...s.amr], "text")}, ${s.grant.clientId}::text,
              ${s.grant.parentSessionId}::uuid, ${sql.array([...s.grant.scopes], "text")},
              ${sql.timestamp(s.grant.authTime)}, ${sql.array([...s.grant.resources], "text")}
-      FROM m WHERE m.status = 'active'
+      FROM m WHERE m.status = 'active' AND EXISTS (
+        SELECT 1 FROM oauth_codes
+        WHERE workspace_id = ${s.workspaceId} AND code_hash = ${sql.binary(input.codeHash)}
+          AND used_at IS NULL)
       RETURNING id
     ), r AS (
       INSERT INTO refresh_tokens (workspace_id, session_id, token_hash, parent_id, created_at)
