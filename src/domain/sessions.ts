@@ -123,74 +123,110 @@ function accessExpiry(now: Date, settings: Pick<WorkspaceSettings, "access_token
   return addSeconds(now, settings.access_token_ttl_seconds + signingAllowanceSeconds);
 }
 
-/** Opens a session with its first refresh token, inside the caller's tenant transaction. */
-export async function openSession(
-  tx: DatabaseTransactionConnection,
-  deps: AuthDeps,
+interface SessionInput {
+  workspaceId: string;
+  userId: string;
+  role: Role;
+  settings: WorkspaceSettings;
+  /** How the user proved who they are, for the session and each of its tokens. */
+  amr: readonly Amr[];
+  /**
+   * A grant of the OpenID Provider (its client, the browser session it hangs from, the
+   * resources it was made for), and the resources its first access token is for when only
+   * some of those (RFC 8707 section 2.2); a refresh may still ask for any of the grant's.
+   */
+  grant?: GrantOfSession & { readonly tokenResources?: readonly string[] };
+}
+
+/**
+ * What opening a session writes, decided before the statements that write it: its times, and
+ * its first refresh token with the keyed hash that is kept of it.
+ */
+export function planSession<I extends SessionInput>(
+  deps: Pick<AuthDeps, "clock" | "tokenSecret">,
   meta: RequestMeta,
-  input: {
-    workspaceId: string;
-    userId: string;
-    role: Role;
-    settings: WorkspaceSettings;
-    /** How the user proved who they are, for the session and each of its tokens. */
-    amr: readonly Amr[];
-    /**
-     * A grant of the OpenID Provider (its client, the browser session it hangs from, the
-     * resources it was made for), and the resources its first access token is for: some of
-     * those (RFC 8707 section 2.2), while a refresh may still ask for any of the grant's.
-     */
-    grant?: GrantOfSession & { readonly tokenResources: readonly string[] };
-  },
-): Promise<TokenDraft> {
-  // The caller read the membership already; read it again under a share lock, so that a
-  // demotion or removal racing this sign-in either happened before (and is seen here) or
-  // waits for this transaction (and its cut-off, later than readAt, ends the new token).
-  const member = await lockMembershipForSession(tx, input.workspaceId, input.userId);
-  if (member?.status !== "active")
-    throw new UnavailableError("the membership changed while signing in; retry");
+  input: I,
+) {
   const now = deps.clock.now();
   const idleExpiresAt = addSeconds(now, input.settings.refresh_idle_timeout_seconds);
-  const session = await insertSession(tx, {
-    workspaceId: input.workspaceId,
-    userId: input.userId,
-    ipAddress: meta.ipAddress,
-    userAgent: meta.userAgent?.slice(0, 512) ?? null,
-    now,
-    idleExpiresAt,
-    expiresAt: addSeconds(now, input.settings.session_lifetime_seconds),
-    accessExpiresAt: accessExpiry(now, input.settings),
-    amr: input.amr,
-    ...(input.grant ? { grant: input.grant } : {}),
-  });
   const refreshToken = newOpaqueToken("refresh");
-  await insertRefreshToken(tx, {
-    workspaceId: input.workspaceId,
-    sessionId: session.id,
-    hash: opaqueHash(deps.tokenSecret, "refresh", refreshToken),
-    parentId: null,
-    now,
-  });
   return {
+    input,
     refreshToken,
-    refreshTokenExpiresAt: refreshExpiry(session, idleExpiresAt),
-    sessionId: session.id,
+    refreshTokenHash: opaqueHash(deps.tokenSecret, "refresh", refreshToken),
+    session: {
+      workspaceId: input.workspaceId,
+      userId: input.userId,
+      ipAddress: meta.ipAddress,
+      userAgent: meta.userAgent?.slice(0, 512) ?? null,
+      now,
+      idleExpiresAt,
+      expiresAt: addSeconds(now, input.settings.session_lifetime_seconds),
+      accessExpiresAt: accessExpiry(now, input.settings),
+      amr: input.amr,
+      ...(input.grant ? { grant: input.grant } : {}),
+    },
+  };
+}
+
+/** The token draft of a session opened by its plan, with the membership's role as locked. */
+export function sessionDraft(
+  plan: ReturnType<typeof planSession>,
+  sessionId: string,
+  role: Role,
+): TokenDraft {
+  const { input, session } = plan;
+  return {
+    refreshToken: plan.refreshToken,
+    refreshTokenExpiresAt: refreshExpiry(
+      { expires_at: session.expiresAt.getTime() },
+      session.idleExpiresAt,
+    ),
+    sessionId,
     userId: input.userId,
     workspaceId: input.workspaceId,
-    role: member.role,
+    role,
     amr: amrOf(input.amr),
     accessTokenTtlSeconds: input.settings.access_token_ttl_seconds,
-    readAt: now,
+    readAt: session.now,
     ...(input.grant
       ? {
           grant: {
             clientId: input.grant.clientId,
             scopes: input.grant.scopes,
-            resources: input.grant.tokenResources,
+            resources: input.grant.tokenResources ?? input.grant.resources,
           },
         }
       : {}),
   };
+}
+
+/** Thrown when the membership a sign-in read is no longer active under its lock. */
+export const membershipChanged = () =>
+  new UnavailableError("the membership changed while signing in; retry");
+
+/** Opens a session with its first refresh token, inside the caller's tenant transaction. */
+export async function openSession(
+  tx: DatabaseTransactionConnection,
+  deps: AuthDeps,
+  meta: RequestMeta,
+  input: SessionInput,
+): Promise<TokenDraft> {
+  // The caller read the membership already; read it again under a share lock, so that a
+  // demotion or removal racing this sign-in either happened before (and is seen here) or
+  // waits for this transaction (and its cut-off, later than readAt, ends the new token).
+  const member = await lockMembershipForSession(tx, input.workspaceId, input.userId);
+  if (member?.status !== "active") throw membershipChanged();
+  const plan = planSession(deps, meta, input);
+  const session = await insertSession(tx, plan.session);
+  await insertRefreshToken(tx, {
+    workspaceId: input.workspaceId,
+    sessionId: session.id,
+    hash: plan.refreshTokenHash,
+    parentId: null,
+    now: plan.session.now,
+  });
+  return sessionDraft(plan, session.id, member.role);
 }
 
 type RefreshOutcome =

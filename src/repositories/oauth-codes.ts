@@ -1,6 +1,9 @@
 import type { CommonQueryMethods } from "slonik";
 import { z } from "zod";
 import { sql, voidRow } from "../db/sql.js";
+import { type AuditEventInput, auditEventColumns, auditEventValues } from "./audit.js";
+import { membershipRow } from "./memberships.js";
+import { type GrantOfSession, liveBrowserSession } from "./sessions.js";
 
 export const oauthCodeRow = z.object({
   workspace_id: z.string(),
@@ -50,16 +53,121 @@ export async function insertOAuthCode(
             ${sql.array([...input.resources], "text")})`);
 }
 
-/** The code, locked: concurrent exchanges of one code run one after the other. */
-export async function lockOAuthCode(
+export const oauthCodeExchangeRow = oauthCodeRow.extend({
+  /** The browser session the code hangs from, when it is still live (findLiveBrowserSession). */
+  parent_id: z.string().nullable(),
+  parent_auth_time: z.number().nullable(),
+  parent_amr: z.array(z.string()).nullable(),
+  /** The workspace's settings; null when the workspace is gone. */
+  workspace_settings: z.record(z.string(), z.unknown()).nullable(),
+  /** The user's address, for the ID token's email claims. */
+  user_email: z.string().nullable(),
+  user_email_verified: z.boolean().nullable(),
+});
+export type OAuthCodeExchangeRow = z.infer<typeof oauthCodeExchangeRow>;
+
+/**
+ * The code, locked (concurrent exchanges of one code run one after the other), with what its
+ * exchange goes on to read, in one round trip: the live browser session it hangs from, the
+ * workspace's settings and the user's address. Only the code is locked; the rest is read as
+ * of the statement.
+ */
+export async function lockOAuthCodeForExchange(
   db: CommonQueryMethods,
-  workspaceId: string,
-  codeHash: Buffer,
-): Promise<OAuthCodeRow | null> {
-  return db.maybeOne(sql.type(oauthCodeRow)`
-    SELECT ${columns} FROM oauth_codes
-    WHERE workspace_id = ${workspaceId} AND code_hash = ${sql.binary(codeHash)}
-    FOR UPDATE`);
+  input: { workspaceId: string; codeHash: Buffer; now: Date },
+): Promise<OAuthCodeExchangeRow | null> {
+  // Prepared (db/pool.ts): planning the joins cost more than running them.
+  return db.maybeOne(sql.prepared("lock_oauth_code_for_exchange", oauthCodeExchangeRow)`
+    SELECT c.workspace_id, c.client_id, c.parent_session_id, c.user_id, c.redirect_uri,
+           c.scopes, c.nonce, c.code_challenge, c.created_at, c.expires_at, c.used_at,
+           c.grant_session_id, c.resources,
+           p.id AS parent_id, p.auth_time AS parent_auth_time, p.amr AS parent_amr,
+           w.settings AS workspace_settings,
+           a.email AS user_email, a.email_verified AS user_email_verified
+    FROM oauth_codes c
+    LEFT JOIN LATERAL (${liveBrowserSession({
+      workspaceId: input.workspaceId,
+      sessionId: sql.identifier(["c", "parent_session_id"]),
+      now: input.now,
+    })}) p ON true
+    LEFT JOIN workspaces w ON w.id = c.workspace_id
+    LEFT JOIN users a ON a.id = c.user_id
+    WHERE c.workspace_id = ${input.workspaceId} AND c.code_hash = ${sql.binary(input.codeHash)}
+    FOR UPDATE OF c`);
+}
+
+const spentCodeRow = membershipRow.pick({ role: true, status: true }).extend({
+  session_id: z.string().nullable(),
+});
+
+/**
+ * Spends a code on its grant in one statement. The membership is share-locked first (as
+ * lockMembershipForSession does: a demotion or removal racing this waits for the
+ * transaction, or was seen); only when it is active, and the code is the workspace's and
+ * unspent, are the grant's session (insertSession) and its first refresh token
+ * (insertRefreshToken) written, the code marked used with that session, and `audit` written
+ * naming it. Answers the membership's role and status and the new session's id (null:
+ * nothing was written), or null when there is no membership.
+ */
+export async function spendOAuthCode(
+  db: CommonQueryMethods,
+  input: {
+    codeHash: Buffer;
+    codeUsedAt: Date;
+    session: {
+      workspaceId: string;
+      userId: string;
+      ipAddress: string | null;
+      userAgent: string | null;
+      now: Date;
+      idleExpiresAt: Date;
+      expiresAt: Date;
+      accessExpiresAt: Date;
+      amr: readonly string[];
+      grant: GrantOfSession;
+    };
+    refreshTokenHash: Buffer;
+    audit: Omit<AuditEventInput, "sessionId">;
+  },
+): Promise<z.infer<typeof spentCodeRow> | null> {
+  const s = input.session;
+  const now = sql.timestamp(s.now);
+  // Prepared (db/pool.ts), like lockOAuthCodeForExchange.
+  return db.maybeOne(sql.prepared("spend_oauth_code", spentCodeRow)`
+    WITH m AS (
+      SELECT role, status FROM workspace_members
+      WHERE workspace_id = ${s.workspaceId} AND user_id = ${s.userId}
+      FOR SHARE
+    ), s AS (
+      INSERT INTO sessions (workspace_id, user_id, ip_address, user_agent, created_at,
+                            last_used_at, idle_expires_at, expires_at, access_expires_at, amr,
+                            client_id, parent_session_id, scopes, auth_time, resources)
+      SELECT ${s.workspaceId}::uuid, ${s.userId}::uuid, ${s.ipAddress}::text,
+             ${s.userAgent}::text, ${now}, ${now}, ${sql.timestamp(s.idleExpiresAt)},
+             ${sql.timestamp(s.expiresAt)}, ${sql.timestamp(s.accessExpiresAt)},
+             ${sql.array([...s.amr], "text")}, ${s.grant.clientId}::text,
+             ${s.grant.parentSessionId}::uuid, ${sql.array([...s.grant.scopes], "text")},
+             ${sql.timestamp(s.grant.authTime)}, ${sql.array([...s.grant.resources], "text")}
+      FROM m WHERE m.status = 'active' AND EXISTS (
+        SELECT 1 FROM oauth_codes
+        WHERE workspace_id = ${s.workspaceId} AND code_hash = ${sql.binary(input.codeHash)}
+          AND used_at IS NULL)
+      RETURNING id
+    ), r AS (
+      INSERT INTO refresh_tokens (workspace_id, session_id, token_hash, parent_id, created_at)
+      SELECT ${s.workspaceId}::uuid, s.id, ${sql.binary(input.refreshTokenHash)}::bytea, NULL,
+             ${now}
+      FROM s
+    ), c AS (
+      UPDATE oauth_codes SET used_at = ${sql.timestamp(input.codeUsedAt)}, grant_session_id = s.id
+      FROM s
+      WHERE oauth_codes.workspace_id = ${s.workspaceId}
+        AND oauth_codes.code_hash = ${sql.binary(input.codeHash)}
+    ), a AS (
+      INSERT INTO audit_events (${auditEventColumns})
+      SELECT ${auditEventValues(input.audit, sql.fragment`s.id`)} FROM s
+    )
+    SELECT m.role, m.status, (SELECT id FROM s) AS session_id FROM m`);
 }
 
 export async function markOAuthCodeUsed(

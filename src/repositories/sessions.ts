@@ -1,4 +1,4 @@
-import type { CommonQueryMethods } from "slonik";
+import type { CommonQueryMethods, FragmentSqlToken, ValueExpression } from "slonik";
 import { z } from "zod";
 import { joined, sql, voidRow } from "../db/sql.js";
 import { membershipRow } from "./memberships.js";
@@ -339,8 +339,20 @@ export async function findLiveBrowserSession(
   db: CommonQueryMethods,
   input: { workspaceId: string; sessionId: string; now: Date },
 ): Promise<BrowserSessionRow | null> {
+  return db.maybeOne(sql.type(browserSessionRow)`${liveBrowserSession(input)}`);
+}
+
+/**
+ * The query of findLiveBrowserSession, for a statement that reads it beside other rows;
+ * `sessionId` may be a column of that statement (such as a code's parent_session_id).
+ */
+export function liveBrowserSession(input: {
+  workspaceId: string;
+  sessionId: ValueExpression;
+  now: Date;
+}): FragmentSqlToken {
   const now = sql.timestamp(input.now);
-  return db.maybeOne(sql.type(browserSessionRow)`
+  return sql.fragment`
     SELECT s.id, s.user_id, coalesce(s.auth_time, s.created_at) AS auth_time, s.amr
     FROM sessions s
     JOIN users u ON u.id = s.user_id
@@ -348,7 +360,7 @@ export async function findLiveBrowserSession(
     WHERE s.workspace_id = ${input.workspaceId} AND s.id = ${input.sessionId}
       AND s.revoked_at IS NULL AND s.client_id IS NULL
       AND s.expires_at > ${now} AND s.idle_expires_at > ${now}
-      AND NOT u.blocked AND m.status = 'active'`);
+      AND NOT u.blocked AND m.status = 'active'`;
 }
 
 const tokenSessionRow = z.object({ workspace_id: z.string(), session_id: z.string() });

@@ -4,14 +4,26 @@ import { isOpaqueToken, opaqueHash } from "../../crypto/opaque-tokens.js";
 import { withTenant } from "../../db/with-tenant.js";
 import { DomainError } from "../../errors.js";
 import { findOAuthClient, type OAuthClientRow } from "../../repositories/oauth-clients.js";
-import { lockOAuthCode, markOAuthCodeUsed } from "../../repositories/oauth-codes.js";
-import { findLiveBrowserSession, findSession, revokeSession } from "../../repositories/sessions.js";
-import { findUserById } from "../../repositories/users.js";
-import { findWorkspaceById } from "../../repositories/workspaces.js";
+import {
+  lockOAuthCodeForExchange,
+  markOAuthCodeUsed,
+  spendOAuthCode,
+} from "../../repositories/oauth-codes.js";
+import { findSession, revokeSession } from "../../repositories/sessions.js";
+import { findUserById, type UserRow } from "../../repositories/users.js";
 import { type Amr, acrOf, amrOf } from "../amr.js";
-import { audit } from "../audit.js";
+import { audit, auditEvent } from "../audit.js";
 import type { RequestMeta } from "../deps.js";
-import { authenticate, type IssuedTokens, openSession, refresh, signTokens } from "../sessions.js";
+import {
+  authenticate,
+  type IssuedTokens,
+  membershipChanged,
+  planSession,
+  refresh,
+  sessionDraft,
+  signTokens,
+  type TokenDraft,
+} from "../sessions.js";
 import { effectiveSettings } from "../settings.js";
 import { type ProviderDeps, pkceMatches, workspaceIssuer } from "./authorize.js";
 import {
@@ -80,10 +92,11 @@ export interface TokenAnswer {
 type Exchange =
   | {
       kind: "ok";
-      draft: Awaited<ReturnType<typeof openSession>>;
+      draft: TokenDraft;
       scopes: readonly string[];
       nonce: string | null;
       authTime: number;
+      user: IdTokenUser | null;
     }
   | { kind: "reused" }
   | { kind: "invalid"; description: string };
@@ -108,7 +121,10 @@ export async function exchangeCode(
   const codeHash = opaqueHash(deps.tokenSecret, "authorization_code", form.code);
   const now = deps.clock.now();
   const outcome = await withTenant(deps.pool, workspaceId, async (tx): Promise<Exchange> => {
-    const code = await lockOAuthCode(tx, workspaceId, codeHash);
+    // The code (locked), the browser session it hangs from, the workspace and the user in one
+    // round trip, and everything the exchange writes in one more (spendOAuthCode): the
+    // transaction's statements are most of an exchange's cost.
+    const code = await lockOAuthCodeForExchange(tx, { workspaceId, codeHash, now });
     if (code === null || code.client_id !== client.client_id) {
       return { kind: "invalid", description: "the code is invalid, expired or used" };
     }
@@ -144,47 +160,60 @@ export async function exchangeCode(
     if (form.codeVerifier === undefined || !pkceMatches(form.codeVerifier, code.code_challenge)) {
       return { kind: "invalid", description: "code_verifier does not match the code_challenge" };
     }
-    const parent = await findLiveBrowserSession(tx, {
-      workspaceId,
-      sessionId: code.parent_session_id,
-      now,
-    });
-    const workspace = await findWorkspaceById(tx, workspaceId);
-    if (parent === null || workspace === null) {
+    if (
+      code.parent_id === null ||
+      code.parent_auth_time === null ||
+      code.workspace_settings === null
+    ) {
       await markOAuthCodeUsed(tx, { workspaceId, codeHash, grantSessionId: null, now });
       return { kind: "invalid", description: "the user's session has ended" };
     }
-    const settings = effectiveSettings(workspace, deps.settings.workspaceDefaults);
-    const draft = await openSession(tx, deps, meta, {
+    const settings = effectiveSettings(
+      { settings: code.workspace_settings },
+      deps.settings.workspaceDefaults,
+    );
+    const grant = {
+      clientId: client.client_id,
+      parentSessionId: code.parent_id,
+      scopes: code.scopes,
+      authTime: new Date(code.parent_auth_time),
+      // The grant keeps every resource it was authorized for; its first token is for those
+      // the exchange names (RFC 8707 section 2.2), and a refresh may still ask for any.
+      resources: code.resources,
+      tokenResources: narrowResources(code.resources, form.resources),
+    };
+    const plan = planSession(deps, meta, {
       workspaceId,
       userId: code.user_id,
       role: "member",
       settings,
-      amr: amrOf(parent.amr) as Amr[],
-      grant: {
-        clientId: client.client_id,
-        parentSessionId: parent.id,
-        scopes: code.scopes,
-        authTime: new Date(parent.auth_time),
-        resources: code.resources,
-        tokenResources: narrowResources(code.resources, form.resources),
-      },
+      amr: amrOf(code.parent_amr ?? []) as Amr[],
+      grant,
     });
-    await markOAuthCodeUsed(tx, { workspaceId, codeHash, grantSessionId: draft.sessionId, now });
-    await audit(tx, deps, meta, {
-      type: "oauth_grant_created",
-      workspaceId,
-      userId: code.user_id,
-      sessionId: draft.sessionId,
-      outcome: "success",
-      details: { client_id: client.client_id, scope: code.scopes.join(" ") },
+    const spent = await spendOAuthCode(tx, {
+      codeHash,
+      codeUsedAt: now,
+      session: { ...plan.session, grant },
+      refreshTokenHash: plan.refreshTokenHash,
+      audit: auditEvent(deps, meta, {
+        type: "oauth_grant_created",
+        workspaceId,
+        userId: code.user_id,
+        outcome: "success",
+        details: { client_id: client.client_id, scope: code.scopes.join(" ") },
+      }),
     });
+    if (spent?.status !== "active" || spent.session_id === null) throw membershipChanged();
     return {
       kind: "ok",
-      draft,
+      draft: sessionDraft(plan, spent.session_id, spent.role),
       scopes: code.scopes,
       nonce: code.nonce,
-      authTime: parent.auth_time,
+      authTime: code.parent_auth_time,
+      user:
+        code.user_email === null
+          ? null
+          : { email: code.user_email, email_verified: code.user_email_verified === true },
     };
   });
   switch (outcome.kind) {
@@ -199,6 +228,7 @@ export async function exchangeCode(
     scopes: outcome.scopes,
     nonce: outcome.nonce,
     authTime: outcome.authTime,
+    user: outcome.user,
   });
 }
 
@@ -232,11 +262,20 @@ export async function refreshGrant(
   });
 }
 
+/** What an ID token says of its user. */
+type IdTokenUser = Pick<UserRow, "email" | "email_verified">;
+
 async function answer(
   deps: TokenDeps,
   client: OAuthClientRow,
   tokens: IssuedTokens,
-  grant: { scopes: readonly string[]; nonce: string | null; authTime: number },
+  grant: {
+    scopes: readonly string[];
+    nonce: string | null;
+    authTime: number;
+    /** The user as the grant's transaction read them; read now when absent. */
+    user?: IdTokenUser | null;
+  },
 ): Promise<TokenAnswer> {
   const expiresIn = Math.max(
     0,
@@ -250,7 +289,7 @@ async function answer(
     scope: grant.scopes.join(" "),
   };
   if (!grant.scopes.includes("openid")) return base;
-  const user = await findUserById(deps.pool, tokens.userId);
+  const user = grant.user ?? (await findUserById(deps.pool, tokens.userId));
   if (user === null) throw invalidGrant("the user no longer exists");
   const issuer = workspaceIssuer(deps.issuerBase, tokens.workspaceId);
   const claims: Record<string, unknown> = {
