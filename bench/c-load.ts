@@ -22,6 +22,12 @@ export interface CRequest {
    * authorization codes); once they run out, the last one is sent again (and fails).
    */
   bodies?: readonly string[];
+  /**
+   * wrk only: each connection waits this long before each call (wrk's `delay` hook), so that
+   * `connections` of them send about connections × 1000 / delayMs calls a second: a fixed
+   * rate well below the peak, where the latency is the call's own rather than the queue's.
+   */
+  delayMs?: number;
 }
 
 export interface CFigures {
@@ -83,6 +89,7 @@ export async function wrk(req: CRequest, ms: number, connections = 32): Promise<
         ...Object.entries(req.headers ?? {}).map(
           ([k, v]) => `wrk.headers[${luaString(k)}] = ${luaString(v)}`,
         ),
+        ...(req.delayMs === undefined ? [] : [`delay = function() return ${req.delayMs} end`]),
         ...(req.bodies === undefined
           ? []
           : [

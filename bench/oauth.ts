@@ -8,10 +8,14 @@
  *   request every call (each answer is a freshly signed access token);
  * - authorization-code exchanges: each call a different code, minted beforehand through the
  *   provider-session fast path of /oauth2/authorize (one browser signed in once, a
- *   first-party client), exchanged with its PKCE verifier.
+ *   first-party client), exchanged with its PKCE verifier; at the peak (each connection
+ *   sends its next call when the last is answered) and then paced at the target rate of
+ *   300 a second (wrk's delay hook), where the latency is the exchange's own, not the queue
+ *   of 16 connections over the rate.
  *
  * Targets (the OpenID Provider issue): client_credentials >= 1,000/s and code exchanges
- * >= 300/s on the two cores, p99 < 50 ms. Keygate runs in this process on PGlite (or the
+ * >= 300/s on the two cores, p99 < 50 ms (at the peak for client_credentials; at the target
+ * rate for exchanges, with the peak's p99 printed beside it). Keygate runs in this process on PGlite (or the
  * PostgreSQL of DATABASE_URL), rate limits lifted.
  */
 import { createHash, randomBytes } from "node:crypto";
@@ -179,47 +183,68 @@ export async function run(args: string[]): Promise<Record<string, unknown>> {
       { headers: { authorization: `Bearer ${login.result.value.accessToken}` } },
     );
     await jar.get(redirectTo);
-    // Enough codes for twice the target rate over the run; minted 16 at a time.
-    const wanted = Math.ceil((ms / 1000) * 600) + 200;
-    const codes: string[] = [];
-    const minting = performance.now();
-    await Promise.all(
-      Array.from({ length: 16 }, async () => {
-        while (codes.length < wanted) {
-          const res = await jar.get(authorizeUrl());
-          const code = new URL(res.headers.get("location") as string).searchParams.get("code");
-          if (code === null) throw new Error("the fast path answered no code");
-          codes.push(code);
-        }
-      }),
-    );
-    const mintedPerSecond = codes.length / ((performance.now() - minting) / 1000);
-    const exchanges = await wrk(
-      {
-        url: tokenUrl,
-        method: "POST",
-        headers: {
-          "content-type": "application/x-www-form-urlencoded",
-          authorization: `Basic ${appBasic}`,
+    /** Codes for `perSecond` exchanges over the run and some to spare; minted 16 at a time. */
+    const mint = async (perSecond: number) => {
+      const wanted = Math.ceil((ms / 1000) * perSecond) + 200;
+      const codes: string[] = [];
+      await Promise.all(
+        Array.from({ length: 16 }, async () => {
+          while (codes.length < wanted) {
+            const res = await jar.get(authorizeUrl());
+            const code = new URL(res.headers.get("location") as string).searchParams.get("code");
+            if (code === null) throw new Error("the fast path answered no code");
+            codes.push(code);
+          }
+        }),
+      );
+      return codes;
+    };
+    const exchange = (codes: readonly string[], delayMs?: number) =>
+      wrk(
+        {
+          url: tokenUrl,
+          method: "POST",
+          headers: {
+            "content-type": "application/x-www-form-urlencoded",
+            authorization: `Basic ${appBasic}`,
+          },
+          bodies: codes.map((code) =>
+            new URLSearchParams({
+              grant_type: "authorization_code",
+              code,
+              redirect_uri: redirectUri,
+              code_verifier: verifier,
+            }).toString(),
+          ),
+          ...(delayMs === undefined ? {} : { delayMs }),
         },
-        bodies: codes.map((code) =>
-          new URLSearchParams({
-            grant_type: "authorization_code",
-            code,
-            redirect_uri: redirectUri,
-            code_verifier: verifier,
-          }).toString(),
-        ),
-      },
-      ms,
-      connections,
-    );
+        ms,
+        connections,
+      );
+    const minting = performance.now();
+    const codes = await mint(1_000);
+    const mintedPerSecond = codes.length / ((performance.now() - minting) / 1000);
+    // The peak: every connection sends its next exchange as soon as the last is answered, so
+    // the latency there is mostly the queue (connections / rate).
+    const exchanges = await exchange(codes);
     const exhausted = exchanges.calls > codes.length;
+    // The target rate: each connection waits before each call so that all of them send 300 a
+    // second; the latency is then the call's own. The wait leaves out the calls' own time, so
+    // a first pass tells how long that is and the second waits that much less.
+    const target = 300;
+    let delayMs = Math.round((connections * 1000) / target);
+    let paced = await exchange(await mint(target), delayMs);
+    if (paced.perSecond > 0 && paced.perSecond < target * 0.97) {
+      const callMs = (connections * 1000) / paced.perSecond - delayMs;
+      delayMs = Math.max(1, Math.round((connections * 1000) / target - callMs));
+      paced = await exchange(await mint(target * 1.2), delayMs);
+    }
 
     const figures = {
       "bare node:http (token-sized JSON)": ceiling,
       client_credentials: credentials,
       "authorization_code exchange": exchanges,
+      "authorization_code exchange at 300/s": paced,
     };
     console.log(
       `\noauth: the token endpoint over HTTP/1.1, wrk with ${connections} connections for ${ms} ms ` +
@@ -243,8 +268,10 @@ export async function run(args: string[]): Promise<Record<string, unknown>> {
     const targets = {
       "client_credentials >= 1,000/s, p99 < 50 ms":
         credentials.perSecond >= 1_000 && credentials.p99Ms < 50 && credentials.failed === 0,
-      "authorization-code exchanges >= 300/s, p99 < 50 ms":
-        exchanges.perSecond >= 300 && exchanges.p99Ms < 50 && exchanges.failed === 0,
+      "authorization-code exchanges >= 300/s at the peak": exchanges.perSecond >= 300,
+      "authorization-code exchanges at 300/s: p99 < 50 ms":
+        paced.p99Ms < 50 && paced.failed === 0 && exchanges.failed === 0,
+      "authorization-code exchanges at the peak (16 in flight): p99 < 50 ms": exchanges.p99Ms < 50,
     };
     for (const [target, met] of Object.entries(targets)) console.log(`${target}: ${verdict(met)}`);
     const chart: Ratio[] = [
