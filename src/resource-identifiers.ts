@@ -24,6 +24,10 @@ export function resourceProblem(
     return "must be printable ASCII without spaces (percent-encode the rest)";
   }
   if (!/^https?:\/\/[^/?#]/i.test(resource)) return "must be an absolute https URI";
+  // Characters and forms RFC 3986 has no place for, which parsers read differently.
+  if (resource.includes("\\")) return "must not contain a backslash";
+  if (/%(?![0-9a-f]{2})/i.test(resource)) return "must percent-encode with two hex digits";
+  if (/^[^:]+:\/\/[^/?#]*@/.test(resource)) return "must not carry credentials";
   let url: URL;
   try {
     url = new URL(resource);

@@ -311,6 +311,21 @@ describe("RFC 8707 resource indicators", () => {
     if (login.result.case !== "tokens") throw new Error("no tokens");
     const own = { authorization: `Bearer ${login.result.value.accessToken}` };
     expect((await envoy(own, { keygate_resource: calendar })).allowed).toBe(false);
+    // A route pinned to a workspace takes that workspace's tokens only, resource or not.
+    const elsewhere = { keygate_workspace_id: crypto.randomUUID() };
+    expect((await envoy(own, elsewhere)).allowed).toBe(false);
+    expect((await envoy(own, { keygate_workspace_id: workspaceId })).allowed).toBe(true);
+    const pinned = await introspection.introspect(
+      { token: login.result.value.accessToken, workspaceId: crypto.randomUUID() },
+      asRoot(),
+    );
+    expect(pinned.active).toBe(false);
+    await expect(
+      introspection.introspect(
+        { token: login.result.value.accessToken, workspaceId: "junk" },
+        asRoot(),
+      ),
+    ).rejects.toMatchObject({ code: 3 });
     const plain = await envoy({ ...own, "x-client-id": "kgc_forged", "x-scope": "admin" });
     expect(plain.allowed).toBe(true);
     expect(plain.set["x-client-id"]).toBeUndefined();
@@ -402,6 +417,10 @@ describe("RFC 8707 resource indicators", () => {
       "https://calendar.example.com/\u00e9",
       "https:calendar.example.com/api",
       "https:///api",
+      "https://:@calendar.example.com/api",
+      "https://@calendar.example.com/api",
+      "https://calendar.example.com\\@evil.example/",
+      "https://calendar.example.com/%",
     ]) {
       const flow = await grant(config, email, { resource });
       expect(flow.requestId, resource).toBeNull();

@@ -32,9 +32,9 @@ export interface IntrospectionRequest {
   readonly hint: TokenTypeHint;
   readonly resource?: string | null;
   /**
-   * The workspace whose tokens for the resource are asked about. A resource identifier is
-   * no workspace's own (a member of any workspace could ask for tokens naming it), so a
-   * question about one needs a workspace: this one, or the caller's key's.
+   * Only this workspace's tokens are active. A resource identifier is no workspace's own (a
+   * member of any workspace could ask for tokens naming it), so a question about one needs a
+   * workspace: this one, or the caller's key's.
    */
   readonly workspaceId?: string | null;
 }
@@ -193,10 +193,7 @@ export class Introspector {
       ? await this.checkRefreshToken(token)
       : await this.checkAccessToken(token, resource);
     if (!found.active) return inactive;
-    for (const pinned of [
-      callerWorkspace(caller),
-      resource === null ? null : request.workspaceId,
-    ]) {
+    for (const pinned of [callerWorkspace(caller), request.workspaceId]) {
       if (pinned && pinned !== found.workspaceId) return inactive;
     }
     return found;
@@ -337,11 +334,11 @@ export class Introspector {
     const keygate = { audience: this.deps.audience, issuerBase: this.deps.issuer };
     requests.forEach((r, i) => {
       v.required(`${prefix(i)}token`, r.token, maxTokenLength);
+      if (r.workspaceId) v.uuid(`${prefix(i)}workspace_id`, r.workspaceId);
       if (!r.resource) return;
       const problem = resourceProblem(r.resource, keygate);
       if (problem !== null) v.add(`${prefix(i)}resource`, problem);
-      if (r.workspaceId) v.uuid(`${prefix(i)}workspace_id`, r.workspaceId);
-      else if (callerWorkspace(caller) === null) {
+      if (!r.workspaceId && callerWorkspace(caller) === null) {
         v.add(
           `${prefix(i)}workspace_id`,
           "is required with a resource when the key is not scoped to a workspace",

@@ -40,10 +40,10 @@ export type IntrospectRequest = Message<"keygate.v1.IntrospectRequest"> & {
   resource: string;
 
   /**
-   * With a resource: the workspace whose tokens for it are taken. Any workspace's members
-   * could ask for tokens naming a resource, so a question about one names the workspace:
-   * here, or through a workspace-scoped key (then this may be left empty). Required with a
-   * resource and a deployment-wide key (INVALID_ARGUMENT otherwise); ignored without one.
+   * Only this workspace's tokens are active (as with a workspace-scoped key, which this can
+   * only narrow further). Any workspace's members could ask for tokens naming a resource, so
+   * a question about one names the workspace: here, or through a workspace-scoped key.
+   * Required with a resource and a deployment-wide key (INVALID_ARGUMENT otherwise).
    *
    * @generated from field: string workspace_id = 4;
    */
