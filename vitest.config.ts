@@ -20,7 +20,6 @@ const database = [
   "test/migrate-data.test.ts",
   "test/migrate.test.ts",
   "test/outbox.test.ts",
-  "test/prepared-statements.test.ts",
   "test/row-level-security.test.ts",
   "test/signing-keys.test.ts",
 ];
