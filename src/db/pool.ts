@@ -26,38 +26,9 @@ const resultParser: Interceptor = {
   },
 };
 
-/**
- * A statement written with sql.prepared is a named prepared statement: parsed and planned once
- * per connection, then only bound and run, for the statements of the hottest paths. Through a
- * transaction pooler each transaction may get another server connection, one that never saw
- * the statement prepared; there the names are dropped and the statements run unnamed, as all
- * others do.
- */
-const unnamedStatements: Interceptor = {
-  name: "keygate-unnamed-statements",
-  transformQuery: (_context, query) =>
-    query.name === undefined ? query : { sql: query.sql, values: query.values },
-};
-
-/**
- * Whether each of the pool's connections is a PostgreSQL session of its own, so that a
- * statement prepared on one is there for the next transaction on it and on no other: a
- * DATABASE_URL that is also the direct one (a pooler in front is configured by giving
- * KEYGATE_DIRECT_DATABASE_URL another address; docs/database.md, "PgBouncer or not"). Not the
- * embedded server, whose connections all share its one session.
- */
-function ownSessions(
-  config: Pick<Config, "databaseUrl"> & { directDatabaseUrl?: string | undefined },
-): boolean {
-  return config.databaseUrl !== undefined && config.directDatabaseUrl === config.databaseUrl;
-}
-
 /** Opens the configured PostgreSQL, or starts the embedded one when DATABASE_URL is unset. */
 export async function openDatabase(
-  config: Pick<Config, "databaseUrl" | "dbPoolSize" | "dataDir"> & {
-    /** Absent: the connections may be a pooler's, and no statement is prepared by name. */
-    directDatabaseUrl?: string | undefined;
-  },
+  config: Pick<Config, "databaseUrl" | "dbPoolSize" | "dataDir">,
 ): Promise<Database> {
   const embedded =
     config.databaseUrl === undefined
@@ -85,7 +56,7 @@ export async function openDatabase(
       // set_config(..., true), which ends with the transaction), so the DISCARD ALL Slonik
       // sends on every release would only add a round trip to each query.
       resetConnection: async () => {},
-      interceptors: ownSessions(config) ? [resultParser] : [unnamedStatements, resultParser],
+      interceptors: [resultParser],
     });
     return {
       pool,

@@ -1,5 +1,4 @@
 import type { DatabasePool, DatabaseTransactionConnection } from "slonik";
-import { z } from "zod";
 import { sql } from "./sql.js";
 
 /** The role tenant-scoped transactions run as (migration 011): row-level security applies. */
@@ -30,14 +29,11 @@ export async function enterTenant(
   tx: DatabaseTransactionConnection,
   workspaceId: string,
 ): Promise<void> {
-  // Prepared (db/pool.ts): every tenant transaction starts with it. The row is the values
-  // just set; the statement is run for the settings alone.
-  await tx.query(sql.prepared("enter_tenant", tenantSettingsRow)`
-    SELECT set_config('keygate.workspace_id', ${workspaceId}, true) AS workspace_id,
-           set_config('role', ${tenantRole}, true) AS role`);
+  // Unsafe because there is no row to type: set_config answers the values just set, in two
+  // columns of one name, and the statement is run for its settings alone.
+  await tx.query(sql.unsafe`
+    SELECT set_config('keygate.workspace_id', ${workspaceId}, true), set_config('role', ${tenantRole}, true)`);
 }
-
-const tenantSettingsRow = z.object({ workspace_id: z.string(), role: z.string() });
 
 /**
  * Sets the workspace id that row-level security policies read for the rest of the

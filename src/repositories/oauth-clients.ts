@@ -118,8 +118,7 @@ export async function findOAuthClient(
   workspaceId: string,
   clientId: string,
 ): Promise<OAuthClientRow | null> {
-  // Prepared (db/pool.ts): every token endpoint request starts with it.
-  return db.maybeOne(sql.prepared("find_oauth_client", oauthClientRow)`
+  return db.maybeOne(sql.type(oauthClientRow)`
     SELECT ${columns} FROM oauth_clients
     WHERE workspace_id = ${workspaceId} AND client_id = ${clientId}`);
 }

@@ -76,8 +76,7 @@ export async function lockOAuthCodeForExchange(
   db: CommonQueryMethods,
   input: { workspaceId: string; codeHash: Buffer; now: Date },
 ): Promise<OAuthCodeExchangeRow | null> {
-  // Prepared (db/pool.ts): planning the joins cost more than running them.
-  return db.maybeOne(sql.prepared("lock_oauth_code_for_exchange", oauthCodeExchangeRow)`
+  return db.maybeOne(sql.type(oauthCodeExchangeRow)`
     SELECT c.workspace_id, c.client_id, c.parent_session_id, c.user_id, c.redirect_uri,
            c.scopes, c.nonce, c.code_challenge, c.created_at, c.expires_at, c.used_at,
            c.grant_session_id, c.resources,
@@ -132,8 +131,7 @@ export async function spendOAuthCode(
 ): Promise<z.infer<typeof spentCodeRow> | null> {
   const s = input.session;
   const now = sql.timestamp(s.now);
-  // Prepared (db/pool.ts), like lockOAuthCodeForExchange.
-  return db.maybeOne(sql.prepared("spend_oauth_code", spentCodeRow)`
+  return db.maybeOne(sql.type(spentCodeRow)`
     WITH m AS (
       SELECT role, status FROM workspace_members
       WHERE workspace_id = ${s.workspaceId} AND user_id = ${s.userId}
