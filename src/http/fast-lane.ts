@@ -1,0 +1,209 @@
+import type { ContextValues, MethodImplSpec } from "@connectrpc/connect";
+import { createHandlerContext } from "@connectrpc/connect";
+import {
+  createMethodSerializationLookup,
+  invokeUnaryImplementation,
+  type UniversalHandlerOptions,
+} from "@connectrpc/connect/protocol";
+import { servingLaneKey } from "../context-keys.js";
+import { jsonViolations } from "../interceptors/json-fields.js";
+import {
+  answerOf,
+  asConnectError,
+  encoded,
+  framingOf,
+  nodeHeaders,
+  responseCompression,
+  timeoutOf,
+  unenvelope,
+} from "./fast-lane-wire.js";
+import type { NodeServerRequest, NodeServerResponse } from "./types.js";
+
+/**
+ * Gives the request to the general path with the part of its body the lane read (all of it,
+ * or the first chunks when the stream has not ended).
+ */
+export type HandOver = (read: readonly Uint8Array[]) => void;
+
+type UnarySpec = MethodImplSpec & { kind: "unary" };
+
+/**
+ * A lean path for the hot unary RPCs (Introspect, IntrospectBatch, GetJwks, Envoy's Check),
+ * in front of connect-es's general one on the same port. It reads the body with Node's stream
+ * API and frames the answer itself, but runs the call through connect-es's own
+ * invokeUnaryImplementation with the router's interceptors (tracing, the error mapping and
+ * call log, JSON fields, text, authentication), its serializers and its helpers for status
+ * trailers and error bodies, so each call is authenticated, answered, logged and counted as
+ * the general path does it. It takes only what it understands fully: a POST with one of the
+ * plain content types, identity encoding, a timeout connect-es accepts, a body within the
+ * limit that decodes (one uncompressed envelope for gRPC and gRPC-Web; for Connect JSON, one
+ * whose fields all fit the request message). Anything else goes to the general path,
+ * untouched, with the bytes already read: that path then answers in its own words.
+ */
+export function createFastLane(options: {
+  methods: readonly MethodImplSpec[];
+  router: UniversalHandlerOptions;
+  contextValues: (req: NodeServerRequest) => ContextValues;
+}) {
+  const opt = options.router;
+  const lanes = new Map(
+    options.methods
+      .filter((spec): spec is UnarySpec => spec.kind === "unary")
+      .map((spec) => [
+        `/${spec.method.parent.typeName}/${spec.method.name}`,
+        {
+          spec,
+          serialization: createMethodSerializationLookup(
+            spec.method,
+            opt.binaryOptions,
+            opt.jsonOptions,
+            opt,
+          ),
+        },
+      ]),
+  );
+
+  return function serve(
+    req: NodeServerRequest,
+    res: NodeServerResponse,
+    path: string,
+    handOver: HandOver,
+  ): boolean {
+    const lane = lanes.get(path);
+    if (!lane || req.method !== "POST") return false;
+    const headers = req.headers;
+    const header = (name: string) => {
+      const value = headers[name];
+      return typeof value === "string" ? value : undefined;
+    };
+    const http2 = "stream" in req;
+    // connect-node cannot build a request's URL without one: its own answer to that stands.
+    const authority = http2 ? (req as { authority?: string }).authority : headers.host;
+    if (!authority) return false;
+    const framing = framingOf(header("content-type"), http2);
+    if (!framing || encoded(framing.wire, header)) return false;
+    const timeoutMs = timeoutOf(framing.wire, header, opt.maxTimeoutMs);
+    if (timeoutMs === "refused") return false;
+    const length = header("content-length");
+    const declared = length === undefined ? undefined : Number(length);
+    const limit = opt.readMaxBytes + (framing.wire === "connect" ? 0 : 5);
+    // The general path checks Connect JSON's fields only when the length is declared.
+    if (declared === undefined ? !framing.binary : !(declared <= limit)) return false;
+
+    const chunks: Buffer[] = [];
+    let size = 0;
+    const onData = (chunk: Buffer) => {
+      chunks.push(chunk);
+      size += chunk.byteLength;
+      if (size > limit) {
+        req.off("data", onData);
+        req.off("end", onEnd);
+        req.off("error", onError);
+        req.pause();
+        handOver(chunks);
+      }
+    };
+    const onEnd = () => {
+      req.off("data", onData);
+      req.off("error", onError);
+      const body = chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks);
+      const input = decode(body);
+      if (input === undefined) handOver(chunks);
+      else void call(input);
+    };
+    const onError = () => {
+      req.off("data", onData);
+      req.off("end", onEnd);
+      res.destroy();
+    };
+    req.on("data", onData);
+    req.once("end", onEnd);
+    req.once("error", onError);
+
+    const decode = (body: Uint8Array) => {
+      const data = framing.wire === "connect" ? body : unenvelope(body);
+      if (data === undefined) return undefined;
+      try {
+        if (!framing.binary) {
+          const violations = jsonViolations(lane.spec.method.input, JSON.parse(String(body)));
+          if (violations.length > 0) return undefined;
+        }
+        return lane.serialization.getI(framing.binary).parse(data);
+      } catch {
+        return undefined;
+      }
+    };
+
+    const call = async (input: unknown) => {
+      const requestSignal = new AbortController();
+      res.once("close", () => requestSignal.abort());
+      const contextValues = options.contextValues(req).set(servingLaneKey, "fast");
+      const context = createHandlerContext({
+        ...lane.spec,
+        service: lane.spec.method.parent,
+        requestMethod: "POST",
+        protocolName: framing.protocolName,
+        timeoutMs,
+        shutdownSignal: opt.shutdownSignal,
+        requestSignal: requestSignal.signal,
+        requestHeader: requestHeaders(headers),
+        url: new URL(
+          req.url ?? "",
+          `${"encrypted" in req.socket && req.socket.encrypted ? "https" : "http"}://${authority}`,
+        ).toString(),
+        responseHeader: framing.responseHeader,
+        responseTrailer: framing.responseTrailer,
+        contextValues,
+      });
+      const compression = responseCompression(framing.wire, header, opt.acceptCompression);
+      let output: Uint8Array | undefined;
+      let error: ReturnType<typeof asConnectError> | undefined;
+      try {
+        const message = await invokeUnaryImplementation(
+          lane.spec,
+          context,
+          input as never,
+          opt.interceptors,
+        );
+        output = lane.serialization.getO(framing.binary).serialize(message);
+      } catch (e) {
+        error = asConnectError(e);
+        context.abort(e);
+      } finally {
+        context.abort();
+      }
+      try {
+        const answer = await answerOf(framing, {
+          header: context.responseHeader,
+          trailer: context.responseTrailer,
+          output,
+          error,
+          compression,
+          compressMinBytes: opt.compressMinBytes,
+          jsonOptions: opt.jsonOptions,
+        });
+        const out = res as import("node:http").ServerResponse;
+        out.writeHead(answer.status, nodeHeaders(answer.header));
+        for (const chunk of answer.chunks) out.write(chunk);
+        if (answer.trailer) out.addTrailers(nodeHeaders(answer.trailer));
+        out.end();
+      } catch {
+        // The client went away while the answer was written: there is no one to tell.
+        res.destroy();
+      }
+    };
+    return true;
+  };
+}
+
+/** The request's headers as connect-node's nodeHeaderToWebHeader makes them. */
+function requestHeaders(headers: NodeServerRequest["headers"]): Headers {
+  const out = new Headers();
+  for (const [k, v] of Object.entries(headers)) {
+    if (k.startsWith(":") || v === undefined) continue;
+    if (typeof v === "string") out.append(k, v);
+    else if (typeof v === "number") out.append(k, String(v));
+    else for (const e of v) out.append(k, e);
+  }
+  return out;
+}
