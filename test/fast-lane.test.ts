@@ -62,7 +62,11 @@ beforeAll(async () => {
     },
   });
   fast = await startTestKeygate(
-    { KEYGATE_FAST_LANE: "true", KEYGATE_LOG_SAMPLE_EVERY: "1", KEYGATE_MAX_REQUEST_BYTES: "4096" },
+    {
+      KEYGATE_FAST_LANE: "true",
+      KEYGATE_LOG_SAMPLE_EVERY: "1",
+      KEYGATE_MAX_REQUEST_BYTES: "16384",
+    },
     { logTo: sink },
   );
   general = await startPeerKeygate(fast, { KEYGATE_FAST_LANE: "false" });
@@ -214,10 +218,10 @@ function cases(): Case[] {
     },
     { name: "an empty token", message: introspect({ token: "" }), lane: true },
     { name: "a token with NUL", message: introspect({ token: "a\0b" }), lane: true },
-    { name: "a long token", message: introspect({ token: "x".repeat(3000) }), lane: true },
+    { name: "a long token", message: introspect({ token: "x".repeat(12_000) }), lane: true },
     {
       name: "a body over the size limit",
-      message: introspect({ token: "x".repeat(5000) }),
+      message: introspect({ token: "x".repeat(20_000) }),
       lane: false,
     },
     {
@@ -357,6 +361,18 @@ function cases(): Case[] {
       lane: true,
     },
     {
+      name: "IntrospectBatch with an answer large enough to compress",
+      path: batchPath,
+      message: {
+        proto: proto(IntrospectBatchRequestSchema, {
+          tokens: Array.from({ length: 10 }, () => ({ token: access })),
+        }),
+        json: JSON.stringify({ tokens: Array.from({ length: 10 }, () => ({ token: access })) }),
+      },
+      headers: { "grpc-accept-encoding": "gzip", "accept-encoding": "gzip" },
+      lane: true,
+    },
+    {
       name: "IntrospectBatch without a key",
       path: batchPath,
       message: {
@@ -450,6 +466,10 @@ describe.each([
       const viaGeneral = await send(general.url, path, headers, body);
       expect({ case: c.name, ...viaFast }).toEqual({ case: c.name, ...viaGeneral });
       expect(viaFast.status, c.name).toBeGreaterThan(0);
+      if (c.path === batchPath && c.headers) {
+        // The answer is over compressMinBytes: compressed, as connect-es compresses it.
+        expect(Object.values(viaFast.headers), c.name).toContain("gzip");
+      }
       const lanes = servedBy(requestId);
       if (c.lane) {
         expect(lanes, c.name).toEqual(["fast"]);

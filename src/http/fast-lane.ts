@@ -7,6 +7,7 @@ import {
 } from "@connectrpc/connect/protocol";
 import { servingLaneKey } from "../context-keys.js";
 import { jsonViolations } from "../interceptors/json-fields.js";
+import type { Logger } from "../log.js";
 import {
   answerOf,
   asConnectError,
@@ -44,6 +45,7 @@ export function createFastLane(options: {
   methods: readonly MethodImplSpec[];
   router: UniversalHandlerOptions;
   contextValues: (req: NodeServerRequest) => ContextValues;
+  logger: Logger;
 }) {
   const opt = options.router;
   const lanes = new Map(
@@ -109,7 +111,14 @@ export function createFastLane(options: {
       const body = chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks);
       const input = decode(body);
       if (input === undefined) handOver(chunks);
-      else void call(input);
+      else
+        call(input).catch((error: unknown) => {
+          options.logger.error(
+            { err: error, method: `${lane.spec.method.parent.typeName}/${lane.spec.method.name}` },
+            "rpc handler failed",
+          );
+          res.destroy();
+        });
     };
     const onError = () => {
       req.off("data", onData);

@@ -40,6 +40,7 @@ export function rpcAdapter(
           methods: options.fastLane,
           router: validateUniversalHandlerOptions(routerOptions),
           contextValues: options.contextValues,
+          logger: options.logger,
         })
       : undefined;
   const paths = new Map(router.handlers.map((h) => [h.requestPath, h]));
