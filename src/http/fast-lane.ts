@@ -1,3 +1,4 @@
+import type { ServerResponse } from "node:http";
 import type { ContextValues, MethodImplSpec } from "@connectrpc/connect";
 import { Code, ConnectError, createHandlerContext } from "@connectrpc/connect";
 import {
@@ -196,7 +197,8 @@ export function createFastLane(options: {
           compressMinBytes: opt.compressMinBytes,
           jsonOptions: opt.jsonOptions,
         });
-        const out = res as import("node:http").ServerResponse;
+        // Both have these four; TypeScript cannot call the union's overloads.
+        const out = res as ServerResponse;
         out.writeHead(answer.status, nodeHeaders(answer.header));
         for (const chunk of answer.chunks) out.write(chunk);
         if (answer.trailer) out.addTrailers(nodeHeaders(answer.trailer));
