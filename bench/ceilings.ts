@@ -258,8 +258,8 @@ export async function run(args: string[]): Promise<Record<string, unknown>> {
   });
   // The same replica twice, with the lean unary lane on and off, side by side in one run.
   const lanePeers = {
-    on: await startBenchPeer(keygate, { KEYGATE_FAST_LANE: "true" }),
-    off: await startBenchPeer(keygate, { KEYGATE_FAST_LANE: "false" }),
+    on: await startBenchPeer(keygate, { KEYGATE_FAST_LANE: "true", KEYGATE_DB_POOL_SIZE: "2" }),
+    off: await startBenchPeer(keygate, { KEYGATE_FAST_LANE: "false", KEYGATE_DB_POOL_SIZE: "2" }),
   };
   let child: ReturnType<typeof fork> | undefined;
   try {
