@@ -9,7 +9,8 @@
  * bytes; a bare @grpc/grpc-js server and a bare connect-node server with the generated
  * TokenIntrospectionService, each answering a fixed IntrospectResponse. Keygate, in this
  * process, on PGlite (or the PostgreSQL of DATABASE_URL), rate limits lifted, the same token
- * every call (cached), and a replica with its token cache off (uncached). Every figure is
+ * every call (cached), a replica with its token cache off (uncached), and two replicas that
+ * differ only in KEYGATE_FAST_LANE (the lean unary lane on and off). Every figure is
  * printed as a ratio to its protocol's ceiling measured in the same run; on a shared machine
  * the absolute figures drift with other work, the ratios much less.
  */
@@ -255,6 +256,11 @@ export async function run(args: string[]): Promise<Record<string, unknown>> {
     KEYGATE_INTROSPECTION_CACHE_SIZE: "0",
     KEYGATE_DB_POOL_SIZE: "2",
   });
+  // The same replica twice, with the lean unary lane on and off, side by side in one run.
+  const lanePeers = {
+    on: await startBenchPeer(keygate, { KEYGATE_FAST_LANE: "true", KEYGATE_DB_POOL_SIZE: "2" }),
+    off: await startBenchPeer(keygate, { KEYGATE_FAST_LANE: "false", KEYGATE_DB_POOL_SIZE: "2" }),
+  };
   let child: ReturnType<typeof fork> | undefined;
   try {
     const transport = createConnectTransport({ baseUrl: keygate.url, httpVersion: "2" });
@@ -321,6 +327,8 @@ export async function run(args: string[]): Promise<Record<string, unknown>> {
     });
     const cached = requests(keygate.url);
     const uncached = requests(uncachedPeer.url);
+    const laneOn = requests(lanePeers.on.url);
+    const laneOff = requests(lanePeers.off.url);
 
     // The answers Keygate gives are what the bare servers answer, byte for byte.
     const bodies: Bodies = {
@@ -427,6 +435,18 @@ export async function run(args: string[]): Promise<Record<string, unknown>> {
         ...uncached.connectProto,
         ceiling: "bare node:http2, Connect binary unary",
       },
+      ...Object.fromEntries(
+        (
+          [
+            ["gRPC", "grpc", "bare node:http2, gRPC-shaped unary"],
+            ["Connect JSON", "connectJson", "bare node:http2, Connect JSON unary"],
+            ["Connect binary", "connectProto", "bare node:http2, Connect binary unary"],
+          ] as const
+        ).flatMap(([label, key, ceiling]) => [
+          [`Keygate ${label}, cached, replica, lane on`, { ...laneOn[key], ceiling }],
+          [`Keygate ${label}, cached, replica, lane off`, { ...laneOff[key], ceiling }],
+        ]),
+      ),
       "Keygate IntrospectBatch of 100, gRPC, cached": {
         wire: "h2",
         request: {
@@ -596,7 +616,10 @@ export async function run(args: string[]): Promise<Record<string, unknown>> {
         ratio: { label: n, value: ratio, reference: x?.ceiling ?? "", target: { atLeast } },
       });
     };
-    for (const n of names.filter((n) => n.startsWith("Keygate") && n !== "Keygate GET /healthz")) {
+    const compared = (n: string) => n.includes(", replica, lane ");
+    for (const n of names.filter(
+      (n) => n.startsWith("Keygate") && n !== "Keygate GET /healthz" && !compared(n),
+    )) {
       ratioGoal(n, n.endsWith("uncached") ? 0.3 : 0.5);
     }
     ratioGoal("Keygate GET /healthz", 0.7);
@@ -646,6 +669,8 @@ export async function run(args: string[]): Promise<Record<string, unknown>> {
     };
   } finally {
     child?.disconnect();
+    await lanePeers.on.close();
+    await lanePeers.off.close();
     await uncachedPeer.close();
     await keygate.stop();
   }

@@ -74,6 +74,7 @@ export const envSchema = z.object({
     .default(30 * 60_000),
   KEYGATE_LOG_LEVEL: logLevel.default("info"),
   KEYGATE_LOG_SAMPLE_EVERY: positiveInt(1_000_000).default(100),
+  KEYGATE_FAST_LANE: bool.default(true),
   DATABASE_URL: z
     .string()
     .regex(/^postgres(ql)?:\/\//, "expected a postgres:// or postgresql:// URL")

@@ -53,6 +53,8 @@ export interface Config {
    * checks, POST /oauth2/introspect) in this many is logged; the rest are counted. 1: all.
    */
   readonly logSampleEvery: number;
+  /** Serve the hot unary RPCs through the lean lane (src/http/fast-lane.ts). */
+  readonly fastLane: boolean;
   /** External PostgreSQL; undefined selects the embedded database under dataDir. */
   readonly databaseUrl: string | undefined;
   readonly dbPoolSize: number;
@@ -262,6 +264,7 @@ export function configFromEnv(env: Record<string, string | undefined>): Config {
     }),
     logLevel: e.KEYGATE_LOG_LEVEL,
     logSampleEvery: e.KEYGATE_LOG_SAMPLE_EVERY,
+    fastLane: e.KEYGATE_FAST_LANE,
     databaseUrl: e.DATABASE_URL,
     dbPoolSize: e.KEYGATE_DB_POOL_SIZE,
     dataDir: e.KEYGATE_DATA_DIR,

@@ -26,3 +26,8 @@ export const principalKey = createContextKey<Principal | undefined>(undefined, {
 export const callerKey = createContextKey<Caller | undefined>(undefined, {
   description: "admin caller",
 });
+
+/** "fast" when the lean unary lane (src/http/fast-lane.ts) serves the call; in its log line. */
+export const servingLaneKey = createContextKey<"fast" | undefined>(undefined, {
+  description: "serving lane",
+});

@@ -1,4 +1,9 @@
-import type { ConnectRouter, ServiceImpl } from "@connectrpc/connect";
+import {
+  type ConnectRouter,
+  createServiceImplSpec,
+  type MethodImplSpec,
+  type ServiceImpl,
+} from "@connectrpc/connect";
 import { Authorization } from "../gen/envoy/service/auth/v3/external_auth_pb.js";
 import { Health } from "../gen/grpc/health/v1/health_pb.js";
 import { AdminService } from "../gen/keygate/v1/admin_service_pb.js";
@@ -42,4 +47,22 @@ export function routes(handlers: Handlers) {
     router.service(TokenIntrospectionService, handlers.introspection);
     router.service(Authorization, handlers.envoy);
   };
+}
+
+/**
+ * The unary RPCs a gateway calls on every request it passes, which the lean lane serves when
+ * KEYGATE_FAST_LANE is on (src/http/fast-lane.ts): the same implementations routes() registers.
+ */
+export function hotMethods(handlers: Handlers): MethodImplSpec[] {
+  const introspection = createServiceImplSpec<typeof TokenIntrospectionService>(
+    TokenIntrospectionService,
+    handlers.introspection,
+  ).methods;
+  const envoy = createServiceImplSpec<typeof Authorization>(Authorization, handlers.envoy).methods;
+  return [
+    introspection.introspect,
+    introspection.introspectBatch,
+    introspection.getJwks,
+    envoy.check,
+  ].filter((spec): spec is MethodImplSpec => spec !== undefined);
 }

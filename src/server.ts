@@ -25,7 +25,7 @@ import { textInterceptor } from "./interceptors/text.js";
 import type { Logger } from "./log.js";
 import type { Metrics } from "./metrics.js";
 import type { Readiness } from "./readiness.js";
-import { type Handlers, routes } from "./routes.js";
+import { type Handlers, hotMethods, routes } from "./routes.js";
 
 export interface ServerDeps {
   readonly config: Pick<
@@ -38,6 +38,7 @@ export interface ServerDeps {
     | "ipv6PrefixLength"
     | "streams"
     | "logSampleEvery"
+    | "fastLane"
   >;
   /** RFC 7662 / 7009 / 8414 endpoints over the same Introspector as the RPCs. */
   readonly oauth?: OAuthDeps;
@@ -140,6 +141,7 @@ export function buildServer(deps: ServerDeps): Server {
     logger: deps.logger,
     routes: routes(deps.handlers),
     ...rpcRouterOptions(deps, callLog),
+    fastLane: deps.config.fastLane ? hotMethods(deps.handlers) : undefined,
     shutdownSignal: shutdown.signal,
     contextValues: (req) => {
       const meta = requestMeta(req);

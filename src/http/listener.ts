@@ -19,9 +19,10 @@ const preface = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", "latin1");
 const sniffTimeoutMs = 10_000;
 
 /**
- * A socket that first replays the bytes already read from it. Node's HTTP servers read
+ * A socket that first replays the bytes already read from it. Node's HTTP/1.1 server reads
  * from a net.Socket's native handle, so bytes that were read and unshifted would be lost;
- * given any other Duplex they read through the stream interface, which sees the replay.
+ * given any other Duplex it reads through the stream interface, which sees the replay. (The
+ * HTTP/2 server takes a socket's buffered bytes first, so h2c keeps the socket itself.)
  */
 class ReplaySocket extends Duplex {
   readonly remoteAddress: string | undefined;
@@ -227,15 +228,20 @@ export function createListener(
         socket.off("data", onData);
         socket.pause();
         socket.setTimeout(0);
-        // Both servers read a real net.Socket through its native handle, where unshifted
-        // bytes are lost, so each gets a stream that replays what the sniffing read.
+        if (admitted && h2c) {
+          // The HTTP/2 server takes the bytes the sniffing read back from the socket's buffer
+          // and keeps the native handle: no JavaScript stream between nghttp2 and the socket.
+          socket.unshift(head);
+          pendingPeer = socket.remoteAddress;
+          h2.emit("connection", socket);
+          pendingPeer = undefined;
+          return;
+        }
+        // The HTTP/1.1 server reads a real net.Socket through its native handle, where
+        // unshifted bytes are lost, so it gets a stream that replays what the sniffing read.
         const replay = new ReplaySocket(socket, head);
         if (!admitted) {
           (h2c ? refusedH2 : refusedH1).emit("connection", replay);
-        } else if (h2c) {
-          pendingPeer = socket.remoteAddress;
-          h2.emit("connection", replay);
-          pendingPeer = undefined;
         } else {
           plain.emit("connection", replay);
         }

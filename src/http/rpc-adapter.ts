@@ -1,5 +1,5 @@
-import { Code, ConnectError, createConnectRouter } from "@connectrpc/connect";
-import { createAsyncIterable } from "@connectrpc/connect/protocol";
+import { Code, ConnectError, createConnectRouter, type MethodImplSpec } from "@connectrpc/connect";
+import { createAsyncIterable, validateUniversalHandlerOptions } from "@connectrpc/connect/protocol";
 import {
   type ConnectNodeAdapterOptions,
   compressionBrotli,
@@ -9,6 +9,7 @@ import {
 } from "@connectrpc/connect-node";
 import { jsonViolations, jsonViolationsKey } from "../interceptors/json-fields.js";
 import type { Logger } from "../log.js";
+import { createFastLane } from "./fast-lane.js";
 import type { NodeServerRequest, NodeServerResponse } from "./types.js";
 
 /**
@@ -20,19 +21,46 @@ import type { NodeServerRequest, NodeServerResponse } from "./types.js";
  * interceptor runs, with a bare message (or, by default, drops unknown fields silently).
  * Bodies that are compressed, chunked, larger than the limit or not JSON at all are left to
  * connect-es, which refuses them in its own words.
+ *
+ * With `fastLane`, those methods' plain unary calls are served by the lean lane
+ * (createFastLane) with the same interceptors and options; what it does not take comes here.
  */
-export function rpcAdapter(options: ConnectNodeAdapterOptions & { logger: Logger }) {
-  const router = createConnectRouter({
+export function rpcAdapter(
+  options: ConnectNodeAdapterOptions & { logger: Logger; fastLane?: readonly MethodImplSpec[] },
+) {
+  const routerOptions = {
     acceptCompression: [compressionGzip, compressionBrotli],
     ...options,
-  });
+  };
+  const router = createConnectRouter(routerOptions);
   options.routes(router);
+  const fast =
+    options.fastLane && options.contextValues
+      ? createFastLane({
+          methods: options.fastLane,
+          router: validateUniversalHandlerOptions(routerOptions),
+          contextValues: options.contextValues,
+          logger: options.logger,
+        })
+      : undefined;
   const paths = new Map(router.handlers.map((h) => [h.requestPath, h]));
   const readMaxBytes = options.readMaxBytes ?? 0xffffffff;
   const encoder = new TextEncoder();
 
   return (req: NodeServerRequest, res: NodeServerResponse) => {
-    const handler = paths.get(req.url?.split("?", 2)[0] ?? "");
+    const path = req.url?.split("?", 2)[0] ?? "";
+    if (fast?.(req, res, path, (read) => general(req, res, path, read))) return;
+    general(req, res, path);
+  };
+
+  /** connect-es's path; `read` is what the fast lane already read of the body. */
+  function general(
+    req: NodeServerRequest,
+    res: NodeServerResponse,
+    path: string,
+    read?: readonly Uint8Array[],
+  ) {
+    const handler = paths.get(path);
     if (!handler) {
       if (options.fallback) options.fallback(req, res);
       else {
@@ -43,6 +71,8 @@ export function rpcAdapter(options: ConnectNodeAdapterOptions & { logger: Logger
     }
     const contextValues = options.contextValues?.(req);
     const uReq = universalRequestFromNodeRequest(req, res, undefined, contextValues);
+    const sent = read ? replayed(req, read) : undefined;
+    if (sent) uReq.body = sent;
     const length = Number(req.headers["content-length"]);
     const prechecked =
       handler.method.methodKind === "unary" &&
@@ -53,9 +83,9 @@ export function rpcAdapter(options: ConnectNodeAdapterOptions & { logger: Logger
       length <= readMaxBytes;
     const run = async () => {
       if (prechecked && contextValues) {
-        const chunks: Buffer[] = [];
+        const chunks: Uint8Array[] = [];
         try {
-          for await (const chunk of req) chunks.push(chunk as Buffer);
+          for await (const chunk of sent ?? req) chunks.push(chunk as Uint8Array);
         } catch {
           // The client went away mid-body: there is no one to answer.
           res.destroy();
@@ -91,5 +121,12 @@ export function rpcAdapter(options: ConnectNodeAdapterOptions & { logger: Logger
       if (!res.headersSent) res.writeHead(500);
       res.end();
     });
-  };
+  }
+}
+
+/** The body as it was sent: the chunks already read, then the rest of the stream. */
+async function* replayed(req: NodeServerRequest, read: readonly Uint8Array[]) {
+  yield* read;
+  if (req.readableEnded) return;
+  for await (const chunk of req) yield chunk as Uint8Array;
 }

@@ -9,7 +9,7 @@ import {
 } from "../../gen/google/rpc/error_details_pb.js";
 import type { LoginResponse } from "../../gen/keygate/v1/auth_service_pb.js";
 import { CallLog } from "../call-log.js";
-import { peerAddressKey, requestIdKey } from "../context-keys.js";
+import { peerAddressKey, requestIdKey, servingLaneKey } from "../context-keys.js";
 import {
   AlreadyExistsError,
   type DomainError,
@@ -108,6 +108,7 @@ export function errorInterceptor(
       protocol: req.requestMethod === "GET" ? "connect-get" : req.header.get("content-type"),
       peer: req.contextValues.get(peerAddressKey),
       workspace: req.header.get("x-workspace-id") ?? undefined,
+      lane: req.contextValues.get(servingLaneKey),
       durationMs: Math.round((performance.now() - started) * 100) / 100,
     });
     const observe = (code: string, reason?: string, loginStep = false) =>
