@@ -134,6 +134,20 @@ async function grant(
   return { callback, verifier, request, requestId } as const;
 }
 
+/** The code of a granted flow exchanged, naming one resource at the token endpoint. */
+function exchangeFor(
+  config: client.Configuration,
+  flow: { callback: URL; verifier: string },
+  resource: string,
+) {
+  return client.authorizationCodeGrant(
+    config,
+    flow.callback,
+    { pkceCodeVerifier: flow.verifier, idTokenExpected: false },
+    { resource },
+  );
+}
+
 async function tokenRequest(config: client.Configuration, body: URLSearchParams) {
   const meta = config.serverMetadata();
   const info = config.clientMetadata();
@@ -154,12 +168,7 @@ describe("RFC 8707 resource indicators", () => {
     const flow = await grant(config, email, { resource: calendar, scope: "offline_access" });
     if (flow.requestId === null) throw new Error(`refused: ${flow.refused}`);
     expect(flow.request?.resources).toEqual([calendar]);
-    const tokens = await client.authorizationCodeGrant(
-      config,
-      flow.callback,
-      { pkceCodeVerifier: flow.verifier, idTokenExpected: false },
-      { resource: calendar },
-    );
+    const tokens = await exchangeFor(config, flow, calendar);
     const claims = decodeJwt(tokens.access_token);
     // RFC 9068: iss is the provider's issuer, aud the resource.
     expect(claims.iss).toBe(issuerOf(workspaceId));
@@ -223,12 +232,7 @@ describe("RFC 8707 resource indicators", () => {
     const email = await user();
     const flow = await grant(config, email, { resource: calendar, scope: "offline_access" });
     if (flow.requestId === null) throw new Error(`refused: ${flow.refused}`);
-    const tokens = await client.authorizationCodeGrant(
-      config,
-      flow.callback,
-      { pkceCodeVerifier: flow.verifier, idTokenExpected: false },
-      { resource: calendar },
-    );
+    const tokens = await exchangeFor(config, flow, calendar);
     const token = tokens.access_token;
     const clientId = config.clientMetadata().client_id;
     const sub = decodeJwt(token).sub as string;
@@ -356,12 +360,7 @@ describe("RFC 8707 resource indicators", () => {
       scope: "offline_access",
     });
     if (flow.requestId === null) throw new Error(`refused: ${flow.refused}`);
-    const tokens = await client.authorizationCodeGrant(
-      config,
-      flow.callback,
-      { pkceCodeVerifier: flow.verifier, idTokenExpected: false },
-      { resource: calendar },
-    );
+    const tokens = await exchangeFor(config, flow, calendar);
     expect(decodeJwt(tokens.access_token).aud).toBe(calendar);
     const forPayroll = await client.refreshTokenGrant(config, tokens.refresh_token as string, {
       resource: payroll,

@@ -3,7 +3,7 @@ import { z } from "zod";
 import { sql, voidRow } from "../db/sql.js";
 import { type AuditEventInput, auditEventColumns, auditEventValues } from "./audit.js";
 import { membershipRow } from "./memberships.js";
-import { type GrantOfSession, liveBrowserSession } from "./sessions.js";
+import { type GrantOfSession, liveBrowserSession, type NewSession } from "./sessions.js";
 
 export const oauthCodeRow = z.object({
   workspace_id: z.string(),
@@ -113,18 +113,7 @@ export async function spendOAuthCode(
   input: {
     codeHash: Buffer;
     codeUsedAt: Date;
-    session: {
-      workspaceId: string;
-      userId: string;
-      ipAddress: string | null;
-      userAgent: string | null;
-      now: Date;
-      idleExpiresAt: Date;
-      expiresAt: Date;
-      accessExpiresAt: Date;
-      amr: readonly string[];
-      grant: GrantOfSession;
-    };
+    session: NewSession & { grant: GrantOfSession };
     refreshTokenHash: Buffer;
     audit: Omit<AuditEventInput, "sessionId">;
   },

@@ -58,21 +58,24 @@ export interface GrantOfSession {
   readonly resources: readonly string[];
 }
 
+/** What a new session row holds (insertSession, and a spent code's grant in oauth-codes.ts). */
+export interface NewSession {
+  workspaceId: string;
+  userId: string;
+  ipAddress: string | null;
+  userAgent: string | null;
+  now: Date;
+  idleExpiresAt: Date;
+  expiresAt: Date;
+  accessExpiresAt: Date;
+  amr: readonly string[];
+  /** For a grant of the OpenID Provider. */
+  grant?: GrantOfSession;
+}
+
 export async function insertSession(
   db: CommonQueryMethods,
-  input: {
-    workspaceId: string;
-    userId: string;
-    ipAddress: string | null;
-    userAgent: string | null;
-    now: Date;
-    idleExpiresAt: Date;
-    expiresAt: Date;
-    accessExpiresAt: Date;
-    amr: readonly string[];
-    /** For a grant of the OpenID Provider. */
-    grant?: GrantOfSession;
-  },
+  input: NewSession,
 ): Promise<SessionRow> {
   const grant = input.grant;
   return db.one(sql.type(sessionRow)`
