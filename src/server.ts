@@ -88,6 +88,11 @@ export function rpcRouterOptions(
     // so a misspelt setting never reads as "unchanged". connect-es alone would ignore both.
     jsonOptions: { ignoreUnknownFields: false },
     maxTimeoutMs: deps.config.maxTimeoutMs,
+    // Answers under 2 KiB go out as they are (connect-es compresses from 1 KiB): tokens are
+    // random and barely shrink, gzip cost a sign-in more CPU than its answer's bytes cost the
+    // network, and an answer that carries a secret beside what its caller chose should not be
+    // compressed at all (compression side channels). Lists, which do shrink, are larger.
+    compressMinBytes: 2048,
   } satisfies ConnectRouterOptions;
 }
 

@@ -3,7 +3,12 @@ import { z } from "zod";
 import { sql, voidRow } from "../db/sql.js";
 import { type AuditEventInput, auditEventColumns, auditEventValues } from "./audit.js";
 import { membershipRow } from "./memberships.js";
-import { type GrantOfSession, liveBrowserSession, type NewSession } from "./sessions.js";
+import {
+  type GrantOfSession,
+  liveBrowserSession,
+  type NewSession,
+  sessionWithRefreshTokenCtes,
+} from "./sessions.js";
 
 export const oauthCodeRow = z.object({
   workspace_id: z.string(),
@@ -21,9 +26,6 @@ export const oauthCodeRow = z.object({
   resources: z.array(z.string()),
 });
 export type OAuthCodeRow = z.infer<typeof oauthCodeRow>;
-
-const columns = sql.fragment`workspace_id, client_id, parent_session_id, user_id, redirect_uri,
-  scopes, nonce, code_challenge, created_at, expires_at, used_at, grant_session_id, resources`;
 
 export async function insertOAuthCode(
   db: CommonQueryMethods,
@@ -119,33 +121,19 @@ export async function spendOAuthCode(
   },
 ): Promise<z.infer<typeof spentCodeRow> | null> {
   const s = input.session;
-  const now = sql.timestamp(s.now);
   return db.maybeOne(sql.type(spentCodeRow)`
     WITH m AS (
       SELECT role, status FROM workspace_members
       WHERE workspace_id = ${s.workspaceId} AND user_id = ${s.userId}
       FOR SHARE
-    ), s AS (
-      INSERT INTO sessions (workspace_id, user_id, ip_address, user_agent, created_at,
-                            last_used_at, idle_expires_at, expires_at, access_expires_at, amr,
-                            client_id, parent_session_id, scopes, auth_time, resources)
-      SELECT ${s.workspaceId}::uuid, ${s.userId}::uuid, ${s.ipAddress}::text,
-             ${s.userAgent}::text, ${now}, ${now}, ${sql.timestamp(s.idleExpiresAt)},
-             ${sql.timestamp(s.expiresAt)}, ${sql.timestamp(s.accessExpiresAt)},
-             ${sql.array([...s.amr], "text")}, ${s.grant.clientId}::text,
-             ${s.grant.parentSessionId}::uuid, ${sql.array([...s.grant.scopes], "text")},
-             ${sql.timestamp(s.grant.authTime)}, ${sql.array([...s.grant.resources], "text")}
-      FROM m WHERE m.status = 'active' AND EXISTS (
+    ), ${sessionWithRefreshTokenCtes(
+      s,
+      input.refreshTokenHash,
+      sql.fragment`m WHERE m.status = 'active' AND EXISTS (
         SELECT 1 FROM oauth_codes
         WHERE workspace_id = ${s.workspaceId} AND code_hash = ${sql.binary(input.codeHash)}
-          AND used_at IS NULL)
-      RETURNING id
-    ), r AS (
-      INSERT INTO refresh_tokens (workspace_id, session_id, token_hash, parent_id, created_at)
-      SELECT ${s.workspaceId}::uuid, s.id, ${sql.binary(input.refreshTokenHash)}::bytea, NULL,
-             ${now}
-      FROM s
-    ), c AS (
+          AND used_at IS NULL)`,
+    )}, c AS (
       UPDATE oauth_codes SET used_at = ${sql.timestamp(input.codeUsedAt)}, grant_session_id = s.id
       FROM s
       WHERE oauth_codes.workspace_id = ${s.workspaceId}

@@ -93,6 +93,40 @@ export async function insertSession(
     RETURNING ${sessionColumns}`);
 }
 
+/**
+ * A session and its first refresh token, as two CTEs (`s`, answering the session's id, and
+ * `r`) of a statement that writes them beside what opens them: one row of each for every row
+ * of `from` (a FROM list with its WHERE, of that statement's other CTEs), none when it has none.
+ * The same rows insertSession and insertRefreshToken write.
+ */
+export function sessionWithRefreshTokenCtes(
+  s: NewSession,
+  refreshTokenHash: Buffer,
+  from: FragmentSqlToken,
+): FragmentSqlToken {
+  const now = sql.timestamp(s.now);
+  const grant = s.grant;
+  return sql.fragment`s AS (
+      INSERT INTO sessions (workspace_id, user_id, ip_address, user_agent, created_at,
+                            last_used_at, idle_expires_at, expires_at, access_expires_at, amr,
+                            client_id, parent_session_id, scopes, auth_time, resources)
+      SELECT ${s.workspaceId}::uuid, ${s.userId}::uuid, ${s.ipAddress}::text,
+             ${s.userAgent}::text, ${now}, ${now}, ${sql.timestamp(s.idleExpiresAt)},
+             ${sql.timestamp(s.expiresAt)}, ${sql.timestamp(s.accessExpiresAt)},
+             ${sql.array([...s.amr], "text")}, ${grant?.clientId ?? null}::text,
+             ${grant?.parentSessionId ?? null}::uuid,
+             ${grant ? sql.array([...grant.scopes], "text") : null}::text[],
+             ${grant ? sql.timestamp(grant.authTime) : null}::timestamptz,
+             ${grant ? sql.array([...grant.resources], "text") : null}::text[]
+      FROM ${from}
+      RETURNING id
+    ), r AS (
+      INSERT INTO refresh_tokens (workspace_id, session_id, token_hash, parent_id, created_at)
+      SELECT ${s.workspaceId}::uuid, s.id, ${sql.binary(refreshTokenHash)}::bytea, NULL, ${now}
+      FROM s
+    )`;
+}
+
 export async function findSession(
   db: CommonQueryMethods,
   workspaceId: string,

@@ -11,30 +11,35 @@ import type { DatabaseTransactionConnection } from "slonik";
 import { hashesEqual } from "../../crypto/opaque-tokens.js";
 import { withTenant } from "../../db/with-tenant.js";
 import { DomainError, FailedPreconditionError, NotFoundError } from "../../errors.js";
-import { findMembership } from "../../repositories/memberships.js";
 import {
-  findPasskeyForAssertion,
+  type AssertionTarget,
   listPasskeys,
-  type PasskeyRow,
+  recordPasskeySignIn,
   recordPasskeyUse,
+  spendChallengeForAssertion,
 } from "../../repositories/passkeys.js";
-import { findUserById, type UserRow } from "../../repositories/users.js";
 import { issueActionProof } from "../action-proofs.js";
 import { withMethod } from "../amr.js";
-import { audit } from "../audit.js";
+import { audit, auditEvent } from "../audit.js";
 import type { AuthDeps, Principal, RequestMeta } from "../deps.js";
-import { sessionOrPending } from "../otp.js";
-import { finishPendingLogin, tokensAfterFactor } from "../second-step.js";
-import type { IssuedTokens, TokenDraft } from "../sessions.js";
+import { guessSubject } from "../lockout.js";
+import { finishPendingLogin, planSecondStep, tokensAfterFactor } from "../second-step.js";
+import {
+  type IssuedTokens,
+  planSession,
+  sessionDraft,
+  signTokens,
+  type TokenDraft,
+} from "../sessions.js";
 import { bindingOf, type Scope, type ScopeInput, scopeOf } from "./passkey-scope.js";
 import {
   assertionOf,
+  challengeToSpend,
   challengeTtlMs,
   descriptorsOf,
   methodOf,
   newChallenge,
   passkeyInvalid,
-  spendChallenge,
 } from "./webauthn.js";
 
 /**
@@ -89,9 +94,10 @@ export type PasskeyAuthenticationResult =
  * the challenge was for), and a signature counter that moved forward. Every refusal answers
  * UNAUTHENTICATED / PASSKEY_INVALID alike and is audited; a counter that did not move forward
  * is audited as a cloned authenticator. One transaction: the challenge is spent and the
- * credential read, the assertion judged, and what it opens (a session, the pending login's
- * end, an action proof) written under a savepoint, so that a refusal there undoes its own
- * writes but never the spending.
+ * credential read (one statement), the assertion judged, and what it opens written: a
+ * username-less sign-in's session in one more statement, once everything it depends on was
+ * checked; the pending login's end or an action proof under a savepoint, so that a refusal
+ * there undoes its own writes but never the spending.
  */
 export async function finishPasskeyAuthentication(
   deps: AuthDeps,
@@ -114,7 +120,10 @@ export async function finishPasskeyAuthentication(
     let error: DomainError | undefined;
     if (checked.kind === "passed") {
       try {
-        opened = await tx.transaction((sp) => open(sp, deps, meta, scope, checked));
+        opened =
+          scope.purpose === "passkey_sign_in"
+            ? await signIn(tx, deps, meta, scope, checked)
+            : await tx.transaction((sp) => open(sp, deps, meta, scope, checked));
         if (!opened) refusal = { reason: "not_allowed", userId: checked.passkey.user_id };
       } catch (e) {
         if (!(e instanceof DomainError)) throw e;
@@ -138,7 +147,12 @@ export async function finishPasskeyAuthentication(
   if (settled.refusal || !settled.opened) throw passkeyInvalid();
   const opened = settled.opened;
   if (opened.kind === "action_proof") return opened;
-  return { kind: "tokens", tokens: await tokensAfterFactor(deps, opened.draft, opened.user) };
+  // A sign-in's statement cleared the failed-login count already.
+  const tokens =
+    opened.kind === "session"
+      ? await signTokens(deps, opened.draft)
+      : await tokensAfterFactor(deps, opened.draft);
+  return { kind: "tokens", tokens };
 }
 
 interface Refusal {
@@ -152,11 +166,14 @@ type AuthenticationInfo = VerifiedAuthenticationResponse["authenticationInfo"];
 
 type Checked =
   | ({ kind: "refused" } & Refusal)
-  | { kind: "passed"; passkey: PasskeyRow; info: AuthenticationInfo };
+  | { kind: "passed"; passkey: AssertionTarget; info: AuthenticationInfo };
 
 type Opened =
   | { kind: "action_proof"; proof: string; expiresAt: Date }
-  | { kind: "draft"; draft: TokenDraft; user: UserRow | null };
+  /** The pending login's end: its tokens clear the failed-login count. */
+  | { kind: "draft"; draft: TokenDraft }
+  /** A username-less sign-in's session. */
+  | { kind: "session"; draft: TokenDraft };
 
 /** An ES256 COSE public key whose private half was thrown away at start. */
 const nobodysKey: Buffer = (() => {
@@ -191,12 +208,18 @@ async function checkAssertion(
     userId,
     ...(type ? { type } : {}),
   });
+  let spent: ReturnType<typeof challengeToSpend>;
   try {
-    await spendChallenge(tx, deps, { ...bindingOf(scope), challenge });
+    spent = challengeToSpend(deps, { ...bindingOf(scope), challenge });
   } catch {
     return refused("challenge", scope.userId);
   }
-  const passkey = await findPasskeyForAssertion(tx, ws, Buffer.from(credential.rawId, "base64url"));
+  const passkey = await spendChallengeForAssertion(tx, {
+    workspaceId: ws,
+    credentialId: Buffer.from(credential.rawId, "base64url"),
+    challenge: spent,
+  });
+  if (passkey && !passkey.fresh) return refused("challenge", scope.userId);
   // The signature is checked whatever was found (against a key nobody holds when nothing
   // was), so that an unknown credential id answers as slowly as a known one with a bad
   // signature: the time of a refusal does not tell which ids exist.
@@ -237,13 +260,16 @@ async function checkAssertion(
   return { kind: "passed", passkey, info };
 }
 
-/** What a checked assertion opens; undefined when it may not (anything changed meanwhile). */
+/**
+ * What a checked assertion opens for a second step or a sensitive action; undefined when it
+ * may not (anything changed meanwhile).
+ */
 async function open(
   tx: DatabaseTransactionConnection,
   deps: AuthDeps,
   meta: RequestMeta,
   scope: Scope,
-  { passkey, info }: { passkey: PasskeyRow; info: AuthenticationInfo },
+  { passkey, info }: { passkey: AssertionTarget; info: AuthenticationInfo },
 ): Promise<Opened | undefined> {
   const ws = scope.workspace.id;
   const method = methodOf(info.credentialBackedUp);
@@ -263,47 +289,85 @@ async function open(
       ...(await issueActionProof(tx, deps, ws, passkey.user_id, "factor")),
     };
   }
-  if (scope.pending) {
-    const draft = await finishPendingLogin(tx, deps, meta, {
-      pending: scope.pending,
-      step: "factor",
-      method,
-      verified: info.userVerified,
-      settings: scope.settings,
-      details: { passkey_id: passkey.id },
-    });
-    return draft && { kind: "draft", draft, user: null };
-  }
-  const user = await findUserById(tx, passkey.user_id);
-  const membership = await findMembership(tx, ws, passkey.user_id);
-  if (!user || user.blocked || membership?.status !== "active") return undefined;
+  if (!scope.pending) return undefined;
+  const draft = await finishPendingLogin(tx, deps, meta, {
+    pending: scope.pending,
+    step: "factor",
+    method,
+    verified: info.userVerified,
+    settings: scope.settings,
+    details: { passkey_id: passkey.id },
+  });
+  return draft && { kind: "draft", draft };
+}
+
+/**
+ * A username-less sign-in: through the workspace's rules like any other way in, from the
+ * member and account the assertion's statement read (and share-locked); then the counter,
+ * session, refresh token, audit row and the cleared failed-login count in one statement.
+ * Undefined when it may not open (blocked, not active, or another assertion moved the counter
+ * first).
+ */
+async function signIn(
+  tx: DatabaseTransactionConnection,
+  deps: AuthDeps,
+  meta: RequestMeta,
+  scope: Scope,
+  { passkey, info }: { passkey: AssertionTarget; info: AuthenticationInfo },
+): Promise<Opened | undefined> {
+  const ws = scope.workspace.id;
+  const userId = passkey.user_id;
+  if (passkey.user_blocked || passkey.member_status !== "active") return undefined;
   if (
     scope.settings.require_email_verification &&
-    !user.email_verified &&
-    !membership.email_verified
+    !passkey.user_email_verified &&
+    !passkey.member_email_verified
   ) {
     throw new FailedPreconditionError(
       "EMAIL_NOT_VERIFIED",
       "verify your email address before logging in",
     );
   }
-  // Through the workspace's rules like any other way in; a verified passkey already counts
-  // as two factors, so no further step is asked for.
-  const next = await sessionOrPending(tx, deps, meta, {
-    workspace: scope.workspace,
-    user,
-    role: membership.role,
-    settings: scope.settings,
-    amr: withMethod([], method, info.userVerified),
-  });
-  if (next.kind === "pending") return undefined;
-  await audit(tx, deps, meta, {
-    type: "login_succeeded",
+  const method = methodOf(info.credentialBackedUp);
+  const amr = withMethod([], method, info.userVerified);
+  const role = passkey.member_role;
+  // A verified passkey already counts as two factors, so no further step is asked for.
+  const step = await planSecondStep(tx, {
     workspaceId: ws,
-    userId: user.id,
-    sessionId: next.draft.sessionId,
-    outcome: "success",
-    details: { method, flow: "passkey_sign_in", passkey_id: passkey.id },
+    user: { id: userId, otp_login_opt_in: passkey.user_otp_login_opt_in },
+    role,
+    settings: scope.settings,
+    amr,
   });
-  return { kind: "draft", draft: next.draft, user };
+  if (step) return undefined;
+  const plan = planSession(deps, meta, {
+    workspaceId: ws,
+    userId,
+    role,
+    settings: scope.settings,
+    amr,
+  });
+  const sessionId = await recordPasskeySignIn(tx, {
+    use: {
+      workspaceId: ws,
+      id: passkey.id,
+      previousCount: passkey.sign_count,
+      signCount: info.newCounter,
+      backedUp: info.credentialBackedUp,
+      now: plan.session.now,
+    },
+    session: plan.session,
+    refreshTokenHash: plan.refreshTokenHash,
+    audit: auditEvent(deps, meta, {
+      type: "login_succeeded",
+      workspaceId: ws,
+      userId,
+      outcome: "success",
+      details: { method, flow: "passkey_sign_in", passkey_id: passkey.id },
+    }),
+    lockoutSubject: guessSubject(passkey.user_email, null),
+  });
+  // Another assertion with this counter got there first (or the passkey was deleted).
+  if (sessionId === null) return undefined;
+  return { kind: "session", draft: sessionDraft(plan, sessionId, role) };
 }

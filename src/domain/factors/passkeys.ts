@@ -21,7 +21,7 @@ import {
 } from "../../repositories/memberships.js";
 import {
   deletePasskey as deletePasskeyRow,
-  findPasskeyForAssertion,
+  findPasskeyByCredentialId,
   insertPasskey,
   listPasskeys,
   type PasskeyRow,
@@ -227,7 +227,7 @@ export async function finishPasskeyRegistration(
     if (!row) {
       // Already the member's own: say so. Another member's: refuse as any bad answer does, so
       // that registering tells nobody which credential ids exist.
-      const held = await findPasskeyForAssertion(
+      const held = await findPasskeyByCredentialId(
         tx,
         who.workspace.id,
         Buffer.from(registration.credential.id, "base64url"),

@@ -7,6 +7,7 @@ import { hmacSha256 } from "../../crypto/opaque-tokens.js";
 import { InvalidArgumentError, UnauthenticatedError } from "../../errors.js";
 import {
   type ChallengePurpose,
+  type SpentChallenge,
   spendPasskeyChallenge,
   type UserVerification,
 } from "../../repositories/passkey-challenges.js";
@@ -80,16 +81,14 @@ export function newChallenge(
 }
 
 /**
- * Spends the challenge an answer signed, in the caller's tenant transaction: one of this
- * binding, not expired, and not spent before. Answers the user verification it asked for;
- * UNAUTHENTICATED / PASSKEY_INVALID otherwise. The caller commits the spending whether or not
- * the rest of the answer checks out, so no answer is tried twice against one challenge.
+ * The spent row of the challenge an answer signed: one of this binding and not expired, else
+ * UNAUTHENTICATED / PASSKEY_INVALID. Writing the row (spendChallenge, or a statement that
+ * spends it beside what it reads) tells whether it was spent before.
  */
-export async function spendChallenge(
-  tx: DatabaseTransactionConnection,
+export function challengeToSpend(
   deps: Pick<AuthDeps, "clock" | "tokenSecret">,
   binding: ChallengeBinding & { challenge: string },
-): Promise<{ userVerification: UserVerification }> {
+): SpentChallenge {
   const bytes = Buffer.from(binding.challenge, "base64url");
   // One spelling per challenge: base64url decoding ignores padding and the unused bits of the
   // last character, so without this "C", "C=" and fifteen other texts would be one challenge
@@ -102,18 +101,31 @@ export async function spendChallenge(
   const now = deps.clock.now();
   const expiresAt = new Date(head.readUIntBE(2, 6));
   if (expiresAt.getTime() <= now.getTime()) throw passkeyInvalid();
-  const userVerification = (head.readUInt8(1) & 1) === 1 ? "required" : "preferred";
-  const fresh = await spendPasskeyChallenge(tx, {
+  return {
     workspaceId: binding.workspaceId,
     userId: binding.userId,
     purpose: binding.purpose,
     hash: challengeHash(deps.tokenSecret, binding.challenge),
-    userVerification,
+    userVerification: (head.readUInt8(1) & 1) === 1 ? "required" : "preferred",
     now,
     expiresAt,
-  });
-  if (!fresh) throw passkeyInvalid();
-  return { userVerification };
+  };
+}
+
+/**
+ * Spends the challenge an answer signed, in the caller's tenant transaction: one of this
+ * binding, not expired, and not spent before. Answers the user verification it asked for;
+ * UNAUTHENTICATED / PASSKEY_INVALID otherwise. The caller commits the spending whether or not
+ * the rest of the answer checks out, so no answer is tried twice against one challenge.
+ */
+export async function spendChallenge(
+  tx: DatabaseTransactionConnection,
+  deps: Pick<AuthDeps, "clock" | "tokenSecret">,
+  binding: ChallengeBinding & { challenge: string },
+): Promise<{ userVerification: UserVerification }> {
+  const spent = challengeToSpend(deps, binding);
+  if (!(await spendPasskeyChallenge(tx, spent))) throw passkeyInvalid();
+  return { userVerification: spent.userVerification };
 }
 
 const b64url = z
