@@ -1,4 +1,4 @@
-import type { CommonQueryMethods } from "slonik";
+import type { CommonQueryMethods, FragmentSqlToken } from "slonik";
 import { z } from "zod";
 import { sql } from "../db/sql.js";
 import { type AuditEventInput, auditEventColumns, auditEventValues } from "./audit.js";
@@ -122,27 +122,31 @@ export async function insertPasskey(
     RETURNING ${columns}`);
 }
 
+/** A successful assertion: the counter it moves from and to, and what it says of backup. */
+export interface PasskeyUse {
+  readonly workspaceId: string;
+  readonly id: string;
+  readonly previousCount: number;
+  readonly signCount: number;
+  readonly backedUp: boolean;
+  readonly now: Date;
+}
+
 /**
- * Records a successful assertion. The counter only moves forward: of two assertions that
- * raced with the same counter, the second finds no row.
+ * The UPDATE that records a use, answering the passkey's id. The counter only moves forward:
+ * of two assertions that raced with the same counter, the second finds no row.
  */
-export async function recordPasskeyUse(
-  db: CommonQueryMethods,
-  input: {
-    workspaceId: string;
-    id: string;
-    previousCount: number;
-    signCount: number;
-    backedUp: boolean;
-    now: Date;
-  },
-): Promise<boolean> {
-  const row = await db.maybeOne(sql.type(idRow)`
-    UPDATE passkeys SET sign_count = ${input.signCount}, backed_up = ${input.backedUp},
-                        last_used_at = ${sql.timestamp(input.now)}
-    WHERE workspace_id = ${input.workspaceId} AND id = ${input.id}
-      AND sign_count = ${input.previousCount}
-    RETURNING id`);
+function passkeyUseUpdate(u: PasskeyUse): FragmentSqlToken {
+  return sql.fragment`
+    UPDATE passkeys SET sign_count = ${u.signCount}, backed_up = ${u.backedUp},
+                        last_used_at = ${sql.timestamp(u.now)}
+    WHERE workspace_id = ${u.workspaceId} AND id = ${u.id} AND sign_count = ${u.previousCount}
+    RETURNING id`;
+}
+
+/** Records a successful assertion (passkeyUseUpdate); false when the counter did not move. */
+export async function recordPasskeyUse(db: CommonQueryMethods, use: PasskeyUse): Promise<boolean> {
+  const row = await db.maybeOne(sql.type(idRow)`${passkeyUseUpdate(use)}`);
   return row !== null;
 }
 
@@ -156,21 +160,15 @@ export async function recordPasskeyUse(
 export async function recordPasskeySignIn(
   db: CommonQueryMethods,
   input: {
-    use: Parameters<typeof recordPasskeyUse>[1];
+    use: PasskeyUse;
     session: NewSession;
     refreshTokenHash: Buffer;
     audit: Omit<AuditEventInput, "sessionId">;
     lockoutSubject: string;
   },
 ): Promise<string | null> {
-  const u = input.use;
   return db.oneFirst(sql.type(sessionIdRow)`
-    WITH k AS (
-      UPDATE passkeys SET sign_count = ${u.signCount}, backed_up = ${u.backedUp},
-                          last_used_at = ${sql.timestamp(u.now)}
-      WHERE workspace_id = ${u.workspaceId} AND id = ${u.id} AND sign_count = ${u.previousCount}
-      RETURNING id
-    ), ${sessionWithRefreshTokenCtes(input.session, input.refreshTokenHash, sql.fragment`k`)},
+    WITH k AS (${passkeyUseUpdate(input.use)}), ${sessionWithRefreshTokenCtes(input.session, input.refreshTokenHash, sql.fragment`k`)},
     a AS (
       INSERT INTO audit_events (${auditEventColumns})
       SELECT ${auditEventValues(input.audit, sql.fragment`s.id`)} FROM s

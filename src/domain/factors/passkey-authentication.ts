@@ -14,6 +14,7 @@ import { DomainError, FailedPreconditionError, NotFoundError } from "../../error
 import {
   type AssertionTarget,
   listPasskeys,
+  type PasskeyUse,
   recordPasskeySignIn,
   recordPasskeyUse,
   spendChallengeForAssertion,
@@ -260,6 +261,21 @@ async function checkAssertion(
   return { kind: "passed", passkey, info };
 }
 
+/** What a checked assertion records of its passkey: the counter it moves to, its backup. */
+const useOf = (
+  workspaceId: string,
+  passkey: AssertionTarget,
+  info: AuthenticationInfo,
+  now: Date,
+): PasskeyUse => ({
+  workspaceId,
+  id: passkey.id,
+  previousCount: passkey.sign_count,
+  signCount: info.newCounter,
+  backedUp: info.credentialBackedUp,
+  now,
+});
+
 /**
  * What a checked assertion opens for a second step or a sensitive action; undefined when it
  * may not (anything changed meanwhile).
@@ -273,14 +289,7 @@ async function open(
 ): Promise<Opened | undefined> {
   const ws = scope.workspace.id;
   const method = methodOf(info.credentialBackedUp);
-  const moved = await recordPasskeyUse(tx, {
-    workspaceId: ws,
-    id: passkey.id,
-    previousCount: passkey.sign_count,
-    signCount: info.newCounter,
-    backedUp: info.credentialBackedUp,
-    now: deps.clock.now(),
-  });
+  const moved = await recordPasskeyUse(tx, useOf(ws, passkey, info, deps.clock.now()));
   // Another assertion with this counter got there first (or the passkey was deleted).
   if (!moved) return undefined;
   if (scope.purpose === "sensitive_action") {
@@ -348,14 +357,7 @@ async function signIn(
     amr,
   });
   const sessionId = await recordPasskeySignIn(tx, {
-    use: {
-      workspaceId: ws,
-      id: passkey.id,
-      previousCount: passkey.sign_count,
-      signCount: info.newCounter,
-      backedUp: info.credentialBackedUp,
-      now: plan.session.now,
-    },
+    use: useOf(ws, passkey, info, plan.session.now),
     session: plan.session,
     refreshTokenHash: plan.refreshTokenHash,
     audit: auditEvent(deps, meta, {
