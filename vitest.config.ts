@@ -10,6 +10,7 @@ const unit = [
   "test/classify-error.test.ts",
   "test/config.test.ts",
   "test/layers.test.ts",
+  "test/node-headers.test.ts",
   "test/password.test.ts",
   "test/role-spelling.test.ts",
   "test/security/coverage.test.ts",

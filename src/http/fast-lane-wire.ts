@@ -131,21 +131,30 @@ export function unenvelope(body: Uint8Array): Uint8Array | undefined {
 
 export interface Answer {
   readonly status: number;
-  readonly header: Headers;
+  readonly header: NodeHeaders;
   /** Written in order, as connect-node writes a body's chunks. */
   readonly chunks: readonly Uint8Array[];
-  readonly trailer: Headers | undefined;
+  readonly trailer: NodeHeaders | undefined;
 }
+
+type NodeHeaders = Record<string, string | string[]>;
+
+/** gRPC-Web's trailer frame of a call that succeeded and set no trailer of its own. */
+const okTrailerFrame = encodeEnvelope(
+  trailerFlag,
+  trailerSerialize(new Headers(grpcWebProto.responseTrailer)),
+);
 
 /**
  * The answer connect-es gives: `output` is the serialized response message, or undefined
- * with `error` for a failed call.
+ * with `error` for a failed call. `header` and `trailer` are the call's response headers and
+ * trailers when the call touched them; untouched, they are the framing's own.
  */
 export async function answerOf(
   framing: Framing,
   call: {
-    header: Headers;
-    trailer: Headers;
+    header: Headers | undefined;
+    trailer: Headers | undefined;
     output: Uint8Array | undefined;
     error: ConnectError | undefined;
     compression: Compression | null;
@@ -153,16 +162,25 @@ export async function answerOf(
     jsonOptions: Partial<JsonWriteOptions> | undefined;
   },
 ): Promise<Answer> {
-  const { header, trailer, compression, compressMinBytes } = call;
+  const { compression, compressMinBytes, error } = call;
+  const plain = !call.header && !call.trailer && !error;
   const envelope = async (flags: number, data: Uint8Array) => {
     const e = await envelopeCompress({ flags, data }, compression, compressMinBytes);
     return encodeEnvelope(e.flags, e.data);
   };
   if (framing.wire === "connect") {
-    let status = 200;
     let body = call.output ?? new Uint8Array();
-    if (call.error) {
-      const error = call.error;
+    const compressed = compression !== null && body.byteLength >= compressMinBytes;
+    if (plain) {
+      if (compressed) body = await compression.compress(body);
+      const header: NodeHeaders = { ...framing.responseHeader };
+      if (compressed) header["content-encoding"] = compression.name;
+      header["content-length"] = body.byteLength.toString(10);
+      return { status: 200, header, chunks: [body], trailer: undefined };
+    }
+    const header = call.header ?? new Headers(framing.responseHeader);
+    let status = 200;
+    if (error) {
       status = codeToHttpStatus(error.code);
       header.set("content-type", "application/json");
       error.metadata.forEach((value, key) => {
@@ -174,16 +192,31 @@ export async function answerOf(
       body = await compression.compress(body);
       header.set("content-encoding", compression.name);
     }
-    const muxed = trailerMux(header, trailer);
+    const muxed = trailerMux(header, call.trailer ?? new Headers(framing.responseTrailer));
     muxed.set("content-length", body.byteLength.toString(10));
-    return { status, header: muxed, chunks: [body], trailer: undefined };
+    return { status, header: nodeHeaders(muxed), chunks: [body], trailer: undefined };
   }
-  if (compression) header.set("grpc-encoding", compression.name);
-  if (call.error) setTrailerStatus(trailer, call.error);
   const chunks = call.output ? [await envelope(0, call.output)] : [];
-  if (framing.wire === "grpc") return { status: 200, header, chunks, trailer };
+  if (plain) {
+    const header: NodeHeaders = { ...framing.responseHeader };
+    if (compression) header["grpc-encoding"] = compression.name;
+    if (framing.wire === "grpc")
+      return { status: 200, header, chunks, trailer: { ...framing.responseTrailer } };
+    chunks.push(
+      compression
+        ? await envelope(trailerFlag, trailerSerialize(new Headers(framing.responseTrailer)))
+        : okTrailerFrame,
+    );
+    return { status: 200, header, chunks, trailer: undefined };
+  }
+  const header = call.header ?? new Headers(framing.responseHeader);
+  const trailer = call.trailer ?? new Headers(framing.responseTrailer);
+  if (compression) header.set("grpc-encoding", compression.name);
+  if (error) setTrailerStatus(trailer, error);
+  if (framing.wire === "grpc")
+    return { status: 200, header: nodeHeaders(header), chunks, trailer: nodeHeaders(trailer) };
   chunks.push(await envelope(trailerFlag, trailerSerialize(trailer)));
-  return { status: 200, header, chunks, trailer: undefined };
+  return { status: 200, header: nodeHeaders(header), chunks, trailer: undefined };
 }
 
 /** A thrown value as connect-es answers it: a ConnectError as it is, anything else INTERNAL. */

@@ -1,9 +1,17 @@
 import type { ServerResponse } from "node:http";
+import { create } from "@bufbuild/protobuf";
 import type { ContextValues, MethodImplSpec } from "@connectrpc/connect";
-import { Code, ConnectError, createHandlerContext } from "@connectrpc/connect";
+import {
+  Code,
+  ConnectError,
+  createContextKey,
+  type HandlerContext,
+  type Interceptor,
+  type UnaryRequest,
+  type UnaryResponse,
+} from "@connectrpc/connect";
 import {
   createMethodSerializationLookup,
-  invokeUnaryImplementation,
   type UniversalHandlerOptions,
 } from "@connectrpc/connect/protocol";
 import { servingLaneKey } from "../context-keys.js";
@@ -13,12 +21,13 @@ import {
   answerOf,
   asConnectError,
   encoded,
+  type Framing,
   framingOf,
-  nodeHeaders,
   responseCompression,
   timeoutOf,
   unenvelope,
 } from "./fast-lane-wire.js";
+import { NodeRequestHeaders } from "./node-headers.js";
 import type { NodeServerRequest, NodeServerResponse } from "./types.js";
 
 /**
@@ -62,6 +71,7 @@ export function createFastLane(options: {
             opt.jsonOptions,
             opt,
           ),
+          invoke: chainOf(spec, opt.interceptors),
         },
       ]),
   );
@@ -145,52 +155,48 @@ export function createFastLane(options: {
     };
 
     const call = async (input: unknown) => {
-      const requestSignal = new AbortController();
-      // A client that leaves before the answer is written aborts the call, as in connect-node.
-      res.once("close", () => {
-        if (!res.writableFinished) requestSignal.abort();
-      });
+      const state = new LaneCall(res, timeoutMs, opt.shutdownSignal, framing);
       const contextValues = options.contextValues(req).set(servingLaneKey, "fast");
-      const context = createHandlerContext({
-        ...lane.spec,
+      contextValues.set(laneCallKey, state);
+      const request = {
+        stream: false as const,
+        message: input,
+        method: lane.spec.method,
         service: lane.spec.method.parent,
         requestMethod: "POST",
-        protocolName: framing.protocolName,
-        timeoutMs,
-        shutdownSignal: opt.shutdownSignal,
-        requestSignal: requestSignal.signal,
-        requestHeader: requestHeaders(headers),
-        url: new URL(
-          req.url ?? "",
-          `${"encrypted" in req.socket && req.socket.encrypted ? "https" : "http"}://${authority}`,
-        ).toString(),
-        responseHeader: framing.responseHeader,
-        responseTrailer: framing.responseTrailer,
+        get url() {
+          return urlOf(req, authority);
+        },
+        get signal() {
+          return state.signal;
+        },
+        header: new NodeRequestHeaders(headers),
         contextValues,
-      });
+      };
       const compression = responseCompression(framing.wire, header, opt.acceptCompression);
       let output: Uint8Array | undefined;
       let error: ReturnType<typeof asConnectError> | undefined;
       try {
-        const message = await invokeUnaryImplementation(
-          lane.spec,
-          context,
-          input as never,
-          opt.interceptors,
-        );
-        output = lane.serialization.getO(framing.binary).serialize(message);
+        const answered = await lane.invoke(request as never);
+        // An interceptor that answered with headers or trailers of its own: as connect-es
+        // copies them into the call's.
+        if (!answered[laneAnswer]) {
+          copyHeaders(answered.header, state.responseHeader);
+          copyHeaders(answered.trailer, state.responseTrailer);
+        }
+        output = lane.serialization.getO(framing.binary).serialize(answered.message);
       } catch (e) {
         error = asConnectError(e);
-        context.abort(e);
+        state.end(e);
       } finally {
-        // Ends the deadline and the signal's links to the request and the shutdown. Given a
-        // reason, abort() does not build a DOMException (and its stack) on every call.
-        context.abort(callOver);
+        // Ends the deadline and the signal's links to the request and the shutdown, if the
+        // call asked for its signal at all.
+        state.end(callOver);
       }
       try {
         const answer = await answerOf(framing, {
-          header: context.responseHeader,
-          trailer: context.responseTrailer,
+          header: state.header,
+          trailer: state.trailer,
           output,
           error,
           compression,
@@ -199,9 +205,9 @@ export function createFastLane(options: {
         });
         // Both have these four; TypeScript cannot call the union's overloads.
         const out = res as ServerResponse;
-        out.writeHead(answer.status, nodeHeaders(answer.header));
+        out.writeHead(answer.status, answer.header);
         for (const chunk of answer.chunks) out.write(chunk);
-        if (answer.trailer) out.addTrailers(nodeHeaders(answer.trailer));
+        if (answer.trailer) out.addTrailers(answer.trailer);
         out.end();
       } catch {
         // The client went away while the answer was written: there is no one to tell.
@@ -215,17 +221,155 @@ export function createFastLane(options: {
 /** The reason a finished call's signal is aborted with. */
 const callOver = new ConnectError("the call is over", Code.Canceled);
 
+/** The call of a request, for the implementation at the end of the lane's chain. */
+const laneCallKey = createContextKey<LaneCall | undefined>(undefined, {
+  description: "fast lane call",
+});
+
+/** Marks the answer the lane's own end of the chain built (its headers are the call's). */
+const laneAnswer = Symbol("lane answer");
+
 /**
- * The request's headers as connect-node's nodeHeaderToWebHeader gives them (repeated values
- * joined as Headers joins appended ones), as the record createHandlerContext copies into
- * Headers: one copy instead of two.
+ * The router's interceptors around the method's implementation, wrapped once per method
+ * rather than on every call (connect-es's invokeUnaryImplementation wraps them per call). The
+ * implementation gets the handler context connect-es would give it (mergeRequest: the
+ * request's service, headers, signal and context values over the call's context).
  */
-function requestHeaders(headers: NodeServerRequest["headers"]): Record<string, string> {
-  const out: Record<string, string> = {};
-  for (const k in headers) {
-    const v = headers[k];
-    if (k.startsWith(":") || v === undefined) continue;
-    out[k] = typeof v === "string" ? v : Array.isArray(v) ? v.join(", ") : String(v);
+function chainOf(spec: UnarySpec, interceptors: readonly Interceptor[]) {
+  const output = spec.method.output;
+  const end = async (req: UnaryRequest) => {
+    const call = req.contextValues.get(laneCallKey);
+    if (!call) throw new ConnectError("the lane's call is missing", Code.Internal);
+    const context: HandlerContext = {
+      method: spec.method,
+      service: req.service,
+      requestMethod: req.requestMethod,
+      protocolName: call.framing.protocolName,
+      get url() {
+        return req.url;
+      },
+      get signal() {
+        return req.signal;
+      },
+      timeoutMs: call.remainingMs,
+      requestHeader: req.header,
+      get responseHeader() {
+        return call.responseHeader;
+      },
+      get responseTrailer() {
+        return call.responseTrailer;
+      },
+      values: req.contextValues,
+    };
+    const message = create(output, await spec.impl(req.message as never, context));
+    return {
+      stream: false as const,
+      message,
+      method: spec.method,
+      service: req.service,
+      get header() {
+        return call.responseHeader;
+      },
+      get trailer() {
+        return call.responseTrailer;
+      },
+      [laneAnswer]: true,
+    } as UnaryResponse & { [laneAnswer]?: true };
+  };
+  let next = end as (req: UnaryRequest) => Promise<UnaryResponse>;
+  for (const interceptor of [...interceptors].reverse()) next = interceptor(next as never) as never;
+  return next as (req: UnaryRequest) => Promise<UnaryResponse & { [laneAnswer]?: true }>;
+}
+
+/**
+ * What one call holds beyond its request: its response headers and trailers, made when
+ * something touches them (the framing's own otherwise), and its signal, made when something
+ * asks for it, aborted as connect-es aborts a handler's: at the deadline, when the client
+ * goes away before the answer is written, at shutdown, and when the call is over.
+ */
+class LaneCall {
+  header: Headers | undefined;
+  trailer: Headers | undefined;
+  private controller: AbortController | undefined;
+  private cleanup: (() => void) | undefined;
+  private readonly deadline: number | undefined;
+
+  constructor(
+    private readonly res: NodeServerResponse,
+    timeoutMs: number | undefined,
+    private readonly shutdown: AbortSignal | undefined,
+    readonly framing: Framing,
+  ) {
+    this.deadline = timeoutMs === undefined ? undefined : Date.now() + timeoutMs;
   }
-  return out;
+
+  readonly remainingMs = () =>
+    this.deadline === undefined ? undefined : this.deadline - Date.now();
+
+  get responseHeader(): Headers {
+    this.header ??= new Headers(this.framing.responseHeader);
+    return this.header;
+  }
+
+  get responseTrailer(): Headers {
+    this.trailer ??= new Headers(this.framing.responseTrailer);
+    return this.trailer;
+  }
+
+  get signal(): AbortSignal {
+    if (this.controller) return this.controller.signal;
+    const controller = new AbortController();
+    this.controller = controller;
+    const gone = () => {
+      if (!this.res.writableFinished) controller.abort();
+    };
+    const shutdown = () => controller.abort(this.shutdown?.reason);
+    const deadline = this.remainingMs();
+    const timer =
+      deadline === undefined
+        ? undefined
+        : setTimeout(
+            () =>
+              controller.abort(new ConnectError("the operation timed out", Code.DeadlineExceeded)),
+            Math.max(0, deadline),
+          );
+    this.cleanup = () => {
+      clearTimeout(timer);
+      this.res.off("close", gone);
+      this.shutdown?.removeEventListener("abort", shutdown);
+    };
+    if (this.shutdown?.aborted) shutdown();
+    else if (this.res.destroyed) gone();
+    else {
+      this.res.once("close", gone);
+      this.shutdown?.addEventListener("abort", shutdown, { once: true });
+    }
+    return controller.signal;
+  }
+
+  /** The call is over (or failed with `reason`): a signal that was asked for is aborted. */
+  end(reason: unknown): void {
+    this.cleanup?.();
+    this.cleanup = undefined;
+    if (this.controller && !this.controller.signal.aborted) this.controller.abort(reason);
+  }
+}
+
+/** The request's URL as connect-node builds it. */
+function urlOf(req: NodeServerRequest, authority: string): string {
+  const scheme = "encrypted" in req.socket && req.socket.encrypted ? "https" : "http";
+  return new URL(req.url ?? "", `${scheme}://${authority}`).toString();
+}
+
+/** connect-es's copyHeaders: `to` becomes `from`. */
+function copyHeaders(from: Headers, to: Headers): void {
+  if (from === to) return;
+  const keys: string[] = [];
+  to.forEach((_, key) => {
+    keys.push(key);
+  });
+  for (const key of keys) to.delete(key);
+  from.forEach((value, key) => {
+    to.set(key, value);
+  });
 }
