@@ -165,7 +165,17 @@ export function buildServer(deps: ServerDeps): Server {
   });
   const cors = corsMiddleware(deps.config.corsOrigins);
 
+  /** Every request, whatever it is: nothing thrown from here reaches Node (a crash). */
   const handle = (req: NodeServerRequest, res: NodeServerResponse) => {
+    try {
+      route(req, res);
+    } catch (error) {
+      deps.logger.error({ err: error, path: req.url }, "request failed");
+      if (!res.headersSent) json(res, 500, { error: "internal error" });
+      else res.destroy();
+    }
+  };
+  const route = (req: NodeServerRequest, res: NodeServerResponse) => {
     const given = req.headers["x-request-id"];
     const requestId =
       typeof given === "string" && requestIdPattern.test(given) ? given : randomUUID();

@@ -8,7 +8,9 @@ import http2, {
 import net, { type AddressInfo } from "node:net";
 import { Duplex } from "node:stream";
 
+import { Code } from "@connectrpc/connect";
 import { ipBucket } from "../domain/ip-bucket.js";
+import { refuse } from "./refusal.js";
 import type { NodeHandlerFn } from "./types.js";
 
 export type RequestHandler = NodeHandlerFn;
@@ -97,28 +99,14 @@ const noLimits: ConnectionLimits = {
 const tooManyConnections = "too many connections from this address";
 
 /**
- * The answer on a connection over the per-IP limit: RESOURCE_EXHAUSTED as gRPC and gRPC-Web
- * read it (trailers-only), and as Connect and plain HTTP read it (429 with a Connect error
- * body). The connection is closed after it.
+ * The answer on a connection over the per-IP limit: RESOURCE_EXHAUSTED as every client reads
+ * it (429 for Connect and plain HTTP). The connection is closed after it.
  */
 function refuseConnection(
   req: IncomingMessage | Http2ServerRequest,
-  response: ServerResponse | Http2ServerResponse,
+  res: ServerResponse | Http2ServerResponse,
 ) {
-  // Both have the same writeHead and end; TypeScript cannot call the union's overloads.
-  const res = response as ServerResponse;
-  const type = String(req.headers["content-type"] ?? "");
-  if (type.startsWith("application/grpc")) {
-    res.writeHead(200, {
-      "content-type": type,
-      "grpc-status": "8",
-      "grpc-message": encodeURIComponent(tooManyConnections),
-    });
-    res.end();
-  } else {
-    res.writeHead(429, { "content-type": "application/json" });
-    res.end(JSON.stringify({ code: "resource_exhausted", message: tooManyConnections }));
-  }
+  refuse(req, res, Code.ResourceExhausted, tooManyConnections);
 }
 
 export interface Listener {

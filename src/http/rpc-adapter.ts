@@ -10,6 +10,7 @@ import {
 import { jsonViolations, jsonViolationsKey } from "../interceptors/json-fields.js";
 import type { Logger } from "../log.js";
 import { createFastLane } from "./fast-lane.js";
+import { refuse } from "./refusal.js";
 import type { NodeServerRequest, NodeServerResponse } from "./types.js";
 
 /**
@@ -70,7 +71,15 @@ export function rpcAdapter(
       return;
     }
     const contextValues = options.contextValues?.(req);
-    const uReq = universalRequestFromNodeRequest(req, res, undefined, contextValues);
+    let uReq: ReturnType<typeof universalRequestFromNodeRequest>;
+    try {
+      uReq = universalRequestFromNodeRequest(req, res, undefined, contextValues);
+    } catch {
+      // No authority a URL can be built with (an HTTP/1.1 Host of "a b"): connect-node
+      // throws, and the request is the client's error.
+      refuse(req, res, Code.InvalidArgument, "the request's host is missing or not valid");
+      return;
+    }
     const sent = read ? replayed(req, read) : undefined;
     if (sent) uReq.body = sent;
     const length = Number(req.headers["content-length"]);

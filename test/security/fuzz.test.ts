@@ -1,4 +1,5 @@
 import http2 from "node:http2";
+import net from "node:net";
 import {
   type DescField,
   type DescMessage,
@@ -506,6 +507,42 @@ describe("SECURITY.md 22: random, malformed and oversized input to every RPC", {
       ),
       { numRuns: 40 },
     );
+  });
+
+  it("a Host no URL can be built with is INVALID_ARGUMENT on every path, never a crash", async () => {
+    const { port } = new URL(keygate.url);
+    /** One raw HTTP/1.x request; answers the status line and the body. */
+    const raw = (head: string) =>
+      new Promise<{ status: string; body: string }>((resolve, reject) => {
+        const socket = net.connect(Number(port), "127.0.0.1", () => socket.end(head));
+        let text = "";
+        socket.on("data", (chunk) => {
+          text += chunk;
+        });
+        socket.on("error", reject);
+        socket.on("close", () => {
+          const [status = "", ...rest] = text.split("\r\n");
+          resolve({ status, body: rest.join("\r\n").split("\r\n\r\n")[1] ?? "" });
+        });
+      });
+    const paths = [
+      "/keygate.v1.TokenIntrospectionService/Introspect", // the lean lane's
+      "/keygate.v1.AuthService/Login", // connect-node's
+    ];
+    for (const path of paths) {
+      for (const [version, host] of [
+        ["HTTP/1.1", "Host: a b\r\n"],
+        ["HTTP/1.1", "Host: example.com:99999\r\n"],
+        ["HTTP/1.0", ""],
+      ] as const) {
+        const answer = await raw(
+          `POST ${path} ${version}\r\n${host}content-type: application/json\r\n` +
+            "content-length: 2\r\nconnection: close\r\n\r\n{}",
+        );
+        expect(answer.status, `${version} ${host.trim()} ${path}`).toMatch(/ 400 /);
+        expect(JSON.parse(answer.body)).toMatchObject({ code: "invalid_argument" });
+      }
+    }
   });
 
   it("the server is still up and ready after all of it", async () => {
