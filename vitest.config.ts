@@ -11,6 +11,7 @@ const unit = [
   "test/config.test.ts",
   "test/layers.test.ts",
   "test/node-headers.test.ts",
+  "test/fast-lane-context.test.ts",
   "test/password.test.ts",
   "test/role-spelling.test.ts",
   "test/security/coverage.test.ts",

@@ -55,6 +55,15 @@ describe("NodeRequestHeaders", () => {
     expect(new Headers(view).get("authorization")).toBe("Bearer kg_secret");
   });
 
+  it("reads only the object's own headers (HTTP/1.1's has Object's prototype)", () => {
+    const view = new NodeRequestHeaders({ ...source });
+    for (const name of ["constructor", "toString", "hasOwnProperty", "__proto__"]) {
+      expect(view.get(name), name).toBeNull();
+      expect(view.has(name), name).toBe(false);
+    }
+    expect(new NodeRequestHeaders({ constructor: "sent" }).get("constructor")).toBe("sent");
+  });
+
   it("refuses a name Headers refuses", () => {
     const view = new NodeRequestHeaders(source);
     for (const name of ["bad name", ":path"]) {

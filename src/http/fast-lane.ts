@@ -92,7 +92,7 @@ export function createFastLane(options: {
     const http2 = "stream" in req;
     // connect-node cannot build a request's URL without one: its own answer to that stands.
     const authority = http2 ? (req as { authority?: string }).authority : headers.host;
-    if (!authority) return false;
+    if (!authority || !validAuthority(authority)) return false;
     const framing = framingOf(header("content-type"), http2);
     if (!framing || encoded(framing.wire, header)) return false;
     const timeoutMs = timeoutOf(framing.wire, header, opt.maxTimeoutMs);
@@ -155,9 +155,13 @@ export function createFastLane(options: {
     };
 
     const call = async (input: unknown) => {
-      const state = new LaneCall(res, timeoutMs, opt.shutdownSignal, framing);
+      const state = new LaneCall(req, res, timeoutMs, opt.shutdownSignal, framing);
       const contextValues = options.contextValues(req).set(servingLaneKey, "fast");
       contextValues.set(laneCallKey, state);
+      // connect-es's request has plain properties; these two are made on first read, and an
+      // interceptor may still replace them.
+      let url: string | undefined;
+      let signal: AbortSignal | undefined;
       const request = {
         stream: false as const,
         message: input,
@@ -165,10 +169,18 @@ export function createFastLane(options: {
         service: lane.spec.method.parent,
         requestMethod: "POST",
         get url() {
-          return urlOf(req, authority);
+          url ??= urlOf(req, authority);
+          return url;
+        },
+        set url(value: string) {
+          url = value;
         },
         get signal() {
-          return state.signal;
+          signal ??= state.signal;
+          return signal;
+        },
+        set signal(value: AbortSignal) {
+          signal = value;
         },
         header: new NodeRequestHeaders(headers),
         contextValues,
@@ -178,12 +190,7 @@ export function createFastLane(options: {
       let error: ReturnType<typeof asConnectError> | undefined;
       try {
         const answered = await lane.invoke(request as never);
-        // An interceptor that answered with headers or trailers of its own: as connect-es
-        // copies them into the call's.
-        if (!answered[laneAnswer]) {
-          copyHeaders(answered.header, state.responseHeader);
-          copyHeaders(answered.trailer, state.responseTrailer);
-        }
+        state.settle(answered);
         output = lane.serialization.getO(framing.binary).serialize(answered.message);
       } catch (e) {
         error = asConnectError(e);
@@ -226,9 +233,6 @@ const laneCallKey = createContextKey<LaneCall | undefined>(undefined, {
   description: "fast lane call",
 });
 
-/** Marks the answer the lane's own end of the chain built (its headers are the call's). */
-const laneAnswer = Symbol("lane answer");
-
 /**
  * The router's interceptors around the method's implementation, wrapped once per method
  * rather than on every call (connect-es's invokeUnaryImplementation wraps them per call). The
@@ -261,31 +265,20 @@ function chainOf(spec: UnarySpec, interceptors: readonly Interceptor[]) {
       },
       values: req.contextValues,
     };
-    const message = create(output, await spec.impl(req.message as never, context));
-    return {
-      stream: false as const,
-      message,
-      method: spec.method,
-      service: req.service,
-      get header() {
-        return call.responseHeader;
-      },
-      get trailer() {
-        return call.responseTrailer;
-      },
-      [laneAnswer]: true,
-    } as UnaryResponse & { [laneAnswer]?: true };
+    return call.answer(create(output, await spec.impl(req.message as never, context)), req);
   };
   let next = end as (req: UnaryRequest) => Promise<UnaryResponse>;
   for (const interceptor of [...interceptors].reverse()) next = interceptor(next as never) as never;
-  return next as (req: UnaryRequest) => Promise<UnaryResponse & { [laneAnswer]?: true }>;
+  return next;
 }
 
 /**
  * What one call holds beyond its request: its response headers and trailers, made when
  * something touches them (the framing's own otherwise), and its signal, made when something
- * asks for it, aborted as connect-es aborts a handler's: at the deadline, when the client
- * goes away before the answer is written, at shutdown, and when the call is over.
+ * asks for it, aborted as connect-node and connect-es abort a handler's: at the deadline, when
+ * the client goes away (an HTTP/2 reset, an HTTP/1.1 connection closed or failed), at
+ * shutdown, and when the call is over. A signal first asked for after one of these is
+ * aborted already.
  */
 class LaneCall {
   header: Headers | undefined;
@@ -293,8 +286,14 @@ class LaneCall {
   private controller: AbortController | undefined;
   private cleanup: (() => void) | undefined;
   private readonly deadline: number | undefined;
+  /** Why the call ended, once it has. */
+  private over: { reason: unknown } | undefined;
+  /** The answer the implementation's end of the chain built, and what was assigned to it. */
+  private own: UnaryResponse | undefined;
+  private assigned: { header?: Headers; trailer?: Headers } = {};
 
   constructor(
+    private readonly req: NodeServerRequest,
     private readonly res: NodeServerResponse,
     timeoutMs: number | undefined,
     private readonly shutdown: AbortSignal | undefined,
@@ -316,32 +315,71 @@ class LaneCall {
     return this.trailer;
   }
 
+  /**
+   * The implementation's answer, as connect-es's: plain, enumerable properties (an
+   * interceptor may spread it or assign its header and trailer), whose header and trailer are
+   * the call's, made only when read.
+   */
+  answer(message: unknown, req: UnaryRequest): UnaryResponse {
+    const call = this;
+    const answer = {
+      stream: false as const,
+      message,
+      method: req.method,
+      service: req.service,
+      get header(): Headers {
+        return call.assigned.header ?? call.responseHeader;
+      },
+      set header(value: Headers) {
+        call.assigned.header = value;
+      },
+      get trailer(): Headers {
+        return call.assigned.trailer ?? call.responseTrailer;
+      },
+      set trailer(value: Headers) {
+        call.assigned.trailer = value;
+      },
+    } as UnaryResponse;
+    this.own = answer;
+    return answer;
+  }
+
+  /** What the chain answered: headers and trailers of its own become the call's (copyHeaders). */
+  settle(answered: UnaryResponse): void {
+    const own = answered === this.own;
+    const header = own ? this.assigned.header : answered.header;
+    const trailer = own ? this.assigned.trailer : answered.trailer;
+    if (header !== undefined && header !== this.header) copyHeaders(header, this.responseHeader);
+    if (trailer !== undefined && trailer !== this.trailer)
+      copyHeaders(trailer, this.responseTrailer);
+  }
+
   get signal(): AbortSignal {
     if (this.controller) return this.controller.signal;
     const controller = new AbortController();
     this.controller = controller;
-    const gone = () => {
-      if (!this.res.writableFinished) controller.abort();
+    const abort = (reason: unknown) => {
+      this.cleanup?.();
+      this.cleanup = undefined;
+      if (!controller.signal.aborted) controller.abort(reason);
     };
-    const shutdown = () => controller.abort(this.shutdown?.reason);
-    const deadline = this.remainingMs();
-    const timer =
-      deadline === undefined
-        ? undefined
-        : setTimeout(
-            () =>
-              controller.abort(new ConnectError("the operation timed out", Code.DeadlineExceeded)),
-            Math.max(0, deadline),
-          );
-    this.cleanup = () => {
-      clearTimeout(timer);
-      this.res.off("close", gone);
-      this.shutdown?.removeEventListener("abort", shutdown);
-    };
-    if (this.shutdown?.aborted) shutdown();
-    else if (this.res.destroyed) gone();
+    const remaining = this.remainingMs();
+    const gone = clientGone(this.req, this.res);
+    if (this.over) abort(this.over.reason);
+    else if (remaining !== undefined && remaining <= 0) abort(timedOut());
+    else if (this.shutdown?.aborted) abort(this.shutdown.reason);
+    else if (gone.now) abort(gone.reason());
     else {
-      this.res.once("close", gone);
+      const shutdown = () => abort(this.shutdown?.reason);
+      const left = () => abort(gone.reason());
+      const timer =
+        remaining === undefined ? undefined : setTimeout(() => abort(timedOut()), remaining);
+      this.cleanup = () => {
+        clearTimeout(timer);
+        gone.off(left);
+        this.shutdown?.removeEventListener("abort", shutdown);
+      };
+      gone.on(left);
       this.shutdown?.addEventListener("abort", shutdown, { once: true });
     }
     return controller.signal;
@@ -349,10 +387,103 @@ class LaneCall {
 
   /** The call is over (or failed with `reason`): a signal that was asked for is aborted. */
   end(reason: unknown): void {
+    this.over ??= { reason };
     this.cleanup?.();
     this.cleanup = undefined;
     if (this.controller && !this.controller.signal.aborted) this.controller.abort(reason);
   }
+}
+
+const timedOut = () => new ConnectError("the operation timed out", Code.DeadlineExceeded);
+
+/**
+ * When and why the client of a request is gone, as connect-node tells its handlers: over
+ * HTTP/2 the stream closed (a reset names its reason), over HTTP/1.1 the response closed or
+ * the request failed.
+ */
+function clientGone(req: NodeServerRequest, res: NodeServerResponse) {
+  if ("stream" in req) {
+    const stream = req.stream;
+    return {
+      now: stream.closed || stream.destroyed,
+      reason: () => resetReason(stream.rstCode),
+      on: (f: () => void) => req.once("close", f),
+      off: (f: () => void) => req.off("close", f),
+    };
+  }
+  return {
+    now: res.destroyed || req.errored !== null,
+    reason: () => (req.errored ? nodeReason(req.errored) : undefined),
+    on: (f: () => void) => {
+      req.once("error", f);
+      res.once("close", f);
+    },
+    off: (f: () => void) => {
+      req.off("error", f);
+      res.off("close", f);
+    },
+  };
+}
+
+/** HTTP/2's error codes by number (RFC 9113, section 7). */
+const resetNames = [
+  "NO_ERROR",
+  "PROTOCOL_ERROR",
+  "INTERNAL_ERROR",
+  "FLOW_CONTROL_ERROR",
+  "SETTINGS_TIMEOUT",
+  "STREAM_CLOSED",
+  "FRAME_SIZE_ERROR",
+  "REFUSED_STREAM",
+  "CANCEL",
+  "COMPRESSION_ERROR",
+  "CONNECT_ERROR",
+  "ENHANCE_YOUR_CALM",
+  "INADEQUATE_SECURITY",
+  "HTTP_1_1_REQUIRED",
+] as const;
+
+/** The code connect-node gives a handler's signal for each reset (none for a normal close). */
+const resetCodes: Partial<Record<(typeof resetNames)[number], Code>> = {
+  PROTOCOL_ERROR: Code.Internal,
+  INTERNAL_ERROR: Code.Internal,
+  FLOW_CONTROL_ERROR: Code.Internal,
+  SETTINGS_TIMEOUT: Code.Internal,
+  FRAME_SIZE_ERROR: Code.Internal,
+  COMPRESSION_ERROR: Code.Internal,
+  CONNECT_ERROR: Code.Internal,
+  REFUSED_STREAM: Code.Unavailable,
+  CANCEL: Code.Canceled,
+  ENHANCE_YOUR_CALM: Code.ResourceExhausted,
+  INADEQUATE_SECURITY: Code.PermissionDenied,
+  HTTP_1_1_REQUIRED: Code.PermissionDenied,
+};
+
+/** connect-node's error for an HTTP/2 reset code. */
+function resetReason(rstCode: number | undefined): ConnectError | undefined {
+  const name = rstCode === undefined ? undefined : resetNames[rstCode];
+  const code = name === undefined ? undefined : resetCodes[name];
+  if (code === undefined || rstCode === undefined) return undefined;
+  return new ConnectError(
+    `http/2 stream closed with error code ${name} (0x${rstCode.toString(16)})`,
+    code,
+  );
+}
+
+/** connect-node's error for a failed HTTP/1.1 request: a client that hung up is ABORTED. */
+function nodeReason(reason: Error): ConnectError {
+  const code = (reason as { code?: unknown }).code;
+  const hungUp = code === "ECONNRESET" || code === "ERR_STREAM_DESTROYED";
+  return ConnectError.from(reason, hungUp ? Code.Aborted : Code.Internal);
+}
+
+/** A request authority a URL can be built with, as connect-node builds it (memo of the last). */
+let lastAuthority = "";
+function validAuthority(authority: string): boolean {
+  if (authority === lastAuthority) return true;
+  if (!URL.canParse(`http://${authority}`)) return false;
+  lastAuthority = authority;
+  return true;
 }
 
 /** The request's URL as connect-node builds it. */

@@ -14,9 +14,10 @@ export class NodeRequestHeaders implements Headers {
 
   get(name: string): string | null {
     if (this.#copy || !plainName.test(name)) return this.headers().get(name);
+    // HTTP/1.1's header object has Object's prototype: "constructor" is not a header.
     const value = this.source[name.toLowerCase()];
-    if (value === undefined) return null;
-    return typeof value === "string" ? value : value.join(", ");
+    if (typeof value === "string") return value;
+    return Array.isArray(value) ? value.join(", ") : null;
   }
 
   has(name: string): boolean {
@@ -78,7 +79,7 @@ export class NodeRequestHeaders implements Headers {
   private headers(): Headers {
     if (this.#copy) return this.#copy;
     const copy = new Headers();
-    for (const k in this.source) {
+    for (const k of Object.keys(this.source)) {
       const v = this.source[k];
       if (k.startsWith(":") || v === undefined) continue;
       if (Array.isArray(v)) for (const each of v) copy.append(k, each);
