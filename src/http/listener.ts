@@ -6,7 +6,6 @@ import http2, {
   type Http2Session,
 } from "node:http2";
 import net, { type AddressInfo } from "node:net";
-import { Duplex } from "node:stream";
 
 import { Code } from "@connectrpc/connect";
 import { ipBucket } from "../domain/ip-bucket.js";
@@ -19,64 +18,6 @@ const preface = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", "latin1");
 
 /** How long a new connection may stay silent before its first bytes decide its protocol. */
 const sniffTimeoutMs = 10_000;
-
-/**
- * A socket that first replays the bytes already read from it. Node's HTTP/1.1 server reads
- * from a net.Socket's native handle, so bytes that were read and unshifted would be lost;
- * given any other Duplex it reads through the stream interface, which sees the replay. (The
- * HTTP/2 server takes a socket's buffered bytes first, so h2c keeps the socket itself.)
- */
-class ReplaySocket extends Duplex {
-  readonly remoteAddress: string | undefined;
-  readonly remotePort: number | undefined;
-  constructor(
-    private readonly socket: net.Socket,
-    head: Buffer,
-  ) {
-    super({ allowHalfOpen: false });
-    this.remoteAddress = socket.remoteAddress;
-    this.remotePort = socket.remotePort;
-    this.push(head);
-    socket.on("data", (chunk: Buffer) => {
-      if (!this.push(chunk)) socket.pause();
-    });
-    socket.on("end", () => this.push(null));
-    socket.on("error", (error) => this.destroy(error));
-    socket.on("close", () => this.destroy());
-  }
-  override _read(): void {
-    this.socket.resume();
-  }
-  override _write(
-    chunk: Buffer,
-    encoding: BufferEncoding,
-    callback: (error?: Error | null) => void,
-  ): void {
-    this.socket.write(chunk, encoding, callback);
-  }
-  override _writev(chunks: { chunk: Buffer }[], callback: (error?: Error | null) => void): void {
-    this.socket.write(Buffer.concat(chunks.map((c) => c.chunk)), callback);
-  }
-  override _final(callback: (error?: Error | null) => void): void {
-    this.socket.end(callback);
-  }
-  override _destroy(error: Error | null, callback: (error?: Error | null) => void): void {
-    this.socket.destroy(error ?? undefined);
-    callback(error);
-  }
-  setNoDelay(noDelay?: boolean): this {
-    this.socket.setNoDelay(noDelay);
-    return this;
-  }
-  setKeepAlive(enable?: boolean, delay?: number): this {
-    this.socket.setKeepAlive(enable, delay);
-    return this;
-  }
-  setTimeout(ms: number, callback?: () => void): this {
-    this.socket.setTimeout(ms, callback);
-    return this;
-  }
-}
 
 /** What one client may hold open; see createListener. */
 export interface ConnectionLimits {
@@ -216,23 +157,21 @@ export function createListener(
         socket.off("data", onData);
         socket.pause();
         socket.setTimeout(0);
-        if (admitted && h2c) {
-          // The HTTP/2 server takes the bytes the sniffing read back from the socket's buffer
-          // and keeps the native handle: no JavaScript stream between nghttp2 and the socket.
+        if (h2c) {
+          // The HTTP/2 server takes the bytes the sniffing read back from the socket's buffer.
           socket.unshift(head);
-          pendingPeer = socket.remoteAddress;
-          h2.emit("connection", socket);
+          pendingPeer = admitted ? socket.remoteAddress : undefined;
+          (admitted ? h2 : refusedH2).emit("connection", socket);
           pendingPeer = undefined;
           return;
         }
-        // The HTTP/1.1 server reads a real net.Socket through its native handle, where
-        // unshifted bytes are lost, so it gets a stream that replays what the sniffing read.
-        const replay = new ReplaySocket(socket, head);
-        if (!admitted) {
-          (h2c ? refusedH2 : refusedH1).emit("connection", replay);
-        } else {
-          plain.emit("connection", replay);
-        }
+        // The HTTP/1.1 server has its parser read the socket's native handle, past the
+        // stream's buffer, so unshifted bytes would never reach it: it is handed the bytes
+        // the sniffing read as the socket's first data instead. Either way the native socket
+        // is kept: no JavaScript stream between the parser, nghttp2 and the network.
+        (admitted ? plain : refusedH1).emit("connection", socket);
+        socket.emit("data", head);
+        socket.resume();
       };
       socket.on("data", onData);
     });
