@@ -14,6 +14,8 @@ import {
 import { afterAll, describe, expect, it } from "vitest";
 import {
   GetJwksRequestSchema,
+  type GetJwksResponse,
+  GetJwksResponseSchema,
   TokenIntrospectionService,
 } from "../gen/keygate/v1/token_introspection_service_pb.js";
 import { rpcAdapter } from "../src/http/rpc-adapter.js";
@@ -24,11 +26,13 @@ import { rpcAdapter } from "../src/http/rpc-adapter.js";
 
 /** What the handler does on each call, set by a case. */
 let handlerDoes: (ctx: HandlerContext) => Promise<void> = async () => {};
+/** What it answers, when a case says. */
+let handlerAnswers: (() => GetJwksResponse) | undefined;
 
 const impl = {
   async getJwks(_req: unknown, ctx: HandlerContext) {
     await handlerDoes(ctx);
-    return { keys: [] };
+    return handlerAnswers?.() ?? { keys: [] };
   },
 };
 
@@ -252,5 +256,27 @@ describe("the lean lane and connect-node: the handler's signal", () => {
     handlerDoes = async () => {};
     expect(answers.lane).toEqual(answers.general);
     expect(answers.lane).toBe(true);
+  });
+});
+
+describe("the lean lane: answers it encodes once", () => {
+  it("encodes a frozen answer once, and an answer that can change on every call", async () => {
+    const server = await start(true);
+    const answers = async (message: GetJwksResponse) => {
+      handlerAnswers = () => message;
+      const bodies: string[] = [];
+      for (const framing of each) bodies.push((await call(server.url, framing)).body);
+      return bodies;
+    };
+    const kept = Object.freeze(create(GetJwksResponseSchema, { jwks: { keys: ["first"] } }));
+    const changing = create(GetJwksResponseSchema, { jwks: { keys: ["first"] } });
+    const first = await answers(kept);
+    expect(await answers(kept)).toEqual(first);
+    expect(await answers(changing)).toEqual(first);
+    // A new value in a message that is not frozen shows in the next answer.
+    changing.jwks = { keys: ["second"] };
+    const second = await answers(changing);
+    handlerAnswers = undefined;
+    for (const [i, body] of second.entries()) expect(body).not.toEqual(first[i]);
   });
 });

@@ -1,4 +1,4 @@
-import { createHash } from "node:crypto";
+import { hash } from "node:crypto";
 import { LRUCache } from "lru-cache";
 import type { DatabasePool } from "slonik";
 import type { Clock } from "../clock.js";
@@ -196,7 +196,7 @@ export class AdminKeyAuthenticator {
    * refusal is not another's); the once-a-second re-check of a key in use skips it.
    */
   async authenticate(secret: string, beforeLookup?: () => Promise<void>): Promise<Caller> {
-    const key = createHash("sha256").update(secret).digest("base64");
+    const key = hash("sha256", secret, "base64");
     let found = this.cache.get(key);
     if (!found) {
       if (!this.known.has(key)) await beforeLookup?.();

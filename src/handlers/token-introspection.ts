@@ -36,8 +36,29 @@ const requestOf = (r: IntrospectRequest) => ({
   workspaceId: r.workspaceId,
 });
 
-/** RFC 7662 shape: an inactive token answers active=false and nothing else. */
+/** The message of each answer the Introspector keeps (frozen: one per cached token). */
+const responses = new WeakMap<Introspection, IntrospectResponse>();
+
+/**
+ * RFC 7662 shape: an inactive token answers active=false and nothing else. For an answer the
+ * Introspector keeps (frozen), the message is frozen and the same each time, so the lean lane
+ * encodes it once (see createFastLane); any other answer gets a message of its own (a WeakMap
+ * entry per call would keep each through the next young collection).
+ */
 export function introspectResponseOf(i: Introspection): IntrospectResponse {
+  if (!Object.isFrozen(i)) return responseOf(i);
+  let response = responses.get(i);
+  if (!response) {
+    response = responseOf(i);
+    Object.freeze(response.aud);
+    Object.freeze(response.amr);
+    Object.freeze(response);
+    responses.set(i, response);
+  }
+  return response;
+}
+
+function responseOf(i: Introspection): IntrospectResponse {
   if (!i.active) return create(IntrospectResponseSchema, { active: false });
   // A client's own token has no user: sub, sid, role, amr and acr stay empty.
   const token = {

@@ -1,5 +1,5 @@
 import type { ServerResponse } from "node:http";
-import { create } from "@bufbuild/protobuf";
+import { create, type Message } from "@bufbuild/protobuf";
 import type { ContextValues, MethodImplSpec } from "@connectrpc/connect";
 import {
   Code,
@@ -61,19 +61,23 @@ export function createFastLane(options: {
   const lanes = new Map(
     options.methods
       .filter((spec): spec is UnarySpec => spec.kind === "unary")
-      .map((spec) => [
-        `/${spec.method.parent.typeName}/${spec.method.name}`,
-        {
-          spec,
-          serialization: createMethodSerializationLookup(
-            spec.method,
-            opt.binaryOptions,
-            opt.jsonOptions,
-            opt,
-          ),
-          invoke: chainOf(spec, opt.interceptors),
-        },
-      ]),
+      .map((spec) => {
+        const serialization = createMethodSerializationLookup(
+          spec.method,
+          opt.binaryOptions,
+          opt.jsonOptions,
+          opt,
+        );
+        return [
+          `/${spec.method.parent.typeName}/${spec.method.name}` as string,
+          {
+            spec,
+            serialization,
+            encode: encoderOf(serialization),
+            invoke: chainOf(spec, opt.interceptors),
+          },
+        ] as const;
+      }),
   );
 
   return function serve(
@@ -191,7 +195,7 @@ export function createFastLane(options: {
       try {
         const answered = await lane.invoke(request as never);
         state.settle(answered);
-        output = lane.serialization.getO(framing.binary).serialize(answered.message);
+        output = lane.encode(framing.binary, answered.message);
       } catch (e) {
         error = asConnectError(e);
         state.end(e);
@@ -222,6 +226,28 @@ export function createFastLane(options: {
       }
     };
     return true;
+  };
+}
+
+/**
+ * The method's answer encoder. A frozen message cannot change, so its bytes are kept for as
+ * long as it lives and it is encoded once (a cached token's Introspect answer is one, see
+ * introspectResponseOf); any other message is encoded on each call.
+ */
+function encoderOf(serialization: ReturnType<typeof createMethodSerializationLookup>) {
+  const kept = {
+    binary: new WeakMap<object, Uint8Array>(),
+    json: new WeakMap<object, Uint8Array>(),
+  };
+  return (binary: boolean, message: Message): Uint8Array => {
+    if (!Object.isFrozen(message)) return serialization.getO(binary).serialize(message);
+    const bytes = binary ? kept.binary : kept.json;
+    let encoded = bytes.get(message);
+    if (!encoded) {
+      encoded = serialization.getO(binary).serialize(message);
+      bytes.set(message, encoded);
+    }
+    return encoded;
   };
 }
 
