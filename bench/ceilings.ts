@@ -514,6 +514,8 @@ export async function run(args: string[]): Promise<Record<string, unknown>> {
         cpuRatio?: number;
         ceiling?: string;
         halfLoadP99Ms?: number;
+        /** The ceiling's p99 at the same open-loop rate, measured right after. */
+        halfLoadCeilingP99Ms?: number;
       }
     > = {};
     for (const n of names) {
@@ -538,10 +540,15 @@ export async function run(args: string[]): Promise<Record<string, unknown>> {
       "Keygate Connect JSON, cached",
       "Keygate Connect binary, cached",
     ];
+    // The bare ceiling at the same rate beside each: h2load's open loop on one connection and
+    // the collector's pauses give bare Node a tail of its own, which this separates out.
     for (const n of halfLoad) {
       const t = targets[n];
       const x = results[n];
-      if (t && x) x.halfLoadP99Ms = round((await measure(t, x.perSecond / 2)).p99Ms, 2);
+      const c = x?.ceiling ? targets[x.ceiling] : undefined;
+      if (!t || !x) continue;
+      x.halfLoadP99Ms = round((await measure(t, x.perSecond / 2)).p99Ms, 2);
+      if (c) x.halfLoadCeilingP99Ms = round((await measure(c, x.perSecond / 2)).p99Ms, 2);
     }
     const health = {
       wire: "h2" as const,
@@ -584,6 +591,9 @@ export async function run(args: string[]): Promise<Record<string, unknown>> {
             p50: x?.p50Ms,
             p99: x?.p99Ms,
             ...(x?.halfLoadP99Ms === undefined ? {} : { "half-load p99": x.halfLoadP99Ms }),
+            ...(x?.halfLoadCeilingP99Ms === undefined
+              ? {}
+              : { "ceiling p99 at that rate": x.halfLoadCeilingP99Ms }),
           },
         ];
       }),
@@ -624,8 +634,13 @@ export async function run(args: string[]): Promise<Record<string, unknown>> {
     }
     ratioGoal("Keygate GET /healthz", 0.7);
     for (const n of halfLoad) {
-      const p = results[n]?.halfLoadP99Ms ?? Number.POSITIVE_INFINITY;
-      goals.push({ name: `${n} p99 < 5 ms at half of peak`, figure: `${p} ms`, met: p < 5 });
+      const x = results[n];
+      const p = x?.halfLoadP99Ms ?? Number.POSITIVE_INFINITY;
+      goals.push({
+        name: `${n} p99 < 5 ms at half of peak`,
+        figure: `${p} ms (${x?.ceiling} at the same rate: ${x?.halfLoadCeilingP99Ms} ms)`,
+        met: p < 5,
+      });
     }
     goals.push({
       name: "trivial call (gRPC Health/Check) p99 < 2 ms at 100 calls/s",
