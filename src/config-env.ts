@@ -66,6 +66,8 @@ export const envSchema = z.object({
   KEYGATE_HTTP2_MAX_CONCURRENT_STREAMS: positiveInt(100_000).default(100),
   KEYGATE_MAX_CONNECTIONS_PER_IP: positiveInt(1_000_000).default(256),
   KEYGATE_MAX_WATCH_STREAMS_PER_IP: positiveInt(1_000_000).default(64),
+  KEYGATE_REQUEST_RECEIVE_TIMEOUT_MS: positiveInt(600_000).default(10_000),
+  KEYGATE_IDLE_CONNECTION_TIMEOUT_MS: positiveInt(3_600_000).default(60_000),
   KEYGATE_WATCH_MAX_AGE_MS: z.coerce
     .number()
     .int()

@@ -46,6 +46,10 @@ export interface Config {
     readonly maxWatchStreamsPerIp: number;
     /** Watch streams end (OK) after about this long; clients reconnect and resume. */
     readonly watchMaxAgeMs: number;
+    /** A request's headers and body must arrive within this; a stalled one is closed. */
+    readonly requestReceiveTimeoutMs: number;
+    /** An HTTP/2 connection with no stream open for this long is closed (GOAWAY). */
+    readonly idleConnectionTimeoutMs: number;
   };
   readonly logLevel: z.infer<typeof logLevel>;
   /**
@@ -261,6 +265,8 @@ export function configFromEnv(env: Record<string, string | undefined>): Config {
       maxConnectionsPerIp: e.KEYGATE_MAX_CONNECTIONS_PER_IP,
       maxWatchStreamsPerIp: e.KEYGATE_MAX_WATCH_STREAMS_PER_IP,
       watchMaxAgeMs: e.KEYGATE_WATCH_MAX_AGE_MS,
+      requestReceiveTimeoutMs: e.KEYGATE_REQUEST_RECEIVE_TIMEOUT_MS,
+      idleConnectionTimeoutMs: e.KEYGATE_IDLE_CONNECTION_TIMEOUT_MS,
     }),
     logLevel: e.KEYGATE_LOG_LEVEL,
     logSampleEvery: e.KEYGATE_LOG_SAMPLE_EVERY,

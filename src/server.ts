@@ -215,6 +215,8 @@ export function buildServer(deps: ServerDeps): Server {
     limits: {
       maxConcurrentStreams: deps.config.streams.http2MaxConcurrentStreams,
       maxConnectionsPerIp: deps.config.streams.maxConnectionsPerIp,
+      requestReceiveTimeoutMs: deps.config.streams.requestReceiveTimeoutMs,
+      idleConnectionTimeoutMs: deps.config.streams.idleConnectionTimeoutMs,
       ipv6PrefixLength: deps.config.ipv6PrefixLength,
       exempt: isTrustedProxy(deps.config.trustedProxies),
     },

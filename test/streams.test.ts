@@ -1,6 +1,7 @@
 import { type ChildProcess, fork } from "node:child_process";
 import { mkdtemp, rm } from "node:fs/promises";
 import http2 from "node:http2";
+import net from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { Code, ConnectError, createClient, type Transport } from "@connectrpc/connect";
@@ -188,6 +189,94 @@ describe("SECURITY.md 36: connections per client", () => {
       }, waitLong)
       .toBe(1); // SERVING
     for (const s of held) s.close();
+  });
+});
+
+describe("SECURITY.md 36: a stalled request or an idle connection is closed", () => {
+  let keygate: TestKeygate;
+  const receiveMs = 400;
+
+  beforeAll(async () => {
+    keygate = await startTestKeygate({
+      KEYGATE_REQUEST_RECEIVE_TIMEOUT_MS: String(receiveMs),
+      KEYGATE_IDLE_CONNECTION_TIMEOUT_MS: String(receiveMs),
+    });
+  });
+  afterAll(async () => {
+    await keygate?.stop();
+  });
+
+  /** Sends `first`, then `then` every 150 ms; answers how long until the server closed it. */
+  const closedAfter = (first: string | Buffer, then?: string) =>
+    new Promise<{ ms: number; answer: string }>((resolve) => {
+      const { port } = new URL(keygate.url);
+      const started = Date.now();
+      let answer = "";
+      const socket = net.connect(Number(port), "127.0.0.1", () => socket.write(first));
+      const trickle = then ? setInterval(() => socket.write(then), 150) : undefined;
+      socket.on("data", (chunk) => {
+        answer += chunk.toString("latin1");
+      });
+      socket.on("error", () => {});
+      socket.on("close", () => {
+        clearInterval(trickle);
+        resolve({ ms: Date.now() - started, answer });
+      });
+    });
+
+  it("closes HTTP/1.1 connections whose request does not arrive in time, trickled or stalled", async () => {
+    const stalled = await Promise.all([
+      closedAfter("G"),
+      closedAfter("GET /healthz HTTP/1.1\r\nHost: x\r\n"),
+      closedAfter("GET /healthz HTTP/1.1\r\nHost: x\r\n", "X-A: b\r\n"),
+      closedAfter(
+        "POST /keygate.v1.AuthService/Login HTTP/1.1\r\nHost: x\r\n" +
+          "content-type: application/json\r\ncontent-length: 100\r\n\r\n{",
+      ),
+    ]);
+    for (const s of stalled) {
+      expect(s.ms).toBeLessThan(receiveMs + 2_500);
+      expect(s.answer === "" || s.answer.startsWith("HTTP/1.1 408")).toBe(true);
+    }
+  });
+
+  it("closes HTTP/2 connections with no stream open, and resets a stream whose request stalls", async () => {
+    const preface = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", "latin1");
+    expect((await closedAfter(preface)).ms).toBeLessThan(receiveMs + 2_500);
+
+    const idle = http2.connect(keygate.url);
+    idle.on("error", () => {});
+    const idleStart = Date.now();
+    await new Promise((resolve) => idle.once("close", resolve));
+    expect(Date.now() - idleStart).toBeLessThan(receiveMs + 2_500);
+
+    const session = http2.connect(keygate.url);
+    session.on("error", () => {});
+    const stream = session.request({
+      ":method": "POST",
+      ":path": "/keygate.v1.AuthService/Login",
+      "content-type": "application/json",
+    });
+    stream.on("error", () => {});
+    stream.write("{");
+    const streamStart = Date.now();
+    await new Promise((resolve) => stream.once("close", resolve));
+    expect(Date.now() - streamStart).toBeLessThan(receiveMs + 2_500);
+    expect(stream.rstCode).toBe(http2.constants.NGHTTP2_CANCEL);
+    session.close();
+  });
+
+  it("keeps a quiet watch stream, and its connection, open past both timeouts", async () => {
+    const watch = await openWatch(createGrpcTransport({ baseUrl: keygate.url }));
+    const outcome = await Promise.race([
+      watch.rest,
+      new Promise((resolve) => setTimeout(() => resolve("open"), receiveMs * 4)),
+    ]);
+    watch.close();
+    expect(outcome).toBe("open");
+    // And a call made after all that still works.
+    const health = createClient(Health, createGrpcTransport({ baseUrl: keygate.url }));
+    expect((await health.check({ service: "" })).status).toBe(1);
   });
 });
 

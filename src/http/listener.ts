@@ -4,6 +4,7 @@ import http2, {
   type Http2ServerRequest,
   type Http2ServerResponse,
   type Http2Session,
+  type ServerHttp2Stream,
 } from "node:http2";
 import net, { type AddressInfo } from "node:net";
 
@@ -19,12 +20,25 @@ const preface = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", "latin1");
 /** How long a new connection may stay silent before its first bytes decide its protocol. */
 const sniffTimeoutMs = 10_000;
 
+/** GOAWAY, then the socket is destroyed if the peer does not close its side within a second. */
+function closeSession(session: Http2Session): void {
+  session.close();
+  setTimeout(() => session.destroy(), 1_000).unref();
+}
+
 /** What one client may hold open; see createListener. */
 export interface ConnectionLimits {
   /** SETTINGS_MAX_CONCURRENT_STREAMS advertised on every HTTP/2 connection. */
   readonly maxConcurrentStreams: number;
   /** Open connections per client bucket (an IPv6 prefix, an IPv4 address, loopback). */
   readonly maxConnectionsPerIp: number;
+  /**
+   * A request's headers and body must arrive within this: a stalled HTTP/1.1 request gets 408
+   * and its connection is closed, a stalled HTTP/2 stream is reset (CANCEL).
+   */
+  readonly requestReceiveTimeoutMs: number;
+  /** An HTTP/2 connection with no stream open for this long is closed (GOAWAY). */
+  readonly idleConnectionTimeoutMs: number;
   readonly ipv6PrefixLength: number;
   /** Peers that carry many clients' connections (trusted proxies) are not counted. */
   readonly exempt: (peer: string) => boolean;
@@ -33,6 +47,8 @@ export interface ConnectionLimits {
 const noLimits: ConnectionLimits = {
   maxConcurrentStreams: 100,
   maxConnectionsPerIp: Number.POSITIVE_INFINITY,
+  requestReceiveTimeoutMs: 10_000,
+  idleConnectionTimeoutMs: 60_000,
   ipv6PrefixLength: 64,
   exempt: () => true,
 };
@@ -97,10 +113,57 @@ export function createListener(
   let tcp: net.Server;
   let h1: http.Server | undefined;
 
+  /** Open streams per HTTP/2 connection, for the idle timeout. */
+  const openStreams = new Map<Http2Session, number>();
   const trackSession = (session: Http2Session, peer: string | undefined) => {
     sessions.add(session);
     sessionPeers.set(session, peer);
-    session.once("close", () => sessions.delete(session));
+    openStreams.set(session, 0);
+    // Any frame restarts the timer; it fires for a connection that has been silent that long,
+    // which is closed only when no stream is open on it (a quiet watch stream is not idle).
+    session.setTimeout(limits.idleConnectionTimeoutMs, () => {
+      if (openStreams.get(session) === 0) closeSession(session);
+    });
+    session.once("close", () => {
+      sessions.delete(session);
+      openStreams.delete(session);
+    });
+  };
+  /**
+   * Every HTTP/2 stream: counted on its connection, and reset if its request (headers and
+   * body) has not all arrived within the receive timeout.
+   */
+  const trackStream = (stream: ServerHttp2Stream) => {
+    const session = stream.session;
+    if (session) openStreams.set(session, (openStreams.get(session) ?? 0) + 1);
+    const stalled = stream.readableEnded
+      ? undefined
+      : setTimeout(() => {
+          if (!stream.readableEnded) stream.close(http2.constants.NGHTTP2_CANCEL);
+        }, limits.requestReceiveTimeoutMs);
+    const received = () => clearTimeout(stalled);
+    stream.once("end", received);
+    stream.once("close", () => {
+      received();
+      if (session && openStreams.has(session))
+        openStreams.set(session, (openStreams.get(session) ?? 1) - 1);
+    });
+  };
+  /** Node's HTTP/1.1 limits on receiving a request, for a server that never listens itself. */
+  const receiving = {
+    headersTimeout: limits.requestReceiveTimeoutMs,
+    requestTimeout: limits.requestReceiveTimeoutMs,
+    connectionsCheckingInterval: Math.min(1_000, limits.requestReceiveTimeoutMs),
+  };
+  /**
+   * Node checks those limits from a timer it starts when the server starts listening; these
+   * servers are handed connections instead, so they are told they listen.
+   */
+  const receivingServers: http.Server[] = [];
+  const checkReceiving = (server: http.Server) => {
+    server.emit("listening");
+    receivingServers.push(server);
+    return server;
   };
 
   if (options.tls) {
@@ -125,13 +188,16 @@ export function createListener(
     });
     tcp = secure;
   } else {
-    h1 = http.createServer(handler as http.RequestListener);
+    h1 = checkReceiving(http.createServer(receiving, handler as http.RequestListener));
     const h2 = http2.createServer({ settings }, handler);
+    h2.on("stream", trackStream);
     // Connections over the per-IP limit get one answer that says so, then are closed.
-    const refusedH1 = http.createServer((req, res) => {
-      res.shouldKeepAlive = false;
-      refuseConnection(req, res);
-    });
+    const refusedH1 = checkReceiving(
+      http.createServer(receiving, (req, res) => {
+        res.shouldKeepAlive = false;
+        refuseConnection(req, res);
+      }),
+    );
     const refusedH2 = http2.createServer({ settings: { maxConcurrentStreams: 1 } }, (req, res) => {
       refuseConnection(req, res);
       res.once("finish", () => req.stream.session?.close());
@@ -194,6 +260,8 @@ export function createListener(
     },
     async close(deadlineMs) {
       const closed = new Promise<void>((resolve) => tcp.close(() => resolve()));
+      // Stops their receive checks; they never listened, so there is nothing else to close.
+      for (const server of receivingServers) server.close(() => {});
       for (const session of sessions) session.close();
       h1?.closeIdleConnections();
       if (h1) {
