@@ -42,7 +42,9 @@ const reasonOfCode: Partial<Record<Code, Reason>> = {
   [Code.PermissionDenied]: "PERMISSION_DENIED",
   [Code.NotFound]: "NOT_FOUND",
   [Code.AlreadyExists]: "ALREADY_EXISTS",
-  [Code.ResourceExhausted]: "RATE_LIMITED",
+  // connect-es's own RESOURCE_EXHAUSTED is a message over the size limits; the rate limits
+  // are domain errors with a reason of their own.
+  [Code.ResourceExhausted]: "REQUEST_TOO_LARGE",
   [Code.Unavailable]: "UNAVAILABLE",
   [Code.Unimplemented]: "UNIMPLEMENTED",
 };

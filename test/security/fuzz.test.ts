@@ -12,7 +12,7 @@ import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect
 import fc from "fast-check";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Authorization } from "../../gen/envoy/service/auth/v3/external_auth_pb.js";
-import { BadRequestSchema } from "../../gen/google/rpc/error_details_pb.js";
+import { BadRequestSchema, ErrorInfoSchema } from "../../gen/google/rpc/error_details_pb.js";
 import { Health } from "../../gen/grpc/health/v1/health_pb.js";
 import { AdminService } from "../../gen/keygate/v1/admin_service_pb.js";
 import { AuthService } from "../../gen/keygate/v1/auth_service_pb.js";
@@ -305,6 +305,26 @@ describe("SECURITY.md 22: random, malformed and oversized input to every RPC", {
       expect((await post(path, "application/json", json)).code, path).toBe("resource_exhausted");
       expect((await post(path, "application/proto", binary)).code, path).toBe("resource_exhausted");
     }
+  });
+
+  it("a stream message over the limit says REQUEST_TOO_LARGE, not RATE_LIMITED (a retry cannot help)", async () => {
+    // A Connect streaming request whose one envelope declares 4 GiB.
+    const res = await fetch(`${keygate.url}/grpc.health.v1.Health/Watch`, {
+      method: "POST",
+      headers: { "content-type": "application/connect+json" },
+      body: Buffer.from([0, 0xff, 0xff, 0xff, 0xff]),
+    });
+    const body = Buffer.from(await res.arrayBuffer());
+    // The end-of-stream envelope (flag 2) carries the error.
+    expect(body[0]).toBe(2);
+    const end = JSON.parse(body.subarray(5).toString()) as {
+      error: { code: string; details: { type: string; value: string }[] };
+    };
+    expect(end.error.code).toBe("resource_exhausted");
+    const info = end.error.details.find((d) => d.type === "google.rpc.ErrorInfo");
+    expect(info).toBeDefined();
+    const reason = fromBinary(ErrorInfoSchema, Buffer.from(info?.value ?? "", "base64")).reason;
+    expect(reason).toBe("REQUEST_TOO_LARGE");
   });
 
   it("real clients with random field values get a deliberate code, over Connect and gRPC", async () => {
