@@ -106,6 +106,18 @@ const requestIdPattern = /^[\w.:-]{1,128}$/;
 const requestIdOf = Symbol("keygate request id");
 type Tagged = { [requestIdOf]?: string };
 
+/**
+ * An HTTP/1.1 request target in absolute form (`POST http://host/path`, as clients behind a
+ * forward proxy send it), which a server must take (RFC 9112, section 3.2.2), becomes the
+ * path every route matches on.
+ */
+function absolutePath(req: NodeServerRequest): void {
+  const url = req.url ?? "";
+  if (url.startsWith("/") || !/^https?:\/\//i.test(url) || !URL.canParse(url)) return;
+  const parsed = new URL(url);
+  req.url = `${parsed.pathname}${parsed.search}`;
+}
+
 /** Builds the server without listening, so tests and the CLI share it. */
 export function buildServer(deps: ServerDeps): Server {
   const shutdown = new AbortController();
@@ -183,6 +195,7 @@ export function buildServer(deps: ServerDeps): Server {
     }
   };
   const route = (req: NodeServerRequest, res: NodeServerResponse) => {
+    absolutePath(req);
     const given = req.headers["x-request-id"];
     const requestId =
       typeof given === "string" && requestIdPattern.test(given) ? given : randomUUID();

@@ -565,6 +565,31 @@ describe("SECURITY.md 22: random, malformed and oversized input to every RPC", {
     }
   });
 
+  it("takes HTTP/1.1 request targets in absolute form (RFC 9112, 3.2.2)", async () => {
+    const { port } = new URL(keygate.url);
+    // Written without a FIN: the answer comes after the call, and `connection: close` ends it.
+    const send = (head: string) =>
+      new Promise<string>((resolve, reject) => {
+        const socket = net.connect(Number(port), "127.0.0.1", () => socket.write(head));
+        let text = "";
+        socket.on("data", (chunk) => {
+          text += chunk;
+        });
+        socket.on("error", reject);
+        socket.on("close", () => resolve(text));
+      });
+    const health = await send(
+      "POST http://x.example/grpc.health.v1.Health/Check HTTP/1.1\r\nHost: x.example\r\n" +
+        "content-type: application/json\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}",
+    );
+    expect(health).toMatch(/^HTTP\/1.1 200 /);
+    expect(health).toContain('"status":"SERVING"');
+    const healthz = await send(
+      "GET http://x.example/healthz?probe=1 HTTP/1.1\r\nHost: x.example\r\nconnection: close\r\n\r\n",
+    );
+    expect(healthz).toMatch(/^HTTP\/1.1 200 /);
+  });
+
   it("the server is still up and ready after all of it", async () => {
     expect((await fetch(`${keygate.url}/readyz`)).status).toBe(200);
     const health = createClient(Health, createGrpcTransport({ baseUrl: keygate.url }));
