@@ -136,7 +136,8 @@ export function createListener(
   const trackStream = (stream: ServerHttp2Stream) => {
     const session = stream.session;
     if (session) openStreams.set(session, (openStreams.get(session) ?? 0) + 1);
-    const stalled = stream.readableEnded
+    // A request without a body (END_STREAM on its headers) has arrived whole.
+    const stalled = stream.endAfterHeaders
       ? undefined
       : setTimeout(() => {
           if (!stream.readableEnded) stream.close(http2.constants.NGHTTP2_CANCEL);
