@@ -407,6 +407,10 @@ describe("workspaces and tenant isolation", () => {
     const f = await failure(auth.getSession({}, bearer(tokens.accessToken, defaultWorkspaceId)));
     expect(f.code).toBe(Code.PermissionDenied);
     expect(f.reason).toBe("WORKSPACE_MISMATCH");
+    // A header that names no workspace at all is the caller's mistake, named as such.
+    const malformed = await failure(auth.getSession({}, bearer(tokens.accessToken, "not-a-uuid")));
+    expect(malformed.code).toBe(Code.InvalidArgument);
+    expect(malformed.fields).toEqual(["x-workspace-id"]);
     const sw = await failure(
       auth.switchWorkspace({ workspaceId: defaultWorkspaceId }, bearer(tokens.accessToken)),
     );

@@ -29,6 +29,7 @@ import { audit } from "./audit.js";
 import type { AuthDeps, Principal, RequestMeta } from "./deps.js";
 import { narrowResources } from "./oauth/resources.js";
 import { effectiveSettings } from "./settings.js";
+import { isUuid, Violations } from "./validate.js";
 
 export interface IssuedTokens {
   readonly accessToken: string;
@@ -403,6 +404,10 @@ export async function authenticate(
         ? "not an access token issued to an OAuth client"
         : "this token was issued to an OAuth client; it cannot call Keygate's API",
     );
+  }
+  if (workspaceHeader !== null && !isUuid(workspaceHeader)) {
+    // A header that names no workspace at all is the caller's mistake, as sign-up says it.
+    new Violations().add("x-workspace-id", "is not a valid id").throwIfAny();
   }
   if (workspaceHeader !== null && workspaceHeader !== claims.workspaceId) {
     throw new PermissionDeniedError(
