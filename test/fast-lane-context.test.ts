@@ -101,6 +101,15 @@ function call(url: string, framing: Framing, extra: Record<string, string> = {})
   });
 }
 
+/** The signal once it is aborted, or after 2 s if it is not. */
+async function abortedOrNot(signal: AbortSignal): Promise<AbortSignal> {
+  await new Promise((r) => {
+    signal.addEventListener("abort", r);
+    setTimeout(r, 2_000);
+  });
+  return signal;
+}
+
 /** The same case through connect-node and through the lane. */
 async function onBoth<T>(run: (lane: boolean) => Promise<T>) {
   return { general: await run(false), lane: await run(true) };
@@ -205,11 +214,7 @@ describe("the lean lane and connect-node: the handler's signal", () => {
       const server = await start(lane);
       const seen = new Promise((resolve) => {
         handlerDoes = async (ctx) => {
-          const signal = ctx.signal;
-          await new Promise((r) => {
-            signal.addEventListener("abort", r);
-            setTimeout(r, 2_000);
-          });
+          const signal = await abortedOrNot(ctx.signal);
           resolve({ aborted: signal.aborted, reason: String(signal.reason) });
         };
       });
@@ -236,12 +241,7 @@ describe("the lean lane and connect-node: the handler's signal", () => {
       const server = await start(lane);
       const seen = new Promise((resolve) => {
         handlerDoes = async (ctx) => {
-          const signal = ctx.signal;
-          await new Promise((r) => {
-            signal.addEventListener("abort", r);
-            setTimeout(r, 2_000);
-          });
-          resolve(signal.aborted);
+          resolve((await abortedOrNot(ctx.signal)).aborted);
         };
       });
       const req = http.request(`${server.h1}${path}`, {
